@@ -1,0 +1,321 @@
+//! The [`Stage`] trait every stage kind implements, and what a stage sees when it runs.
+//!
+//! A kind is a unit struct with typed params (`deny_unknown_fields`), typed ports and a
+//! `run`. The engine only ever holds kinds as [`DynStage`] trait objects, listed once in a
+//! [`Registry`]; it never knows what a port type *means*: "corpus" or "model" are just names
+//! that must match.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::digest::Digest;
+use crate::events::{Event, EventSink};
+use crate::yaml::PathSeg;
+
+/// The type of data a port carries. Inputs only accept outputs of the same type; [`ANY`]
+/// accepts everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortType(pub &'static str);
+
+/// Accepts (as an input) or gives (as an output) any type.
+pub const ANY: PortType = PortType("any");
+
+impl PortType {
+    pub fn accepts(self, given: PortType) -> bool {
+        self == ANY || given == ANY || self == given
+    }
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Port {
+    pub name: &'static str,
+    pub ty: PortType,
+    /// The stage cannot run without it.
+    pub required: bool,
+    /// Takes a list of stages (`models: [base, sft]`).
+    pub many: bool,
+}
+
+impl Port {
+    pub const fn required(name: &'static str, ty: PortType) -> Port {
+        Port { name, ty, required: true, many: false }
+    }
+    pub const fn optional(name: &'static str, ty: PortType) -> Port {
+        Port { name, ty, required: false, many: false }
+    }
+    pub const fn many(name: &'static str, ty: PortType) -> Port {
+        Port { name, ty, required: true, many: true }
+    }
+}
+
+/// A kind's input ports: a fixed list, or any names (the `command` kind).
+#[derive(Clone, Copy, Debug)]
+pub enum Inputs {
+    Fixed(&'static [Port]),
+    /// Any port name (an identifier), any type, one stage or a list.
+    Open,
+}
+
+/// A problem with a stage's params, at a path inside its `with:` mapping.
+#[derive(Debug, Clone)]
+pub struct ParamProblem {
+    pub path: Vec<PathSeg>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ParamProblem {
+    pub fn at(path: &[&str], message: impl Into<String>) -> Self {
+        ParamProblem {
+            path: path.iter().map(|s| PathSeg::Key(s.to_string())).collect(),
+            message: message.into(),
+            help: None,
+        }
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Why a stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("stopped (cancelled)")]
+    Cancelled,
+}
+
+impl StageError {
+    pub fn msg(m: impl Into<String>) -> Self {
+        StageError::Failed(m.into())
+    }
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StageError {
+        let context = context.into();
+        move |source| StageError::Io { context, source }
+    }
+}
+
+/// A kind of stage. Implement this for a unit struct and list it in the registry.
+pub trait Stage: Send + Sync + 'static {
+    /// The typed params (`with:`); derive `Deserialize` with `deny_unknown_fields`.
+    type Params: DeserializeOwned + Serialize + Send + Sync + 'static;
+    /// The name used in `uses:`.
+    const KIND: &'static str;
+    /// Bump when a change to the code changes what the stage produces: it invalidates the cache.
+    const VERSION: u32;
+    /// One line for `hone kinds` and "did you mean".
+    const ABOUT: &'static str;
+    const INPUTS: Inputs;
+    /// The kind's outputs: all name the stage's one output directory, with different types.
+    const OUTPUTS: &'static [Port];
+
+    /// Checks beyond what deserialisation checks (ranges, combinations).
+    fn validate(_params: &Self::Params) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+
+    /// Digests of what the stage reads from outside the store (workspace files, plugins):
+    /// they become part of the stage key. `(label, digest)`; labels appear in `hone plan`.
+    fn external_deps(_params: &Self::Params, _cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
+        Ok(Vec::new())
+    }
+
+    fn run(params: &Self::Params, cx: &RunCx) -> Result<(), StageError>;
+}
+
+/// Validated params: the typed value for `run`, and the canonical JSON that enters the key.
+#[derive(Clone)]
+pub struct Params {
+    pub canonical: serde_json::Value,
+    typed: Arc<dyn Any + Send + Sync>,
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Params({})", self.canonical)
+    }
+}
+
+/// The object-safe face of a [`Stage`]; implemented for every `Stage`.
+pub trait DynStage: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn about(&self) -> &'static str;
+    fn inputs(&self) -> Inputs;
+    fn outputs(&self) -> &'static [Port];
+    fn check(&self, with: serde_yaml::Value) -> Result<Params, Vec<ParamProblem>>;
+    fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
+    fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError>;
+}
+
+impl<S: Stage> DynStage for S {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn about(&self) -> &'static str {
+        S::ABOUT
+    }
+    fn inputs(&self) -> Inputs {
+        S::INPUTS
+    }
+    fn outputs(&self) -> &'static [Port] {
+        S::OUTPUTS
+    }
+    fn check(&self, with: serde_yaml::Value) -> Result<Params, Vec<ParamProblem>> {
+        let typed: S::Params = serde_path_to_error::deserialize(with).map_err(|e| vec![problem_from_serde(e)])?;
+        let problems = S::validate(&typed);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let canonical = serde_json::to_value(&typed).map_err(|e| vec![ParamProblem::at(&[], e.to_string())])?;
+        Ok(Params { canonical, typed: Arc::new(typed) })
+    }
+    fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
+        S::external_deps(typed::<S>(params), cx)
+    }
+    fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError> {
+        S::run(typed::<S>(params), cx)
+    }
+}
+
+fn typed<S: Stage>(p: &Params) -> &S::Params {
+    p.typed.downcast_ref().expect("params were checked by the same kind")
+}
+
+fn problem_from_serde(e: serde_path_to_error::Error<serde_yaml::Error>) -> ParamProblem {
+    let mut path: Vec<PathSeg> = e
+        .path()
+        .iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
+            _ => None,
+        })
+        .collect();
+    let message = e.inner().to_string();
+    // serde reports an unknown field at its parent map; point at the field itself.
+    let mut help = None;
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some(end) = rest.find('`') {
+            let field = &rest[..end];
+            if path.last() != Some(&PathSeg::Key(field.to_string())) {
+                path.push(PathSeg::Key(field.to_string()));
+            }
+            if let Some(expected) = rest[end..].split_once("expected ") {
+                let names: Vec<&str> =
+                    expected.1.split(['`', ',', ' ']).filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or").collect();
+                if let Some(best) = crate::suggest::closest(field, names.iter().copied()) {
+                    help = Some(format!("did you mean `{best}`?"));
+                }
+            }
+        }
+    }
+    ParamProblem { path, message, help }
+}
+
+/// What a stage may use to digest external dependencies (stat-cached file hashing).
+pub struct DepCx<'a> {
+    pub workspace: &'a Path,
+    pub(crate) hasher: &'a (dyn Fn(&Path) -> std::io::Result<Digest> + Sync),
+}
+
+impl DepCx<'_> {
+    /// The Merkle digest of a workspace path (file or directory), relative to the workspace.
+    pub fn hash_path(&self, rel: &Path) -> Result<Digest, StageError> {
+        let p = self.workspace.join(rel);
+        (self.hasher)(&p).map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", rel.display())))
+    }
+}
+
+/// What a running stage sees: its inputs, where to write, and how to report.
+pub struct RunCx<'a> {
+    pub stage_id: &'a str,
+    pub workspace: &'a Path,
+    pub seed: u64,
+    /// Input port → artifact directories (one, or several for a `many` port).
+    pub inputs: &'a BTreeMap<String, Vec<PathBuf>>,
+    /// Write every output here; it becomes the stage's artifact when `run` returns Ok.
+    pub out_dir: &'a Path,
+    /// Survives a killed run (keyed by the stage key): save checkpoints here to resume.
+    pub checkpoint_dir: &'a Path,
+    /// This run's log file (tracing events inside the stage's span also land here).
+    pub log_path: &'a Path,
+    pub(crate) events: &'a dyn EventSink,
+    pub(crate) cancel: &'a AtomicBool,
+    pub(crate) metrics: std::sync::Mutex<BTreeMap<String, serde_json::Value>>,
+}
+
+impl RunCx<'_> {
+    /// The artifact directory wired to a single-stage input port.
+    pub fn input(&self, port: &str) -> Option<&Path> {
+        self.inputs.get(port).and_then(|v| v.first()).map(PathBuf::as_path)
+    }
+
+    /// Like [`RunCx::input`] for a required port; the engine has checked the wiring.
+    pub fn required_input(&self, port: &str) -> Result<&Path, StageError> {
+        self.input(port).ok_or_else(|| StageError::msg(format!("input `{port}` is not wired")))
+    }
+
+    /// Progress of a long stage; `total` enables a bar with an ETA.
+    pub fn progress(&self, done: u64, total: Option<u64>, message: impl Into<String>) {
+        self.events.emit(Event::Progress {
+            stage: self.stage_id.to_string(),
+            done,
+            total,
+            message: message.into(),
+        });
+    }
+
+    /// A metric: shown live, and its last value kept in the stage's summary.
+    pub fn metric(&self, name: &str, value: impl Into<serde_json::Value>) {
+        let value = value.into();
+        self.metrics.lock().unwrap().insert(name.to_string(), value.clone());
+        self.events.emit(Event::Metric { stage: self.stage_id.to_string(), name: name.to_string(), value });
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once the run is being stopped; call it in long loops.
+    pub fn check_cancelled(&self) -> Result<(), StageError> {
+        if self.is_cancelled() { Err(StageError::Cancelled) } else { Ok(()) }
+    }
+}
+
+/// Every stage kind hone knows, listed in one place (see `hone_stages::registry`).
+pub struct Registry {
+    kinds: Vec<&'static dyn DynStage>,
+}
+
+impl Registry {
+    pub fn new(kinds: Vec<&'static dyn DynStage>) -> Self {
+        Registry { kinds }
+    }
+    pub fn get(&self, kind: &str) -> Option<&'static dyn DynStage> {
+        self.kinds.iter().copied().find(|k| k.kind() == kind)
+    }
+    pub fn kinds(&self) -> impl Iterator<Item = &'static dyn DynStage> + '_ {
+        self.kinds.iter().copied()
+    }
+}

@@ -1,0 +1,442 @@
+//! The content-addressed store under `<workspace>/.hone/`.
+//!
+//! ```text
+//! objects/<artifact digest>/   immutable output directories (files read-only)
+//! keys/<stage key>.json        key → artifact record, written last, atomically
+//! state/<pipeline>/<stage>.json the key each stage last ran or hit with (for `plan` reasons)
+//! checkpoints/<stage key>/     resumable state of an unfinished stage
+//! tmp/                         staging; anything here is garbage once the lock is taken
+//! logs/<stage>/<time>.log      one log per stage run
+//! quarantine/                  objects `cache verify` found corrupted
+//! lock                         the workspace lock
+//! ```
+//!
+//! A stage writes into a [`Staging`] directory; only [`Staging::commit`] can create an entry:
+//! it hashes the directory, renames it into `objects/` (never copies), and only then writes
+//! the key record. A crash at any instant leaves the old state or the new one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{self, ArtifactDigest, Digest, StageKey};
+
+/// Everything a stage key is the hash of. Stored with the record, so `hone plan` can say
+/// what changed since the last run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyManifest {
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    pub seed: u64,
+    /// Input port → the artifact digests wired to it.
+    pub inputs: BTreeMap<String, Vec<ArtifactDigest>>,
+    /// External dependency label (a workspace file, a plugin) → its digest.
+    pub deps: BTreeMap<String, Digest>,
+}
+
+impl KeyManifest {
+    pub fn key(&self) -> StageKey {
+        // serde_json maps are sorted (no preserve_order), so this encoding is canonical.
+        let bytes = serde_json::to_vec(self).expect("manifest serialises");
+        let mut h = blake3::Hasher::new();
+        h.update(b"hone-stage-key-v1\0");
+        h.update(&bytes);
+        StageKey(Digest(*h.finalize().as_bytes()))
+    }
+}
+
+/// A finished computation: key → artifact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub key: StageKey,
+    pub artifact: ArtifactDigest,
+    pub manifest: KeyManifest,
+    /// The stage id it first ran as (records are shared by any stage with the same key).
+    pub stage: String,
+    pub seconds: f64,
+    pub created_unix: u64,
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a pipeline's stage last resolved to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageState {
+    pub key: StageKey,
+    pub artifact: ArtifactDigest,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error at `{path}`: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt store file `{path}`: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `<workspace>/.hone`.
+    pub fn open(workspace: &Path) -> Result<Store, StoreError> {
+        let root = workspace.join(".hone");
+        for d in ["objects", "keys", "state", "checkpoints", "tmp", "logs"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn object_path(&self, a: &ArtifactDigest) -> PathBuf {
+        self.root.join("objects").join(a.to_hex())
+    }
+
+    fn record_path(&self, k: &StageKey) -> PathBuf {
+        self.root.join("keys").join(format!("{}.json", k.to_hex()))
+    }
+
+    pub fn checkpoint_dir(&self, k: &StageKey) -> PathBuf {
+        self.root.join("checkpoints").join(k.to_hex())
+    }
+
+    fn state_path(&self, pipeline: &str, stage: &str) -> PathBuf {
+        self.root.join("state").join(sanitize(pipeline)).join(format!("{stage}.json"))
+    }
+
+    /// The record for `key`, if it and its object are present.
+    pub fn lookup(&self, key: &StageKey) -> Result<Option<Record>, StoreError> {
+        let p = self.record_path(key);
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_at(&p)(e)),
+        };
+        let rec: Record = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            // A record is written atomically, so this is damage from outside: treat as a miss.
+            Err(_) => return Ok(None),
+        };
+        Ok(self.object_path(&rec.artifact).is_dir().then_some(rec))
+    }
+
+    pub fn read_record(&self, key: &StageKey) -> Option<Record> {
+        fs::read(self.record_path(key)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn state(&self, pipeline: &str, stage: &str) -> Option<StageState> {
+        fs::read(self.state_path(pipeline, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Remember what a stage resolved to; writes only when it changed (no-op runs write nothing).
+    pub fn set_state(&self, pipeline: &str, stage: &str, state: &StageState) -> Result<(), StoreError> {
+        if self.state(pipeline, stage).as_ref() == Some(state) {
+            return Ok(());
+        }
+        let p = self.state_path(pipeline, stage);
+        let dir = p.parent().expect("state has a parent");
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        write_atomic(&p, &serde_json::to_vec_pretty(state).expect("state serialises"))
+    }
+
+    /// All pipelines' recorded states: (pipeline, stage, state).
+    pub fn all_states(&self) -> Vec<(String, String, StageState)> {
+        let mut out = Vec::new();
+        let Ok(pipes) = fs::read_dir(self.root.join("state")) else { return out };
+        for p in pipes.flatten() {
+            let Ok(stages) = fs::read_dir(p.path()) else { continue };
+            for s in stages.flatten() {
+                let name = s.file_name().to_string_lossy().into_owned();
+                let Some(stage) = name.strip_suffix(".json") else { continue };
+                if let Some(st) = fs::read(s.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    out.push((p.file_name().to_string_lossy().into_owned(), stage.to_string(), st));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = fs::read_dir(self.root.join("keys"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by_key(|r: &Record| r.created_unix);
+        out
+    }
+
+    pub fn objects(&self) -> Vec<ArtifactDigest> {
+        let mut out: Vec<ArtifactDigest> = fs::read_dir(self.root.join("objects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A fresh staging directory for a stage's outputs.
+    pub fn stage(&self, key: StageKey) -> Result<Staging<'_>, StoreError> {
+        let tmp = self.root.join("tmp");
+        let dir = tempfile::Builder::new().prefix(&format!("{}-", key.short())).tempdir_in(&tmp).map_err(io_at(&tmp))?;
+        let out = dir.path().join("out");
+        fs::create_dir(&out).map_err(io_at(&out))?;
+        Ok(Staging { store: self, key, dir, out })
+    }
+
+    /// Remove leftovers of killed runs. Call only while holding the workspace lock.
+    pub fn clean_tmp(&self) {
+        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = remove_all(&e.path());
+            }
+        }
+    }
+
+    pub fn log_path(&self, stage: &str) -> PathBuf {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.root.join("logs").join(stage).join(format!("{}-{:03}.log", now.as_secs(), now.subsec_millis()))
+    }
+
+    /// Delete a record (used when its object was found corrupt).
+    pub fn forget(&self, key: &StageKey) -> Result<(), StoreError> {
+        let p = self.record_path(key);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&p)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Move a corrupt object aside so the next run recomputes it.
+    pub fn quarantine(&self, a: &ArtifactDigest) -> Result<PathBuf, StoreError> {
+        let q = self.root.join("quarantine");
+        fs::create_dir_all(&q).map_err(io_at(&q))?;
+        let dest = q.join(format!("{}-{}", a.to_hex(), std::process::id()));
+        let src = self.object_path(a);
+        fs::rename(&src, &dest).map_err(io_at(&src))?;
+        Ok(dest)
+    }
+
+    pub fn remove_object(&self, a: &ArtifactDigest) -> Result<u64, StoreError> {
+        let p = self.object_path(a);
+        let size = dir_size(&p);
+        remove_all(&p).map_err(io_at(&p))?;
+        Ok(size)
+    }
+}
+
+/// A stage's output directory before it is committed. Dropping it discards it.
+pub struct Staging<'s> {
+    store: &'s Store,
+    key: StageKey,
+    dir: tempfile::TempDir,
+    out: PathBuf,
+}
+
+impl Staging<'_> {
+    pub fn out_dir(&self) -> &Path {
+        &self.out
+    }
+
+    /// Hash the outputs, move them into `objects/` by rename, then write the key record.
+    pub fn commit(
+        self,
+        manifest: KeyManifest,
+        stage: &str,
+        seconds: f64,
+        metrics: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Record, StoreError> {
+        let artifact = ArtifactDigest(digest::hash_tree(&self.out).map_err(io_at(&self.out))?);
+        make_read_only(&self.out).map_err(io_at(&self.out))?;
+        let dest = self.store.object_path(&artifact);
+        if !dest.exists() {
+            match fs::rename(&self.out, &dest) {
+                Ok(()) => {}
+                // Another run committed the same bytes first: same content, keep theirs.
+                Err(_) if dest.is_dir() => {}
+                Err(e) => return Err(io_at(&dest)(e)),
+            }
+        }
+        let record = Record {
+            key: self.key,
+            artifact,
+            manifest,
+            stage: stage.to_string(),
+            seconds,
+            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            metrics,
+        };
+        let p = self.store.record_path(&self.key);
+        write_atomic(&p, &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
+        let _ = remove_all(self.dir.path());
+        Ok(record)
+    }
+}
+
+/// Write a file by temp file + rename, so readers see the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut f = tempfile::NamedTempFile::new_in(dir).map_err(io_at(dir))?;
+    f.write_all(bytes).map_err(io_at(path))?;
+    f.persist(path).map_err(|e| io_at(path)(e.error))?;
+    Ok(())
+}
+
+fn make_read_only(p: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(p)?;
+    if meta.is_dir() {
+        for e in fs::read_dir(p)? {
+            make_read_only(&e?.path())?;
+        }
+    } else if meta.is_file() {
+        let mut perm = meta.permissions();
+        perm.set_readonly(true);
+        fs::set_permissions(p, perm)?;
+    }
+    Ok(())
+}
+
+/// Remove a tree whose files may be read-only (directories never are).
+pub fn remove_all(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => {
+            // Directories we create are writable, so unlinking read-only files in them works.
+            match fs::remove_dir_all(p) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    make_writable(p)?;
+                    fs::remove_dir_all(p)
+                }
+            }
+        }
+        Ok(_) => fs::remove_file(p),
+    }
+}
+
+fn make_writable(p: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(p)?;
+    if !meta.file_type().is_symlink() {
+        let mut perm = meta.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        fs::set_permissions(p, perm)?;
+    }
+    if meta.is_dir() {
+        for e in fs::read_dir(p)? {
+            make_writable(&e?.path())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::read_dir(p).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum(),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if s.is_empty() { "_".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> KeyManifest {
+        KeyManifest {
+            kind: "command".into(),
+            version: 1,
+            params: serde_json::json!({"cmd": "echo"}),
+            seed: 1,
+            inputs: BTreeMap::new(),
+            deps: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn commit_then_lookup_and_same_bytes_share_an_object() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        let m = manifest();
+        let key = m.key();
+        assert!(store.lookup(&key).unwrap().is_none());
+        let s = store.stage(key).unwrap();
+        fs::write(s.out_dir().join("a.txt"), "hi").unwrap();
+        let rec = s.commit(m.clone(), "a", 0.1, Default::default()).unwrap();
+        let hit = store.lookup(&key).unwrap().unwrap();
+        assert_eq!(hit.artifact, rec.artifact);
+        assert_eq!(fs::read_to_string(store.object_path(&rec.artifact).join("a.txt")).unwrap(), "hi");
+        assert!(fs::metadata(store.object_path(&rec.artifact).join("a.txt")).unwrap().permissions().readonly());
+
+        let mut m2 = m.clone();
+        m2.seed = 2;
+        let s = store.stage(m2.key()).unwrap();
+        fs::write(s.out_dir().join("a.txt"), "hi").unwrap();
+        let rec2 = s.commit(m2, "a", 0.1, Default::default()).unwrap();
+        assert_eq!(rec2.artifact, rec.artifact);
+        assert_eq!(store.objects().len(), 1);
+        assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_record_without_its_object_is_a_miss() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        let m = manifest();
+        let s = store.stage(m.key()).unwrap();
+        let rec = s.commit(m.clone(), "a", 0.0, Default::default()).unwrap();
+        store.remove_object(&rec.artifact).unwrap();
+        assert!(store.lookup(&m.key()).unwrap().is_none());
+    }
+
+    #[test]
+    fn key_changes_with_every_component() {
+        let base = manifest();
+        let mut variants = vec![];
+        let mut m = base.clone();
+        m.kind = "other".into();
+        variants.push(m);
+        let mut m = base.clone();
+        m.version = 2;
+        variants.push(m);
+        let mut m = base.clone();
+        m.params = serde_json::json!({"cmd": "echo hi"});
+        variants.push(m);
+        let mut m = base.clone();
+        m.inputs.insert("x".into(), vec![ArtifactDigest(Digest::of(b"x"))]);
+        variants.push(m);
+        let mut m = base.clone();
+        m.deps.insert("dep:f".into(), Digest::of(b"f"));
+        variants.push(m);
+        for v in variants {
+            assert_ne!(v.key(), base.key());
+        }
+    }
+}
