@@ -1,1 +1,147 @@
-fn main(){}
+//! `hone`: run, plan and inspect ML pipelines. The CLI parses flags, loads the pipeline,
+//! and hands the engine a reporter; the commands themselves live in `commands.rs`.
+//!
+//! Exit codes:
+//! - 0: success
+//! - 1: a stage failed (`run`), or `cache verify` found corrupted objects
+//! - 2: bad command-line usage
+//! - 3: the pipeline file is missing or invalid
+//! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
+//! - 130: interrupted (Ctrl-C)
+
+mod commands;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "hone", version, about = "The ChatGPT training recipe as a declarative, cached, reproducible pipeline")]
+#[command(after_help = "Exit codes: 0 ok, 1 stage failed or corruption found, 2 usage, 3 invalid pipeline, 4 workspace error, 130 interrupted")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline: stages whose inputs changed run, the rest come from the cache.
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Run only these stages (their inputs must be cached).
+        #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "until")]
+        only: Vec<String>,
+        /// Run this stage and everything it depends on.
+        #[arg(long, value_name = "ID")]
+        until: Option<String>,
+        /// Run these stages even if cached.
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        force: Vec<String>,
+        /// How many stages may run at once (default: number of CPUs).
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Fail at once instead of waiting when another run holds the workspace.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print events as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say what `run` would do for every stage, and why.
+    Plan {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "until")]
+        only: Vec<String>,
+        #[arg(long, value_name = "ID")]
+        until: Option<String>,
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        force: Vec<String>,
+        /// Print `{"stages":[{"id","action","reasons"}...]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stage's state, key, outputs, metrics and log.
+    Show {
+        /// The stage id.
+        id: String,
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a stage's outputs out of the store.
+    Export {
+        id: String,
+        /// Destination directory (must not exist, or be empty).
+        dest: PathBuf,
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Print the stage graph.
+    Graph {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// List the stage kinds hone knows, with their ports.
+    Kinds {
+        /// Only this kind.
+        kind: Option<String>,
+    },
+    /// Inspect and maintain the store.
+    Cache {
+        #[command(subcommand)]
+        op: CacheOp,
+        /// The workspace (default: the current directory).
+        #[arg(long, global = true, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheOp {
+    /// List cache entries.
+    Ls,
+    /// Delete objects and records that no pipeline's current stages use.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-hash every object; quarantine corrupted ones so the next run recomputes them.
+    Verify,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Args, Clone)]
+struct PipelineArgs {
+    /// The pipeline file (default: ./pipeline.yaml, else the bundled default pipeline).
+    pipeline: Option<PathBuf>,
+    /// Override a value: `-s vars.d_model=192`, `-s stages.train.with.lr=3e-4`.
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where `.hone/` lives (default: the pipeline file's directory).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_tracing();
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The `hone` subcommands, each a function from parsed flags to an exit code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hone_engine::exec::{self, RunOptions};
+use hone_engine::plan::{self, Action, Selection};
+use hone_engine::spec::{self, LoadError, Pipeline};
+use hone_engine::store::{Store, remove_all};
+use hone_engine::workspace::Workspace;
+use hone_engine::{EngineError, digest};
+use hone_engine::stage::Inputs;
+
+use crate::report::{HumanReporter, JsonReporter};
+use crate::{CacheOp, Cli, Cmd, GraphFormat, PipelineArgs};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 3;
+pub const EXIT_WORKSPACE: u8 = 4;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// An error that ends the command: what to print and the exit code.
+pub struct Fatal {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Fatal {
+    fn workspace(e: impl std::fmt::Display) -> Fatal {
+        Fatal { message: format!("error: {e}"), code: EXIT_WORKSPACE }
+    }
+}
+
+impl From<EngineError> for Fatal {
+    fn from(e: EngineError) -> Fatal {
+        Fatal::workspace(e)
+    }
+}
+
+impl From<hone_engine::store::StoreError> for Fatal {
+    fn from(e: hone_engine::store::StoreError) -> Fatal {
+        Fatal::workspace(e)
+    }
+}
+
+pub fn init_tracing() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HONE_LOG").unwrap_or_else(|_| "warn".into());
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    tracing_subscriber::registry()
+        .with(hone_engine::logging::StageLogLayer)
+        .with(stderr)
+        .init();
+}
+
+pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
+    match cli.command {
+        Cmd::Run { p, only, until, force, jobs, no_wait, json } => run(&p, selection(only, until), force, jobs, no_wait, json),
+        Cmd::Plan { p, only, until, force, json } => plan_cmd(&p, selection(only, until), &force, json),
+        Cmd::Show { id, p, json } => show(&p, &id, json),
+        Cmd::Export { id, dest, p } => export(&p, &id, &dest),
+        Cmd::Graph { p, format } => graph(&p, format),
+        Cmd::Kinds { kind } => kinds(kind.as_deref()),
+        Cmd::Cache { op, workspace } => cache(op, workspace),
+    }
+}
+
+fn selection(only: Vec<String>, until: Option<String>) -> Selection {
+    match (only.is_empty(), until) {
+        (false, _) => Selection::Only(only),
+        (true, Some(u)) => Selection::Until(u),
+        (true, None) => Selection::All,
+    }
+}
+
+/// The pipeline file: the argument, else ./pipeline.yaml, else the bundled default.
+fn pipeline_path(arg: &Option<PathBuf>) -> Result<PathBuf, Fatal> {
+    if let Some(p) = arg {
+        return Ok(p.clone());
+    }
+    let local = PathBuf::from("pipeline.yaml");
+    if local.exists() {
+        return Ok(local);
+    }
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines").join("tiny-chatgpt.yaml");
+    if bundled.exists() {
+        return Ok(bundled);
+    }
+    Err(Fatal {
+        message: "error: no pipeline given and no `pipeline.yaml` here\n   = help: pass a pipeline file: `hone run path/to/pipeline.yaml`".into(),
+        code: EXIT_INVALID,
+    })
+}
+
+fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
+    let path = pipeline_path(&args.pipeline)?;
+    let registry = hone_stages::registry();
+    let p = spec::load(&path, &registry, &args.set).map_err(|e| match e {
+        LoadError::Invalid(d) => Fatal { message: d.to_string(), code: EXIT_INVALID },
+        e @ LoadError::Io { .. } => Fatal { message: format!("error: {e}"), code: EXIT_INVALID },
+    })?;
+    let root = match &args.workspace {
+        Some(w) => w.clone(),
+        None => path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into()),
+    };
+    std::fs::create_dir_all(&root).map_err(|e| Fatal::workspace(format!("cannot create workspace `{}`: {e}", root.display())))?;
+    let ws = Workspace::open(&root)?;
+    Ok((p, ws))
+}
+
+fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Option<usize>, no_wait: bool, json: bool) -> Result<u8, Fatal> {
+    let (p, ws) = load(args)?;
+    let lock = ws
+        .lock(!no_wait, || eprintln!("hone: another run holds the workspace lock ({}); waiting for it to finish…", ws.store.root().join("lock").display()))
+        .map_err(Fatal::workspace)?;
+    let Some(_lock) = lock else {
+        return Err(Fatal {
+            message: format!(
+                "error: another hone run is using the workspace `{}`\n   = help: wait for it, or run without --no-wait to queue behind it",
+                ws.root().display()
+            ),
+            code: EXIT_WORKSPACE,
+        });
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(EXIT_INTERRUPTED as i32);
+            }
+            eprintln!("hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)");
+        });
+    }
+    let mut opts = RunOptions { selection, force, ..RunOptions::default() };
+    if let Some(j) = jobs {
+        opts.jobs = j.max(1);
+    }
+    let summary = if json {
+        exec::run(&ws, &p, &opts, &JsonReporter, &cancel)?
+    } else {
+        exec::run(&ws, &p, &opts, &HumanReporter::new(), &cancel)?
+    };
+    if cancel.load(Ordering::SeqCst) {
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if !summary.ok() && !json {
+        for (stage, _, log) in &summary.failed {
+            match log {
+                Some(l) => eprintln!("hone: stage `{stage}` failed; its log: {}", l.display()),
+                None => eprintln!("hone: stage `{stage}` failed"),
+            }
+        }
+    }
+    Ok(if summary.ok() { 0 } else { EXIT_FAILED })
+}
+
+fn plan_cmd(args: &PipelineArgs, selection: Selection, force: &[String], json: bool) -> Result<u8, Fatal> {
+    let (p, ws) = load(args)?;
+    let stages = plan::plan(&ws, &p, &selection, force)?;
+    ws.save_stat_cache();
+    if json {
+        println!("{}", serde_json::json!({ "pipeline": p.name, "stages": stages }));
+        return Ok(0);
+    }
+    let width = stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+    for s in &stages {
+        let action = match s.action {
+            Action::Cached => "cached",
+            Action::Run => "run",
+            Action::Skip => "skip",
+        };
+        let why = if s.reasons.is_empty() { String::new() } else { format!("  {}", s.reasons.join("; ")) };
+        println!("{action:<7}{:<width$}  ({}){why}", s.id, s.kind);
+    }
+    let runs = stages.iter().filter(|s| s.action == Action::Run).count();
+    println!("{runs} to run, {} cached", stages.iter().filter(|s| s.action == Action::Cached).count());
+    Ok(0)
+}
+
+/// The stage's current key and record, if its inputs are all resolvable.
+fn find_stage<'p>(p: &'p Pipeline, id: &str) -> Result<usize, Fatal> {
+    p.index_of(id).ok_or_else(|| {
+        let hint = hone_engine::suggest::did_you_mean(id, p.stages.iter().map(|s| s.id.as_str())).map(|h| format!("\n   = help: {h}")).unwrap_or_default();
+        Fatal { message: format!("error: no stage `{id}` in pipeline `{}`{hint}", p.name), code: EXIT_WORKSPACE }
+    })
+}
+
+fn show(args: &PipelineArgs, id: &str, json: bool) -> Result<u8, Fatal> {
+    let (p, ws) = load(args)?;
+    let i = find_stage(&p, id)?;
+    let plans = plan::plan(&ws, &p, &Selection::Until(id.to_string()), &[])?;
+    let sp = &plans[i];
+    let record = sp.key.and_then(|k| ws.store.lookup(&k).ok().flatten());
+    let state = ws.store.state(&p.name, id);
+    let output = record.as_ref().map(|r| ws.store.object_path(&r.artifact));
+    let files: Vec<String> = output.as_ref().map(|o| list_files(o)).unwrap_or_default();
+    let log = state.as_ref().and_then(|s| s.log.clone());
+    if json {
+        let v = serde_json::json!({
+            "id": id,
+            "kind": sp.kind,
+            "state": if record.is_some() { "cached" } else { "will run" },
+            "reasons": sp.reasons,
+            "key": sp.key,
+            "artifact": record.as_ref().map(|r| r.artifact),
+            "output": output,
+            "files": files,
+            "metrics": record.as_ref().map(|r| &r.metrics),
+            "seconds": record.as_ref().map(|r| r.seconds),
+            "log": log,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        return Ok(0);
+    }
+    println!("stage:    {id} ({})", sp.kind);
+    match &record {
+        Some(r) => println!("state:    cached (ran in {:.2}s)", r.seconds),
+        None => println!("state:    will run: {}", sp.reasons.join("; ")),
+    }
+    if let Some(k) = sp.key {
+        println!("key:      {k}");
+    }
+    if let (Some(r), Some(o)) = (&record, &output) {
+        println!("artifact: {}", r.artifact);
+        println!("output:   {}", o.display());
+        for f in &files {
+            println!("          {f}");
+        }
+        if !r.metrics.is_empty() {
+            println!("metrics:");
+            for (k, v) in &r.metrics {
+                println!("          {k} = {v}");
+            }
+        }
+    }
+    if let Some(l) = log {
+        println!("log:      {}", l.display());
+    }
+    Ok(0)
+}
+
+fn list_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d).into_iter().flatten().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push(format!("{} ({})", p.strip_prefix(base).unwrap_or(&p).display(), human_bytes(size)));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn export(args: &PipelineArgs, id: &str, dest: &Path) -> Result<u8, Fatal> {
+    let (p, ws) = load(args)?;
+    find_stage(&p, id)?;
+    let plans = plan::plan(&ws, &p, &Selection::Until(id.to_string()), &[])?;
+    let sp = plans.iter().find(|s| s.id == id).expect("stage is in its own plan");
+    let Some(record) = sp.key.and_then(|k| ws.store.lookup(&k).ok().flatten()) else {
+        return Err(Fatal {
+            message: format!("error: stage `{id}` has no up-to-date output ({})\n   = help: run `hone run --until {id}` first", sp.reasons.join("; ")),
+            code: EXIT_WORKSPACE,
+        });
+    };
+    if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Fatal { message: format!("error: `{}` exists and is not an empty directory", dest.display()), code: EXIT_WORKSPACE });
+    }
+    copy_tree(&ws.store.object_path(&record.artifact), dest).map_err(|e| Fatal::workspace(format!("cannot copy to `{}`: {e}", dest.display())))?;
+    eprintln!("hone: exported `{id}` [{}] to {}", record.artifact.short(), dest.display());
+    Ok(0)
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else {
+            std::fs::copy(e.path(), &to)?;
+            let mut perm = std::fs::metadata(&to)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&to, perm)?;
+        }
+    }
+    Ok(())
+}
+
+fn graph(args: &PipelineArgs, format: GraphFormat) -> Result<u8, Fatal> {
+    let path = pipeline_path(&args.pipeline)?;
+    let p = spec::load(&path, &hone_stages::registry(), &args.set).map_err(|e| match e {
+        LoadError::Invalid(d) => Fatal { message: d.to_string(), code: EXIT_INVALID },
+        e => Fatal { message: format!("error: {e}"), code: EXIT_INVALID },
+    })?;
+    let edges = p.stages.iter().flat_map(|s| s.inputs.iter().flat_map(move |(port, refs)| refs.iter().map(move |r| (r.stage, port, &s.id))));
+    match format {
+        GraphFormat::Dot => {
+            println!("digraph {:?} {{\n  rankdir=LR;\n  node [shape=box];", p.name);
+            for s in &p.stages {
+                println!("  {:?} [label=\"{}\\n({})\"];", s.id, s.id, s.kind.kind());
+            }
+            for (from, port, to) in edges {
+                println!("  {:?} -> {:?} [label={:?}];", p.stages[from].id, to, port);
+            }
+            println!("}}");
+        }
+        GraphFormat::Mermaid => {
+            println!("graph LR");
+            for s in &p.stages {
+                println!("  {}[\"{} ({})\"]", mermaid_id(&s.id), s.id, s.kind.kind());
+            }
+            for (from, port, to) in edges {
+                println!("  {} -->|{}| {}", mermaid_id(&p.stages[from].id), port, mermaid_id(to));
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn mermaid_id(id: &str) -> String {
+    format!("s_{}", id.replace('-', "_"))
+}
+
+fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
+    let registry = hone_stages::registry();
+    let mut found = false;
+    for k in registry.kinds().filter(|k| only.is_none_or(|o| o == k.kind())) {
+        found = true;
+        println!("{} (v{}): {}", k.kind(), k.version(), k.about());
+        match k.inputs() {
+            Inputs::Fixed(ports) if ports.is_empty() => println!("  inputs:  none"),
+            Inputs::Fixed(ports) => {
+                let s: Vec<String> = ports
+                    .iter()
+                    .map(|p| format!("{}: {}{}{}", p.name, p.ty, if p.many { " (list)" } else { "" }, if p.required { "" } else { " (optional)" }))
+                    .collect();
+                println!("  inputs:  {}", s.join(", "));
+            }
+            Inputs::Open => println!("  inputs:  any names, any type"),
+        }
+        let outs: Vec<String> = k.outputs().iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
+        println!("  outputs: {}", outs.join(", "));
+    }
+    if !found {
+        let hint = only.and_then(|o| hone_engine::suggest::did_you_mean(o, registry.kinds().map(|k| k.kind()))).map(|h| format!(" ({h})")).unwrap_or_default();
+        return Err(Fatal { message: format!("error: unknown stage kind `{}`{hint}", only.unwrap_or("")), code: EXIT_WORKSPACE });
+    }
+    Ok(0)
+}
+
+fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
+    let root = workspace.unwrap_or_else(|| ".".into());
+    if !root.join(".hone").is_dir() {
+        return Err(Fatal::workspace(format!("no hone store in `{}` (no `.hone/` directory)\n   = help: pass --workspace DIR, the directory of your pipeline file", root.display())));
+    }
+    let ws = Workspace::open(&root)?;
+    let store = &ws.store;
+    match op {
+        CacheOp::Ls => {
+            let live = live_artifacts(store);
+            for r in store.records() {
+                let size = hone_engine::store::dir_size(&store.object_path(&r.artifact));
+                let present = store.object_path(&r.artifact).is_dir();
+                let mark = if !present { "missing" } else if live.contains(&r.artifact) { "current" } else { "old" };
+                println!("{}  {:<20} {:<8} {:>10}  {:.2}s  [{}]", r.key.short(), r.stage, mark, human_bytes(size), r.seconds, r.artifact.short());
+            }
+            Ok(0)
+        }
+        CacheOp::Gc { dry_run } => {
+            let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
+            let live = live_artifacts(store);
+            let (mut objects, mut bytes, mut records) = (0, 0, 0);
+            for a in store.objects().into_iter().filter(|a| !live.contains(a)) {
+                objects += 1;
+                bytes += if dry_run { hone_engine::store::dir_size(&store.object_path(&a)) } else { store.remove_object(&a)? };
+            }
+            for r in store.records().into_iter().filter(|r| !live.contains(&r.artifact)) {
+                records += 1;
+                if !dry_run {
+                    store.forget(&r.key)?;
+                    let _ = remove_all(&store.checkpoint_dir(&r.key));
+                }
+            }
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb} {objects} object(s) ({}) and {records} record(s)", human_bytes(bytes));
+            Ok(0)
+        }
+        CacheOp::Verify => {
+            let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
+            let mut bad = 0;
+            let objects = store.objects();
+            for a in &objects {
+                let path = store.object_path(a);
+                let ok = digest::hash_tree(&path).map(|d| d == a.0).unwrap_or(false);
+                if !ok {
+                    bad += 1;
+                    let q = store.quarantine(a)?;
+                    for r in store.records().into_iter().filter(|r| r.artifact == *a) {
+                        store.forget(&r.key)?;
+                        println!("corrupt: {} (stage `{}`), moved to {}; it will be recomputed on the next run", a.short(), r.stage, q.display());
+                    }
+                }
+            }
+            println!("verified {} object(s): {} ok, {bad} corrupt", objects.len(), objects.len() - bad);
+            Ok(if bad > 0 { EXIT_FAILED } else { 0 })
+        }
+    }
+}
+
+fn live_artifacts(store: &Store) -> std::collections::HashSet<digest::ArtifactDigest> {
+    store.all_states().into_iter().map(|(_, _, s)| s.artifact).collect()
+}
