@@ -358,6 +358,7 @@ fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
             }
             Inputs::Open => println!("  inputs:  any names, any type"),
         }
+        println!("  params:  {}", k.param_names().join(", "));
         let outs: Vec<String> = k.outputs().iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
         println!("  outputs: {}", outs.join(", "));
     }

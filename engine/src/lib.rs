@@ -12,6 +12,7 @@ pub mod diag;
 pub mod digest;
 pub mod events;
 pub mod exec;
+pub mod introspect;
 pub mod logging;
 pub mod plan;
 pub mod spec;

@@ -242,6 +242,17 @@ impl Loader {
         }
     }
 
+    fn check_nested_duplicates(&mut self, node: &Node, stage: &str) {
+        match &node.kind {
+            NodeKind::Map(entries) => {
+                self.check_duplicates(entries, Some(stage), "key");
+                entries.iter().for_each(|(_, v)| self.check_nested_duplicates(v, stage));
+            }
+            NodeKind::Seq(items) => items.iter().for_each(|v| self.check_nested_duplicates(v, stage)),
+            NodeKind::Scalar { .. } => {}
+        }
+    }
+
     /// `-s stages.train.with.lr=3e-4`: set a value, creating only leaf keys of `with`.
     fn apply_override(&mut self, root: &mut Node, ov: &str) {
         let origin = Origin::Flag(ov.to_string());
@@ -274,6 +285,12 @@ impl Loader {
                         (None, true) if may_create => {
                             entries.push((Node::scalar(*seg, false, origin.clone()), new));
                             return;
+                        }
+                        // A stage written without `with:` gets one.
+                        (None, false) if i == 2 && segs[0] == "stages" && *seg == "with" => {
+                            let empty = Node { kind: NodeKind::Map(Vec::new()), origin: origin.clone() };
+                            entries.push((Node::scalar(*seg, false, origin.clone()), empty));
+                            cur = &mut entries.last_mut().expect("just pushed").1;
                         }
                         (None, _) => {
                             let names: Vec<&str> = entries.iter().filter_map(|(k, _)| k.as_str()).collect();
@@ -409,6 +426,9 @@ impl Loader {
                 return None;
             }
         };
+        for node in [with, v.get("filters")].into_iter().flatten() {
+            self.check_nested_duplicates(node, id);
+        }
         let filters = v.get("filters");
         if let (Some(f), serde_yaml::Value::Mapping(m)) = (filters, &mut value) {
             m.insert("filters".into(), f.to_value());
@@ -423,7 +443,8 @@ impl Loader {
                         _ => (with.unwrap_or(v), &p.path[..]),
                     };
                     let at = node.locate(path);
-                    let message = if p.message.starts_with("unknown field `filters`") {
+                    let no_filters = p.message.starts_with("unknown field `filters`");
+                    let message = if no_filters {
                         format!("stage kind `{}` takes no `filters`", kind.kind())
                     } else {
                         let where_ = if path.is_empty() { String::new() } else {
@@ -432,7 +453,13 @@ impl Loader {
                         format!("invalid params for `{}`: {}{where_}", kind.kind(), p.message)
                     };
                     let mut d = Diagnostic::new(message, Some(&at.origin)).stage(id);
-                    d.help = p.help.or_else(|| Some(format!("see `hone kinds {}` for its params", kind.kind())));
+                    d.help = p.help.or_else(|| {
+                        Some(if no_filters {
+                            "remove `filters:` from this stage".to_string()
+                        } else {
+                            format!("`{}` takes: {} (see `hone kinds {}`)", kind.kind(), kind.param_names().join(", "), kind.kind())
+                        })
+                    });
                     self.err(d);
                 }
                 None
@@ -657,4 +684,130 @@ fn kinds_help(registry: &Registry) -> String {
 /// The types of a stage's output ports, for messages and graphs.
 pub fn output_types(kind: &dyn DynStage) -> Vec<PortType> {
     kind.outputs().iter().map(|p| p.ty).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{Port, RunCx, Stage, StageError};
+
+    const TEXT: PortType = PortType("text");
+    const MODEL: PortType = PortType("model");
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct P {
+        #[serde(default)]
+        n: u32,
+    }
+
+    struct Source;
+    impl Stage for Source {
+        type Params = P;
+        const KIND: &'static str = "source";
+        const VERSION: u32 = 1;
+        const ABOUT: &'static str = "";
+        const INPUTS: Inputs = Inputs::Fixed(&[]);
+        const OUTPUTS: &'static [Port] = &[Port::required("text", TEXT)];
+        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    struct Train;
+    impl Stage for Train {
+        type Params = P;
+        const KIND: &'static str = "train";
+        const VERSION: u32 = 1;
+        const ABOUT: &'static str = "";
+        const INPUTS: Inputs = Inputs::Fixed(&[Port::required("data", TEXT)]);
+        const OUTPUTS: &'static [Port] = &[Port::required("model", MODEL), Port::required("log", TEXT)];
+        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    struct Compare;
+    impl Stage for Compare {
+        type Params = P;
+        const KIND: &'static str = "compare";
+        const VERSION: u32 = 1;
+        const ABOUT: &'static str = "";
+        const INPUTS: Inputs = Inputs::Fixed(&[Port::many("models", MODEL)]);
+        const OUTPUTS: &'static [Port] = &[];
+        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(vec![&Source, &Train, &Compare])
+    }
+
+    fn problems(src: &str) -> String {
+        match load_str(Path::new("p.yaml"), src.to_string(), &registry(), &[]) {
+            Ok(_) => panic!("expected problems in:\n{src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn port_types_must_match() {
+        let e = problems("stages:\n  s: { uses: source }\n  t: { uses: train, inputs: { data: s } }\n  u:\n    uses: train\n    inputs: { data: t }\n");
+        assert!(e.contains("input `data` of `u` expects a text, but `t` (train) gives a model"), "{e}");
+        assert!(e.contains("p.yaml:6:21"), "{e}");
+        assert!(e.contains("use `t.log`"), "{e}");
+    }
+
+    #[test]
+    fn named_output_ports_and_lists_wire() {
+        let p = load_str(
+            Path::new("p.yaml"),
+            "stages:\n  s: { uses: source }\n  t: { uses: train, inputs: { data: s } }\n  u: { uses: train, inputs: { data: t.log } }\n  c: { uses: compare, inputs: { models: [t, u] } }\n".into(),
+            &registry(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s", "t", "u", "c"]);
+        assert_eq!(p.stages[3].inputs["models"].len(), 2);
+    }
+
+    #[test]
+    fn missing_required_input_and_list_into_single_port() {
+        let e = problems("stages:\n  s: { uses: source }\n  t: { uses: train }\n  u: { uses: train, inputs: { data: [s, s] } }\n");
+        assert!(e.contains("stage kind `train` needs input `data` (a text)"), "{e}");
+        assert!(e.contains("input `data` takes one stage, not a list"), "{e}");
+        assert!(e.contains("2 problems"), "{e}");
+    }
+
+    #[test]
+    fn vars_keep_their_type_when_whole_and_splice_into_strings() {
+        let p = load_str(
+            Path::new("p.yaml"),
+            "vars: { n: 7 }\nstages:\n  s: { uses: source, with: { n: \"${vars.n}\" } }\n".into(),
+            &registry(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.stages[0].params.canonical["n"], 7);
+        let p = load_str(
+            Path::new("p.yaml"),
+            "vars: { n: 7 }\nstages:\n  s: { uses: source, with: { n: \"${vars.n}\" } }\n".into(),
+            &registry(),
+            &["vars.n=9".into()],
+        )
+        .unwrap();
+        assert_eq!(p.stages[0].params.canonical["n"], 9);
+    }
+
+    #[test]
+    fn overrides_create_only_param_leaves() {
+        let ok = load_str(Path::new("p.yaml"), "stages:\n  s: { uses: source }\n".into(), &registry(), &["stages.s.with.n=3".into()]);
+        assert_eq!(ok.unwrap().stages[0].params.canonical["n"], 3);
+        let e = load_str(Path::new("p.yaml"), "vars: {a: 1}\nstages:\n  s: { uses: source }\n".into(), &registry(), &["vars.b=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("there is no `b` in `vars`"), "{e}");
+        assert!(e.contains("command line: -s vars.b=3"), "{e}");
+    }
 }

@@ -161,6 +161,8 @@ pub trait DynStage: Send + Sync {
     fn inputs(&self) -> Inputs;
     fn outputs(&self) -> &'static [Port];
     fn check(&self, with: serde_yaml::Value) -> Result<Params, Vec<ParamProblem>>;
+    /// The names of the kind's params (its `with:` keys), for help texts.
+    fn param_names(&self) -> Vec<&'static str>;
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError>;
 }
@@ -189,6 +191,9 @@ impl<S: Stage> DynStage for S {
         }
         let canonical = serde_json::to_value(&typed).map_err(|e| vec![ParamProblem::at(&[], e.to_string())])?;
         Ok(Params { canonical, typed: Arc::new(typed) })
+    }
+    fn param_names(&self) -> Vec<&'static str> {
+        crate::introspect::field_names::<S::Params>()
     }
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
         S::external_deps(typed::<S>(params), cx)
