@@ -145,7 +145,7 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
     if cancel.load(Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }
-    if !summary.ok() && !json {
+    if !summary.failed.is_empty() && !json {
         for (stage, _, log) in &summary.failed {
             match log {
                 Some(l) => eprintln!("hone: stage `{stage}` failed; its log: {}", l.display()),

@@ -42,8 +42,9 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// Every selected stage ran or was cached.
     pub fn ok(&self) -> bool {
-        self.failed.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty()
     }
 }
 

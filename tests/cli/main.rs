@@ -1,0 +1,8 @@
+//! End-to-end tests of the `hone` binary: every test runs the real CLI in a temp workspace.
+
+mod support;
+
+mod cache;
+mod errors;
+mod pipelines;
+mod run;
