@@ -63,6 +63,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Graph { p, format } => graph(&p, format),
         Cmd::Kinds { kind } => kinds(kind.as_deref()),
         Cmd::Cache { op, workspace } => cache(op, workspace),
+        Cmd::Watch { p, jobs } => watch(&p, jobs),
+        Cmd::Digest { paths } => digest_cmd(&paths),
     }
 }
 
@@ -123,16 +125,7 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
             code: EXIT_WORKSPACE,
         });
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                std::process::exit(EXIT_INTERRUPTED as i32);
-            }
-            eprintln!("hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)");
-        });
-    }
+    let cancel = on_ctrl_c();
     let mut opts = RunOptions { selection, force, ..RunOptions::default() };
     if let Some(j) = jobs {
         opts.jobs = j.max(1);
@@ -154,6 +147,64 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
         }
     }
     Ok(if summary.ok() { 0 } else { EXIT_FAILED })
+}
+
+/// A flag set by the first Ctrl-C (stages stop at their next check); a second one exits.
+fn on_ctrl_c() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED as i32);
+        }
+        eprintln!("hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)");
+    });
+    cancel
+}
+
+/// Run, then rerun whenever the pipeline file or a file its stages read changes.
+fn watch(args: &PipelineArgs, jobs: Option<usize>) -> Result<u8, Fatal> {
+    let path = pipeline_path(&args.pipeline)?;
+    let pipeline_file = std::fs::canonicalize(&path).unwrap_or(path.clone());
+    let cancel = on_ctrl_c();
+    let reporter = HumanReporter::new();
+    loop {
+        let mut watched = vec![pipeline_file.clone()];
+        match load(args) {
+            Err(f) => eprintln!("{}\nhone: fix the pipeline file; watching it for changes", f.message),
+            Ok((p, ws)) => {
+                let lock = ws.lock(true, || eprintln!("hone: waiting for another run to finish…")).map_err(Fatal::workspace)?;
+                let mut opts = RunOptions::default();
+                if let Some(j) = jobs {
+                    opts.jobs = j.max(1);
+                }
+                if let Err(e) = exec::run(&ws, &p, &opts, &reporter, &cancel) {
+                    eprintln!("error: {e}");
+                }
+                drop(lock);
+                watched.extend(ws.dependency_paths());
+            }
+        }
+        let n = watched.len();
+        let ready = || eprintln!("hone: watching {n} path(s) for changes (Ctrl-C to stop)");
+        match hone_engine::watch::wait_for_change(&watched, std::time::Duration::from_millis(300), &cancel, ready) {
+            Ok(Some(changed)) => {
+                let names: Vec<String> = changed.iter().map(|c| c.display().to_string()).collect();
+                eprintln!("hone: changed: {}", names.join(", "));
+            }
+            Ok(None) => return Ok(0),
+            Err(e) => return Err(Fatal::workspace(e)),
+        }
+    }
+}
+
+/// Print the digest hone computes for a file or directory.
+fn digest_cmd(paths: &[PathBuf]) -> Result<u8, Fatal> {
+    for p in paths {
+        let d = digest::hash_tree(p).map_err(|e| Fatal::workspace(format!("cannot read `{}`: {e}", p.display())))?;
+        println!("{d}  {}", p.display());
+    }
+    Ok(0)
 }
 
 fn plan_cmd(args: &PipelineArgs, selection: Selection, force: &[String], json: bool) -> Result<u8, Fatal> {

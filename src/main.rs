@@ -50,6 +50,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run, then rerun what is affected whenever the pipeline or a file it reads changes.
+    Watch {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(short, long, value_name = "N")]
+        jobs: Option<usize>,
+    },
     /// Say what `run` would do for every stage, and why.
     Plan {
         #[command(flatten)]
@@ -87,6 +94,11 @@ enum Cmd {
         p: PipelineArgs,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+    },
+    /// Print the digest hone gives a file or directory (as used in stage keys).
+    Digest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// List the stage kinds hone knows, with their ports.
     Kinds {

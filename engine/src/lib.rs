@@ -7,6 +7,7 @@
 //! - [`digest`] and [`store`]: stage keys, artifact digests and the `.hone/` store;
 //! - [`plan`] and [`exec`]: what will run and why, and running it in parallel;
 //! - [`events`]: what a run reports, for the CLI's reporters; [`logging`]: per-stage log files.
+//! - [`watch`]: waiting for the files a pipeline reads to change.
 
 pub mod diag;
 pub mod digest;
@@ -19,6 +20,7 @@ pub mod spec;
 pub mod stage;
 pub mod store;
 pub mod suggest;
+pub mod watch;
 pub mod workspace;
 pub mod yaml;
 

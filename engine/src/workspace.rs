@@ -17,6 +17,8 @@ pub struct Workspace {
     root: PathBuf,
     pub store: Store,
     stat_cache: Mutex<StatCache>,
+    /// Every path hashed as an external dependency: what `hone watch` watches.
+    watched: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ impl Workspace {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Ok(Workspace { root, store, stat_cache: Mutex::new(stat_cache) })
+        Ok(Workspace { root, store, stat_cache: Mutex::new(stat_cache), watched: Default::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -86,6 +88,7 @@ impl Workspace {
 
     /// Digest of a file or directory, re-reading only files whose size, mtime or inode changed.
     pub fn hash_path(&self, path: &Path) -> io::Result<Digest> {
+        self.watched.lock().unwrap().insert(path.to_path_buf());
         digest::hash_tree_with(path, &mut |p| self.hash_file_cached(p))
     }
 
@@ -103,6 +106,11 @@ impl Workspace {
         c.entries.insert(p.to_path_buf(), probe(d));
         c.dirty = true;
         Ok(d)
+    }
+
+    /// The external dependency paths hashed so far (by `plan` or `run`).
+    pub fn dependency_paths(&self) -> Vec<PathBuf> {
+        self.watched.lock().unwrap().iter().cloned().collect()
     }
 
     /// Persist the stat cache if it changed.

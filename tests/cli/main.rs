@@ -6,3 +6,4 @@ mod cache;
 mod errors;
 mod pipelines;
 mod run;
+mod watch;

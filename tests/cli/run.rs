@@ -285,3 +285,25 @@ fn show_export_graph_and_kinds() {
     assert!(mermaid.contains("s_a -->|x| s_c"), "{mermaid}");
     ws.hone(&["kinds", "command"]).ok().stdout_has("params:  cmd, deps, env");
 }
+
+#[test]
+fn outputs_are_stored_by_rename_not_copy() {
+    let ws = Ws::new();
+    // The stage notes the inode of the file it wrote (outside its outputs).
+    ws.write("pipeline.yaml", "stages:\n  s:\n    uses: command\n    with: { cmd: \"echo x > $HONE_OUT/f; stat -c %i $HONE_OUT/f > ino.txt\" }\n");
+    ws.hone(&["run"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "s", "--json"]).ok().stdout).unwrap();
+    let stored = std::path::PathBuf::from(v["output"].as_str().unwrap()).join("f");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(ws.read("ino.txt").trim(), std::fs::metadata(stored).unwrap().ino().to_string());
+}
+
+#[test]
+fn digest_prints_the_tree_digest() {
+    let ws = Ws::new();
+    ws.write("d/x", "1").write("e/x", "1");
+    let a = ws.hone(&["digest", "d"]).ok().stdout;
+    let b = ws.hone(&["digest", "e"]).ok().stdout;
+    assert_eq!(a.split_whitespace().next(), b.split_whitespace().next());
+    ws.hone(&["digest", "nope"]).code(4).stderr_has("cannot read `nope`");
+}
