@@ -8,6 +8,43 @@
 //! - [`plan`] and [`exec`]: what will run and why, and running it in parallel;
 //! - [`events`]: what a run reports, for the CLI's reporters; [`logging`]: per-stage log files.
 //! - [`watch`]: waiting for the files a pipeline reads to change.
+//!
+//! A stage kind, a pipeline, a run, and a rerun that is all cache hits:
+//!
+//! ```
+//! use hone_engine::stage::{Inputs, Port, PortType, Registry, RunCx, Stage, StageError};
+//! use hone_engine::{exec, spec, workspace::Workspace};
+//!
+//! struct Greet;
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Params { name: String }
+//!
+//! impl Stage for Greet {
+//!     type Params = Params;
+//!     const KIND: &'static str = "greet";
+//!     const VERSION: u32 = 1;
+//!     const ABOUT: &'static str = "writes a greeting";
+//!     const INPUTS: Inputs = Inputs::Fixed(&[]);
+//!     const OUTPUTS: &'static [Port] = &[Port::required("text", PortType("text"))];
+//!     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+//!         std::fs::write(cx.out_dir.join("hello.txt"), format!("hello {}", p.name))
+//!             .map_err(StageError::io("writing the greeting"))
+//!     }
+//! }
+//!
+//! let registry = Registry::new(vec![&Greet]);
+//! let yaml = "stages:\n  hi: { uses: greet, with: { name: world } }\n";
+//! let pipeline = spec::load_str("p.yaml".as_ref(), yaml.into(), &registry, &[]).unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! let ws = Workspace::open(dir.path()).unwrap();
+//! let cancel = std::sync::atomic::AtomicBool::new(false);
+//! let quiet = |_e: hone_engine::events::Event| {};
+//! let first = exec::run(&ws, &pipeline, &Default::default(), &quiet, &cancel).unwrap();
+//! assert_eq!(first.ran, ["hi"]);
+//! let again = exec::run(&ws, &pipeline, &Default::default(), &quiet, &cancel).unwrap();
+//! assert_eq!(again.cached, ["hi"]);
+//! ```
 
 pub mod diag;
 pub mod digest;

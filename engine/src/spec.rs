@@ -681,11 +681,6 @@ fn kinds_help(registry: &Registry) -> String {
     format!("stage kinds: {}", registry.kinds().map(|k| k.kind()).collect::<Vec<_>>().join(", "))
 }
 
-/// The types of a stage's output ports, for messages and graphs.
-pub fn output_types(kind: &dyn DynStage) -> Vec<PortType> {
-    kind.outputs().iter().map(|p| p.ty).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
