@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::stage::{DynStage, Inputs, Params, PortType, Registry};
+use crate::stage::{DynStage, Inputs, Params, Registry};
 use crate::suggest::did_you_mean;
 use crate::yaml::{self, Node, NodeKind, Origin, PathSeg};
 
@@ -684,7 +684,7 @@ fn kinds_help(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::{Port, RunCx, Stage, StageError};
+    use crate::stage::{Port, PortType, RunCx, Stage, StageError};
 
     const TEXT: PortType = PortType("text");
     const MODEL: PortType = PortType("model");
