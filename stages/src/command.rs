@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
@@ -92,6 +93,8 @@ impl Stage for Command {
             .env("HONE_STAGE", cx.stage_id)
             .env("HONE_CHECKPOINT", cx.checkpoint_dir)
             .envs(&p.env)
+            // Its own process group, so stopping the stage stops everything it started.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(StageError::io("cannot open the stage log"))?)
             .stderr(Stdio::piped());
@@ -121,7 +124,8 @@ impl Stage for Command {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(tail) => break tail,
                 Err(_) if cx.is_cancelled() => {
-                    let _ = child.kill();
+                    // SAFETY: kill(2) with a negative pid signals the process group we created.
+                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                     let _ = child.wait();
                     return Err(StageError::Cancelled);
                 }

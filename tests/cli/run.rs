@@ -307,3 +307,29 @@ fn digest_prints_the_tree_digest() {
     assert_eq!(a.split_whitespace().next(), b.split_whitespace().next());
     ws.hone(&["digest", "nope"]).code(4).stderr_has("cannot read `nope`");
 }
+
+#[test]
+fn ctrl_c_stops_a_running_stage_and_exits_130() {
+    let ws = Ws::new();
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  slow:\n    uses: command\n    with: { cmd: \"touch started; sleep 30; echo x > $HONE_OUT/x\" }\n",
+    );
+    let child = ws.cmd(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while !ws.path().join("started").exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-s", "INT", &child.id().to_string()]).status().unwrap().success());
+    let out: crate::support::Out = child.wait_with_output().unwrap().into();
+    assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?} to stop", stopped.elapsed());
+    let out = out.code(130);
+    assert!(out.stderr.contains("hone: stopping"), "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED  slow: stopped before it finished"), "{}", out.stderr);
+    assert_eq!(ws.objects(), 0);
+    // The stage's own children were stopped too: nothing writes into the workspace later.
+    let ps = std::process::Command::new("pgrep").args(["-f", "sleep 30; echo x"]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "the stage's shell is still running");
+}
