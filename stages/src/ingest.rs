@@ -136,7 +136,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// Records per batch handed to the filters, and the text size that also ends a batch.
 const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 8 << 20;
-/// Malformed records quoted in `meta.json` when `on_error: skip`.
+/// Malformed records quoted in `meta.json` and the log when `on_error: skip`.
 const SKIPPED_EXAMPLES: usize = 10;
 
 impl Stage for Ingest {
@@ -160,10 +160,10 @@ impl Stage for Ingest {
                 if builtin::builtin_version(name).is_none() {
                     problems.push(at(builtin::unknown_message(name)));
                 }
-            } else if is_glob(s) {
-                if let Err(e) = glob::Pattern::new(s) {
-                    problems.push(at(format!("invalid glob `{s}`: {e}")));
-                }
+            } else if is_glob(s)
+                && let Err(e) = glob::Pattern::new(s)
+            {
+                problems.push(at(format!("invalid glob `{s}`: {e}")));
             }
         }
         if !(0.0..1.0).contains(&p.val_fraction) {
@@ -244,11 +244,8 @@ fn resolve(sources: &[String], workspace: &Path) -> Result<Vec<Input>, String> {
             continue;
         }
         let files: Vec<PathBuf> = if is_glob(s) {
-            let pattern = if Path::new(s).is_absolute() {
-                s.clone()
-            } else {
-                format!("{}/{s}", glob::Pattern::escape(&workspace.to_string_lossy()))
-            };
+            let pattern =
+                if Path::new(s).is_absolute() { s.clone() } else { format!("{}/{s}", glob::Pattern::escape(&workspace.to_string_lossy())) };
             let mut files = Vec::new();
             for entry in glob::glob(&pattern).map_err(|e| format!("invalid glob `{s}`: {e}"))? {
                 let path = entry.map_err(|e| format!("source `{s}`: cannot read `{}`: {}", shown(e.path()), e.error()))?;
@@ -348,7 +345,9 @@ impl<'a> Job<'a> {
     fn new(p: &'a Params, cx: &'a RunCx<'a>, chain: Chain, inputs: &[Input]) -> Result<Job<'a>, StageError> {
         let create = |name: &str| {
             let path = cx.out_dir.join(name);
-            File::create(&path).map(|f| BufWriter::with_capacity(1 << 20, f)).map_err(StageError::io(format!("cannot create `{}`", path.display())))
+            File::create(&path)
+                .map(|f| BufWriter::with_capacity(1 << 20, f))
+                .map_err(StageError::io(format!("cannot create `{}`", path.display())))
         };
         let bytes_total = inputs
             .iter()
@@ -438,10 +437,14 @@ impl<'a> Job<'a> {
                 "{at}: {what}\n(fix the record, or set `on_error: skip` to skip malformed records and count them)"
             ))),
             OnError::Skip => {
-                tracing::warn!("skipped {at}: {what}");
                 self.counts.skipped += 1;
+                // The first few are quoted; the rest only counted, so a broken file cannot
+                // flood the log.
                 if self.skipped_examples.len() < SKIPPED_EXAMPLES {
+                    tracing::warn!("skipped {at}: {what}");
                     self.skipped_examples.push(format!("{at}: {what}"));
+                } else {
+                    tracing::debug!("skipped {at}: {what}");
                 }
                 Ok(())
             }
@@ -495,10 +498,7 @@ impl<'a> Job<'a> {
         let c = &self.counts;
         let sources = self.sources.iter().map(|s| format!("`{}`", s.source)).collect::<Vec<_>>().join(", ");
         let Some((format, _)) = self.format.clone() else {
-            return Err(StageError::Failed(format!(
-                "no records in {sources} ({} empty, {} skipped as malformed)",
-                c.empty, c.skipped
-            )));
+            return Err(StageError::Failed(format!("no records in {sources} ({} empty, {} skipped as malformed)", c.empty, c.skipped)));
         };
         if c.train + c.val == 0 {
             let what: Vec<String> = self.chain.stats().iter().map(|s| format!("{} dropped {}", s.filter, s.dropped)).collect();
@@ -572,7 +572,8 @@ mod tests {
     }
 
     fn run_pipeline(dir: &Path, yaml: &str) -> Result<Ran, String> {
-        let p = hone_engine::spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[]).map_err(|e| e.to_string())?;
+        let p = hone_engine::spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[])
+            .map_err(|e| e.to_string())?;
         let ws = Workspace::open(dir).unwrap();
         let _lock = ws.lock(false, || {}).unwrap().unwrap();
         let events = Mutex::new(Vec::new());
@@ -609,7 +610,10 @@ mod tests {
         }
         jsonl.push_str("{\"text\": \"Document number 7 is here.\"}\n"); // a duplicate
         jsonl.push_str("{\"text\": \"Too short\"}\n");
-        let dir = workspace(&[("data/a.jsonl", jsonl.as_bytes()), ("data/b.txt", b"A text block of several words.\n\nAnother block of words here.\n")]);
+        let dir = workspace(&[
+            ("data/a.jsonl", jsonl.as_bytes()),
+            ("data/b.txt", b"A text block of several words.\n\nAnother block of words here.\n"),
+        ]);
         let yaml = pipeline(
             "{ source: \"data/*\", val_fraction: 0.25 }",
             "    filters:\n      - builtin: dedup-exact\n      - builtin: length\n        with: { min_words: 3 }\n",
@@ -692,7 +696,10 @@ mod tests {
         assert_eq!(meta["skipped"], 3);
         let examples = meta["skipped_examples"].as_array().unwrap();
         assert!(examples[1].as_str().unwrap().starts_with("d.jsonl:3: invalid JSON"), "{examples:?}");
-        assert!(examples[2].as_str().unwrap().starts_with("d.jsonl:4: a chat record in a text corpus (set by the first record, at d.jsonl:1)"), "{examples:?}");
+        assert!(
+            examples[2].as_str().unwrap().starts_with("d.jsonl:4: a chat record in a text corpus (set by the first record, at d.jsonl:1)"),
+            "{examples:?}"
+        );
     }
 
     #[test]
@@ -747,7 +754,11 @@ mod tests {
             ("{ source: \"builtin:nope\" }", "", "unknown built-in data set `builtin:nope`"),
             ("{ source: a.txt, val_fraction: 1.5 }", "", "`val_fraction` must be in [0, 1)"),
             ("{ source: a.txt, formt: text }", "", "unknown field `formt`"),
-            ("{ source: a.txt }", "    filters:\n      - builtin: length\n        with: { min_words: 5, max_words: 2 }\n", "pipeline.yaml:9"),
+            (
+                "{ source: a.txt }",
+                "    filters:\n      - builtin: length\n        with: { min_words: 5, max_words: 2 }\n",
+                "pipeline.yaml:9",
+            ),
             ("{ source: a.txt }", "    filters:\n      - builtin: gopher-qualty\n", "did you mean `gopher-quality`"),
         ];
         for (with, filters, want) in bad {

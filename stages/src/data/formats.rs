@@ -185,7 +185,9 @@ pub fn from_value(v: Value) -> Result<Record, String> {
         let answer = match obj.remove("answer") {
             None | Some(Value::Null) => None,
             Some(a @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Some(a),
-            Some(a) => return Err(format!("`answer` must be a string, number or boolean, found {}", kind_of(&a))),
+            Some(a) => {
+                return Err(format!("`answer` must be a string, number or boolean, found {}", kind_of(&a)));
+            }
         };
         Record::Prompt { prompt, answer, meta: None }
     } else {
@@ -251,9 +253,13 @@ fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
                     "system" => Role::System,
                     "user" => Role::User,
                     "assistant" => Role::Assistant,
-                    _ => return Err(format!("`{field}[{i}].role` is `{r}`: expected `system`, `user` or `assistant`")),
+                    _ => {
+                        return Err(format!("`{field}[{i}].role` is `{r}`: expected `system`, `user` or `assistant`"));
+                    }
                 },
-                Some(other) => return Err(format!("`{field}[{i}].role` must be a string, found {}", kind_of(&other))),
+                Some(other) => {
+                    return Err(format!("`{field}[{i}].role` must be a string, found {}", kind_of(&other)));
+                }
                 None => return Err(format!("`{field}[{i}]` has no `role`")),
             };
             let content = match m.remove("content") {
@@ -275,7 +281,9 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(p @ Value::Array(_)) => Some(render_turns(&messages(p, "prompt")?)),
-        Some(other) => return Err(format!("`prompt` must be a string or a list of messages, found {}", kind_of(&other))),
+        Some(other) => {
+            return Err(format!("`prompt` must be a string or a list of messages, found {}", kind_of(&other)));
+        }
     };
     let (prompt, chosen, rejected) = match (chosen, rejected) {
         (Value::String(c), Value::String(r)) => match prompt {
@@ -290,7 +298,9 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
                 None if c_prefix.is_empty() => {
                     return Err("`chosen` holds only the response: add a `prompt` field, or the prompt's turns before it".into());
                 }
-                None if c_prefix != r_prefix => return Err("`chosen` and `rejected` differ before their final assistant message".into()),
+                None if c_prefix != r_prefix => {
+                    return Err("`chosen` and `rejected` differ before their final assistant message".into());
+                }
                 None => render_turns(&c_prefix),
             };
             (p, c, r)
@@ -335,9 +345,9 @@ fn render_turns(m: &[Message]) -> String {
 
 /// A transcript before its final assistant turn, and that turn's text.
 fn hh_final_turn<'t>(t: &'t str, field: &str) -> Result<(&'t str, String), String> {
-    t.rfind(HH_ASSISTANT).map(|i| (&t[..i], t[i + HH_ASSISTANT.len()..].trim().to_string())).ok_or_else(|| {
-        format!("no `prompt` field, and `{field}` is not an Anthropic HH transcript (it has no \"\\n\\nAssistant:\" turn)")
-    })
+    t.rfind(HH_ASSISTANT)
+        .map(|i| (&t[..i], t[i + HH_ASSISTANT.len()..].trim().to_string()))
+        .ok_or_else(|| format!("no `prompt` field, and `{field}` is not an Anthropic HH transcript (it has no \"\\n\\nAssistant:\" turn)"))
 }
 
 /// Splits Anthropic HH transcripts into the shared prompt and the two final responses.
@@ -348,7 +358,8 @@ fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), St
         return Err("`chosen` and `rejected` transcripts differ before their final \"Assistant:\" turn".into());
     }
     let prefix = c_prefix.trim_start_matches('\n');
-    let single = prefix.strip_prefix(HH_HUMAN.trim_start_matches('\n')).filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
+    let single =
+        prefix.strip_prefix(HH_HUMAN.trim_start_matches('\n')).filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
     let prompt = match single {
         Some(turn) => turn.trim().to_string(),
         None => prefix.trim().to_string(),
@@ -584,7 +595,10 @@ mod tests {
 
     #[test]
     fn prompt_records_keep_their_answer() {
-        assert_eq!(record(json!({"prompt": "What is 7 plus 5?", "answer": "12"})).unwrap(), json!({"prompt": "What is 7 plus 5?", "answer": "12"}));
+        assert_eq!(
+            record(json!({"prompt": "What is 7 plus 5?", "answer": "12"})).unwrap(),
+            json!({"prompt": "What is 7 plus 5?", "answer": "12"})
+        );
         assert_eq!(record(json!({"prompt": "2+2?", "answer": 4})).unwrap(), json!({"prompt": "2+2?", "answer": 4}));
         assert_eq!(record(json!({"prompt": "Say hi."})).unwrap(), json!({"prompt": "Say hi."}));
     }

@@ -13,6 +13,7 @@
 use std::sync::LazyLock;
 
 use ::regex::Regex;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
@@ -152,7 +153,7 @@ impl DocFilter for C4 {
         "c4"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs.iter().map(|d| self.judge(d)).collect())
+        Ok(docs.par_iter().map(|d| self.judge(d)).collect())
     }
 }
 
@@ -165,7 +166,8 @@ mod tests {
         verdicts(&format!("- builtin: c4\n  with: {yaml_with}"), &[text]).remove(0)
     }
 
-    const GOOD: &str = "The cat sat on the mat.\nIt was a sunny day!\nWhy did the dog bark?\nShe said \"hello there.\"\nWe walked home slowly.";
+    const GOOD: &str =
+        "The cat sat on the mat.\nIt was a sunny day!\nWhy did the dog bark?\nShe said \"hello there.\"\nWe walked home slowly.";
 
     #[test]
     fn counts_sentences_simply() {

@@ -5,11 +5,10 @@
 //! Memory: a 128-bit hash per distinct document (about 32 bytes with the set's overhead),
 //! never the documents themselves.
 
-use std::collections::HashSet;
-
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::text::normalise;
+use super::text::{HashSet, normalise};
 use super::{BuiltinParams, DocFilter, FilterError, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,7 +25,7 @@ fn yes() -> bool {
 
 impl BuiltinParams for Params {
     fn build(&self) -> Box<dyn DocFilter> {
-        Box::new(DedupExact { normalise: self.normalise, seen: HashSet::new() })
+        Box::new(DedupExact { normalise: self.normalise, seen: HashSet::default() })
     }
 }
 
@@ -40,14 +39,15 @@ impl DocFilter for DedupExact {
         "dedup-exact"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs
-            .iter()
+        // Hash in parallel; decide in order, so the first copy is the one kept.
+        let hashes: Vec<u128> = docs
+            .par_iter()
             .map(|d| {
                 let h = if self.normalise { blake3::hash(normalise(d).as_bytes()) } else { blake3::hash(d.as_bytes()) };
-                let h = u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"));
-                if self.seen.insert(h) { Verdict::Keep } else { Verdict::Drop("duplicate".into()) }
+                u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"))
             })
-            .collect())
+            .collect();
+        Ok(hashes.into_iter().map(|h| if self.seen.insert(h) { Verdict::Keep } else { Verdict::Drop("duplicate".into()) }).collect())
     }
 }
 

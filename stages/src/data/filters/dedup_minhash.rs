@@ -12,11 +12,10 @@
 //! A document shorter than a shingle is one shingle of all its words, so short documents are
 //! near-duplicates only of the same words.
 
-use std::collections::HashSet;
-
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::text::{hash64, mix64, normalise};
+use super::text::{HashSet, hash64, mix64, normalise};
 use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,30 +69,25 @@ impl BuiltinParams for Params {
             state = state.wrapping_add(1);
             mix64(state)
         };
-        // Permutations h ↦ (a·h + b) mod p with a in [1, p), b in [0, p).
-        let perms = (0..k).map(|_| (1 + next() % (PRIME - 1), next() % PRIME)).collect();
-        Box::new(MinHash { p: self.clone(), perms, bands: vec![HashSet::new(); self.num_buckets] })
+        let (a, b): (Vec<u64>, Vec<u64>) = (0..k).map(|_| (next() | 1, next())).unzip();
+        Box::new(MinHash { p: self.clone(), a, b, bands: vec![HashSet::default(); self.num_buckets] })
     }
-}
-
-/// The Mersenne prime 2⁶¹ − 1: reduction modulo it is a shift and an add.
-const PRIME: u64 = (1 << 61) - 1;
-
-fn reduce(x: u128) -> u64 {
-    let r = (x as u64 & PRIME) + (x >> 61) as u64;
-    let r = (r & PRIME) + (r >> 61);
-    if r >= PRIME { r - PRIME } else { r }
 }
 
 pub struct MinHash {
     p: Params,
-    perms: Vec<(u64, u64)>,
+    /// The hash functions h_k(x) = (a_k·x + b_k mod 2⁶⁴) >> 32 (multiply-add-shift, a
+    /// 2-universal family over 32-bit x): one multiply each, where datatrove's arithmetic
+    /// modulo a prime needs a 128-bit product and a reduction; this loop is the filter's cost.
+    a: Vec<u64>,
+    b: Vec<u64>,
     bands: Vec<HashSet<u64>>,
 }
 
 impl MinHash {
     /// One hash per band, or `None` for a document without words.
-    fn band_keys(&self, text: &str) -> Option<Vec<u64>> {
+    /// `sig` is scratch space for the signature, reused across documents.
+    fn band_keys(&self, sig: &mut Vec<u32>, text: &str) -> Option<Vec<u64>> {
         let norm = normalise(text);
         if norm.is_empty() {
             return None;
@@ -109,19 +103,17 @@ impl MinHash {
         }
         spans.push((start, norm.len()));
         let n = self.p.n_grams.min(spans.len());
-        let mut sig = vec![u64::MAX; self.perms.len()];
+        sig.clear();
+        sig.resize(self.a.len(), u32::MAX);
         for w in spans.windows(n) {
-            let h = hash64(&norm.as_bytes()[w[0].0..w[n - 1].1]) % PRIME;
-            for (s, &(a, b)) in sig.iter_mut().zip(&self.perms) {
-                let v = reduce(a as u128 * h as u128 + b as u128);
-                if v < *s {
-                    *s = v;
-                }
+            let x = hash64(&norm.as_bytes()[w[0].0..w[n - 1].1]) >> 32;
+            for ((s, &a), &b) in sig.iter_mut().zip(&self.a).zip(&self.b) {
+                *s = (*s).min((a.wrapping_mul(x).wrapping_add(b) >> 32) as u32);
             }
         }
         Some(
             sig.chunks(self.p.hashes_per_bucket)
-                .map(|band| band.iter().fold(0x6d69_6e68_6173_6821u64, |acc, &v| mix64(acc ^ v)))
+                .map(|band| band.iter().fold(0x6d69_6e68_6173_6821u64, |acc, &v| mix64(acc ^ v as u64)))
                 .collect(),
         )
     }
@@ -132,10 +124,14 @@ impl DocFilter for MinHash {
         "dedup-minhash"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs
-            .iter()
-            .map(|d| {
-                let Some(keys) = self.band_keys(d) else { return Verdict::Keep };
+        // Signatures in parallel; decide in order, so the first of a cluster is kept.
+        let keys: Vec<Option<Vec<u64>>> = docs.par_iter().map_init(Vec::new, |sig, d| self.band_keys(sig, d)).collect();
+        Ok(keys
+            .into_iter()
+            .map(|keys| {
+                let Some(keys) = keys else {
+                    return Verdict::Keep;
+                };
                 if keys.iter().zip(&self.bands).any(|(k, band)| band.contains(k)) {
                     return Verdict::Drop("near-duplicate".into());
                 }
@@ -161,13 +157,6 @@ mod tests {
 
     fn filter(yaml: &str) -> Box<dyn DocFilter> {
         specs(yaml).unwrap()[0].build(Path::new(".")).unwrap()
-    }
-
-    #[test]
-    fn reduce_is_mod_prime() {
-        for x in [0u128, 1, PRIME as u128 - 1, PRIME as u128, PRIME as u128 * 2 + 5, (PRIME as u128 - 1) * (PRIME as u128 - 1)] {
-            assert_eq!(reduce(x) as u128, x % PRIME as u128, "{x}");
-        }
     }
 
     #[test]

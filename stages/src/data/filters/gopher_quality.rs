@@ -5,9 +5,10 @@
 //! Differences from datatrove: words come from [`super::text::words`] instead of a language
 //! tokenizer, and lines are split on `\n` only. A threshold set to `null` is not checked.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::text::{is_symbol, ratio, words};
+use super::text::{char_len, is_symbol, ratio, words};
 use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,15 +79,15 @@ fn d_stop_words() -> Vec<String> {
 impl BuiltinParams for Params {
     fn problems(&self) -> Vec<ParamIssue> {
         let mut p = Vec::new();
-        if let (Some(lo), Some(hi)) = (self.min_doc_words, self.max_doc_words) {
-            if lo > hi {
-                p.push(("min_doc_words", format!("`min_doc_words` ({lo}) is above `max_doc_words` ({hi})")));
-            }
+        if let (Some(lo), Some(hi)) = (self.min_doc_words, self.max_doc_words)
+            && lo > hi
+        {
+            p.push(("min_doc_words", format!("`min_doc_words` ({lo}) is above `max_doc_words` ({hi})")));
         }
-        if let (Some(lo), Some(hi)) = (self.min_avg_word_length, self.max_avg_word_length) {
-            if lo > hi {
-                p.push(("min_avg_word_length", format!("`min_avg_word_length` ({lo}) is above `max_avg_word_length` ({hi})")));
-            }
+        if let (Some(lo), Some(hi)) = (self.min_avg_word_length, self.max_avg_word_length)
+            && lo > hi
+        {
+            p.push(("min_avg_word_length", format!("`min_avg_word_length` ({lo}) is above `max_avg_word_length` ({hi})")));
         }
         for (field, v) in [
             ("max_symbol_word_ratio", self.max_symbol_word_ratio),
@@ -96,10 +97,10 @@ impl BuiltinParams for Params {
             ("min_avg_word_length", self.min_avg_word_length),
             ("max_avg_word_length", self.max_avg_word_length),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    p.push((field, format!("`{field}` must be a number ≥ 0 (or null to skip the check), found {v}")));
-                }
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                p.push((field, format!("`{field}` must be a number ≥ 0 (or null to skip the check), found {v}")));
             }
         }
         p
@@ -127,7 +128,7 @@ impl GopherQuality {
         if p.max_doc_words.is_some_and(|max| n > max) {
             return drop("too-many-words");
         }
-        let mean_len = ratio(content.iter().map(|w| w.chars().count()).sum(), n);
+        let mean_len = ratio(content.iter().map(|w| char_len(w)).sum(), n);
         if p.min_avg_word_length.is_some_and(|min| mean_len < min) {
             return drop("short-words");
         }
@@ -155,15 +156,15 @@ impl GopherQuality {
                 return drop("ellipsis-lines");
             }
         }
-        if let Some(min) = p.min_alpha_words_ratio {
-            if ratio(words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count(), n_words) < min {
-                return drop("few-alpha-words");
-            }
+        if let Some(min) = p.min_alpha_words_ratio
+            && ratio(words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count(), n_words) < min
+        {
+            return drop("few-alpha-words");
         }
-        if let Some(min) = p.min_stop_words {
-            if words.iter().filter(|w| p.stop_words.iter().any(|s| s == *w)).count() < min {
-                return drop("few-stop-words");
-            }
+        if let Some(min) = p.min_stop_words
+            && words.iter().filter(|w| p.stop_words.iter().any(|s| s == *w)).count() < min
+        {
+            return drop("few-stop-words");
         }
         Verdict::Keep
     }
@@ -178,7 +179,7 @@ impl DocFilter for GopherQuality {
         "gopher-quality"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs.iter().map(|d| self.judge(d)).collect())
+        Ok(docs.par_iter().map(|d| self.judge(d)).collect())
     }
 }
 
@@ -276,7 +277,10 @@ mod tests {
 
     #[test]
     fn bad_params_are_reported() {
-        let s = super::super::tests::specs("- builtin: gopher-quality\n  with: { min_doc_words: 9, max_doc_words: 3, max_bullet_lines_ratio: -1 }").unwrap();
+        let s = super::super::tests::specs(
+            "- builtin: gopher-quality\n  with: { min_doc_words: 9, max_doc_words: 3, max_bullet_lines_ratio: -1 }",
+        )
+        .unwrap();
         let problems = s[0].problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].0, vec!["with", "min_doc_words"]);

@@ -10,11 +10,10 @@
 //! Character counts are Unicode scalar values, like Python's `len`. N-grams are compared
 //! by a 64-bit hash of their words, which keeps the filter fast on large corpora.
 
-use std::collections::{HashMap, HashSet};
-
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::text::{hash64, mix64, ratio, words};
+use super::text::{HashMap, HashSet, char_len, hash64, mix64, ratio, words};
 use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,10 +57,10 @@ impl BuiltinParams for Params {
             ("dup_line_char_frac", self.dup_line_char_frac),
             ("dup_para_char_frac", self.dup_para_char_frac),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    p.push((field, format!("`{field}` must be a fraction ≥ 0 (or null to skip the check), found {v}")));
-                }
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                p.push((field, format!("`{field}` must be a fraction ≥ 0 (or null to skip the check), found {v}")));
             }
         }
         for (field, list) in [("top_n_grams", &self.top_n_grams), ("dup_n_grams", &self.dup_n_grams)] {
@@ -83,14 +82,21 @@ pub struct GopherRepetition {
     p: Params,
 }
 
-/// (elements repeating an earlier one, their characters).
-fn duplicates<'a>(elements: impl Iterator<Item = &'a str>) -> (usize, usize) {
-    let mut seen = HashSet::new();
+/// Sets reused across checks and documents (they keep their capacity), one per thread.
+#[derive(Default)]
+struct Scratch {
+    seen: HashSet<u64>,
+    counts: HashMap<u64, (usize, usize)>,
+}
+
+/// (elements repeating an earlier one, their characters); elements compared by hash.
+fn duplicates(elements: &[&str], seen: &mut HashSet<u64>) -> (usize, usize) {
+    seen.clear();
     let (mut n, mut chars) = (0, 0);
     for e in elements {
-        if !seen.insert(e) {
+        if !seen.insert(hash64(e.as_bytes())) {
             n += 1;
-            chars += e.chars().count();
+            chars += char_len(e);
         }
     }
     (n, chars)
@@ -135,7 +141,7 @@ impl NGrams {
         chars.push(0usize);
         for w in words {
             prefix.push(prefix.last().unwrap().wrapping_mul(BASE).wrapping_add(hash64(w.as_bytes())));
-            chars.push(chars.last().unwrap() + w.chars().count());
+            chars.push(chars.last().unwrap() + char_len(w));
         }
         NGrams { prefix, chars }
     }
@@ -156,14 +162,14 @@ fn pow(n: usize) -> u64 {
 }
 
 impl GopherRepetition {
-    fn judge(&self, text: &str) -> Verdict {
+    fn judge(&self, scratch: &mut Scratch, text: &str) -> Verdict {
         let p = &self.p;
-        let text_chars = text.chars().count();
+        let text_chars = char_len(text);
         if text_chars == 0 {
             return Verdict::Keep;
         }
         let paragraphs = split_newlines(text.trim(), 2);
-        let (n, chars) = duplicates(paragraphs.iter().copied());
+        let (n, chars) = duplicates(&paragraphs, &mut scratch.seen);
         if p.dup_para_frac.is_some_and(|max| ratio(n, paragraphs.len()) > max) {
             return drop("dup-paragraphs");
         }
@@ -171,7 +177,7 @@ impl GopherRepetition {
             return drop("dup-paragraph-chars");
         }
         let lines = split_newlines(text, 1);
-        let (n, chars) = duplicates(lines.iter().copied());
+        let (n, chars) = duplicates(&lines, &mut scratch.seen);
         if p.dup_line_frac.is_some_and(|max| ratio(n, lines.len()) > max) {
             return drop("dup-lines");
         }
@@ -188,7 +194,8 @@ impl GopherRepetition {
             let pw = pow(n);
             // hash → (count, first position); ties go to the n-gram seen first, like
             // Python's Counter.most_common.
-            let mut counts: HashMap<u64, (usize, usize)> = HashMap::new();
+            let counts = &mut scratch.counts;
+            counts.clear();
             for i in 0..=grams.len() - n {
                 counts.entry(grams.hash(i, n, pw)).or_insert((0, i)).0 += 1;
             }
@@ -204,7 +211,8 @@ impl GopherRepetition {
                 continue;
             }
             let pw = pow(n);
-            let mut seen = HashSet::new();
+            let seen = &mut scratch.seen;
+            seen.clear();
             let (mut repeated, mut i) = (0, 0);
             while i + n <= grams.len() {
                 if seen.insert(grams.hash(i, n, pw)) {
@@ -232,7 +240,7 @@ impl DocFilter for GopherRepetition {
         "gopher-repetition"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs.iter().map(|d| self.judge(d)).collect())
+        Ok(docs.par_iter().map_init(Scratch::default, |scratch, d| self.judge(scratch, d)).collect())
     }
 }
 

@@ -24,15 +24,15 @@ impl BuiltinParams for Params {
         if [self.min_words, self.max_words, self.min_chars, self.max_chars].iter().all(Option::is_none) {
             p.push(("min_words", "`length` needs at least one of `min_words`, `max_words`, `min_chars`, `max_chars`".to_string()));
         }
-        if let (Some(lo), Some(hi)) = (self.min_words, self.max_words) {
-            if lo > hi {
-                p.push(("min_words", format!("`min_words` ({lo}) is above `max_words` ({hi})")));
-            }
+        if let (Some(lo), Some(hi)) = (self.min_words, self.max_words)
+            && lo > hi
+        {
+            p.push(("min_words", format!("`min_words` ({lo}) is above `max_words` ({hi})")));
         }
-        if let (Some(lo), Some(hi)) = (self.min_chars, self.max_chars) {
-            if lo > hi {
-                p.push(("min_chars", format!("`min_chars` ({lo}) is above `max_chars` ({hi})")));
-            }
+        if let (Some(lo), Some(hi)) = (self.min_chars, self.max_chars)
+            && lo > hi
+        {
+            p.push(("min_chars", format!("`min_chars` ({lo}) is above `max_chars` ({hi})")));
         }
         p
     }

@@ -376,9 +376,7 @@ impl Chain {
             }
             let batch: Vec<&str> = live.iter().map(|&i| rewritten[i].as_deref().unwrap_or(docs[i])).collect();
             let verdicts = f.filter(&batch).map_err(|e| match e {
-                FilterError::Document { doc, message } => {
-                    ChainError { filter: stats.filter.clone(), doc: live.get(doc).copied(), message }
-                }
+                FilterError::Document { doc, message } => ChainError { filter: stats.filter.clone(), doc: live.get(doc).copied(), message },
                 FilterError::Failed(message) => ChainError { filter: stats.filter.clone(), doc: None, message },
             })?;
             if verdicts.len() != batch.len() {
@@ -441,7 +439,9 @@ pub(crate) mod tests {
 
     #[test]
     fn specs_parse_with_defaults_and_overrides() {
-        let s = specs("- builtin: gopher-quality\n- builtin: length\n  with: { min_words: 3 }\n- { with: { max_chars: 9 }, builtin: length }").unwrap();
+        let s =
+            specs("- builtin: gopher-quality\n- builtin: length\n  with: { min_words: 3 }\n- { with: { max_chars: 9 }, builtin: length }")
+                .unwrap();
         assert_eq!(s.len(), 3);
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json[0]["builtin"], "gopher-quality");
@@ -483,7 +483,15 @@ pub(crate) mod tests {
         fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
             Ok(docs
                 .iter()
-                .map(|d| if d.contains('x') { Verdict::Drop("has x".into()) } else if d.is_empty() { Verdict::Keep } else { Verdict::Rewrite(d.to_uppercase()) })
+                .map(|d| {
+                    if d.contains('x') {
+                        Verdict::Drop("has x".into())
+                    } else if d.is_empty() {
+                        Verdict::Keep
+                    } else {
+                        Verdict::Rewrite(d.to_uppercase())
+                    }
+                })
                 .collect())
         }
     }

@@ -8,14 +8,20 @@
 
 /// Punctuation and symbols a word tokenizer would split off: ASCII punctuation plus the
 /// common Unicode quotes, dashes, ellipsis, bullets and CJK punctuation.
+#[inline]
 pub fn is_punct(c: char) -> bool {
-    c.is_ascii_punctuation()
-        || matches!(
-            c,
-            '…' | '–' | '—' | '‐' | '‑' | '‒' | '―' | '‘' | '’' | '‚' | '‛' | '“' | '”' | '„' | '‟' | '«' | '»' | '‹' | '›'
-                | '¡' | '¿' | '·' | '•' | '§' | '¶' | '†' | '‡' | '°' | '′' | '″' | '、' | '。' | '，' | '！' | '？'
-                | '：' | '；' | '（' | '）' | '【' | '】' | '《' | '》' | '「' | '」' | '『' | '』'
-        )
+    if c.is_ascii() {
+        return c.is_ascii_punctuation();
+    }
+    UNICODE_PUNCT.contains(c)
+}
+
+const UNICODE_PUNCT: &str = "…–—‐‑‒―‘’‚‛“”„‟«»‹›¡¿·•§¶†‡°′″、。，！？：；（）【】《》「」『』";
+
+/// Length in characters (Unicode scalar values), like Python's `len`.
+#[inline]
+pub fn char_len(s: &str) -> usize {
+    if s.is_ascii() { s.len() } else { s.chars().count() }
 }
 
 /// Words and punctuation tokens, in order.
@@ -60,7 +66,12 @@ pub fn normalise(text: &str) -> String {
                 out.push(' ');
                 space = false;
             }
-            out.extend(c.to_lowercase());
+            // Most text is ASCII: skip the general lowercase mapping for it.
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
         }
     }
     out
@@ -89,6 +100,32 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     }
     mix64(h)
 }
+
+/// A hasher for keys that are already well-spread hashes (from [`hash64`], [`mix64`] or
+/// blake3): it passes them through, where std's SipHash would hash them again, which made
+/// the repetition and dedup filters several times slower.
+#[derive(Default, Clone, Copy)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = mix64(self.0 ^ hash64(bytes));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 ^= x;
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.0 ^= x as u64 ^ (x >> 64) as u64;
+    }
+}
+
+/// A set of hashes (see [`PreHashed`]).
+pub type HashSet<T> = std::collections::HashSet<T, std::hash::BuildHasherDefault<PreHashed>>;
+/// A map keyed by hashes (see [`PreHashed`]).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<PreHashed>>;
 
 /// `a / b`, or 0 when there is nothing to divide by (an empty document has no repetition,
 /// bullets or symbols).
