@@ -137,10 +137,7 @@ fn filters(chain: &str) -> String {
 /// A field of /proc/self/status in KiB (0 where there is none, e.g. not on Linux).
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Samples the peak anonymous (heap) memory while it lives. Peak RSS alone would mislead:

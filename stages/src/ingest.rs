@@ -304,6 +304,9 @@ struct Counts {
 struct SourceCount {
     source: String,
     records: u64,
+    /// Locations in a builtin are record numbers, not lines.
+    #[serde(skip)]
+    builtin: bool,
 }
 
 /// `meta.json`.
@@ -369,15 +372,18 @@ impl<'a> Job<'a> {
             val_below: (p.val_fraction * 2f64.powi(64)) as u64,
             counts: Counts::default(),
             skipped_examples: Vec::new(),
-            sources: inputs.iter().map(|i| SourceCount { source: i.shown(), records: 0 }).collect(),
+            sources: inputs
+                .iter()
+                .map(|i| SourceCount { source: i.shown(), records: 0, builtin: matches!(i, Input::Builtin { .. }) })
+                .collect(),
             bytes_read: Arc::new(AtomicU64::new(0)),
             bytes_total,
         })
     }
 
     fn loc(&self, l: Loc) -> String {
-        let source = &self.sources[l.source].source;
-        if source.starts_with("builtin:") { format!("{source} record {}", l.line) } else { format!("{source}:{}", l.line) }
+        let s = &self.sources[l.source];
+        if s.builtin { format!("{} record {}", s.source, l.line) } else { format!("{}:{}", s.source, l.line) }
     }
 
     fn read(&mut self, i: usize, input: &Input) -> Result<(), StageError> {
@@ -422,7 +428,7 @@ impl<'a> Job<'a> {
         }
         self.counts.records += 1;
         self.sources[loc.source].records += 1;
-        self.batch_bytes += record.filter_text().len();
+        self.batch_bytes += record.text_len();
         self.batch.push((loc, record));
         if self.batch.len() >= BATCH_RECORDS || self.batch_bytes >= BATCH_BYTES {
             self.flush()?;

@@ -124,6 +124,16 @@ impl Record {
         }
     }
 
+    /// Bytes of text in the record (what a batch of records holds in memory, roughly).
+    pub fn text_len(&self) -> usize {
+        match self {
+            Record::Text { text, .. } => text.len(),
+            Record::Prompt { prompt, .. } => prompt.len(),
+            Record::Chat { messages, .. } => messages.iter().map(|m| m.content.len()).sum(),
+            Record::Preference { prompt, chosen, rejected, .. } => prompt.len() + chosen.len() + rejected.len(),
+        }
+    }
+
     /// Whether a filter's rewrite of [`Record::filter_text`] maps back onto the record: only
     /// when that text is one field.
     pub fn rewritable(&self) -> bool {

@@ -543,4 +543,30 @@ pub(crate) mod tests {
         let labels: Vec<&str> = c.stats().iter().map(|s| s.filter.as_str()).collect();
         assert_eq!(labels, vec!["length", "length#2", "c4"]);
     }
+
+    #[test]
+    fn verdicts_do_not_depend_on_the_thread_count() {
+        let yaml = "- builtin: gopher-quality\n  with: { min_doc_words: 5 }\n- builtin: gopher-repetition\n  with: { top_n_grams: [] }\n- builtin: c4\n  with: { min_num_sentences: 1 }\n- builtin: dedup-exact\n- builtin: dedup-minhash";
+        let docs: Vec<String> = (0..300)
+            .map(|i| match i % 4 {
+                0 => format!("The cat number {} sat with the dog and that was fine.\nNo end here", i / 8),
+                1 => "The dog and the cat sat with me.\n".repeat(i % 7 + 2),
+                2 => format!("Of the apples {i} to be fair half were red and some were green."),
+                _ => format!("Short {i}."),
+            })
+            .collect();
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut chain = Chain::new(&specs(yaml).unwrap(), Path::new(".")).unwrap();
+            let out = pool.install(|| refs.chunks(64).flat_map(|b| chain.apply(b, &vec![true; b.len()]).unwrap()).collect::<Vec<_>>());
+            (out, chain.stats().to_vec())
+        };
+        let (one, stats) = run(1);
+        assert_eq!(run(4), (one.clone(), stats.clone()));
+        // Every kind of outcome and every filter took part.
+        assert!(one.contains(&Outcome::Drop) && one.contains(&Outcome::Keep), "{stats:?}");
+        assert!(one.iter().any(|o| matches!(o, Outcome::Rewrite(_))), "{stats:?}");
+        assert!(stats.iter().all(|s| s.dropped > 0 || s.rewritten > 0), "{stats:?}");
+    }
 }
