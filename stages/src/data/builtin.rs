@@ -1,0 +1,74 @@
+//! Data sets that ship with hone, named in an `ingest` source as `builtin:NAME`, so a
+//! pipeline runs on a fresh machine without downloading anything.
+//!
+//! Each is listed once in [`BUILTINS`] with a version: bump it when the generator's output
+//! changes, because the version (not the generated data) enters the `ingest` stage key.
+//! Generators are deterministic in the pipeline seed and return records in any of the input
+//! formats `ingest` reads (see [`super::formats`]).
+
+use serde_json::Value;
+
+/// A built-in data set.
+pub struct Builtin {
+    pub name: &'static str,
+    pub version: u32,
+    pub records: fn(seed: u64) -> Result<Vec<Value>, String>,
+}
+
+/// Every built-in data set, in one list.
+pub const BUILTINS: &[Builtin] = &[];
+
+/// Data sets that exist only in tests, to exercise `builtin:` sources.
+#[cfg(test)]
+const TEST_BUILTINS: &[Builtin] = &[Builtin {
+    name: "test/numbers",
+    version: 1,
+    records: |seed| Ok((0..20).map(|i| serde_json::json!({ "text": format!("Number {i} of seed {seed}.") })).collect()),
+}];
+#[cfg(not(test))]
+const TEST_BUILTINS: &[Builtin] = &[];
+
+fn find(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().chain(TEST_BUILTINS).find(|b| b.name == name)
+}
+
+/// The records of the built-in data set `name` for this seed; `None` if there is none of
+/// that name.
+pub fn builtin_records(name: &str, seed: u64) -> Option<Result<Vec<Value>, String>> {
+    find(name).map(|b| (b.records)(seed))
+}
+
+/// The version of the built-in data set `name`.
+pub fn builtin_version(name: &str) -> Option<u32> {
+    find(name).map(|b| b.version)
+}
+
+/// The names `builtin:` accepts.
+pub fn known_names() -> Vec<&'static str> {
+    BUILTINS.iter().chain(TEST_BUILTINS).map(|b| b.name).collect()
+}
+
+/// "unknown built-in data set" with the names there are.
+pub fn unknown_message(name: &str) -> String {
+    let names = known_names();
+    let known = if names.is_empty() {
+        "this build of hone has none".to_string()
+    } else {
+        format!("known: {}", names.iter().map(|n| format!("`builtin:{n}`")).collect::<Vec<_>>().join(", "))
+    };
+    let hint = hone_engine::suggest::did_you_mean(name, names.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+    format!("unknown built-in data set `builtin:{name}`{hint}; {known}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_by_name() {
+        assert!(builtin_records("nope", 1).is_none());
+        let r = builtin_records("test/numbers", 5).unwrap().unwrap();
+        assert_eq!(r[3]["text"], "Number 3 of seed 5.");
+        assert!(unknown_message("test/numbrs").contains("did you mean `test/numbers`"));
+    }
+}

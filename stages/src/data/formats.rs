@@ -1,0 +1,734 @@
+//! Reading records from files and normalising them into hone's four corpus formats.
+//!
+//! Files: `.txt` (one document per file, or per block of lines separated by blank lines)
+//! and `.jsonl` (one JSON object per line), each optionally compressed as `.gz` or `.zst`.
+//! They are read as streams, line by line, so memory does not grow with the file.
+//!
+//! Records ([`Record`]) and the input fields each comes from, following the Python
+//! ecosystem's conventions (HuggingFace datasets, TRL):
+//!
+//! | format       | input fields                                                     | written as |
+//! |--------------|------------------------------------------------------------------|------------|
+//! | `text`       | `text`; every document of a `.txt` file                           | `{"text"}` |
+//! | `chat`       | `messages: [{role, content}]`; or `prompt` + `completion` (strings, or lists of messages) | `{"messages"}` |
+//! | `prompt`     | `prompt` (string), optional `answer`                              | `{"prompt", "answer"?}` |
+//! | `preference` | `prompt` + `chosen` + `rejected` (strings, or `chosen`/`rejected` as lists of messages); or Anthropic HH: `chosen`/`rejected` as whole `\n\nHuman: … \n\nAssistant: …` transcripts | `{"prompt", "chosen", "rejected"}` |
+//!
+//! A record's format is read from its fields, in this order: `messages` → chat;
+//! `chosen`/`rejected` → preference; `completion` → chat; `text` → text; `prompt` → prompt.
+//! Other fields are kept under `"meta"` (merged with a `meta` object the record may have).
+//!
+//! For preference transcripts and message lists, the prompt is the one user turn when there
+//! is exactly one, and otherwise the earlier turns as a transcript
+//! (`Human: …\n\nAssistant: …\n\nHuman: …`); responses are trimmed.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The shape of a corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Text,
+    Chat,
+    Prompt,
+    Preference,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Chat => "chat",
+            Format::Prompt => "prompt",
+            Format::Preference => "preference",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+/// A normalised record, as written to `train.jsonl` / `val.jsonl` (one JSON object a line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    Text {
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<Map<String, Value>>,
+    },
+    Chat {
+        messages: Vec<Message>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<Map<String, Value>>,
+    },
+    Prompt {
+        prompt: String,
+        /// Kept as given (string, number or boolean): later stages grade answers with it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<Map<String, Value>>,
+    },
+    Preference {
+        prompt: String,
+        chosen: String,
+        rejected: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<Map<String, Value>>,
+    },
+}
+
+impl Record {
+    pub fn format(&self) -> Format {
+        match self {
+            Record::Text { .. } => Format::Text,
+            Record::Chat { .. } => Format::Chat,
+            Record::Prompt { .. } => Format::Prompt,
+            Record::Preference { .. } => Format::Preference,
+        }
+    }
+
+    /// A text record with nothing but whitespace: not worth keeping, not an error.
+    pub fn is_blank(&self) -> bool {
+        matches!(self, Record::Text { text, .. } if text.trim().is_empty())
+    }
+
+    /// The text filters judge: the text, the prompt, or the contents of every field joined
+    /// by blank lines (chat messages; prompt, chosen and rejected).
+    pub fn filter_text(&self) -> Cow<'_, str> {
+        match self {
+            Record::Text { text, .. } => Cow::Borrowed(text),
+            Record::Prompt { prompt, .. } => Cow::Borrowed(prompt),
+            Record::Chat { messages, .. } => Cow::Owned(messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n")),
+            Record::Preference { prompt, chosen, rejected, .. } => Cow::Owned(format!("{prompt}\n\n{chosen}\n\n{rejected}")),
+        }
+    }
+
+    /// Bytes of text in the record (what a batch of records holds in memory, roughly).
+    pub fn text_len(&self) -> usize {
+        match self {
+            Record::Text { text, .. } => text.len(),
+            Record::Prompt { prompt, .. } => prompt.len(),
+            Record::Chat { messages, .. } => messages.iter().map(|m| m.content.len()).sum(),
+            Record::Preference { prompt, chosen, rejected, .. } => prompt.len() + chosen.len() + rejected.len(),
+        }
+    }
+
+    /// Whether a filter's rewrite of [`Record::filter_text`] maps back onto the record: only
+    /// when that text is one field.
+    pub fn rewritable(&self) -> bool {
+        matches!(self, Record::Text { .. } | Record::Prompt { .. })
+    }
+
+    /// Replaces the filtered field with a filter's rewrite (see [`Record::rewritable`]).
+    pub fn rewrite(&mut self, new: String) {
+        match self {
+            Record::Text { text, .. } => *text = new,
+            Record::Prompt { prompt, .. } => *prompt = new,
+            Record::Chat { .. } | Record::Preference { .. } => {}
+        }
+    }
+}
+
+/// Parses one JSON line into a record; the error says what is wrong with it.
+pub fn parse_json(line: &str) -> Result<Record, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    from_value(v)
+}
+
+/// Normalises one JSON value (a record of any input format).
+pub fn from_value(v: Value) -> Result<Record, String> {
+    let Value::Object(mut obj) = v else {
+        return Err(format!("a record must be a JSON object, found {}", kind_of(&v)));
+    };
+    let has = |k: &str| obj.contains_key(k);
+    let record = if has("messages") {
+        let messages = messages(obj.remove("messages").expect("present"), "messages")?;
+        Record::Chat { messages, meta: None }
+    } else if has("chosen") || has("rejected") {
+        preference(&mut obj)?
+    } else if has("completion") {
+        let prompt = obj.remove("prompt").ok_or("a `completion` needs a `prompt` beside it")?;
+        let completion = obj.remove("completion").expect("present");
+        let messages = match (prompt, completion) {
+            (Value::String(p), Value::String(c)) => {
+                vec![Message { role: Role::User, content: p }, Message { role: Role::Assistant, content: c }]
+            }
+            (p @ Value::Array(_), c @ Value::Array(_)) => {
+                let mut m = messages(p, "prompt")?;
+                m.extend(messages(c, "completion")?);
+                m
+            }
+            (p, c) => {
+                return Err(format!(
+                    "`prompt` and `completion` must both be strings or both be lists of messages, found {} and {}",
+                    kind_of(&p),
+                    kind_of(&c)
+                ));
+            }
+        };
+        Record::Chat { messages, meta: None }
+    } else if has("text") {
+        Record::Text { text: string(obj.remove("text").expect("present"), "text")?, meta: None }
+    } else if has("prompt") {
+        let prompt = string(obj.remove("prompt").expect("present"), "prompt")?;
+        let answer = match obj.remove("answer") {
+            None | Some(Value::Null) => None,
+            Some(a @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Some(a),
+            Some(a) => {
+                return Err(format!("`answer` must be a string, number or boolean, found {}", kind_of(&a)));
+            }
+        };
+        Record::Prompt { prompt, answer, meta: None }
+    } else {
+        let mut found: Vec<String> = obj.keys().map(|k| format!("`{k}`")).collect();
+        found.truncate(8);
+        return Err(format!(
+            "no field says what the record is: expected `text`, `messages`, `prompt` with `completion`, `prompt`, or `chosen` with `rejected`; found {}",
+            if found.is_empty() { "no fields".to_string() } else { found.join(", ") }
+        ));
+    };
+    Ok(with_meta(record, obj))
+}
+
+/// Moves the fields left in `rest` under `meta`.
+fn with_meta(mut record: Record, mut rest: Map<String, Value>) -> Record {
+    let mut meta = match rest.remove("meta") {
+        Some(Value::Object(m)) => m,
+        Some(other) => Map::from_iter([("meta".to_string(), other)]),
+        None => Map::new(),
+    };
+    meta.extend(rest);
+    let slot = match &mut record {
+        Record::Text { meta, .. } | Record::Chat { meta, .. } | Record::Prompt { meta, .. } | Record::Preference { meta, .. } => meta,
+    };
+    *slot = (!meta.is_empty()).then_some(meta);
+    record
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string(v: Value, field: &str) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(format!("`{field}` must be a string, found {}", kind_of(&other))),
+    }
+}
+
+fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("`{field}` must be a list of {{role, content}} messages, found {}", kind_of(&v)));
+    };
+    if items.is_empty() {
+        return Err(format!("`{field}` is an empty list"));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Value::Object(mut m) = m else {
+                return Err(format!("`{field}[{i}]` must be an object with `role` and `content`, found {}", kind_of(&m)));
+            };
+            let role = match m.remove("role") {
+                Some(Value::String(r)) => match r.as_str() {
+                    "system" => Role::System,
+                    "user" => Role::User,
+                    "assistant" => Role::Assistant,
+                    _ => {
+                        return Err(format!("`{field}[{i}].role` is `{r}`: expected `system`, `user` or `assistant`"));
+                    }
+                },
+                Some(other) => {
+                    return Err(format!("`{field}[{i}].role` must be a string, found {}", kind_of(&other)));
+                }
+                None => return Err(format!("`{field}[{i}]` has no `role`")),
+            };
+            let content = match m.remove("content") {
+                Some(c) => string(c, &format!("{field}[{i}].content"))?,
+                None => return Err(format!("`{field}[{i}]` has no `content`")),
+            };
+            Ok(Message { role, content })
+        })
+        .collect()
+}
+
+const HH_ASSISTANT: &str = "\n\nAssistant:";
+const HH_HUMAN: &str = "\n\nHuman:";
+
+fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
+    let chosen = obj.remove("chosen").ok_or("a preference record needs `chosen` beside `rejected`")?;
+    let rejected = obj.remove("rejected").ok_or("a preference record needs `rejected` beside `chosen`")?;
+    let prompt = match obj.remove("prompt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(p @ Value::Array(_)) => Some(render_turns(&messages(p, "prompt")?)),
+        Some(other) => {
+            return Err(format!("`prompt` must be a string or a list of messages, found {}", kind_of(&other)));
+        }
+    };
+    let (prompt, chosen, rejected) = match (chosen, rejected) {
+        (Value::String(c), Value::String(r)) => match prompt {
+            Some(p) => (p, c, r),
+            None => hh_split(&c, &r)?,
+        },
+        (c @ Value::Array(_), r @ Value::Array(_)) => {
+            let (c_prefix, c) = final_response(messages(c, "chosen")?, "chosen")?;
+            let (r_prefix, r) = final_response(messages(r, "rejected")?, "rejected")?;
+            let p = match prompt {
+                Some(p) => p,
+                None if c_prefix.is_empty() => {
+                    return Err("`chosen` holds only the response: add a `prompt` field, or the prompt's turns before it".into());
+                }
+                None if c_prefix != r_prefix => {
+                    return Err("`chosen` and `rejected` differ before their final assistant message".into());
+                }
+                None => render_turns(&c_prefix),
+            };
+            (p, c, r)
+        }
+        (c, r) => {
+            return Err(format!(
+                "`chosen` and `rejected` must both be strings or both be lists of messages, found {} and {}",
+                kind_of(&c),
+                kind_of(&r)
+            ));
+        }
+    };
+    Ok(Record::Preference { prompt, chosen, rejected, meta: None })
+}
+
+/// The messages before the last one, and the last one's content, which must be the
+/// assistant's.
+fn final_response(mut m: Vec<Message>, field: &str) -> Result<(Vec<Message>, String), String> {
+    match m.pop() {
+        Some(Message { role: Role::Assistant, content }) => Ok((m, content.trim().to_string())),
+        _ => Err(format!("the last message of `{field}` must be the assistant's response")),
+    }
+}
+
+/// One user turn as its text; several turns as an HH-style transcript.
+fn render_turns(m: &[Message]) -> String {
+    if let [Message { role: Role::User, content }] = m {
+        return content.trim().to_string();
+    }
+    m.iter()
+        .map(|t| {
+            let who = match t.role {
+                Role::System => "System",
+                Role::User => "Human",
+                Role::Assistant => "Assistant",
+            };
+            format!("{who}: {}", t.content.trim())
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// A transcript before its final assistant turn, and that turn's text.
+fn hh_final_turn<'t>(t: &'t str, field: &str) -> Result<(&'t str, String), String> {
+    t.rfind(HH_ASSISTANT)
+        .map(|i| (&t[..i], t[i + HH_ASSISTANT.len()..].trim().to_string()))
+        .ok_or_else(|| format!("no `prompt` field, and `{field}` is not an Anthropic HH transcript (it has no \"\\n\\nAssistant:\" turn)"))
+}
+
+/// Splits Anthropic HH transcripts into the shared prompt and the two final responses.
+fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), String> {
+    let (c_prefix, c) = hh_final_turn(chosen, "chosen")?;
+    let (r_prefix, r) = hh_final_turn(rejected, "rejected")?;
+    if c_prefix != r_prefix {
+        return Err("`chosen` and `rejected` transcripts differ before their final \"Assistant:\" turn".into());
+    }
+    let prefix = c_prefix.trim_start_matches('\n');
+    let single =
+        prefix.strip_prefix(HH_HUMAN.trim_start_matches('\n')).filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
+    let prompt = match single {
+        Some(turn) => turn.trim().to_string(),
+        None => prefix.trim().to_string(),
+    };
+    Ok((prompt, c, r))
+}
+
+/// How a `.txt` file is cut into documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxtSplit {
+    /// The whole file is one document.
+    File,
+    /// Each block of lines between blank lines is a document.
+    #[default]
+    BlankLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Text,
+    JsonLines,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// What a file holds and how it is compressed, from its name.
+pub fn classify(path: &Path) -> Result<(FileKind, Compression), String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let (inner, compression) = if let Some(s) = name.strip_suffix(".gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name.strip_suffix(".zst") {
+        (s, Compression::Zstd)
+    } else {
+        (name.as_str(), Compression::None)
+    };
+    let kind = if inner.ends_with(".txt") {
+        FileKind::Text
+    } else if inner.ends_with(".jsonl") {
+        FileKind::JsonLines
+    } else {
+        return Err(format!(
+            "`{}`: unsupported file type: use .txt or .jsonl, optionally compressed (.txt.gz, .jsonl.zst, …)",
+            path.display()
+        ));
+    };
+    Ok((kind, compression))
+}
+
+/// Counts the bytes read from the file (before decompression), for progress.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+const BUF: usize = 1 << 16;
+
+/// Opens a file as a decompressed stream; `read` counts the compressed bytes consumed.
+pub fn open(path: &Path, compression: Compression, read: Arc<AtomicU64>) -> io::Result<Box<dyn BufRead>> {
+    let file = Counting { inner: File::open(path)?, count: read };
+    Ok(match compression {
+        Compression::None => Box::new(BufReader::with_capacity(BUF, file)),
+        Compression::Gzip => Box::new(BufReader::with_capacity(BUF, flate2::read::MultiGzDecoder::new(BufReader::new(file)))),
+        Compression::Zstd => Box::new(BufReader::with_capacity(BUF, zstd::stream::read::Decoder::new(file)?)),
+    })
+}
+
+/// One item read from a file: the line it starts on, and the record or what is wrong.
+pub type Item = (usize, Result<Record, String>);
+
+/// Reads records from one file, streaming.
+pub struct RecordReader {
+    input: Box<dyn BufRead>,
+    kind: FileKind,
+    split: TxtSplit,
+    line: usize,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl RecordReader {
+    pub fn new(input: Box<dyn BufRead>, kind: FileKind, split: TxtSplit) -> Self {
+        RecordReader { input, kind, split, line: 0, buf: Vec::new(), done: false }
+    }
+
+    /// Reads the next line into `self.buf` without its line ending; false at the end.
+    fn next_line(&mut self) -> io::Result<bool> {
+        self.buf.clear();
+        if self.done || self.input.read_until(b'\n', &mut self.buf)? == 0 {
+            self.done = true;
+            return Ok(false);
+        }
+        self.line += 1;
+        if self.line == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
+            self.buf.drain(..3);
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next record, `None` at the end of the file. An `Err` is an I/O or decompression
+    /// failure (the file cannot be read further); a malformed record is an `Ok` item.
+    pub fn next_item(&mut self) -> io::Result<Option<Item>> {
+        match (self.kind, self.split) {
+            (FileKind::JsonLines, _) => self.next_json(),
+            (FileKind::Text, TxtSplit::BlankLine) => self.next_block(),
+            (FileKind::Text, TxtSplit::File) => self.whole_file(),
+        }
+    }
+
+    fn next_json(&mut self) -> io::Result<Option<Item>> {
+        while self.next_line()? {
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let item = match std::str::from_utf8(&self.buf) {
+                Ok(s) => parse_json(s),
+                Err(e) => Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1)),
+            };
+            return Ok(Some((self.line, item)));
+        }
+        Ok(None)
+    }
+
+    fn next_block(&mut self) -> io::Result<Option<Item>> {
+        let mut text = String::new();
+        let mut start = 0;
+        let mut bad: Option<String> = None;
+        while self.next_line()? {
+            let blank = self.buf.iter().all(u8::is_ascii_whitespace);
+            if blank {
+                if start == 0 {
+                    continue;
+                }
+                break;
+            }
+            if start == 0 {
+                start = self.line;
+            }
+            match std::str::from_utf8(&self.buf) {
+                Ok(s) => {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(s);
+                }
+                Err(e) if bad.is_none() => {
+                    bad = Some(format!("invalid UTF-8 on line {} at byte {}", self.line, e.valid_up_to() + 1));
+                }
+                Err(_) => {}
+            }
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        Ok(Some((start, bad.map_or_else(|| Ok(Record::Text { text, meta: None }), Err))))
+    }
+
+    fn whole_file(&mut self) -> io::Result<Option<Item>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        let mut bytes = Vec::new();
+        self.input.read_to_end(&mut bytes)?;
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            bytes.drain(..3);
+        }
+        let item = match String::from_utf8(bytes) {
+            Ok(s) => Ok(Record::Text { text: s.replace("\r\n", "\n"), meta: None }),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+                return Ok(Some((line, Err("invalid UTF-8".to_string()))));
+            }
+        };
+        Ok(Some((1, item)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::io::Write;
+
+    fn record(v: Value) -> Result<Value, String> {
+        from_value(v).map(|r| serde_json::to_value(r).unwrap())
+    }
+
+    #[test]
+    fn text_records_keep_extra_fields_as_meta() {
+        assert_eq!(record(json!({"text": "hi"})).unwrap(), json!({"text": "hi"}));
+        assert_eq!(
+            record(json!({"text": "hi", "id": 3, "meta": {"src": "web"}})).unwrap(),
+            json!({"text": "hi", "meta": {"id": 3, "src": "web"}})
+        );
+        let line = serde_json::to_string(&from_value(json!({"text": "hi", "id": 3})).unwrap()).unwrap();
+        assert_eq!(line, r#"{"text":"hi","meta":{"id":3}}"#);
+    }
+
+    #[test]
+    fn chat_records_from_messages_and_prompt_completion() {
+        let m = json!({"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]});
+        assert_eq!(record(m.clone()).unwrap(), m);
+        assert_eq!(
+            record(json!({"prompt": "Hi", "completion": "Hello!"})).unwrap(),
+            json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})
+        );
+        assert_eq!(
+            record(json!({"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Yo"}]})).unwrap(),
+            json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+        );
+    }
+
+    #[test]
+    fn prompt_records_keep_their_answer() {
+        assert_eq!(
+            record(json!({"prompt": "What is 7 plus 5?", "answer": "12"})).unwrap(),
+            json!({"prompt": "What is 7 plus 5?", "answer": "12"})
+        );
+        assert_eq!(record(json!({"prompt": "2+2?", "answer": 4})).unwrap(), json!({"prompt": "2+2?", "answer": 4}));
+        assert_eq!(record(json!({"prompt": "Say hi."})).unwrap(), json!({"prompt": "Say hi."}));
+    }
+
+    #[test]
+    fn preference_records_in_every_form() {
+        assert_eq!(
+            record(json!({"prompt": "Q", "chosen": "good", "rejected": "bad"})).unwrap(),
+            json!({"prompt": "Q", "chosen": "good", "rejected": "bad"})
+        );
+        // Anthropic HH: one human turn becomes the prompt.
+        let hh = json!({
+            "chosen": "\n\nHuman: What colour is the sky?\n\nAssistant: It is blue.",
+            "rejected": "\n\nHuman: What colour is the sky?\n\nAssistant: Go away."
+        });
+        assert_eq!(record(hh).unwrap(), json!({"prompt": "What colour is the sky?", "chosen": "It is blue.", "rejected": "Go away."}));
+        // Several turns stay a transcript up to the final assistant turn.
+        let hh = json!({
+            "chosen": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?\n\nAssistant: Blue.",
+            "rejected": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?\n\nAssistant: No."
+        });
+        assert_eq!(
+            record(hh).unwrap(),
+            json!({"prompt": "Human: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?", "chosen": "Blue.", "rejected": "No."})
+        );
+        // Conversational (TRL) form.
+        let conv = json!({
+            "chosen": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Green."}]
+        });
+        assert_eq!(record(conv).unwrap(), json!({"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."}));
+    }
+
+    #[test]
+    fn malformed_records_say_what_is_wrong() {
+        let err = |v: Value| record(v).unwrap_err();
+        assert!(err(json!([1])).contains("must be a JSON object, found a list"));
+        assert!(err(json!({"title": "x"})).contains("no field says what the record is") && err(json!({"title": "x"})).contains("`title`"));
+        assert!(err(json!({"text": 5})).contains("`text` must be a string, found a number"));
+        assert!(err(json!({"messages": []})).contains("empty list"));
+        assert!(err(json!({"messages": [{"role": "bot", "content": "x"}]})).contains("`messages[0].role` is `bot`"));
+        assert!(err(json!({"messages": [{"role": "user"}]})).contains("`messages[0]` has no `content`"));
+        assert!(err(json!({"completion": "x"})).contains("needs a `prompt`"));
+        assert!(err(json!({"chosen": "a"})).contains("needs `rejected`"));
+        assert!(err(json!({"chosen": "a", "rejected": "b"})).contains("not an Anthropic HH transcript"));
+        assert!(err(json!({"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"})).contains("differ"));
+        assert!(err(json!({"prompt": "q", "answer": [1]})).contains("`answer` must be"));
+        assert!(parse_json("{\"text\": ").unwrap_err().starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn classifies_file_names() {
+        assert_eq!(classify(Path::new("a/b.TXT")).unwrap(), (FileKind::Text, Compression::None));
+        assert_eq!(classify(Path::new("b.jsonl.gz")).unwrap(), (FileKind::JsonLines, Compression::Gzip));
+        assert_eq!(classify(Path::new("b.txt.zst")).unwrap(), (FileKind::Text, Compression::Zstd));
+        assert!(classify(Path::new("b.csv")).unwrap_err().contains("unsupported file type"));
+    }
+
+    fn read_all(bytes: &[u8], kind: FileKind, split: TxtSplit) -> Vec<(usize, Result<String, String>)> {
+        let mut r = RecordReader::new(Box::new(io::Cursor::new(bytes.to_vec())), kind, split);
+        let mut out = Vec::new();
+        while let Some((line, item)) = r.next_item().unwrap() {
+            out.push((line, item.map(|rec| rec.filter_text().into_owned())));
+        }
+        out
+    }
+
+    #[test]
+    fn txt_blocks_and_whole_files() {
+        let src = b"\xEF\xBB\xBFFirst line\r\nsame doc\n\n  \nSecond doc\n\n\n";
+        assert_eq!(
+            read_all(src, FileKind::Text, TxtSplit::BlankLine),
+            vec![(1, Ok("First line\nsame doc".into())), (5, Ok("Second doc".into()))]
+        );
+        assert_eq!(read_all(src, FileKind::Text, TxtSplit::File), vec![(1, Ok("First line\nsame doc\n\n  \nSecond doc\n\n\n".into()))]);
+        let bad = b"ok\n\nfine\nbad \xFF here\nmore\n\nlast";
+        let items = read_all(bad, FileKind::Text, TxtSplit::BlankLine);
+        assert_eq!(items[1], (3, Err("invalid UTF-8 on line 4 at byte 5".into())));
+        assert_eq!(items[2], (7, Ok("last".into())));
+        assert_eq!(read_all(bad, FileKind::Text, TxtSplit::File), vec![(4, Err("invalid UTF-8".into()))]);
+    }
+
+    #[test]
+    fn jsonl_lines_with_numbers() {
+        let src = b"{\"text\": \"a\"}\n\n{\"text\": \nnot json\n{\"text\": \"\xFF\"}\n{\"text\": \"b\"}";
+        let items = read_all(src, FileKind::JsonLines, TxtSplit::BlankLine);
+        let lines: Vec<usize> = items.iter().map(|i| i.0).collect();
+        assert_eq!(lines, vec![1, 3, 4, 5, 6]);
+        assert_eq!(items[0].1, Ok("a".into()));
+        assert!(items[1].1.as_ref().unwrap_err().starts_with("invalid JSON"));
+        assert!(items[2].1.as_ref().unwrap_err().starts_with("invalid JSON"));
+        assert_eq!(items[3].1, Err("invalid UTF-8 at byte 11 of the line".into()));
+        assert_eq!(items[4].1, Ok("b".into()));
+    }
+
+    #[test]
+    fn reads_gzip_and_zstd() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"{\"text\": \"one\"}\n{\"text\": \"two\"}\n";
+        let gz = dir.path().join("a.jsonl.gz");
+        let mut e = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::default());
+        e.write_all(body).unwrap();
+        e.finish().unwrap();
+        let zst = dir.path().join("a.jsonl.zst");
+        std::fs::write(&zst, zstd::encode_all(&body[..], 3).unwrap()).unwrap();
+        for path in [gz, zst] {
+            let (kind, compression) = classify(&path).unwrap();
+            let count = Arc::new(AtomicU64::new(0));
+            let mut r = RecordReader::new(open(&path, compression, count.clone()).unwrap(), kind, TxtSplit::File);
+            let mut texts = Vec::new();
+            while let Some((_, item)) = r.next_item().unwrap() {
+                texts.push(item.unwrap().filter_text().into_owned());
+            }
+            assert_eq!(texts, vec!["one", "two"], "{}", path.display());
+            assert_eq!(count.load(Ordering::Relaxed), std::fs::metadata(&path).unwrap().len());
+        }
+        // A corrupt stream is an I/O error, not a panic.
+        let broken = dir.path().join("b.jsonl.gz");
+        std::fs::write(&broken, b"\x1f\x8b\x08\x00garbage").unwrap();
+        let mut r = RecordReader::new(open(&broken, Compression::Gzip, Default::default()).unwrap(), FileKind::JsonLines, TxtSplit::File);
+        assert!(r.next_item().is_err());
+    }
+}
