@@ -4,6 +4,7 @@
 //! [`hone_engine::stage::Stage`] and its tests, then add one line to [`registry`].
 
 pub mod command;
+pub mod tinyworld;
 
 use hone_engine::stage::Registry;
 
