@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod tinyworld;
+pub mod tokenizer;
 
 use hone_engine::stage::Registry;
 
@@ -26,5 +27,6 @@ pub mod ports {
 pub fn registry() -> Registry {
     Registry::new(vec![
         &command::Command,
+        &tokenizer::Tokenizer,
     ])
 }

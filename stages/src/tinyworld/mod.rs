@@ -43,7 +43,7 @@
 
 mod labeler;
 mod questions;
-mod rng;
+pub(crate) mod rng;
 mod text;
 mod world;
 

@@ -7,6 +7,7 @@
 pub(crate) struct Rng(u64);
 
 impl Rng {
+    #[cfg(test)]
     pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
@@ -67,13 +68,6 @@ impl Rng {
         all.truncate(k);
         all
     }
-}
-
-/// A stable 64-bit hash of a string (FNV-1a), for seed-dependent but order-independent
-/// decisions such as which questions are held out.
-pub(crate) fn hash_str(seed: u64, s: &str) -> u64 {
-    let mut r = Rng::fork(seed, s);
-    r.next_u64()
 }
 
 #[cfg(test)]
