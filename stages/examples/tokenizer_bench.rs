@@ -29,8 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .into_iter()
         .map(|d| d["text"].as_str().unwrap_or_default().to_string())
         .collect();
-    let (val, train): (Vec<(usize, &String)>, Vec<(usize, &String)>) =
-        docs.iter().enumerate().partition(|(i, _)| i % 20 == 0);
+    let (val, train): (Vec<_>, Vec<_>) = docs.iter().enumerate().partition(|(i, _)| i % 20 == 0);
     let lines = |d: &[(usize, &String)]| {
         d.iter().map(|(_, t)| format!("{}\n", serde_json::json!({ "text": t }))).collect::<String>()
     };

@@ -308,7 +308,7 @@ struct Progress<'a> {
 impl Progress<'_> {
     fn record(&mut self) {
         self.done += 1;
-        if self.done % PROGRESS_EVERY == 0 {
+        if self.done.is_multiple_of(PROGRESS_EVERY) {
             (self.hooks.progress)(self.done, self.total, "encoding");
         }
     }
@@ -364,9 +364,8 @@ impl Iterator for Texts {
             if line.is_empty() {
                 continue;
             }
-            let texts = serde_json::from_str::<Value>(line)
-                .map_err(|e| format!("not valid JSON ({e})"))
-                .and_then(|v| record_texts(v));
+            let texts =
+                serde_json::from_str::<Value>(line).map_err(|e| format!("not valid JSON ({e})")).and_then(record_texts);
             match texts {
                 Ok(texts) => {
                     self.records += 1;

@@ -188,9 +188,9 @@ pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
         qs.push(Landmark { place });
         qs.push(AboutTown { place });
     }
-    for animal in 0..ANIMALS.len() {
+    for (animal, a) in ANIMALS.iter().enumerate() {
         qs.push(Sound { animal });
-        if ANIMALS[animal].legs > 0 {
+        if a.legs > 0 {
             qs.push(Legs { animal });
         }
     }
