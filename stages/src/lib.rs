@@ -6,6 +6,8 @@
 pub mod command;
 pub mod data;
 pub mod ingest;
+pub mod tinyworld;
+pub mod tokenizer;
 
 use hone_engine::stage::Registry;
 
@@ -28,5 +30,6 @@ pub fn registry() -> Registry {
     Registry::new(vec![
         &command::Command,
         &ingest::Ingest,
+        &tokenizer::Tokenizer,
     ])
 }
