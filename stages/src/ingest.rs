@@ -686,6 +686,22 @@ mod tests {
     }
 
     #[test]
+    fn same_inputs_give_the_same_artifact_anywhere() {
+        let files: &[(&str, &[u8])] = &[
+            ("in/a.txt", b"First block here.\n\nSecond block here.\n\nFirst block here.\n"),
+            ("in/b.jsonl", b"{\"text\": \"Third one, with meta.\", \"k\": [1, 2]}\n"),
+        ];
+        let yaml = pipeline("{ source: \"in/*\", val_fraction: 0.5 }", "    filters:\n      - builtin: dedup-exact\n");
+        let artifact = |dir: &Path| {
+            let r = run_pipeline(dir, &yaml).unwrap();
+            assert!(r.summary.ok(), "{}", failure(&r));
+            Workspace::open(dir).unwrap().store.state("t", "corpus").unwrap().artifact
+        };
+        let (a, b) = (workspace(files), workspace(files));
+        assert_eq!(artifact(a.path()), artifact(b.path()));
+    }
+
+    #[test]
     fn malformed_lines_fail_with_file_and_line_or_are_skipped() {
         let body = b"{\"text\": \"fine\"}\n{\"text\": 3}\nnot json\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"text\": \"also fine\"}\n";
         let dir = workspace(&[("d.jsonl", body)]);
