@@ -188,7 +188,7 @@ impl Stage for Ingest {
             match input {
                 Input::File { shown, path, .. } => deps.push((format!("source {shown}"), cx.hash_path(&path)?)),
                 Input::Builtin { name, version } => {
-                    deps.push((format!("builtin:{name}"), Digest::of(format!("builtin:{name} v{version}").as_bytes())))
+                    deps.push((format!("source builtin:{name}"), Digest::of(format!("builtin:{name} v{version}").as_bytes())))
                 }
             }
         }
