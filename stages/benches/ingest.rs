@@ -140,12 +140,13 @@ fn status_kib(field: &str) -> u64 {
     status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
 }
 
-/// Samples the peak anonymous (heap) memory while it lives. Peak RSS alone would mislead:
+/// Samples the peak anonymous (heap) and file-backed memory while it lives. Peak RSS alone would mislead:
 /// the engine hashes input and output files through mmap, and those file pages count in
 /// RSS (they are page cache the kernel can drop, not memory the stage holds).
 struct AnonPeak {
     stop: std::sync::Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    /// Peak (anonymous, file-backed) KiB.
+    thread: std::thread::JoinHandle<(u64, u64)>,
 }
 
 impl AnonPeak {
@@ -153,18 +154,21 @@ impl AnonPeak {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut peak = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(status_kib("RssAnon"));
+            let (mut anon, mut file) = (0, 0);
+            loop {
+                anon = status_kib("RssAnon").max(anon);
+                file = status_kib("RssFile").max(file);
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (anon, file);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            peak.max(status_kib("RssAnon"))
         });
         AnonPeak { stop, thread }
     }
-    fn finish(self) -> u64 {
+    fn finish(self) -> (u64, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or(0)
+        self.thread.join().unwrap_or_default()
     }
 }
 
@@ -192,7 +196,7 @@ fn run(corpus: &Path, chain: &str) -> Result<String, String> {
     let t0 = Instant::now();
     let summary = hone_engine::exec::run(&ws, &p, &Default::default(), &sink, &AtomicBool::new(false)).map_err(|e| e.to_string())?;
     let secs = t0.elapsed().as_secs_f64();
-    let anon_peak_kib = anon.finish();
+    let (anon_peak_kib, file_peak_kib) = anon.finish();
     if let Some((_, e, _)) = summary.failed.first() {
         return Err(e.clone());
     }
@@ -207,6 +211,7 @@ fn run(corpus: &Path, chain: &str) -> Result<String, String> {
         "train": m.get("train"),
         "val": m.get("val"),
         "peak_anon_mib": anon_peak_kib as f64 / 1024.0,
+        "peak_file_mib": file_peak_kib as f64 / 1024.0,
         "peak_rss_mib": status_kib("VmHWM") as f64 / 1024.0,
     })
     .to_string())

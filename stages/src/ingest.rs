@@ -188,7 +188,7 @@ impl Stage for Ingest {
             match input {
                 Input::File { shown, path, .. } => deps.push((format!("source {shown}"), cx.hash_path(&path)?)),
                 Input::Builtin { name, version } => {
-                    deps.push((format!("builtin:{name}"), Digest::of(format!("builtin:{name} v{version}").as_bytes())))
+                    deps.push((format!("source builtin:{name}"), Digest::of(format!("builtin:{name} v{version}").as_bytes())))
                 }
             }
         }
@@ -683,6 +683,22 @@ mod tests {
         assert_eq!(a, b, "the split does not depend on order");
         assert_eq!(bytes_a, bytes_c, "nor on the seed");
         assert!((15..=45).contains(&a.len()), "about 10% of 300: {}", a.len());
+    }
+
+    #[test]
+    fn same_inputs_give_the_same_artifact_anywhere() {
+        let files: &[(&str, &[u8])] = &[
+            ("in/a.txt", b"First block here.\n\nSecond block here.\n\nFirst block here.\n"),
+            ("in/b.jsonl", b"{\"text\": \"Third one, with meta.\", \"k\": [1, 2]}\n"),
+        ];
+        let yaml = pipeline("{ source: \"in/*\", val_fraction: 0.5 }", "    filters:\n      - builtin: dedup-exact\n");
+        let artifact = |dir: &Path| {
+            let r = run_pipeline(dir, &yaml).unwrap();
+            assert!(r.summary.ok(), "{}", failure(&r));
+            Workspace::open(dir).unwrap().store.state("t", "corpus").unwrap().artifact
+        };
+        let (a, b) = (workspace(files), workspace(files));
+        assert_eq!(artifact(a.path()), artifact(b.path()));
     }
 
     #[test]

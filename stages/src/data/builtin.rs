@@ -16,7 +16,18 @@ pub struct Builtin {
 }
 
 /// Every built-in data set, in one list.
-pub const BUILTINS: &[Builtin] = &[];
+pub const BUILTINS: &[Builtin] = &[
+    Builtin { name: "tinyworld/pretrain", version: TINYWORLD_VERSION, records: |seed| tinyworld("pretrain", seed) },
+    Builtin { name: "tinyworld/chat", version: TINYWORLD_VERSION, records: |seed| tinyworld("chat", seed) },
+    Builtin { name: "tinyworld/prompts", version: TINYWORLD_VERSION, records: |seed| tinyworld("prompts", seed) },
+];
+
+/// Bump when `crate::tinyworld` generates different records (the golden test below says so).
+const TINYWORLD_VERSION: u32 = 1;
+
+fn tinyworld(name: &str, seed: u64) -> Result<Vec<Value>, String> {
+    crate::tinyworld::dataset(name, seed).ok_or_else(|| format!("tinyworld has no data set `{name}`"))
+}
 
 /// Data sets that exist only in tests, to exercise `builtin:` sources.
 #[cfg(test)]
@@ -70,5 +81,21 @@ mod tests {
         let r = builtin_records("test/numbers", 5).unwrap().unwrap();
         assert_eq!(r[3]["text"], "Number 3 of seed 5.");
         assert!(unknown_message("test/numbrs").contains("did you mean `test/numbers`"));
+    }
+
+    /// The version, not the data, enters the stage key: pin the data of each version so a
+    /// generator change that forgets to bump it fails here instead of serving stale caches.
+    #[test]
+    fn tinyworld_data_matches_its_version() {
+        let mut h = blake3::Hasher::new();
+        for name in ["tinyworld/pretrain", "tinyworld/chat", "tinyworld/prompts"] {
+            for r in builtin_records(name, 1234).unwrap().unwrap() {
+                h.update(r.to_string().as_bytes());
+            }
+        }
+        let got = h.finalize().to_hex().to_string();
+        let pinned = [(1, "c0e4a51bb48102c33a5daedf22bc46cc76dc2b1b06f9f5faaea015071b0ea025")];
+        let want = pinned.iter().find(|(v, _)| *v == TINYWORLD_VERSION).map(|(_, d)| *d);
+        assert_eq!(Some(got.as_str()), want, "tinyworld's records changed: bump TINYWORLD_VERSION and pin the new digest");
     }
 }
