@@ -59,6 +59,19 @@ fn value(v: &serde_json::Value) -> String {
     }
 }
 
+/// `{"kept": 3, "reasons": {"short": 2}}` → `kept=3 reasons.short=2`.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&p, v, out);
+            }
+        }
+        v => out.push(format!("{prefix}={}", value(v))),
+    }
+}
+
 impl EventSink for HumanReporter {
     fn emit(&self, event: Event) {
         match event {
@@ -100,9 +113,16 @@ impl EventSink for HumanReporter {
                 }
                 let note = if unchanged { " (output unchanged: dependents stay cached)" } else { "" };
                 self.line(format!("  ran     {stage}  {}  [{}]{note}", secs(seconds), artifact.short()));
-                if !metrics.is_empty() {
-                    let m: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={}", value(v))).collect();
+                // Scalars on one line; structured metrics (a filter's counts) one per line.
+                let (flat, nested): (Vec<_>, Vec<_>) = metrics.iter().partition(|(_, v)| !v.is_object());
+                if !flat.is_empty() {
+                    let m: Vec<String> = flat.iter().map(|(k, v)| format!("{k}={}", value(v))).collect();
                     self.line(format!("          {}", m.join("  ")));
+                }
+                for (k, v) in nested {
+                    let mut parts = Vec::new();
+                    flatten("", v, &mut parts);
+                    self.line(format!("          {k}: {}", parts.join(" ")));
                 }
             }
             Event::StageFailed { stage, error, log } => {
