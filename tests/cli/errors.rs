@@ -38,6 +38,9 @@ const CASES: &[Case] = &[
     Case { name: "no stages", yaml: "name: x\n", flags: &[], message: "the pipeline has no `stages:`", location: "p.yaml:1:1" },
     Case { name: "misspelt stage key", yaml: "stages:\n  a: { uses: command, with: { cmd: x }, input: { x: a } }\n", flags: &[], message: "unknown key `input` in stage `a`", location: "p.yaml:2:41" },
     Case { name: "input name not an identifier", yaml: "stages:\n  a: { uses: command, with: { cmd: x } }\n  b: { uses: command, with: { cmd: x }, inputs: { my-in: a } }\n", flags: &[], message: "input name `my-in` must be an identifier", location: "p.yaml:3:51" },
+    Case { name: "port type mismatch", yaml: "stages:\n  c: { uses: ingest, with: { source: builtin:tinyworld/pretrain } }\n  t: { uses: tokenizer, inputs: { corpus: c } }\n  u: { uses: tokenizer, inputs: { corpus: t } }\n", flags: &[], message: "input `corpus` of `u` expects a corpus, but `t` (tokenizer) gives a tokenizer", location: "p.yaml:4:43" },
+    Case { name: "unknown built-in data set", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: builtin:tinyworld/pretrian }\n", flags: &[], message: "unknown built-in data set `builtin:tinyworld/pretrian` (did you mean `tinyworld/pretrain`?)", location: "p.yaml:4:21" },
+    Case { name: "unknown filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exakt\n", flags: &[], message: "dedup-exakt", location: "p.yaml:6:" },
 ];
 
 #[test]

@@ -333,3 +333,14 @@ fn ctrl_c_stops_a_running_stage_and_exits_130() {
     let ps = std::process::Command::new("pgrep").args(["-f", "sleep 30; echo x"]).output().unwrap();
     assert!(ps.stdout.is_empty(), "the stage's shell is still running");
 }
+
+#[test]
+fn a_malformed_record_fails_ingest_with_file_and_line() {
+    let ws = Ws::new();
+    ws.write("data.jsonl", "{\"text\": \"one fine line of text\"}\n{\"text\": oops}\n{\"txt\": \"x\"}\n");
+    ws.write("pipeline.yaml", "stages:\n  c:\n    uses: ingest\n    with: { source: data.jsonl }\n");
+    let out = ws.hone(&["run"]).code(1);
+    assert!(out.stderr.contains("data.jsonl:2:"), "{}", out.stderr);
+    let out = ws.hone(&["run", "-s", "stages.c.with.on_error=skip"]).ok();
+    assert!(out.stderr.contains("skipped=2"), "{}", out.stderr);
+}
