@@ -28,9 +28,12 @@ impl fmt::Display for Site {
         write!(f, "plugin {}", self.plugin)?;
         match self.call {
             Call::Init => write!(f, ", init"),
-            Call::Batch { batch, doc: Some(doc), .. } => write!(f, ", batch {batch}, document {doc}"),
-            Call::Batch { batch, first, len, doc: None } => {
-                write!(f, ", batch {batch} (documents {first}..{})", first + len)
+            Call::Batch { batch, first, len, doc } => {
+                write!(f, ", batch {batch} (documents {first}..{})", first + len)?;
+                match doc {
+                    Some(doc) => write!(f, ", document {doc}"),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -130,7 +133,7 @@ pub struct Output(pub String);
 
 impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self.0.trim_end();
+        let text = self.0.trim();
         if text.is_empty() {
             return Ok(());
         }

@@ -172,6 +172,12 @@ pub struct PluginFilter {
     docs_seen: u64,
 }
 
+// A stage may run on any worker thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<PluginFilter>();
+};
+
 impl PluginFilter {
     /// Load the plugin at `path` (a `.wasm` component, or a crate directory to build for
     /// `wasm32-wasip2`), instantiate it and pass it `config_json` (`{}` for none) once.
@@ -361,18 +367,21 @@ impl Core {
     }
 }
 
-/// The trap itself, then the guest's backtrace (function names from the name section).
+/// The trap itself, then the guest's own frames of the backtrace (names from the name
+/// section; the standard library's panic and abort machinery is left out).
 fn trap_message(e: &wasmtime::Error) -> String {
     let mut msg = match e.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
         None => e.to_string(),
     };
     if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<String> = bt
+        let runtime = ["3std", "4core", "5alloc", "___rustc", "8dlmalloc"];
+        let frames: Vec<&str> = bt
             .frames()
             .iter()
-            .take(12)
-            .map(|f| f.func_name().map_or_else(|| format!("<func {}>", f.func_index()), |n| n.to_string()))
+            .filter_map(|f| f.func_name())
+            .filter(|n| *n != "abort" && !runtime.iter().any(|r| n.contains(r)))
+            .take(8)
             .collect();
         if !frames.is_empty() {
             msg.push_str(&format!("\n  guest backtrace: {}", frames.join(" <- ")));

@@ -158,6 +158,9 @@ impl Captured {
     /// Everything captured since the last call, as text.
     pub(crate) fn take(&self) -> String {
         let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.is_empty() {
+            return String::new();
+        }
         let bytes: Vec<u8> = buf.drain(..).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }

@@ -46,6 +46,11 @@ impl Redactor {
         let mut copied = 0; // bytes of `doc` already handled
         let mut i = 0;
         while i < b.len() {
+            // Skip to the next byte that can anchor a match: most bytes are prose.
+            match b[i..].iter().position(|&c| ANCHOR[c as usize]) {
+                Some(k) => i += k,
+                None => break,
+            }
             let found = match b[i] {
                 b'@' if self.config.emails => email_at(b, i, copied).map(|s| (s, &self.config.email_token)),
                 b'0'..=b'9' | b'+' | b'(' if self.config.phones && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) => {
@@ -71,6 +76,20 @@ impl Redactor {
         })
     }
 }
+
+/// Bytes where a match can be anchored: `@` for e-mails, digits, `+` and `(` for phones.
+static ANCHOR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    t[b'@' as usize] = true;
+    t[b'+' as usize] = true;
+    t[b'(' as usize] = true;
+    t
+};
 
 fn is_local(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')

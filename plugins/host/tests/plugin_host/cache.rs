@@ -56,3 +56,32 @@ fn config_is_passed_once_per_instance() {
     let e = PluginFilter::load(&wasm("hostile_counter"), r#"{"tag": ""}"#, limits, crate::common::shared_cache()).err().unwrap();
     assert!(e.to_string().contains("`tag` must not be empty") && e.to_string().contains(r#"config: {"tag": ""}"#), "{e}");
 }
+
+#[test]
+fn plugin_log_lines_reach_tracing_tagged_with_the_plugin() {
+    use std::sync::{Arc, Mutex};
+    let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || Writer(sink.clone()))
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut f = PluginFilter::load(&wasm("hostile_counter"), r#"{"tag": "log"}"#, Limits::default(), crate::common::shared_cache()).unwrap();
+        f.filter(&["a", "b"]).unwrap();
+    });
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("counter: batch 1 of 2 documents") && text.contains("hostile-counter 0.1.0"), "{text}");
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
