@@ -159,8 +159,8 @@ struct Live {
     filter: Func,
 }
 
-/// A loaded plugin, ready to filter documents. Not `Sync`: give each thread its own (loads
-/// after the first come from the code cache and take about a millisecond).
+/// A loaded plugin, ready to filter documents. `Send`, not `Sync`: give each thread its own
+/// (loads after the first come from the code cache and take under a millisecond).
 pub struct PluginFilter {
     core: Core,
     live: Option<Live>,
@@ -236,8 +236,8 @@ impl PluginFilter {
     }
 
     /// One verdict per document, in order, calling the plugin in batches of
-    /// `limits.batch_size`. On error the documents of this call get no verdicts; the next
-    /// call runs on a fresh instance if the plugin trapped.
+    /// `limits.batch_size`. On error the documents of this call get no verdicts, and the next
+    /// call runs on a fresh instance (with `init` done again).
     pub fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, PluginError> {
         let mut out = Vec::with_capacity(docs.len());
         for chunk in docs.chunks(self.core.limits.batch_size.max(1)) {
@@ -269,7 +269,7 @@ impl PluginFilter {
                 drop(live);
                 Err(match err {
                     PluginError::Trap { .. } | PluginError::Exit { .. } if docs.len() > 1 => {
-                        self.isolate(docs, site).unwrap_or(err)
+                        self.isolate(docs, first, site).unwrap_or(err)
                     }
                     err => err,
                 })
@@ -280,9 +280,8 @@ impl PluginFilter {
     /// After a trap in a batch, find the first document that traps on its own (traps are
     /// usually data-dependent), so the error can name it. Only for plain traps: for a loop or
     /// a memory bomb this would cost a whole budget per document.
-    fn isolate(&self, docs: &[&str], site: impl Fn(Option<u64>) -> Site) -> Option<PluginError> {
+    fn isolate(&self, docs: &[&str], first: u64, site: impl Fn(Option<u64>) -> Site) -> Option<PluginError> {
         let mut live = self.core.instantiate(false).ok()?.0;
-        let Call::Batch { first, .. } = site(None).call else { unreachable!("a batch site") };
         for (k, doc) in docs.iter().enumerate() {
             if let Err(e) = self.core.call(&mut live, &[doc]) {
                 let err = self.core.classify(e, &mut live.store, site(Some(first + k as u64)), self.core.budget(&[doc]));
