@@ -83,6 +83,15 @@ fn a_plugin_with_the_wrong_signature_is_refused_at_load() {
 }
 
 #[test]
+fn a_plugin_missing_an_export_is_refused_at_load() {
+    let e = load("hostile_missing_export", "{}").err().expect("must be refused");
+    match &e {
+        PluginError::BadExport { export, reason, .. } => assert_eq!((*export, reason.as_str()), ("filter", "is missing")),
+        _ => panic!("expected a missing export, got: {e}"),
+    }
+}
+
+#[test]
 fn filesystem_network_and_clock_imports_are_refused_at_load() {
     for (name, wanted) in [("hostile_fs", "wasi:filesystem/"), ("hostile_net", "wasi:sockets/tcp"), ("hostile_clock", "wasi:clocks/monotonic-clock")] {
         let e = load(name, "{}").err().unwrap_or_else(|| panic!("{name} must be refused"));
