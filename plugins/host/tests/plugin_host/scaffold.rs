@@ -27,6 +27,6 @@ fn the_scaffold_refuses_bad_names_and_existing_crates() {
         assert!(e.to_string().contains("cannot create plugin crate"), "{e}");
     }
     scaffold::create(parent.path(), "twice").unwrap();
-    let e = scaffold::create(parent.path(), "twice").err().expect("an existing crate must not be overwritten");
+    let e = scaffold::create(parent.path(), "twice").expect_err("an existing crate must not be overwritten");
     assert!(e.to_string().contains("not empty"), "{e}");
 }
