@@ -13,7 +13,7 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, Cli, Cmd, GraphFormat, PipelineArgs};
+use crate::{CacheOp, Cli, Cmd, GraphFormat, PipelineArgs, PluginOp};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 3;
@@ -65,6 +65,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Cache { op, workspace } => cache(op, workspace),
         Cmd::Watch { p, jobs } => watch(&p, jobs),
         Cmd::Digest { paths } => digest_cmd(&paths),
+        Cmd::Plugin { op } => plugin(op),
     }
 }
 
@@ -481,4 +482,18 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
 
 fn live_artifacts(store: &Store) -> std::collections::HashSet<digest::ArtifactDigest> {
     store.all_states().into_iter().map(|(_, _, s)| s.artifact).collect()
+}
+
+fn plugin(op: PluginOp) -> Result<u8, Fatal> {
+    match op {
+        PluginOp::New { name, dir } => {
+            let path = hone_plugin_host::scaffold::create(&dir, &name).map_err(Fatal::workspace)?;
+            let lib = name.replace('-', "_");
+            println!("created plugin crate `{}`", path.display());
+            println!("  build:  cd {} && cargo build --release --target wasm32-wasip2", path.display());
+            println!("  output: {}/target/wasm32-wasip2/release/{lib}.wasm", path.display());
+            println!("  use:    filters: [{{ wasm: {}, with: {{ max_chars: 20000 }} }}]", path.display());
+            Ok(0)
+        }
+    }
 }

@@ -105,6 +105,11 @@ enum Cmd {
         /// Only this kind.
         kind: Option<String>,
     },
+    /// Write WASM filter plugins.
+    Plugin {
+        #[command(subcommand)]
+        op: PluginOp,
+    },
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -126,6 +131,18 @@ enum CacheOp {
     },
     /// Re-hash every object; quarantine corrupted ones so the next run recomputes them.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum PluginOp {
+    /// Create a plugin crate NAME that builds as is for wasm32-wasip2.
+    New {
+        /// The crate name (letters, digits, `-`, `_`).
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, ValueEnum)]

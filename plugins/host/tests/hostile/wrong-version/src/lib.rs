@@ -1,0 +1,25 @@
+//! Hostile test plugin: a component of another world than hone's (see `wit/filter.wit`
+//! next to this crate); the host must refuse it at load.
+wit_bindgen::generate!({ path: "wit", world: "filter" });
+
+use exports::hone::filter::plugin::Guest;
+use hone::filter::types::Verdict;
+
+struct Other;
+
+impl Guest for Other {
+    fn name() -> String {
+        "other".into()
+    }
+    fn version() -> String {
+        "0".into()
+    }
+    fn init(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+    fn filter(docs: Vec<String>) -> Vec<Verdict> {
+        docs.iter().map(|_| Verdict::Keep).collect()
+    }
+}
+
+export!(Other);
