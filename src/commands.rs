@@ -103,12 +103,10 @@ fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
         LoadError::Invalid(d) => Fatal { message: d.to_string(), code: EXIT_INVALID },
         e @ LoadError::Io { .. } => Fatal { message: format!("error: {e}"), code: EXIT_INVALID },
     })?;
-    let root = match &args.workspace {
-        Some(w) => w.clone(),
-        None => path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into()),
-    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into());
+    let root = args.workspace.clone().unwrap_or_else(|| dir.clone());
     std::fs::create_dir_all(&root).map_err(|e| Fatal::workspace(format!("cannot create workspace `{}`: {e}", root.display())))?;
-    let ws = Workspace::open(&root)?;
+    let ws = Workspace::open(&root)?.with_base(&dir);
     Ok((p, ws))
 }
 

@@ -158,7 +158,8 @@ struct PipelineArgs {
     /// Override a value: `-s vars.d_model=192`, `-s stages.train.with.lr=3e-4`.
     #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Where `.hone/` lives (default: the pipeline file's directory).
+    /// Where the store (`.hone/`) lives (default: the pipeline file's directory). Relative
+    /// paths in the pipeline still resolve against the pipeline file's directory.
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
 }

@@ -258,7 +258,7 @@ fn run_one(
     }
     let cx = RunCx {
         stage_id: &s.id,
-        workspace: ws.root(),
+        workspace: ws.base(),
         seed: p.seed,
         inputs,
         out_dir: staging.out_dir(),

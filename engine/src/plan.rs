@@ -80,7 +80,7 @@ pub fn manifest(
 ) -> Result<KeyManifest, StageError> {
     let s = &p.stages[i];
     let hasher = |path: &std::path::Path| ws.hash_path(path);
-    let cx = DepCx { workspace: ws.root(), hasher: &hasher };
+    let cx = DepCx { workspace: ws.base(), hasher: &hasher };
     let deps = s.kind.external_deps(&s.params, &cx)?.into_iter().collect();
     let inputs = s
         .inputs

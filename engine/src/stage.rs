@@ -240,6 +240,7 @@ fn problem_from_serde(e: serde_path_to_error::Error<serde_yaml::Error>) -> Param
 
 /// What a stage may use to digest external dependencies (stat-cached file hashing).
 pub struct DepCx<'a> {
+    /// The pipeline file's directory: relative paths resolve here.
     pub workspace: &'a Path,
     pub(crate) hasher: &'a (dyn Fn(&Path) -> std::io::Result<Digest> + Sync),
 }
@@ -255,6 +256,7 @@ impl DepCx<'_> {
 /// What a running stage sees: its inputs, where to write, and how to report.
 pub struct RunCx<'a> {
     pub stage_id: &'a str,
+    /// The pipeline file's directory: relative paths resolve here and commands run here.
     pub workspace: &'a Path,
     pub seed: u64,
     /// Input port → artifact directories (one, or several for a `many` port).

@@ -14,7 +14,11 @@ use crate::digest::{self, Digest};
 use crate::store::{Store, StoreError, write_atomic};
 
 pub struct Workspace {
+    /// Where `.hone/` lives.
     root: PathBuf,
+    /// Where relative paths in the pipeline resolve and commands run: the pipeline file's
+    /// directory (by default the same as `root`).
+    base: PathBuf,
     pub store: Store,
     stat_cache: Mutex<StatCache>,
     /// Every path hashed as an external dependency: what `hone watch` watches.
@@ -55,11 +59,24 @@ impl Workspace {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Ok(Workspace { root, store, stat_cache: Mutex::new(stat_cache), watched: Default::default() })
+        Ok(Workspace { base: root.clone(), root, store, stat_cache: Mutex::new(stat_cache), watched: Default::default() })
     }
 
+    /// Resolve the pipeline's relative paths against `dir` (its file's directory) while the
+    /// store stays where it was opened (`--workspace`).
+    pub fn with_base(mut self, dir: &Path) -> Workspace {
+        self.base = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        self
+    }
+
+    /// The directory holding `.hone/`.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory relative paths in the pipeline resolve against; commands run here.
+    pub fn base(&self) -> &Path {
+        &self.base
     }
 
     /// Take the workspace lock. If another process holds it, `on_wait` is called once and

@@ -5,5 +5,6 @@ mod support;
 mod cache;
 mod errors;
 mod pipelines;
+mod plugins;
 mod run;
 mod watch;

@@ -10,14 +10,17 @@
 //!   - builtin: gopher-quality
 //!     with: { min_doc_words: 20 }
 //!   - builtin: dedup-exact
+//!   - wasm: plugins/dist/min-words.wasm     # a WASM component (or a plugin crate directory)
+//!     with: { min_words: 5 }                 # handed to the plugin as JSON, once
+//!     limits: { fuel_per_batch: 100000000 }  # optional sandbox limits
 //! ```
 //!
 //! [`Chain`] runs the filters in order over each batch and counts, per filter, what it kept,
 //! dropped (by reason) and rewrote ([`FilterStats`]).
 //!
 //! To add a built-in: write `<name>.rs` with a `Params` type implementing [`BuiltinParams`]
-//! and add one line to the `builtin_filters!` list below. Another source of filters (e.g.
-//! WASM plugins) is one more [`FilterSpec`] variant, handled in the `impl`s of this file.
+//! and add one line to the `builtin_filters!` list below. WASM plugins ([`wasm`]) are the
+//! other [`FilterSpec`] variant.
 
 pub mod c4;
 pub mod dedup_exact;
@@ -27,6 +30,7 @@ pub mod gopher_repetition;
 pub mod length;
 pub mod regex;
 pub mod text;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -172,6 +176,8 @@ fn quoted(names: &[&str]) -> String {
 pub enum FilterSpec {
     /// `{ builtin: NAME, with: {...} }`
     Builtin(Builtin),
+    /// `{ wasm: PATH, with: {...}, limits: {...} }`
+    Wasm(wasm::WasmSpec),
 }
 
 impl FilterSpec {
@@ -179,6 +185,7 @@ impl FilterSpec {
     pub fn name(&self) -> String {
         match self {
             FilterSpec::Builtin(b) => b.name().to_string(),
+            FilterSpec::Wasm(w) => w.name(),
         }
     }
 
@@ -186,33 +193,40 @@ impl FilterSpec {
     pub fn problems(&self) -> Vec<(Vec<&'static str>, String)> {
         match self {
             FilterSpec::Builtin(b) => b.params().problems().into_iter().map(|(field, m)| (vec!["with", field], m)).collect(),
+            FilterSpec::Wasm(w) => w.problems(),
         }
     }
 
     /// What the filter reads from outside the store (it enters the stage key).
-    pub fn external_deps(&self, _cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
+    pub fn external_deps(&self, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
         match self {
             // Built-ins are code: the ingest kind's VERSION covers them.
             FilterSpec::Builtin(_) => Ok(Vec::new()),
+            FilterSpec::Wasm(w) => w.external_deps(cx),
         }
     }
 
     /// A fresh filter (with empty state) ready to run; `workspace` resolves relative paths.
-    pub fn build(&self, _workspace: &Path) -> Result<Box<dyn DocFilter>, String> {
+    pub fn build(&self, workspace: &Path) -> Result<Box<dyn DocFilter>, String> {
         match self {
             FilterSpec::Builtin(b) => Ok(b.params().build()),
+            FilterSpec::Wasm(w) => w.build(workspace),
         }
     }
 }
 
 impl Serialize for FilterSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let FilterSpec::Wasm(w) = self {
+            return w.serialize(s);
+        }
         let mut m = s.serialize_map(Some(2))?;
         match self {
             FilterSpec::Builtin(b) => {
                 m.serialize_entry("builtin", b.name())?;
                 m.serialize_entry("with", &b.params().to_json())?;
             }
+            FilterSpec::Wasm(_) => unreachable!("serialised above"),
         }
         m.end()
     }
@@ -224,7 +238,7 @@ impl<'de> Deserialize<'de> for FilterSpec {
     }
 }
 
-const SPEC_KEYS: &[&str] = &["builtin", "with"];
+const SPEC_KEYS: &[&str] = &["builtin", "wasm", "with", "limits"];
 
 struct SpecVisitor;
 
@@ -232,7 +246,7 @@ impl<'de> Visitor<'de> for SpecVisitor {
     type Value = FilterSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a filter as a mapping `{ builtin: NAME, with: {...} }`")
+        f.write_str("a filter as a mapping `{ builtin: NAME, with: {...} }` or `{ wasm: PATH, with: {...} }`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FilterSpec, A::Error> {
@@ -240,8 +254,14 @@ impl<'de> Visitor<'de> for SpecVisitor {
         let mut built: Option<Builtin> = None;
         // `with:` written before `builtin:` cannot be typed until the name is known.
         let mut early_with: Option<serde_json::Value> = None;
+        let mut wasm: Option<std::path::PathBuf> = None;
+        let mut limits: Option<hone_plugin_host::Limits> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "wasm" if wasm.is_none() && name.is_none() => wasm = Some(map.next_value()?),
+                "limits" if limits.is_none() => limits = Some(map.next_value()?),
+                "wasm" | "limits" => return Err(de::Error::custom(format!("`{key}` given twice, or `wasm` with `builtin`"))),
+                "builtin" if wasm.is_some() => return Err(de::Error::custom("a filter is either `builtin:` or `wasm:`, not both")),
                 "builtin" => {
                     if name.is_some() {
                         return Err(de::Error::duplicate_field("builtin"));
@@ -261,8 +281,18 @@ impl<'de> Visitor<'de> for SpecVisitor {
                 other => return Err(de::Error::unknown_field(other, SPEC_KEYS)),
             }
         }
+        if let Some(path) = wasm {
+            let config = early_with.unwrap_or(serde_json::Value::Object(Default::default()));
+            return Ok(FilterSpec::Wasm(wasm::WasmSpec { path, config, limits: limits.unwrap_or_default() }));
+        }
+        if limits.is_some() {
+            return Err(de::Error::custom("`limits` applies to `wasm:` filters only"));
+        }
         let Some(name) = name else {
-            return Err(de::Error::custom(format!("a filter needs `builtin: NAME`; the built-ins are {}", quoted(BUILTIN_NAMES))));
+            return Err(de::Error::custom(format!(
+                "a filter needs `builtin: NAME` or `wasm: PATH`; the built-ins are {}",
+                quoted(BUILTIN_NAMES)
+            )));
         };
         let b = match (built, early_with) {
             (Some(b), _) => b,
