@@ -13,7 +13,7 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, Cli, Cmd, GraphFormat, PipelineArgs};
+use crate::{CacheOp, Cli, Cmd, GenerateArgs, GraphFormat, PipelineArgs};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 3;
@@ -63,6 +63,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Graph { p, format } => graph(&p, format),
         Cmd::Kinds { kind } => kinds(kind.as_deref()),
         Cmd::Cache { op, workspace } => cache(op, workspace),
+        Cmd::Generate(g) => generate(g),
     }
 }
 
@@ -429,4 +430,41 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
 
 fn live_artifacts(store: &Store) -> std::collections::HashSet<digest::ArtifactDigest> {
     store.all_states().into_iter().map(|(_, _, s)| s.artifact).collect()
+}
+
+/// `hone generate`: stream a sample from a model directory or a stage's cached output.
+fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
+    use hone_stages::model::sample::{Overrides, generate_text};
+    use std::io::Write;
+    let dir = match (&g.model, &g.stage) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(id)) => {
+            let args = PipelineArgs { pipeline: g.pipeline.clone(), set: g.set.clone(), workspace: g.workspace.clone() };
+            let (p, ws) = load(&args)?;
+            find_stage(&p, id)?;
+            let plans = plan::plan(&ws, &p, &Selection::Until(id.clone()), &[])?;
+            let sp = plans.iter().find(|s| s.id == *id).expect("stage is in its own plan");
+            let Some(record) = sp.key.and_then(|k| ws.store.lookup(&k).ok().flatten()) else {
+                return Err(Fatal {
+                    message: format!("error: stage `{id}` has no up-to-date output ({})\n   = help: run `hone run --until {id}` first", sp.reasons.join("; ")),
+                    code: EXIT_WORKSPACE,
+                });
+            };
+            ws.store.object_path(&record.artifact)
+        }
+        (None, None) => unreachable!("clap requires a model or --stage"),
+    };
+    let over = Overrides { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, max_new_tokens: g.max_tokens };
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", g.prompt);
+    let started = std::time::Instant::now();
+    let done = generate_text(&dir, &g.prompt, &over, g.seed, |text| {
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+    })
+    .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    let _ = writeln!(out);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
+    Ok(0)
 }

@@ -4,6 +4,8 @@
 //! [`hone_engine::stage::Stage`] and its tests, then add one line to [`registry`].
 
 pub mod command;
+pub mod model;
+pub mod pretrain;
 
 use hone_engine::stage::Registry;
 
@@ -25,5 +27,6 @@ pub mod ports {
 pub fn registry() -> Registry {
     Registry::new(vec![
         &command::Command,
+        &pretrain::Pretrain,
     ])
 }
