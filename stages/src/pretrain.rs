@@ -364,14 +364,14 @@ impl Run<'_> {
         let step = self.step + 1;
         if !loss_sum.is_finite() {
             return Err(StageError::msg(format!(
-                "training diverged at step {step}: the loss is {loss_sum}\n   = help: lower `lr` (now {}), or set `grad_clip`",
+                "training diverged at step {step}: the loss is {loss_sum}\n   = help: lower `lr` (now {:e}), or set `grad_clip`",
                 p.lr
             )));
         }
         let mut grads = total.expect("grad_accum >= 1");
         let norm = if p.grad_clip > 0.0 { grads.clip(p.grad_clip) } else { grads.norm() };
         if !norm.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {})", p.lr)));
+            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {:e})", p.lr)));
         }
         self.opt.step(&grads, lr)?;
         self.step = step;
@@ -600,10 +600,10 @@ mod tests {
         assert_eq!(evals.len(), 5, "evaluations at 0, 10, 20, 30 and the end");
         // ln(vocab) ≈ 2.9 at the start; the repetitive text is quickly learnt.
         assert!(evals[0] > 2.5, "{evals:?}");
-        assert!(evals[4] < evals[0] - 1.0, "validation loss did not fall: {evals:?}");
+        assert!(evals.windows(2).all(|w| w[1] < w[0]) && evals[4] < 0.7 * evals[0], "validation loss did not fall: {evals:?}");
         let first = steps[0]["loss"].as_f64().unwrap();
         let last = steps[39]["loss"].as_f64().unwrap();
-        assert!(last < first - 1.0, "training loss {first} -> {last}");
+        assert!(last < 0.7 * first, "training loss {first} -> {last}");
         assert!(steps[0]["lr"].as_f64().unwrap() < steps[5]["lr"].as_f64().unwrap(), "warmup");
         // Progress per step, with the total for an ETA; final metrics.
         let progress: Vec<u64> = events.iter().filter_map(|e| if let Event::Progress { stage, done, total: Some(40), .. } = e { (stage == "base").then_some(*done) } else { None }).collect();
@@ -672,7 +672,8 @@ mod tests {
         let p = b.pipeline(7, &[("lr", "1e30"), ("min_lr", "1e30"), ("warmup_steps", "0"), ("grad_clip", "0")]);
         let (summary, _) = b.run(&p, quiet);
         let (_, err, _) = &summary.failed[0];
-        assert!(err.contains("training diverged at step"), "{err}");
+        // Step 1 sends the weights to ±1e30; step 2's gradients overflow.
+        assert!(err.contains("training diverged at step 2:"), "{err}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn check_tol(inputs: &[Var], f: impl Fn(&[Var]) -> Result<Tensor>, tol: f64)
         };
         let step = base.len().div_ceil(MAX_ENTRIES).max(1);
         for j in (0..base.len()).step_by(step) {
-            let mut at = |delta: f64| {
+            let at = |delta: f64| {
                 let mut x = base.clone();
                 x[j] += delta;
                 v.set(&Tensor::from_vec(x, shape.clone(), &Device::Cpu).unwrap()).unwrap();

@@ -208,7 +208,8 @@ mod tests {
         assert_ne!(a, run(2));
         let zeros = a.iter().filter(|&&v| v == 0.0).count();
         assert!((180..320).contains(&zeros), "{zeros} dropped of 1000 at p = 0.25");
-        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12));
+        // The mask is drawn in f32: 1/0.75 to f32 precision.
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
         assert_eq!(Dropout::off().apply(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), vec![1.0; 1000]);
         // The gradient is the mask itself.
         let mut rng = Rng::new(1, Stream::Train);
