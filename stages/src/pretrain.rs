@@ -210,6 +210,23 @@ fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
     serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Pretrain::VERSION }).to_string()
 }
 
+/// A line of metrics.jsonl after a training step (fields in this order).
+#[derive(Serialize)]
+struct StepLine {
+    step: u64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
+/// A line of metrics.jsonl after an evaluation.
+#[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    train_loss: f64,
+    val_loss: f64,
+}
+
 struct Run<'a> {
     p: &'a Params,
     cx: &'a RunCx<'a>,
@@ -283,9 +300,8 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
         let (loss, norm) = run.train_step(lr)?;
         step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         last_loss = loss;
-        let mut line = serde_json::json!({ "step": run.step, "loss": loss, "lr": lr, "grad_norm": norm });
-        line.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-        writeln!(run.history, "{line}").unwrap();
+        let line = StepLine { step: run.step, loss, lr, grad_norm: norm };
+        writeln!(run.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
         let rate = (run.step - first) as f64 * tokens_per_step / started.elapsed().as_secs_f64().max(1e-9);
         cx.progress(run.step, Some(p.steps), format!("loss {loss:.4} · {} tok/s", human(rate)));
         if cx.is_cancelled() {
@@ -394,7 +410,8 @@ impl Run<'_> {
         };
         let train = est(&self.data.train)?;
         let val = est(&self.data.val)?;
-        writeln!(self.history, "{}", serde_json::json!({ "step": self.step, "train_loss": train, "val_loss": val })).unwrap();
+        let line = EvalLine { step: self.step, train_loss: train, val_loss: val };
+        writeln!(self.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
         self.cx.metric("val_loss", val);
         Ok((train, val))
     }

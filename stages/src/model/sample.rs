@@ -199,6 +199,10 @@ pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, mut 
     } else {
         tokenizer.encode(prompt, false).map_err(|e| ModelError::Invalid(format!("cannot tokenize the prompt: {e}")))?.get_ids().to_vec()
     };
+    if ids.is_empty() && !prompt.is_empty() {
+        // A tokenizer without an unknown token drops what it does not know.
+        return Err(ModelError::Invalid(format!("the prompt {prompt:?} has no token the model's tokenizer knows")));
+    }
     if ids.is_empty() {
         let start = loaded.generation.bos_token_id.or(loaded.generation.eos_token_id);
         ids.push(start.ok_or_else(|| ModelError::Invalid("give a prompt: the model has no start token to begin from".into()))?);
