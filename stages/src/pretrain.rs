@@ -256,8 +256,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     }
     let tokenizer = tokenizers::Tokenizer::from_file(data.tokenizer_json())
         .map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", data.tokenizer_json().display())))?;
-    let eot = data.meta.eot_id;
-    let eot_token = tokenizer.id_to_token(eot);
+    let eot_token = tokenizer.id_to_token(data.meta.eot_id);
 
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
@@ -287,13 +286,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     let mut step_ms = Vec::new();
     while run.step < p.steps {
         if p.eval_every > 0 && run.step % p.eval_every == 0 {
-            match run.evaluate() {
-                Err(StageError::Cancelled) => {
-                    run.save()?;
-                    return Err(StageError::Cancelled);
-                }
-                other => other?,
-            };
+            run.evaluate()?;
         }
         let lr = schedule.at(run.step);
         let t0 = Instant::now();
@@ -322,7 +315,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     cx.metric("train_loss", train_est);
     cx.metric("val_loss", val);
     cx.metric("tokens", (tokens_per_step * p.steps as f64) as u64);
-    run.write_outputs(&cfg, eot_token.map(|t| (eot, t)))
+    run.write_outputs(&cfg, eot_token)
 }
 
 impl Run<'_> {
@@ -394,8 +387,19 @@ impl Run<'_> {
         Ok((loss_sum, norm))
     }
 
-    /// Loss estimates on `eval_iters` fixed batches of train and val: (train, val).
+    /// Loss estimates on `eval_iters` fixed batches of train and val: (train, val). Stopped
+    /// midway, it saves the state first, so the next run starts with this evaluation.
     fn evaluate(&mut self) -> Result<(f64, f64), StageError> {
+        match self.estimate() {
+            Err(StageError::Cancelled) => {
+                self.save()?;
+                Err(StageError::Cancelled)
+            }
+            other => other,
+        }
+    }
+
+    fn estimate(&mut self) -> Result<(f64, f64), StageError> {
         let est = |shard: &TokenShard| -> Result<f64, StageError> {
             // The same batches every time: estimates at different steps compare like for like.
             let mut rng = Rng::new(self.cx.seed, Stream::Eval);
@@ -416,11 +420,11 @@ impl Run<'_> {
         Ok((train, val))
     }
 
-    fn write_outputs(&self, cfg: &GptConfig, eot: Option<(u32, String)>) -> Result<(), StageError> {
+    fn write_outputs(&self, cfg: &GptConfig, eot_token: Option<String>) -> Result<(), StageError> {
         let out = self.cx.out_dir;
         let generation = GenerationConfig::defaults(Some(self.data.meta.eot_id));
         export::save(out, cfg, &self.params.snapshot(), &generation)?;
-        export::save_tokenizer(out, &self.data.tokenizer_json(), eot, cfg.block_size)?;
+        export::save_tokenizer(out, &self.data.tokenizer_json(), eot_token, cfg.block_size)?;
         write(out, "metrics.jsonl", &self.history)?;
         write(out, "loss.svg", &loss_svg(&self.history))
     }

@@ -281,14 +281,14 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Copies `tokenizer.json` into the model directory and writes a `tokenizer_config.json`
 /// so that `AutoTokenizer.from_pretrained(dir)` finds it too.
-pub fn save_tokenizer(dir: &Path, tokenizer_json: &Path, eot: Option<(u32, String)>, block_size: usize) -> Result<()> {
+pub fn save_tokenizer(dir: &Path, tokenizer_json: &Path, eot_token: Option<String>, block_size: usize) -> Result<()> {
     std::fs::copy(tokenizer_json, dir.join(TOKENIZER)).map_err(ModelError::io(tokenizer_json))?;
     let mut cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": block_size,
         "clean_up_tokenization_spaces": false,
     });
-    if let Some((_, token)) = eot {
+    if let Some(token) = eot_token {
         cfg["bos_token"] = token.clone().into();
         cfg["eos_token"] = token.into();
     }
