@@ -285,7 +285,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     let mut last_loss = f64::NAN;
     let mut step_ms = Vec::new();
     while run.step < p.steps {
-        if p.eval_every > 0 && run.step % p.eval_every == 0 {
+        if p.eval_every > 0 && run.step.is_multiple_of(p.eval_every) {
             run.evaluate()?;
         }
         let lr = schedule.at(run.step);
@@ -301,7 +301,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
             run.save()?;
             return Err(StageError::Cancelled);
         }
-        if p.checkpoint_every > 0 && run.step % p.checkpoint_every == 0 && run.step < p.steps {
+        if p.checkpoint_every > 0 && run.step.is_multiple_of(p.checkpoint_every) && run.step < p.steps {
             run.save()?;
         }
     }
@@ -668,13 +668,13 @@ mod tests {
             let b = Bench::new();
             let p = b.pipeline(7, with);
             let (first, _) = b.run(&p, move |e, cancel| {
-                if let Event::Progress { done, .. } = e {
-                    if *done == stop_at {
-                        if how == "kill" {
-                            panic!("simulated kill at step {stop_at}");
-                        }
-                        cancel.store(true, Ordering::SeqCst);
+                if let Event::Progress { done, .. } = e
+                    && *done == stop_at
+                {
+                    if how == "kill" {
+                        panic!("simulated kill at step {stop_at}");
                     }
+                    cancel.store(true, Ordering::SeqCst);
                 }
             });
             assert!(!first.ok(), "{how}: the first run should not finish");

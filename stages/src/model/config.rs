@@ -37,7 +37,7 @@ impl GptConfig {
                 p.push((name, format!("`{name}` must be at least 1")));
             }
         }
-        if self.n_head > 0 && self.n_embd % self.n_head != 0 {
+        if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
             p.push(("n_embd", format!("`n_embd` ({}) must be a multiple of `n_head` ({})", self.n_embd, self.n_head)));
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -180,7 +180,7 @@ mod tests {
             .sum::<f64>()
             / 6.0;
         assert!((l - want).abs() < 1e-12, "{l} vs {want}");
-        check(&[logits.clone()], |v| cross_entropy(v[0].as_tensor(), &targets, None));
+        check(std::slice::from_ref(&logits), |v| cross_entropy(v[0].as_tensor(), &targets, None));
         // Weighted: zero weight drops a row.
         let w = Tensor::new(&[1.0f64, 0.0, 1.0, 0.0, 1.0, 1.0], &dev()).unwrap();
         let lw = cross_entropy(logits.as_tensor(), &targets, Some(&w)).unwrap().to_scalar::<f64>().unwrap();

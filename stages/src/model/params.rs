@@ -28,14 +28,14 @@ struct Inner {
 }
 
 enum Source {
-    Init(Rng),
+    Init(Box<Rng>),
     Tensors(HashMap<String, Tensor>),
 }
 
 impl ParamStore {
     /// Fresh parameters from the init hints, drawn from `seed`.
     pub fn seeded(seed: u64) -> ParamStore {
-        Self::with(Source::Init(Rng::new(seed, Stream::Init)))
+        Self::with(Source::Init(Box::new(Rng::new(seed, Stream::Init))))
     }
 
     /// Parameters with these values (by name); asking for a missing one is an error.
