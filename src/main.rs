@@ -3,7 +3,7 @@
 //!
 //! Exit codes:
 //! - 0: success
-//! - 1: a stage failed (`run`), or `cache verify` found corrupted objects
+//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate` failed
 //! - 2: bad command-line usage
 //! - 3: the pipeline file is missing or invalid
 //! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
@@ -137,6 +137,7 @@ struct GenerateArgs {
     /// Sample from the most likely tokens whose probability adds up to p.
     #[arg(long)]
     top_p: Option<f64>,
+    /// Seed of the sampling: the same seed gives the same text.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
 }

@@ -498,7 +498,7 @@ fn loss_svg(history: &str) -> String {
         let y = lo + (hi - lo) * f64::from(k) / 4.0;
         writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.2}</text>", m - 4.0, sy(y) + 4.0).unwrap();
     }
-    writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step (0 to {max_x})</text>", w / 2.0, h - m / 3.0).unwrap();
+    writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">step (0 to {max_x})</text>", w / 2.0, h - m / 3.0).unwrap();
     writeln!(s, "<polyline points=\"{}\" stroke=\"#1f77b4\" fill=\"none\"/>", path(&train)).unwrap();
     writeln!(s, "<polyline points=\"{}\" stroke=\"#d62728\" stroke-width=\"2\" fill=\"none\"/>", path(&val)).unwrap();
     writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">train loss</text>", w - m - 140.0, m).unwrap();
