@@ -13,7 +13,7 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, Cli, Cmd, GraphFormat, PipelineArgs, PluginOp};
+use crate::{CacheOp, Cli, Cmd, GenerateArgs, GraphFormat, PipelineArgs, PluginOp};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 3;
@@ -66,6 +66,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Watch { p, jobs } => watch(&p, jobs),
         Cmd::Digest { paths } => digest_cmd(&paths),
         Cmd::Plugin { op } => plugin(op),
+        Cmd::Generate(g) => generate(g),
     }
 }
 
@@ -319,17 +320,20 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The record of a stage's up-to-date output, or an error saying how to produce it.
+fn current_output(p: &Pipeline, ws: &Workspace, id: &str) -> Result<hone_engine::store::Record, Fatal> {
+    find_stage(p, id)?;
+    let plans = plan::plan(ws, p, &Selection::Until(id.to_string()), &[])?;
+    let sp = plans.iter().find(|s| s.id == id).expect("stage is in its own plan");
+    sp.key.and_then(|k| ws.store.lookup(&k).ok().flatten()).ok_or_else(|| Fatal {
+        message: format!("error: stage `{id}` has no up-to-date output ({})\n   = help: run `hone run --until {id}` first", sp.reasons.join("; ")),
+        code: EXIT_WORKSPACE,
+    })
+}
+
 fn export(args: &PipelineArgs, id: &str, dest: &Path) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
-    find_stage(&p, id)?;
-    let plans = plan::plan(&ws, &p, &Selection::Until(id.to_string()), &[])?;
-    let sp = plans.iter().find(|s| s.id == id).expect("stage is in its own plan");
-    let Some(record) = sp.key.and_then(|k| ws.store.lookup(&k).ok().flatten()) else {
-        return Err(Fatal {
-            message: format!("error: stage `{id}` has no up-to-date output ({})\n   = help: run `hone run --until {id}` first", sp.reasons.join("; ")),
-            code: EXIT_WORKSPACE,
-        });
-    };
+    let record = current_output(&p, &ws, id)?;
     if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Fatal { message: format!("error: `{}` exists and is not an empty directory", dest.display()), code: EXIT_WORKSPACE });
     }
@@ -494,4 +498,33 @@ fn plugin(op: PluginOp) -> Result<u8, Fatal> {
             Ok(0)
         }
     }
+}
+
+/// `hone generate`: stream a sample from a model directory or a stage's cached output.
+fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
+    use hone_stages::model::sample::{Overrides, generate_text};
+    use std::io::Write;
+    let dir = match (&g.model, &g.stage) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(id)) => {
+            let args = PipelineArgs { pipeline: g.pipeline.clone(), set: g.set.clone(), workspace: g.workspace.clone() };
+            let (p, ws) = load(&args)?;
+            let record = current_output(&p, &ws, id)?;
+            ws.store.object_path(&record.artifact)
+        }
+        (None, None) => unreachable!("clap requires a model or --stage"),
+    };
+    let over = Overrides { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, max_new_tokens: g.max_tokens };
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", g.prompt);
+    let started = std::time::Instant::now();
+    let done = generate_text(&dir, &g.prompt, &over, g.seed, |text| {
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+    })
+    .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    let _ = writeln!(out);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
+    Ok(0)
 }

@@ -3,7 +3,7 @@
 //!
 //! Exit codes:
 //! - 0: success
-//! - 1: a stage failed (`run`), or `cache verify` found corrupted objects
+//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate` failed
 //! - 2: bad command-line usage
 //! - 3: the pipeline file is missing or invalid
 //! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
@@ -110,6 +110,8 @@ enum Cmd {
         #[command(subcommand)]
         op: PluginOp,
     },
+    /// Sample text from a model: a model directory, or a stage's output with --stage.
+    Generate(GenerateArgs),
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -118,6 +120,43 @@ enum Cmd {
         #[arg(long, global = true, value_name = "DIR")]
         workspace: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "stage"])))]
+struct GenerateArgs {
+    /// A model directory (`model.safetensors`, `config.json`, `tokenizer.json`).
+    model: Option<PathBuf>,
+    /// Or: the id of a stage whose output is a model (it must be up to date).
+    #[arg(long, value_name = "ID")]
+    stage: Option<String>,
+    /// With --stage: the pipeline file (default: ./pipeline.yaml).
+    #[arg(long, value_name = "FILE", requires = "stage")]
+    pipeline: Option<PathBuf>,
+    /// With --stage: override a pipeline value, as for `run`.
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE", requires = "stage")]
+    set: Vec<String>,
+    /// With --stage: where `.hone/` lives.
+    #[arg(long, value_name = "DIR", requires = "stage")]
+    workspace: Option<PathBuf>,
+    /// The text to continue (empty: start from <|endoftext|>).
+    #[arg(short, long, default_value = "")]
+    prompt: String,
+    /// New tokens at most (default: the model's generation_config.json).
+    #[arg(short = 'n', long)]
+    max_tokens: Option<usize>,
+    /// 0 is greedy; higher is more random.
+    #[arg(short, long)]
+    temperature: Option<f64>,
+    /// Sample from the k most likely tokens only (0: all).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample from the most likely tokens whose probability adds up to p.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Seed of the sampling: the same seed gives the same text.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]

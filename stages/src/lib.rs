@@ -8,6 +8,8 @@ pub mod data;
 pub mod ingest;
 pub mod tinyworld;
 pub mod tokenizer;
+pub mod model;
+pub mod pretrain;
 
 use hone_engine::stage::Registry;
 
@@ -31,5 +33,6 @@ pub fn registry() -> Registry {
         &command::Command,
         &ingest::Ingest,
         &tokenizer::Tokenizer,
+        &pretrain::Pretrain,
     ])
 }

@@ -1,0 +1,398 @@
+//! A model directory in the HuggingFace GPT-2 layout, written and read:
+//! `model.safetensors` + `config.json` + `generation_config.json` (+ the tokenizer files),
+//! loadable by `transformers.GPT2LMHeadModel.from_pretrained(dir)`.
+//!
+//! hone's parameters use nanoGPT's names, which are GPT-2's; the differences are that GPT-2
+//! stores its linear layers as `Conv1D` with the weight transposed (`(in, out)`), always has
+//! biases (a bias-free hone model is written with zero biases, and `config.json` says
+//! `"hone": {"bias": false}` so hone reads it back bias-free), and keeps no `lm_head.weight`
+//! (tied to `transformer.wte.weight`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::config::{GptConfig, INIT_STD, LN_EPS};
+use super::{Gpt, ModelError, ParamStore, Result};
+
+pub const WEIGHTS: &str = "model.safetensors";
+pub const CONFIG: &str = "config.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+
+/// Layers GPT-2 implements as `Conv1D`: their weights are stored transposed.
+const CONV1D: [&str; 4] = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"];
+
+fn is_conv1d(name: &str) -> bool {
+    CONV1D.iter().any(|s| name.ends_with(s))
+}
+
+/// `config.json` as transformers' `GPT2Config` reads it.
+#[derive(Serialize, Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    architectures: Vec<String>,
+    model_type: String,
+    vocab_size: usize,
+    n_positions: usize,
+    n_embd: usize,
+    n_layer: usize,
+    n_head: usize,
+    #[serde(default)]
+    n_inner: Option<usize>,
+    #[serde(default = "default_activation")]
+    activation_function: String,
+    #[serde(default)]
+    resid_pdrop: f64,
+    #[serde(default)]
+    embd_pdrop: f64,
+    #[serde(default)]
+    attn_pdrop: f64,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+    #[serde(default = "default_init")]
+    initializer_range: f64,
+    #[serde(default = "yes")]
+    scale_attn_weights: bool,
+    #[serde(default = "yes")]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    bos_token_id: Option<u32>,
+    #[serde(default)]
+    eos_token_id: Option<u32>,
+    #[serde(default = "default_dtype")]
+    torch_dtype: String,
+    #[serde(default = "yes")]
+    use_cache: bool,
+    /// hone's own settings; transformers keeps unknown keys as attributes.
+    #[serde(default)]
+    hone: Option<HoneExtra>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HoneExtra {
+    bias: bool,
+}
+
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    LN_EPS
+}
+fn default_init() -> f64 {
+    INIT_STD
+}
+fn default_dtype() -> String {
+    "float32".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Sampling defaults, kept beside the model (`generation_config.json`) and used by
+/// `hone generate` when no flag overrides them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    #[serde(default = "yes")]
+    pub do_sample: bool,
+    #[serde(default = "one")]
+    pub temperature: f64,
+    #[serde(default)]
+    pub top_k: usize,
+    #[serde(default = "one")]
+    pub top_p: f64,
+    #[serde(default = "default_max_new")]
+    pub max_new_tokens: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_max_new() -> usize {
+    256
+}
+
+impl GenerationConfig {
+    /// nanoGPT's `sample.py` defaults.
+    pub fn defaults(eot: Option<u32>) -> GenerationConfig {
+        GenerationConfig { bos_token_id: eot, eos_token_id: eot, do_sample: true, temperature: 0.8, top_k: 200, top_p: 1.0, max_new_tokens: 256 }
+    }
+}
+
+/// Writes the weights and both configs into `dir`. `params` are hone's (nanoGPT layout).
+pub fn save(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], generation: &GenerationConfig) -> Result<()> {
+    let tensors = to_hf(cfg, params)?;
+    let path = dir.join(WEIGHTS);
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &path).map_err(|e| ModelError::format(&path, e.to_string()))?;
+    let hf = HfConfig {
+        architectures: vec!["GPT2LMHeadModel".into()],
+        model_type: "gpt2".into(),
+        vocab_size: cfg.vocab_size,
+        n_positions: cfg.block_size,
+        n_embd: cfg.n_embd,
+        n_layer: cfg.n_layer,
+        n_head: cfg.n_head,
+        n_inner: None,
+        activation_function: "gelu".into(),
+        resid_pdrop: cfg.dropout,
+        embd_pdrop: cfg.dropout,
+        attn_pdrop: cfg.dropout,
+        layer_norm_epsilon: LN_EPS,
+        initializer_range: INIT_STD,
+        scale_attn_weights: true,
+        tie_word_embeddings: true,
+        bos_token_id: generation.bos_token_id,
+        eos_token_id: generation.eos_token_id,
+        torch_dtype: "float32".into(),
+        use_cache: true,
+        hone: Some(HoneExtra { bias: cfg.bias }),
+    };
+    write_json(&dir.join(CONFIG), &hf)?;
+    write_json(&dir.join(GENERATION_CONFIG), generation)
+}
+
+/// hone's tensors → GPT-2's: Conv1D weights transposed, zero biases where hone has none.
+pub fn to_hf(cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for (name, t) in params {
+        let t = t.to_dtype(DType::F32)?;
+        let t = if is_conv1d(name) { t.t()?.contiguous()? } else { t };
+        out.push((name.clone(), t));
+    }
+    if !cfg.bias {
+        let c = cfg.n_embd;
+        let mut zero = |name: String, n: usize| -> Result<()> {
+            out.push((name, Tensor::zeros(n, DType::F32, &Device::Cpu)?));
+            Ok(())
+        };
+        for i in 0..cfg.n_layer {
+            let p = format!("transformer.h.{i}");
+            zero(format!("{p}.ln_1.bias"), c)?;
+            zero(format!("{p}.attn.c_attn.bias"), 3 * c)?;
+            zero(format!("{p}.attn.c_proj.bias"), c)?;
+            zero(format!("{p}.ln_2.bias"), c)?;
+            zero(format!("{p}.mlp.c_fc.bias"), 4 * c)?;
+            zero(format!("{p}.mlp.c_proj.bias"), c)?;
+        }
+        zero("transformer.ln_f.bias".into(), c)?;
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A model read back from a directory.
+pub struct Loaded {
+    pub config: GptConfig,
+    pub model: Gpt,
+    /// Its parameters as variables: training can continue from them.
+    pub params: ParamStore,
+    pub generation: GenerationConfig,
+}
+
+/// Reads a model directory written by [`save`] (or a GPT-2 checkpoint with erf GELU).
+pub fn load(dir: &Path, dtype: DType) -> Result<Loaded> {
+    let cfg_path = dir.join(CONFIG);
+    if !cfg_path.exists() {
+        return Err(ModelError::format(dir, format!("not a model directory: no `{CONFIG}` in it")));
+    }
+    let text = std::fs::read_to_string(&cfg_path).map_err(ModelError::io(&cfg_path))?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
+    if hf.model_type != "gpt2" || hf.activation_function != "gelu" || hf.n_inner.is_some_and(|n| n != 4 * hf.n_embd) || !hf.tie_word_embeddings || !hf.scale_attn_weights {
+        return Err(ModelError::format(
+            &cfg_path,
+            format!(
+                "hone reads GPT-2 models with activation_function \"gelu\", a 4x MLP and tied embeddings (found model_type {:?}, activation {:?})",
+                hf.model_type, hf.activation_function
+            ),
+        ));
+    }
+    if (hf.layer_norm_epsilon - LN_EPS).abs() > 1e-12 {
+        return Err(ModelError::format(&cfg_path, format!("layer_norm_epsilon {} is not supported (hone uses {LN_EPS})", hf.layer_norm_epsilon)));
+    }
+    let config = GptConfig {
+        vocab_size: hf.vocab_size,
+        block_size: hf.n_positions,
+        n_layer: hf.n_layer,
+        n_head: hf.n_head,
+        n_embd: hf.n_embd,
+        bias: hf.hone.as_ref().is_none_or(|h| h.bias),
+        dropout: hf.resid_pdrop,
+    };
+    if let Some((_, msg)) = config.problems().first() {
+        return Err(ModelError::format(&cfg_path, msg.clone()));
+    }
+    let w_path = dir.join(WEIGHTS);
+    if !w_path.exists() {
+        return Err(ModelError::format(dir, format!("no `{WEIGHTS}` beside `{CONFIG}`")));
+    }
+    let hf_tensors = candle_core::safetensors::load(&w_path, &Device::Cpu).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let tensors = from_hf(&config, hf_tensors).map_err(|m| ModelError::format(&w_path, m))?;
+    let params = ParamStore::from_tensors(tensors);
+    let model = Gpt::new(&config, params.var_builder(dtype, &Device::Cpu)).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let unused = params.unused();
+    if !unused.is_empty() {
+        return Err(ModelError::format(&w_path, format!("tensors the model does not use: {}", unused.join(", "))));
+    }
+    let gen_path = dir.join(GENERATION_CONFIG);
+    let generation = if gen_path.exists() {
+        let text = std::fs::read_to_string(&gen_path).map_err(ModelError::io(&gen_path))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::format(&gen_path, e.to_string()))?
+    } else {
+        GenerationConfig::defaults(hf.eos_token_id)
+    };
+    Ok(Loaded { config, model, params, generation })
+}
+
+/// GPT-2's tensors → hone's; the inverse of [`to_hf`].
+fn from_hf(cfg: &GptConfig, tensors: HashMap<String, Tensor>) -> std::result::Result<HashMap<String, Tensor>, String> {
+    let mut out = HashMap::new();
+    for (name, t) in tensors {
+        // Buffers older transformers saved, and the tied head: not parameters.
+        if name == "lm_head.weight" || name.ends_with(".attn.bias") && t.rank() == 4 || name.ends_with(".attn.masked_bias") {
+            continue;
+        }
+        if !cfg.bias && name.ends_with(".bias") {
+            let max = t.abs().and_then(|a| a.max_all()).and_then(|m| m.to_dtype(DType::F32)).and_then(|m| m.to_scalar::<f32>()).map_err(|e| e.to_string())?;
+            if max != 0.0 {
+                return Err(format!("`{name}` is not zero but config.json says the model has no biases"));
+            }
+            continue;
+        }
+        let t = if is_conv1d(&name) { t.t().and_then(|t| t.contiguous()).map_err(|e| e.to_string())? } else { t };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("plain data serialises");
+    text.push('\n');
+    std::fs::write(path, text).map_err(ModelError::io(path))
+}
+
+/// Copies `tokenizer.json` into the model directory and writes a `tokenizer_config.json`
+/// so that `AutoTokenizer.from_pretrained(dir)` finds it too.
+pub fn save_tokenizer(dir: &Path, tokenizer_json: &Path, eot_token: Option<String>, block_size: usize) -> Result<()> {
+    std::fs::copy(tokenizer_json, dir.join(TOKENIZER)).map_err(ModelError::io(tokenizer_json))?;
+    let mut cfg = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(token) = eot_token {
+        cfg["bos_token"] = token.clone().into();
+        cfg["eos_token"] = token.into();
+    }
+    write_json(&dir.join(TOKENIZER_CONFIG), &cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::tiny;
+    use crate::model::ops::Dropout;
+
+    fn model(cfg: &GptConfig, seed: u64) -> (Gpt, ParamStore) {
+        let ps = ParamStore::seeded(seed);
+        let m = Gpt::new(cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        // Non-zero biases and gains, so a lost or misplaced tensor changes the logits.
+        for (i, (_, v)) in ps.vars().iter().enumerate() {
+            if v.rank() == 1 {
+                let n = v.elem_count();
+                let vals: Vec<f32> = (0..n).map(|j| 0.01 * ((i * 7 + j) % 11) as f32 - 0.03).collect();
+                v.set(&Tensor::from_vec(vals, n, &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        (m, ps)
+    }
+
+    #[test]
+    fn exported_names_and_shapes_are_gpt2s() {
+        for bias in [true, false] {
+            let cfg = GptConfig { vocab_size: 11, block_size: 6, n_layer: 2, n_head: 2, n_embd: 8, bias, dropout: 0.0 };
+            let (_, ps) = model(&cfg, 1);
+            let hf: HashMap<String, Vec<usize>> = to_hf(&cfg, &ps.snapshot()).unwrap().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
+            let c = 8;
+            let mut want: HashMap<String, Vec<usize>> = HashMap::from([
+                ("transformer.wte.weight".into(), vec![11, c]),
+                ("transformer.wpe.weight".into(), vec![6, c]),
+                ("transformer.ln_f.weight".into(), vec![c]),
+                ("transformer.ln_f.bias".into(), vec![c]),
+            ]);
+            for i in 0..2 {
+                for (n, s) in [
+                    ("ln_1.weight", vec![c]),
+                    ("ln_1.bias", vec![c]),
+                    ("attn.c_attn.weight", vec![c, 3 * c]),
+                    ("attn.c_attn.bias", vec![3 * c]),
+                    ("attn.c_proj.weight", vec![c, c]),
+                    ("attn.c_proj.bias", vec![c]),
+                    ("ln_2.weight", vec![c]),
+                    ("ln_2.bias", vec![c]),
+                    ("mlp.c_fc.weight", vec![c, 4 * c]),
+                    ("mlp.c_fc.bias", vec![4 * c]),
+                    ("mlp.c_proj.weight", vec![4 * c, c]),
+                    ("mlp.c_proj.bias", vec![c]),
+                ] {
+                    want.insert(format!("transformer.h.{i}.{n}"), s);
+                }
+            }
+            assert_eq!(hf, want, "bias = {bias}");
+        }
+    }
+
+    #[test]
+    fn save_then_load_gives_identical_logits_and_config() {
+        for bias in [true, false] {
+            let cfg = tiny(13, bias);
+            let (m, ps) = model(&cfg, 2);
+            let dir = tempfile::tempdir().unwrap();
+            let gen_cfg = GenerationConfig::defaults(Some(12));
+            save(dir.path(), &cfg, &ps.snapshot(), &gen_cfg).unwrap();
+            let loaded = load(dir.path(), DType::F32).unwrap();
+            assert_eq!(loaded.config, cfg);
+            assert_eq!(loaded.generation, gen_cfg);
+            let x = Tensor::new(&[[1u32, 5, 12, 0, 3, 3, 7]], &Device::Cpu).unwrap();
+            let a = m.forward(&x, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = loaded.model.forward(&x, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b, "bias = {bias}");
+            // The weights round-trip bit for bit, in the same order.
+            let names = |p: &ParamStore| p.vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+            assert_eq!(names(&ps), names(&loaded.params));
+            let hf: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG)).unwrap()).unwrap();
+            assert_eq!(hf["architectures"][0], "GPT2LMHeadModel");
+            assert_eq!(hf["n_positions"], 8);
+            assert_eq!(hf["activation_function"], "gelu");
+        }
+    }
+
+    #[test]
+    fn loading_explains_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(dir.path(), DType::F32).err().unwrap().to_string();
+        assert!(err.contains("not a model directory"), "{err}");
+        let cfg = tiny(5, false);
+        let (_, ps) = model(&cfg, 3);
+        save(dir.path(), &cfg, &ps.snapshot(), &GenerationConfig::defaults(None)).unwrap();
+        // A model saved bias-free whose bias is then edited to non-zero.
+        let mut t = candle_core::safetensors::load(dir.path().join(WEIGHTS), &Device::Cpu).unwrap();
+        t.insert("transformer.ln_f.bias".into(), Tensor::ones(8, DType::F32, &Device::Cpu).unwrap());
+        candle_core::safetensors::save(&t, dir.path().join(WEIGHTS)).unwrap();
+        let err = load(dir.path(), DType::F32).err().unwrap().to_string();
+        assert!(err.contains("transformer.ln_f.bias") && err.contains("no biases"), "{err}");
+        t.remove("transformer.ln_f.bias");
+        t.remove("transformer.h.1.mlp.c_fc.weight");
+        candle_core::safetensors::save(&t, dir.path().join(WEIGHTS)).unwrap();
+        let err = load(dir.path(), DType::F32).err().unwrap().to_string();
+        assert!(err.contains("transformer.h.1.mlp.c_fc.weight"), "{err}");
+    }
+}

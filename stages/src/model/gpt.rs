@@ -1,0 +1,171 @@
+//! [`Gpt`]: token + position embeddings, `n_layer` blocks, a final layer norm and the LM head
+//! tied to the token embedding; [`KvCache`] for generation in linear time.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use super::config::{GptConfig, INIT_STD};
+use super::layers::{Block, LayerKv, LayerNorm};
+use super::ops::{self, Dropout};
+
+pub struct Gpt {
+    cfg: GptConfig,
+    wte: Tensor,
+    wpe: Tensor,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+/// The keys and values of every layer for the positions seen so far.
+#[derive(Clone)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+}
+
+impl KvCache {
+    pub fn new(cfg: &GptConfig) -> KvCache {
+        KvCache { layers: vec![LayerKv::default(); cfg.n_layer] }
+    }
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerKv::len)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Gpt {
+    /// Parameters are named as in nanoGPT: `transformer.wte.weight`,
+    /// `transformer.h.0.attn.c_attn.weight`, …, `transformer.ln_f.weight`.
+    pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Gpt> {
+        let problems = cfg.problems();
+        if let Some((_, msg)) = problems.first() {
+            candle_core::bail!("invalid model config: {msg}")
+        }
+        let vb = vb.pp("transformer");
+        let wte = vb.pp("wte").get_with_hints((cfg.vocab_size, cfg.n_embd), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
+        let wpe = vb.pp("wpe").get_with_hints((cfg.block_size, cfg.n_embd), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
+        let h = (0..cfg.n_layer).map(|i| Block::new(cfg, vb.pp("h").pp(i))).collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::new(cfg.n_embd, cfg.bias, vb.pp("ln_f"))?;
+        Ok(Gpt { cfg: cfg.clone(), wte, wpe, h, ln_f })
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// Logits (B, T, V) for token ids `idx` (B, T, u32) at positions `0..T`.
+    pub fn forward(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        self.run(idx, None, drop)
+    }
+
+    /// Logits for `idx` at the positions after those in `cache`, extending the cache.
+    pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.run(idx, Some(cache), &mut Dropout::off())
+    }
+
+    /// Mean next-token cross-entropy of `idx` against `targets` (both (B, T)).
+    pub fn loss(&self, idx: &Tensor, targets: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        let logits = self.forward(idx, drop)?;
+        let (b, t, v) = logits.dims3()?;
+        ops::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?, None)
+    }
+
+    fn run(&self, idx: &Tensor, mut cache: Option<&mut KvCache>, drop: &mut Dropout) -> Result<Tensor> {
+        let (b, t) = idx.dims2()?;
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        if start + t > self.cfg.block_size {
+            candle_core::bail!("{} positions given but the model's block_size is {}", start + t, self.cfg.block_size)
+        }
+        let c = self.cfg.n_embd;
+        let tok = self.wte.index_select(&idx.flatten_all()?, 0)?.reshape((b, t, c))?;
+        let pos = Tensor::arange(start as u32, (start + t) as u32, idx.device())?;
+        let pos = self.wpe.index_select(&pos, 0)?;
+        let mut x = drop.apply(&tok.broadcast_add(&pos)?)?;
+        for (i, block) in self.h.iter().enumerate() {
+            x = block.forward(&x, cache.as_deref_mut().map(|c| &mut c.layers[i]), drop)?;
+        }
+        let x = self.ln_f.forward(&x)?;
+        x.reshape((b * t, c))?.matmul(&self.wte.t()?)?.reshape((b, t, self.cfg.vocab_size))
+    }
+
+    /// The dtype of the parameters.
+    pub fn dtype(&self) -> DType {
+        self.wte.dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ParamStore;
+    use crate::model::config::tiny;
+    use crate::model::gradcheck::{check_tol, randn};
+    use candle_core::{Device, Var};
+
+    fn ids(v: &[u32], b: usize) -> Tensor {
+        Tensor::from_vec(v.to_vec(), (b, v.len() / b), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn parameter_names_shapes_and_count_follow_nanogpt() {
+        let cfg = tiny(13, true);
+        let ps = ParamStore::seeded(1);
+        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let vars = ps.vars();
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(&names[..4], &["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias"]);
+        assert!(names.contains(&"transformer.h.1.attn.c_attn.weight"));
+        assert!(names.contains(&"transformer.h.1.mlp.c_proj.bias"));
+        assert_eq!(names.last(), Some(&"transformer.ln_f.bias"));
+        let find = |n: &str| vars.iter().find(|(m, _)| m == n).unwrap().1.dims().to_vec();
+        assert_eq!(find("transformer.h.0.attn.c_attn.weight"), vec![24, 8]);
+        assert_eq!(find("transformer.h.0.mlp.c_fc.weight"), vec![32, 8]);
+        let total: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+        assert_eq!(total, cfg.n_params());
+        // nanoGPT's scaled init for residual projections.
+        let std = |n: &str| {
+            let v = vars.iter().find(|(m, _)| m == n).unwrap().1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        assert!(std("transformer.h.0.mlp.c_proj.weight") < 0.8 * std("transformer.h.0.mlp.c_fc.weight"));
+    }
+
+    #[test]
+    fn whole_model_gradients_including_the_tied_head() {
+        for bias in [false, true] {
+            let cfg = tiny(7, bias);
+            let ps = ParamStore::seeded(2);
+            let gpt = Gpt::new(&cfg, ps.var_builder(DType::F64, &Device::Cpu)).unwrap();
+            let vars: Vec<Var> = ps.vars().into_iter().map(|(_, v)| v).collect();
+            for (i, v) in vars.iter().enumerate() {
+                v.set(randn(v.dims(), 0.3, 50 + i as u64).as_tensor()).unwrap();
+            }
+            let x = ids(&[1, 2, 3, 4, 0, 6, 5, 5, 2, 1], 2);
+            let y = ids(&[2, 3, 4, 0, 6, 5, 5, 2, 1, 3], 2);
+            check_tol(&vars, |_| gpt.forward(&x, &mut Dropout::off()), 1e-5);
+            check_tol(&vars, |_| gpt.loss(&x, &y, &mut Dropout::off()), 1e-5);
+        }
+    }
+
+    #[test]
+    fn cached_logits_equal_full_recomputation() {
+        let cfg = tiny(9, true);
+        let ps = ParamStore::seeded(4);
+        let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let seq = [3u32, 1, 4, 1, 5, 8, 2, 6];
+        let full = gpt.forward(&ids(&seq, 1), &mut Dropout::off()).unwrap();
+        let mut cache = KvCache::new(&cfg);
+        let mut parts = vec![gpt.forward_cached(&ids(&seq[..3], 1), &mut cache).unwrap()];
+        for &tok in &seq[3..] {
+            parts.push(gpt.forward_cached(&ids(&[tok], 1), &mut cache).unwrap());
+        }
+        assert_eq!(cache.len(), 8);
+        let inc = Tensor::cat(&parts, 1).unwrap();
+        let diff = (full - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        // Past the block size is an error, not a silent wrap.
+        assert!(gpt.forward_cached(&ids(&[1], 1), &mut cache).is_err());
+    }
+}

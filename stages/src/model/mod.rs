@@ -1,0 +1,69 @@
+//! The GPT model every training stage shares: a decoder-only transformer in the GPT-2
+//! layout ([`Gpt`]), built in candle from differentiable primitives ([`ops`]).
+//!
+//! - [`config`]: [`GptConfig`], the architecture (nanoGPT's names).
+//! - [`params`]: [`ParamStore`], named variables created in a fixed order from a seeded RNG
+//!   (candle's CPU RNG cannot be seeded) or loaded from tensors.
+//! - [`ops`]: layer norm, softmax, attention, GELU, cross-entropy and dropout, written so that
+//!   every gradient is recorded (candle's fused `LayerNorm`/`softmax_last_dim` have no
+//!   backward). The one place where fused kernels plug in.
+//! - [`layers`] and [`gpt`]: the blocks and the model, with a KV cache for generation.
+//! - [`optim`]: AdamW (decay on ≥2-D weights only), warmup + cosine schedule, global-norm
+//!   clipping; [`checkpoint`]: atomic training state for resumable runs.
+//! - [`export`]: the HuggingFace GPT-2 layout (`model.safetensors` + `config.json`), both ways.
+//! - [`sample`]: temperature / top-k / top-p sampling with a seeded RNG (`hone generate`).
+//! - [`shards`]: memory-mapped token shards and the tokenizer artifact they come in.
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod gpt;
+pub mod layers;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod sample;
+pub mod shards;
+
+#[cfg(test)]
+pub(crate) mod gradcheck;
+
+use std::path::PathBuf;
+
+pub use config::GptConfig;
+pub use gpt::{Gpt, KvCache};
+pub use params::ParamStore;
+pub use rng::Rng;
+
+/// Everything that can go wrong in the model code.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("`{}`: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A file exists but its content is not what hone expects.
+    #[error("`{}`: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
+        let path = path.into();
+        move |source| ModelError::Io { path, source }
+    }
+    pub(crate) fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> ModelError {
+        ModelError::Format { path: path.into(), message: message.into() }
+    }
+}
+
+impl From<ModelError> for hone_engine::stage::StageError {
+    fn from(e: ModelError) -> Self {
+        hone_engine::stage::StageError::Failed(e.to_string())
+    }
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

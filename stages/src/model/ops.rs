@@ -1,0 +1,220 @@
+//! The model's primitive operations, built from candle ops that all record a backward pass.
+//!
+//! candle 0.11's `candle_nn::LayerNorm::forward` and `candle_nn::ops::softmax_last_dim` run
+//! fused kernels that record *no* gradient (they use `apply_op*_no_bwd`), so training through
+//! them silently stops at the first layer norm. Everything here is made of basic ops instead,
+//! and the tests check each gradient against finite differences.
+//!
+//! This is also the one place where faster fused kernels (candle `CustomOp`s with their own
+//! backward) plug in: the layers call only these functions, so swapping an implementation
+//! here changes every model, and these plain versions stay as the reference to compare with.
+
+use candle_core::{D, DType, Device, Result, Tensor};
+
+use super::rng::Rng;
+
+/// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight (+ bias)`,
+/// with the biased variance, as PyTorch computes it.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let y = xn.broadcast_mul(weight)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Softmax over the last dimension. The row maximum is subtracted for stability and
+/// detached: softmax does not depend on it, so no gradient needs to flow through it.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&sum)
+}
+
+/// `log(sum(exp(x)))` over the last dimension, keeping it (stable: max detached as above).
+pub fn logsumexp_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?.broadcast_add(&max)
+}
+
+/// GELU, the exact (erf) form: nanoGPT's `nn.GELU()`, HF's `activation_function: "gelu"`.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// The additive causal mask for `t_q` queries at positions `offset..offset + t_q` over
+/// `offset + t_q` keys: 0 where a query may look, -inf in its future.
+pub fn causal_mask(t_q: usize, offset: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let t_k = offset + t_q;
+    let mask: Vec<f32> = (0..t_q).flat_map(|i| (0..t_k).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Tensor::from_vec(mask, (t_q, t_k), device)?.to_dtype(dtype)
+}
+
+/// Causal scaled dot-product attention. `q`: (B, H, Tq, hd); `k`, `v`: (B, H, Tk, hd) where
+/// the queries are the last `Tq` of the `Tk` positions. Returns (B, H, Tq, hd).
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
+    let (_, _, t_q, hd) = q.dims4()?;
+    let t_k = k.dim(2)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let att = (q.matmul(&k.t()?)? * scale)?;
+    // A single new query (generation with a cache) may see every key: no mask needed.
+    let att = if t_q > 1 { att.broadcast_add(&causal_mask(t_q, t_k - t_q, q.dtype(), q.device())?)? } else { att };
+    let att = dropout.apply(&softmax_last_dim(&att)?)?;
+    att.matmul(v)
+}
+
+/// Mean cross-entropy of `logits` (N, V) against `targets` (N, u32). With `weights` (N), the
+/// weighted mean `sum(w * nll) / sum(w)`: weight 0 leaves a position out (prompt tokens in
+/// fine-tuning), which `candle_nn::loss::cross_entropy` cannot do.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let lse = logsumexp_last_dim(logits)?;
+    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
+    let nll = (lse - picked)?.squeeze(1)?;
+    match weights {
+        None => nll.mean_all(),
+        Some(w) => (nll * w)?.sum_all()?.broadcast_div(&w.sum_all()?),
+    }
+}
+
+/// Inverted dropout driven by a seeded [`Rng`], so a run is reproducible (candle's own
+/// dropout draws from an unseedable RNG). Off when there is no RNG (evaluation) or p = 0.
+pub struct Dropout<'a> {
+    p: f64,
+    rng: Option<&'a mut Rng>,
+}
+
+impl<'a> Dropout<'a> {
+    pub fn off() -> Dropout<'static> {
+        Dropout { p: 0.0, rng: None }
+    }
+
+    pub fn train(p: f64, rng: &'a mut Rng) -> Dropout<'a> {
+        Dropout { p, rng: Some(rng) }
+    }
+
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        let Some(rng) = self.rng.as_deref_mut().filter(|_| self.p > 0.0) else { return Ok(x.clone()) };
+        let (p, keep) = (self.p as f32, (1.0 / (1.0 - self.p)) as f32);
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { keep }).collect();
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gradcheck::{check, randn};
+    use crate::model::rng::Stream;
+    use candle_core::Var;
+
+    fn dev() -> Device {
+        Device::Cpu
+    }
+
+    #[test]
+    fn layer_norm_matches_the_formula_and_its_gradient_is_right() {
+        let x = randn(&[3, 5], 1.0, 1);
+        let w = randn(&[5], 1.0, 2);
+        let b = randn(&[5], 1.0, 3);
+        // Forward: one row by hand.
+        let y = layer_norm(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), 1e-5).unwrap();
+        let xs = x.as_tensor().to_vec2::<f64>().unwrap();
+        let (ws, bs) = (w.as_tensor().to_vec1::<f64>().unwrap(), b.as_tensor().to_vec1::<f64>().unwrap());
+        let mean = xs[1].iter().sum::<f64>() / 5.0;
+        let var = xs[1].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0;
+        let want: Vec<f64> = (0..5).map(|i| (xs[1][i] - mean) / (var + 1e-5).sqrt() * ws[i] + bs[i]).collect();
+        let got = y.to_vec2::<f64>().unwrap()[1].clone();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+        check(&[x, w, b], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5));
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_its_gradient_is_right() {
+        let x = randn(&[4, 7], 3.0, 4);
+        let s = softmax_last_dim(x.as_tensor()).unwrap();
+        for row in s.to_vec2::<f64>().unwrap() {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        check(&[x], |v| softmax_last_dim(v[0].as_tensor()));
+    }
+
+    #[test]
+    fn gelu_gradient_is_right() {
+        let x = randn(&[16], 2.0, 5);
+        // candle's GELU-erf backward uses 1/sqrt(2π) to 6 digits: a looser tolerance.
+        crate::model::gradcheck::check_tol(&[x], |v| gelu(v[0].as_tensor()), 1e-5);
+    }
+
+    #[test]
+    fn attention_is_causal_and_its_gradient_is_right() {
+        let (q, k, v) = (randn(&[2, 2, 5, 3], 1.0, 6), randn(&[2, 2, 5, 3], 1.0, 7), randn(&[2, 2, 5, 3], 1.0, 8));
+        check(&[q.clone(), k.clone(), v.clone()], |t| causal_attention(t[0].as_tensor(), t[1].as_tensor(), t[2].as_tensor(), &mut Dropout::off()));
+        // Changing the last key/value must not change any earlier output.
+        let y0 = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mut Dropout::off()).unwrap();
+        let v2 = v.as_tensor().narrow(2, 0, 4).unwrap();
+        let v2 = Tensor::cat(&[&v2, &(v.as_tensor().narrow(2, 4, 1).unwrap() + 100.0).unwrap()], 2).unwrap();
+        let y1 = causal_attention(q.as_tensor(), k.as_tensor(), &v2, &mut Dropout::off()).unwrap();
+        let diff = (y0.narrow(2, 0, 4).unwrap() - y1.narrow(2, 0, 4).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f64>().unwrap(), 0.0);
+        let last = (y0.narrow(2, 4, 1).unwrap() - y1.narrow(2, 4, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(last.to_scalar::<f64>().unwrap() > 1.0);
+    }
+
+    #[test]
+    fn cross_entropy_matches_the_formula_and_its_gradient_is_right() {
+        let logits = randn(&[6, 5], 2.0, 9);
+        let targets = Tensor::new(&[0u32, 4, 2, 2, 1, 3], &dev()).unwrap();
+        let l = cross_entropy(logits.as_tensor(), &targets, None).unwrap().to_scalar::<f64>().unwrap();
+        let rows = logits.as_tensor().to_vec2::<f64>().unwrap();
+        let want = [0usize, 4, 2, 2, 1, 3]
+            .iter()
+            .zip(&rows)
+            .map(|(&t, r)| r.iter().map(|x| x.exp()).sum::<f64>().ln() - r[t])
+            .sum::<f64>()
+            / 6.0;
+        assert!((l - want).abs() < 1e-12, "{l} vs {want}");
+        check(std::slice::from_ref(&logits), |v| cross_entropy(v[0].as_tensor(), &targets, None));
+        // Weighted: zero weight drops a row.
+        let w = Tensor::new(&[1.0f64, 0.0, 1.0, 0.0, 1.0, 1.0], &dev()).unwrap();
+        let lw = cross_entropy(logits.as_tensor(), &targets, Some(&w)).unwrap().to_scalar::<f64>().unwrap();
+        let want_w = [0usize, 2, 4, 5]
+            .iter()
+            .map(|&i| {
+                let t = [0usize, 4, 2, 2, 1, 3][i];
+                rows[i].iter().map(|x| x.exp()).sum::<f64>().ln() - rows[i][t]
+            })
+            .sum::<f64>()
+            / 4.0;
+        assert!((lw - want_w).abs() < 1e-12);
+        check(&[logits], |v| cross_entropy(v[0].as_tensor(), &targets, Some(&w)));
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_differentiable() {
+        let x = Var::from_tensor(&Tensor::ones((1000,), DType::F64, &dev()).unwrap()).unwrap();
+        let run = |seed| {
+            let mut rng = Rng::new(seed, Stream::Train);
+            Dropout::train(0.25, &mut rng).apply(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap()
+        };
+        let (a, b) = (run(1), run(1));
+        assert_eq!(a, b);
+        assert_ne!(a, run(2));
+        let zeros = a.iter().filter(|&&v| v == 0.0).count();
+        assert!((180..320).contains(&zeros), "{zeros} dropped of 1000 at p = 0.25");
+        // The mask is drawn in f32: 1/0.75 to f32 precision.
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        assert_eq!(Dropout::off().apply(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), vec![1.0; 1000]);
+        // The gradient is the mask itself.
+        let mut rng = Rng::new(1, Stream::Train);
+        let y = Dropout::train(0.25, &mut rng).apply(x.as_tensor()).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), a);
+    }
+}

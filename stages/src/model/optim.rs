@@ -1,0 +1,254 @@
+//! Training arithmetic outside the model: [`AdamW`] (weight decay on ≥2-D weights only, as
+//! nanoGPT configures it), the [`LrSchedule`] (linear warmup, cosine decay), and
+//! [`Grads`] with global-norm clipping (candle has none built in).
+//!
+//! Gradients and optimizer moments are plain `Vec<f32>`s in parameter order: sums over
+//! them run in one fixed order (deterministic), they accumulate over micro-batches
+//! without building graphs, and a checkpoint stores them exactly. The update itself follows
+//! `torch.optim.AdamW` step for step.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+use super::Result;
+
+/// nanoGPT's `get_lr`: linear warmup over `warmup_steps`, cosine from `lr` to `min_lr` at
+/// `decay_steps`, then `min_lr`.
+#[derive(Clone, Debug)]
+pub struct LrSchedule {
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub decay_steps: u64,
+}
+
+impl LrSchedule {
+    /// The rate for step `it` (0-based).
+    pub fn at(&self, it: u64) -> f64 {
+        if it < self.warmup_steps {
+            return self.lr * (it + 1) as f64 / (self.warmup_steps + 1) as f64;
+        }
+        if it > self.decay_steps || self.decay_steps <= self.warmup_steps {
+            return self.min_lr;
+        }
+        let r = (it - self.warmup_steps) as f64 / (self.decay_steps - self.warmup_steps) as f64;
+        self.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * r).cos()) * (self.lr - self.min_lr)
+    }
+}
+
+/// One gradient per parameter, flat, in the parameters' order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads(pub Vec<Vec<f32>>);
+
+impl Grads {
+    /// The gradients of `vars` in `store` (zeros for a parameter the loss did not reach).
+    pub fn collect(store: &GradStore, vars: &[(String, Var)]) -> Result<Grads> {
+        let mut out = Vec::with_capacity(vars.len());
+        for (_, v) in vars {
+            out.push(match store.get(v.as_tensor()) {
+                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; v.elem_count()],
+            });
+        }
+        Ok(Grads(out))
+    }
+
+    pub fn add(&mut self, other: &Grads) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+
+    /// The L2 norm of all gradients together.
+    pub fn norm(&self) -> f64 {
+        self.0.iter().flatten().map(|&g| f64::from(g) * f64::from(g)).sum::<f64>().sqrt()
+    }
+
+    /// Scales the gradients down so that their global norm is at most `max_norm` (as
+    /// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> f64 {
+        let norm = self.norm();
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            let c = coef as f32;
+            self.0.iter_mut().flatten().for_each(|g| *g *= c);
+        }
+        norm
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+struct Slot {
+    var: Var,
+    decay: bool,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+pub struct AdamW {
+    names: Vec<String>,
+    slots: Vec<Slot>,
+    /// Steps taken (for bias correction).
+    t: u64,
+    cfg: AdamWConfig,
+}
+
+/// The optimizer's state, for checkpoints: steps taken and both moments by parameter name.
+pub struct AdamState {
+    pub t: u64,
+    pub m: Vec<(String, Tensor)>,
+    pub v: Vec<(String, Tensor)>,
+}
+
+impl AdamW {
+    /// Decays the parameters with two or more dimensions (weights, embeddings), not the
+    /// biases and layer-norm gains.
+    pub fn new(vars: &[(String, Var)], cfg: AdamWConfig) -> AdamW {
+        let slots = vars
+            .iter()
+            .map(|(_, var)| Slot { var: var.clone(), decay: var.rank() >= 2, m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] })
+            .collect();
+        AdamW { names: vars.iter().map(|(n, _)| n.clone()).collect(), slots, t: 0, cfg }
+    }
+
+    /// Names of the parameters that get weight decay.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.names.iter().zip(&self.slots).filter(|(_, s)| s.decay).map(|(n, _)| n.as_str()).collect()
+    }
+
+    pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let bc1 = 1.0 - b1.powi(self.t as i32);
+        let bc2_sqrt = (1.0 - b2.powi(self.t as i32)).sqrt();
+        let step_size = (lr / bc1) as f32;
+        let (b1f, b2f, eps) = (b1 as f32, b2 as f32, self.cfg.eps as f32);
+        for (slot, g) in self.slots.iter_mut().zip(&grads.0) {
+            let shape = slot.var.shape().clone();
+            let mut p = slot.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let decay = if slot.decay { (1.0 - lr * self.cfg.weight_decay) as f32 } else { 1.0 };
+            let bc2_sqrt = bc2_sqrt as f32;
+            for i in 0..p.len() {
+                p[i] *= decay;
+                slot.m[i] += (g[i] - slot.m[i]) * (1.0 - b1f);
+                slot.v[i] = slot.v[i] * b2f + (1.0 - b2f) * g[i] * g[i];
+                let denom = slot.v[i].sqrt() / bc2_sqrt + eps;
+                p[i] -= step_size * slot.m[i] / denom;
+            }
+            let dtype = slot.var.dtype();
+            slot.var.set(&Tensor::from_vec(p, shape, slot.var.device())?.to_dtype(dtype)?)?;
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> Result<AdamState> {
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        for (name, s) in self.names.iter().zip(&self.slots) {
+            m.push((name.clone(), Tensor::from_slice(&s.m, s.var.shape(), s.var.device())?));
+            v.push((name.clone(), Tensor::from_slice(&s.v, s.var.shape(), s.var.device())?));
+        }
+        Ok(AdamState { t: self.t, m, v })
+    }
+
+    /// Restores [`AdamW::state`]; every parameter's moments must be there with its shape.
+    pub fn load_state(&mut self, state: &AdamState) -> std::result::Result<(), String> {
+        let find = |list: &[(String, Tensor)], name: &str, shape: &candle_core::Shape| -> std::result::Result<Vec<f32>, String> {
+            let (_, t) = list.iter().find(|(n, _)| n == name).ok_or_else(|| format!("no optimizer state for `{name}`"))?;
+            if t.shape() != shape {
+                return Err(format!("optimizer state for `{name}` has shape {:?}, expected {shape:?}", t.shape()));
+            }
+            t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())
+        };
+        for (name, slot) in self.names.iter().zip(self.slots.iter_mut()) {
+            slot.m = find(&state.m, name, slot.var.shape())?;
+            slot.v = find(&state.v, name, slot.var.shape())?;
+        }
+        self.t = state.t;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn schedule_warms_up_then_follows_a_cosine_to_min_lr() {
+        let s = LrSchedule { lr: 1e-3, min_lr: 1e-4, warmup_steps: 100, decay_steps: 2000 };
+        assert!((s.at(0) - 1e-3 / 101.0).abs() < 1e-15);
+        assert!((s.at(99) - 1e-3 * 100.0 / 101.0).abs() < 1e-15);
+        assert!((s.at(100) - 1e-3).abs() < 1e-15);
+        assert!((s.at(1050) - 5.5e-4).abs() < 1e-12);
+        assert!((s.at(2000) - 1e-4).abs() < 1e-15);
+        assert_eq!(s.at(5000), 1e-4);
+        assert!((100..2000).all(|i| s.at(i + 1) <= s.at(i)));
+    }
+
+    #[test]
+    fn clipping_scales_to_the_max_norm_and_leaves_small_gradients_alone() {
+        let mut g = Grads(vec![vec![3.0, 0.0], vec![4.0]]);
+        assert_eq!(g.norm(), 5.0);
+        assert_eq!(g.clip(1.0), 5.0);
+        assert!((g.norm() - 1.0).abs() < 1e-6);
+        let mut small = Grads(vec![vec![0.3], vec![0.4]]);
+        small.clip(1.0);
+        assert_eq!(small.0, vec![vec![0.3], vec![0.4]]);
+    }
+
+    /// Two steps of AdamW by hand (torch's formulas), for a decayed and an undecayed parameter.
+    #[test]
+    fn adamw_matches_the_reference_update_and_decays_only_matrices() {
+        let w = Var::from_slice(&[1.0f32, -2.0], (1, 2), &Device::Cpu).unwrap();
+        let b = Var::from_slice(&[0.5f32], 1, &Device::Cpu).unwrap();
+        let vars = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+        let mut opt = AdamW::new(&vars, cfg);
+        assert_eq!(opt.decayed(), vec!["w"]);
+        let grads = [Grads(vec![vec![0.1, -0.2], vec![0.3]]), Grads(vec![vec![-0.05, 0.4], vec![0.1]])];
+        let lr = 0.01;
+        // Reference in f64.
+        let reference = |p0: f64, gs: [f64; 2], decay: bool| {
+            let (mut p, mut m, mut v) = (p0, 0.0, 0.0);
+            for (t, g) in gs.iter().enumerate() {
+                let t = t as i32 + 1;
+                if decay {
+                    p *= 1.0 - lr * 0.1;
+                }
+                m = 0.9 * m + 0.1 * g;
+                v = 0.99 * v + 0.01 * g * g;
+                let denom = v.sqrt() / (1.0 - 0.99f64.powi(t)).sqrt() + 1e-8;
+                p -= lr / (1.0 - 0.9f64.powi(t)) * m / denom;
+            }
+            p
+        };
+        for g in &grads {
+            opt.step(g, lr).unwrap();
+        }
+        let wv = w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bv = b.as_tensor().to_vec1::<f32>().unwrap();
+        assert!((f64::from(wv[0]) - reference(1.0, [0.1, -0.05], true)).abs() < 1e-6);
+        assert!((f64::from(wv[1]) - reference(-2.0, [-0.2, 0.4], true)).abs() < 1e-6);
+        assert!((f64::from(bv[0]) - reference(0.5, [0.3, 0.1], false)).abs() < 1e-6);
+        // A restored state continues identically.
+        let state = opt.state().unwrap();
+        let mut other = AdamW::new(&vars, AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 });
+        other.load_state(&state).unwrap();
+        let before = w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        opt.step(&grads[0], lr).unwrap();
+        let after_a = w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        w.set(&Tensor::from_slice(&before, (1, 2), &Device::Cpu).unwrap()).unwrap();
+        other.step(&grads[0], lr).unwrap();
+        assert_eq!(w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), after_a);
+    }
+}

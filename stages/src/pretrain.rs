@@ -1,0 +1,719 @@
+//! `pretrain`: train a GPT from scratch on token shards, nanoGPT-style.
+//!
+//! ```yaml
+//! base:
+//!   uses: pretrain
+//!   inputs: { tokenizer: tokenizer }        # meta.json, tokenizer.json, train.bin, val.bin
+//!   with: { n_layer: 4, n_head: 4, n_embd: 128, block_size: 64, batch_size: 12, steps: 2000 }
+//! ```
+//!
+//! Params keep nanoGPT's names (`n_layer`, `lr`, `min_lr`, `warmup_steps`, …) so its configs
+//! translate directly. Each step samples `grad_accum` batches of `batch_size` random windows
+//! of `block_size + 1` tokens from `train.bin`, takes the mean next-token loss, clips the
+//! global gradient norm, and takes an AdamW step at the scheduled rate (linear warmup, then
+//! cosine down to `min_lr` at the last step). Every `eval_every` steps (and at the end) it
+//! estimates the loss on `eval_iters` fixed batches of `val.bin` and of `train.bin`.
+//!
+//! Outputs (port `model`, and `metrics` for the same directory): `model.safetensors`,
+//! `config.json`, `generation_config.json` (HuggingFace GPT-2 layout), `tokenizer.json` (+
+//! `tokenizer_config.json`), `metrics.jsonl` (one line per step and per evaluation) and
+//! `loss.svg`.
+//!
+//! Reproducible: the seed fixes the initial weights, the batches and dropout; with the same
+//! seed and `threads` the weights are the same bytes. Every `checkpoint_every` steps, and
+//! when stopped, the whole training state goes to the stage's checkpoint directory; the next
+//! `hone run` resumes from it and ends with exactly the weights of an uninterrupted run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
+use serde::{Deserialize, Serialize};
+
+use crate::model::checkpoint::Checkpoint;
+use crate::model::export::{self, GenerationConfig};
+use crate::model::ops::Dropout;
+use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
+use crate::model::rng::{Rng, Stream};
+use crate::model::shards::{TokenData, TokenShard};
+use crate::model::{Gpt, GptConfig, ParamStore};
+use crate::ports;
+
+pub struct Pretrain;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "d_n_layer")]
+    pub n_layer: usize,
+    #[serde(default = "d_n_head")]
+    pub n_head: usize,
+    #[serde(default = "d_n_embd")]
+    pub n_embd: usize,
+    #[serde(default = "d_block_size")]
+    pub block_size: usize,
+    #[serde(default = "d_batch_size")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub bias: bool,
+    /// Peak learning rate (after warmup).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    #[serde(default = "d_min_lr")]
+    pub min_lr: f64,
+    #[serde(default = "d_warmup_steps")]
+    pub warmup_steps: u64,
+    #[serde(default = "d_weight_decay")]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; 0 turns clipping off.
+    #[serde(default = "d_grad_clip")]
+    pub grad_clip: f64,
+    /// Optimizer steps.
+    #[serde(default = "d_steps")]
+    pub steps: u64,
+    /// Estimate the validation loss every this many steps (and at the end); 0: only at the end.
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
+    /// Batches per loss estimate.
+    #[serde(default = "d_eval_iters")]
+    pub eval_iters: usize,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    /// Micro-batches per optimizer step (their gradients are averaged).
+    #[serde(default = "d_grad_accum")]
+    pub grad_accum: usize,
+    /// Save the training state every this many steps; 0: only when stopped.
+    #[serde(default = "d_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Worker threads; 0 uses them all. Results are reproducible for a given count.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn d_n_layer() -> usize {
+    4
+}
+fn d_n_head() -> usize {
+    4
+}
+fn d_n_embd() -> usize {
+    128
+}
+fn d_block_size() -> usize {
+    64
+}
+fn d_batch_size() -> usize {
+    12
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_min_lr() -> f64 {
+    1e-4
+}
+fn d_warmup_steps() -> u64 {
+    100
+}
+fn d_weight_decay() -> f64 {
+    0.1
+}
+fn d_grad_clip() -> f64 {
+    1.0
+}
+fn d_steps() -> u64 {
+    2000
+}
+fn d_eval_every() -> u64 {
+    250
+}
+fn d_eval_iters() -> usize {
+    20
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.99
+}
+fn d_grad_accum() -> usize {
+    1
+}
+fn d_checkpoint_every() -> u64 {
+    250
+}
+
+/// AdamW's epsilon (PyTorch's default).
+const ADAM_EPS: f64 = 1e-8;
+
+impl Params {
+    fn model_config(&self, vocab_size: usize) -> GptConfig {
+        GptConfig { vocab_size, block_size: self.block_size, n_layer: self.n_layer, n_head: self.n_head, n_embd: self.n_embd, bias: self.bias, dropout: self.dropout }
+    }
+}
+
+impl Stage for Pretrain {
+    type Params = Params;
+    const KIND: &'static str = "pretrain";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "train a GPT (GPT-2 layout) from scratch on a tokenizer's token shards";
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("tokenizer", ports::TOKENIZER)]);
+    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+
+    fn validate(p: &Params) -> Vec<ParamProblem> {
+        let mut out: Vec<ParamProblem> =
+            p.model_config(1).problems().into_iter().map(|(field, msg)| ParamProblem::at(&[field], msg)).collect();
+        let mut need = |ok: bool, field: &str, msg: String, help: &str| {
+            if !ok {
+                out.push(ParamProblem::at(&[field], msg).help(help.to_string()));
+            }
+        };
+        need(p.batch_size > 0, "batch_size", "`batch_size` must be at least 1".into(), "nanoGPT's CPU example uses 12");
+        need(p.grad_accum > 0, "grad_accum", "`grad_accum` must be at least 1".into(), "1 means no accumulation");
+        need(p.steps > 0, "steps", "`steps` must be at least 1".into(), "nanoGPT's CPU example uses 2000");
+        need(p.lr > 0.0 && p.lr.is_finite(), "lr", format!("`lr` must be positive, not {}", p.lr), "try 1e-3");
+        need(p.min_lr >= 0.0 && p.min_lr <= p.lr, "min_lr", format!("`min_lr` ({}) must be between 0 and `lr` ({})", p.min_lr, p.lr), "nanoGPT uses lr / 10");
+        need(p.weight_decay >= 0.0, "weight_decay", format!("`weight_decay` must not be negative, not {}", p.weight_decay), "try 0.1");
+        need(p.grad_clip >= 0.0, "grad_clip", format!("`grad_clip` must not be negative, not {}", p.grad_clip), "0 turns clipping off");
+        for (name, b) in [("beta1", p.beta1), ("beta2", p.beta2)] {
+            need((0.0..1.0).contains(&b), name, format!("`{name}` must be in [0, 1), not {b}"), "nanoGPT uses 0.9 and 0.99");
+        }
+        need(p.eval_iters > 0, "eval_iters", "`eval_iters` must be at least 1".into(), "the loss estimate averages this many batches");
+        out
+    }
+
+    fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        let data = TokenData::open(cx.required_input("tokenizer")?)?;
+        if p.threads == 0 {
+            return train(p, cx, &data);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(p.threads)
+            .build()
+            .map_err(|e| StageError::msg(format!("cannot start {} worker threads: {e}", p.threads)))?;
+        // The stage's tracing span (which routes events to its log) is per thread: carry it
+        // into the pool.
+        let span = tracing::Span::current();
+        pool.install(|| span.in_scope(|| train(p, cx, &data)))
+    }
+}
+
+/// What changes a run's result besides the input data: a checkpoint from other settings is
+/// not resumed (the checkpoint directory is per stage key, so this is a second guard).
+fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
+    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Pretrain::VERSION }).to_string()
+}
+
+/// A line of metrics.jsonl after a training step (fields in this order).
+#[derive(Serialize)]
+struct StepLine {
+    step: u64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
+/// A line of metrics.jsonl after an evaluation.
+#[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    train_loss: f64,
+    val_loss: f64,
+}
+
+struct Run<'a> {
+    p: &'a Params,
+    cx: &'a RunCx<'a>,
+    data: &'a TokenData,
+    model: Gpt,
+    params: ParamStore,
+    opt: AdamW,
+    rng: Rng,
+    /// Optimizer steps done.
+    step: u64,
+    /// metrics.jsonl so far.
+    history: String,
+    fingerprint: String,
+}
+
+fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
+    let cfg = p.model_config(data.meta.vocab_size);
+    for (name, shard) in [("train.bin", &data.train), ("val.bin", &data.val)] {
+        if shard.len() <= p.block_size {
+            return Err(StageError::msg(format!(
+                "`{name}` of input `tokenizer` has {} tokens; block_size {} needs at least {}",
+                shard.len(),
+                p.block_size,
+                p.block_size + 1
+            )));
+        }
+    }
+    let tokenizer = tokenizers::Tokenizer::from_file(data.tokenizer_json())
+        .map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", data.tokenizer_json().display())))?;
+    let eot_token = tokenizer.id_to_token(data.meta.eot_id);
+
+    let params = ParamStore::seeded(cx.seed);
+    let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
+    let vars = params.vars();
+    let opt = AdamW::new(&vars, AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay });
+    let mut run = Run {
+        p,
+        cx,
+        data,
+        model,
+        params,
+        opt,
+        rng: Rng::new(cx.seed, Stream::Train),
+        step: 0,
+        history: String::new(),
+        fingerprint: fingerprint(p, cx, &cfg),
+    };
+    run.resume()?;
+    tracing::info!(params = cfg.n_params(), from_step = run.step, steps = p.steps, "pretraining");
+    run.cx.metric("params", cfg.n_params() as u64);
+
+    let schedule = LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps };
+    let tokens_per_step = (p.batch_size * p.block_size * p.grad_accum) as f64;
+    let started = Instant::now();
+    let first = run.step;
+    let mut last_loss = f64::NAN;
+    let mut step_ms = Vec::new();
+    while run.step < p.steps {
+        if p.eval_every > 0 && run.step.is_multiple_of(p.eval_every) {
+            run.evaluate()?;
+        }
+        let lr = schedule.at(run.step);
+        let t0 = Instant::now();
+        let (loss, norm) = run.train_step(lr)?;
+        step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        last_loss = loss;
+        let line = StepLine { step: run.step, loss, lr, grad_norm: norm };
+        writeln!(run.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
+        let rate = (run.step - first) as f64 * tokens_per_step / started.elapsed().as_secs_f64().max(1e-9);
+        cx.progress(run.step, Some(p.steps), format!("loss {loss:.4} · {} tok/s", human(rate)));
+        if cx.is_cancelled() {
+            run.save()?;
+            return Err(StageError::Cancelled);
+        }
+        if p.checkpoint_every > 0 && run.step.is_multiple_of(p.checkpoint_every) && run.step < p.steps {
+            run.save()?;
+        }
+    }
+    log_timing(&mut step_ms, tokens_per_step);
+    let (train_est, val) = run.evaluate()?;
+    if last_loss.is_nan() {
+        // Resumed from a checkpoint taken at the very end: report the last recorded loss.
+        last_loss = run.history.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).unwrap_or(f64::NAN);
+    }
+    cx.metric("loss", last_loss);
+    cx.metric("train_loss", train_est);
+    cx.metric("val_loss", val);
+    cx.metric("tokens", (tokens_per_step * p.steps as f64) as u64);
+    run.write_outputs(&cfg, eot_token)
+}
+
+impl Run<'_> {
+    /// Continues from the checkpoint directory's state, if there is one from these settings.
+    fn resume(&mut self) -> Result<(), StageError> {
+        let dir = self.cx.checkpoint_dir;
+        let Some(ck) = Checkpoint::load(dir)? else { return Ok(()) };
+        if ck.fingerprint != self.fingerprint {
+            tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
+            return Ok(());
+        }
+        let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(crate::model::checkpoint::FILE).display()));
+        for (name, var) in self.params.vars() {
+            let (_, t) = ck.params.iter().find(|(n, _)| *n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
+            var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
+        }
+        self.opt.load_state(&ck.adam).map_err(bad)?;
+        self.rng = Rng::from_state(&ck.rng).ok_or_else(|| bad("its RNG state is malformed".into()))?;
+        self.step = ck.step;
+        self.history = ck.history;
+        tracing::info!(step = ck.step, "resuming from a checkpoint");
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), StageError> {
+        let ck = Checkpoint {
+            step: self.step,
+            params: self.params.snapshot(),
+            adam: self.opt.state()?,
+            rng: self.rng.state(),
+            fingerprint: self.fingerprint.clone(),
+            history: self.history.clone(),
+        };
+        ck.save(self.cx.checkpoint_dir)?;
+        Ok(())
+    }
+
+    /// One optimizer step at rate `lr`; returns the mean loss and the gradient norm.
+    fn train_step(&mut self, lr: f64) -> Result<(f64, f64), StageError> {
+        let p = self.p;
+        let vars = self.params.vars();
+        let mut total: Option<Grads> = None;
+        let mut loss_sum = 0.0;
+        for _ in 0..p.grad_accum {
+            let (x, y) = batch(&self.data.train, p.batch_size, p.block_size, &mut self.rng)?;
+            let loss = self.model.loss(&x, &y, &mut Dropout::train(p.dropout, &mut self.rng)).map_err(crate::model::ModelError::from)?;
+            let scaled = (loss / p.grad_accum as f64).map_err(crate::model::ModelError::from)?;
+            loss_sum += f64::from(scaled.to_scalar::<f32>().map_err(crate::model::ModelError::from)?);
+            let g = Grads::collect(&scaled.backward().map_err(crate::model::ModelError::from)?, &vars)?;
+            match &mut total {
+                None => total = Some(g),
+                Some(t) => t.add(&g),
+            }
+        }
+        let step = self.step + 1;
+        if !loss_sum.is_finite() {
+            return Err(StageError::msg(format!(
+                "training diverged at step {step}: the loss is {loss_sum}\n   = help: lower `lr` (now {:e}), or set `grad_clip`",
+                p.lr
+            )));
+        }
+        let mut grads = total.expect("grad_accum >= 1");
+        let norm = if p.grad_clip > 0.0 { grads.clip(p.grad_clip) } else { grads.norm() };
+        if !norm.is_finite() {
+            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {:e})", p.lr)));
+        }
+        self.opt.step(&grads, lr)?;
+        self.step = step;
+        Ok((loss_sum, norm))
+    }
+
+    /// Loss estimates on `eval_iters` fixed batches of train and val: (train, val). Stopped
+    /// midway, it saves the state first, so the next run starts with this evaluation.
+    fn evaluate(&mut self) -> Result<(f64, f64), StageError> {
+        match self.estimate() {
+            Err(StageError::Cancelled) => {
+                self.save()?;
+                Err(StageError::Cancelled)
+            }
+            other => other,
+        }
+    }
+
+    fn estimate(&mut self) -> Result<(f64, f64), StageError> {
+        let est = |shard: &TokenShard| -> Result<f64, StageError> {
+            // The same batches every time: estimates at different steps compare like for like.
+            let mut rng = Rng::new(self.cx.seed, Stream::Eval);
+            let mut sum = 0.0;
+            for _ in 0..self.p.eval_iters {
+                self.cx.check_cancelled()?;
+                let (x, y) = batch(shard, self.p.batch_size, self.p.block_size, &mut rng)?;
+                let l = self.model.loss(&x, &y, &mut Dropout::off()).and_then(|l| l.to_scalar::<f32>()).map_err(crate::model::ModelError::from)?;
+                sum += f64::from(l);
+            }
+            Ok(sum / self.p.eval_iters as f64)
+        };
+        let train = est(&self.data.train)?;
+        let val = est(&self.data.val)?;
+        let line = EvalLine { step: self.step, train_loss: train, val_loss: val };
+        writeln!(self.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
+        self.cx.metric("val_loss", val);
+        Ok((train, val))
+    }
+
+    fn write_outputs(&self, cfg: &GptConfig, eot_token: Option<String>) -> Result<(), StageError> {
+        let out = self.cx.out_dir;
+        let generation = GenerationConfig::defaults(Some(self.data.meta.eot_id));
+        export::save(out, cfg, &self.params.snapshot(), &generation)?;
+        export::save_tokenizer(out, &self.data.tokenizer_json(), eot_token, cfg.block_size)?;
+        write(out, "metrics.jsonl", &self.history)?;
+        write(out, "loss.svg", &loss_svg(&self.history))
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), StageError> {
+    std::fs::write(dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")))
+}
+
+/// `b` random windows of `t + 1` tokens: inputs (b, t) and next-token targets (b, t).
+fn batch(shard: &TokenShard, b: usize, t: usize, rng: &mut Rng) -> Result<(Tensor, Tensor), StageError> {
+    let (mut x, mut y) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    for _ in 0..b {
+        let i = rng.below(shard.len() - t);
+        shard.extend(i, t, &mut x);
+        shard.extend(i + 1, t, &mut y);
+    }
+    let x = Tensor::from_vec(x, (b, t), &Device::Cpu).map_err(crate::model::ModelError::from)?;
+    let y = Tensor::from_vec(y, (b, t), &Device::Cpu).map_err(crate::model::ModelError::from)?;
+    Ok((x, y))
+}
+
+/// Wall time per training step into the stage log (not the metrics: they must not depend on
+/// the machine). The first two steps warm up allocators and caches and are left out of the
+/// median, as in the PyTorch benchmark. `bench/pretrain_speed.sh` reads this line.
+fn log_timing(step_ms: &mut [f64], tokens_per_step: f64) {
+    if step_ms.len() < 3 {
+        return;
+    }
+    let timed = &mut step_ms[2..];
+    timed.sort_by(f64::total_cmp);
+    let median = timed[timed.len() / 2];
+    tracing::info!(steps_timed = timed.len(), ms_per_step_median = format!("{median:.2}"), ms_per_step_min = format!("{:.2}", timed[0]), tokens_per_s = format!("{:.0}", tokens_per_step / median * 1e3), "step timing");
+}
+
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// The training and validation loss curves from metrics.jsonl, as a small SVG.
+fn loss_svg(history: &str) -> String {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in history.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        if let Some(l) = v["loss"].as_f64() {
+            train.push((step, l));
+        }
+        if let Some(l) = v["val_loss"].as_f64() {
+            val.push((step, l));
+        }
+    }
+    let (w, h, m) = (640.0, 400.0, 50.0);
+    let all = train.iter().chain(&val);
+    let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
+    let (lo, hi) = all.map(|p| p.1).filter(|l| l.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
+    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
+    let sx = |x: f64| m + x / max_x * (w - 2.0 * m);
+    let sy = |y: f64| h - m - (y - lo) / (hi - lo) * (h - 2.0 * m);
+    let path = |pts: &[(f64, f64)]| pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect::<Vec<_>>().join(" ");
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+    writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>").unwrap();
+    writeln!(s, "<path d=\"M{m},{m} V{} H{}\" stroke=\"black\" fill=\"none\"/>", h - m, w - m).unwrap();
+    for k in 0..=4 {
+        let y = lo + (hi - lo) * f64::from(k) / 4.0;
+        writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.2}</text>", m - 4.0, sy(y) + 4.0).unwrap();
+    }
+    writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">step (0 to {max_x})</text>", w / 2.0, h - m / 3.0).unwrap();
+    writeln!(s, "<polyline points=\"{}\" stroke=\"#1f77b4\" fill=\"none\"/>", path(&train)).unwrap();
+    writeln!(s, "<polyline points=\"{}\" stroke=\"#d62728\" stroke-width=\"2\" fill=\"none\"/>", path(&val)).unwrap();
+    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">train loss</text>", w - m - 140.0, m).unwrap();
+    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">val loss</text>", w - m - 140.0, m + 16.0).unwrap();
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use hone_engine::events::Event;
+    use hone_engine::exec::{self, RunOptions, RunSummary};
+    use hone_engine::spec;
+    use hone_engine::workspace::Workspace;
+
+    use super::*;
+    use crate::model::shards::{char_tokenizer, write_artifact};
+
+    /// A workspace with a tokenizer artifact in `fixture/` (made here, as the tokenizer stage
+    /// would) and a pipeline that copies it in with a `command` stage and pretrains on it.
+    struct Bench {
+        dir: tempfile::TempDir,
+    }
+
+    const TEXT: &str = "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log. ";
+
+    impl Bench {
+        fn new() -> Bench {
+            let dir = tempfile::tempdir().unwrap();
+            let (json, vocab, eot, enc) = char_tokenizer(TEXT);
+            let mut train = Vec::new();
+            for _ in 0..20 {
+                train.extend(enc(TEXT));
+                train.push(eot);
+            }
+            let mut val = enc(TEXT);
+            val.push(eot);
+            write_artifact(&dir.path().join("fixture"), "char", vocab, eot, &json, &train, &val).unwrap();
+            Bench { dir }
+        }
+
+        /// The pipeline with the base params, some replaced or added by `with`.
+        fn pipeline(&self, seed: u64, with: &[(&str, &str)]) -> spec::Pipeline {
+            let mut params: Vec<(&str, &str)> = vec![
+                ("n_layer", "2"),
+                ("n_head", "2"),
+                ("n_embd", "16"),
+                ("block_size", "16"),
+                ("batch_size", "4"),
+                ("lr", "1e-2"),
+                ("min_lr", "1e-3"),
+                ("warmup_steps", "5"),
+                ("steps", "40"),
+                ("eval_every", "10"),
+                ("eval_iters", "3"),
+                ("checkpoint_every", "10"),
+                ("threads", "1"),
+            ];
+            for &(k, v) in with {
+                match params.iter_mut().find(|(n, _)| *n == k) {
+                    Some(slot) => slot.1 = v,
+                    None => params.push((k, v)),
+                }
+            }
+            let with: Vec<String> = params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let src = format!(
+                "name: t\nseed: {seed}\nstages:\n  tok:\n    uses: command\n    with: {{ cmd: 'cp fixture/* \"$HONE_OUT\"/', deps: [fixture] }}\n  base:\n    uses: pretrain\n    inputs: {{ tokenizer: tok }}\n    with: {{ {} }}\n",
+                with.join(", ")
+            );
+            spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
+            let ws = Workspace::open(self.dir.path()).unwrap();
+            let cancel = AtomicBool::new(false);
+            let events = Mutex::new(Vec::new());
+            let sink = |e: Event| {
+                on_event(&e, &cancel);
+                events.lock().unwrap().push(e);
+            };
+            let summary = exec::run(&ws, p, &RunOptions { jobs: 1, ..RunOptions::default() }, &sink, &cancel).unwrap();
+            (summary, events.into_inner().unwrap())
+        }
+
+        fn output(&self, p: &spec::Pipeline) -> PathBuf {
+            let ws = Workspace::open(self.dir.path()).unwrap();
+            let state = ws.store.state(&p.name, "base").expect("the stage ran");
+            ws.store.object_path(&state.artifact)
+        }
+    }
+
+    fn quiet(_: &Event, _: &AtomicBool) {}
+
+    fn weights(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join("model.safetensors")).unwrap()
+    }
+
+    fn metric_lines(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn pretrains_through_the_engine_the_loss_falls_and_the_model_exports() {
+        let b = Bench::new();
+        let p = b.pipeline(7, &[]);
+        let (summary, events) = b.run(&p, quiet);
+        assert!(summary.ok(), "{:?}", summary.failed);
+        let out = b.output(&p);
+        for f in ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg"] {
+            assert!(out.join(f).is_file(), "missing {f}");
+        }
+        let lines = metric_lines(&out);
+        let evals: Vec<f64> = lines.iter().filter_map(|l| l["val_loss"].as_f64()).collect();
+        let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
+        assert_eq!(steps.len(), 40);
+        assert_eq!(evals.len(), 5, "evaluations at 0, 10, 20, 30 and the end");
+        // ln(vocab) ≈ 2.9 at the start; the repetitive text is quickly learnt.
+        assert!(evals[0] > 2.5, "{evals:?}");
+        assert!(evals.windows(2).all(|w| w[1] < w[0]) && evals[4] < 0.7 * evals[0], "validation loss did not fall: {evals:?}");
+        let first = steps[0]["loss"].as_f64().unwrap();
+        let last = steps[39]["loss"].as_f64().unwrap();
+        assert!(last < 0.7 * first, "training loss {first} -> {last}");
+        assert!(steps[0]["lr"].as_f64().unwrap() < steps[5]["lr"].as_f64().unwrap(), "warmup");
+        // Progress per step, with the total for an ETA; final metrics.
+        let progress: Vec<u64> = events.iter().filter_map(|e| if let Event::Progress { stage, done, total: Some(40), .. } = e { (stage == "base").then_some(*done) } else { None }).collect();
+        assert_eq!(progress, (1..=40).collect::<Vec<_>>());
+        let finished = events.iter().find_map(|e| if let Event::StageFinished { stage, metrics, .. } = e { (stage == "base").then_some(metrics.clone()) } else { None }).unwrap();
+        assert_eq!(finished["val_loss"].as_f64(), Some(evals[4]));
+        // The exported model loads and continues the text.
+        let mut text = String::new();
+        let done = crate::model::sample::generate_text(&out, "the c", &Default::default(), 3, |t| text.push_str(t)).unwrap();
+        assert!(done.new_tokens > 0 && !text.is_empty());
+        // A second run is a cache hit.
+        let (again, _) = b.run(&p, quiet);
+        assert_eq!((again.ran.len(), again.cached.len()), (0, 2));
+    }
+
+    #[test]
+    fn same_seed_same_weight_bytes_other_seed_other_weights() {
+        let (a, b, c) = (Bench::new(), Bench::new(), Bench::new());
+        let with: &[(&str, &str)] = &[("steps", "12"), ("eval_every", "0")];
+        let (pa, pb, pc) = (a.pipeline(7, with), b.pipeline(7, with), c.pipeline(8, with));
+        for (bench, p) in [(&a, &pa), (&b, &pb), (&c, &pc)] {
+            assert!(bench.run(p, quiet).0.ok());
+        }
+        assert_eq!(weights(&a.output(&pa)), weights(&b.output(&pb)));
+        assert_ne!(weights(&a.output(&pa)), weights(&c.output(&pc)));
+        assert_eq!(std::fs::read(a.output(&pa).join("metrics.jsonl")).unwrap(), std::fs::read(b.output(&pb).join("metrics.jsonl")).unwrap());
+    }
+
+    /// Stopped (Ctrl-C: a checkpoint is written on the way out) or killed (here: a panic
+    /// mid-run, so only the periodic checkpoint at step 10 exists), the next run resumes and
+    /// ends with the weights and metrics of an uninterrupted run, bit for bit. Dropout is on
+    /// and gradients are accumulated so that every piece of state matters.
+    #[test]
+    fn a_stopped_or_killed_run_resumes_to_identical_weights() {
+        let with: &[(&str, &str)] = &[("dropout", "0.1"), ("grad_accum", "2"), ("steps", "24"), ("eval_every", "8")];
+        let whole = Bench::new();
+        let pw = whole.pipeline(7, with);
+        assert!(whole.run(&pw, quiet).0.ok());
+
+        for (how, stop_at, resumes_at) in [("cancel", 17u64, 18u64), ("kill", 13, 11)] {
+            let b = Bench::new();
+            let p = b.pipeline(7, with);
+            let (first, _) = b.run(&p, move |e, cancel| {
+                if let Event::Progress { done, .. } = e
+                    && *done == stop_at
+                {
+                    if how == "kill" {
+                        panic!("simulated kill at step {stop_at}");
+                    }
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            });
+            assert!(!first.ok(), "{how}: the first run should not finish");
+            let (second, events) = b.run(&p, quiet);
+            assert!(second.ok(), "{how}: {:?}", second.failed);
+            let first_step = events.iter().find_map(|e| if let Event::Progress { done, .. } = e { Some(*done) } else { None });
+            assert_eq!(first_step, Some(resumes_at), "{how}: did not resume from its checkpoint");
+            assert_eq!(weights(&b.output(&p)), weights(&whole.output(&pw)), "{how}: weights differ from the uninterrupted run");
+            assert_eq!(metric_lines(&b.output(&p)), metric_lines(&whole.output(&pw)), "{how}: metrics differ");
+        }
+    }
+
+    #[test]
+    fn divergence_stops_with_the_step_number() {
+        let b = Bench::new();
+        let p = b.pipeline(7, &[("lr", "1e30"), ("min_lr", "1e30"), ("warmup_steps", "0"), ("grad_clip", "0")]);
+        let (summary, _) = b.run(&p, quiet);
+        let (_, err, _) = &summary.failed[0];
+        // Step 1 sends the weights to ±1e30; step 2's gradients overflow.
+        assert!(err.contains("training diverged at step 2:"), "{err}");
+    }
+
+    #[test]
+    fn bad_params_are_reported_at_their_key() {
+        let b = Bench::new();
+        let src = "name: t\nstages:\n  tok: { uses: command, with: { cmd: 'true' } }\n  base:\n    uses: pretrain\n    inputs: { tokenizer: tok }\n    with: { n_embd: 30, n_head: 4, min_lr: 1.0, lr_decay: 3 }\n";
+        let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[]).err().unwrap().to_string();
+        assert!(err.contains("lr_decay"), "{err}");
+        let src = src.replace(", lr_decay: 3", "");
+        let err = spec::load_str(&b.dir.path().join("p.yaml"), src, &crate::registry(), &[]).err().unwrap().to_string();
+        assert!(err.contains("multiple of `n_head`") && err.contains("`min_lr` (1) must be between 0 and `lr`"), "{err}");
+    }
+
+    #[test]
+    fn a_corpus_shorter_than_the_block_is_explained() {
+        let b = Bench::new();
+        let p = b.pipeline(7, &[("block_size", "200")]);
+        let (summary, _) = b.run(&p, quiet);
+        let (_, err, _) = &summary.failed[0];
+        assert!(err.contains("val.bin") && err.contains("block_size 200 needs at least 201"), "{err}");
+    }
+}
