@@ -56,8 +56,8 @@ pub fn init_tracing() {
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, only, until, force, jobs, no_wait, json } => run(&p, selection(only, until), force, jobs, no_wait, json),
-        Cmd::Plan { p, only, until, force, json } => plan_cmd(&p, selection(only, until), &force, json),
+        Cmd::Run { p, sel, jobs, no_wait, json } => run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json),
+        Cmd::Plan { p, sel, json } => plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json),
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
         Cmd::Graph { p, format } => graph(&p, format),

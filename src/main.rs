@@ -31,15 +31,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         p: PipelineArgs,
-        /// Run only these stages (their inputs must be cached).
-        #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "until")]
-        only: Vec<String>,
-        /// Run this stage and everything it depends on.
-        #[arg(long, value_name = "ID")]
-        until: Option<String>,
-        /// Run these stages even if cached.
-        #[arg(long, value_name = "ID", num_args = 1..)]
-        force: Vec<String>,
+        #[command(flatten)]
+        sel: SelectArgs,
         /// How many stages may run at once (default: number of CPUs).
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
@@ -61,12 +54,8 @@ enum Cmd {
     Plan {
         #[command(flatten)]
         p: PipelineArgs,
-        #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "until")]
-        only: Vec<String>,
-        #[arg(long, value_name = "ID")]
-        until: Option<String>,
-        #[arg(long, value_name = "ID", num_args = 1..)]
-        force: Vec<String>,
+        #[command(flatten)]
+        sel: SelectArgs,
         /// Print `{"stages":[{"id","action","reasons"}...]}`.
         #[arg(long)]
         json: bool,
@@ -188,6 +177,20 @@ enum PluginOp {
 enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+/// Which stages `run` and `plan` apply to.
+#[derive(Args, Clone)]
+struct SelectArgs {
+    /// Only these stages (their inputs must be cached).
+    #[arg(long, value_name = "ID", num_args = 1.., conflicts_with = "until")]
+    only: Vec<String>,
+    /// This stage and everything it depends on.
+    #[arg(long, value_name = "ID")]
+    until: Option<String>,
+    /// These stages even if cached.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    force: Vec<String>,
 }
 
 #[derive(Args, Clone)]
