@@ -4,6 +4,7 @@ mod support;
 
 mod cache;
 mod errors;
+mod model;
 mod pipelines;
 mod plugins;
 mod run;
