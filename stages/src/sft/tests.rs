@@ -12,6 +12,7 @@ use hone_engine::workspace::Workspace;
 use super::*;
 use crate::chat_template::test_tokenizer;
 use crate::model::chat::ChatModel;
+use crate::model::sample::SampleOptions;
 
 const QA: [(&str, &str); 4] = [("hi", "hello!"), ("name?", "i am bob."), ("2+2?", "4."), ("sky?", "blue.")];
 
