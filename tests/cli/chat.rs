@@ -55,6 +55,17 @@ fn chat_prompt_answers_with_the_fine_tuned_reply_and_evaluate_compares_models() 
     let report = std::fs::read_to_string(std::path::Path::new(v["output"].as_str().unwrap()).join("report.md")).unwrap();
     assert!(report.contains("| sft | chat | 100.0% | 1 / 1 |"), "{report}");
     assert!(report.contains("| base | plain |"), "{report}");
+    // Interactive: commands and replies streamed to stdout.
+    let mut child = ws.cmd(&["chat", "--stage", "sft", "-t", "0"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hi\n/reset\nsky?\n/nope\n/system be brief\n/quit\n").unwrap();
+    let out = crate::support::Out::from(child.wait_with_output().unwrap()).ok();
+    let replies: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("> ")).collect();
+    assert_eq!(
+        replies,
+        ["hello!", "(conversation reset)", "blue.", "(unknown command /nope: use /system TEXT, /reset or /quit)", "(system message set; conversation reset)", ""],
+        "{}",
+        out.stdout
+    );
     // A base model is not a chat model.
     ws.hone(&["chat", "--stage", "base", "--prompt", "hi"]).code(1).stderr_has("not a chat model");
 }
