@@ -4,9 +4,10 @@
 //! `<|im_end|>`. `hone chat` and the `evaluate` stage use it.
 //!
 //! A conversation longer than the context window loses its oldest turns (a system message
-//! is kept) so that the prompt leaves room for the reply: at least a quarter of the window,
-//! or `max_new_tokens` if that is smaller. The reply itself may run past the window; the
-//! sampler then slides it (see [`super::sample`]).
+//! is kept) so that the prompt leaves room for the reply: a quarter of the window, or
+//! `max_new_tokens` if that is smaller. A last message that alone leaves less room is kept
+//! whole if it fits the window at all. The reply may run past the window; the sampler then
+//! slides it (see [`super::sample`]).
 
 use std::path::Path;
 
@@ -78,8 +79,13 @@ impl ChatModel {
                 break enc.ids;
             }
             if system + dropped + 1 >= messages.len() {
+                // Nothing left to drop: a long last message may use the room kept for the
+                // reply (the sampler slides the window), as long as the prompt itself fits.
+                if enc.ids.len() < block {
+                    break enc.ids;
+                }
                 return Err(ModelError::Invalid(format!(
-                    "the last message alone takes {} tokens; the model's context window is {block} and {room} are kept for the reply: write a shorter message",
+                    "the last message alone takes {} tokens, but the model's context window is {block}: write a shorter message",
                     enc.ids.len()
                 )));
             }
