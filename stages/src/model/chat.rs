@@ -3,8 +3,8 @@
 //! conversation in ChatML ([`crate::chat_template`]), streaming the reply and stopping at
 //! `<|im_end|>`. `hone chat` and the `evaluate` stage use it.
 //!
-//! A conversation longer than the context window loses its oldest turns (a system message
-//! is kept) so that the prompt leaves room for the reply: a quarter of the window, or
+//! A conversation longer than the context window loses its oldest exchanges (a system
+//! message is kept) so that the prompt leaves room for the reply: a quarter of the window, or
 //! `max_new_tokens` if that is smaller. A last message that alone leaves less room is kept
 //! whole if it fits the window at all. The reply may run past the window; the sampler then
 //! slides it (see [`super::sample`]).
@@ -89,7 +89,11 @@ impl ChatModel {
                     enc.ids.len()
                 )));
             }
+            // Drop whole exchanges: what is kept starts with a user message.
             dropped += 1;
+            while system + dropped + 1 < messages.len() && messages[system + dropped].role != Role::User {
+                dropped += 1;
+            }
         };
         let o = SampleOptions { stop_at: Some(self.tok.im_end), ..o.clone() };
         let mut stream = self.tok.tokenizer().decode_stream(false);
@@ -196,7 +200,7 @@ pub fn repl(m: &ChatModel, o: &SampleOptions, system: Option<String>, input: imp
                 return Err(io(e));
             }
             match r {
-                Ok(r) if r.dropped_messages > 0 => writeln!(out, "\n(the oldest {} messages no longer fit the context and were left out)", r.dropped_messages).map_err(io)?,
+                Ok(r) if r.dropped_messages > 0 => writeln!(out, "\n(left out the oldest {} message(s): the conversation no longer fits the context)", r.dropped_messages).map_err(io)?,
                 Ok(_) => writeln!(out).map_err(io)?,
                 Err(e) => writeln!(out, "(error: {e})").map_err(io)?,
             }
