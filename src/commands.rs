@@ -13,7 +13,7 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, Cli, Cmd, GenerateArgs, GraphFormat, PipelineArgs, PluginOp};
+use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, PipelineArgs, PluginOp};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 3;
@@ -67,6 +67,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Digest { paths } => digest_cmd(&paths),
         Cmd::Plugin { op } => plugin(op),
         Cmd::Generate(g) => generate(g),
+        Cmd::Chat(c) => chat(c),
     }
 }
 
@@ -504,16 +505,8 @@ fn plugin(op: PluginOp) -> Result<u8, Fatal> {
 fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     use hone_stages::model::sample::{Overrides, generate_text};
     use std::io::Write;
-    let dir = match (&g.model, &g.stage) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(id)) => {
-            let args = PipelineArgs { pipeline: g.pipeline.clone(), set: g.set.clone(), workspace: g.workspace.clone() };
-            let (p, ws) = load(&args)?;
-            let record = current_output(&p, &ws, id)?;
-            ws.store.object_path(&record.artifact)
-        }
-        (None, None) => unreachable!("clap requires a model or --stage"),
-    };
+    let args = PipelineArgs { pipeline: g.pipeline.clone(), set: g.set.clone(), workspace: g.workspace.clone() };
+    let dir = model_dir(&g.model, &g.stage, args)?;
     let over = Overrides { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, max_new_tokens: g.max_tokens };
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", g.prompt);
@@ -526,5 +519,58 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     let _ = writeln!(out);
     let secs = started.elapsed().as_secs_f64();
     eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
+    Ok(0)
+}
+
+/// A model directory given as is, or a stage's up-to-date output.
+fn model_dir(model: &Option<PathBuf>, stage: &Option<String>, args: PipelineArgs) -> Result<PathBuf, Fatal> {
+    match (model, stage) {
+        (Some(dir), _) => Ok(dir.clone()),
+        (None, Some(id)) => {
+            let (p, ws) = load(&args)?;
+            let record = current_output(&p, &ws, id)?;
+            Ok(ws.store.object_path(&record.artifact))
+        }
+        (None, None) => unreachable!("clap requires a model or --stage"),
+    }
+}
+
+/// `hone chat`: an interactive chat, or one reply to `--prompt` on stdout.
+fn chat(c: ChatArgs) -> Result<u8, Fatal> {
+    use hone_stages::data::formats::{Message, Role};
+    use hone_stages::model::chat::{ChatModel, repl};
+    use std::io::Write;
+    let args = PipelineArgs { pipeline: c.pipeline.clone(), set: c.set.clone(), workspace: c.workspace.clone() };
+    let dir = model_dir(&c.model, &c.stage, args)?;
+    let failed = |e: hone_stages::model::ModelError| Fatal { message: format!("error: {e}"), code: EXIT_FAILED };
+    let m = ChatModel::load(&dir).map_err(failed)?;
+    if !m.is_chat {
+        return Err(Fatal {
+            message: format!("error: `{}` is not a chat model: its tokenizer_config.json has no `chat_template`\n   = help: chat with the output of an `sft` stage (e.g. `hone chat --stage sft`); `hone generate` continues text with a base model", dir.display()),
+            code: EXIT_FAILED,
+        });
+    }
+    let mut o = m.options(c.seed);
+    o.temperature = c.temperature.unwrap_or(o.temperature);
+    o.top_k = c.top_k.unwrap_or(o.top_k);
+    o.top_p = c.top_p.unwrap_or(o.top_p);
+    o.max_new_tokens = c.max_tokens.unwrap_or(o.max_new_tokens);
+    if let Some(p) = o.problems().first() {
+        return Err(Fatal { message: format!("error: {p}"), code: 2 });
+    }
+    let mut out = std::io::stdout().lock();
+    match c.prompt {
+        Some(prompt) => {
+            let mut messages: Vec<Message> = c.system.into_iter().map(|s| Message { role: Role::System, content: s }).collect();
+            messages.push(Message { role: Role::User, content: prompt });
+            m.reply(&messages, &o, |t| {
+                let _ = write!(out, "{t}");
+                let _ = out.flush();
+            })
+            .map_err(failed)?;
+            let _ = writeln!(out);
+        }
+        None => repl(&m, &o, c.system, std::io::stdin().lock(), &mut out).map_err(failed)?,
+    }
     Ok(0)
 }

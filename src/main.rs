@@ -3,7 +3,7 @@
 //!
 //! Exit codes:
 //! - 0: success
-//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate` failed
+//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate`/`chat` failed
 //! - 2: bad command-line usage
 //! - 3: the pipeline file is missing or invalid
 //! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
@@ -101,6 +101,8 @@ enum Cmd {
     },
     /// Sample text from a model: a model directory, or a stage's output with --stage.
     Generate(GenerateArgs),
+    /// Chat with a chat model (an `sft` stage's output): interactive, or one answer with --prompt.
+    Chat(ChatArgs),
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -144,6 +146,46 @@ struct GenerateArgs {
     #[arg(long)]
     top_p: Option<f64>,
     /// Seed of the sampling: the same seed gives the same text.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "stage"])))]
+struct ChatArgs {
+    /// A chat model directory (with `tokenizer_config.json` holding a `chat_template`).
+    model: Option<PathBuf>,
+    /// Or: the id of a stage whose output is a chat model (it must be up to date).
+    #[arg(long, value_name = "ID")]
+    stage: Option<String>,
+    /// With --stage: the pipeline file (default: ./pipeline.yaml).
+    #[arg(long, value_name = "FILE", requires = "stage")]
+    pipeline: Option<PathBuf>,
+    /// With --stage: override a pipeline value, as for `run`.
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE", requires = "stage")]
+    set: Vec<String>,
+    /// With --stage: where `.hone/` lives.
+    #[arg(long, value_name = "DIR", requires = "stage")]
+    workspace: Option<PathBuf>,
+    /// Answer this one message, print the reply to stdout and exit (for scripts).
+    #[arg(short, long)]
+    prompt: Option<String>,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+    /// New tokens per reply at most (default: the model's generation_config.json).
+    #[arg(short = 'n', long)]
+    max_tokens: Option<usize>,
+    /// 0 is greedy; higher is more random.
+    #[arg(short, long)]
+    temperature: Option<f64>,
+    /// Sample from the k most likely tokens only (0: all).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample from the most likely tokens whose probability adds up to p.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Seed of the sampling: the same seed gives the same replies.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
 }

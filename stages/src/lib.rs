@@ -10,6 +10,9 @@ pub mod tinyworld;
 pub mod tokenizer;
 pub mod model;
 pub mod pretrain;
+pub mod chat_template;
+pub mod sft;
+pub mod evaluate;
 
 use hone_engine::stage::Registry;
 
@@ -34,5 +37,7 @@ pub fn registry() -> Registry {
         &ingest::Ingest,
         &tokenizer::Tokenizer,
         &pretrain::Pretrain,
+        &sft::Sft,
+        &evaluate::Evaluate,
     ])
 }

@@ -460,7 +460,7 @@ fn log_timing(step_ms: &mut [f64], tokens_per_step: f64) {
     tracing::info!(steps_timed = timed.len(), ms_per_step_median = format!("{median:.2}"), ms_per_step_min = format!("{:.2}", timed[0]), tokens_per_s = format!("{:.0}", tokens_per_step / median * 1e3), "step timing");
 }
 
-fn human(x: f64) -> String {
+pub(crate) fn human(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.1}M", x / 1e6)
     } else if x >= 1e3 {
@@ -471,7 +471,7 @@ fn human(x: f64) -> String {
 }
 
 /// The training and validation loss curves from metrics.jsonl, as a small SVG.
-fn loss_svg(history: &str) -> String {
+pub(crate) fn loss_svg(history: &str) -> String {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in history.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };

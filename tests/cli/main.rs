@@ -3,6 +3,7 @@
 mod support;
 
 mod cache;
+mod chat;
 mod errors;
 mod model;
 mod pipelines;

@@ -14,6 +14,7 @@
 //! - [`sample`]: temperature / top-k / top-p sampling with a seeded RNG (`hone generate`).
 //! - [`shards`]: memory-mapped token shards and the tokenizer artifact they come in.
 
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod export;

@@ -1,0 +1,247 @@
+//! The chat format every stage and tool shares: ChatML.
+//!
+//! ```text
+//! <|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n
+//! ```
+//!
+//! One place renders it ([`render`]) and turns it into tokens ([`ChatTokenizer::encode`], with
+//! the per-token "this is an assistant token" mask SFT trains on); SFT, sampling (`hone chat`,
+//! `evaluate`) and later the reward model and PPO all call these. [`JINJA`] is the same
+//! template in HuggingFace's form: SFT writes it into the model's `tokenizer_config.json` as
+//! `chat_template`, so `tokenizer.apply_chat_template(messages)` in Python gives the same text
+//! (tested against `minijinja` below).
+//!
+//! Tokens are encoded piece by piece (the special tokens by id, the role line, each content)
+//! rather than from the rendered string, so that a message's tokens never merge with the next
+//! one's and the assistant mask is exact. With a GPT-2-style pre-tokenizer the two agree,
+//! because `\n` and the special tokens are always split off on their own (tested below).
+//!
+//! The mask covers each assistant message's content and its closing `<|im_end|>` (the model
+//! must learn to stop), not the `<|im_start|>assistant\n` header (that is the prompt) nor
+//! the `\n` after `<|im_end|>` (sampling stops at `<|im_end|>`, so it is never generated).
+
+use std::path::Path;
+
+use crate::data::formats::{Message, Role};
+use crate::model::ModelError;
+
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+pub const IM_START: &str = "<|im_start|>";
+pub const IM_END: &str = "<|im_end|>";
+
+/// ChatML as a HuggingFace `chat_template` (Jinja).
+pub const JINJA: &str = r"{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+/// The conversation as text; with `add_generation_prompt`, followed by the header that asks
+/// for the assistant's next message.
+pub fn render(messages: &[Message], add_generation_prompt: bool) -> String {
+    let mut s = String::new();
+    for m in messages {
+        s.push_str(IM_START);
+        s.push_str(role_name(m.role));
+        s.push('\n');
+        s.push_str(&m.content);
+        s.push_str(IM_END);
+        s.push('\n');
+    }
+    if add_generation_prompt {
+        s.push_str(IM_START);
+        s.push_str("assistant\n");
+    }
+    s
+}
+
+/// A conversation as token ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// Per token: part of an assistant message (its content or closing `<|im_end|>`).
+    pub assistant: Vec<bool>,
+    /// Per message: where its tokens end (exclusive), trailing `\n` included.
+    pub ends: Vec<usize>,
+}
+
+/// A tokenizer that knows the chat tokens' ids.
+pub struct ChatTokenizer {
+    tok: tokenizers::Tokenizer,
+    pub im_start: u32,
+    pub im_end: u32,
+    pub end_of_text: u32,
+}
+
+impl ChatTokenizer {
+    /// Reads `tokenizer.json`; fails when it lacks a chat token or gives one an id outside
+    /// the model's `vocab_size`, saying how to fix the pipeline.
+    pub fn from_file(path: &Path, vocab_size: usize) -> Result<ChatTokenizer, ModelError> {
+        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::format(path, e.to_string()))?;
+        let id = |t: &str| tok.token_to_id(t).filter(|&i| (i as usize) < vocab_size);
+        let missing: Vec<&str> = [END_OF_TEXT, IM_START, IM_END].into_iter().filter(|t| id(t).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(ModelError::format(
+                path,
+                format!(
+                    "the tokenizer has no {} token within the model's {vocab_size} ids, so it cannot hold ChatML conversations\n   = help: train the tokenizer with the chat tokens (the `tokenizer` stage's default `special_tokens: [\"{END_OF_TEXT}\", \"{IM_START}\", \"{IM_END}\"]`) and pretrain on it again",
+                    missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let (im_start, im_end, end_of_text) = (id(IM_START).unwrap(), id(IM_END).unwrap(), id(END_OF_TEXT).unwrap());
+        Ok(ChatTokenizer { tok, im_start, im_end, end_of_text })
+    }
+
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tok
+    }
+
+    /// Plain text (no special tokens interpreted specially beyond what the tokenizer does).
+    pub fn text_ids(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self.tok.encode(text, false).map_err(|e| ModelError::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The tokens of [`render`]`(messages, add_generation_prompt)`, with the assistant mask.
+    pub fn encode(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Encoded, ModelError> {
+        let mut e = Encoded { ids: Vec::new(), assistant: Vec::new(), ends: Vec::new() };
+        let newline = self.text_ids("\n")?;
+        let push = |e: &mut Encoded, ids: &[u32], train: bool| {
+            e.ids.extend_from_slice(ids);
+            e.assistant.extend(std::iter::repeat_n(train, ids.len()));
+        };
+        for m in messages {
+            let train = m.role == Role::Assistant;
+            push(&mut e, &[self.im_start], false);
+            push(&mut e, &self.text_ids(&format!("{}\n", role_name(m.role)))?, false);
+            push(&mut e, &self.text_ids(&m.content)?, train);
+            push(&mut e, &[self.im_end], train);
+            push(&mut e, &newline, false);
+            e.ends.push(e.ids.len());
+        }
+        if add_generation_prompt {
+            push(&mut e, &[self.im_start], false);
+            push(&mut e, &self.text_ids("assistant\n")?, false);
+        }
+        Ok(e)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.tok.decode(ids, false).map_err(|e| ModelError::Invalid(format!("cannot decode tokens: {e}")))
+    }
+}
+
+/// A character-level `tokenizer.json` for tests: the three chat tokens at ids 0, 1, 2, then
+/// one token per distinct character of `text`. Returns the JSON and the vocabulary size.
+#[cfg(test)]
+pub(crate) fn test_tokenizer(text: &str) -> (String, usize) {
+    let mut chars: Vec<char> = text.chars().chain("\nsystemuserassistant".chars()).collect();
+    chars.sort_unstable();
+    chars.dedup();
+    let specials = [END_OF_TEXT, IM_START, IM_END];
+    let mut vocab = serde_json::Map::new();
+    for (i, s) in specials.iter().enumerate() {
+        vocab.insert(s.to_string(), i.into());
+    }
+    for (i, c) in chars.iter().enumerate() {
+        vocab.insert(c.to_string(), (i + 3).into());
+    }
+    let added: Vec<serde_json::Value> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": {"type": "Fuse"},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": []}
+    });
+    (serde_json::to_string_pretty(&json).unwrap(), chars.len() + 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, content: &str) -> Message {
+        Message { role, content: content.into() }
+    }
+
+    fn conversation() -> Vec<Message> {
+        vec![msg(Role::System, "Be kind."), msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello."), msg(Role::User, "2+2?"), msg(Role::Assistant, "4.")]
+    }
+
+    fn jinja(messages: &[Message], add_generation_prompt: bool) -> String {
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", JINJA).unwrap();
+        let t = env.get_template("chat").unwrap();
+        t.render(minijinja::context! { messages => messages, add_generation_prompt => add_generation_prompt }).unwrap()
+    }
+
+    #[test]
+    fn render_equals_the_jinja_template() {
+        let c = conversation();
+        for add in [false, true] {
+            for n in 0..=c.len() {
+                assert_eq!(render(&c[..n], add), jinja(&c[..n], add), "{n} messages, add_generation_prompt {add}");
+            }
+        }
+        assert_eq!(render(&c[1..3], true), "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    fn tokenizer() -> ChatTokenizer {
+        let (json, vocab) = test_tokenizer("Be kind.Hi!Hello.2+2?4. ");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap()
+    }
+
+    /// Token by token on a hand-written conversation: exactly the assistant contents and
+    /// their closing `<|im_end|>` are marked.
+    #[test]
+    fn the_mask_covers_exactly_the_assistant_tokens() {
+        let t = tokenizer();
+        let c = vec![msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello.")];
+        let e = t.encode(&c, false).unwrap();
+        let pieces: Vec<String> = e.ids.iter().map(|&i| t.tokenizer().id_to_token(i).unwrap()).collect();
+        #[rustfmt::skip]
+        let want: Vec<(&str, bool)> = vec![
+            ("<|im_start|>", false), ("u", false), ("s", false), ("e", false), ("r", false), ("\n", false),
+            ("H", false), ("i", false), ("!", false), ("<|im_end|>", false), ("\n", false),
+            ("<|im_start|>", false), ("a", false), ("s", false), ("s", false), ("i", false), ("s", false), ("t", false), ("a", false), ("n", false), ("t", false), ("\n", false),
+            ("H", true), ("e", true), ("l", true), ("l", true), ("o", true), (".", true), ("<|im_end|>", true), ("\n", false),
+        ];
+        let got: Vec<(&str, bool)> = pieces.iter().map(String::as_str).zip(e.assistant.iter().copied()).collect();
+        assert_eq!(got, want);
+        assert_eq!(e.ends, vec![11, 30]);
+        // The tokens decode to the rendered text, and equal encoding the rendered string whole.
+        assert_eq!(t.decode(&e.ids).unwrap(), render(&c, false));
+        assert_eq!(t.tokenizer().encode(render(&c, false), false).unwrap().get_ids(), e.ids.as_slice());
+        let g = t.encode(&c[..1], true).unwrap();
+        assert_eq!(t.decode(&g.ids).unwrap(), render(&c[..1], true));
+        assert!(g.assistant.iter().all(|a| !a));
+    }
+
+    #[test]
+    fn a_tokenizer_without_chat_tokens_is_explained() {
+        let (json, _, _, _) = crate::model::shards::char_tokenizer("abc");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, json).unwrap();
+        let err = ChatTokenizer::from_file(&path, 4).err().unwrap().to_string();
+        assert!(err.contains("`<|im_start|>`, `<|im_end|>`") && err.contains("special_tokens") && err.contains("pretrain"), "{err}");
+        // Present but outside the model's vocabulary also fails.
+        let (json, _) = test_tokenizer("ab");
+        std::fs::write(&path, json).unwrap();
+        assert!(ChatTokenizer::from_file(&path, 2).is_err());
+    }
+}

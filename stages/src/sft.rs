@@ -1,0 +1,636 @@
+//! `sft`: supervised fine-tuning of a model on conversations, in ChatML.
+//!
+//! ```yaml
+//! sft:
+//!   uses: sft
+//!   inputs: { model: base, data: chat }    # a pretrain stage, an ingest stage of chat records
+//!   with: { steps: 300, batch_size: 16, lr: 5e-4 }
+//! ```
+//!
+//! Every conversation of the corpus (`messages`, or `prompt`/`completion`, as `ingest`
+//! normalises them) is rendered with the shared template ([`crate::chat_template`]) and
+//! tokenized with the model's own tokenizer. The loss is the next-token cross-entropy on the
+//! assistant tokens only (each assistant message and its closing `<|im_end|>`), or on every
+//! token with `loss: all`.
+//!
+//! **Rows.** Without `packing`, each conversation is one row, padded with `<|endoftext|>` to
+//! the longest row of its batch; padding has weight 0 and sits after the real tokens, so the
+//! causal attention of real tokens never sees it. With `packing`, whole conversations are
+//! laid end to end into rows of up to `block_size + 1` tokens (never split across rows);
+//! tokens then attend to the earlier conversations of their row, as in GPT-style packing.
+//!
+//! **Truncation.** A conversation longer than `block_size + 1` tokens is cut after its last
+//! assistant message that fits whole; one whose first assistant message does not fit is
+//! left out. Both are counted (`truncated`, `dropped` in the metrics and `data.json`) and
+//! the first few are named in the log: a response is never cut silently. A conversation
+//! with no assistant message teaches nothing with `loss: assistant` and is counted as
+//! `no_assistant`.
+//!
+//! **Order.** Step `s` takes rows `s * batch_size ..` of an endless sequence of epochs, each
+//! a seeded shuffle of the rows: the batch is a function of the step alone, so resuming from
+//! a checkpoint needs only the step, the optimizer, the weights and the dropout RNG.
+//!
+//! **Evaluation** every `eval_every` steps and at the end: the validation loss (same mask)
+//! and the mean token accuracy (the share of scored tokens whose most likely prediction is
+//! right) over the first `eval_records` validation conversations.
+//!
+//! **Outputs** (port `model`, and `metrics`): the model in pretrain's layout
+//! (`model.safetensors`, `config.json`, `generation_config.json` stopping at `<|im_end|>`,
+//! `tokenizer.json`), `tokenizer_config.json` with the ChatML `chat_template`,
+//! `metrics.jsonl`, `loss.svg` and `data.json` (the counts above). Checkpoints and
+//! reproducibility work as in `pretrain`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
+use serde::{Deserialize, Serialize};
+
+use crate::chat_template::{self, ChatTokenizer, Encoded};
+use crate::data::formats::{self, Message, Record, Role};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::export::{self, GenerationConfig};
+use crate::model::ops::{self, Dropout};
+use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
+use crate::model::rng::{Rng, Stream};
+use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
+use crate::ports;
+use crate::pretrain::{human, loss_svg};
+
+pub struct Sft;
+
+/// Which tokens the loss is taken on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// Assistant messages and their closing `<|im_end|>`.
+    Assistant,
+    /// Every token.
+    All,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "d_loss")]
+    pub loss: LossOn,
+    /// Lay several conversations into each row instead of one padded conversation per row.
+    #[serde(default)]
+    pub packing: bool,
+    /// Tokens per row (less one); 0: the model's context window.
+    #[serde(default)]
+    pub block_size: usize,
+    #[serde(default = "d_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "d_steps")]
+    pub steps: u64,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_min_lr")]
+    pub min_lr: f64,
+    #[serde(default = "d_warmup_steps")]
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "d_grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    /// Evaluate every this many steps (and at the end); 0: only at the end.
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
+    /// Validation conversations per evaluation (the first ones).
+    #[serde(default = "d_eval_records")]
+    pub eval_records: usize,
+    #[serde(default = "d_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Worker threads; 0 uses them all.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn d_loss() -> LossOn {
+    LossOn::Assistant
+}
+fn d_batch_size() -> usize {
+    16
+}
+fn d_steps() -> u64 {
+    300
+}
+fn d_lr() -> f64 {
+    5e-4
+}
+fn d_min_lr() -> f64 {
+    5e-5
+}
+fn d_warmup_steps() -> u64 {
+    20
+}
+fn d_grad_clip() -> f64 {
+    1.0
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.99
+}
+fn d_eval_every() -> u64 {
+    100
+}
+fn d_eval_records() -> usize {
+    200
+}
+fn d_checkpoint_every() -> u64 {
+    100
+}
+
+const ADAM_EPS: f64 = 1e-8;
+/// Truncated or dropped conversations named in the log.
+const EXAMPLES: usize = 5;
+
+impl Stage for Sft {
+    type Params = Params;
+    const KIND: &'static str = "sft";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CORPUS)]);
+    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+
+    fn validate(p: &Params) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        let mut need = |ok: bool, field: &str, msg: String, help: &str| {
+            if !ok {
+                out.push(ParamProblem::at(&[field], msg).help(help.to_string()));
+            }
+        };
+        need(p.batch_size > 0, "batch_size", "`batch_size` must be at least 1".into(), "try 16");
+        need(p.steps > 0, "steps", "`steps` must be at least 1".into(), "try 300");
+        need(p.block_size != 1, "block_size", "`block_size` must be at least 2 (or 0: the model's)".into(), "0 uses the model's context window");
+        need(p.lr > 0.0 && p.lr.is_finite(), "lr", format!("`lr` must be positive, not {}", p.lr), "fine-tuning usually uses a smaller rate than pretraining, e.g. 5e-4");
+        need(p.min_lr >= 0.0 && p.min_lr <= p.lr, "min_lr", format!("`min_lr` ({}) must be between 0 and `lr` ({})", p.min_lr, p.lr), "try lr / 10");
+        need(p.weight_decay >= 0.0, "weight_decay", format!("`weight_decay` must not be negative, not {}", p.weight_decay), "0 turns it off");
+        need(p.grad_clip >= 0.0, "grad_clip", format!("`grad_clip` must not be negative, not {}", p.grad_clip), "0 turns clipping off");
+        need((0.0..1.0).contains(&p.dropout), "dropout", format!("`dropout` must be in [0, 1), not {}", p.dropout), "0 turns it off");
+        for (name, b) in [("beta1", p.beta1), ("beta2", p.beta2)] {
+            need((0.0..1.0).contains(&b), name, format!("`{name}` must be in [0, 1), not {b}"), "try 0.9 and 0.99");
+        }
+        need(p.eval_records > 0, "eval_records", "`eval_records` must be at least 1".into(), "the validation loss averages over this many conversations");
+        out
+    }
+
+    fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        if p.threads == 0 {
+            return train(p, cx);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(p.threads)
+            .build()
+            .map_err(|e| StageError::msg(format!("cannot start {} worker threads: {e}", p.threads)))?;
+        let span = tracing::Span::current();
+        pool.install(|| span.in_scope(|| train(p, cx)))
+    }
+}
+
+/// One training row: `ids` (up to `block_size + 1` tokens) and, per target position
+/// `1..len`, the loss weight.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Row {
+    pub ids: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+/// What became of the corpus's conversations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct DataCounts {
+    pub conversations: usize,
+    /// Cut after their last assistant message that fits.
+    pub truncated: usize,
+    /// Left out: not even the first assistant message fits.
+    pub dropped: usize,
+    /// Left out: no assistant message to learn from.
+    pub no_assistant: usize,
+    pub rows: usize,
+    pub scored_tokens: usize,
+}
+
+/// Conversation `index` as a row of at most `max_len` tokens (see the module doc), or why not.
+pub(crate) enum Fit {
+    Whole(Encoded),
+    Truncated(Encoded),
+    TooLong,
+    NoAssistant,
+}
+
+pub(crate) fn fit(tok: &ChatTokenizer, messages: &[Message], max_len: usize, loss: LossOn) -> Result<Fit, ModelError> {
+    let mut e = tok.encode(messages, false)?;
+    let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant);
+    if loss == LossOn::Assistant && last_assistant.is_none() {
+        return Ok(Fit::NoAssistant);
+    }
+    if e.ids.len() <= max_len {
+        return Ok(Fit::Whole(e));
+    }
+    // The end of the last assistant message that fits whole (any message with `loss: all`
+    // and no assistant message at all).
+    let cut = (0..messages.len()).rev().find(|&i| (messages[i].role == Role::Assistant || last_assistant.is_none()) && e.ends[i] <= max_len);
+    let Some(i) = cut else { return Ok(Fit::TooLong) };
+    let end = e.ends[i];
+    e.ids.truncate(end);
+    e.assistant.truncate(end);
+    e.ends.truncate(i + 1);
+    Ok(Fit::Truncated(e))
+}
+
+fn row_of(e: &Encoded, loss: LossOn) -> Row {
+    let weights = e.assistant[1..].iter().map(|&a| if a || loss == LossOn::All { 1.0 } else { 0.0 }).collect();
+    Row { ids: e.ids.clone(), weights }
+}
+
+/// Rows from a split's conversations, with the counts; `packing` lays them end to end.
+pub(crate) fn build_rows(tok: &ChatTokenizer, convs: &[(String, Vec<Message>)], max_len: usize, loss: LossOn, packing: bool) -> Result<(Vec<Row>, DataCounts), StageError> {
+    let mut counts = DataCounts { conversations: convs.len(), ..DataCounts::default() };
+    let mut fitted = Vec::new();
+    for (at, messages) in convs {
+        let e = match fit(tok, messages, max_len, loss).map_err(|e| StageError::msg(format!("{at}: {e}")))? {
+            Fit::Whole(e) => e,
+            Fit::Truncated(e) => {
+                counts.truncated += 1;
+                if counts.truncated <= EXAMPLES {
+                    tracing::warn!("{at}: longer than {max_len} tokens; kept its first {} messages (up to an assistant message's end)", e.ends.len());
+                }
+                e
+            }
+            Fit::TooLong => {
+                counts.dropped += 1;
+                if counts.dropped <= EXAMPLES {
+                    tracing::warn!("{at}: left out: its first assistant message ends past {max_len} tokens");
+                }
+                continue;
+            }
+            Fit::NoAssistant => {
+                counts.no_assistant += 1;
+                continue;
+            }
+        };
+        fitted.push(e);
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for e in &fitted {
+        let r = row_of(e, loss);
+        match rows.last_mut() {
+            Some(last) if packing && last.ids.len() + r.ids.len() <= max_len => {
+                // The token across the seam (the last `\n` predicting the next
+                // `<|im_start|>`) is never scored: it is not an assistant token.
+                last.weights.push(if loss == LossOn::All { 1.0 } else { 0.0 });
+                last.ids.extend_from_slice(&r.ids);
+                last.weights.extend_from_slice(&r.weights);
+            }
+            _ => rows.push(r),
+        }
+    }
+    rows.retain(|r| r.weights.iter().any(|&w| w > 0.0));
+    counts.rows = rows.len();
+    counts.scored_tokens = rows.iter().map(|r| r.weights.iter().filter(|&&w| w > 0.0).count()).sum();
+    Ok((rows, counts))
+}
+
+/// A batch of rows, right-padded with `pad`: inputs, targets (B, T) and weights (B * T).
+fn batch(rows: &[&Row], pad: u32) -> Result<(Tensor, Tensor, Tensor), ModelError> {
+    let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
+    let b = rows.len();
+    let (mut x, mut y, mut w) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    for r in rows {
+        let n = r.ids.len() - 1;
+        x.extend_from_slice(&r.ids[..n]);
+        y.extend_from_slice(&r.ids[1..]);
+        w.extend_from_slice(&r.weights);
+        x.extend(std::iter::repeat_n(pad, t - n));
+        y.extend(std::iter::repeat_n(pad, t - n));
+        w.extend(std::iter::repeat_n(0.0f32, t - n));
+    }
+    let dev = Device::Cpu;
+    Ok((Tensor::from_vec(x, (b, t), &dev)?, Tensor::from_vec(y, (b, t), &dev)?, Tensor::from_vec(w, b * t, &dev)?))
+}
+
+/// Weighted mean loss of a batch.
+fn masked_loss(model: &Gpt, x: &Tensor, y: &Tensor, w: &Tensor, drop: &mut Dropout) -> Result<(Tensor, Tensor), ModelError> {
+    let logits = model.forward(x, drop)?;
+    let (b, t, v) = logits.dims3()?;
+    let flat = logits.reshape((b * t, v))?;
+    let loss = ops::cross_entropy(&flat, &y.reshape(b * t)?, Some(w))?;
+    Ok((loss, flat))
+}
+
+/// Reads a chat corpus (`train.jsonl`, `val.jsonl`, `meta.json` from `ingest`): each
+/// conversation with where it came from, for messages.
+fn read_corpus(dir: &Path) -> Result<[Vec<(String, Vec<Message>)>; 2], StageError> {
+    let meta_path = dir.join("meta.json");
+    let meta: serde_json::Value = std::fs::read_to_string(&meta_path)
+        .map_err(StageError::io(format!("input `data`: cannot read `{}` (is it an `ingest` stage?)", meta_path.display())))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| StageError::msg(format!("`{}`: {e}", meta_path.display()))))?;
+    let format = meta.get("format").and_then(|f| f.as_str()).unwrap_or("unknown");
+    if format != "chat" {
+        return Err(StageError::msg(format!(
+            "input `data` is a {format} corpus, but sft needs conversations (a chat corpus: `messages`, or `prompt` with `completion`)\n   = help: wire `data` to an `ingest` stage of chat records, e.g. `source: builtin:tinyworld/chat`"
+        )));
+    }
+    let mut out: [Vec<(String, Vec<Message>)>; 2] = Default::default();
+    for (slot, name) in out.iter_mut().zip(["train.jsonl", "val.jsonl"]) {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(StageError::io(format!("input `data`: cannot read `{}`", path.display())))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = format!("input `data` {name}:{}", i + 1);
+            match formats::parse_json(line) {
+                Ok(Record::Chat { messages, .. }) => slot.push((at, messages)),
+                Ok(r) => return Err(StageError::msg(format!("{at}: a {} record in a chat corpus", r.format().name()))),
+                Err(e) => return Err(StageError::msg(format!("{at}: {e}"))),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
+    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Sft::VERSION }).to_string()
+}
+
+#[derive(Serialize)]
+struct StepLine {
+    step: u64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
+#[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    val_loss: f64,
+    val_accuracy: f64,
+}
+
+struct Run<'a> {
+    p: &'a Params,
+    cx: &'a RunCx<'a>,
+    model: Gpt,
+    params: ParamStore,
+    opt: AdamW,
+    rng: Rng,
+    step: u64,
+    history: String,
+    fingerprint: String,
+    train: Vec<Row>,
+    val: Vec<Row>,
+    pad: u32,
+    /// The epoch whose order `order` holds.
+    epoch: Option<(u64, Vec<usize>)>,
+}
+
+fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+    let model_dir = cx.required_input("model")?;
+    let loaded = export::load(model_dir, DType::F32)?;
+    let cfg = loaded.config.clone();
+    let tok_path = model_dir.join(export::TOKENIZER);
+    if !tok_path.exists() {
+        return Err(StageError::msg(format!("input `model`: no `{}` in `{}`: sft needs the model's tokenizer", export::TOKENIZER, model_dir.display())));
+    }
+    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let block = if p.block_size == 0 { cfg.block_size } else { p.block_size };
+    if block > cfg.block_size {
+        return Err(StageError::msg(format!(
+            "`block_size` {block} is longer than the model's context window ({})\n   = help: leave `block_size` out to use the model's",
+            cfg.block_size
+        )));
+    }
+    let [train_convs, val_convs] = read_corpus(cx.required_input("data")?)?;
+    let (train_rows, counts) = build_rows(&tok, &train_convs, block + 1, p.loss, p.packing)?;
+    let val_take = val_convs.len().min(p.eval_records);
+    let (val_rows, val_counts) = build_rows(&tok, &val_convs[..val_take], block + 1, p.loss, false)?;
+    if train_rows.is_empty() {
+        return Err(StageError::msg(format!(
+            "no conversation of input `data` can be trained on: {} too long for {block} tokens, {} without an assistant message",
+            counts.dropped, counts.no_assistant
+        )));
+    }
+    if counts.truncated + counts.dropped > 0 {
+        tracing::warn!(truncated = counts.truncated, dropped = counts.dropped, "conversations longer than {} tokens", block + 1);
+    }
+    for (k, v) in [("truncated", counts.truncated), ("dropped", counts.dropped), ("no_assistant", counts.no_assistant), ("train_rows", counts.rows)] {
+        cx.metric(k, v as u64);
+    }
+    let data_json = serde_json::json!({ "block_size": block, "train": counts, "val": val_counts });
+
+    let vars = loaded.params.vars();
+    let opt = AdamW::new(&vars, AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay });
+    let mut run = Run {
+        p,
+        cx,
+        model: loaded.model,
+        params: loaded.params,
+        opt,
+        rng: Rng::new(cx.seed, Stream::Train),
+        step: 0,
+        history: String::new(),
+        fingerprint: fingerprint(p, cx, &cfg),
+        train: train_rows,
+        val: val_rows,
+        pad: tok.end_of_text,
+        epoch: None,
+    };
+    run.resume()?;
+    tracing::info!(rows = run.train.len(), from_step = run.step, steps = p.steps, "fine-tuning");
+
+    let schedule = LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps };
+    let started = Instant::now();
+    let first = run.step;
+    let mut tokens = 0usize;
+    let mut last_loss = f64::NAN;
+    while run.step < p.steps {
+        if p.eval_every > 0 && run.step.is_multiple_of(p.eval_every) {
+            run.evaluate()?;
+        }
+        let lr = schedule.at(run.step);
+        let (loss, norm, n) = run.train_step(lr)?;
+        tokens += n;
+        last_loss = loss;
+        let line = StepLine { step: run.step, loss, lr, grad_norm: norm };
+        writeln!(run.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
+        let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        cx.progress(run.step, Some(p.steps), format!("loss {loss:.4} · {} tok/s", human(rate)));
+        if cx.is_cancelled() {
+            run.save()?;
+            return Err(StageError::Cancelled);
+        }
+        if p.checkpoint_every > 0 && run.step.is_multiple_of(p.checkpoint_every) && run.step < p.steps {
+            run.save()?;
+        }
+    }
+    tracing::info!(steps = p.steps - first, secs = format!("{:.1}", started.elapsed().as_secs_f64()), "fine-tuned");
+    let (val_loss, val_acc) = run.evaluate()?;
+    if last_loss.is_nan() {
+        last_loss = run.history.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).unwrap_or(f64::NAN);
+    }
+    cx.metric("loss", last_loss);
+    cx.metric("val_loss", val_loss);
+    cx.metric("val_accuracy", val_acc);
+    run.write_outputs(&cfg, model_dir, &tok, &data_json)
+}
+
+impl Run<'_> {
+    fn resume(&mut self) -> Result<(), StageError> {
+        let dir = self.cx.checkpoint_dir;
+        let Some(ck) = Checkpoint::load(dir)? else { return Ok(()) };
+        if ck.fingerprint != self.fingerprint {
+            tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
+            return Ok(());
+        }
+        let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(crate::model::checkpoint::FILE).display()));
+        for (name, var) in self.params.vars() {
+            let (_, t) = ck.params.iter().find(|(n, _)| *n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
+            var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
+        }
+        self.opt.load_state(&ck.adam).map_err(bad)?;
+        self.rng = Rng::from_state(&ck.rng).ok_or_else(|| bad("its RNG state is malformed".into()))?;
+        self.step = ck.step;
+        self.history = ck.history;
+        tracing::info!(step = ck.step, "resuming from a checkpoint");
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), StageError> {
+        let ck = Checkpoint {
+            step: self.step,
+            params: self.params.snapshot(),
+            adam: self.opt.state()?,
+            rng: self.rng.state(),
+            fingerprint: self.fingerprint.clone(),
+            history: self.history.clone(),
+        };
+        ck.save(self.cx.checkpoint_dir)?;
+        Ok(())
+    }
+
+    /// The training row at position `k` of the endless sequence of shuffled epochs.
+    fn row_at(&mut self, k: u64) -> usize {
+        let n = self.train.len() as u64;
+        let epoch = k / n;
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<usize> = (0..self.train.len()).collect();
+            let mut rng = Rng::new(self.cx.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15), Stream::Train);
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            self.epoch = Some((epoch, order));
+        }
+        self.epoch.as_ref().expect("just set").1[(k % n) as usize]
+    }
+
+    /// One optimizer step; returns the loss, the gradient norm and the tokens in the batch.
+    fn train_step(&mut self, lr: f64) -> Result<(f64, f64, usize), StageError> {
+        let p = self.p;
+        let b = p.batch_size as u64;
+        let idx: Vec<usize> = (0..b).map(|i| self.row_at(self.step * b + i)).collect();
+        let rows: Vec<&Row> = idx.iter().map(|&i| &self.train[i]).collect();
+        let n_tokens = rows.iter().map(|r| r.ids.len() - 1).sum();
+        let (x, y, w) = batch(&rows, self.pad)?;
+        let vars = self.params.vars();
+        let (loss, _) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(p.dropout, &mut self.rng))?;
+        let value = f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?);
+        let step = self.step + 1;
+        if !value.is_finite() {
+            return Err(StageError::msg(format!("training diverged at step {step}: the loss is {value}\n   = help: lower `lr` (now {:e})", p.lr)));
+        }
+        let mut grads = Grads::collect(&loss.backward().map_err(ModelError::from)?, &vars)?;
+        let norm = if p.grad_clip > 0.0 { grads.clip(p.grad_clip) } else { grads.norm() };
+        if !norm.is_finite() {
+            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {:e})", p.lr)));
+        }
+        self.opt.step(&grads, lr)?;
+        self.step = step;
+        Ok((value, norm, n_tokens))
+    }
+
+    fn evaluate(&mut self) -> Result<(f64, f64), StageError> {
+        match self.estimate() {
+            Err(StageError::Cancelled) => {
+                self.save()?;
+                Err(StageError::Cancelled)
+            }
+            other => other,
+        }
+    }
+
+    /// Validation loss and mean token accuracy over the scored tokens of the validation rows.
+    fn estimate(&mut self) -> Result<(f64, f64), StageError> {
+        let (val_loss, val_acc) = if self.val.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            let (mut nll, mut right, mut count) = (0.0, 0.0, 0.0);
+            for chunk in self.val.chunks(self.p.batch_size) {
+                self.cx.check_cancelled()?;
+                let rows: Vec<&Row> = chunk.iter().collect();
+                let (x, y, w) = batch(&rows, self.pad)?;
+                let (loss, logits) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::off())?;
+                let total = f64::from(w.sum_all().and_then(|s| s.to_scalar::<f32>()).map_err(ModelError::from)?);
+                nll += f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?) * total;
+                count += total;
+                let pred = logits.argmax(D::Minus1).and_then(|a| a.to_vec1::<u32>()).map_err(ModelError::from)?;
+                let (y, w) = (y.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(ModelError::from)?, w.to_vec1::<f32>().map_err(ModelError::from)?);
+                right += pred.iter().zip(&y).zip(&w).filter(|((p, t), _)| p == t).map(|(_, &w)| f64::from(w)).sum::<f64>();
+            }
+            (nll / count, right / count)
+        };
+        if val_loss.is_finite() {
+            let line = EvalLine { step: self.step, val_loss, val_accuracy: val_acc };
+            writeln!(self.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
+            self.cx.metric("val_loss", val_loss);
+            self.cx.metric("val_accuracy", val_acc);
+        }
+        Ok((val_loss, val_acc))
+    }
+
+    fn write_outputs(&self, cfg: &GptConfig, model_dir: &Path, tok: &ChatTokenizer, data: &serde_json::Value) -> Result<(), StageError> {
+        let out = self.cx.out_dir;
+        // Sampling stops at the end of the assistant's message.
+        let generation = GenerationConfig { bos_token_id: Some(tok.end_of_text), ..GenerationConfig::defaults(Some(tok.im_end)) };
+        export::save(out, cfg, &self.params.snapshot(), &generation)?;
+        write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
+        write(out, "metrics.jsonl", &self.history)?;
+        write(out, "loss.svg", &loss_svg(&self.history))?;
+        write(out, "data.json", &(serde_json::to_string_pretty(data).expect("plain data") + "\n"))
+    }
+}
+
+/// `tokenizer.json` and a `tokenizer_config.json` with the chat template, so that
+/// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML.
+pub fn write_tokenizer(dir: &Path, tokenizer_json: &Path, block_size: usize) -> Result<(), StageError> {
+    std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER)).map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
+    let cfg = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": false,
+        "bos_token": chat_template::END_OF_TEXT,
+        "eos_token": chat_template::IM_END,
+        "pad_token": chat_template::END_OF_TEXT,
+        "chat_template": chat_template::JINJA,
+    });
+    write(dir, export::TOKENIZER_CONFIG, &(serde_json::to_string_pretty(&cfg).expect("plain data") + "\n"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), StageError> {
+    std::fs::write(dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")))
+}
+
+#[cfg(test)]
+mod tests;
