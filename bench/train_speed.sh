@@ -9,8 +9,12 @@
 #
 #   bench/train_speed.sh            # THREADS="1 2" BLOCKS="64 256" STEPS=12 by default
 #
-# Threads: hone's `threads:` param and RAYON_NUM_THREADS (candle's matmul and elementwise
-# pools read it); PyTorch's torch.set_num_threads with OMP_WAIT_POLICY=PASSIVE.
+# Threads: hone's `threads:` param and RAYON_NUM_THREADS (candle's matmul reads it), and
+# CANDLE_NUM_THREADS=1: candle 0.11 runs large elementwise ops on its own "barrier pool"
+# whose CANDLE_NUM_THREADS - 1 workers spin after every op; on 2 cores they fight the rayon
+# pool (2 threads measured 3-4x slower than 1). hone's heavy elementwise work is in its own
+# kernels on the rayon pool, so that pool gets no workers. PyTorch: torch.set_num_threads
+# with OMP_WAIT_POLICY=PASSIVE (its spinning OpenMP threads have the same problem).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 THREADS=${THREADS:-"1 2"}
@@ -27,7 +31,7 @@ torch_ms() { # torch_ms JSON BLOCK
 hone_ms() { # hone_ms THREADS BLOCK [ENV...]: median ms per step from the stage log
   local t=$1 T=$2; shift 2
   local set_args=(-s "stages.base.with.threads=$t" -s "stages.base.with.block_size=$T" -s "stages.base.with.steps=$STEPS" -s stages.base.with.eval_every=0 -s stages.base.with.eval_iters=1 -s stages.base.with.checkpoint_every=0)
-  env RAYON_NUM_THREADS="$t" "$@" "$HONE" run "$WS/pipeline.yaml" --force base "${set_args[@]}" > "$WS/hone_${t}_$T.log" 2>&1
+  env RAYON_NUM_THREADS="$t" CANDLE_NUM_THREADS=1 "$@" "$HONE" run "$WS/pipeline.yaml" --force base "${set_args[@]}" > "$WS/hone_${t}_$T.log" 2>&1
   local log
   log=$(stage_field "$WS" log "${set_args[@]}" | tr -d '"')
   sed -n 's/.*ms_per_step_median=\([0-9.]*\).*/\1/p' "$log" | tail -1
