@@ -190,6 +190,7 @@ impl Stage for Pretrain {
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let data = TokenData::open(cx.required_input("tokenizer")?)?;
+        crate::model::kernels::tune_allocator();
         if p.threads == 0 {
             return train(p, cx, &data);
         }

@@ -110,14 +110,17 @@ struct Update<'a> {
 }
 
 impl Update<'_> {
-    /// The new value of parameter entry `i` (torch.optim.AdamW's arithmetic, in f32).
-    #[inline]
-    fn apply(&self, m: &mut [f32], v: &mut [f32], i: usize, p: f32) -> f32 {
-        let g = self.g[i];
-        m[i] += (g - m[i]) * (1.0 - self.b1);
-        v[i] = v[i] * self.b2 + (1.0 - self.b2) * g * g;
-        let denom = v[i].sqrt() / self.bc2_sqrt + self.eps;
-        p * self.decay - self.step_size * m[i] / denom
+    /// torch.optim.AdamW's arithmetic in f32, one pass over the parameter, its gradient and
+    /// both moments (zipped slices, so the loop vectorises).
+    fn apply<P: Copy>(&self, p: &mut [P], to: impl Fn(P) -> f32, from: impl Fn(f32) -> P) {
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
+        let (b1, b2) = (self.b1, self.b2);
+        for (((p, &g), m), v) in p.iter_mut().zip(self.g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m += (g - *m) * (1.0 - b1);
+            *v = *v * b2 + (1.0 - b2) * g * g;
+            let denom = v.sqrt() / self.bc2_sqrt + self.eps;
+            *p = from(to(*p) * self.decay - self.step_size * *m / denom);
+        }
     }
 }
 
@@ -128,13 +131,12 @@ impl InplaceOp1 for Update<'_> {
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("AdamW: a parameter is not contiguous") };
-        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
-        if end - start != m.len() {
-            candle_core::bail!("AdamW: parameter of {} values, moments of {}", end - start, m.len())
+        if end - start != self.g.len() {
+            candle_core::bail!("AdamW: parameter of {} values, gradient of {}", end - start, self.g.len())
         }
         match storage {
-            CpuStorage::F32(p) => p[start..end].iter_mut().enumerate().for_each(|(i, p)| *p = self.apply(&mut m, &mut v, i, *p)),
-            CpuStorage::F64(p) => p[start..end].iter_mut().enumerate().for_each(|(i, p)| *p = f64::from(self.apply(&mut m, &mut v, i, *p as f32))),
+            CpuStorage::F32(p) => self.apply(&mut p[start..end], |x| x, |x| x),
+            CpuStorage::F64(p) => self.apply(&mut p[start..end], |x| x as f32, f64::from),
             _ => candle_core::bail!("AdamW: parameters must be f32 or f64"),
         }
         Ok(())

@@ -13,8 +13,9 @@ const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// `(Φ(x), φ(x))`, the standard normal CDF and density at `x`, in the element's precision:
 /// f64 (gradient checks) through libm's erf; f32 (training) through Abramowitz & Stegun's
-/// 7.1.26 (|error| < 1.5e-7, about one f32 ulp of Φ), which shares its `exp(-x²/2)` with
-/// the density: one `exp` per element instead of an `erf` and an `exp` in f64.
+/// 7.1.26 (|error| < 1.5e-7 exactly, < 5e-7 in f32 arithmetic: a few f32 ulps of Φ), which
+/// shares its `exp(-x²/2)` with the density: one `exp` per element instead of an `erf` and
+/// an `exp` in f64.
 pub trait NormalCdf: Real {
     fn cdf_pdf(x: Self) -> (Self, Self);
 }
@@ -119,7 +120,7 @@ mod tests {
         for &v in &x64 {
             let (c32, p32) = <f32 as NormalCdf>::cdf_pdf(v as f32);
             let (c64, p64) = <f64 as NormalCdf>::cdf_pdf(f64::from(v as f32));
-            assert!((f64::from(c32) - c64).abs() < 2e-7 && (f64::from(p32) - p64).abs() < 1e-7, "at {v}: {c32} {p32} vs {c64} {p64}");
+            assert!((f64::from(c32) - c64).abs() < 5e-7 && (f64::from(p32) - p64).abs() < 1e-7, "at {v}: {c32} {p32} vs {c64} {p64}");
         }
     }
 }
