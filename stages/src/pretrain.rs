@@ -190,6 +190,7 @@ impl Stage for Pretrain {
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let data = TokenData::open(cx.required_input("tokenizer")?)?;
+        crate::model::kernels::tune_allocator();
         if p.threads == 0 {
             return train(p, cx, &data);
         }
@@ -651,6 +652,16 @@ mod tests {
         assert_eq!(weights(&a.output(&pa)), weights(&b.output(&pb)));
         assert_ne!(weights(&a.output(&pa)), weights(&c.output(&pc)));
         assert_eq!(std::fs::read(a.output(&pa).join("metrics.jsonl")).unwrap(), std::fs::read(b.output(&pb).join("metrics.jsonl")).unwrap());
+    }
+
+    /// Two worker threads (the fused kernels split rows over the pool): still the same bytes.
+    #[test]
+    fn two_threads_same_seed_same_weight_bytes() {
+        let (a, b) = (Bench::new(), Bench::new());
+        let with: &[(&str, &str)] = &[("steps", "6"), ("eval_every", "0"), ("threads", "2"), ("n_embd", "64"), ("n_head", "4"), ("batch_size", "16")];
+        let (pa, pb) = (a.pipeline(7, with), b.pipeline(7, with));
+        assert!(a.run(&pa, quiet).0.ok() && b.run(&pb, quiet).0.ok());
+        assert_eq!(weights(&a.output(&pa)), weights(&b.output(&pb)));
     }
 
     /// Stopped (Ctrl-C: a checkpoint is written on the way out) or killed (here: a panic

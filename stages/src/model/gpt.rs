@@ -149,6 +149,48 @@ mod tests {
         }
     }
 
+    /// The fused kernels and the plain candle ops give the same logits, loss and gradients
+    /// for every parameter (f32, the training dtype; float tolerance), with and without
+    /// biases, and a loss mask (SFT's weights) gives the same loss and gradients too.
+    #[test]
+    fn fused_kernels_equal_the_plain_ops_in_logits_loss_and_gradients() {
+        use crate::model::ops::{cross_entropy, with_plain_ops};
+        for bias in [false, true] {
+            let cfg = tiny(11, bias);
+            let ps = ParamStore::seeded(5);
+            let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+            let vars = ps.vars();
+            let x = ids(&[1, 2, 3, 4, 0, 6, 5, 5, 2, 1, 10, 9, 8, 7], 2);
+            let y = ids(&[2, 3, 4, 0, 6, 5, 5, 2, 1, 3, 9, 8, 7, 6], 2);
+            let mask = Tensor::new(&[0f32, 0., 1., 1., 1., 1., 1., 0., 1., 1., 1., 1., 0., 1.], &Device::Cpu).unwrap();
+            let run = |plain: bool| {
+                with_plain_ops(plain, || {
+                    let logits = gpt.forward(&x, &mut Dropout::off()).unwrap();
+                    let loss = gpt.loss(&x, &y, &mut Dropout::off()).unwrap();
+                    let masked = cross_entropy(&logits.reshape((14, 11)).unwrap(), &y.flatten_all().unwrap(), Some(&mask)).unwrap();
+                    let grads = |l: &Tensor| crate::model::optim::Grads::collect(&l.backward().unwrap(), &vars).unwrap();
+                    (logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(), loss.to_scalar::<f32>().unwrap(), grads(&loss), masked.to_scalar::<f32>().unwrap(), grads(&masked))
+                })
+            };
+            let (fused, plain) = (run(false), run(true));
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+                for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                    assert!((u - v).abs() <= 1e-4 * scale, "{what}[{i}]: fused {u} vs plain {v}");
+                }
+            };
+            close(&fused.0, &plain.0, "logits");
+            close(&[fused.1, fused.3], &[plain.1, plain.3], "loss");
+            for (g, name) in [(&fused.2, &plain.2), (&fused.4, &plain.4)].into_iter().zip(["loss", "masked loss"]) {
+                assert_eq!(g.0.0.len(), vars.len());
+                for ((a, b), (n, _)) in g.0.0.iter().zip(&g.1.0).zip(&vars) {
+                    close(a, b, &format!("{name} gradient of {n}"));
+                }
+            }
+            assert_ne!(fused.1, fused.3, "the mask changes the loss");
+        }
+    }
+
     #[test]
     fn cached_logits_equal_full_recomputation() {
         let cfg = tiny(9, true);

@@ -72,20 +72,23 @@ impl CausalSelfAttention {
     /// `x`: (B, T, C). With a cache, `x` holds the positions after the cached ones, and the
     /// cache is extended with their keys and values.
     pub fn forward(&self, x: &Tensor, cache: Option<&mut LayerKv>, drop: &mut Dropout) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let (h, hd) = (self.n_head, c / self.n_head);
         let qkv = self.c_attn.forward(x)?;
-        let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous();
-        let (q, mut k, mut v) = (heads(0)?, heads(1)?, heads(2)?);
-        if let Some(cache) = cache {
-            if let Some((pk, pv)) = &cache.kv {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+        let y = match cache {
+            // Training and evaluation: all positions at once, fused.
+            None => ops::causal_self_attention(&qkv, self.n_head, drop)?,
+            Some(cache) => {
+                let (b, t, c) = x.dims3()?;
+                let (h, hd) = (self.n_head, c / self.n_head);
+                let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous();
+                let (q, mut k, mut v) = (heads(0)?, heads(1)?, heads(2)?);
+                if let Some((pk, pv)) = &cache.kv {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                cache.kv = Some((k.clone(), v.clone()));
+                ops::causal_attention(&q, &k, &v, drop)?.transpose(1, 2)?.reshape((b, t, c))?
             }
-            cache.kv = Some((k.clone(), v.clone()));
-        }
-        let y = ops::causal_attention(&q, &k, &v, drop)?;
-        let y = y.transpose(1, 2)?.reshape((b, t, c))?;
+        };
         drop.apply(&self.c_proj.forward(&y)?)
     }
 }

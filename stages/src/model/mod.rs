@@ -7,6 +7,8 @@
 //! - [`ops`]: layer norm, softmax, attention, GELU, cross-entropy and dropout, written so that
 //!   every gradient is recorded (candle's fused `LayerNorm`/`softmax_last_dim` have no
 //!   backward). The one place where fused kernels plug in.
+//! - [`kernels`]: the fused CPU kernels (with hand-written backward passes) that [`ops`] uses
+//!   unless `HONE_PLAIN_OPS=1`.
 //! - [`layers`] and [`gpt`]: the blocks and the model, with a KV cache for generation.
 //! - [`optim`]: AdamW (decay on ≥2-D weights only), warmup + cosine schedule, global-norm
 //!   clipping; [`checkpoint`]: atomic training state for resumable runs.
@@ -19,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod gpt;
+pub mod kernels;
 pub mod layers;
 pub mod ops;
 pub mod optim;

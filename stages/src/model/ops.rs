@@ -1,50 +1,123 @@
-//! The model's primitive operations, built from candle ops that all record a backward pass.
+//! The model's primitive operations. Each has two implementations:
 //!
-//! candle 0.11's `candle_nn::LayerNorm::forward` and `candle_nn::ops::softmax_last_dim` run
-//! fused kernels that record *no* gradient (they use `apply_op*_no_bwd`), so training through
-//! them silently stops at the first layer norm. Everything here is made of basic ops instead,
-//! and the tests check each gradient against finite differences.
+//! - the fused CPU kernels of [`super::kernels`] (candle `CustomOp`s with hand-written
+//!   backward passes): the default, several times faster;
+//! - [`plain`]: the same maths from basic candle ops that all record a backward pass, kept
+//!   as the reference the kernels are tested against. `HONE_PLAIN_OPS=1` (read once) or
+//!   [`with_plain_ops`] selects them.
 //!
-//! This is also the one place where faster fused kernels (candle `CustomOp`s with their own
-//! backward) plug in: the layers call only these functions, so swapping an implementation
-//! here changes every model, and these plain versions stay as the reference to compare with.
+//! candle 0.11's own `candle_nn::LayerNorm::forward` and `candle_nn::ops::softmax_last_dim`
+//! run fused kernels that record *no* gradient (they use `apply_op*_no_bwd`), so training
+//! through them silently stops at the first layer norm: neither is used here, and the tests
+//! check every gradient against finite differences.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 use candle_core::{D, DType, Device, Result, Tensor};
 
+use super::kernels;
 use super::rng::Rng;
+
+thread_local! {
+    static PLAIN_OVERRIDE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether the plain candle ops run instead of the fused kernels on this thread.
+pub fn plain_ops() -> bool {
+    static ENV: OnceLock<bool> = OnceLock::new();
+    PLAIN_OVERRIDE.with(Cell::get).unwrap_or_else(|| *ENV.get_or_init(|| std::env::var("HONE_PLAIN_OPS").is_ok_and(|v| !v.is_empty() && v != "0")))
+}
+
+/// Runs `f` with the plain ops (`true`) or the fused kernels (`false`) on this thread,
+/// whatever `HONE_PLAIN_OPS` says (for comparing the two in tests and benchmarks).
+pub fn with_plain_ops<R>(plain: bool, f: impl FnOnce() -> R) -> R {
+    let before = PLAIN_OVERRIDE.with(|c| c.replace(Some(plain)));
+    let out = f();
+    PLAIN_OVERRIDE.with(|c| c.set(before));
+    out
+}
 
 /// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight (+ bias)`,
 /// with the biased variance, as PyTorch computes it.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-    let y = xn.broadcast_mul(weight)?;
+    if plain_ops() {
+        return plain::layer_norm(x, weight, bias, eps);
+    }
+    let y = kernels::layer_norm::layer_norm(x, weight, eps)?;
     match bias {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
 }
 
-/// Softmax over the last dimension. The row maximum is subtracted for stability and
-/// detached: softmax does not depend on it, so no gradient needs to flow through it.
+/// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let sum = e.sum_keepdim(D::Minus1)?;
-    e.broadcast_div(&sum)
-}
-
-/// `log(sum(exp(x)))` over the last dimension, keeping it (stable: max detached as above).
-pub fn logsumexp_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?.broadcast_add(&max)
+    plain::softmax_last_dim(x)
 }
 
 /// GELU, the exact (erf) form: nanoGPT's `nn.GELU()`, HF's `activation_function: "gelu"`.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
+    if plain_ops() { plain::gelu(x) } else { kernels::gelu::gelu(x) }
+}
+
+/// The plain implementations: basic candle ops only, every gradient recorded by candle.
+pub mod plain {
+    use super::*;
+
+    /// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight (+ bias)`,
+    /// with the biased variance, as PyTorch computes it.
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+        let y = xn.broadcast_mul(weight)?;
+        match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// Softmax over the last dimension. The row maximum is subtracted for stability and
+    /// detached: softmax does not depend on it, so no gradient needs to flow through it.
+    pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let e = x.broadcast_sub(&max)?.exp()?;
+        let sum = e.sum_keepdim(D::Minus1)?;
+        e.broadcast_div(&sum)
+    }
+
+    /// `log(sum(exp(x)))` over the last dimension, keeping it (stable: max detached as above).
+    pub fn logsumexp_last_dim(x: &Tensor) -> Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()?.broadcast_add(&max)
+    }
+
+    /// GELU, the exact (erf) form: nanoGPT's `nn.GELU()`, HF's `activation_function: "gelu"`.
+    pub fn gelu(x: &Tensor) -> Result<Tensor> {
+        x.gelu_erf()
+    }
+
+    /// Causal scaled dot-product attention from matmuls, mask, softmax (see [`super::causal_attention`]).
+    pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
+        let (_, _, t_q, hd) = q.dims4()?;
+        let t_k = k.dim(2)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        // A single new query (generation with a cache) may see every key: no mask needed.
+        let att = if t_q > 1 { att.broadcast_add(&causal_mask(t_q, t_k - t_q, q.dtype(), q.device())?)? } else { att };
+        let att = dropout.apply(&softmax_last_dim(&att)?)?;
+        att.matmul(v)
+    }
+
+    /// Cross-entropy from logsumexp and gather (see [`super::cross_entropy`]).
+    pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+        let lse = logsumexp_last_dim(logits)?;
+        let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
+        let nll = (lse - picked)?.squeeze(1)?;
+        super::reduce_nll(nll, weights)
+    }
 }
 
 /// The additive causal mask for `t_q` queries at positions `offset..offset + t_q` over
@@ -58,23 +131,41 @@ pub fn causal_mask(t_q: usize, offset: usize, dtype: DType, device: &Device) -> 
 /// Causal scaled dot-product attention. `q`: (B, H, Tq, hd); `k`, `v`: (B, H, Tk, hd) where
 /// the queries are the last `Tq` of the `Tk` positions. Returns (B, H, Tq, hd).
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
-    let (_, _, t_q, hd) = q.dims4()?;
-    let t_k = k.dim(2)?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let att = (q.matmul(&k.t()?)? * scale)?;
-    // A single new query (generation with a cache) may see every key: no mask needed.
-    let att = if t_q > 1 { att.broadcast_add(&causal_mask(t_q, t_k - t_q, q.dtype(), q.device())?)? } else { att };
-    let att = dropout.apply(&softmax_last_dim(&att)?)?;
-    att.matmul(v)
+    if plain_ops() {
+        return plain::causal_attention(q, k, v, dropout);
+    }
+    let hd = q.dim(3)?;
+    let att = kernels::softmax::causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
+    dropout.apply(&att)?.matmul(v)
+}
+
+/// Causal self-attention over all positions from the packed projection `qkv` (B, T, 3C)
+/// (queries, keys, values side by side, as GPT-2's `c_attn` makes them), with `n_head`
+/// heads: (B, T, C), heads merged. One fused kernel unless the plain ops are selected or
+/// attention dropout is on (then: split heads, [`causal_attention`], merge heads).
+pub fn causal_self_attention(qkv: &Tensor, n_head: usize, dropout: &mut Dropout) -> Result<Tensor> {
+    if !plain_ops() && !dropout.active() {
+        return kernels::attention::causal_self_attention(qkv, n_head);
+    }
+    let (b, t, c3) = qkv.dims3()?;
+    let c = c3 / 3;
+    let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, n_head, c / n_head))?.transpose(1, 2)?.contiguous();
+    let y = causal_attention(&heads(0)?, &heads(1)?, &heads(2)?, dropout)?;
+    y.transpose(1, 2)?.reshape((b, t, c))
 }
 
 /// Mean cross-entropy of `logits` (N, V) against `targets` (N, u32). With `weights` (N), the
 /// weighted mean `sum(w * nll) / sum(w)`: weight 0 leaves a position out (prompt tokens in
 /// fine-tuning), which `candle_nn::loss::cross_entropy` cannot do.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
-    let lse = logsumexp_last_dim(logits)?;
-    let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
-    let nll = (lse - picked)?.squeeze(1)?;
+    if plain_ops() {
+        return plain::cross_entropy(logits, targets, weights);
+    }
+    reduce_nll(kernels::cross_entropy::nll(logits, targets)?, weights)
+}
+
+/// The mean, or the `weights`-weighted mean, of per-position losses.
+fn reduce_nll(nll: Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
     match weights {
         None => nll.mean_all(),
         Some(w) => (nll * w)?.sum_all()?.broadcast_div(&w.sum_all()?),
@@ -95,6 +186,11 @@ impl<'a> Dropout<'a> {
 
     pub fn train(p: f64, rng: &'a mut Rng) -> Dropout<'a> {
         Dropout { p, rng: Some(rng) }
+    }
+
+    /// Whether [`Dropout::apply`] drops anything.
+    pub fn active(&self) -> bool {
+        self.rng.is_some() && self.p > 0.0
     }
 
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -148,7 +244,8 @@ mod tests {
     #[test]
     fn gelu_gradient_is_right() {
         let x = randn(&[16], 2.0, 5);
-        // candle's GELU-erf backward uses 1/sqrt(2π) to 6 digits: a looser tolerance.
+        // Fused here (exact derivative); candle's own GELU-erf backward (the plain path) uses
+        // 1/sqrt(2π) to 6 digits: a tolerance both meet.
         crate::model::gradcheck::check_tol(&[x], |v| gelu(v[0].as_tensor()), 1e-5);
     }
 
@@ -194,6 +291,23 @@ mod tests {
             / 4.0;
         assert!((lw - want_w).abs() < 1e-12);
         check(&[logits], |v| cross_entropy(v[0].as_tensor(), &targets, Some(&w)));
+    }
+
+    /// The tests above run the default (fused) path; the plain reference must stay right too.
+    #[test]
+    fn the_plain_ops_gradients_are_right_too() {
+        with_plain_ops(true, || {
+            assert!(plain_ops());
+            let (x, w, b) = (randn(&[3, 5], 1.0, 1), randn(&[5], 1.0, 2), randn(&[5], 1.0, 3));
+            check(&[x, w, b], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5));
+            let (q, k, v) = (randn(&[2, 2, 5, 3], 1.0, 6), randn(&[2, 2, 5, 3], 1.0, 7), randn(&[2, 2, 5, 3], 1.0, 8));
+            check(&[q, k, v], |t| causal_attention(t[0].as_tensor(), t[1].as_tensor(), t[2].as_tensor(), &mut Dropout::off()));
+            let logits = randn(&[6, 5], 2.0, 9);
+            let targets = Tensor::new(&[0u32, 4, 2, 2, 1, 3], &dev()).unwrap();
+            check(&[logits], |v| cross_entropy(v[0].as_tensor(), &targets, None));
+            crate::model::gradcheck::check_tol(&[randn(&[16], 2.0, 5)], |v| gelu(v[0].as_tensor()), 1e-5);
+        });
+        assert!(with_plain_ops(false, || !plain_ops()));
     }
 
     #[test]

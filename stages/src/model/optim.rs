@@ -8,7 +8,9 @@
 //! `torch.optim.AdamW` step for step.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 
 use super::Result;
 
@@ -94,6 +96,53 @@ struct Slot {
     v: Vec<f32>,
 }
 
+/// One parameter's AdamW update, applied in place to its storage (candle `InplaceOp1`).
+struct Update<'a> {
+    g: &'a [f32],
+    m: RefCell<&'a mut Vec<f32>>,
+    v: RefCell<&'a mut Vec<f32>>,
+    decay: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+impl Update<'_> {
+    /// torch.optim.AdamW's arithmetic in f32, one pass over the parameter, its gradient and
+    /// both moments (zipped slices, so the loop vectorises).
+    fn apply<P: Copy>(&self, p: &mut [P], to: impl Fn(P) -> f32, from: impl Fn(f32) -> P) {
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
+        let (b1, b2) = (self.b1, self.b2);
+        for (((p, &g), m), v) in p.iter_mut().zip(self.g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m += (g - *m) * (1.0 - b1);
+            *v = *v * b2 + (1.0 - b2) * g * g;
+            let denom = v.sqrt() / self.bc2_sqrt + self.eps;
+            *p = from(to(*p) * self.decay - self.step_size * *m / denom);
+        }
+    }
+}
+
+impl InplaceOp1 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "hone-adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("AdamW: a parameter is not contiguous") };
+        if end - start != self.g.len() {
+            candle_core::bail!("AdamW: parameter of {} values, gradient of {}", end - start, self.g.len())
+        }
+        match storage {
+            CpuStorage::F32(p) => self.apply(&mut p[start..end], |x| x, |x| x),
+            CpuStorage::F64(p) => self.apply(&mut p[start..end], |x| x as f32, f64::from),
+            _ => candle_core::bail!("AdamW: parameters must be f32 or f64"),
+        }
+        Ok(())
+    }
+}
+
 pub struct AdamW {
     names: Vec<String>,
     slots: Vec<Slot>,
@@ -132,20 +181,15 @@ impl AdamW {
         let bc2_sqrt = (1.0 - b2.powi(self.t as i32)).sqrt();
         let step_size = (lr / bc1) as f32;
         let (b1f, b2f, eps) = (b1 as f32, b2 as f32, self.cfg.eps as f32);
+        // In place, one pass over each parameter and its moments (no copies of the weights).
+        let bc2_sqrt = bc2_sqrt as f32;
         for (slot, g) in self.slots.iter_mut().zip(&grads.0) {
-            let shape = slot.var.shape().clone();
-            let mut p = slot.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let decay = if slot.decay { (1.0 - lr * self.cfg.weight_decay) as f32 } else { 1.0 };
-            let bc2_sqrt = bc2_sqrt as f32;
-            for i in 0..p.len() {
-                p[i] *= decay;
-                slot.m[i] += (g[i] - slot.m[i]) * (1.0 - b1f);
-                slot.v[i] = slot.v[i] * b2f + (1.0 - b2f) * g[i] * g[i];
-                let denom = slot.v[i].sqrt() / bc2_sqrt + eps;
-                p[i] -= step_size * slot.m[i] / denom;
+            if g.len() != slot.m.len() {
+                return Err(super::ModelError::Invalid(format!("a gradient of {} values for a parameter of {}", g.len(), slot.m.len())));
             }
-            let dtype = slot.var.dtype();
-            slot.var.set(&Tensor::from_vec(p, shape, slot.var.device())?.to_dtype(dtype)?)?;
+            let decay = if slot.decay { (1.0 - lr * self.cfg.weight_decay) as f32 } else { 1.0 };
+            let update = Update { g, m: RefCell::new(&mut slot.m), v: RefCell::new(&mut slot.v), decay, b1: b1f, b2: b2f, eps, step_size, bc2_sqrt };
+            slot.var.as_tensor().inplace_op1(&update)?;
         }
         Ok(())
     }

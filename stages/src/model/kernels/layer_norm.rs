@@ -1,0 +1,132 @@
+//! Fused layer norm over the last dimension, `(x - mean) / sqrt(var + eps) * weight`, with
+//! the biased variance (PyTorch's). One pass per row forward; the backward recomputes each
+//! row's mean and 1/std (cheaper than keeping them) and gives
+//! `dx = rstd * (g - mean(g) - x̂ * mean(g * x̂))` with `g = dy * weight`, and
+//! `dweight = Σ_rows dy * x̂`. A bias, if any, is added outside (candle's broadcast add).
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{Real, col_sums, float_op, par_rows, storage, with_data};
+
+pub struct LayerNorm {
+    pub eps: f64,
+}
+
+/// Mean and 1/std of one row.
+fn stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
+    let n = T::from(x.len()).unwrap();
+    let mean = x.iter().copied().sum::<T>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    (mean, (var + T::from(eps).unwrap()).sqrt().recip())
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let c = w.len();
+    let mut y = vec![T::zero(); x.len()];
+    par_rows(&mut y, c, |r, out| {
+        let row = &x[r * c..(r + 1) * c];
+        let (mean, rstd) = stats(row, eps);
+        for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+            *o = (v - mean) * rstd * wi;
+        }
+    });
+    y
+}
+
+/// (dx, dweight).
+fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
+    let c = w.len();
+    let rows = x.len() / c;
+    let mut dx = vec![T::zero(); x.len()];
+    let n = T::from(c).unwrap();
+    par_rows(&mut dx, c, |r, out| {
+        let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        let (mean, rstd) = stats(row, eps);
+        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
+        for i in 0..c {
+            let gi = g[i] * w[i];
+            sum_g = sum_g + gi;
+            sum_gx = sum_gx + gi * (row[i] - mean) * rstd;
+        }
+        let (mg, mgx) = (sum_g / n, sum_gx / n);
+        for i in 0..c {
+            let xhat = (row[i] - mean) * rstd;
+            out[i] = rstd * (g[i] * w[i] - mg - xhat * mgx);
+        }
+    });
+    let dw = col_sums(rows, c, |r, acc| {
+        let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        let (mean, rstd) = stats(row, eps);
+        for i in 0..c {
+            acc[i] = acc[i] + g[i] * (row[i] - mean) * rstd;
+        }
+    });
+    (dx, dw)
+}
+
+impl CustomOp2 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "hone-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let c = l2.shape().elem_count();
+        if l1.dims().last() != Some(&c) {
+            candle_core::bail!("layer norm: input {:?} does not end in the weight's size {c}", l1.shape())
+        }
+        let out = float_op!(s1, l1, "layer norm", |x| {
+            let w = super::slice(s2, l2, "layer norm weight")?;
+            storage(forward(x, w, self.eps))
+        });
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        macro_rules! go {
+            ($t:ty) => {
+                with_data::<$t, _>(x, |xs| {
+                    with_data::<$t, _>(w, |ws| {
+                        with_data::<$t, _>(dy, |dys| {
+                            let (dx, dw) = backward(xs, ws, dys, self.eps);
+                            Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
+                        })
+                    })
+                })
+            };
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => go!(f32),
+            candle_core::DType::F64 => go!(f64),
+            d => candle_core::bail!("layer norm: unsupported dtype {d:?}"),
+        }
+    }
+}
+
+/// Layer norm of `x` (…, C) with gain `weight` (C), fused (no bias).
+pub fn layer_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&weight.contiguous()?, LayerNorm { eps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gradcheck::{check, randn};
+    use crate::model::ops::plain;
+
+    #[test]
+    fn fused_layer_norm_matches_the_plain_one_and_its_gradient_is_right() {
+        let (x, w) = (randn(&[2, 3, 8], 1.5, 1), randn(&[8], 1.0, 2));
+        let fused = layer_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let reference = plain::layer_norm(x.as_tensor(), w.as_tensor(), None, 1e-5).unwrap();
+        let diff = (fused - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{diff}");
+        check(&[x, w], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), 1e-5));
+    }
+
+    /// Enough rows for the parallel path and several weight-gradient chunks.
+    #[test]
+    fn large_inputs_take_the_parallel_path_with_right_gradients() {
+        let (x, w) = (randn(&[300, 128], 1.0, 3), randn(&[128], 1.0, 4));
+        crate::model::gradcheck::check_tol(&[x, w], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), 1e-5), 1e-6);
+    }
+}

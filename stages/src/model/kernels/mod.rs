@@ -1,0 +1,126 @@
+//! Fused CPU kernels for the model's hot operations, each a candle `CustomOp` with a
+//! hand-written backward pass, one file per kernel (forward, backward, finite-difference test):
+//!
+//! - [`attention`]: causal self-attention from the packed qkv projection, whole;
+//! - [`layer_norm`]: layer norm over the last dimension (one pass per row, both ways);
+//! - [`softmax`]: the causal, scaled softmax of attention scores (mask, scale, softmax in one);
+//! - [`gelu`]: exact (erf) GELU with its exact derivative;
+//! - [`cross_entropy`]: per-row softmax cross-entropy over the vocabulary.
+//!
+//! Rows are independent, so they are split over the current rayon pool in fixed-size chunks;
+//! sums across rows (parameter gradients) add fixed chunks' partial sums in chunk order.
+//! Results are therefore the same bytes for any thread count. Inputs are made contiguous
+//! by the callers in [`super::ops`]; a kernel given anything else refuses with an error.
+
+pub mod attention;
+pub mod cross_entropy;
+pub mod gelu;
+pub mod layer_norm;
+pub mod softmax;
+
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// The float types the kernels run in (f32 for training, f64 for gradient checks).
+pub trait Real: num_traits::Float + WithDType + Send + Sync + std::iter::Sum {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// Elements below which a kernel runs on the calling thread: splitting costs more.
+const PAR_MIN: usize = 32 * 1024;
+
+/// The contiguous data of a CPU storage with this layout.
+pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{what}: the fused kernel needs a contiguous input"),
+    }
+}
+
+/// Runs `f` on the contiguous data of a CPU tensor (copied first only if it is strided).
+pub(crate) fn with_data<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(cs) => f(slice(cs, l, "kernel")?),
+        _ => candle_core::bail!("the fused kernels run on the CPU only"),
+    }
+}
+
+/// `out[r*n..(r+1)*n] = f(r, ...)` for every row `r`, in parallel over rows when large.
+pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if out.len() < PAR_MIN {
+        out.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
+    } else {
+        out.par_chunks_mut(n).enumerate().with_min_len(chunk_rows(n)).for_each(|(r, o)| f(r, o));
+    }
+}
+
+/// Rows per task: about 4096 elements of work each.
+fn chunk_rows(n: usize) -> usize {
+    (4096 / n.max(1)).max(1)
+}
+
+/// Per-column sums over rows of `f(row) -> [T; n]`-style contributions, deterministic:
+/// rows are grouped in fixed chunks (independent of the thread count), each chunk sums its
+/// rows in order into a partial, and the partials are added in chunk order.
+pub(crate) fn col_sums<T: Real>(rows: usize, n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
+    const CHUNK: usize = 64;
+    let chunks = rows.div_ceil(CHUNK);
+    let partial = |c: usize| {
+        let mut acc = vec![T::zero(); n];
+        for r in c * CHUNK..rows.min((c + 1) * CHUNK) {
+            f(r, &mut acc);
+        }
+        acc
+    };
+    let partials: Vec<Vec<T>> = if rows * n < PAR_MIN { (0..chunks).map(partial).collect() } else { (0..chunks).into_par_iter().map(partial).collect() };
+    let mut out = vec![T::zero(); n];
+    for p in partials {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o = *o + v;
+        }
+    }
+    out
+}
+
+/// Dispatches on a CPU storage's float type: `float_op!(storage, |data: &[T]| body)`.
+macro_rules! float_op {
+    ($s:expr, $l:expr, $name:expr, |$v:ident| $body:expr) => {
+        match $s {
+            candle_core::CpuStorage::F32(_) => {
+                let $v = $crate::model::kernels::slice::<f32>($s, $l, $name)?;
+                $body
+            }
+            candle_core::CpuStorage::F64(_) => {
+                let $v = $crate::model::kernels::slice::<f64>($s, $l, $name)?;
+                $body
+            }
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
+        }
+    };
+}
+pub(crate) use float_op;
+
+/// A CPU storage of this element type.
+pub(crate) fn storage<T: WithDType>(v: Vec<T>) -> CpuStorage {
+    T::to_cpu_storage_owned(v)
+}
+
+/// Keeps freed memory in the process instead of returning it to the kernel after every
+/// tensor (glibc `mallopt`): a training step allocates and frees hundreds of tensors of
+/// 0.1–10 MB, and above glibc's default thresholds each one is a fresh `mmap` whose pages
+/// fault in and are zeroed again (about 12% of a step of nanoGPT's CPU configuration).
+/// Process-wide and idempotent; training stages call it before their first step.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| unsafe {
+            // SAFETY: mallopt only changes glibc's allocator parameters and is thread-safe.
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+            libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        });
+    }
+}
