@@ -249,6 +249,13 @@ struct PipelineArgs {
 }
 
 fn main() -> ExitCode {
+    // candle runs large elementwise ops on a pool whose workers spin after every op; on a
+    // few cores they starve hone's own kernels (2 threads measured 3-4x slower). hone's heavy
+    // elementwise work runs on the rayon pool, so candle's pool gets no extra workers.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: the first statement of main, before any thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let cli = Cli::parse();
     commands::init_tracing();
     match commands::dispatch(cli) {

@@ -187,6 +187,7 @@ impl Stage for Sft {
     }
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        crate::model::kernels::tune_allocator();
         if p.threads == 0 {
             return train(p, cx);
         }
