@@ -447,7 +447,7 @@ impl<'a> Job<'a> {
                 // The first few are quoted; the rest only counted, so a broken file cannot
                 // flood the log.
                 if self.skipped_examples.len() < SKIPPED_EXAMPLES {
-                    tracing::warn!("skipped {at}: {what}");
+                    tracing::info!("skipped {at}: {what}");
                     self.skipped_examples.push(format!("{at}: {what}"));
                 } else {
                     tracing::debug!("skipped {at}: {what}");

@@ -265,14 +265,14 @@ pub(crate) fn build_rows(tok: &ChatTokenizer, convs: &[(String, Vec<Message>)], 
             Fit::Truncated(e) => {
                 counts.truncated += 1;
                 if counts.truncated <= EXAMPLES {
-                    tracing::warn!("{at}: longer than {max_len} tokens; kept its first {} messages (up to an assistant message's end)", e.ends.len());
+                    tracing::info!("{at}: longer than {max_len} tokens; kept its first {} messages (up to an assistant message's end)", e.ends.len());
                 }
                 e
             }
             Fit::TooLong => {
                 counts.dropped += 1;
                 if counts.dropped <= EXAMPLES {
-                    tracing::warn!("{at}: left out: its first assistant message ends past {max_len} tokens");
+                    tracing::info!("{at}: left out: its first assistant message ends past {max_len} tokens");
                 }
                 continue;
             }
