@@ -13,7 +13,7 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, PipelineArgs, PluginOp};
+use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 3;
@@ -505,13 +505,12 @@ fn plugin(op: PluginOp) -> Result<u8, Fatal> {
 fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     use hone_stages::model::sample::{Overrides, generate_text};
     use std::io::Write;
-    let args = PipelineArgs { pipeline: g.pipeline.clone(), set: g.set.clone(), workspace: g.workspace.clone() };
-    let dir = model_dir(&g.model, &g.stage, args)?;
-    let over = Overrides { temperature: g.temperature, top_k: g.top_k, top_p: g.top_p, max_new_tokens: g.max_tokens };
+    let dir = model_dir(&g.src)?;
+    let over = Overrides { temperature: g.sampling.temperature, top_k: g.sampling.top_k, top_p: g.sampling.top_p, max_new_tokens: g.sampling.max_tokens };
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", g.prompt);
     let started = std::time::Instant::now();
-    let done = generate_text(&dir, &g.prompt, &over, g.seed, |text| {
+    let done = generate_text(&dir, &g.prompt, &over, g.sampling.seed, |text| {
         let _ = write!(out, "{text}");
         let _ = out.flush();
     })
@@ -523,10 +522,11 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
 }
 
 /// A model directory given as is, or a stage's up-to-date output.
-fn model_dir(model: &Option<PathBuf>, stage: &Option<String>, args: PipelineArgs) -> Result<PathBuf, Fatal> {
-    match (model, stage) {
+fn model_dir(src: &ModelArgs) -> Result<PathBuf, Fatal> {
+    match (&src.model, &src.stage) {
         (Some(dir), _) => Ok(dir.clone()),
         (None, Some(id)) => {
+            let args = PipelineArgs { pipeline: src.pipeline.clone(), set: src.set.clone(), workspace: src.workspace.clone() };
             let (p, ws) = load(&args)?;
             let record = current_output(&p, &ws, id)?;
             Ok(ws.store.object_path(&record.artifact))
@@ -540,8 +540,7 @@ fn chat(c: ChatArgs) -> Result<u8, Fatal> {
     use hone_stages::data::formats::{Message, Role};
     use hone_stages::model::chat::{ChatModel, repl};
     use std::io::Write;
-    let args = PipelineArgs { pipeline: c.pipeline.clone(), set: c.set.clone(), workspace: c.workspace.clone() };
-    let dir = model_dir(&c.model, &c.stage, args)?;
+    let dir = model_dir(&c.src)?;
     let failed = |e: hone_stages::model::ModelError| Fatal { message: format!("error: {e}"), code: EXIT_FAILED };
     let m = ChatModel::load(&dir).map_err(failed)?;
     if !m.is_chat {
@@ -550,11 +549,11 @@ fn chat(c: ChatArgs) -> Result<u8, Fatal> {
             code: EXIT_FAILED,
         });
     }
-    let mut o = m.options(c.seed);
-    o.temperature = c.temperature.unwrap_or(o.temperature);
-    o.top_k = c.top_k.unwrap_or(o.top_k);
-    o.top_p = c.top_p.unwrap_or(o.top_p);
-    o.max_new_tokens = c.max_tokens.unwrap_or(o.max_new_tokens);
+    let mut o = m.options(c.sampling.seed);
+    o.temperature = c.sampling.temperature.unwrap_or(o.temperature);
+    o.top_k = c.sampling.top_k.unwrap_or(o.top_k);
+    o.top_p = c.sampling.top_p.unwrap_or(o.top_p);
+    o.max_new_tokens = c.sampling.max_tokens.unwrap_or(o.max_new_tokens);
     if let Some(p) = o.problems().first() {
         return Err(Fatal { message: format!("error: {p}"), code: 2 });
     }

@@ -113,15 +113,16 @@ enum Cmd {
     },
 }
 
+/// Which model `generate` and `chat` use: a directory, or a stage's up-to-date output.
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["model", "stage"])))]
-struct GenerateArgs {
+struct ModelArgs {
     /// A model directory (`model.safetensors`, `config.json`, `tokenizer.json`).
     model: Option<PathBuf>,
     /// Or: the id of a stage whose output is a model (it must be up to date).
     #[arg(long, value_name = "ID")]
     stage: Option<String>,
-    /// With --stage: the pipeline file (default: ./pipeline.yaml).
+    /// With --stage: the pipeline file (default: ./pipeline.yaml, else the bundled default).
     #[arg(long, value_name = "FILE", requires = "stage")]
     pipeline: Option<PathBuf>,
     /// With --stage: override a pipeline value, as for `run`.
@@ -130,10 +131,12 @@ struct GenerateArgs {
     /// With --stage: where `.hone/` lives.
     #[arg(long, value_name = "DIR", requires = "stage")]
     workspace: Option<PathBuf>,
-    /// The text to continue (empty: start from <|endoftext|>).
-    #[arg(short, long, default_value = "")]
-    prompt: String,
-    /// New tokens at most (default: the model's generation_config.json).
+}
+
+/// Sampling flags; unset ones come from the model's generation_config.json.
+#[derive(Args)]
+struct SamplingArgs {
+    /// New tokens at most.
     #[arg(short = 'n', long)]
     max_tokens: Option<usize>,
     /// 0 is greedy; higher is more random.
@@ -151,43 +154,28 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "stage"])))]
+struct GenerateArgs {
+    #[command(flatten)]
+    src: ModelArgs,
+    /// The text to continue (empty: start from <|endoftext|>).
+    #[arg(short, long, default_value = "")]
+    prompt: String,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+#[derive(Args)]
 struct ChatArgs {
-    /// A chat model directory (with `tokenizer_config.json` holding a `chat_template`).
-    model: Option<PathBuf>,
-    /// Or: the id of a stage whose output is a chat model (it must be up to date).
-    #[arg(long, value_name = "ID")]
-    stage: Option<String>,
-    /// With --stage: the pipeline file (default: ./pipeline.yaml).
-    #[arg(long, value_name = "FILE", requires = "stage")]
-    pipeline: Option<PathBuf>,
-    /// With --stage: override a pipeline value, as for `run`.
-    #[arg(short = 's', long = "set", value_name = "KEY=VALUE", requires = "stage")]
-    set: Vec<String>,
-    /// With --stage: where `.hone/` lives.
-    #[arg(long, value_name = "DIR", requires = "stage")]
-    workspace: Option<PathBuf>,
+    #[command(flatten)]
+    src: ModelArgs,
     /// Answer this one message, print the reply to stdout and exit (for scripts).
     #[arg(short, long)]
     prompt: Option<String>,
     /// A system message to start the conversation with.
     #[arg(long)]
     system: Option<String>,
-    /// New tokens per reply at most (default: the model's generation_config.json).
-    #[arg(short = 'n', long)]
-    max_tokens: Option<usize>,
-    /// 0 is greedy; higher is more random.
-    #[arg(short, long)]
-    temperature: Option<f64>,
-    /// Sample from the k most likely tokens only (0: all).
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Sample from the most likely tokens whose probability adds up to p.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Seed of the sampling: the same seed gives the same replies.
-    #[arg(long, default_value_t = 1337)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 #[derive(Subcommand)]
