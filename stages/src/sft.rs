@@ -489,36 +489,15 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 }
 
 impl Run<'_> {
+    /// Continues from the checkpoint directory's state, if there is one from these settings.
     fn resume(&mut self) -> Result<(), StageError> {
         let dir = self.cx.checkpoint_dir;
-        let Some(ck) = Checkpoint::load(dir)? else { return Ok(()) };
-        if ck.fingerprint != self.fingerprint {
-            tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
-            return Ok(());
-        }
-        let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(crate::model::checkpoint::FILE).display()));
-        for (name, var) in self.params.vars() {
-            let (_, t) = ck.params.iter().find(|(n, _)| *n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
-            var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
-        }
-        self.opt.load_state(&ck.adam).map_err(bad)?;
-        self.rng = Rng::from_state(&ck.rng).ok_or_else(|| bad("its RNG state is malformed".into()))?;
-        self.step = ck.step;
-        self.history = ck.history;
-        tracing::info!(step = ck.step, "resuming from a checkpoint");
+        Checkpoint::resume(dir, &self.fingerprint, &self.params, &mut self.opt, &mut self.rng, &mut self.step, &mut self.history)?;
         Ok(())
     }
 
     fn save(&self) -> Result<(), StageError> {
-        let ck = Checkpoint {
-            step: self.step,
-            params: self.params.snapshot(),
-            adam: self.opt.state()?,
-            rng: self.rng.state(),
-            fingerprint: self.fingerprint.clone(),
-            history: self.history.clone(),
-        };
-        ck.save(self.cx.checkpoint_dir)?;
+        Checkpoint::capture(self.step, &self.params, &self.opt, &self.rng, &self.fingerprint, &self.history)?.save(self.cx.checkpoint_dir)?;
         Ok(())
     }
 

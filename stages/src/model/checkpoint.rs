@@ -128,3 +128,57 @@ mod tests {
         assert!(err.contains(FILE), "{err}");
     }
 }
+
+/// Capture and restore the state of a training run (`pretrain`, `sft`, …): one place for
+/// what a checkpoint holds and how a resume checks it.
+impl Checkpoint {
+    /// A checkpoint of a run's current state.
+    pub fn capture(
+        step: u64,
+        params: &super::params::ParamStore,
+        opt: &super::optim::AdamW,
+        rng: &super::rng::Rng,
+        fingerprint: &str,
+        history: &str,
+    ) -> std::result::Result<Checkpoint, hone_engine::stage::StageError> {
+        Ok(Checkpoint {
+            step,
+            params: params.snapshot(),
+            adam: opt.state()?,
+            rng: rng.state(),
+            fingerprint: fingerprint.to_string(),
+            history: history.to_string(),
+        })
+    }
+
+    /// Continue from `dir`'s checkpoint, if there is one made with the same settings
+    /// (`fingerprint`): restores the parameters, the optimizer, the RNG, the step and the
+    /// metric history. Returns whether it resumed.
+    pub fn resume(
+        dir: &Path,
+        fingerprint: &str,
+        params: &super::params::ParamStore,
+        opt: &mut super::optim::AdamW,
+        rng: &mut super::rng::Rng,
+        step: &mut u64,
+        history: &mut String,
+    ) -> std::result::Result<bool, hone_engine::stage::StageError> {
+        use hone_engine::stage::StageError;
+        let Some(ck) = Checkpoint::load(dir)? else { return Ok(false) };
+        if ck.fingerprint != fingerprint {
+            tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
+            return Ok(false);
+        }
+        let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(FILE).display()));
+        for (name, var) in params.vars() {
+            let (_, t) = ck.params.iter().find(|(n, _)| *n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
+            var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
+        }
+        opt.load_state(&ck.adam).map_err(bad)?;
+        *rng = super::rng::Rng::from_state(&ck.rng).ok_or_else(|| bad("its RNG state is malformed".into()))?;
+        *step = ck.step;
+        *history = ck.history;
+        tracing::info!(step = ck.step, "resuming from a checkpoint");
+        Ok(true)
+    }
+}
