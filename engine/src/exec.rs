@@ -118,8 +118,9 @@ pub fn run(
                     if let Some(rec) = ws.store.lookup(&key)? {
                         artifacts[i] = Some(rec.artifact);
                         if selected[i] {
-                            let log = ws.store.state(&p.name, &s.id).filter(|st| st.key == key).and_then(|st| st.log);
-                            ws.store.set_state(&p.name, &s.id, &StageState { key, artifact: rec.artifact, log })?;
+                            let before = ws.store.state(&p.name, &s.id);
+                            let log = before.as_ref().filter(|st| st.key == key).and_then(|st| st.log.clone());
+                            ws.store.set_state(&p.name, &s.id, &StageState { key, artifact: rec.artifact, log }, before.as_ref())?;
                             sink.emit(Event::StageCached { stage: s.id.clone(), key, artifact: rec.artifact });
                             summary.cached.push(s.id.clone());
                         }
@@ -179,8 +180,9 @@ pub fn run(
             let s = &p.stages[i];
             match done {
                 Done::Ran(rec, seconds) => {
-                    let before = ws.store.state(&p.name, &s.id).map(|st| st.artifact);
-                    ws.store.set_state(&p.name, &s.id, &StageState { key, artifact: rec.artifact, log: Some(log) })?;
+                    let before = ws.store.state(&p.name, &s.id);
+                    ws.store.set_state(&p.name, &s.id, &StageState { key, artifact: rec.artifact, log: Some(log) }, before.as_ref())?;
+                    let before = before.map(|st| st.artifact);
                     artifacts[i] = Some(rec.artifact);
                     sink.emit(Event::StageFinished {
                         stage: s.id.clone(),

@@ -447,8 +447,9 @@ impl Loader {
                     let message = if no_filters {
                         format!("stage kind `{}` takes no `filters`", kind.kind())
                     } else {
-                        let where_ = if path.is_empty() { String::new() } else {
-                            format!(" (at `{}`)", path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.'))
+                        // The full path, so a problem in `filters:` reads `filters[0]`, not `[0]`.
+                        let where_ = if p.path.is_empty() { String::new() } else {
+                            format!(" (at `{}`)", p.path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.'))
                         };
                         format!("invalid params for `{}`: {}{where_}", kind.kind(), p.message)
                     };

@@ -143,9 +143,10 @@ impl Store {
         fs::read(self.state_path(pipeline, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    /// Remember what a stage resolved to; writes only when it changed (no-op runs write nothing).
-    pub fn set_state(&self, pipeline: &str, stage: &str, state: &StageState) -> Result<(), StoreError> {
-        if self.state(pipeline, stage).as_ref() == Some(state) {
+    /// Remember what a stage resolved to, given what [`Store::state`] said before; writes only
+    /// when it changed (no-op runs write nothing, and read each state once).
+    pub fn set_state(&self, pipeline: &str, stage: &str, state: &StageState, before: Option<&StageState>) -> Result<(), StoreError> {
+        if before == Some(state) {
             return Ok(());
         }
         let p = self.state_path(pipeline, stage);

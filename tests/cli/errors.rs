@@ -41,6 +41,11 @@ const CASES: &[Case] = &[
     Case { name: "port type mismatch", yaml: "stages:\n  c: { uses: ingest, with: { source: builtin:tinyworld/pretrain } }\n  t: { uses: tokenizer, inputs: { corpus: c } }\n  u: { uses: tokenizer, inputs: { corpus: t } }\n", flags: &[], message: "input `corpus` of `u` expects a corpus, but `t` (tokenizer) gives a tokenizer", location: "p.yaml:4:43" },
     Case { name: "unknown built-in data set", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: builtin:tinyworld/pretrian }\n", flags: &[], message: "unknown built-in data set `builtin:tinyworld/pretrian` (did you mean `tinyworld/pretrain`?)", location: "p.yaml:4:21" },
     Case { name: "unknown filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exakt\n", flags: &[], message: "dedup-exakt", location: "p.yaml:6:" },
+    Case { name: "limits on a built-in filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exact\n        limits: { batch_size: 8 }\n", flags: &[], message: "`limits` applies to `wasm:` filters only (at `filters[0]`)", location: "p.yaml:6:16" },
+    Case { name: "override through a scalar", yaml: "stages:\n  a: { uses: command, with: { cmd: x } }\n", flags: &["-s", "stages.a.uses.x=1"], message: "`stages.a.uses` is a single value, not a mapping", location: "command line: -s stages.a.uses.x=1" },
+    Case { name: "override without a value", yaml: "stages:\n  a: { uses: command, with: { cmd: x } }\n", flags: &["-s", "stages.a.with.cmd"], message: "is not of the form key.path=value", location: "command line: -s stages.a.with.cmd" },
+    Case { name: "unclosed interpolation", yaml: "vars: { n: 1 }\nstages:\n  a: { uses: command, with: { cmd: \"echo ${vars.n\" } }\n", flags: &[], message: "unclosed `${` in `echo ${vars.n`", location: "p.yaml:3:36" },
+    Case { name: "reference that is not a var", yaml: "stages:\n  a: { uses: command, with: { cmd: \"echo ${seed}\" } }\n", flags: &[], message: "unknown reference `${seed}`", location: "p.yaml:2:36" },
 ];
 
 #[test]
