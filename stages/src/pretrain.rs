@@ -211,13 +211,13 @@ fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
     serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Pretrain::VERSION }).to_string()
 }
 
-/// A line of metrics.jsonl after a training step (fields in this order).
+/// A line of metrics.jsonl after a training step (fields in this order); `sft` writes the same.
 #[derive(Serialize)]
-struct StepLine {
-    step: u64,
-    loss: f64,
-    lr: f64,
-    grad_norm: f64,
+pub(crate) struct StepLine {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
 }
 
 /// A line of metrics.jsonl after an evaluation.

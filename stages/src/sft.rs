@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat_template::{self, ChatTokenizer, Encoded};
 use crate::data::formats::{self, Message, Record, Role};
 use crate::model::checkpoint::Checkpoint;
+use crate::pretrain::StepLine;
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
 use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
@@ -364,14 +365,6 @@ fn read_corpus(dir: &Path) -> Result<[Vec<(String, Vec<Message>)>; 2], StageErro
 
 fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
     serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Sft::VERSION }).to_string()
-}
-
-#[derive(Serialize)]
-struct StepLine {
-    step: u64,
-    loss: f64,
-    lr: f64,
-    grad_norm: f64,
 }
 
 #[derive(Serialize)]
