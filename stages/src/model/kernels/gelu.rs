@@ -5,6 +5,7 @@
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
+use super::simd::wide;
 use super::{Real, float_op, par_rows, storage, with_data};
 
 pub struct Gelu;
@@ -28,12 +29,12 @@ impl NormalCdf for f64 {
 }
 
 impl NormalCdf for f32 {
-    #[inline]
+    #[inline(always)]
     fn cdf_pdf(x: f32) -> (f32, f32) {
         const P: f32 = 0.327_591_1;
         const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.061_405_4];
         let u = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-        let e = (-u * u).exp();
+        let e = super::simd::exp_f32(-u * u);
         let t = 1.0 / (1.0 + P * u);
         let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
         let erf = 1.0 - poly * e;
@@ -48,9 +49,11 @@ const CHUNK: usize = 4096;
 fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, CHUNK, |r, out| {
-        for (o, &v) in out.iter_mut().zip(&x[r * CHUNK..]) {
-            *o = v * T::cdf_pdf(v).0;
-        }
+        wide(|| {
+            for (o, &v) in out.iter_mut().zip(&x[r * CHUNK..]) {
+                *o = v * T::cdf_pdf(v).0;
+            }
+        })
     });
     y
 }
@@ -58,10 +61,12 @@ fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
 fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
     par_rows(&mut dx, CHUNK, |r, out| {
-        for ((o, &v), &g) in out.iter_mut().zip(&x[r * CHUNK..]).zip(&dy[r * CHUNK..]) {
-            let (cdf, pdf) = T::cdf_pdf(v);
-            *o = g * (cdf + v * pdf);
-        }
+        wide(|| {
+            for ((o, &v), &g) in out.iter_mut().zip(&x[r * CHUNK..]).zip(&dy[r * CHUNK..]) {
+                let (cdf, pdf) = T::cdf_pdf(v);
+                *o = g * (cdf + v * pdf);
+            }
+        })
     });
     dx
 }

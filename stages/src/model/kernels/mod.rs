@@ -16,15 +16,29 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
+pub mod simd;
 pub mod softmax;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// The float types the kernels run in (f32 for training, f64 for gradient checks).
-pub trait Real: num_traits::Float + WithDType + Send + Sync + std::iter::Sum {}
-impl Real for f32 {}
-impl Real for f64 {}
+pub trait Real: num_traits::Float + WithDType + Send + Sync + std::iter::Sum {
+    /// `e^self`: vectorisable in f32 ([`simd::exp_f32`]), libm's in f64.
+    fn vexp(self) -> Self;
+}
+impl Real for f32 {
+    #[inline(always)]
+    fn vexp(self) -> f32 {
+        simd::exp_f32(self)
+    }
+}
+impl Real for f64 {
+    #[inline(always)]
+    fn vexp(self) -> f64 {
+        self.exp()
+    }
+}
 
 /// Elements below which a kernel runs on the calling thread: splitting costs more.
 const PAR_MIN: usize = 32 * 1024;
