@@ -86,8 +86,8 @@ impl Gpt {
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(&x, cache.as_deref_mut().map(|c| &mut c.layers[i]), drop)?;
         }
-        let x = self.ln_f.forward(&x)?;
-        x.reshape((b * t, c))?.matmul(&self.wte.t()?)?.reshape((b, t, self.cfg.vocab_size))
+        // The output head shares the token embedding (weight tying, as GPT-2).
+        ops::linear(&self.ln_f.forward(&x)?, &self.wte, None)
     }
 
     /// The dtype of the parameters.

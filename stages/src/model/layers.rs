@@ -3,8 +3,8 @@
 //! Parameter names and shapes follow nanoGPT (linear weights are `(out, in)` as in
 //! `nn.Linear`); [`super::export`] converts to HuggingFace's Conv1D layout.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 use super::config::{GptConfig, INIT_STD, LN_EPS};
 use super::ops::{self, Dropout};
@@ -26,11 +26,23 @@ impl LayerNorm {
     }
 }
 
+/// `nn.Linear`: weight (out, in), optional bias.
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
 /// A linear layer with nanoGPT's init: weights N(0, std²), biases zero.
 fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get_with_hints((d_out, d_in), "weight", Init::Randn { mean: 0.0, stdev: std })?;
-    let b = if bias { Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?) } else { None };
-    Ok(Linear::new(w, b))
+    let weight = vb.get_with_hints((d_out, d_in), "weight", Init::Randn { mean: 0.0, stdev: std })?;
+    let bias = if bias { Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?) } else { None };
+    Ok(Linear { weight, bias })
 }
 
 /// Residual projections start smaller, by 1/√(2·n_layer) (GPT-2): each block adds two.

@@ -51,6 +51,18 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     }
 }
 
+/// `x Wᵀ (+ bias)` for `x` (…, in) and `weight` (out, in), as `nn.Linear`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if plain_ops() {
+        return plain::linear(x, weight, bias);
+    }
+    let y = kernels::linear::linear(x, weight)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     plain::softmax_last_dim(x)
@@ -64,6 +76,11 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 /// The plain implementations: basic candle ops only, every gradient recorded by candle.
 pub mod plain {
     use super::*;
+
+    /// candle-nn's `Linear`: `W` broadcast over the batch, batched products.
+    pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        candle_core::Module::forward(&candle_nn::Linear::new(weight.clone(), bias.cloned()), x)
+    }
 
     /// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight (+ bias)`,
     /// with the biased variance, as PyTorch computes it.

@@ -2,6 +2,7 @@
 //! hand-written backward pass, one file per kernel (forward, backward, finite-difference test):
 //!
 //! - [`attention`]: causal self-attention from the packed qkv projection, whole;
+//! - [`linear`]: `x Wᵀ` over all rows at once, both gradients as one product each;
 //! - [`layer_norm`]: layer norm over the last dimension (one pass per row, both ways);
 //! - [`softmax`]: the causal, scaled softmax of attention scores (mask, scale, softmax in one);
 //! - [`gelu`]: exact (erf) GELU with its exact derivative;
@@ -16,6 +17,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod simd;
 pub mod softmax;
 
