@@ -297,7 +297,9 @@ mod tests {
         let mut full = Generator::new(&m, false);
         let mut rng = Rng::new(9, Stream::Sample);
         let prompt = [4u32, 8, 15, 16, 2, 3, 1, 0, 9, 9, 9, 9, 9, 1, 2]; // longer than the block
-        // Relative to the logits' scale: the two sum in different orders in f32.
+        // Relative to the logits' scale: the two sum in different orders in f32, and the
+        // 20× weights amplify rounding (measured 3.5e-6 to 2.7e-5 from nothing but the order
+        // of layer norm's row sums); a wrong cache gives differences of order 1.
         let diff = |a: &[f32], b: &[f32]| {
             let scale = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
             a.iter().zip(b).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max)
@@ -310,7 +312,7 @@ mod tests {
             let b = full.feed(&[next]).unwrap();
             worst = worst.max(diff(&a, &b));
         }
-        assert!(worst < 1e-5, "cached and full logits differ by {worst} (relative)");
+        assert!(worst < 1e-4, "cached and full logits differ by {worst} (relative)");
         assert_eq!(cached.tokens, full.tokens);
         assert!(cached.start > 0, "the window never rolled over");
     }

@@ -64,6 +64,7 @@ const TILE: usize = 32;
 /// `dst (m×n) = [dst +] beta · lhs (m×k) · rhs (k×n)` on this thread, strides in elements
 /// as (row stride, column stride); `acc` adds to what `dst` holds.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 unsafe fn mm<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, d_rs: usize, lhs: *const T, l: (isize, isize), rhs: *const T, r: (isize, isize), beta: T, acc: bool) {
     unsafe {
         gemm(m, n, k, dst, 1, d_rs as isize, acc, lhs, l.1, l.0, rhs, r.1, r.0, T::one(), beta, false, false, false, Parallelism::None);
@@ -80,7 +81,8 @@ fn tiles(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
 
 /// The causal softmax probabilities of query rows `r0..r0+m` of one (batch, head), keys
 /// `0..r0+m`, into `p` at row stride `t` (zeros right of the diagonal; later columns are
-/// not touched), from the packed qkv.
+/// not touched), from the packed qkv. Inlined into the callers' [`wide`] loops.
+#[inline(always)]
 unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usize, usize, usize)) {
     let (t, c3) = (d.t, 3 * d.c as isize);
     // S = scale · q kᵀ: q rows at stride 3C; kᵀ (hd×nk) reads k with row stride 1, col stride 3C.

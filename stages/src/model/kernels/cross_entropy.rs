@@ -5,22 +5,33 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
+use super::simd::{self, wide};
 use super::{Real, float_op, par_rows, storage, with_data};
 
 pub struct CrossEntropy {
     pub targets: Vec<u32>,
 }
 
+#[inline(always)]
 fn lse<T: Real>(row: &[T]) -> T {
-    let max = row.iter().fold(T::neg_infinity(), |m, &v| num_traits::Float::max(m, v));
-    row.iter().map(|&v| (v - max).exp()).sum::<T>().ln() + max
+    const L: usize = 64;
+    let max = simd::max(row);
+    // Exponentials a block at a time into a buffer, so they vectorise, then a lane sum.
+    let mut buf = [T::zero(); L];
+    let mut total = T::zero();
+    for chunk in row.chunks(L) {
+        let b = &mut buf[..chunk.len()];
+        b.iter_mut().zip(chunk).for_each(|(o, &v)| *o = (v - max).vexp());
+        total = total + simd::sum(b);
+    }
+    total.ln() + max
 }
 
 fn forward<T: Real>(z: &[T], targets: &[u32], v: usize) -> Vec<T> {
     let mut nll = vec![T::zero(); targets.len()];
     par_rows(&mut nll, 1, |r, out| {
         let row = &z[r * v..(r + 1) * v];
-        out[0] = lse(row) - row[targets[r] as usize];
+        out[0] = wide(|| lse(row)) - row[targets[r] as usize];
     });
     nll
 }
@@ -29,10 +40,12 @@ fn backward<T: Real>(z: &[T], targets: &[u32], dnll: &[T], v: usize) -> Vec<T> {
     let mut dz = vec![T::zero(); z.len()];
     par_rows(&mut dz, v, |r, out| {
         let row = &z[r * v..(r + 1) * v];
-        let l = lse(row);
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o = (x - l).exp() * dnll[r];
-        }
+        wide(|| {
+            let l = lse(row);
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o = (x - l).vexp() * dnll[r];
+            }
+        });
         out[targets[r] as usize] = out[targets[r] as usize] - dnll[r];
     });
     dz

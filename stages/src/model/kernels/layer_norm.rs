@@ -6,6 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use super::simd::{self, wide};
 use super::{Real, col_sums, float_op, par_rows, storage, with_data};
 
 pub struct LayerNorm {
@@ -13,10 +14,11 @@ pub struct LayerNorm {
 }
 
 /// Mean and 1/std of one row.
+#[inline(always)]
 fn stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
     let n = T::from(x.len()).unwrap();
-    let mean = x.iter().copied().sum::<T>() / n;
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / n;
+    let mean = simd::sum(x) / n;
+    let var = simd::sum_sq_dev(x, mean) / n;
     (mean, (var + T::from(eps).unwrap()).sqrt().recip())
 }
 
@@ -24,11 +26,13 @@ fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, c, |r, out| {
-        let row = &x[r * c..(r + 1) * c];
-        let (mean, rstd) = stats(row, eps);
-        for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
-            *o = (v - mean) * rstd * wi;
-        }
+        wide(|| {
+            let row = &x[r * c..(r + 1) * c];
+            let (mean, rstd) = stats(row, eps);
+            for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+                *o = (v - mean) * rstd * wi;
+            }
+        })
     });
     y
 }
@@ -40,26 +44,29 @@ fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
     let mut dx = vec![T::zero(); x.len()];
     let n = T::from(c).unwrap();
     par_rows(&mut dx, c, |r, out| {
-        let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-        let (mean, rstd) = stats(row, eps);
-        let (mut sum_g, mut sum_gx) = (T::zero(), T::zero());
-        for i in 0..c {
-            let gi = g[i] * w[i];
-            sum_g = sum_g + gi;
-            sum_gx = sum_gx + gi * (row[i] - mean) * rstd;
-        }
-        let (mg, mgx) = (sum_g / n, sum_gx / n);
-        for i in 0..c {
-            let xhat = (row[i] - mean) * rstd;
-            out[i] = rstd * (g[i] * w[i] - mg - xhat * mgx);
-        }
+        wide(|| {
+            let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+            let (mean, rstd) = stats(row, eps);
+            // out holds g·w, then x̂ · g·w, while the two row sums are taken.
+            out.iter_mut().zip(g).zip(w).for_each(|((o, &gi), &wi)| *o = gi * wi);
+            let sum_g = simd::sum(out);
+            out.iter_mut().zip(row).for_each(|(o, &v)| *o = *o * ((v - mean) * rstd));
+            let sum_gx = simd::sum(out);
+            let (mg, mgx) = (sum_g / n, sum_gx / n);
+            for i in 0..c {
+                let xhat = (row[i] - mean) * rstd;
+                out[i] = rstd * (g[i] * w[i] - mg - xhat * mgx);
+            }
+        })
     });
     let dw = col_sums(rows, c, |r, acc| {
-        let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-        let (mean, rstd) = stats(row, eps);
-        for i in 0..c {
-            acc[i] = acc[i] + g[i] * (row[i] - mean) * rstd;
-        }
+        wide(|| {
+            let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+            let (mean, rstd) = stats(row, eps);
+            for i in 0..c {
+                acc[i] = acc[i] + g[i] * ((row[i] - mean) * rstd);
+            }
+        })
     });
     (dx, dw)
 }
