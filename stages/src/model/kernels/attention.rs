@@ -16,7 +16,9 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::simd::{self, wide};
+use multiversion::multiversion;
+
+use super::simd;
 use super::{Real, float_op, storage, with_data};
 
 pub struct CausalAttention {
@@ -87,14 +89,40 @@ unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usi
     let (t, c3) = (d.t, 3 * d.c as isize);
     // S = scale · q kᵀ: q rows at stride 3C; kᵀ (hd×nk) reads k with row stride 1, col stride 3C.
     unsafe { mm(m, nk, d.hd, p.as_mut_ptr().add(r0 * t), t, qkv.add(r0 * 3 * d.c), (c3, 1), qkv.add(d.c), (1, c3), d.scale(), false) };
+    softmax_rows(p, t, r0, m, nk);
+}
+
+/// The causal softmax of rows `r0..r0+m` of `p` (row stride `t`), columns `0..nk`.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn softmax_rows<T: Real>(p: &mut [T], t: usize, r0: usize, m: usize, nk: usize) {
     for i in r0..r0 + m {
         let row = &mut p[i * t..i * t + nk];
         let (live, masked) = row.split_at_mut(i + 1);
         let max = simd::max(live);
-        live.iter_mut().for_each(|v| *v = (*v - max).vexp());
+        for v in live.iter_mut() {
+            *v = (*v - max).vexp();
+        }
         let inv = simd::sum(live).recip();
-        live.iter_mut().for_each(|v| *v = *v * inv);
-        masked.iter_mut().for_each(|v| *v = T::zero());
+        for v in live.iter_mut() {
+            *v = *v * inv;
+        }
+        masked.fill(T::zero());
+    }
+}
+
+/// `dS = scale · P ∘ (dP − D)` in place of `dP` for rows `r0..r0+m` (row stride `t`,
+/// columns `0..nk`), with `D = rowsum(P ∘ dP) = dy · y` per row (`dy`, `y` at row stride `c`).
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn score_grads<T: Real>(p: &[T], ds: &mut [T], dy: &[T], y: &[T], (t, c, hd): (usize, usize, usize), r0: usize, m: usize, nk: usize, scale: T) {
+    for i in r0..r0 + m {
+        let dot = simd::dot(&dy[i * c..i * c + hd], &y[i * c..i * c + hd]);
+        let (pr, dr) = (&p[i * t..i * t + i + 1], &mut ds[i * t..i * t + nk]);
+        let (live, masked) = dr.split_at_mut(i + 1);
+        for (g, &pv) in live.iter_mut().zip(pr) {
+            *g = scale * pv * (*g - dot);
+        }
+        masked.fill(T::zero());
     }
 }
 
@@ -107,15 +135,13 @@ fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
         |p, bh| {
             let (b, h) = (bh / d.h, bh % d.h);
             let base = unsafe { qkv.as_ptr().add(b * t * 3 * c + h * d.hd) };
-            wide(|| {
-                for tile @ (r0, m, nk) in tiles(t) {
-                    unsafe {
-                        probs(d, base, p, tile);
-                        // y[b, r0.., h·hd..] (m×hd, row stride C) = P v.
-                        mm(m, d.hd, nk, yp.at((b * t + r0) * c + h * d.hd), c, p.as_ptr().add(r0 * t), (t as isize, 1), base.add(2 * c), (3 * c as isize, 1), T::one(), false);
-                    }
+            for tile @ (r0, m, nk) in tiles(t) {
+                unsafe {
+                    probs(d, base, p, tile);
+                    // y[b, r0.., h·hd..] (m×hd, row stride C) = P v.
+                    mm(m, d.hd, nk, yp.at((b * t + r0) * c + h * d.hd), c, p.as_ptr().add(r0 * t), (t as isize, 1), base.add(2 * c), (3 * c as isize, 1), T::one(), false);
                 }
-            })
+            }
         },
     );
     y
@@ -134,34 +160,26 @@ fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T> {
             let out = unsafe { dp_out.at(b * t * 3 * c + h * d.hd) };
             let (yb, dyb) = (&y[b * t * c + h * d.hd..], &dy[b * t * c + h * d.hd..]);
             let scale = d.scale::<T>();
-            wide(|| {
-                for tile @ (r0, m, nk) in tiles(t) {
-                    unsafe {
-                        probs(d, base, p, tile);
-                        // dP = dy vᵀ (m×nk).
-                        mm(m, nk, d.hd, ds.as_mut_ptr().add(r0 * t), t, dyb.as_ptr().add(r0 * c), (c as isize, 1), base.add(2 * c), (1, c3), T::one(), false);
-                    }
-                    // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
-                    for i in r0..r0 + m {
-                        let dot = simd::dot(&dyb[i * c..i * c + d.hd], &yb[i * c..i * c + d.hd]);
-                        let (pr, dr) = (&p[i * t..i * t + i + 1], &mut ds[i * t..i * t + nk]);
-                        let (live, masked) = dr.split_at_mut(i + 1);
-                        live.iter_mut().zip(pr).for_each(|(g, &pv)| *g = scale * pv * (*g - dot));
-                        masked.iter_mut().for_each(|v| *v = T::zero());
-                    }
-                    // dq = dS k (m×hd at row stride 3C).
-                    unsafe { mm(m, d.hd, nk, out.add(r0 * 3 * c), 3 * c, ds.as_ptr().add(r0 * t), (ti, 1), base.add(c), (c3, 1), T::one(), false) };
+            for tile @ (r0, m, nk) in tiles(t) {
+                unsafe {
+                    probs(d, base, p, tile);
+                    // dP = dy vᵀ (m×nk).
+                    mm(m, nk, d.hd, ds.as_mut_ptr().add(r0 * t), t, dyb.as_ptr().add(r0 * c), (c as isize, 1), base.add(2 * c), (1, c3), T::one(), false);
                 }
-                // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0.. only.
-                for (k0, m, _) in tiles(t) {
-                    let rows = t - k0;
-                    unsafe {
-                        let (dsk, pk) = (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0));
-                        mm(m, d.hd, rows, out.add(k0 * 3 * c + c), 3 * c, dsk, (1, ti), base.add(k0 * 3 * c), (c3, 1), T::one(), false);
-                        mm(m, d.hd, rows, out.add(k0 * 3 * c + 2 * c), 3 * c, pk, (1, ti), dyb.as_ptr().add(k0 * c), (c as isize, 1), T::one(), false);
-                    }
+                // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
+                score_grads(p, ds, dyb, yb, (t, c, d.hd), r0, m, nk, scale);
+                // dq = dS k (m×hd at row stride 3C).
+                unsafe { mm(m, d.hd, nk, out.add(r0 * 3 * c), 3 * c, ds.as_ptr().add(r0 * t), (ti, 1), base.add(c), (c3, 1), T::one(), false) };
+            }
+            // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0.. only.
+            for (k0, m, _) in tiles(t) {
+                let rows = t - k0;
+                unsafe {
+                    let (dsk, pk) = (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0));
+                    mm(m, d.hd, rows, out.add(k0 * 3 * c + c), 3 * c, dsk, (1, ti), base.add(k0 * 3 * c), (c3, 1), T::one(), false);
+                    mm(m, d.hd, rows, out.add(k0 * 3 * c + 2 * c), 3 * c, pk, (1, ti), dyb.as_ptr().add(k0 * c), (c as isize, 1), T::one(), false);
                 }
-            })
+            }
         },
     );
     dqkv

@@ -5,14 +5,16 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::simd::{self, wide};
+use multiversion::multiversion;
+
+use super::simd;
 use super::{Real, float_op, par_rows, storage, with_data};
 
 pub struct CrossEntropy {
     pub targets: Vec<u32>,
 }
 
-#[inline(always)]
+#[multiversion(targets("x86_64+avx2+fma"))]
 fn lse<T: Real>(row: &[T]) -> T {
     const L: usize = 64;
     let max = simd::max(row);
@@ -27,11 +29,20 @@ fn lse<T: Real>(row: &[T]) -> T {
     total.ln() + max
 }
 
+/// `out = scale · softmax(row)`.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn softmax_row<T: Real>(row: &[T], scale: T, out: &mut [T]) {
+    let l = lse(row);
+    for (o, &x) in out.iter_mut().zip(row) {
+        *o = (x - l).vexp() * scale;
+    }
+}
+
 fn forward<T: Real>(z: &[T], targets: &[u32], v: usize) -> Vec<T> {
     let mut nll = vec![T::zero(); targets.len()];
     par_rows(&mut nll, 1, |r, out| {
         let row = &z[r * v..(r + 1) * v];
-        out[0] = wide(|| lse(row)) - row[targets[r] as usize];
+        out[0] = lse(row) - row[targets[r] as usize];
     });
     nll
 }
@@ -40,12 +51,7 @@ fn backward<T: Real>(z: &[T], targets: &[u32], dnll: &[T], v: usize) -> Vec<T> {
     let mut dz = vec![T::zero(); z.len()];
     par_rows(&mut dz, v, |r, out| {
         let row = &z[r * v..(r + 1) * v];
-        wide(|| {
-            let l = lse(row);
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = (x - l).vexp() * dnll[r];
-            }
-        });
+        softmax_row(row, dnll[r], out);
         out[targets[r] as usize] = out[targets[r] as usize] - dnll[r];
     });
     dz

@@ -5,7 +5,8 @@
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::simd::wide;
+use multiversion::multiversion;
+
 use super::{Real, float_op, par_rows, storage, with_data};
 
 pub struct Gelu;
@@ -48,27 +49,29 @@ const CHUNK: usize = 4096;
 
 fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
-    par_rows(&mut y, CHUNK, |r, out| {
-        wide(|| {
-            for (o, &v) in out.iter_mut().zip(&x[r * CHUNK..]) {
-                *o = v * T::cdf_pdf(v).0;
-            }
-        })
-    });
+    par_rows(&mut y, CHUNK, |r, out| forward_chunk(&x[r * CHUNK..], out));
     y
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_chunk<T: NormalCdf>(x: &[T], out: &mut [T]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v * T::cdf_pdf(v).0;
+    }
 }
 
 fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
-    par_rows(&mut dx, CHUNK, |r, out| {
-        wide(|| {
-            for ((o, &v), &g) in out.iter_mut().zip(&x[r * CHUNK..]).zip(&dy[r * CHUNK..]) {
-                let (cdf, pdf) = T::cdf_pdf(v);
-                *o = g * (cdf + v * pdf);
-            }
-        })
-    });
+    par_rows(&mut dx, CHUNK, |r, out| backward_chunk(&x[r * CHUNK..], &dy[r * CHUNK..], out));
     dx
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn backward_chunk<T: NormalCdf>(x: &[T], dy: &[T], out: &mut [T]) {
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+        let (cdf, pdf) = T::cdf_pdf(v);
+        *o = g * (cdf + v * pdf);
+    }
 }
 
 impl CustomOp1 for Gelu {

@@ -6,7 +6,9 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::simd::{self, wide};
+use multiversion::multiversion;
+
+use super::simd;
 use super::{Real, col_sums, float_op, par_rows, storage, with_data};
 
 pub struct LayerNorm {
@@ -25,16 +27,45 @@ fn stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
 fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let mut y = vec![T::zero(); x.len()];
-    par_rows(&mut y, c, |r, out| {
-        wide(|| {
-            let row = &x[r * c..(r + 1) * c];
-            let (mean, rstd) = stats(row, eps);
-            for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
-                *o = (v - mean) * rstd * wi;
-            }
-        })
-    });
+    par_rows(&mut y, c, |r, out| forward_row(&x[r * c..(r + 1) * c], w, eps, out));
     y
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_row<T: Real>(row: &[T], w: &[T], eps: f64, out: &mut [T]) {
+    let (mean, rstd) = stats(row, eps);
+    for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+        *o = (v - mean) * rstd * wi;
+    }
+}
+
+/// One row of dx: `rstd * (g·w - mean(g·w) - x̂ * mean(g·w * x̂))`.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn backward_row<T: Real>(row: &[T], g: &[T], w: &[T], eps: f64, out: &mut [T]) {
+    let n = T::from(row.len()).unwrap();
+    let (mean, rstd) = stats(row, eps);
+    // out holds g·w, then x̂ · g·w, while the two row sums are taken.
+    for ((o, &gi), &wi) in out.iter_mut().zip(g).zip(w) {
+        *o = gi * wi;
+    }
+    let mg = simd::sum(out) / n;
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = *o * ((v - mean) * rstd);
+    }
+    let mgx = simd::sum(out) / n;
+    for (((o, &v), &gi), &wi) in out.iter_mut().zip(row).zip(g).zip(w) {
+        let xhat = (v - mean) * rstd;
+        *o = rstd * (gi * wi - mg - xhat * mgx);
+    }
+}
+
+/// Adds one row's `dy * x̂` to the weight gradient's partial sum.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn dw_row<T: Real>(row: &[T], g: &[T], eps: f64, acc: &mut [T]) {
+    let (mean, rstd) = stats(row, eps);
+    for ((a, &v), &gi) in acc.iter_mut().zip(row).zip(g) {
+        *a = *a + gi * ((v - mean) * rstd);
+    }
 }
 
 /// (dx, dweight).
@@ -42,32 +73,8 @@ fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
     let c = w.len();
     let rows = x.len() / c;
     let mut dx = vec![T::zero(); x.len()];
-    let n = T::from(c).unwrap();
-    par_rows(&mut dx, c, |r, out| {
-        wide(|| {
-            let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-            let (mean, rstd) = stats(row, eps);
-            // out holds g·w, then x̂ · g·w, while the two row sums are taken.
-            out.iter_mut().zip(g).zip(w).for_each(|((o, &gi), &wi)| *o = gi * wi);
-            let sum_g = simd::sum(out);
-            out.iter_mut().zip(row).for_each(|(o, &v)| *o = *o * ((v - mean) * rstd));
-            let sum_gx = simd::sum(out);
-            let (mg, mgx) = (sum_g / n, sum_gx / n);
-            for i in 0..c {
-                let xhat = (row[i] - mean) * rstd;
-                out[i] = rstd * (g[i] * w[i] - mg - xhat * mgx);
-            }
-        })
-    });
-    let dw = col_sums(rows, c, |r, acc| {
-        wide(|| {
-            let (row, g) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-            let (mean, rstd) = stats(row, eps);
-            for i in 0..c {
-                acc[i] = acc[i] + g[i] * ((row[i] - mean) * rstd);
-            }
-        })
-    });
+    par_rows(&mut dx, c, |r, out| backward_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], w, eps, out));
+    let dw = col_sums(rows, c, |r, acc| dw_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], eps, acc));
     (dx, dw)
 }
 

@@ -1,8 +1,9 @@
 //! What lets the kernels' loops run on wide vectors without changing a single result bit:
 //!
-//! - [`wide`] runs a loop compiled with AVX2 + FMA when the CPU has them (checked once at
-//!   run time), so the elementwise loops use 8 lanes instead of the baseline's 4. Rust never
-//!   contracts `a * b + c` into an FMA on its own, so both builds compute the same bits.
+//! - The kernels' row loops carry `#[multiversion(targets("x86_64+avx2+fma"))]`: a copy
+//!   compiled for AVX2 + FMA runs where the CPU has them (checked at run time), so the
+//!   elementwise loops use 8 lanes instead of the baseline's 4. Rust never contracts
+//!   `a * b + c` into an FMA on its own, so both copies compute the same bits.
 //! - [`Real::exp`] for f32 is a branch-free polynomial (Cephes' `expf`: Cody–Waite range
 //!   reduction, degree-6 minimax, within 2 ulp) that the compiler vectorises; libm's `expf`
 //!   is a call per element. f64 (the gradient checks) keeps libm's.
@@ -11,24 +12,6 @@
 //!   left-to-right float sum cannot be vectorised without changing its result).
 
 use super::Real;
-
-/// Runs `f` compiled for AVX2 + FMA where the CPU has them, else as it is. `f` must be a
-/// closure the compiler inlines (a loop over slices), so its body is compiled inside.
-#[inline(always)]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
 
 /// `e^x` in f32, vectorisable: NaN stays NaN, below −87.3 gives ~1e-38 (not 0), above 88.4
 /// saturates near `f32::MAX` (the callers exponentiate `x - max(x) ≤ 0`).
@@ -161,6 +144,5 @@ mod tests {
             assert!((sum_sq_dev(a, 0.5) - a.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f64>()).abs() < 1e-12);
             assert_eq!(max(a), a.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         }
-        assert_eq!(wide(|| sum(&x[..9])), sum(&x[..9]));
     }
 }
