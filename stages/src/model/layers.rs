@@ -33,6 +33,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// (weight, bias).
+    pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.weight, self.bias.as_ref())
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.weight, self.bias.as_ref())
     }
@@ -84,11 +89,11 @@ impl CausalSelfAttention {
     /// `x`: (B, T, C). With a cache, `x` holds the positions after the cached ones, and the
     /// cache is extended with their keys and values.
     pub fn forward(&self, x: &Tensor, cache: Option<&mut LayerKv>, drop: &mut Dropout) -> Result<Tensor> {
-        let qkv = self.c_attn.forward(x)?;
         let y = match cache {
             // Training and evaluation: all positions at once, fused.
-            None => ops::causal_self_attention(&qkv, self.n_head, drop)?,
+            None => ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?,
             Some(cache) => {
+                let qkv = self.c_attn.forward(x)?;
                 let (b, t, c) = x.dims3()?;
                 let (h, hd) = (self.n_head, c / self.n_head);
                 let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous();
@@ -98,10 +103,11 @@ impl CausalSelfAttention {
                     v = Tensor::cat(&[pv, &v], 2)?;
                 }
                 cache.kv = Some((k.clone(), v.clone()));
-                ops::causal_attention(&q, &k, &v, drop)?.transpose(1, 2)?.reshape((b, t, c))?
+                let y = ops::causal_attention(&q, &k, &v, drop)?.transpose(1, 2)?.reshape((b, t, c))?;
+                self.c_proj.forward(&y)?
             }
         };
-        drop.apply(&self.c_proj.forward(&y)?)
+        drop.apply(&y)
     }
 }
 
@@ -117,7 +123,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        drop.apply(&self.c_proj.forward(&ops::gelu(&self.c_fc.forward(x)?)?)?)
+        drop.apply(&ops::mlp(x, self.c_fc.parts(), self.c_proj.parts())?)
     }
 }
 

@@ -63,6 +63,27 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
 }
 
+/// A block's MLP, `gelu(x W_fcᵀ + b_fc) W_projᵀ + b_proj`: one fused node when there are
+/// no biases, else linear, GELU, linear.
+pub fn mlp(x: &Tensor, fc: (&Tensor, Option<&Tensor>), proj: (&Tensor, Option<&Tensor>)) -> Result<Tensor> {
+    if !plain_ops() && fc.1.is_none() && proj.1.is_none() {
+        return kernels::mlp::mlp(x, fc.0, proj.0);
+    }
+    linear(&gelu(&linear(x, fc.0, fc.1)?)?, proj.0, proj.1)
+}
+
+/// A block's causal self-attention over all positions of `x` (B, T, C) with its input
+/// projection `W_attn` (3C, C) and output projection `W_proj` (C, C): one fused node when
+/// there are no biases and no attention dropout, else linear, [`causal_self_attention`],
+/// linear.
+pub fn self_attention(x: &Tensor, attn: (&Tensor, Option<&Tensor>), proj: (&Tensor, Option<&Tensor>), n_head: usize, dropout: &mut Dropout) -> Result<Tensor> {
+    if !plain_ops() && !dropout.active() && attn.1.is_none() && proj.1.is_none() {
+        return kernels::self_attention::self_attention(x, attn.0, proj.0, n_head);
+    }
+    let qkv = linear(x, attn.0, attn.1)?;
+    linear(&causal_self_attention(&qkv, n_head, dropout)?, proj.0, proj.1)
+}
+
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     plain::softmax_last_dim(x)

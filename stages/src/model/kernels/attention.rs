@@ -38,16 +38,16 @@ impl<T> Ptr<T> {
     }
 }
 
-struct Dims {
-    b: usize,
-    t: usize,
-    c: usize,
+pub(super) struct Dims {
+    pub(super) b: usize,
+    pub(super) t: usize,
+    pub(super) c: usize,
     h: usize,
     hd: usize,
 }
 
 impl Dims {
-    fn of(shape: &Shape, n_head: usize) -> Result<Dims> {
+    pub(super) fn of(shape: &Shape, n_head: usize) -> Result<Dims> {
         let (b, t, c3) = shape.dims3()?;
         if c3 % 3 != 0 || (c3 / 3) % n_head != 0 {
             candle_core::bail!("attention: qkv {:?} is not (B, T, 3·C) with C a multiple of {n_head} heads", shape)
@@ -126,7 +126,7 @@ fn score_grads<T: Real>(p: &[T], ds: &mut [T], dy: &[T], y: &[T], (t, c, hd): (u
     }
 }
 
-fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
+pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
     let (t, c) = (d.t, d.c);
     let mut y = vec![T::zero(); d.b * t * c];
     let yp = Ptr(y.as_mut_ptr());
@@ -147,7 +147,7 @@ fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
     y
 }
 
-fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T> {
+pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T> {
     let (t, c) = (d.t, d.c);
     let (c3, ti) = (3 * c as isize, t as isize);
     let mut dqkv = vec![T::zero(); qkv.len()];

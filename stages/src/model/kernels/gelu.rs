@@ -47,7 +47,7 @@ impl NormalCdf for f32 {
 /// Elements per parallel task.
 const CHUNK: usize = 4096;
 
-fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
+pub(super) fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, CHUNK, |r, out| forward_chunk(&x[r * CHUNK..], out));
     y
@@ -60,7 +60,7 @@ fn forward_chunk<T: NormalCdf>(x: &[T], out: &mut [T]) {
     }
 }
 
-fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
+pub(super) fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
     par_rows(&mut dx, CHUNK, |r, out| backward_chunk(&x[r * CHUNK..], &dy[r * CHUNK..], out));
     dx

@@ -32,7 +32,7 @@ fn mm<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], lhs: &[T], l: (isize
 }
 
 /// (rows, in, out) of `x` (…, in) and `w` (out, in).
-fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
+pub(super) fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
     let (out, inp) = w.dims2()?;
     match x.dims().last() {
         Some(&n) if n == inp => Ok((x.elem_count() / inp.max(1), inp, out)),
@@ -40,7 +40,7 @@ fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
     }
 }
 
-fn forward<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
+pub(super) fn forward<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
     let mut y = vec![T::zero(); rows * out];
     // y (rows×out) = x (rows×in) · Wᵀ (in×out): Wᵀ reads W with row stride 1, column stride in.
     mm(rows, out, inp, &mut y, x, (inp as isize, 1), w, (1, inp as isize));
@@ -48,7 +48,7 @@ fn forward<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -
 }
 
 /// (dx, dW).
-fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
+pub(super) fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
     let mut dx = vec![T::zero(); rows * inp];
     mm(rows, inp, out, &mut dx, dy, (out as isize, 1), w, (inp as isize, 1));
     let mut dw = vec![T::zero(); out * inp];

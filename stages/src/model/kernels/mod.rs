@@ -3,6 +3,8 @@
 //!
 //! - [`attention`]: causal self-attention from the packed qkv projection, whole;
 //! - [`linear`]: `x Wᵀ` over all rows at once, both gradients as one product each;
+//! - [`self_attention`]: a block's attention with its two projections as one node;
+//! - [`mlp`]: a block's whole MLP (linear, GELU, linear) as one node;
 //! - [`layer_norm`]: layer norm over the last dimension (one pass per row, both ways);
 //! - [`softmax`]: the causal, scaled softmax of attention scores (mask, scale, softmax in one);
 //! - [`gelu`]: exact (erf) GELU with its exact derivative;
@@ -18,6 +20,8 @@ pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
+pub mod mlp;
+pub mod self_attention;
 pub mod simd;
 pub mod softmax;
 
@@ -98,6 +102,21 @@ pub(crate) fn col_sums<T: Real>(rows: usize, n: usize, f: impl Fn(usize, &mut [T
         }
     }
     out
+}
+
+/// Activations a fused op keeps from its forward pass for its backward (candle's graph
+/// holds the op until the graph is dropped). The first backward takes them; a later one
+/// over the same graph finds none and recomputes.
+#[derive(Default)]
+pub(crate) struct Saved(std::sync::Mutex<Option<Vec<CpuStorage>>>);
+
+impl Saved {
+    pub(crate) fn put(&self, v: Vec<CpuStorage>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+    }
+    pub(crate) fn take(&self) -> Option<Vec<CpuStorage>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// Dispatches on a CPU storage's float type: `float_op!(storage, |data: &[T]| body)`.
