@@ -15,6 +15,9 @@
 //! Results are therefore the same bytes for any thread count. Inputs are made contiguous
 //! by the callers in [`super::ops`]; a kernel given anything else refuses with an error.
 
+// Generic float code writes `a = a + b`: `num_traits::Float` has no `AddAssign`.
+#![allow(clippy::assign_op_pattern)]
+
 pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;

@@ -33,7 +33,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // k is in the low mantissa bits of t; 2^k by building the exponent field.
     let ki = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
