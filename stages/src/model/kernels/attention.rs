@@ -128,9 +128,10 @@ fn score_grads<T: Real>(p: &[T], ds: &mut [T], dy: &[T], y: &[T], (t, c, hd): (u
 
 pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
     let (t, c) = (d.t, d.c);
-    let mut y = vec![T::zero(); d.b * t * c];
+    // Every element is written by one P v product below; not zero-filled first.
+    let mut y: Vec<T> = Vec::with_capacity(d.b * t * c);
     let yp = Ptr(y.as_mut_ptr());
-    (0..d.b * d.h).into_par_iter().for_each_init(
+    (0..d.b * d.h).into_par_iter().with_min_len(per_task(d)).for_each_init(
         || vec![T::zero(); t * t],
         |p, bh| {
             let (b, h) = (bh / d.h, bh % d.h);
@@ -144,15 +145,18 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
             }
         },
     );
+    // SAFETY: the tiles cover rows 0..t of every (batch, head): all B·T·C elements written.
+    unsafe { y.set_len(d.b * t * c) };
     y
 }
 
 pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T> {
     let (t, c) = (d.t, d.c);
     let (c3, ti) = (3 * c as isize, t as isize);
-    let mut dqkv = vec![T::zero(); qkv.len()];
+    // Every element is written by one of the dq, dk, dv products below; not zero-filled first.
+    let mut dqkv: Vec<T> = Vec::with_capacity(qkv.len());
     let dp_out = Ptr(dqkv.as_mut_ptr());
-    (0..d.b * d.h).into_par_iter().for_each_init(
+    (0..d.b * d.h).into_par_iter().with_min_len(per_task(d)).for_each_init(
         || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
         |(p, ds), bh| {
             let (b, h) = (bh / d.h, bh % d.h);
@@ -182,7 +186,15 @@ pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T
             }
         },
     );
+    // SAFETY: query tiles (dq) and key tiles (dk, dv) cover rows 0..t of every (batch, head).
+    unsafe { dqkv.set_len(qkv.len()) };
     dqkv
+}
+
+/// (batch, head) pairs per parallel task: a few tasks per thread, so the T×T scratch
+/// buffers are made a few times per call rather than once per pair.
+fn per_task(d: &Dims) -> usize {
+    (d.b * d.h / (4 * rayon::current_num_threads())).max(1)
 }
 
 impl CustomOp1 for CausalAttention {

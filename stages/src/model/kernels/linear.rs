@@ -19,16 +19,24 @@ use super::{Real, float_op, slice, storage, with_data};
 
 pub struct Linear;
 
-/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, strides (row, column) in elements, on the pool.
+/// `lhs (m×k) · rhs (k×n)` as a new row-major m×n vector (strides (row, column) in
+/// elements), on the pool. The product writes every element without reading it, so the
+/// vector is not zero-filled first.
 #[allow(clippy::too_many_arguments)]
-fn mm<T: Real>(m: usize, n: usize, k: usize, dst: &mut [T], lhs: &[T], l: (isize, isize), rhs: &[T], r: (isize, isize)) {
-    assert!(dst.len() >= m * n);
+fn product<T: Real>(m: usize, n: usize, k: usize, lhs: &[T], l: (isize, isize), rhs: &[T], r: (isize, isize)) -> Vec<T> {
+    if k == 0 {
+        return vec![T::zero(); m * n];
+    }
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k >= 1 << 18 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: the callers pass slices holding m×k, k×n and m×n elements at these strides.
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the callers pass slices holding m×k and k×n elements at these strides; with
+    // `read_dst` false and k > 0, gemm writes all m×n elements of `dst` before `set_len`.
     unsafe {
         gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, lhs.as_ptr(), l.1, l.0, rhs.as_ptr(), r.1, r.0, T::zero(), T::one(), false, false, false, par);
+        dst.set_len(m * n);
     }
+    dst
 }
 
 /// (rows, in, out) of `x` (…, in) and `w` (out, in).
@@ -41,19 +49,15 @@ pub(super) fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
 }
 
 pub(super) fn forward<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
-    let mut y = vec![T::zero(); rows * out];
     // y (rows×out) = x (rows×in) · Wᵀ (in×out): Wᵀ reads W with row stride 1, column stride in.
-    mm(rows, out, inp, &mut y, x, (inp as isize, 1), w, (1, inp as isize));
-    y
+    product(rows, out, inp, x, (inp as isize, 1), w, (1, inp as isize))
 }
 
 /// (dx, dW).
 pub(super) fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
-    let mut dx = vec![T::zero(); rows * inp];
-    mm(rows, inp, out, &mut dx, dy, (out as isize, 1), w, (inp as isize, 1));
-    let mut dw = vec![T::zero(); out * inp];
+    let dx = product(rows, inp, out, dy, (out as isize, 1), w, (inp as isize, 1));
     // dW (out×in) = dyᵀ (out×rows) · x (rows×in).
-    mm(out, inp, rows, &mut dw, dy, (1, out as isize), x, (inp as isize, 1));
+    let dw = product(out, inp, rows, dy, (1, out as isize), x, (inp as isize, 1));
     (dx, dw)
 }
 
