@@ -4,7 +4,12 @@
 //! transposes or copies, and no mask tensor). The backward recomputes `P` (as flash
 //! attention does: cheaper than keeping B·H·T² probabilities) and gives
 //! `dv = Pᵀ dy`, `dS = P ∘ (dP − rowsum(P ∘ dP)) / √hd` with `dP = dy vᵀ`, `dq = dS k`,
-//! `dk = dSᵀ q`, into the packed `dqkv`.
+//! `dk = dSᵀ q`, into the packed `dqkv`, where `rowsum(P ∘ dP) = dy · y` per row.
+//!
+//! Queries go in tiles of [`TILE`] rows; tile `i` multiplies with keys `0..(i + 1)·TILE`
+//! only, so the blocks above the diagonal are never computed (56% of the T×T work at
+//! T = 256, 75% at T = 64). `dk` and `dv` are made per key tile, from the queries at and
+//! after it.
 //!
 //! The small matrix products go to the `gemm` crate (the one candle uses) on one thread
 //! each; the (batch, head) pairs run in parallel on the rayon pool. Every output element is
@@ -14,9 +19,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use gemm::{Parallelism, gemm};
-use rayon::prelude::*;
-
 use multiversion::multiversion;
+use rayon::prelude::*;
 
 use super::simd;
 use super::{Real, float_op, storage, with_data};

@@ -4,7 +4,6 @@
 //! weighting with a loss mask, is left to the caller on the (N,) result.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-
 use multiversion::multiversion;
 
 use super::simd;

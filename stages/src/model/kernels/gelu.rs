@@ -4,7 +4,6 @@
 
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-
 use multiversion::multiversion;
 
 use super::{Real, float_op, par_rows, storage, with_data};

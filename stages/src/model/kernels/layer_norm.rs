@@ -5,7 +5,6 @@
 //! `dweight = Σ_rows dy * x̂`. A bias, if any, is added outside (candle's broadcast add).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-
 use multiversion::multiversion;
 
 use super::simd;
