@@ -23,7 +23,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::simd;
-use super::{Real, float_op, storage, with_data};
+use super::{Real, float_op, grad, storage, with_float_data};
 
 pub struct CausalAttention {
     pub n_head: usize,
@@ -214,18 +214,7 @@ impl CustomOp1 for CausalAttention {
 
     fn bwd(&self, qkv: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let d = Dims::of(qkv.shape(), self.n_head)?;
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(qkv, |q| {
-                    with_data::<$t, _>(y, |o| with_data::<$t, _>(dy, |g| Tensor::from_vec(backward(q, o, g, &d), qkv.shape(), qkv.device())))
-                })
-            };
-        }
-        Ok(Some(match qkv.dtype() {
-            candle_core::DType::F32 => go!(f32)?,
-            candle_core::DType::F64 => go!(f64)?,
-            dt => candle_core::bail!("attention: unsupported dtype {dt:?}"),
-        }))
+        with_float_data!("attention", qkv.dtype(), [qkv, y, dy] => |[q, o, g]| grad(backward(q, o, g, &d), qkv))
     }
 }
 

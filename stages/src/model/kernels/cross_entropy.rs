@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 
 use super::simd;
-use super::{Real, float_op, par_rows, storage, with_data};
+use super::{Real, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct CrossEntropy {
     pub targets: Vec<u32>,
@@ -82,16 +82,7 @@ impl CustomOp1 for CrossEntropy {
 
     fn bwd(&self, z: &Tensor, _nll: &Tensor, dnll: &Tensor) -> Result<Option<Tensor>> {
         let v = self.check(z.shape())?;
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(z, |zs| with_data::<$t, _>(dnll, |ds| Tensor::from_vec(backward(zs, &self.targets, ds, v), z.shape(), z.device())))
-            };
-        }
-        Ok(Some(match z.dtype() {
-            candle_core::DType::F32 => go!(f32)?,
-            candle_core::DType::F64 => go!(f64)?,
-            d => candle_core::bail!("cross-entropy: unsupported dtype {d:?}"),
-        }))
+        with_float_data!("cross-entropy", z.dtype(), [z, dnll] => |[zs, ds]| grad(backward(zs, &self.targets, ds, v), z))
     }
 }
 

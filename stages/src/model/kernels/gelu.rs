@@ -6,7 +6,7 @@ use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 
-use super::{Real, float_op, par_rows, storage, with_data};
+use super::{Real, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct Gelu;
 
@@ -84,16 +84,7 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(x, |xs| with_data::<$t, _>(dy, |dys| Tensor::from_vec(backward(xs, dys), x.shape(), x.device())))
-            };
-        }
-        Ok(Some(match x.dtype() {
-            candle_core::DType::F32 => go!(f32)?,
-            candle_core::DType::F64 => go!(f64)?,
-            d => candle_core::bail!("gelu: unsupported dtype {d:?}"),
-        }))
+        with_float_data!("gelu", x.dtype(), [x, dy] => |[xs, dys]| grad(backward(xs, dys), x))
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 
 use super::simd;
-use super::{Real, col_sums, float_op, par_rows, storage, with_data};
+use super::{Real, col_sums, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct LayerNorm {
     pub eps: f64,
@@ -95,23 +95,10 @@ impl CustomOp2 for LayerNorm {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(x, |xs| {
-                    with_data::<$t, _>(w, |ws| {
-                        with_data::<$t, _>(dy, |dys| {
-                            let (dx, dw) = backward(xs, ws, dys, self.eps);
-                            Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
-                        })
-                    })
-                })
-            };
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            d => candle_core::bail!("layer norm: unsupported dtype {d:?}"),
-        }
+        with_float_data!("layer norm", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
+            let (dx, dw) = backward(xs, ws, dys, self.eps);
+            Ok((grad(dx, x)?, grad(dw, w)?))
+        })
     }
 }
 

@@ -15,7 +15,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 
-use super::{Real, float_op, slice, storage, with_data};
+use super::{Real, float_op, grad, slice, storage, with_float_data};
 
 pub struct Linear;
 
@@ -76,23 +76,10 @@ impl CustomOp2 for Linear {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let d = dims(x.shape(), w.shape())?;
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(x, |xs| {
-                    with_data::<$t, _>(w, |ws| {
-                        with_data::<$t, _>(dy, |dys| {
-                            let (dx, dw) = backward(xs, ws, dys, d);
-                            Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
-                        })
-                    })
-                })
-            };
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            dt => candle_core::bail!("linear: unsupported dtype {dt:?}"),
-        }
+        with_float_data!("linear", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
+            let (dx, dw) = backward(xs, ws, dys, d);
+            Ok((grad(dx, x)?, grad(dw, w)?))
+        })
     }
 }
 

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::gelu::{self, NormalCdf};
-use super::{Saved, float_op, linear, slice, storage, with_data};
+use super::{Saved, float_op, grad, linear, slice, storage, with_float_data};
 
 #[derive(Default)]
 pub struct Mlp {
@@ -63,32 +63,16 @@ impl CustomOp3 for Mlp {
     fn bwd(&self, x: &Tensor, w_fc: &Tensor, w_proj: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims(x.shape(), w_fc.shape(), w_proj.shape())?;
         let saved = self.saved.take();
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(x, |xs| {
-                    with_data::<$t, _>(w_fc, |wf| {
-                        with_data::<$t, _>(w_proj, |wp| {
-                            with_data::<$t, _>(dy, |g| {
-                                let [dx, dwf, dwp] = match &saved {
-                                    Some(s) => backward(xs, wf, wp, s[0].as_slice::<$t>()?, s[1].as_slice::<$t>()?, g, d),
-                                    None => {
-                                        let (hid, act, _) = forward(xs, wf, wp, d);
-                                        backward(xs, wf, wp, &hid, &act, g, d)
-                                    }
-                                };
-                                let t = |v: Vec<$t>, like: &Tensor| Tensor::from_vec(v, like.shape(), like.device()).map(Some);
-                                Ok((t(dx, x)?, t(dwf, w_fc)?, t(dwp, w_proj)?))
-                            })
-                        })
-                    })
-                })
+        with_float_data!("mlp", x.dtype(), [x, w_fc, w_proj, dy] => |[xs, wf, wp, g]| {
+            let [dx, dwf, dwp] = match &saved {
+                Some(s) => backward(xs, wf, wp, s[0].as_slice::<T>()?, s[1].as_slice::<T>()?, g, d),
+                None => {
+                    let (hid, act, _) = forward(xs, wf, wp, d);
+                    backward(xs, wf, wp, &hid, &act, g, d)
+                }
             };
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            dt => candle_core::bail!("mlp: unsupported dtype {dt:?}"),
-        }
+            Ok((grad(dx, x)?, grad(dwf, w_fc)?, grad(dwp, w_proj)?))
+        })
     }
 }
 

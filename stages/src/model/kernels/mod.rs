@@ -60,15 +60,47 @@ pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str)
     }
 }
 
-/// Runs `f` on the contiguous data of a CPU tensor (copied first only if it is strided).
-pub(crate) fn with_data<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(cs) => f(slice(cs, l, "kernel")?),
-        _ => candle_core::bail!("the fused kernels run on the CPU only"),
+/// Runs `f` on the contiguous data of `N` CPU tensors of one element type (each copied
+/// first only if it is strided).
+pub(crate) fn with_all<T: WithDType, R, const N: usize>(ts: [&Tensor; N], f: impl FnOnce([&[T]; N]) -> Result<R>) -> Result<R> {
+    let owned: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices: [&[T]; N] = [&[]; N];
+    for (out, (s, l)) in slices.iter_mut().zip(&guards) {
+        *out = match &**s {
+            Storage::Cpu(cs) => slice(cs, l, "kernel")?,
+            _ => candle_core::bail!("the fused kernels run on the CPU only"),
+        };
     }
+    f(slices)
 }
+
+/// A gradient shaped as `like`, on its device.
+pub(crate) fn grad<T: WithDType>(v: Vec<T>, like: &Tensor) -> Result<Option<Tensor>> {
+    Tensor::from_vec(v, like.shape(), like.device()).map(Some)
+}
+
+/// The body of a kernel's backward pass: dispatches on `dtype` (f32 or f64, as the type
+/// `T` inside the body) and runs the body on the contiguous data of the listed tensors:
+/// `with_float_data!("name", dtype, [a, b] => |[da, db]| body)`.
+macro_rules! with_float_data {
+    ($name:expr, $dtype:expr, [$($t:expr),+] => |$data:pat_param| $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                #[allow(dead_code)]
+                type T = f32;
+                $crate::model::kernels::with_all::<f32, _, _>([$($t),+], |$data| $body)
+            }
+            candle_core::DType::F64 => {
+                #[allow(dead_code)]
+                type T = f64;
+                $crate::model::kernels::with_all::<f64, _, _>([$($t),+], |$data| $body)
+            }
+            dt => candle_core::bail!("{}: unsupported dtype {dt:?}", $name),
+        }
+    };
+}
+pub(crate) use with_float_data;
 
 /// `out[r*n..(r+1)*n] = f(r, ...)` for every row `r`, in parallel over rows when large.
 pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {

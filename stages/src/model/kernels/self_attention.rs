@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::attention::{self, Dims};
-use super::{Real, Saved, float_op, linear, slice, storage, with_data};
+use super::{Real, Saved, float_op, grad, linear, slice, storage, with_float_data};
 
 pub struct SelfAttention {
     n_head: usize,
@@ -66,32 +66,16 @@ impl CustomOp3 for SelfAttention {
     fn bwd(&self, x: &Tensor, w_attn: &Tensor, w_proj: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims(x.shape(), w_attn.shape(), w_proj.shape(), self.n_head)?;
         let saved = self.saved.take();
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(x, |xs| {
-                    with_data::<$t, _>(w_attn, |wa| {
-                        with_data::<$t, _>(w_proj, |wp| {
-                            with_data::<$t, _>(dy, |g| {
-                                let [dx, dwa, dwp] = match &saved {
-                                    Some(s) => backward(xs, wa, wp, s[0].as_slice::<$t>()?, s[1].as_slice::<$t>()?, g, &d),
-                                    None => {
-                                        let (qkv, a, _) = forward(xs, wa, wp, &d);
-                                        backward(xs, wa, wp, &qkv, &a, g, &d)
-                                    }
-                                };
-                                let t = |v: Vec<$t>, like: &Tensor| Tensor::from_vec(v, like.shape(), like.device()).map(Some);
-                                Ok((t(dx, x)?, t(dwa, w_attn)?, t(dwp, w_proj)?))
-                            })
-                        })
-                    })
-                })
+        with_float_data!("self-attention", x.dtype(), [x, w_attn, w_proj, dy] => |[xs, wa, wp, g]| {
+            let [dx, dwa, dwp] = match &saved {
+                Some(s) => backward(xs, wa, wp, s[0].as_slice::<T>()?, s[1].as_slice::<T>()?, g, &d),
+                None => {
+                    let (qkv, a, _) = forward(xs, wa, wp, &d);
+                    backward(xs, wa, wp, &qkv, &a, g, &d)
+                }
             };
-        }
-        match x.dtype() {
-            candle_core::DType::F32 => go!(f32),
-            candle_core::DType::F64 => go!(f64),
-            dt => candle_core::bail!("self-attention: unsupported dtype {dt:?}"),
-        }
+            Ok((grad(dx, x)?, grad(dwa, w_attn)?, grad(dwp, w_proj)?))
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::{Real, float_op, par_rows, storage, with_data};
+use super::{Real, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct CausalSoftmax {
     pub scale: f64,
@@ -68,16 +68,7 @@ impl CustomOp1 for CausalSoftmax {
 
     fn bwd(&self, _s: &Tensor, p: &Tensor, dp: &Tensor) -> Result<Option<Tensor>> {
         let (t_q, t_k) = dims(p.shape())?;
-        macro_rules! go {
-            ($t:ty) => {
-                with_data::<$t, _>(p, |ps| with_data::<$t, _>(dp, |dps| Tensor::from_vec(backward(ps, dps, t_q, t_k, self.scale), p.shape(), p.device())))
-            };
-        }
-        Ok(Some(match p.dtype() {
-            candle_core::DType::F32 => go!(f32)?,
-            candle_core::DType::F64 => go!(f64)?,
-            d => candle_core::bail!("causal softmax: unsupported dtype {d:?}"),
-        }))
+        with_float_data!("causal softmax", p.dtype(), [p, dp] => |[ps, dps]| grad(backward(ps, dps, t_q, t_k, self.scale), p))
     }
 }
 
