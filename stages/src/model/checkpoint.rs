@@ -86,48 +86,6 @@ impl Checkpoint {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::rng::{Rng, Stream};
-
-    #[test]
-    fn save_then_load_round_trips_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
-        let mut rng = Rng::new(5, Stream::Train);
-        rng.below(10);
-        let ck = Checkpoint {
-            step: 42,
-            params: vec![("b".into(), t(&[1.5, f32::MIN_POSITIVE])), ("a".into(), t(&[-0.0]))],
-            adam: AdamState { t: 42, m: vec![("a".into(), t(&[0.25])), ("b".into(), t(&[1.0, 2.0]))], v: vec![("a".into(), t(&[3.0])), ("b".into(), t(&[4.0, 5.0]))] },
-            rng: rng.state(),
-            fingerprint: "fp".into(),
-            history: "{\"step\":1}\n".into(),
-        };
-        assert!(Checkpoint::load(dir.path()).unwrap().is_none());
-        ck.save(dir.path()).unwrap();
-        let back = Checkpoint::load(dir.path()).unwrap().unwrap();
-        assert_eq!((back.step, back.adam.t, back.fingerprint.as_str(), back.history.as_str()), (42, 42, "fp", "{\"step\":1}\n"));
-        assert_eq!(back.rng, rng.state());
-        let bits = |list: &[(String, Tensor)], name: &str| {
-            list.iter().find(|(n, _)| n == name).unwrap().1.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        };
-        assert_eq!(bits(&back.params, "b"), vec![1.5f32.to_bits(), f32::MIN_POSITIVE.to_bits()]);
-        assert_eq!(bits(&back.params, "a"), vec![(-0.0f32).to_bits()]);
-        assert_eq!(bits(&back.adam.v, "b"), vec![4.0f32.to_bits(), 5.0f32.to_bits()]);
-        // Only the checkpoint file is left: no temporary files.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
-        let err = Checkpoint::load(dir.path()).err().unwrap().to_string();
-        assert!(err.contains(FILE), "{err}");
-    }
-}
 
 /// Capture and restore the state of a training run (`pretrain`, `sft`, …): one place for
 /// what a checkpoint holds and how a resume checks it.
@@ -180,5 +138,48 @@ impl Checkpoint {
         *history = ck.history;
         tracing::info!(step = ck.step, "resuming from a checkpoint");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rng::{Rng, Stream};
+
+    #[test]
+    fn save_then_load_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap();
+        let mut rng = Rng::new(5, Stream::Train);
+        rng.below(10);
+        let ck = Checkpoint {
+            step: 42,
+            params: vec![("b".into(), t(&[1.5, f32::MIN_POSITIVE])), ("a".into(), t(&[-0.0]))],
+            adam: AdamState { t: 42, m: vec![("a".into(), t(&[0.25])), ("b".into(), t(&[1.0, 2.0]))], v: vec![("a".into(), t(&[3.0])), ("b".into(), t(&[4.0, 5.0]))] },
+            rng: rng.state(),
+            fingerprint: "fp".into(),
+            history: "{\"step\":1}\n".into(),
+        };
+        assert!(Checkpoint::load(dir.path()).unwrap().is_none());
+        ck.save(dir.path()).unwrap();
+        let back = Checkpoint::load(dir.path()).unwrap().unwrap();
+        assert_eq!((back.step, back.adam.t, back.fingerprint.as_str(), back.history.as_str()), (42, 42, "fp", "{\"step\":1}\n"));
+        assert_eq!(back.rng, rng.state());
+        let bits = |list: &[(String, Tensor)], name: &str| {
+            list.iter().find(|(n, _)| n == name).unwrap().1.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&back.params, "b"), vec![1.5f32.to_bits(), f32::MIN_POSITIVE.to_bits()]);
+        assert_eq!(bits(&back.params, "a"), vec![(-0.0f32).to_bits()]);
+        assert_eq!(bits(&back.adam.v, "b"), vec![4.0f32.to_bits(), 5.0f32.to_bits()]);
+        // Only the checkpoint file is left: no temporary files.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
+        let err = Checkpoint::load(dir.path()).err().unwrap().to_string();
+        assert!(err.contains(FILE), "{err}");
     }
 }
