@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod chat_template;
 pub mod sft;
 pub mod evaluate;
+mod training;
 
 use hone_engine::stage::Registry;
 

@@ -24,22 +24,18 @@
 //! when stopped, the whole training state goes to the stage's checkpoint directory; the next
 //! `hone run` resumes from it and ends with exactly the weights of an uninterrupted run.
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::time::Instant;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::model::checkpoint::Checkpoint;
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::Dropout;
-use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
+use crate::model::optim::{AdamWConfig, Grads, LrSchedule};
 use crate::model::rng::{Rng, Stream};
 use crate::model::shards::{TokenData, TokenShard};
 use crate::model::{Gpt, GptConfig, ParamStore};
 use crate::ports;
+use crate::training::{self, Settings, Trainer, gradients_of, loss_svg, write};
 
 pub struct Pretrain;
 
@@ -190,18 +186,7 @@ impl Stage for Pretrain {
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let data = TokenData::open(cx.required_input("tokenizer")?)?;
-        crate::model::kernels::tune_allocator();
-        if p.threads == 0 {
-            return train(p, cx, &data);
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(p.threads)
-            .build()
-            .map_err(|e| StageError::msg(format!("cannot start {} worker threads: {e}", p.threads)))?;
-        // The stage's tracing span (which routes events to its log) is per thread: carry it
-        // into the pool.
-        let span = tracing::Span::current();
-        pool.install(|| span.in_scope(|| train(p, cx, &data)))
+        training::on_threads(p.threads, || train(p, cx, &data))
     }
 }
 
@@ -209,15 +194,6 @@ impl Stage for Pretrain {
 /// not resumed (the checkpoint directory is per stage key, so this is a second guard).
 fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
     serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Pretrain::VERSION }).to_string()
-}
-
-/// A line of metrics.jsonl after a training step (fields in this order); `sft` writes the same.
-#[derive(Serialize)]
-pub(crate) struct StepLine {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
 }
 
 /// A line of metrics.jsonl after an evaluation.
@@ -228,19 +204,11 @@ struct EvalLine {
     val_loss: f64,
 }
 
-struct Run<'a> {
+/// Next-token loss on random windows of the shards.
+struct Objective<'a> {
     p: &'a Params,
-    cx: &'a RunCx<'a>,
+    seed: u64,
     data: &'a TokenData,
-    model: Gpt,
-    params: ParamStore,
-    opt: AdamW,
-    rng: Rng,
-    /// Optimizer steps done.
-    step: u64,
-    /// metrics.jsonl so far.
-    history: String,
-    fingerprint: String,
 }
 
 fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
@@ -261,156 +229,74 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
 
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
-    let vars = params.vars();
-    let opt = AdamW::new(&vars, AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay });
-    let mut run = Run {
-        p,
-        cx,
-        data,
-        model,
-        params,
-        opt,
-        rng: Rng::new(cx.seed, Stream::Train),
-        step: 0,
-        history: String::new(),
-        fingerprint: fingerprint(p, cx, &cfg),
-    };
-    run.resume()?;
-    tracing::info!(params = cfg.n_params(), from_step = run.step, steps = p.steps, "pretraining");
-    run.cx.metric("params", cfg.n_params() as u64);
+    let adamw = AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay };
+    let mut trainer = Trainer::new(cx, model, params, adamw, fingerprint(p, cx, &cfg))?;
+    tracing::info!(params = cfg.n_params(), from_step = trainer.step, steps = p.steps, "pretraining");
+    cx.metric("params", cfg.n_params() as u64);
 
-    let schedule = LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps };
-    let tokens_per_step = (p.batch_size * p.block_size * p.grad_accum) as f64;
-    let started = Instant::now();
-    let first = run.step;
-    let mut last_loss = f64::NAN;
-    let mut step_ms = Vec::new();
-    while run.step < p.steps {
-        if p.eval_every > 0 && run.step.is_multiple_of(p.eval_every) {
-            run.evaluate()?;
-        }
-        let lr = schedule.at(run.step);
-        let t0 = Instant::now();
-        let (loss, norm) = run.train_step(lr)?;
-        step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        last_loss = loss;
-        let line = StepLine { step: run.step, loss, lr, grad_norm: norm };
-        writeln!(run.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
-        let rate = (run.step - first) as f64 * tokens_per_step / started.elapsed().as_secs_f64().max(1e-9);
-        cx.progress(run.step, Some(p.steps), format!("loss {loss:.4} · {} tok/s", human(rate)));
-        if cx.is_cancelled() {
-            run.save()?;
-            return Err(StageError::Cancelled);
-        }
-        if p.checkpoint_every > 0 && run.step.is_multiple_of(p.checkpoint_every) && run.step < p.steps {
-            run.save()?;
-        }
-    }
-    log_timing(&mut step_ms, tokens_per_step);
-    let (train_est, val) = run.evaluate()?;
-    if last_loss.is_nan() {
-        // Resumed from a checkpoint taken at the very end: report the last recorded loss.
-        last_loss = run.history.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).unwrap_or(f64::NAN);
-    }
-    cx.metric("loss", last_loss);
+    let settings = Settings {
+        steps: p.steps,
+        schedule: LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps },
+        grad_clip: p.grad_clip,
+        eval_every: p.eval_every,
+        checkpoint_every: p.checkpoint_every,
+    };
+    let done = trainer.run(&settings, &mut Objective { p, seed: cx.seed, data })?;
+    let (train_est, val) = done.eval;
+    cx.metric("loss", done.loss);
     cx.metric("train_loss", train_est);
     cx.metric("val_loss", val);
-    cx.metric("tokens", (tokens_per_step * p.steps as f64) as u64);
-    run.write_outputs(&cfg, eot_token)
+    cx.metric("tokens", (p.batch_size * p.block_size * p.grad_accum) as u64 * p.steps);
+
+    let out = cx.out_dir;
+    let generation = GenerationConfig::defaults(Some(data.meta.eot_id));
+    export::save(out, &cfg, &trainer.params.snapshot(), &generation)?;
+    export::save_tokenizer(out, &data.tokenizer_json(), eot_token, cfg.block_size)?;
+    write(out, "metrics.jsonl", trainer.history())?;
+    write(out, "loss.svg", &loss_svg(trainer.history()))
 }
 
-impl Run<'_> {
-    /// Continues from the checkpoint directory's state, if there is one from these settings.
-    fn resume(&mut self) -> Result<(), StageError> {
-        let dir = self.cx.checkpoint_dir;
-        Checkpoint::resume(dir, &self.fingerprint, &self.params, &mut self.opt, &mut self.rng, &mut self.step, &mut self.history)?;
-        Ok(())
-    }
+impl training::Objective for Objective<'_> {
+    /// Loss estimates on train and val.
+    type Eval = (f64, f64);
 
-    fn save(&self) -> Result<(), StageError> {
-        Checkpoint::capture(self.step, &self.params, &self.opt, &self.rng, &self.fingerprint, &self.history)?.save(self.cx.checkpoint_dir)?;
-        Ok(())
-    }
-
-    /// One optimizer step at rate `lr`; returns the mean loss and the gradient norm.
-    fn train_step(&mut self, lr: f64) -> Result<(f64, f64), StageError> {
+    /// The mean loss of `grad_accum` batches, their gradients summed.
+    fn gradients(&mut self, model: &Gpt, vars: &[(String, Var)], _step: u64, rng: &mut Rng) -> Result<(f64, Grads, usize), StageError> {
         let p = self.p;
-        let vars = self.params.vars();
         let mut total: Option<Grads> = None;
         let mut loss_sum = 0.0;
         for _ in 0..p.grad_accum {
-            let (x, y) = batch(&self.data.train, p.batch_size, p.block_size, &mut self.rng)?;
-            let loss = self.model.loss(&x, &y, &mut Dropout::train(p.dropout, &mut self.rng)).map_err(crate::model::ModelError::from)?;
-            let scaled = (loss / p.grad_accum as f64).map_err(crate::model::ModelError::from)?;
-            loss_sum += f64::from(scaled.to_scalar::<f32>().map_err(crate::model::ModelError::from)?);
-            let g = Grads::collect(&scaled.backward().map_err(crate::model::ModelError::from)?, &vars)?;
+            let (x, y) = batch(&self.data.train, p.batch_size, p.block_size, rng)?;
+            let loss = model.loss(&x, &y, &mut Dropout::train(p.dropout, rng)).map_err(crate::model::ModelError::from)?;
+            let (value, g) = gradients_of(&(loss / p.grad_accum as f64).map_err(crate::model::ModelError::from)?, vars)?;
+            loss_sum += value;
             match &mut total {
                 None => total = Some(g),
                 Some(t) => t.add(&g),
             }
         }
-        let step = self.step + 1;
-        if !loss_sum.is_finite() {
-            return Err(StageError::msg(format!(
-                "training diverged at step {step}: the loss is {loss_sum}\n   = help: lower `lr` (now {:e}), or set `grad_clip`",
-                p.lr
-            )));
-        }
-        let mut grads = total.expect("grad_accum >= 1");
-        let norm = if p.grad_clip > 0.0 { grads.clip(p.grad_clip) } else { grads.norm() };
-        if !norm.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {:e})", p.lr)));
-        }
-        self.opt.step(&grads, lr)?;
-        self.step = step;
-        Ok((loss_sum, norm))
+        Ok((loss_sum, total.expect("grad_accum >= 1"), p.batch_size * p.block_size * p.grad_accum))
     }
 
-    /// Loss estimates on `eval_iters` fixed batches of train and val: (train, val). Stopped
-    /// midway, it saves the state first, so the next run starts with this evaluation.
-    fn evaluate(&mut self) -> Result<(f64, f64), StageError> {
-        match self.estimate() {
-            Err(StageError::Cancelled) => {
-                self.save()?;
-                Err(StageError::Cancelled)
-            }
-            other => other,
-        }
-    }
-
-    fn estimate(&mut self) -> Result<(f64, f64), StageError> {
+    /// Loss estimates on `eval_iters` fixed batches of train and val.
+    fn evaluate(&mut self, model: &Gpt, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
         let est = |shard: &TokenShard| -> Result<f64, StageError> {
             // The same batches every time: estimates at different steps compare like for like.
-            let mut rng = Rng::new(self.cx.seed, Stream::Eval);
+            let mut rng = Rng::new(self.seed, Stream::Eval);
             let mut sum = 0.0;
             for _ in 0..self.p.eval_iters {
-                self.cx.check_cancelled()?;
+                cx.check_cancelled()?;
                 let (x, y) = batch(shard, self.p.batch_size, self.p.block_size, &mut rng)?;
-                let l = self.model.loss(&x, &y, &mut Dropout::off()).and_then(|l| l.to_scalar::<f32>()).map_err(crate::model::ModelError::from)?;
+                let l = model.loss(&x, &y, &mut Dropout::off()).and_then(|l| l.to_scalar::<f32>()).map_err(crate::model::ModelError::from)?;
                 sum += f64::from(l);
             }
             Ok(sum / self.p.eval_iters as f64)
         };
-        let train = est(&self.data.train)?;
-        let val = est(&self.data.val)?;
-        let line = EvalLine { step: self.step, train_loss: train, val_loss: val };
-        writeln!(self.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
-        self.cx.metric("val_loss", val);
-        Ok((train, val))
+        let (train, val) = (est(&self.data.train)?, est(&self.data.val)?);
+        cx.metric("val_loss", val);
+        let line = serde_json::to_string(&EvalLine { step, train_loss: train, val_loss: val }).expect("finite numbers serialise");
+        Ok((Some(line), (train, val)))
     }
-
-    fn write_outputs(&self, cfg: &GptConfig, eot_token: Option<String>) -> Result<(), StageError> {
-        let out = self.cx.out_dir;
-        let generation = GenerationConfig::defaults(Some(self.data.meta.eot_id));
-        export::save(out, cfg, &self.params.snapshot(), &generation)?;
-        export::save_tokenizer(out, &self.data.tokenizer_json(), eot_token, cfg.block_size)?;
-        write(out, "metrics.jsonl", &self.history)?;
-        write(out, "loss.svg", &loss_svg(&self.history))
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<(), StageError> {
-    std::fs::write(dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")))
 }
 
 /// `b` random windows of `t + 1` tokens: inputs (b, t) and next-token targets (b, t).
@@ -426,69 +312,9 @@ fn batch(shard: &TokenShard, b: usize, t: usize, rng: &mut Rng) -> Result<(Tenso
     Ok((x, y))
 }
 
-/// Wall time per training step into the stage log (not the metrics: they must not depend on
-/// the machine). The first two steps warm up allocators and caches and are left out of the
-/// median, as in the PyTorch benchmark. `bench/pretrain_speed.sh` reads this line.
-fn log_timing(step_ms: &mut [f64], tokens_per_step: f64) {
-    if step_ms.len() < 3 {
-        return;
-    }
-    let timed = &mut step_ms[2..];
-    timed.sort_by(f64::total_cmp);
-    let median = timed[timed.len() / 2];
-    tracing::info!(steps_timed = timed.len(), ms_per_step_median = format!("{median:.2}"), ms_per_step_min = format!("{:.2}", timed[0]), tokens_per_s = format!("{:.0}", tokens_per_step / median * 1e3), "step timing");
-}
-
-pub(crate) fn human(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.1}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
-/// The training and validation loss curves from metrics.jsonl, as a small SVG.
-pub(crate) fn loss_svg(history: &str) -> String {
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for line in history.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let step = v["step"].as_f64().unwrap_or(0.0);
-        if let Some(l) = v["loss"].as_f64() {
-            train.push((step, l));
-        }
-        if let Some(l) = v["val_loss"].as_f64() {
-            val.push((step, l));
-        }
-    }
-    let (w, h, m) = (640.0, 400.0, 50.0);
-    let all = train.iter().chain(&val);
-    let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = all.map(|p| p.1).filter(|l| l.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
-    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
-    let sx = |x: f64| m + x / max_x * (w - 2.0 * m);
-    let sy = |y: f64| h - m - (y - lo) / (hi - lo) * (h - 2.0 * m);
-    let path = |pts: &[(f64, f64)]| pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect::<Vec<_>>().join(" ");
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
-    writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>").unwrap();
-    writeln!(s, "<path d=\"M{m},{m} V{} H{}\" stroke=\"black\" fill=\"none\"/>", h - m, w - m).unwrap();
-    for k in 0..=4 {
-        let y = lo + (hi - lo) * f64::from(k) / 4.0;
-        writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.2}</text>", m - 4.0, sy(y) + 4.0).unwrap();
-    }
-    writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">step (0 to {max_x})</text>", w / 2.0, h - m / 3.0).unwrap();
-    writeln!(s, "<polyline points=\"{}\" stroke=\"#1f77b4\" fill=\"none\"/>", path(&train)).unwrap();
-    writeln!(s, "<polyline points=\"{}\" stroke=\"#d62728\" stroke-width=\"2\" fill=\"none\"/>", path(&val)).unwrap();
-    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">train loss</text>", w - m - 140.0, m).unwrap();
-    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">val loss</text>", w - m - 140.0, m + 16.0).unwrap();
-    s.push_str("</svg>\n");
-    s
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -497,7 +323,6 @@ mod tests {
     use hone_engine::spec;
     use hone_engine::workspace::Workspace;
 
-    use super::*;
     use crate::model::shards::{char_tokenizer, write_artifact};
 
     /// A workspace with a tokenizer artifact in `fixture/` (made here, as the tokenizer stage

@@ -40,25 +40,21 @@
 //! `metrics.jsonl`, `loss.svg` and `data.json` (the counts above). Checkpoints and
 //! reproducibility work as in `pretrain`.
 
-use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
 use crate::chat_template::{self, ChatTokenizer, Encoded};
 use crate::data::formats::{self, Message, Record, Role};
-use crate::model::checkpoint::Checkpoint;
-use crate::pretrain::StepLine;
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
-use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
+use crate::model::optim::{AdamWConfig, Grads, LrSchedule};
 use crate::model::rng::{Rng, Stream};
-use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
+use crate::model::{Gpt, GptConfig, ModelError};
 use crate::ports;
-use crate::pretrain::{human, loss_svg};
+use crate::training::{self, Settings, Trainer, gradients_of, loss_svg, write};
 
 pub struct Sft;
 
@@ -188,16 +184,7 @@ impl Stage for Sft {
     }
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
-        crate::model::kernels::tune_allocator();
-        if p.threads == 0 {
-            return train(p, cx);
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(p.threads)
-            .build()
-            .map_err(|e| StageError::msg(format!("cannot start {} worker threads: {e}", p.threads)))?;
-        let span = tracing::Span::current();
-        pool.install(|| span.in_scope(|| train(p, cx)))
+        training::on_threads(p.threads, || train(p, cx))
     }
 }
 
@@ -374,20 +361,14 @@ struct EvalLine {
     val_accuracy: f64,
 }
 
-struct Run<'a> {
+/// Masked next-token loss on the conversation rows, in shuffled epochs.
+struct Objective<'a> {
     p: &'a Params,
-    cx: &'a RunCx<'a>,
-    model: Gpt,
-    params: ParamStore,
-    opt: AdamW,
-    rng: Rng,
-    step: u64,
-    history: String,
-    fingerprint: String,
+    seed: u64,
     train: Vec<Row>,
     val: Vec<Row>,
     pad: u32,
-    /// The epoch whose order `order` holds.
+    /// The epoch whose order is held.
     epoch: Option<(u64, Vec<usize>)>,
 }
 
@@ -425,82 +406,42 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     }
     let data_json = serde_json::json!({ "block_size": block, "train": counts, "val": val_counts });
 
-    let vars = loaded.params.vars();
-    let opt = AdamW::new(&vars, AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay });
-    let mut run = Run {
-        p,
-        cx,
-        model: loaded.model,
-        params: loaded.params,
-        opt,
-        rng: Rng::new(cx.seed, Stream::Train),
-        step: 0,
-        history: String::new(),
-        fingerprint: fingerprint(p, cx, &cfg),
-        train: train_rows,
-        val: val_rows,
-        pad: tok.end_of_text,
-        epoch: None,
-    };
-    run.resume()?;
-    tracing::info!(rows = run.train.len(), from_step = run.step, steps = p.steps, "fine-tuning");
+    let adamw = AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay };
+    let mut trainer = Trainer::new(cx, loaded.model, loaded.params, adamw, fingerprint(p, cx, &cfg))?;
+    let mut objective = Objective { p, seed: cx.seed, train: train_rows, val: val_rows, pad: tok.end_of_text, epoch: None };
+    tracing::info!(rows = objective.train.len(), from_step = trainer.step, steps = p.steps, "fine-tuning");
 
-    let schedule = LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps };
-    let started = Instant::now();
-    let first = run.step;
-    let mut tokens = 0usize;
-    let mut last_loss = f64::NAN;
-    while run.step < p.steps {
-        if p.eval_every > 0 && run.step.is_multiple_of(p.eval_every) {
-            run.evaluate()?;
-        }
-        let lr = schedule.at(run.step);
-        let (loss, norm, n) = run.train_step(lr)?;
-        tokens += n;
-        last_loss = loss;
-        let line = StepLine { step: run.step, loss, lr, grad_norm: norm };
-        writeln!(run.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
-        let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        cx.progress(run.step, Some(p.steps), format!("loss {loss:.4} · {} tok/s", human(rate)));
-        if cx.is_cancelled() {
-            run.save()?;
-            return Err(StageError::Cancelled);
-        }
-        if p.checkpoint_every > 0 && run.step.is_multiple_of(p.checkpoint_every) && run.step < p.steps {
-            run.save()?;
-        }
-    }
-    tracing::info!(steps = p.steps - first, secs = format!("{:.1}", started.elapsed().as_secs_f64()), "fine-tuned");
-    let (val_loss, val_acc) = run.evaluate()?;
-    if last_loss.is_nan() {
-        last_loss = run.history.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).unwrap_or(f64::NAN);
-    }
-    cx.metric("loss", last_loss);
+    let settings = Settings {
+        steps: p.steps,
+        schedule: LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps },
+        grad_clip: p.grad_clip,
+        eval_every: p.eval_every,
+        checkpoint_every: p.checkpoint_every,
+    };
+    let done = trainer.run(&settings, &mut objective)?;
+    let (val_loss, val_acc) = done.eval;
+    cx.metric("loss", done.loss);
     cx.metric("val_loss", val_loss);
     cx.metric("val_accuracy", val_acc);
-    run.write_outputs(&cfg, model_dir, &tok, &data_json)
+
+    let out = cx.out_dir;
+    // Sampling stops at the end of the assistant's message.
+    let generation = GenerationConfig { bos_token_id: Some(tok.end_of_text), ..GenerationConfig::defaults(Some(tok.im_end)) };
+    export::save(out, &cfg, &trainer.params.snapshot(), &generation)?;
+    write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
+    write(out, "metrics.jsonl", trainer.history())?;
+    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    write(out, "data.json", &(serde_json::to_string_pretty(&data_json).expect("plain data") + "\n"))
 }
 
-impl Run<'_> {
-    /// Continues from the checkpoint directory's state, if there is one from these settings.
-    fn resume(&mut self) -> Result<(), StageError> {
-        let dir = self.cx.checkpoint_dir;
-        Checkpoint::resume(dir, &self.fingerprint, &self.params, &mut self.opt, &mut self.rng, &mut self.step, &mut self.history)?;
-        Ok(())
-    }
-
-    fn save(&self) -> Result<(), StageError> {
-        Checkpoint::capture(self.step, &self.params, &self.opt, &self.rng, &self.fingerprint, &self.history)?.save(self.cx.checkpoint_dir)?;
-        Ok(())
-    }
-
+impl Objective<'_> {
     /// The training row at position `k` of the endless sequence of shuffled epochs.
     fn row_at(&mut self, k: u64) -> usize {
         let n = self.train.len() as u64;
         let epoch = k / n;
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut order: Vec<usize> = (0..self.train.len()).collect();
-            let mut rng = Rng::new(self.cx.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15), Stream::Train);
+            let mut rng = Rng::new(self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15), Stream::Train);
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i + 1));
             }
@@ -508,80 +449,50 @@ impl Run<'_> {
         }
         self.epoch.as_ref().expect("just set").1[(k % n) as usize]
     }
+}
 
-    /// One optimizer step; returns the loss, the gradient norm and the tokens in the batch.
-    fn train_step(&mut self, lr: f64) -> Result<(f64, f64, usize), StageError> {
-        let p = self.p;
-        let b = p.batch_size as u64;
-        let idx: Vec<usize> = (0..b).map(|i| self.row_at(self.step * b + i)).collect();
+impl training::Objective for Objective<'_> {
+    /// Validation loss and token accuracy.
+    type Eval = (f64, f64);
+
+    /// One batch of `batch_size` rows, the next in the epoch order.
+    fn gradients(&mut self, model: &Gpt, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<(f64, Grads, usize), StageError> {
+        let b = self.p.batch_size as u64;
+        let idx: Vec<usize> = (0..b).map(|i| self.row_at(step * b + i)).collect();
         let rows: Vec<&Row> = idx.iter().map(|&i| &self.train[i]).collect();
         let n_tokens = rows.iter().map(|r| r.ids.len() - 1).sum();
         let (x, y, w) = batch(&rows, self.pad)?;
-        let vars = self.params.vars();
-        let (loss, _) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(p.dropout, &mut self.rng))?;
-        let value = f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?);
-        let step = self.step + 1;
-        if !value.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the loss is {value}\n   = help: lower `lr` (now {:e})", p.lr)));
-        }
-        let mut grads = Grads::collect(&loss.backward().map_err(ModelError::from)?, &vars)?;
-        let norm = if p.grad_clip > 0.0 { grads.clip(p.grad_clip) } else { grads.norm() };
-        if !norm.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {:e})", p.lr)));
-        }
-        self.opt.step(&grads, lr)?;
-        self.step = step;
-        Ok((value, norm, n_tokens))
-    }
-
-    fn evaluate(&mut self) -> Result<(f64, f64), StageError> {
-        match self.estimate() {
-            Err(StageError::Cancelled) => {
-                self.save()?;
-                Err(StageError::Cancelled)
-            }
-            other => other,
-        }
+        let (loss, _) = masked_loss(model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
+        let (value, grads) = gradients_of(&loss, vars)?;
+        Ok((value, grads, n_tokens))
     }
 
     /// Validation loss and mean token accuracy over the scored tokens of the validation rows.
-    fn estimate(&mut self) -> Result<(f64, f64), StageError> {
-        let (val_loss, val_acc) = if self.val.is_empty() {
-            (f64::NAN, f64::NAN)
-        } else {
-            let (mut nll, mut right, mut count) = (0.0, 0.0, 0.0);
-            for chunk in self.val.chunks(self.p.batch_size) {
-                self.cx.check_cancelled()?;
-                let rows: Vec<&Row> = chunk.iter().collect();
-                let (x, y, w) = batch(&rows, self.pad)?;
-                let (loss, logits) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::off())?;
-                let total = f64::from(w.sum_all().and_then(|s| s.to_scalar::<f32>()).map_err(ModelError::from)?);
-                nll += f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?) * total;
-                count += total;
-                let pred = logits.argmax(D::Minus1).and_then(|a| a.to_vec1::<u32>()).map_err(ModelError::from)?;
-                let (y, w) = (y.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(ModelError::from)?, w.to_vec1::<f32>().map_err(ModelError::from)?);
-                right += pred.iter().zip(&y).zip(&w).filter(|((p, t), _)| p == t).map(|(_, &w)| f64::from(w)).sum::<f64>();
-            }
-            (nll / count, right / count)
-        };
-        if val_loss.is_finite() {
-            let line = EvalLine { step: self.step, val_loss, val_accuracy: val_acc };
-            writeln!(self.history, "{}", serde_json::to_string(&line).expect("finite numbers serialise")).unwrap();
-            self.cx.metric("val_loss", val_loss);
-            self.cx.metric("val_accuracy", val_acc);
+    fn evaluate(&mut self, model: &Gpt, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+        if self.val.is_empty() {
+            return Ok((None, (f64::NAN, f64::NAN)));
         }
-        Ok((val_loss, val_acc))
-    }
-
-    fn write_outputs(&self, cfg: &GptConfig, model_dir: &Path, tok: &ChatTokenizer, data: &serde_json::Value) -> Result<(), StageError> {
-        let out = self.cx.out_dir;
-        // Sampling stops at the end of the assistant's message.
-        let generation = GenerationConfig { bos_token_id: Some(tok.end_of_text), ..GenerationConfig::defaults(Some(tok.im_end)) };
-        export::save(out, cfg, &self.params.snapshot(), &generation)?;
-        write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
-        write(out, "metrics.jsonl", &self.history)?;
-        write(out, "loss.svg", &loss_svg(&self.history))?;
-        write(out, "data.json", &(serde_json::to_string_pretty(data).expect("plain data") + "\n"))
+        let (mut nll, mut right, mut count) = (0.0, 0.0, 0.0);
+        for chunk in self.val.chunks(self.p.batch_size) {
+            cx.check_cancelled()?;
+            let rows: Vec<&Row> = chunk.iter().collect();
+            let (x, y, w) = batch(&rows, self.pad)?;
+            let (loss, logits) = masked_loss(model, &x, &y, &w, &mut Dropout::off())?;
+            let total = f64::from(w.sum_all().and_then(|s| s.to_scalar::<f32>()).map_err(ModelError::from)?);
+            nll += f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?) * total;
+            count += total;
+            let pred = logits.argmax(D::Minus1).and_then(|a| a.to_vec1::<u32>()).map_err(ModelError::from)?;
+            let (y, w) = (y.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(ModelError::from)?, w.to_vec1::<f32>().map_err(ModelError::from)?);
+            right += pred.iter().zip(&y).zip(&w).filter(|((p, t), _)| p == t).map(|(_, &w)| f64::from(w)).sum::<f64>();
+        }
+        let (val_loss, val_accuracy) = (nll / count, right / count);
+        if !val_loss.is_finite() {
+            return Ok((None, (val_loss, val_accuracy)));
+        }
+        cx.metric("val_loss", val_loss);
+        cx.metric("val_accuracy", val_accuracy);
+        let line = serde_json::to_string(&EvalLine { step, val_loss, val_accuracy }).expect("finite numbers serialise");
+        Ok((Some(line), (val_loss, val_accuracy)))
     }
 }
 
@@ -599,10 +510,6 @@ pub fn write_tokenizer(dir: &Path, tokenizer_json: &Path, block_size: usize) -> 
         "chat_template": chat_template::JINJA,
     });
     write(dir, export::TOKENIZER_CONFIG, &(serde_json::to_string_pretty(&cfg).expect("plain data") + "\n"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<(), StageError> {
-    std::fs::write(dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hone_engine::spec;
 use hone_engine::workspace::Workspace;
 
 use super::*;
+use crate::model::ParamStore;
 use crate::chat_template::test_tokenizer;
 use crate::model::chat::ChatModel;
 use crate::model::sample::SampleOptions;
