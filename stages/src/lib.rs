@@ -14,6 +14,8 @@ pub mod chat_template;
 pub mod sft;
 pub mod evaluate;
 mod training;
+#[cfg(test)]
+mod test_support;
 
 use hone_engine::stage::Registry;
 

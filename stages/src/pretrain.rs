@@ -315,15 +315,14 @@ fn batch(shard: &TokenShard, b: usize, t: usize, rng: &mut Rng) -> Result<(Tenso
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use hone_engine::events::Event;
-    use hone_engine::exec::{self, RunOptions, RunSummary};
+    use hone_engine::exec::RunSummary;
     use hone_engine::spec;
-    use hone_engine::workspace::Workspace;
 
     use crate::model::shards::{char_tokenizer, write_artifact};
+    use crate::test_support::{self, quiet};
 
     /// A workspace with a tokenizer artifact in `fixture/` (made here, as the tokenizer stage
     /// would) and a pipeline that copies it in with a `command` stage and pretrains on it.
@@ -380,25 +379,13 @@ mod tests {
         }
 
         fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
-            let ws = Workspace::open(self.dir.path()).unwrap();
-            let cancel = AtomicBool::new(false);
-            let events = Mutex::new(Vec::new());
-            let sink = |e: Event| {
-                on_event(&e, &cancel);
-                events.lock().unwrap().push(e);
-            };
-            let summary = exec::run(&ws, p, &RunOptions { jobs: 1, ..RunOptions::default() }, &sink, &cancel).unwrap();
-            (summary, events.into_inner().unwrap())
+            test_support::run(self.dir.path(), p, on_event)
         }
 
         fn output(&self, p: &spec::Pipeline) -> PathBuf {
-            let ws = Workspace::open(self.dir.path()).unwrap();
-            let state = ws.store.state(&p.name, "base").expect("the stage ran");
-            ws.store.object_path(&state.artifact)
+            test_support::output(self.dir.path(), p, "base")
         }
     }
-
-    fn quiet(_: &Event, _: &AtomicBool) {}
 
     fn weights(dir: &Path) -> Vec<u8> {
         std::fs::read(dir.join("model.safetensors")).unwrap()

@@ -1,16 +1,15 @@
 //! Tests of the `sft` stage: through the engine, on a tiny character-level model.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hone_engine::events::Event;
-use hone_engine::exec::{self, RunOptions, RunSummary};
+use hone_engine::exec::RunSummary;
 use hone_engine::spec;
-use hone_engine::workspace::Workspace;
 
 use super::*;
 use crate::model::ParamStore;
+use crate::test_support::{self, quiet};
 use crate::chat_template::test_tokenizer;
 use crate::model::chat::ChatModel;
 use crate::model::sample::SampleOptions;
@@ -56,25 +55,13 @@ impl Bench {
     }
 
     fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
-        let ws = Workspace::open(self.dir.path()).unwrap();
-        let cancel = AtomicBool::new(false);
-        let events = Mutex::new(Vec::new());
-        let sink = |e: Event| {
-            on_event(&e, &cancel);
-            events.lock().unwrap().push(e);
-        };
-        let summary = exec::run(&ws, p, &RunOptions { jobs: 1, ..RunOptions::default() }, &sink, &cancel).unwrap();
-        (summary, events.into_inner().unwrap())
+        test_support::run(self.dir.path(), p, on_event)
     }
 
     fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        let ws = Workspace::open(self.dir.path()).unwrap();
-        let state = ws.store.state(&p.name, "sft").expect("the stage ran");
-        ws.store.object_path(&state.artifact)
+        test_support::output(self.dir.path(), p, "sft")
     }
 }
-
-fn quiet(_: &Event, _: &AtomicBool) {}
 
 fn qa_corpus() -> Vec<serde_json::Value> {
     QA.iter().map(|(q, a)| conv(q, a)).collect()
