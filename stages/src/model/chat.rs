@@ -14,7 +14,7 @@ use std::path::Path;
 use candle_core::DType;
 
 use super::export::{self, GenerationConfig};
-use super::sample::{SampleOptions, generate};
+use super::sample::{SampleOptions, generate_streamed};
 use super::{Gpt, GptConfig, ModelError, Result};
 use crate::chat_template::ChatTokenizer;
 use crate::data::formats::{Message, Role};
@@ -98,28 +98,12 @@ impl ChatModel {
         let o = SampleOptions { stop_at: Some(self.tok.im_end), ..o.clone() };
         let mut stream = self.tok.tokenizer().decode_stream(false);
         let mut text = String::new();
-        let mut failed = None;
-        let new = generate(&self.model, &ids, &o, |t| {
-            // The end-of-text token also ends a reply (a base model may produce it).
-            if t == self.tok.end_of_text || t == self.tok.im_start {
-                return false;
-            }
-            match stream.step(t) {
-                Ok(Some(piece)) => {
-                    text.push_str(&piece);
-                    on_text(&piece);
-                    true
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    false
-                }
-            }
+        // The end-of-text token also ends a reply (a base model may produce it).
+        let stop = |t: u32| t == self.tok.end_of_text || t == self.tok.im_start;
+        let new = generate_streamed(&self.model, &ids, &o, stop, |t| stream.step(t), |piece| {
+            text.push_str(piece);
+            on_text(piece);
         })?;
-        if let Some(e) = failed {
-            return Err(ModelError::Invalid(format!("cannot decode a sampled token: {e}")));
-        }
         Ok(Reply { text, tokens: new.len(), prompt_tokens: ids.len(), dropped_messages: dropped })
     }
 }

@@ -179,7 +179,7 @@ pub struct Overrides {
 
 /// Loads the model in `dir` with its `tokenizer.json`, and streams the text sampled after
 /// `prompt` to `on_text` piece by piece. An empty prompt starts from `<|endoftext|>`.
-pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, mut on_text: impl FnMut(&str)) -> Result<Generated> {
+pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, on_text: impl FnMut(&str)) -> Result<Generated> {
     let loaded = export::load(dir, DType::F32)?;
     let tok_path = dir.join(export::TOKENIZER);
     if !tok_path.exists() {
@@ -212,22 +212,42 @@ pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, mut 
         return Err(ModelError::Invalid(format!("the tokenizer gave id {bad}, outside the model's vocabulary of {vocab}: is `{}` the model's own tokenizer?", tok_path.display())));
     }
     let mut stream = tokenizer.decode_stream(true);
+    let new = generate_streamed(&loaded.model, &ids, &o, |_| false, |t| stream.step(t), on_text)?;
+    Ok(Generated { prompt_tokens: ids.len(), new_tokens: new.len() })
+}
+
+/// [`generate`], streaming text: `decode` turns each new token into its text (none while a
+/// character is incomplete), which goes to `on_text`; `stop(token)` ends the generation
+/// before that token. A token that cannot be decoded is an error.
+pub fn generate_streamed(
+    model: &Gpt,
+    prompt: &[u32],
+    o: &SampleOptions,
+    stop: impl Fn(u32) -> bool,
+    mut decode: impl FnMut(u32) -> tokenizers::Result<Option<String>>,
+    mut on_text: impl FnMut(&str),
+) -> Result<Vec<u32>> {
     let mut failed = None;
-    let new = generate(&loaded.model, &ids, &o, |t| match stream.step(t) {
-        Ok(Some(text)) => {
-            on_text(&text);
-            true
+    let new = generate(model, prompt, o, |t| {
+        if stop(t) {
+            return false;
         }
-        Ok(None) => true,
-        Err(e) => {
-            failed = Some(e.to_string());
-            false
+        match decode(t) {
+            Ok(Some(text)) => {
+                on_text(&text);
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                failed = Some(e.to_string());
+                false
+            }
         }
     })?;
-    if let Some(e) = failed {
-        return Err(ModelError::Invalid(format!("cannot decode a sampled token: {e}")));
+    match failed {
+        Some(e) => Err(ModelError::Invalid(format!("cannot decode a sampled token: {e}"))),
+        None => Ok(new),
     }
-    Ok(Generated { prompt_tokens: ids.len(), new_tokens: new.len() })
 }
 
 #[cfg(test)]
