@@ -67,13 +67,13 @@ impl Dims {
 /// the blocks above the diagonal: at T = 256 they do 56% of the full T×T work.
 const TILE: usize = 32;
 
-/// `dst (m×n) = [dst +] beta · lhs (m×k) · rhs (k×n)` on this thread, strides in elements
-/// as (row stride, column stride); `acc` adds to what `dst` holds.
+/// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)` on this thread, strides in elements as
+/// (row stride, column stride). Writes every element of `dst` without reading it (k > 0).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn mm<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, d_rs: usize, lhs: *const T, l: (isize, isize), rhs: *const T, r: (isize, isize), beta: T, acc: bool) {
+unsafe fn mm<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, d_rs: usize, lhs: *const T, l: (isize, isize), rhs: *const T, r: (isize, isize), beta: T) {
     unsafe {
-        gemm(m, n, k, dst, 1, d_rs as isize, acc, lhs, l.1, l.0, rhs, r.1, r.0, T::one(), beta, false, false, false, Parallelism::None);
+        gemm(m, n, k, dst, 1, d_rs as isize, false, lhs, l.1, l.0, rhs, r.1, r.0, T::zero(), beta, false, false, false, Parallelism::None);
     }
 }
 
@@ -87,12 +87,12 @@ fn tiles(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
 
 /// The causal softmax probabilities of query rows `r0..r0+m` of one (batch, head), keys
 /// `0..r0+m`, into `p` at row stride `t` (zeros right of the diagonal; later columns are
-/// not touched), from the packed qkv. Inlined into the callers' [`wide`] loops.
+/// not touched), from the packed qkv.
 #[inline(always)]
 unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usize, usize, usize)) {
     let (t, c3) = (d.t, 3 * d.c as isize);
     // S = scale · q kᵀ: q rows at stride 3C; kᵀ (hd×nk) reads k with row stride 1, col stride 3C.
-    unsafe { mm(m, nk, d.hd, p.as_mut_ptr().add(r0 * t), t, qkv.add(r0 * 3 * d.c), (c3, 1), qkv.add(d.c), (1, c3), d.scale(), false) };
+    unsafe { mm(m, nk, d.hd, p.as_mut_ptr().add(r0 * t), t, qkv.add(r0 * 3 * d.c), (c3, 1), qkv.add(d.c), (1, c3), d.scale()) };
     softmax_rows(p, t, r0, m, nk);
 }
 
@@ -144,7 +144,7 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
                 unsafe {
                     probs(d, base, p, tile);
                     // y[b, r0.., h·hd..] (m×hd, row stride C) = P v.
-                    mm(m, d.hd, nk, yp.at((b * t + r0) * c + h * d.hd), c, p.as_ptr().add(r0 * t), (t as isize, 1), base.add(2 * c), (3 * c as isize, 1), T::one(), false);
+                    mm(m, d.hd, nk, yp.at((b * t + r0) * c + h * d.hd), c, p.as_ptr().add(r0 * t), (t as isize, 1), base.add(2 * c), (3 * c as isize, 1), T::one());
                 }
             }
         },
@@ -172,20 +172,20 @@ pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T
                 unsafe {
                     probs(d, base, p, tile);
                     // dP = dy vᵀ (m×nk).
-                    mm(m, nk, d.hd, ds.as_mut_ptr().add(r0 * t), t, dyb.as_ptr().add(r0 * c), (c as isize, 1), base.add(2 * c), (1, c3), T::one(), false);
+                    mm(m, nk, d.hd, ds.as_mut_ptr().add(r0 * t), t, dyb.as_ptr().add(r0 * c), (c as isize, 1), base.add(2 * c), (1, c3), T::one());
                 }
                 // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
                 score_grads(p, ds, dyb, yb, (t, c, d.hd), r0, m, nk, scale);
                 // dq = dS k (m×hd at row stride 3C).
-                unsafe { mm(m, d.hd, nk, out.add(r0 * 3 * c), 3 * c, ds.as_ptr().add(r0 * t), (ti, 1), base.add(c), (c3, 1), T::one(), false) };
+                unsafe { mm(m, d.hd, nk, out.add(r0 * 3 * c), 3 * c, ds.as_ptr().add(r0 * t), (ti, 1), base.add(c), (c3, 1), T::one()) };
             }
             // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0.. only.
             for (k0, m, _) in tiles(t) {
                 let rows = t - k0;
                 unsafe {
                     let (dsk, pk) = (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0));
-                    mm(m, d.hd, rows, out.add(k0 * 3 * c + c), 3 * c, dsk, (1, ti), base.add(k0 * 3 * c), (c3, 1), T::one(), false);
-                    mm(m, d.hd, rows, out.add(k0 * 3 * c + 2 * c), 3 * c, pk, (1, ti), dyb.as_ptr().add(k0 * c), (c as isize, 1), T::one(), false);
+                    mm(m, d.hd, rows, out.add(k0 * 3 * c + c), 3 * c, dsk, (1, ti), base.add(k0 * 3 * c), (c3, 1), T::one());
+                    mm(m, d.hd, rows, out.add(k0 * 3 * c + 2 * c), 3 * c, pk, (1, ti), dyb.as_ptr().add(k0 * c), (c as isize, 1), T::one());
                 }
             }
         },
