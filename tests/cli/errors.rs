@@ -57,7 +57,7 @@ fn every_malformed_pipeline_is_rejected_with_its_location() {
         let mut args = vec!["plan", "p.yaml"];
         args.extend_from_slice(c.flags);
         let out = ws.hone(&args);
-        let located = if c.location.starts_with("command line") { format!("--> {}", c.location) } else { format!("--> {}", c.location) };
+        let located = format!("--> {}", c.location);
         if out.code != 3 || !out.stderr.contains(c.message) || !out.stderr.contains(&located) || out.stderr.contains("panicked") {
             failures.push(format!("[{}] exit {}; want `{}` at `{}`; got:\n{}", c.name, out.code, c.message, c.location, out.stderr));
         }
