@@ -5,6 +5,7 @@
 use candle_core::cpu::erf::erf_f64;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
+use rayon::prelude::*;
 
 use super::{Real, float_op, grad, par_rows, storage, with_float_data};
 
@@ -46,7 +47,7 @@ impl NormalCdf for f32 {
 /// Elements per parallel task.
 const CHUNK: usize = 4096;
 
-pub(super) fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
+fn forward<T: NormalCdf>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     par_rows(&mut y, CHUNK, |r, out| forward_chunk(&x[r * CHUNK..], out));
     y
@@ -59,7 +60,7 @@ fn forward_chunk<T: NormalCdf>(x: &[T], out: &mut [T]) {
     }
 }
 
-pub(super) fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
+fn backward<T: NormalCdf>(x: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
     par_rows(&mut dx, CHUNK, |r, out| backward_chunk(&x[r * CHUNK..], &dy[r * CHUNK..], out));
     dx
@@ -70,6 +71,36 @@ fn backward_chunk<T: NormalCdf>(x: &[T], dy: &[T], out: &mut [T]) {
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
         let (cdf, pdf) = T::cdf_pdf(v);
         *o = g * (cdf + v * pdf);
+    }
+}
+
+/// `(gelu(x), gelu'(x))` in one pass (they share Φ and φ): for callers that keep the
+/// derivative for their backward instead of the input.
+pub(super) fn forward_with_grad<T: NormalCdf>(x: &[T]) -> (Vec<T>, Vec<T>) {
+    let mut y = vec![T::zero(); x.len()];
+    let mut dy = vec![T::zero(); x.len()];
+    y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((o, d), xs)| forward_with_grad_chunk(xs, o, d));
+    (y, dy)
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_with_grad_chunk<T: NormalCdf>(x: &[T], out: &mut [T], grad: &mut [T]) {
+    for ((o, g), &v) in out.iter_mut().zip(grad.iter_mut()).zip(x) {
+        let (cdf, pdf) = T::cdf_pdf(v);
+        *o = v * cdf;
+        *g = cdf + v * pdf;
+    }
+}
+
+/// `dy ∘ gelu'(x)` in place of `dy`, from the derivative kept by [`forward_with_grad`].
+pub(super) fn backward_from_grad<T: Real>(dy: &mut [T], grad: &[T]) {
+    dy.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(d, g)| mul_chunk(d, g));
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn mul_chunk<T: Real>(dy: &mut [T], grad: &[T]) {
+    for (d, &g) in dy.iter_mut().zip(grad) {
+        *d = *d * g;
     }
 }
 

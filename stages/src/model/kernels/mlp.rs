@@ -4,10 +4,10 @@
 //!
 //! As three nodes (linear, GELU, linear), candle's backward zero-fills and adds a gradient
 //! the size of the hidden activations twice per block (8·C per position); as one node only
-//! `dx` (C per position) goes back into candle's graph. The hidden activations `h` and
-//! `g = gelu(h)` are kept from the forward pass for the backward (candle would keep them as
-//! the inputs of the two inner nodes); a second backward over the same graph recomputes
-//! them. Biases are not supported: layers with biases use the separate kernels.
+//! `dx` (C per position) goes back into candle's graph. The forward pass keeps
+//! `g = gelu(h)` and `gelu'(h)` (computed together, sharing Φ and φ) for the backward, as
+//! much memory as candle keeping `h` and `g` for the two inner nodes, and the backward's
+//! GELU step is one multiplication; a second backward over the same graph recomputes them. Biases are not supported: layers with biases use the separate kernels.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -28,19 +28,20 @@ fn dims(x: &Shape, w_fc: &Shape, w_proj: &Shape) -> Result<(usize, usize, usize)
     Ok((rows, c, h))
 }
 
-/// (h, g, y).
+/// (gelu'(h), g, y).
 fn forward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], (rows, c, h): (usize, usize, usize)) -> (Vec<T>, Vec<T>, Vec<T>) {
     let hid = linear::forward(x, w_fc, (rows, c, h));
-    let g = gelu::forward(&hid);
+    let (g, dgelu) = gelu::forward_with_grad(&hid);
+    drop(hid);
     let y = linear::forward(&g, w_proj, (rows, h, c));
-    (hid, g, y)
+    (dgelu, g, y)
 }
 
 /// (dx, dW_fc, dW_proj).
-fn backward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], hid: &[T], g: &[T], dy: &[T], (rows, c, h): (usize, usize, usize)) -> [Vec<T>; 3] {
-    let (dg, dw_proj) = linear::backward(g, w_proj, dy, (rows, h, c));
-    let dh = gelu::backward(hid, &dg);
-    drop(dg);
+#[allow(clippy::too_many_arguments)]
+fn backward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], dgelu: &[T], g: &[T], dy: &[T], (rows, c, h): (usize, usize, usize)) -> [Vec<T>; 3] {
+    let (mut dh, dw_proj) = linear::backward(g, w_proj, dy, (rows, h, c));
+    gelu::backward_from_grad(&mut dh, dgelu);
     let (dx, dw_fc) = linear::backward(x, w_fc, &dh, (rows, c, h));
     [dx, dw_fc, dw_proj]
 }
@@ -67,8 +68,8 @@ impl CustomOp3 for Mlp {
             let [dx, dwf, dwp] = match &saved {
                 Some(s) => backward(xs, wf, wp, s[0].as_slice::<T>()?, s[1].as_slice::<T>()?, g, d),
                 None => {
-                    let (hid, act, _) = forward(xs, wf, wp, d);
-                    backward(xs, wf, wp, &hid, &act, g, d)
+                    let (dgelu, act, _) = forward(xs, wf, wp, d);
+                    backward(xs, wf, wp, &dgelu, &act, g, d)
                 }
             };
             Ok((grad(dx, x)?, grad(dwf, w_fc)?, grad(dwp, w_proj)?))
