@@ -22,7 +22,7 @@ fn main() {
     let ps = ParamStore::seeded(1337);
     let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let vars = ps.vars();
-    let mut opt = AdamW::new(&vars, AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 });
+    let mut opt = AdamW::new(&vars, AdamWConfig::new(0.9, 0.99, 0.1));
     let mut rng = Rng::new(1, Stream::Train);
     let b = 12;
     let mut times: Vec<[f64; 5]> = Vec::new();

@@ -109,15 +109,7 @@ impl Stage for Evaluate {
     }
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
-        if p.threads == 0 {
-            return evaluate(p, cx);
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(p.threads)
-            .build()
-            .map_err(|e| StageError::msg(format!("cannot start {} worker threads: {e}", p.threads)))?;
-        let span = tracing::Span::current();
-        pool.install(|| span.in_scope(|| evaluate(p, cx)))
+        crate::training::on_threads(p.threads, || evaluate(p, cx))
     }
 }
 

@@ -67,7 +67,7 @@ pub struct Params {
     #[serde(default = "d_weight_decay")]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this; 0 turns clipping off.
-    #[serde(default = "d_grad_clip")]
+    #[serde(default = "training::defaults::grad_clip")]
     pub grad_clip: f64,
     /// Optimizer steps.
     #[serde(default = "d_steps")]
@@ -78,9 +78,9 @@ pub struct Params {
     /// Batches per loss estimate.
     #[serde(default = "d_eval_iters")]
     pub eval_iters: usize,
-    #[serde(default = "d_beta1")]
+    #[serde(default = "training::defaults::beta1")]
     pub beta1: f64,
-    #[serde(default = "d_beta2")]
+    #[serde(default = "training::defaults::beta2")]
     pub beta2: f64,
     /// Micro-batches per optimizer step (their gradients are averaged).
     #[serde(default = "d_grad_accum")]
@@ -120,9 +120,6 @@ fn d_warmup_steps() -> u64 {
 fn d_weight_decay() -> f64 {
     0.1
 }
-fn d_grad_clip() -> f64 {
-    1.0
-}
 fn d_steps() -> u64 {
     2000
 }
@@ -132,12 +129,6 @@ fn d_eval_every() -> u64 {
 fn d_eval_iters() -> usize {
     20
 }
-fn d_beta1() -> f64 {
-    0.9
-}
-fn d_beta2() -> f64 {
-    0.99
-}
 fn d_grad_accum() -> usize {
     1
 }
@@ -146,8 +137,6 @@ fn d_checkpoint_every() -> u64 {
 }
 
 /// AdamW's epsilon (PyTorch's default).
-const ADAM_EPS: f64 = 1e-8;
-
 impl Params {
     fn model_config(&self, vocab_size: usize) -> GptConfig {
         GptConfig { vocab_size, block_size: self.block_size, n_layer: self.n_layer, n_head: self.n_head, n_embd: self.n_embd, bias: self.bias, dropout: self.dropout }
@@ -229,7 +218,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
 
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
-    let adamw = AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay };
+    let adamw = AdamWConfig::new(p.beta1, p.beta2, p.weight_decay);
     let mut trainer = Trainer::new(cx, model, params, adamw, fingerprint(p, cx, &cfg))?;
     tracing::info!(params = cfg.n_params(), from_step = trainer.step, steps = p.steps, "pretraining");
     cx.metric("params", cfg.n_params() as u64);

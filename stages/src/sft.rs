@@ -91,13 +91,13 @@ pub struct Params {
     pub warmup_steps: u64,
     #[serde(default)]
     pub weight_decay: f64,
-    #[serde(default = "d_grad_clip")]
+    #[serde(default = "training::defaults::grad_clip")]
     pub grad_clip: f64,
     #[serde(default)]
     pub dropout: f64,
-    #[serde(default = "d_beta1")]
+    #[serde(default = "training::defaults::beta1")]
     pub beta1: f64,
-    #[serde(default = "d_beta2")]
+    #[serde(default = "training::defaults::beta2")]
     pub beta2: f64,
     /// Evaluate every this many steps (and at the end); 0: only at the end.
     #[serde(default = "d_eval_every")]
@@ -130,15 +130,6 @@ fn d_min_lr() -> f64 {
 fn d_warmup_steps() -> u64 {
     20
 }
-fn d_grad_clip() -> f64 {
-    1.0
-}
-fn d_beta1() -> f64 {
-    0.9
-}
-fn d_beta2() -> f64 {
-    0.99
-}
 fn d_eval_every() -> u64 {
     100
 }
@@ -149,7 +140,6 @@ fn d_checkpoint_every() -> u64 {
     100
 }
 
-const ADAM_EPS: f64 = 1e-8;
 /// Truncated or dropped conversations named in the log.
 const EXAMPLES: usize = 5;
 
@@ -406,7 +396,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     }
     let data_json = serde_json::json!({ "block_size": block, "train": counts, "val": val_counts });
 
-    let adamw = AdamWConfig { beta1: p.beta1, beta2: p.beta2, eps: ADAM_EPS, weight_decay: p.weight_decay };
+    let adamw = AdamWConfig::new(p.beta1, p.beta2, p.weight_decay);
     let mut trainer = Trainer::new(cx, loaded.model, loaded.params, adamw, fingerprint(p, cx, &cfg))?;
     let mut objective = Objective { p, seed: cx.seed, train: train_rows, val: val_rows, pad: tok.end_of_text, epoch: None };
     tracing::info!(rows = objective.train.len(), from_step = trainer.step, steps = p.steps, "fine-tuning");

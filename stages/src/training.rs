@@ -45,6 +45,19 @@ pub(crate) struct Settings {
     pub checkpoint_every: u64,
 }
 
+/// Defaults of the params every training kind has (`#[serde(default = "…")]`).
+pub(crate) mod defaults {
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.99
+    }
+    pub fn grad_clip() -> f64 {
+        1.0
+    }
+}
+
 /// A line of metrics.jsonl after a training step (fields in this order).
 #[derive(Serialize)]
 pub(crate) struct StepLine {
@@ -64,6 +77,8 @@ pub(crate) struct Trainer<'a> {
     cx: &'a RunCx<'a>,
     pub model: Gpt,
     pub params: ParamStore,
+    /// The trained parameters, in the order of the optimizer's state and the gradients.
+    vars: Vec<(String, Var)>,
     opt: AdamW,
     rng: Rng,
     /// Optimizer steps done.
@@ -79,8 +94,9 @@ impl<'a> Trainer<'a> {
     /// checkpoint when there is one with the same `fingerprint`.
     pub fn new(cx: &'a RunCx<'a>, model: Gpt, params: ParamStore, adamw: AdamWConfig, fingerprint: String) -> Result<Self, StageError> {
         crate::model::kernels::tune_allocator();
-        let opt = AdamW::new(&params.vars(), adamw);
-        let mut t = Trainer { cx, model, params, opt, rng: Rng::new(cx.seed, Stream::Train), step: 0, history: String::new(), fingerprint };
+        let vars = params.vars();
+        let opt = AdamW::new(&vars, adamw);
+        let mut t = Trainer { cx, model, params, vars, opt, rng: Rng::new(cx.seed, Stream::Train), step: 0, history: String::new(), fingerprint };
         Checkpoint::resume(cx.checkpoint_dir, &t.fingerprint, &t.params, &mut t.opt, &mut t.rng, &mut t.step, &mut t.history)?;
         Ok(t)
     }
@@ -133,8 +149,7 @@ impl<'a> Trainer<'a> {
 
     /// One optimizer step at rate `lr`: (loss, gradient norm, tokens).
     fn train_step<O: Objective>(&mut self, s: &Settings, obj: &mut O, lr: f64) -> Result<(f64, f64, usize), StageError> {
-        let vars = self.params.vars();
-        let (loss, mut grads, tokens) = obj.gradients(&self.model, &vars, self.step, &mut self.rng)?;
+        let (loss, mut grads, tokens) = obj.gradients(&self.model, &self.vars, self.step, &mut self.rng)?;
         let step = self.step + 1;
         if !loss.is_finite() {
             return Err(StageError::msg(format!(
@@ -171,7 +186,8 @@ impl<'a> Trainer<'a> {
 }
 
 /// Runs `f` on a pool of `threads` worker threads (0: the current pool), inside the
-/// caller's tracing span (which routes events to the stage's log).
+/// caller's tracing span (which routes events to the stage's log). For every kind that runs
+/// the model (training and evaluation).
 pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> Result<R, StageError> + Send) -> Result<R, StageError> {
     if threads == 0 {
         return f();

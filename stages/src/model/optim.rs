@@ -89,6 +89,13 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+impl AdamWConfig {
+    /// These betas and weight decay with PyTorch's default `eps`, 1e-8.
+    pub fn new(beta1: f64, beta2: f64, weight_decay: f64) -> AdamWConfig {
+        AdamWConfig { beta1, beta2, eps: 1e-8, weight_decay }
+    }
+}
+
 struct Slot {
     var: Var,
     decay: bool,
@@ -256,7 +263,7 @@ mod tests {
         let w = Var::from_slice(&[1.0f32, -2.0], (1, 2), &Device::Cpu).unwrap();
         let b = Var::from_slice(&[0.5f32], 1, &Device::Cpu).unwrap();
         let vars = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+        let cfg = AdamWConfig::new(0.9, 0.99, 0.1);
         let mut opt = AdamW::new(&vars, cfg);
         assert_eq!(opt.decayed(), vec!["w"]);
         let grads = [Grads(vec![vec![0.1, -0.2], vec![0.3]]), Grads(vec![vec![-0.05, 0.4], vec![0.1]])];
@@ -286,7 +293,7 @@ mod tests {
         assert!((f64::from(bv[0]) - reference(0.5, [0.3, 0.1], false)).abs() < 1e-6);
         // A restored state continues identically.
         let state = opt.state().unwrap();
-        let mut other = AdamW::new(&vars, AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 });
+        let mut other = AdamW::new(&vars, AdamWConfig::new(0.9, 0.99, 0.1));
         other.load_state(&state).unwrap();
         let before = w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         opt.step(&grads[0], lr).unwrap();

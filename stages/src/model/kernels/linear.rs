@@ -124,8 +124,12 @@ mod tests {
     }
 
     #[test]
-    fn mismatched_sizes_are_an_error() {
+    fn mismatched_sizes_and_integer_inputs_are_errors() {
         let (x, w) = (randn(&[2, 4], 1.0, 1), randn(&[3, 5], 1.0, 2));
-        assert!(linear(x.as_tensor(), w.as_tensor()).is_err());
+        let err = linear(x.as_tensor(), w.as_tensor()).unwrap_err().to_string();
+        assert!(err.contains("does not end in the weight's input size 5"), "{err}");
+        let ids = candle_core::Tensor::new(&[[1u32, 2, 3, 4, 5]], &candle_core::Device::Cpu).unwrap();
+        let err = linear(&ids, w.as_tensor()).unwrap_err().to_string();
+        assert!(err.contains("linear: only f32 and f64"), "{err}");
     }
 }
