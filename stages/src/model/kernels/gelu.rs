@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{Real, float_op, grad, par_rows, storage, with_float_data};
+use super::{PAR_MIN, Real, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct Gelu;
 
@@ -79,7 +79,12 @@ fn backward_chunk<T: NormalCdf>(x: &[T], dy: &[T], out: &mut [T]) {
 pub(super) fn forward_with_grad<T: NormalCdf>(x: &[T]) -> (Vec<T>, Vec<T>) {
     let mut y = vec![T::zero(); x.len()];
     let mut dy = vec![T::zero(); x.len()];
-    y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((o, d), xs)| forward_with_grad_chunk(xs, o, d));
+    // Two outputs, so `par_rows` (one output) does not fit; the same threshold as there.
+    if x.len() < PAR_MIN {
+        forward_with_grad_chunk(x, &mut y, &mut dy);
+    } else {
+        y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((o, d), xs)| forward_with_grad_chunk(xs, o, d));
+    }
     (y, dy)
 }
 
@@ -94,7 +99,7 @@ fn forward_with_grad_chunk<T: NormalCdf>(x: &[T], out: &mut [T], grad: &mut [T])
 
 /// `dy ∘ gelu'(x)` in place of `dy`, from the derivative kept by [`forward_with_grad`].
 pub(super) fn backward_from_grad<T: Real>(dy: &mut [T], grad: &[T]) {
-    dy.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).for_each(|(d, g)| mul_chunk(d, g));
+    par_rows(dy, CHUNK, |r, d| mul_chunk(d, &grad[r * CHUNK..]));
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
@@ -150,6 +155,21 @@ mod tests {
             let (c32, p32) = <f32 as NormalCdf>::cdf_pdf(v as f32);
             let (c64, p64) = <f64 as NormalCdf>::cdf_pdf(f64::from(v as f32));
             assert!((f64::from(c32) - c64).abs() < 5e-7 && (f64::from(p32) - p64).abs() < 1e-7, "at {v}: {c32} {p32} vs {c64} {p64}");
+        }
+    }
+
+    /// The kept-derivative path (the MLP node's) gives the same bits as the op's own, on
+    /// both sides of the parallel threshold.
+    #[test]
+    fn forward_with_grad_and_backward_from_grad_equal_forward_and_backward() {
+        for n in [1000, 3 * PAR_MIN + 17] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 125.0 - 4.0).collect();
+            let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0).collect();
+            let (y, d) = forward_with_grad(&x);
+            assert_eq!(y, forward(&x));
+            let mut dx = dy.clone();
+            backward_from_grad(&mut dx, &d);
+            assert_eq!(dx, backward(&x, &dy));
         }
     }
 }
