@@ -60,6 +60,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Plan { p, sel, json } => plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json),
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
+        Cmd::Report { p, output } => report(&p, output.as_deref()),
         Cmd::Graph { p, format } => graph(&p, format),
         Cmd::Kinds { kind } => kinds(kind.as_deref()),
         Cmd::Cache { op, workspace } => cache(op, workspace),
@@ -330,6 +331,15 @@ fn current_output(p: &Pipeline, ws: &Workspace, id: &str) -> Result<hone_engine:
         message: format!("error: stage `{id}` has no up-to-date output ({})\n   = help: run `hone run --until {id}` first", sp.reasons.join("; ")),
         code: EXIT_WORKSPACE,
     })
+}
+
+/// `hone report`: the page is rendered by `hone_stages::report`; this prints where it went.
+fn report(args: &PipelineArgs, output: Option<&Path>) -> Result<u8, Fatal> {
+    let (p, ws) = load(args)?;
+    let path = hone_stages::report::write(&ws, &p, output).map_err(Fatal::workspace)?;
+    ws.save_stat_cache();
+    println!("{}", path.display());
+    Ok(0)
 }
 
 fn export(args: &PipelineArgs, id: &str, dest: &Path) -> Result<u8, Fatal> {

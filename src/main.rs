@@ -69,6 +69,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write an HTML page of the pipeline's results (stage graph and states, training curves,
+    /// data filter counts, evaluation table, sample answers) and print its path.
+    Report {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Where to write it (default: `.hone/reports/<pipeline name>.html` in the workspace).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Copy a stage's outputs out of the store.
     Export {
         id: String,

@@ -14,7 +14,7 @@ use crate::events::{Event, EventSink};
 use crate::plan::{Selection, manifest, why_changed};
 use crate::spec::Pipeline;
 use crate::stage::{RunCx, StageError};
-use crate::store::{KeyManifest, Record, StageState};
+use crate::store::{KeyManifest, LastRun, Outcome, Record, StageState};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Clone)]
@@ -63,6 +63,8 @@ pub fn run(
 ) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let selected = opts.selection.resolve(p, &opts.force)?;
+    let outcomes = Outcomes { sink, started: Default::default(), outcomes: Default::default() };
+    let sink: &dyn EventSink = &outcomes;
     let force: HashSet<&str> = opts.force.iter().map(String::as_str).collect();
     let n = p.stages.len();
     sink.emit(Event::RunStarted { pipeline: p.name.clone(), stages: selected.iter().filter(|&&s| s).count() });
@@ -206,6 +208,7 @@ pub fn run(
         Ok(())
     })?;
     ws.save_stat_cache();
+    ws.store.record_runs(&p.name, std::mem::take(&mut *outcomes.outcomes.lock().unwrap()))?;
     sink.emit(Event::RunFinished {
         ran: summary.ran.len(),
         cached: summary.cached.len(),
@@ -214,6 +217,39 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(summary)
+}
+
+/// Passes events on, noting how each stage ends, for [`crate::store::Store::last_runs`].
+struct Outcomes<'a> {
+    sink: &'a dyn EventSink,
+    /// The key of each stage started (a failure event does not carry it).
+    started: std::sync::Mutex<BTreeMap<String, StageKey>>,
+    outcomes: std::sync::Mutex<BTreeMap<String, LastRun>>,
+}
+
+impl EventSink for Outcomes<'_> {
+    fn emit(&self, event: Event) {
+        let last = |outcome, key, error, log| LastRun { outcome, key, error, log };
+        let noted = match &event {
+            Event::StageStarted { stage, key, .. } => {
+                self.started.lock().unwrap().insert(stage.clone(), *key);
+                None
+            }
+            Event::StageCached { stage, key, .. } => Some((stage, last(Outcome::Cached, Some(*key), None, None))),
+            Event::StageFinished { stage, key, .. } => Some((stage, last(Outcome::Ran, Some(*key), None, None))),
+            Event::StageFailed { stage, error, log } => {
+                let key = self.started.lock().unwrap().get(stage).copied();
+                let log = (!log.as_os_str().is_empty()).then(|| log.clone());
+                Some((stage, last(Outcome::Failed, key, Some(error.clone()), log)))
+            }
+            Event::StageSkipped { stage, because } => Some((stage, last(Outcome::Skipped, None, Some(because.clone()), None))),
+            _ => None,
+        };
+        if let Some((stage, l)) = noted {
+            self.outcomes.lock().unwrap().insert(stage.clone(), l);
+        }
+        self.sink.emit(event)
+    }
 }
 
 /// Stage `i` is resolved: its dependents wait for one stage fewer.

@@ -4,6 +4,7 @@
 //! objects/<artifact digest>/   immutable output directories (files read-only)
 //! keys/<stage key>.json        key → artifact record, written last, atomically
 //! state/<pipeline>/<stage>.json the key each stage last ran or hit with (for `plan` reasons)
+//! runs/<pipeline>.json         how each stage ended the last run that selected it (for reports)
 //! checkpoints/<stage key>/     resumable state of an unfinished stage
 //! tmp/                         staging; anything here is garbage once the lock is taken
 //! logs/<stage>/<time>.log      one log per stage run
@@ -69,6 +70,30 @@ pub struct Record {
 pub struct StageState {
     pub key: StageKey,
     pub artifact: ArtifactDigest,
+    pub log: Option<PathBuf>,
+}
+
+/// How a stage ended in the last run that selected it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ran,
+    Cached,
+    Failed,
+    /// Not run: an input failed, or the run was stopped.
+    Skipped,
+}
+
+/// A stage's [`Outcome`] in the last run that selected it, with what explains it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub outcome: Outcome,
+    /// The key it ran, hit or failed with (none when skipped before its key was known).
+    pub key: Option<StageKey>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
 }
 
@@ -153,6 +178,30 @@ impl Store {
         let dir = p.parent().expect("state has a parent");
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         write_atomic(&p, &serde_json::to_vec_pretty(state).expect("state serialises"))
+    }
+
+    fn runs_path(&self, pipeline: &str) -> PathBuf {
+        self.root.join("runs").join(format!("{}.json", sanitize(pipeline)))
+    }
+
+    /// Each stage's outcome in the last run that selected it (empty before the first run).
+    pub fn last_runs(&self, pipeline: &str) -> BTreeMap<String, LastRun> {
+        fs::read(self.runs_path(pipeline)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Record the outcomes of a run's selected stages (the others keep theirs); writes only
+    /// when something changed, so a repeated no-op run writes nothing.
+    pub fn record_runs(&self, pipeline: &str, outcomes: BTreeMap<String, LastRun>) -> Result<(), StoreError> {
+        let before = self.last_runs(pipeline);
+        let mut all = before.clone();
+        all.extend(outcomes);
+        if all == before {
+            return Ok(());
+        }
+        let p = self.runs_path(pipeline);
+        let dir = p.parent().expect("runs has a parent");
+        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        write_atomic(&p, &serde_json::to_vec_pretty(&all).expect("outcomes serialise"))
     }
 
     /// All pipelines' recorded states: (pipeline, stage, state).
@@ -415,6 +464,27 @@ mod tests {
         let rec = s.commit(m.clone(), "a", 0.0, Default::default()).unwrap();
         store.remove_object(&rec.artifact).unwrap();
         assert!(store.lookup(&m.key()).unwrap().is_none());
+    }
+
+    #[test]
+    fn run_outcomes_merge_per_stage_and_an_unchanged_record_is_not_rewritten() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        assert!(store.last_runs("p").is_empty());
+        let key = Some(manifest().key());
+        let ran = LastRun { outcome: Outcome::Ran, key, error: None, log: None };
+        let failed = LastRun { outcome: Outcome::Failed, key, error: Some("boom".into()), log: Some("l.log".into()) };
+        store.record_runs("p", [("a".to_string(), ran.clone()), ("b".to_string(), failed.clone())].into()).unwrap();
+        let cached = LastRun { outcome: Outcome::Cached, ..ran.clone() };
+        store.record_runs("p", [("a".to_string(), cached.clone())].into()).unwrap();
+        let runs = store.last_runs("p");
+        assert_eq!((runs["a"].clone(), runs["b"].clone()), (cached.clone(), failed));
+        let path = store.runs_path("p");
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.record_runs("p", [("a".to_string(), cached)].into()).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime, "nothing changed: not rewritten");
+        assert!(store.last_runs("other").is_empty());
     }
 
     #[test]

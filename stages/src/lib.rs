@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod chat_template;
 pub mod sft;
 pub mod evaluate;
+pub mod report;
 mod training;
 #[cfg(test)]
 mod test_support;

@@ -9,4 +9,5 @@ mod model;
 mod pipelines;
 mod plugins;
 mod run;
+mod smoke;
 mod watch;

@@ -1,0 +1,196 @@
+//! The smoke pipeline (`pipelines/smoke.yaml`: the default recipe, tiny) end to end through
+//! the `hone` binary: the first run runs every stage, a second is all cache hits, a new SFT
+//! learning rate reruns only `sft` and what reads it, and `hone report` writes a page that a
+//! real headless Chromium loads without errors and that shows the evaluation table.
+//!
+//! The pipeline runs once per test binary (a shared workspace); each test reads or adds to
+//! its store, which is safe in parallel (runs take the workspace lock).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::support::Ws;
+
+fn smoke_yaml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.yaml")
+}
+
+/// The workspace where the smoke pipeline ran, and the first run's JSON events.
+struct Smoke {
+    ws: Ws,
+    first: Vec<serde_json::Value>,
+}
+
+impl Smoke {
+    /// `hone ARGS smoke.yaml --workspace WS`
+    fn hone(&self, args: &[&str]) -> crate::support::Out {
+        let mut all = args.to_vec();
+        let (yaml, dir) = (smoke_yaml(), self.ws.path().to_str().unwrap().to_string());
+        all.extend([yaml.to_str().unwrap(), "--workspace", &dir]);
+        self.ws.hone(&all)
+    }
+}
+
+fn smoke() -> &'static Smoke {
+    static SMOKE: OnceLock<Smoke> = OnceLock::new();
+    SMOKE.get_or_init(|| {
+        let s = Smoke { ws: Ws::new(), first: Vec::new() };
+        let first = events(&s.hone(&["run", "--json"]).ok().stdout);
+        Smoke { first, ..s }
+    })
+}
+
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l}: {e}"))).collect()
+}
+
+/// Ids of the stages with events of this type.
+fn stages_with(events: &[serde_json::Value], event: &str) -> BTreeSet<String> {
+    events.iter().filter(|e| e["event"] == event).map(|e| e["stage"].as_str().unwrap().to_string()).collect()
+}
+
+/// The stage ids of the pipeline and its edges (reader, input), from `hone graph`.
+fn graph(s: &Smoke) -> (BTreeSet<String>, Vec<(String, String)>) {
+    let dot = s.hone(&["graph"]).ok().stdout;
+    let mut ids = BTreeSet::new();
+    let mut edges = Vec::new();
+    for line in dot.lines().map(str::trim) {
+        let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        if line.contains(" -> ") {
+            edges.push((quoted[1].to_string(), quoted[0].to_string()));
+        } else if line.contains("[label=") {
+            ids.insert(quoted[0].to_string());
+        }
+    }
+    (ids, edges)
+}
+
+#[test]
+fn the_smoke_pipeline_runs_end_to_end_then_a_rerun_is_all_cache_hits() {
+    let s = smoke();
+    let (ids, _) = graph(s);
+    assert!(ids.len() >= 7 && ids.contains("sft") && ids.contains("eval"), "{ids:?}");
+    assert_eq!(stages_with(&s.first, "stage_finished"), ids, "the first run runs every stage");
+    assert!(stages_with(&s.first, "stage_failed").is_empty());
+    let again = events(&s.hone(&["run", "--json"]).ok().stdout);
+    assert_eq!(stages_with(&again, "stage_cached"), ids);
+    assert!(stages_with(&again, "stage_started").is_empty(), "nothing runs the second time");
+    let done = again.last().unwrap();
+    assert_eq!((done["event"].as_str(), done["ran"].as_u64(), done["cached"].as_u64()), (Some("run_finished"), Some(0), Some(ids.len() as u64)));
+    // The evaluation compares the base and the fine-tuned model.
+    let eval = s.hone(&["show", "eval", "--json"]).ok();
+    let output = serde_json::from_str::<serde_json::Value>(&eval.stdout).unwrap()["output"].as_str().unwrap().to_string();
+    let table = std::fs::read_to_string(Path::new(&output).join("report.md")).unwrap();
+    assert!(table.contains("| base |") && table.contains("| sft |"), "{table}");
+}
+
+#[test]
+fn a_new_sft_learning_rate_reruns_only_sft_and_what_reads_it() {
+    let s = smoke();
+    let (ids, edges) = graph(s);
+    // sft and everything downstream of it, from the graph.
+    let mut after: BTreeSet<String> = ["sft".to_string()].into();
+    while let Some((reader, _)) = edges.iter().find(|(r, i)| after.contains(i) && !after.contains(r)) {
+        after.insert(reader.clone());
+    }
+    assert!(after.contains("eval") && !after.contains("base"), "{after:?}");
+    let lr = "stages.sft.with.lr=5e-4";
+    let plan = s.hone(&["plan", "--json", "-s", lr]).ok().plan();
+    let will_run: BTreeSet<String> = plan.iter().filter(|(_, a, _)| a == "run").map(|(id, ..)| id.clone()).collect();
+    assert_eq!(will_run, after);
+    let sft = plan.iter().find(|(id, ..)| id == "sft").unwrap();
+    assert!(sft.2.iter().any(|r| r.starts_with("param `lr` changed from 0.001 to 0.0005")), "{:?}", sft.2);
+
+    let run = events(&s.hone(&["run", "--json", "-s", lr]).ok().stdout);
+    assert_eq!(stages_with(&run, "stage_started"), after);
+    assert_eq!(stages_with(&run, "stage_cached"), ids.difference(&after).cloned().collect());
+    let sft = run.iter().find(|e| e["event"] == "stage_finished" && e["stage"] == "sft").unwrap();
+    assert_eq!(sft["unchanged"], false, "a new learning rate gives new weights");
+}
+
+/// What Chromium made of a page: the DOM after loading, and the console messages (errors in
+/// SVG attributes, scripts, ...) it logged.
+struct Loaded {
+    dom: String,
+    console: Vec<String>,
+}
+
+/// Loads `page` in headless Chromium (Debian's `chromium` package; `.ci/run` installs it)
+/// with a fresh profile, nothing fetched from the network.
+fn chromium(page: &Path) -> Loaded {
+    let profile = tempfile::tempdir().unwrap();
+    let mut c = Command::new("chromium");
+    c.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--enable-logging=stderr", "--dump-dom"]);
+    let out = c.arg(format!("file://{}", page.display())).output().unwrap_or_else(|e| {
+        panic!("cannot run `chromium` ({e}): install it (Debian: `apt-get install -y chromium`), as .ci/run does")
+    });
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    let console = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(String::from).collect();
+    Loaded { dom: String::from_utf8_lossy(&out.stdout).into_owned(), console }
+}
+
+/// Loads the page as HTML and, copied to `.xhtml`, with the browser's strict XML parser: the
+/// problems found (console messages, XML parse errors).
+fn problems(page: &Path) -> (Loaded, Vec<String>) {
+    let html = chromium(page);
+    let mut found = html.console.clone();
+    let xhtml = page.with_extension("xhtml");
+    std::fs::copy(page, &xhtml).unwrap();
+    let strict = chromium(&xhtml);
+    found.extend(strict.console);
+    if strict.dom.contains("parsererror") {
+        found.push(format!("XML parse error: {}", strict.dom.split("parsererror").nth(1).unwrap_or("").chars().take(300).collect::<String>()));
+    }
+    (html, found)
+}
+
+#[test]
+fn the_report_loads_in_chromium_without_errors_and_shows_the_evaluation() {
+    let s = smoke();
+    // README: `hone report` (prints the page's path; opens nothing).
+    let out = s.hone(&["report"]).ok();
+    let page = PathBuf::from(out.stdout.trim());
+    assert!(page.is_absolute() && page.extension().is_some_and(|e| e == "html"), "{}", out.stdout);
+    let html = std::fs::read_to_string(&page).unwrap();
+
+    // The structure: every stage in the graph and the table, curves of both training stages,
+    // the filter counts, the evaluation table and sample conversations.
+    let (ids, _) = graph(s);
+    for id in &ids {
+        assert!(html.contains(&format!("<tr id=\"stage-{id}\">")), "no row for {id}");
+        assert!(html.contains(&format!("<title>{id} (")), "no graph node for {id}");
+    }
+    for needle in ["<h3 id=\"curves-base\">", "<h3 id=\"curves-sft\">", "aria-label=\"loss\"", "aria-label=\"lr\"", "<code>dedup-exact</code>", "<table class=\"evaluation\">", "<th>answer accuracy</th>", "<div class=\"sample\">"] {
+        assert!(html.contains(needle), "the report lacks {needle:?}");
+    }
+    // Self-contained: no scripts, links only to its own sections, nothing to fetch.
+    assert!(!html.contains("<script") && !html.contains("src="));
+    assert!(html.split("url(").skip(1).all(|u| u.starts_with('#')), "a url() leaves the page");
+    assert!(html.split("href=\"").skip(1).all(|h| h.starts_with('#')), "a link leaves the page");
+
+    let (loaded, problems) = problems(&page);
+    assert!(problems.is_empty(), "Chromium found problems in {}:\n{}", page.display(), problems.join("\n"));
+    let table = loaded.dom.split("<table class=\"evaluation\">").nth(1).expect("the evaluation table is in the DOM");
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.contains("<td>base</td>") && table.contains("<td>sft</td>"), "{table}");
+    assert_eq!(loaded.dom.matches("<svg").count(), html.matches("<svg").count(), "every SVG made it into the DOM");
+}
+
+#[test]
+fn the_chromium_check_catches_a_broken_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("bad.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><p>a <b>b</p></b>\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"><polyline points=\"NaN,1 2,3\"/></svg></body></html>\n",
+    )
+    .unwrap();
+    let (_, problems) = problems(&page);
+    assert!(problems.iter().any(|p| p.contains("<polyline> attribute points")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.starts_with("XML parse error")), "{problems:?}");
+}
