@@ -8,6 +8,7 @@ mod errors;
 mod model;
 mod pipelines;
 mod plugins;
+mod readme;
 mod run;
 mod smoke;
 mod watch;

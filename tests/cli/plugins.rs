@@ -68,6 +68,7 @@ fn a_file_that_is_not_a_component_is_refused() {
     assert!(out.stderr.contains("FAILED  corpus") && out.stderr.contains("plugin.wasm"), "{}", out.stderr);
 }
 
+/// The README's `hone plugin new my-filter` (plugin_host's scaffold test builds such a crate).
 #[test]
 fn plugin_new_scaffolds_a_crate() {
     let ws = Ws::new();

@@ -1,4 +1,5 @@
-//! `hone watch`: reruns what a change affects, and survives a broken pipeline file.
+//! `hone watch`: reruns what a change affects, and survives a broken pipeline file. (Runs the
+//! README's `hone watch` as written: in a directory with a `pipeline.yaml`.)
 
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
