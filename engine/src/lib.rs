@@ -26,7 +26,7 @@
 //!     const VERSION: u32 = 1;
 //!     const ABOUT: &'static str = "writes a greeting";
 //!     const INPUTS: Inputs = Inputs::Fixed(&[]);
-//!     const OUTPUTS: &'static [Port] = &[Port::required("text", PortType("text"))];
+//!     const OUTPUTS: &'static [Port] = &[Port::required("text", PortType::new("text"))];
 //!     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 //!         std::fs::write(cx.out_dir.join("hello.txt"), format!("hello {}", p.name))
 //!             .map_err(StageError::io("writing the greeting"))

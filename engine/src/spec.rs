@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::stage::{DynStage, Inputs, Params, Registry};
+use crate::stage::{ANY, CheckError, DynStage, Inputs, Params, Port, Registry};
 use crate::suggest::did_you_mean;
 use crate::yaml::{self, Node, NodeKind, Origin, PathSeg};
 
@@ -65,7 +65,8 @@ pub enum LoadError {
 }
 
 const TOP_KEYS: &[&str] = &["name", "seed", "vars", "stages"];
-const STAGE_KEYS: &[&str] = &["uses", "with", "inputs", "filters"];
+/// A stage's own keys; a kind may own more ([`crate::stage::Stage::STAGE_KEYS`]).
+const STAGE_KEYS: &[&str] = &["uses", "with", "inputs"];
 
 /// Load and validate a pipeline file, applying `key.path=value` overrides.
 pub fn load(path: &Path, registry: &Registry, overrides: &[String]) -> Result<Pipeline, LoadError> {
@@ -395,7 +396,8 @@ impl Loader {
             );
             return None;
         };
-        self.check_keys(entries, STAGE_KEYS, Some(id), &format!("stage `{id}`"));
+        let kind = v.get("uses").and_then(Node::as_str).and_then(|k| registry.get(k));
+        self.check_stage_keys(id, entries, kind, registry);
         let Some(uses) = v.get("uses") else {
             self.err(Diagnostic::new(format!("stage `{id}` has no `uses:`"), Some(&key.origin)).stage(id).help(kinds_help(registry)));
             return None;
@@ -404,7 +406,7 @@ impl Loader {
             self.err(Diagnostic::new("`uses` must name a stage kind", Some(&uses.origin)).stage(id).help(kinds_help(registry)));
             return None;
         };
-        let Some(kind) = registry.get(kind_name) else {
+        let Some(kind) = kind else {
             let help = did_you_mean(kind_name, registry.kinds().map(|k| k.kind())).unwrap_or_else(|| kinds_help(registry));
             self.err(Diagnostic::new(format!("unknown stage kind `{kind_name}`"), Some(&uses.origin)).stage(id).help(help));
             return None;
@@ -415,57 +417,76 @@ impl Loader {
         Some(Checked { id: id.to_string(), key_origin: key.origin.clone(), kind, params, wiring })
     }
 
+    /// A stage's keys: its own, and those its kind owns. A key another kind owns is named as
+    /// such (`filters:` on a `command` stage).
+    fn check_stage_keys(&mut self, id: &str, entries: &[(Node, Node)], kind: Option<&'static dyn DynStage>, registry: &Registry) {
+        self.check_duplicates(entries, Some(id), "key");
+        let owned = kind.map_or(&[][..], |k| k.stage_keys());
+        let allowed: Vec<&str> = STAGE_KEYS.iter().chain(owned).copied().collect();
+        for (k, _) in entries {
+            let name = k.as_str().unwrap_or("");
+            if allowed.contains(&name) {
+                continue;
+            }
+            let owners: Vec<&str> = registry.kinds().filter(|o| o.stage_keys().contains(&name)).map(|o| o.kind()).collect();
+            let d = match kind {
+                Some(kind) if !owners.is_empty() => Diagnostic::new(format!("stage kind `{}` takes no `{name}`", kind.kind()), Some(&k.origin))
+                    .help(format!("`{name}:` belongs to stages of kind {}: remove it from this stage", owners.join(", "))),
+                _ => Diagnostic::new(format!("unknown key `{name}` in stage `{id}`"), Some(&k.origin)).help(
+                    did_you_mean(name, allowed.iter().copied()).unwrap_or_else(|| format!("the keys of stage `{id}` are: {}", allowed.join(", "))),
+                ),
+            };
+            self.err(d.stage(id));
+        }
+    }
+
+    /// Deserialises `with:` and the keys the kind owns beside it, as one mapping, straight
+    /// from the positioned nodes: every problem is placed where it is written.
     fn check_params(&mut self, id: &str, kind: &'static dyn DynStage, v: &Node) -> Option<Params> {
         let with = v.get("with");
-        let mut value = match with {
-            None => serde_yaml::Value::Mapping(Default::default()),
-            Some(w) if w.is_null() => serde_yaml::Value::Mapping(Default::default()),
-            Some(w) if w.as_map().is_some() => w.to_value(),
-            Some(w) => {
-                self.err(Diagnostic::new(format!("`with` must be a mapping of params, found {}", w.type_name()), Some(&w.origin)).stage(id));
-                return None;
-            }
-        };
-        for node in [with, v.get("filters")].into_iter().flatten() {
-            self.check_nested_duplicates(node, id);
-        }
-        let filters = v.get("filters");
-        if let (Some(f), serde_yaml::Value::Mapping(m)) = (filters, &mut value) {
-            m.insert("filters".into(), f.to_value());
-        }
-        match kind.check(value) {
-            Ok(p) => Some(p),
-            Err(problems) => {
-                for p in problems {
-                    // `filters` lives beside `with`, not in it.
-                    let (node, path) = match (p.path.first(), filters) {
-                        (Some(PathSeg::Key(k)), Some(f)) if k == "filters" => (f, &p.path[1..]),
-                        _ => (with.unwrap_or(v), &p.path[..]),
-                    };
-                    let at = node.locate(path);
-                    let no_filters = p.message.starts_with("unknown field `filters`");
-                    let message = if no_filters {
-                        format!("stage kind `{}` takes no `filters`", kind.kind())
-                    } else {
-                        // The full path, so a problem in `filters:` reads `filters[0]`, not `[0]`.
-                        let where_ = if p.path.is_empty() { String::new() } else {
-                            format!(" (at `{}`)", p.path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.'))
-                        };
-                        format!("invalid params for `{}`: {}{where_}", kind.kind(), p.message)
-                    };
-                    let mut d = Diagnostic::new(message, Some(&at.origin)).stage(id);
-                    d.help = p.help.or_else(|| {
-                        Some(if no_filters {
-                            "remove `filters:` from this stage".to_string()
-                        } else {
-                            format!("`{}` takes: {} (see `hone kinds {}`)", kind.kind(), kind.param_names().join(", "), kind.kind())
-                        })
-                    });
-                    self.err(d);
+        let mut entries: Vec<(Node, Node)> = match with {
+            None => Vec::new(),
+            Some(w) if w.is_null() => Vec::new(),
+            Some(w) => match w.as_map() {
+                Some(e) => e.to_vec(),
+                None => {
+                    self.err(Diagnostic::new(format!("`with` must be a mapping of params, found {}", w.type_name()), Some(&w.origin)).stage(id));
+                    return None;
                 }
-                None
+            },
+        };
+        for name in kind.stage_keys() {
+            if let Some((k, value)) = v.entry(name) {
+                entries.push((k.clone(), value.clone()));
             }
         }
+        let params = Node { kind: NodeKind::Map(entries), origin: with.unwrap_or(v).origin.clone() };
+        self.check_nested_duplicates(&params, id);
+        let default_help = || format!("`{}` takes: {} (see `hone kinds {}`)", kind.kind(), kind.param_names().join(", "), kind.kind());
+        let problems: Vec<(Origin, Vec<PathSeg>, String, Option<String>)> = match kind.check(&params) {
+            Ok(p) => return Some(p),
+            Err(CheckError::Invalid(e)) => {
+                // An unknown field: the closest of the fields there are.
+                let help = match (e.expected_fields, e.path.last()) {
+                    (Some(fields), Some(PathSeg::Key(field))) => did_you_mean(field, fields.iter().copied()),
+                    _ => None,
+                };
+                vec![(e.origin.unwrap_or_else(|| params.origin.clone()), e.path, e.message, help)]
+            }
+            Err(CheckError::Problems(ps)) => ps.into_iter().map(|p| (params.locate(&p.path).origin.clone(), p.path, p.message, p.help)).collect(),
+        };
+        for (origin, path, message, help) in problems {
+            // The full path, so a problem in `filters:` reads `filters[0]`, not `[0]`.
+            let where_ = if path.is_empty() {
+                String::new()
+            } else {
+                format!(" (at `{}`)", path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.'))
+            };
+            let mut d = Diagnostic::new(format!("invalid params for `{}`: {message}{where_}", kind.kind()), Some(&origin)).stage(id);
+            d.help = Some(help.unwrap_or_else(default_help));
+            self.err(d);
+        }
+        None
     }
 
     fn check_inputs(
@@ -585,17 +606,25 @@ impl Loader {
                         self.err(Diagnostic::new(format!("stage `{src}` ({}) has no outputs", checked[j].kind.kind()), Some(origin)).stage(&c.id));
                         continue;
                     };
+                    // The type this stage's params give the port (invalid params: unknown,
+                    // and already reported).
+                    let given_ty = match &checked[j].params {
+                        Some(params) => checked[j].kind.output_type(params, given),
+                        None => ANY,
+                    };
                     if let Some(want) = want {
-                        if !want.accepts(given.ty) {
-                            let alternatives: Vec<String> = outs.iter().filter(|p| want.accepts(p.ty)).map(|p| format!("`{src}.{}`", p.name)).collect();
+                        if !want.accepts(given_ty) {
+                            let out_ty = |p: &Port| checked[j].params.as_ref().map_or(ANY, |params| checked[j].kind.output_type(params, p));
+                            let alternatives: Vec<String> = outs.iter().filter(|p| want.accepts(out_ty(p))).map(|p| format!("`{src}.{}`", p.name)).collect();
+                            let narrowing = || checked[j].params.as_ref().and_then(|params| checked[j].kind.narrowing_help(params, given, want));
                             let help = if alternatives.is_empty() {
-                                format!("wire a stage that produces a {want} into `{port}`")
+                                narrowing().unwrap_or_else(|| format!("wire a stage that produces a {want} into `{port}`"))
                             } else {
                                 format!("use {}", alternatives.join(" or "))
                             };
                             self.err(
                                 Diagnostic::new(
-                                    format!("input `{port}` of `{}` expects a {want}, but `{src}` ({}) gives a {}", c.id, checked[j].kind.kind(), given.ty),
+                                    format!("input `{port}` of `{}` expects a {want}, but `{src}` ({}) gives a {given_ty}", c.id, checked[j].kind.kind()),
                                     Some(origin),
                                 )
                                 .stage(&c.id)
@@ -687,8 +716,8 @@ mod tests {
     use super::*;
     use crate::stage::{Port, PortType, RunCx, Stage, StageError};
 
-    const TEXT: PortType = PortType("text");
-    const MODEL: PortType = PortType("model");
+    const TEXT: PortType = PortType::new("text");
+    const MODEL: PortType = PortType::new("model");
 
     #[derive(serde::Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -697,47 +726,88 @@ mod tests {
         n: u32,
     }
 
-    struct Source;
-    impl Stage for Source {
-        type Params = P;
-        const KIND: &'static str = "source";
+    /// A test kind with params `P` that does nothing.
+    macro_rules! kind {
+        ($name:ident, $kind:literal, $inputs:expr, $outputs:expr) => {
+            struct $name;
+            impl Stage for $name {
+                type Params = P;
+                const KIND: &'static str = $kind;
+                const VERSION: u32 = 1;
+                const ABOUT: &'static str = "";
+                const INPUTS: Inputs = $inputs;
+                const OUTPUTS: &'static [Port] = $outputs;
+                fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
+                    Ok(())
+                }
+            }
+        };
+    }
+
+    kind!(Source, "source", Inputs::Fixed(&[]), &[Port::required("text", TEXT)]);
+    kind!(Train, "train", Inputs::Fixed(&[Port::required("data", TEXT)]), &[Port::required("model", MODEL), Port::required("log", TEXT)]);
+    kind!(Compare, "compare", Inputs::Fixed(&[Port::many("models", MODEL)]), &[]);
+
+    /// A source whose output is narrowed by its params: `chat: true` gives chat text.
+    const CHAT: PortType = PortType::narrows("chat", &TEXT);
+    struct Typed;
+    impl Stage for Typed {
+        type Params = TypedP;
+        const KIND: &'static str = "typed";
         const VERSION: u32 = 1;
         const ABOUT: &'static str = "";
         const INPUTS: Inputs = Inputs::Fixed(&[]);
         const OUTPUTS: &'static [Port] = &[Port::required("text", TEXT)];
-        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
+        const STAGE_KEYS: &'static [&'static str] = &["notes"];
+        fn output_type(p: &TypedP, port: &Port) -> PortType {
+            if p.chat { CHAT } else { port.ty }
+        }
+        fn run(_: &TypedP, _: &RunCx) -> Result<(), StageError> {
             Ok(())
         }
     }
-
-    struct Train;
-    impl Stage for Train {
-        type Params = P;
-        const KIND: &'static str = "train";
-        const VERSION: u32 = 1;
-        const ABOUT: &'static str = "";
-        const INPUTS: Inputs = Inputs::Fixed(&[Port::required("data", TEXT)]);
-        const OUTPUTS: &'static [Port] = &[Port::required("model", MODEL), Port::required("log", TEXT)];
-        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
-            Ok(())
-        }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TypedP {
+        #[serde(default)]
+        chat: bool,
+        /// A stage-level key of this kind.
+        #[serde(default)]
+        notes: Vec<u32>,
     }
-
-    struct Compare;
-    impl Stage for Compare {
-        type Params = P;
-        const KIND: &'static str = "compare";
-        const VERSION: u32 = 1;
-        const ABOUT: &'static str = "";
-        const INPUTS: Inputs = Inputs::Fixed(&[Port::many("models", MODEL)]);
-        const OUTPUTS: &'static [Port] = &[];
-        fn run(_: &P, _: &RunCx) -> Result<(), StageError> {
-            Ok(())
-        }
-    }
+    kind!(ChatTrain, "chat-train", Inputs::Fixed(&[Port::required("data", CHAT)]), &[]);
 
     fn registry() -> Registry {
-        Registry::new(vec![&Source, &Train, &Compare])
+        Registry::new(vec![&Source, &Train, &Compare, &Typed, &ChatTrain])
+    }
+
+    #[test]
+    fn params_deserialise_from_their_nodes_and_kinds_own_stage_keys() {
+        let p = load_str(Path::new("p.yaml"), "stages:\n  c: { uses: typed, notes: [1, 2] }\n".into(), &registry(), &[]).unwrap();
+        assert_eq!(p.stages[0].params.canonical["notes"], serde_json::json!([1, 2]));
+        let e = problems("stages:\n  c: { uses: typed, notes: [1, x] }\n  s:\n    uses: source\n    notes: [1]\n    with: { m: 1 }\n");
+        assert!(e.contains("invalid params for `typed`: invalid type: string \"x\", expected u32 (at `notes[1]`)\n  --> p.yaml:2:32"), "{e}");
+        assert!(e.contains("stage kind `source` takes no `notes`\n  --> p.yaml:5:5"), "{e}");
+        assert!(e.contains("`notes:` belongs to stages of kind typed"), "{e}");
+        // An unknown param is placed at its key, with the closest name.
+        assert!(e.contains("unknown field `m`, expected `n` (at `m`)\n  --> p.yaml:6:13"), "{e}");
+        let e = problems("stages:\n  c: { uses: typed, with: { chatt: true } }\n");
+        assert!(e.contains("p.yaml:2:29") && e.contains("did you mean `chat`?"), "{e}");
+        assert!(e.contains("1 problem"), "{e}");
+    }
+
+    #[test]
+    fn params_narrow_output_types() {
+        // A narrower type goes where its parent is wanted, not the other way round.
+        let ok = "stages:\n  c: { uses: typed, with: { chat: true } }\n  t: { uses: train, inputs: { data: c } }\n  u: { uses: chat-train, inputs: { data: c } }\n";
+        assert!(load_str(Path::new("p.yaml"), ok.into(), &registry(), &[]).is_ok());
+        let e = problems("stages:\n  c: { uses: typed }\n  u: { uses: chat-train, inputs: { data: c } }\n");
+        assert!(e.contains("input `data` of `u` expects a chat, but `c` (typed) gives a text"), "{e}");
+        assert!(e.contains("p.yaml:3:42"), "{e}");
+        // Invalid params: their own error only, no type error on top.
+        let e = problems("stages:\n  c: { uses: typed, with: { chat: 3 } }\n  u: { uses: chat-train, inputs: { data: c } }\n");
+        assert!(e.contains("invalid type") && !e.contains("expects a chat"), "{e}");
+        assert!(TEXT.accepts(CHAT) && !CHAT.accepts(TEXT) && CHAT.is_a(TEXT) && CHAT.accepts(crate::stage::ANY));
     }
 
     fn problems(src: &str) -> String {

@@ -17,25 +17,55 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::Digest;
 use crate::events::{Event, EventSink};
-use crate::yaml::PathSeg;
+use crate::yaml::{DeError, Node, PathSeg};
 
-/// The type of data a port carries. Inputs only accept outputs of the same type; [`ANY`]
-/// accepts everything.
+/// The type of data a port carries. Inputs only accept outputs of the same type or of a
+/// narrower one (a type made with [`PortType::narrows`]: a chat corpus is a corpus); [`ANY`]
+/// accepts, and is accepted by, everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PortType(pub &'static str);
+pub struct PortType {
+    name: &'static str,
+    parent: Option<&'static PortType>,
+}
 
 /// Accepts (as an input) or gives (as an output) any type.
-pub const ANY: PortType = PortType("any");
+pub const ANY: PortType = PortType::new("any");
 
 impl PortType {
+    pub const fn new(name: &'static str) -> PortType {
+        PortType { name, parent: None }
+    }
+
+    /// A narrower type than `parent`: accepted wherever `parent` is, but not the other way.
+    pub const fn narrows(name: &'static str, parent: &'static PortType) -> PortType {
+        PortType { name, parent: Some(parent) }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// Whether `self` is `other` or narrows it (directly or through its parents).
+    pub fn is_a(self, other: PortType) -> bool {
+        let mut t = Some(&self);
+        while let Some(cur) = t {
+            if *cur == other {
+                return true;
+            }
+            t = cur.parent;
+        }
+        false
+    }
+
+    /// Whether an input of this type takes an output of type `given`.
     pub fn accepts(self, given: PortType) -> bool {
-        self == ANY || given == ANY || self == given
+        self == ANY || given == ANY || given.is_a(self)
     }
 }
 
 impl fmt::Display for PortType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.name)
     }
 }
 
@@ -91,6 +121,15 @@ impl ParamProblem {
     }
 }
 
+/// Why a stage's params were rejected.
+#[derive(Debug)]
+pub enum CheckError {
+    /// They do not deserialise into the kind's params type.
+    Invalid(DeError),
+    /// They do, but [`Stage::validate`] found problems.
+    Problems(Vec<ParamProblem>),
+}
+
 /// Why a stage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -125,6 +164,22 @@ pub trait Stage: Send + Sync + 'static {
     const INPUTS: Inputs;
     /// The kind's outputs: all name the stage's one output directory, with different types.
     const OUTPUTS: &'static [Port];
+    /// Keys the kind owns beside `with:` in a stage (`ingest`'s `filters:`). Each is
+    /// deserialised as a field of [`Stage::Params`], as if it were written in `with:`.
+    const STAGE_KEYS: &'static [&'static str] = &[];
+
+    /// The type of output `port` for these params. A kind whose outputs depend on its params
+    /// narrows the declared type here (`ingest` of chat records gives `chat-data`, a narrower
+    /// `corpus`), so that wiring is checked at load time. Defaults to the declared type.
+    fn output_type(_params: &Self::Params, port: &Port) -> PortType {
+        port.ty
+    }
+
+    /// The help shown when output `port` is wired to an input that wants `want`, a type the
+    /// params do not narrow it to: how to set the params so that it is (`format: chat`).
+    fn narrowing_help(_params: &Self::Params, _port: &Port, _want: PortType) -> Option<String> {
+        None
+    }
 
     /// Checks beyond what deserialisation checks (ranges, combinations).
     fn validate(_params: &Self::Params) -> Vec<ParamProblem> {
@@ -160,7 +215,15 @@ pub trait DynStage: Send + Sync {
     fn about(&self) -> &'static str;
     fn inputs(&self) -> Inputs;
     fn outputs(&self) -> &'static [Port];
-    fn check(&self, with: serde_yaml::Value) -> Result<Params, Vec<ParamProblem>>;
+    /// See [`Stage::output_type`].
+    fn output_type(&self, params: &Params, port: &Port) -> PortType;
+    /// See [`Stage::narrowing_help`].
+    fn narrowing_help(&self, params: &Params, port: &Port, want: PortType) -> Option<String>;
+    /// Deserialises and validates the params (`with:` and the kind's [`Stage::STAGE_KEYS`],
+    /// as one mapping).
+    fn check(&self, params: &Node) -> Result<Params, CheckError>;
+    /// See [`Stage::STAGE_KEYS`].
+    fn stage_keys(&self) -> &'static [&'static str];
     /// The names of the kind's params (its `with:` keys), for help texts.
     fn param_names(&self) -> Vec<&'static str>;
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
@@ -183,14 +246,23 @@ impl<S: Stage> DynStage for S {
     fn outputs(&self) -> &'static [Port] {
         S::OUTPUTS
     }
-    fn check(&self, with: serde_yaml::Value) -> Result<Params, Vec<ParamProblem>> {
-        let typed: S::Params = serde_path_to_error::deserialize(with).map_err(|e| vec![problem_from_serde(e)])?;
+    fn output_type(&self, params: &Params, port: &Port) -> PortType {
+        S::output_type(typed::<S>(params), port)
+    }
+    fn narrowing_help(&self, params: &Params, port: &Port, want: PortType) -> Option<String> {
+        S::narrowing_help(typed::<S>(params), port, want)
+    }
+    fn check(&self, params: &Node) -> Result<Params, CheckError> {
+        let typed: S::Params = crate::yaml::from_node(params).map_err(CheckError::Invalid)?;
         let problems = S::validate(&typed);
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(CheckError::Problems(problems));
         }
-        let canonical = serde_json::to_value(&typed).map_err(|e| vec![ParamProblem::at(&[], e.to_string())])?;
+        let canonical = serde_json::to_value(&typed).map_err(|e| CheckError::Problems(vec![ParamProblem::at(&[], e.to_string())]))?;
         Ok(Params { canonical, typed: Arc::new(typed) })
+    }
+    fn stage_keys(&self) -> &'static [&'static str] {
+        S::STAGE_KEYS
     }
     fn param_names(&self) -> Vec<&'static str> {
         crate::introspect::field_names::<S::Params>()
@@ -205,37 +277,6 @@ impl<S: Stage> DynStage for S {
 
 fn typed<S: Stage>(p: &Params) -> &S::Params {
     p.typed.downcast_ref().expect("params were checked by the same kind")
-}
-
-fn problem_from_serde(e: serde_path_to_error::Error<serde_yaml::Error>) -> ParamProblem {
-    let mut path: Vec<PathSeg> = e
-        .path()
-        .iter()
-        .filter_map(|s| match s {
-            serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
-            serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
-            _ => None,
-        })
-        .collect();
-    let message = e.inner().to_string();
-    // serde reports an unknown field at its parent map; point at the field itself.
-    let mut help = None;
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some(end) = rest.find('`') {
-            let field = &rest[..end];
-            if path.last() != Some(&PathSeg::Key(field.to_string())) {
-                path.push(PathSeg::Key(field.to_string()));
-            }
-            if let Some(expected) = rest[end..].split_once("expected ") {
-                let names: Vec<&str> =
-                    expected.1.split(['`', ',', ' ']).filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or").collect();
-                if let Some(best) = crate::suggest::closest(field, names.iter().copied()) {
-                    help = Some(format!("did you mean `{best}`?"));
-                }
-            }
-        }
-    }
-    ParamProblem { path, message, help }
 }
 
 /// What a stage may use to digest external dependencies (stat-cached file hashing).

@@ -4,10 +4,13 @@
 //! the position of every key and value (an unknown input stage, a duplicate id, a cycle), and
 //! it must see duplicate keys rather than fail on the first. So the file is parsed once into
 //! this tree (yaml-rust2's marked events), scalars are typed the way serde_yaml types them,
-//! and [`Node::to_value`] hands a subtree to serde for typed deserialisation.
+//! and [`from_node`] deserialises a subtree into a typed value, with every error located.
 
 use std::collections::HashMap;
 use std::fmt;
+
+mod de;
+pub use de::{DeError, from_node};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};

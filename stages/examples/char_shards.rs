@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use hone_stages::model::shards::{char_tokenizer, write_artifact};
+use hone_stages::model::shards::{TokenizerKind, char_tokenizer, write_artifact};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,7 +26,7 @@ fn main() {
     let mut val = ids[n..].to_vec();
     val.push(eot);
     let out = PathBuf::from(out);
-    write_artifact(&out, "char", vocab, eot, &json, train, &val).unwrap_or_else(|e| {
+    write_artifact(&out, TokenizerKind::Char, vocab, eot, &json, train, &val).unwrap_or_else(|e| {
         eprintln!("cannot write {}: {e}", out.display());
         std::process::exit(1);
     });

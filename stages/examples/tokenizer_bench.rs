@@ -13,7 +13,7 @@ use hone_engine::events::Event;
 use hone_engine::exec::{self, RunOptions};
 use hone_engine::spec;
 use hone_engine::workspace::Workspace;
-use hone_stages::tokenizer::ShardMeta;
+use hone_stages::model::shards::ShardMeta;
 use tokenizers::Tokenizer;
 
 const STAGES: &[(&str, &str)] =

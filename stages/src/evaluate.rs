@@ -29,7 +29,8 @@ use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::data::formats::{self, Message, Record, Role};
+use crate::data::corpus::{self, Corpus};
+use crate::data::formats::{Message, Role};
 use crate::model::chat::ChatModel;
 use crate::model::sample::{SampleOptions, generate};
 use crate::ports;
@@ -85,7 +86,7 @@ impl Stage for Evaluate {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::CORPUS)]);
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("metrics", ports::METRICS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
@@ -171,41 +172,23 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
     (score, verdicts)
 }
 
-/// The prompt records of a corpus (`train.jsonl` / `val.jsonl` of an `ingest` stage).
+/// The prompt records of the corpus wired to `prompts`, in the chosen split.
 fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, StageError> {
-    let meta_path = dir.join("meta.json");
-    let meta: Value = std::fs::read_to_string(&meta_path)
-        .map_err(StageError::io(format!("input `prompts`: cannot read `{}` (is it an `ingest` stage?)", meta_path.display())))
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| StageError::msg(format!("`{}`: {e}", meta_path.display()))))?;
-    let format = meta.get("format").and_then(Value::as_str).unwrap_or("unknown");
-    if format != "prompt" {
-        return Err(StageError::msg(format!(
-            "input `prompts` is a {format} corpus, but evaluate needs prompt records (`{{\"prompt\", \"answer\"?}}`)\n   = help: wire `prompts` to an `ingest` stage of prompts, e.g. `source: builtin:tinyworld/prompts`"
-        )));
-    }
-    let files: &[&str] = match split {
-        Split::All => &["train.jsonl", "val.jsonl"],
-        Split::Train => &["train.jsonl"],
-        Split::Val => &["val.jsonl"],
+    let corpus = Corpus::open(dir, "prompts")?;
+    let splits: &[corpus::Split] = match split {
+        Split::All => &corpus::Split::BOTH,
+        Split::Train => &[corpus::Split::Train],
+        Split::Val => &[corpus::Split::Val],
     };
     let mut out = Vec::new();
-    for name in files {
-        let path = dir.join(name);
-        let text = std::fs::read_to_string(&path).map_err(StageError::io(format!("input `prompts`: cannot read `{}`", path.display())))?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let at = format!("input `prompts` {name}:{}", i + 1);
-            match formats::parse_json(line) {
-                Ok(Record::Prompt { prompt, answer, .. }) => out.push(Prompt {
-                    prompt,
-                    answer: answer.map(|a| match a {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    }),
-                }),
-                Ok(r) => return Err(StageError::msg(format!("{at}: a {} record in a prompt corpus", r.format().name()))),
-                Err(e) => return Err(StageError::msg(format!("{at}: {e}"))),
-            }
-        }
+    for &s in splits {
+        out.extend(corpus.prompts(s, "evaluate")?.into_iter().map(|r| Prompt {
+            prompt: r.prompt,
+            answer: r.answer.map(|a| match a {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }),
+        }));
     }
     Ok(out)
 }

@@ -39,15 +39,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hone_engine::digest::Digest;
-use hone_engine::stage::{DepCx, Inputs, ParamProblem, Port, RunCx, Stage, StageError};
+use hone_engine::stage::{DepCx, Inputs, ParamProblem, Port, PortType, RunCx, Stage, StageError};
 use hone_engine::yaml::PathSeg;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::builtin;
 use crate::data::filters::{Chain, FilterSpec, FilterStats, Outcome};
+use crate::data::corpus::CorpusMeta;
 use crate::data::formats::{self, Compression, FileKind, Format, Record, RecordReader, TxtSplit};
-use crate::ports::CORPUS;
+use crate::ports::{CHAT_DATA, CORPUS, PREFERENCES, PROMPTS};
 
 pub struct Ingest;
 
@@ -66,7 +67,7 @@ pub struct Params {
     /// Fraction of records that go to `val.jsonl`.
     #[serde(default = "default_val_fraction")]
     pub val_fraction: f64,
-    /// Written beside `with:` in the pipeline; the engine moves it here.
+    /// Written beside `with:` in the pipeline (see `STAGE_KEYS`).
     #[serde(default)]
     pub filters: Vec<FilterSpec>,
 }
@@ -146,6 +147,32 @@ impl Stage for Ingest {
     const ABOUT: &'static str = "read .txt/.jsonl files (.gz, .zst) or builtin data into a filtered corpus with a train/val split";
     const INPUTS: Inputs = Inputs::Fixed(&[]);
     const OUTPUTS: &'static [Port] = &[Port::required("corpus", CORPUS)];
+    /// The filter chain is a stage-level key, read as the `filters` param.
+    const STAGE_KEYS: &'static [&'static str] = &["filters"];
+
+    /// A corpus whose record format the params fix is typed by it, so a wrong wiring (plain
+    /// text into `sft`) fails at load time; one of unknown format is a `corpus`.
+    fn output_type(p: &Params, port: &Port) -> PortType {
+        match known_format(p) {
+            Some(Format::Chat) => CHAT_DATA,
+            Some(Format::Prompt) => PROMPTS,
+            Some(Format::Preference) => PREFERENCES,
+            Some(Format::Text) | None => port.ty,
+        }
+    }
+
+    fn narrowing_help(p: &Params, _port: &Port, want: PortType) -> Option<String> {
+        let format = [(CHAT_DATA, Format::Chat), (PROMPTS, Format::Prompt), (PREFERENCES, Format::Preference)]
+            .into_iter()
+            .find(|(t, _)| *t == want)?
+            .1;
+        (p.format == FormatChoice::Auto).then(|| {
+            format!(
+                "a .jsonl source's record format is known only once it is read: add `format: {}` to this ingest stage's `with:`",
+                format.name()
+            )
+        })
+    }
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -207,6 +234,20 @@ impl Stage for Ingest {
         }
         job.finish()
     }
+}
+
+/// The record format known before anything is read: the `format` param, or the one every
+/// source is known to hold (a builtin's declared format; text for `.txt` files).
+fn known_format(p: &Params) -> Option<Format> {
+    if let Some(f) = p.format.fixed() {
+        return Some(f);
+    }
+    let mut formats = p.source.iter().map(|s| match s.strip_prefix("builtin:") {
+        Some(name) => builtin::builtin_format(name),
+        None => matches!(formats::classify(Path::new(s)), Ok((FileKind::Text, _))).then_some(Format::Text),
+    });
+    let first = formats.next()??;
+    formats.all(|f| f == Some(first)).then_some(first)
 }
 
 /// A source, resolved.
@@ -309,12 +350,11 @@ struct SourceCount {
     builtin: bool,
 }
 
-/// `meta.json`.
+/// `meta.json`: what readers rely on ([`CorpusMeta`]), then statistics.
 #[derive(Serialize)]
 struct Meta<'a> {
-    format: Format,
-    train: u64,
-    val: u64,
+    #[serde(flatten)]
+    corpus: CorpusMeta,
     val_fraction: f64,
     records: u64,
     empty: u64,
@@ -515,9 +555,7 @@ impl<'a> Job<'a> {
             )));
         }
         let meta = Meta {
-            format,
-            train: c.train,
-            val: c.val,
+            corpus: CorpusMeta { format, train: Some(c.train), val: Some(c.val) },
             val_fraction: self.p.val_fraction,
             records: c.records,
             empty: c.empty,
@@ -787,6 +825,23 @@ mod tests {
             let e = run_pipeline(dir.path(), &pipeline(with, filters)).err().unwrap_or_default();
             assert!(e.contains(want), "{with} {filters}: want `{want}` in:\n{e}");
         }
+    }
+
+    #[test]
+    fn the_output_is_typed_by_the_record_format_when_the_params_fix_it() {
+        let ty = |with: &str| {
+            let p: Params = serde_yaml::from_str(with).unwrap();
+            Ingest::output_type(&p, &Ingest::OUTPUTS[0])
+        };
+        assert_eq!(ty("{ source: builtin:tinyworld/chat }"), CHAT_DATA);
+        assert_eq!(ty("{ source: builtin:tinyworld/prompts }"), PROMPTS);
+        assert_eq!(ty("{ source: [builtin:tinyworld/pretrain, notes.txt.gz] }"), CORPUS);
+        assert_eq!(ty("{ source: data.jsonl, format: messages }"), CHAT_DATA);
+        assert_eq!(ty("{ source: data.jsonl, format: preference }"), PREFERENCES);
+        // Unknown until read, or mixed: a corpus, which only corpus inputs take.
+        assert_eq!(ty("{ source: data.jsonl }"), CORPUS);
+        assert_eq!(ty("{ source: [builtin:tinyworld/chat, builtin:tinyworld/prompts] }"), CORPUS);
+        assert!(CORPUS.accepts(CHAT_DATA) && !CHAT_DATA.accepts(CORPUS) && !PROMPTS.accepts(CHAT_DATA));
     }
 
     #[test]

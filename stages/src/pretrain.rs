@@ -332,7 +332,7 @@ mod tests {
             }
             let mut val = enc(TEXT);
             val.push(eot);
-            write_artifact(&dir.path().join("fixture"), "char", vocab, eot, &json, &train, &val).unwrap();
+            write_artifact(&dir.path().join("fixture"), crate::model::shards::TokenizerKind::Char, vocab, eot, &json, &train, &val).unwrap();
             Bench { dir }
         }
 

@@ -47,7 +47,8 @@ use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
 use crate::chat_template::{self, ChatTokenizer, Encoded};
-use crate::data::formats::{self, Message, Record, Role};
+use crate::data::corpus::{Corpus, Split};
+use crate::data::formats::{Message, Role};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
 use crate::model::optim::{AdamWConfig, Grads, LrSchedule};
@@ -148,7 +149,7 @@ impl Stage for Sft {
     const KIND: &'static str = "sft";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CORPUS)]);
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CHAT_DATA)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
@@ -308,36 +309,14 @@ fn masked_loss(model: &Gpt, x: &Tensor, y: &Tensor, w: &Tensor, drop: &mut Dropo
     Ok((loss, flat))
 }
 
-/// Reads a chat corpus (`train.jsonl`, `val.jsonl`, `meta.json` from `ingest`): each
-/// conversation with where it came from, for messages.
+/// The conversations of the chat corpus wired to `data`, train and validation, each with
+/// where it came from, for messages.
 fn read_corpus(dir: &Path) -> Result<[Vec<(String, Vec<Message>)>; 2], StageError> {
-    let meta_path = dir.join("meta.json");
-    let meta: serde_json::Value = std::fs::read_to_string(&meta_path)
-        .map_err(StageError::io(format!("input `data`: cannot read `{}` (is it an `ingest` stage?)", meta_path.display())))
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| StageError::msg(format!("`{}`: {e}", meta_path.display()))))?;
-    let format = meta.get("format").and_then(|f| f.as_str()).unwrap_or("unknown");
-    if format != "chat" {
-        return Err(StageError::msg(format!(
-            "input `data` is a {format} corpus, but sft needs conversations (a chat corpus: `messages`, or `prompt` with `completion`)\n   = help: wire `data` to an `ingest` stage of chat records, e.g. `source: builtin:tinyworld/chat`"
-        )));
-    }
-    let mut out: [Vec<(String, Vec<Message>)>; 2] = Default::default();
-    for (slot, name) in out.iter_mut().zip(["train.jsonl", "val.jsonl"]) {
-        let path = dir.join(name);
-        let text = std::fs::read_to_string(&path).map_err(StageError::io(format!("input `data`: cannot read `{}`", path.display())))?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = format!("input `data` {name}:{}", i + 1);
-            match formats::parse_json(line) {
-                Ok(Record::Chat { messages, .. }) => slot.push((at, messages)),
-                Ok(r) => return Err(StageError::msg(format!("{at}: a {} record in a chat corpus", r.format().name()))),
-                Err(e) => return Err(StageError::msg(format!("{at}: {e}"))),
-            }
-        }
-    }
-    Ok(out)
+    let corpus = Corpus::open(dir, "data")?;
+    let read = |split| -> Result<Vec<(String, Vec<Message>)>, StageError> {
+        Ok(corpus.chats(split, "sft")?.into_iter().map(|c| (c.at, c.messages)).collect())
+    };
+    Ok([read(Split::Train)?, read(Split::Val)?])
 }
 
 fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {

@@ -19,18 +19,17 @@
 //! | `min_frequency` | bpe: 2; char: 1 | bpe: the fewest occurrences a pair needs to be merged. char: the fewest a character needs for its own token. |
 //! | `special_tokens` | the three chat tokens | reserved tokens, ids 0, 1, ... in this order; must include `<|endoftext|>`, `<|im_start|>` and `<|im_end|>`. |
 //!
-//! **Input** (an `ingest` corpus): `train.jsonl` and `val.jsonl`, one JSON record per line, and
-//! optionally `meta.json` (`{"train": N, "val": M, ...}`, used for progress). A record's text is
-//! its `text`; or the `content` of each of its `messages`; or its `prompt`, `completion`,
-//! `chosen` and `rejected` strings, each a document of its own. The tokenizer is trained on the
-//! train split only.
+//! **Input** (an `ingest` corpus of any record format, read with [`Corpus`]): a record's
+//! documents are its `text`; or the `content` of each of its `messages`; or its `prompt`; or
+//! its `prompt`, `chosen` and `rejected`, each a document of its own. The tokenizer is trained
+//! on the train split only.
 //!
 //! **Output** (this layout is what the pretraining stage reads):
 //! - `tokenizer.json`: loads unchanged with `tokenizers.Tokenizer.from_file` (Python or Rust);
 //!   `decode(encode(x)) == x` for any UTF-8 `x` when special tokens are not skipped.
 //! - `train.bin`, `val.bin`: flat little-endian token ids, `u16` when the vocabulary has at
 //!   most 65,536 tokens, else `u32`; every document followed by the `<|endoftext|>` id.
-//! - `meta.json`: [`ShardMeta`]: `{"kind", "vocab_size", "dtype", "train_tokens",
+//! - `meta.json`: [`ShardMeta`] (read back by [`shards::TokenData`]): `{"kind", "vocab_size", "dtype", "train_tokens",
 //!   "val_tokens", "eot_id", "special_tokens": {token: id}}`.
 //!
 //! Outputs are byte-identical for the same corpus and params: `tokenizers`' BPE trainer picks
@@ -39,13 +38,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence;
@@ -54,6 +53,8 @@ use tokenizers::models::bpe::{BPE, BpeTrainer, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer as HfTokenizer};
 
+use crate::data::corpus::{Corpus, Records, Split};
+use crate::model::shards::{self, Dtype, ShardMeta, TokenizerKind as Kind};
 use crate::ports::{CORPUS, TOKENIZER};
 
 pub struct Tokenizer;
@@ -72,14 +73,6 @@ const BYTE_TOKENS: usize = 256;
 const ENCODE_BATCH_BYTES: usize = 1 << 20;
 const PROGRESS_EVERY: u64 = 2_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    #[default]
-    Bpe,
-    Char,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
@@ -95,54 +88,6 @@ pub struct Params {
 
 fn default_special_tokens() -> Vec<String> {
     REQUIRED_SPECIALS.iter().map(|s| s.to_string()).collect()
-}
-
-/// Width of the ids in `train.bin` / `val.bin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    U16,
-    U32,
-}
-
-impl Dtype {
-    pub fn for_vocab(vocab_size: usize) -> Dtype {
-        if vocab_size <= 1 << 16 { Dtype::U16 } else { Dtype::U32 }
-    }
-    pub fn bytes(self) -> usize {
-        match self {
-            Dtype::U16 => 2,
-            Dtype::U32 => 4,
-        }
-    }
-}
-
-/// `meta.json` of a tokenizer artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardMeta {
-    pub kind: Kind,
-    pub vocab_size: usize,
-    pub dtype: Dtype,
-    pub train_tokens: u64,
-    pub val_tokens: u64,
-    pub eot_id: u32,
-    pub special_tokens: BTreeMap<String, u32>,
-}
-
-/// Reads a whole shard (`train.bin` / `val.bin`) into ids. Pretraining memory-maps instead;
-/// this is for tools and tests.
-pub fn read_shard(path: &Path, dtype: Dtype) -> std::io::Result<Vec<u32>> {
-    let bytes = std::fs::read(path)?;
-    if bytes.len() % dtype.bytes() != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} bytes is not a whole number of {dtype:?} ids", bytes.len()),
-        ));
-    }
-    Ok(match dtype {
-        Dtype::U16 => bytes.chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Dtype::U32 => bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-    })
 }
 
 impl Stage for Tokenizer {
@@ -224,22 +169,10 @@ pub(crate) struct Made {
 
 /// Trains on `corpus` and writes the whole artifact into `out`.
 pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hooks) -> Result<Made, StageError> {
-    let counts = CorpusCounts::read(corpus)?;
-    let train = corpus.join("train.jsonl");
-    let val = corpus.join("val.jsonl");
-    for f in [&train, &val] {
-        if !f.is_file() {
-            return Err(StageError::msg(format!(
-                "the corpus has no `{}` (looked in {}); wire `corpus` to an `ingest` stage",
-                f.file_name().unwrap_or_default().to_string_lossy(),
-                corpus.display()
-            )));
-        }
-    }
-
+    let corpus = Corpus::open(corpus, "corpus")?;
     let trained = match p.kind {
-        Kind::Bpe => train_bpe(p, &train, counts.train, hooks)?,
-        Kind::Char => train_char(p, &train, counts.train, hooks)?,
+        Kind::Bpe => train_bpe(p, &corpus, hooks)?,
+        Kind::Char => train_char(p, &corpus, hooks)?,
     };
     let json_path = out.join("tokenizer.json");
     trained.save(&json_path, true).map_err(|e| StageError::msg(format!("cannot write tokenizer.json: {e}")))?;
@@ -259,10 +192,10 @@ pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hook
     let eot_id = special_tokens[END_OF_TEXT];
     let dtype = Dtype::for_vocab(vocab_size);
 
-    let total = counts.train.zip(counts.val).map(|(t, v)| t + v);
+    let total = corpus.count(Split::Train).zip(corpus.count(Split::Val)).map(|(t, v)| t + v);
     let mut progress = Progress { hooks, total, done: 0 };
-    let train_stats = encode_split(&tok, &train, &out.join("train.bin"), dtype, eot_id, &mut progress)?;
-    let val_stats = encode_split(&tok, &val, &out.join("val.bin"), dtype, eot_id, &mut progress)?;
+    let train_stats = encode_split(&tok, &corpus, Split::Train, &out.join(shards::TRAIN), dtype, eot_id, &mut progress)?;
+    let val_stats = encode_split(&tok, &corpus, Split::Val, &out.join(shards::VAL), dtype, eot_id, &mut progress)?;
 
     let meta = ShardMeta {
         kind: p.kind,
@@ -275,27 +208,8 @@ pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hook
     };
     let mut json = serde_json::to_string_pretty(&meta).expect("meta serialises");
     json.push('\n');
-    std::fs::write(out.join("meta.json"), json).map_err(StageError::io("cannot write meta.json"))?;
+    std::fs::write(out.join(shards::META), json).map_err(StageError::io("cannot write meta.json"))?;
     Ok(Made { meta, train: train_stats })
-}
-
-/// Record counts from the corpus's `meta.json`, when it has them (for progress bars).
-struct CorpusCounts {
-    train: Option<u64>,
-    val: Option<u64>,
-}
-
-impl CorpusCounts {
-    fn read(corpus: &Path) -> Result<CorpusCounts, StageError> {
-        let path = corpus.join("meta.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(CorpusCounts { train: None, val: None });
-        };
-        let meta: Value = serde_json::from_str(&text).map_err(|e| {
-            StageError::msg(format!("corpus meta.json is not valid JSON ({e}); re-run the ingest stage that made it"))
-        })?;
-        Ok(CorpusCounts { train: meta["train"].as_u64(), val: meta["val"].as_u64() })
-    }
 }
 
 /// Records encoded, out of the corpus's records.
@@ -314,29 +228,21 @@ impl Progress<'_> {
     }
 }
 
-/// The documents of a JSONL corpus file, streamed: each record's texts in order.
+/// The documents of a corpus split, streamed: each record's texts in order
+/// ([`crate::data::formats::Record::into_texts`]).
 struct Texts {
-    reader: BufReader<File>,
-    name: String,
-    line_no: usize,
-    line: String,
+    records: Records,
     pending: VecDeque<String>,
-    /// Records read so far.
-    records: u64,
 }
 
 impl Texts {
-    fn open(path: &Path) -> Result<Texts, StageError> {
-        let file = File::open(path).map_err(StageError::io(format!("cannot open {}", path.display())))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        Ok(Texts {
-            reader: BufReader::new(file),
-            name,
-            line_no: 0,
-            line: String::new(),
-            pending: VecDeque::new(),
-            records: 0,
-        })
+    fn open(corpus: &Corpus, split: Split) -> Result<Texts, StageError> {
+        Ok(Texts { records: corpus.records(split)?, pending: VecDeque::new() })
+    }
+
+    /// Records read so far.
+    fn read(&self) -> u64 {
+        self.records.read
     }
 }
 
@@ -348,86 +254,23 @@ impl Iterator for Texts {
             if let Some(t) = self.pending.pop_front() {
                 return Some(Ok(t));
             }
-            self.line.clear();
-            match self.reader.read_line(&mut self.line) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => {
-                    return Some(Err(StageError::Io {
-                        context: format!("cannot read corpus `{}`", self.name),
-                        source: e,
-                    }));
-                }
-            }
-            self.line_no += 1;
-            let line = self.line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let texts =
-                serde_json::from_str::<Value>(line).map_err(|e| format!("not valid JSON ({e})")).and_then(record_texts);
-            match texts {
-                Ok(texts) => {
-                    self.records += 1;
-                    self.pending.extend(texts);
-                }
-                Err(what) => {
-                    return Some(Err(StageError::msg(format!(
-                        "corpus `{}` line {}: {what}; the corpus should come from an `ingest` stage",
-                        self.name, self.line_no
-                    ))));
-                }
+            match self.records.next()? {
+                Ok((_, record)) => self.pending.extend(record.into_texts()),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
-}
-
-/// The texts of one corpus record (see the module doc), or what is wrong with it.
-fn record_texts(v: Value) -> Result<Vec<String>, String> {
-    let Value::Object(mut m) = v else { return Err("a record must be a JSON object".into()) };
-    let string = |m: &mut serde_json::Map<String, Value>, key: &str| -> Result<Option<String>, String> {
-        match m.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(format!("`{key}` must be a string")),
-        }
-    };
-    if let Some(text) = string(&mut m, "text")? {
-        return Ok(vec![text]);
-    }
-    if let Some(messages) = m.remove("messages") {
-        let Value::Array(messages) = messages else { return Err("`messages` must be a list".into()) };
-        return messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, msg)| match msg {
-                Value::Object(mut msg) => match msg.remove("content") {
-                    Some(Value::String(s)) => Ok(s),
-                    _ => Err(format!("message {i} has no string `content`")),
-                },
-                _ => Err(format!("message {i} is not an object")),
-            })
-            .collect();
-    }
-    let mut out = Vec::new();
-    for key in ["prompt", "completion", "chosen", "rejected"] {
-        out.extend(string(&mut m, key)?);
-    }
-    if out.is_empty() {
-        return Err("the record has no `text`, `messages`, `prompt`, `completion`, `chosen` or `rejected`".into());
-    }
-    Ok(out)
 }
 
 /// Runs `f` over the train texts, stopping at the first error or cancellation.
 fn with_texts<R>(
-    path: &Path,
-    total: Option<u64>,
+    corpus: &Corpus,
     hooks: &Hooks,
     f: impl FnOnce(&mut (dyn Iterator<Item = String> + Send)) -> Result<R, StageError>,
 ) -> Result<R, StageError> {
     let failure: Mutex<Option<StageError>> = Mutex::new(None);
-    let mut texts = Texts::open(path)?;
+    let total = corpus.count(Split::Train);
+    let mut texts = Texts::open(corpus, Split::Train)?;
     let mut reported = 0;
     let mut iter = std::iter::from_fn(|| {
         if (hooks.cancelled)() {
@@ -436,8 +279,8 @@ fn with_texts<R>(
         }
         match texts.next()? {
             Ok(t) => {
-                if texts.records >= reported + PROGRESS_EVERY {
-                    reported = texts.records;
+                if texts.read() >= reported + PROGRESS_EVERY {
+                    reported = texts.read();
                     (hooks.progress)(reported, total, "training");
                 }
                 Some(t)
@@ -459,7 +302,7 @@ fn special_added_tokens(p: &Params) -> Vec<AddedToken> {
     p.special_tokens.iter().map(|t| AddedToken::from(t.clone(), true)).collect()
 }
 
-fn train_bpe(p: &Params, train: &Path, total: Option<u64>, hooks: &Hooks) -> Result<HfTokenizer, StageError> {
+fn train_bpe(p: &Params, corpus: &Corpus, hooks: &Hooks) -> Result<HfTokenizer, StageError> {
     let mut tok = HfTokenizer::new(BPE::default());
     // GPT-2's byte level, but without the prefix space so that decode(encode(x)) == x.
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
@@ -474,27 +317,27 @@ fn train_bpe(p: &Params, train: &Path, total: Option<u64>, hooks: &Hooks) -> Res
         .build()
         .into();
     let mut empty = true;
-    with_texts(train, total, hooks, |texts| {
+    with_texts(corpus, hooks, |texts| {
         let texts = texts.inspect(|_| empty = false);
         tok.train(&mut trainer, texts).map_err(|e| StageError::msg(format!("BPE training failed: {e}")))?;
         Ok(())
     })?;
     if empty {
-        return Err(no_text(train));
+        return Err(no_text());
     }
     Ok(tok)
 }
 
-fn no_text(train: &Path) -> StageError {
+fn no_text() -> StageError {
     StageError::msg(format!(
         "the corpus's {} has no text to train on; check the ingest stage's filters and source",
-        train.file_name().unwrap_or_default().to_string_lossy()
+        Split::Train.file()
     ))
 }
 
-fn train_char(p: &Params, train: &Path, total: Option<u64>, hooks: &Hooks) -> Result<HfTokenizer, StageError> {
+fn train_char(p: &Params, corpus: &Corpus, hooks: &Hooks) -> Result<HfTokenizer, StageError> {
     let mut counts: BTreeMap<char, u64> = BTreeMap::new();
-    with_texts(train, total, hooks, |texts| {
+    with_texts(corpus, hooks, |texts| {
         for t in texts {
             for c in t.chars() {
                 *counts.entry(c).or_default() += 1;
@@ -503,7 +346,7 @@ fn train_char(p: &Params, train: &Path, total: Option<u64>, hooks: &Hooks) -> Re
         Ok(())
     })?;
     if counts.is_empty() {
-        return Err(no_text(train));
+        return Err(no_text());
     }
     let min = p.min_frequency.unwrap_or(1);
     let mut chars: Vec<(char, u64)> = counts.into_iter().filter(|&(_, n)| n >= min).collect();
@@ -543,7 +386,8 @@ pub(crate) struct SplitStats {
 
 fn encode_split(
     tok: &HfTokenizer,
-    src: &Path,
+    corpus: &Corpus,
+    split: Split,
     dst: &Path,
     dtype: Dtype,
     eot: u32,
@@ -552,7 +396,7 @@ fn encode_split(
     let name = dst.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let mut out = BufWriter::new(File::create(dst).map_err(StageError::io(format!("cannot create {name}")))?);
     let mut stats = SplitStats { documents: 0, tokens: 0, bytes: 0 };
-    let mut texts = Texts::open(src)?;
+    let mut texts = Texts::open(corpus, split)?;
     let mut batch: Vec<String> = Vec::new();
     let mut batch_bytes = 0;
     let mut records = 0;
@@ -565,7 +409,7 @@ fn encode_split(
             }
             None => done = true,
         }
-        while texts.records > records {
+        while texts.read() > records {
             records += 1;
             progress.record();
         }
@@ -607,7 +451,8 @@ mod tests {
     use hone_engine::exec::{self, RunOptions};
     use hone_engine::spec;
     use hone_engine::workspace::Workspace;
-    use serde_json::json;
+    use serde_json::{Value, json};
+    use crate::model::shards::read_shard;
 
     use super::*;
     use crate::tinyworld::rng::Rng;
@@ -923,19 +768,19 @@ mod tests {
             }
         };
         let e = run("{\"text\": \"ok\"}\n{not json\n", Some(""));
-        assert!(e.contains("`train.jsonl` line 2") && e.contains("not valid JSON"), "{e}");
+        assert!(e.contains("input `corpus` train.jsonl:2: invalid JSON"), "{e}");
         let e = run("\n{\"text\": \"ok\"}\n{\"title\": \"x\"}\n", Some(""));
-        assert!(e.contains("`train.jsonl` line 3") && e.contains("no `text`"), "{e}");
+        assert!(e.contains("input `corpus` train.jsonl:3: no field says what the record is"), "{e}");
         let e = run("{\"text\": 5}\n", Some(""));
         assert!(e.contains("`text` must be a string"), "{e}");
         let e = run("{\"messages\": [{\"role\": \"user\"}]}\n", Some(""));
-        assert!(e.contains("message 0 has no string `content`"), "{e}");
+        assert!(e.contains("`messages[0]` has no `content`"), "{e}");
         let e = run("{\"text\": \"ok\"}\n", None);
         assert!(e.contains("no `val.jsonl`") && e.contains("ingest"), "{e}");
         let e = run("", Some(""));
         assert!(e.contains("no text to train on"), "{e}");
         let e = run("{\"text\": \"ok\"}\n", Some("[1, 2]\n"));
-        assert!(e.contains("`val.jsonl` line 1") && e.contains("JSON object"), "{e}");
+        assert!(e.contains("input `corpus` val.jsonl:1: a record must be a JSON object"), "{e}");
     }
 
     #[test]

@@ -26,12 +26,12 @@ stages:
     uses: pretrain
     inputs: { tokenizer: tokenizer }
     with: { n_layer: 2, n_head: 2, n_embd: 32, block_size: 48, batch_size: 4, steps: 20, eval_every: 0, eval_iters: 1, threads: 1 }
-  chat: { uses: ingest, with: { source: chat.jsonl, val_fraction: 0.0 } }
+  chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }
   sft:
     uses: sft
     inputs: { model: base, data: chat }
     with: { batch_size: 4, steps: 150, lr: 1e-2, min_lr: 1e-3, warmup_steps: 5, eval_every: 0, threads: 1 }
-  prompts: { uses: ingest, with: { source: prompts.jsonl, val_fraction: 0.0 } }
+  prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }
   eval:
     uses: evaluate
     inputs: { models: [base, sft], prompts: prompts }

@@ -8,18 +8,22 @@
 
 use serde_json::Value;
 
+use super::formats::Format;
+
 /// A built-in data set.
 pub struct Builtin {
     pub name: &'static str,
     pub version: u32,
+    /// The format of its records: it types an `ingest` of it before it runs.
+    pub format: Format,
     pub records: fn(seed: u64) -> Result<Vec<Value>, String>,
 }
 
 /// Every built-in data set, in one list.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin { name: "tinyworld/pretrain", version: TINYWORLD_VERSION, records: |seed| tinyworld("pretrain", seed) },
-    Builtin { name: "tinyworld/chat", version: TINYWORLD_VERSION, records: |seed| tinyworld("chat", seed) },
-    Builtin { name: "tinyworld/prompts", version: TINYWORLD_VERSION, records: |seed| tinyworld("prompts", seed) },
+    Builtin { name: "tinyworld/pretrain", version: TINYWORLD_VERSION, format: Format::Text, records: |seed| tinyworld("pretrain", seed) },
+    Builtin { name: "tinyworld/chat", version: TINYWORLD_VERSION, format: Format::Chat, records: |seed| tinyworld("chat", seed) },
+    Builtin { name: "tinyworld/prompts", version: TINYWORLD_VERSION, format: Format::Prompt, records: |seed| tinyworld("prompts", seed) },
 ];
 
 /// Bump when `crate::tinyworld` generates different records (the golden test below says so).
@@ -34,6 +38,7 @@ fn tinyworld(name: &str, seed: u64) -> Result<Vec<Value>, String> {
 const TEST_BUILTINS: &[Builtin] = &[Builtin {
     name: "test/numbers",
     version: 1,
+    format: Format::Text,
     records: |seed| Ok((0..20).map(|i| serde_json::json!({ "text": format!("Number {i} of seed {seed}.") })).collect()),
 }];
 #[cfg(not(test))]
@@ -52,6 +57,11 @@ pub fn builtin_records(name: &str, seed: u64) -> Option<Result<Vec<Value>, Strin
 /// The version of the built-in data set `name`.
 pub fn builtin_version(name: &str) -> Option<u32> {
     find(name).map(|b| b.version)
+}
+
+/// The record format of the built-in data set `name`.
+pub fn builtin_format(name: &str) -> Option<Format> {
+    find(name).map(|b| b.format)
 }
 
 /// The names `builtin:` accepts.
@@ -81,6 +91,16 @@ mod tests {
         let r = builtin_records("test/numbers", 5).unwrap().unwrap();
         assert_eq!(r[3]["text"], "Number 3 of seed 5.");
         assert!(unknown_message("test/numbrs").contains("did you mean `test/numbers`"));
+    }
+
+    #[test]
+    fn every_record_has_the_declared_format() {
+        for b in BUILTINS.iter().chain(TEST_BUILTINS) {
+            for r in (b.records)(7).unwrap() {
+                let record = super::super::formats::from_value(r).unwrap();
+                assert_eq!(record.format(), b.format, "builtin:{}", b.name);
+            }
+        }
     }
 
     /// The version, not the data, enters the stage key: pin the data of each version so a

@@ -124,6 +124,17 @@ impl Record {
         }
     }
 
+    /// The record's documents, for training a tokenizer: the text; each message's content;
+    /// the prompt (not the reference answer); or prompt, chosen and rejected.
+    pub fn into_texts(self) -> Vec<String> {
+        match self {
+            Record::Text { text, .. } => vec![text],
+            Record::Prompt { prompt, .. } => vec![prompt],
+            Record::Chat { messages, .. } => messages.into_iter().map(|m| m.content).collect(),
+            Record::Preference { prompt, chosen, rejected, .. } => vec![prompt, chosen, rejected],
+        }
+    }
+
     /// Bytes of text in the record (what a batch of records holds in memory, roughly).
     pub fn text_len(&self) -> usize {
         match self {

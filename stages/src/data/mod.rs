@@ -1,8 +1,10 @@
 //! Data for the `ingest` stage: reading and normalising records ([`formats`]), the document
-//! filter chain ([`filters`]), and the data sets hone carries ([`builtin`]); and the RLHF
-//! artifacts' record types ([`rankings`]).
+//! filter chain ([`filters`]), and the data sets hone carries ([`builtin`]); the reader of its
+//! output for the stages after it ([`corpus`]); and the RLHF artifacts' record types
+//! ([`rankings`]).
 
 pub mod builtin;
+pub mod corpus;
 pub mod filters;
 pub mod formats;
 pub mod rankings;

@@ -2,10 +2,11 @@
 //! and the memory-mapped token shards `train.bin` / `val.bin` (flat little-endian ids, u16
 //! when `meta.json` says `"dtype": "u16"`, else u32).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ModelError, Result};
 
@@ -13,19 +14,75 @@ pub const META: &str = "meta.json";
 pub const TRAIN: &str = "train.bin";
 pub const VAL: &str = "val.bin";
 
-/// `meta.json` of a tokenizer artifact. Unknown fields are allowed: the producer may add more.
-#[derive(Clone, Debug, Deserialize)]
-pub struct TokenizerMeta {
-    /// `bpe` or `char`.
-    pub kind: String,
+/// The kind of a tokenizer (the `tokenizer` stage's `kind` param).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Byte-level BPE.
+    #[default]
+    Bpe,
+    /// One token per character, with byte fallback.
+    Char,
+}
+
+/// Width of the ids in `train.bin` / `val.bin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    U16,
+    U32,
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dtype::U16 => "u16",
+            Dtype::U32 => "u32",
+        })
+    }
+}
+
+impl Dtype {
+    pub fn for_vocab(vocab_size: usize) -> Dtype {
+        if vocab_size <= 1 << 16 { Dtype::U16 } else { Dtype::U32 }
+    }
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::U16 => 2,
+            Dtype::U32 => 4,
+        }
+    }
+}
+
+/// `meta.json` of a tokenizer artifact: the `tokenizer` stage writes it, training reads it.
+/// Unknown fields are allowed when reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub kind: TokenizerKind,
     pub vocab_size: usize,
-    pub dtype: String,
+    pub dtype: Dtype,
     pub train_tokens: u64,
     pub val_tokens: u64,
     /// The `<|endoftext|>` id that ends every document.
     pub eot_id: u32,
-    #[serde(default)]
-    pub special_tokens: serde_json::Value,
+    /// Special token → id.
+    pub special_tokens: BTreeMap<String, u32>,
+}
+
+/// Reads a whole shard (`train.bin` / `val.bin`) into ids. Pretraining memory-maps instead;
+/// this is for tools and tests.
+pub fn read_shard(path: &Path, dtype: Dtype) -> std::io::Result<Vec<u32>> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() % dtype.bytes() != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes is not a whole number of {dtype:?} ids", bytes.len()),
+        ));
+    }
+    Ok(match dtype {
+        Dtype::U16 => bytes.chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        Dtype::U32 => bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+    })
 }
 
 /// One shard, memory-mapped.
@@ -83,7 +140,7 @@ impl TokenShard {
 /// A tokenizer artifact, opened.
 pub struct TokenData {
     pub dir: PathBuf,
-    pub meta: TokenizerMeta,
+    pub meta: ShardMeta,
     pub train: TokenShard,
     pub val: TokenShard,
 }
@@ -92,12 +149,8 @@ impl TokenData {
     pub fn open(dir: &Path) -> Result<TokenData> {
         let meta_path = dir.join(META);
         let text = std::fs::read_to_string(&meta_path).map_err(ModelError::io(&meta_path))?;
-        let meta: TokenizerMeta = serde_json::from_str(&text).map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
-        let wide = match meta.dtype.as_str() {
-            "u16" => false,
-            "u32" => true,
-            other => return Err(ModelError::format(&meta_path, format!("dtype {other:?} is not \"u16\" or \"u32\""))),
-        };
+        let meta: ShardMeta = serde_json::from_str(&text).map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
+        let wide = meta.dtype == Dtype::U32;
         if meta.vocab_size == 0 || (!wide && meta.vocab_size > 1 << 16) {
             return Err(ModelError::format(&meta_path, format!("vocab_size {} does not fit dtype {}", meta.vocab_size, meta.dtype)));
         }
@@ -115,25 +168,28 @@ impl TokenData {
 }
 
 /// Writes a tokenizer artifact (tests and the benchmark's data preparation).
-pub fn write_artifact(dir: &Path, kind: &str, vocab_size: usize, eot_id: u32, tokenizer_json: &str, train: &[u32], val: &[u32]) -> std::io::Result<()> {
-    let wide = vocab_size > 1 << 16;
+pub fn write_artifact(dir: &Path, kind: TokenizerKind, vocab_size: usize, eot_id: u32, tokenizer_json: &str, train: &[u32], val: &[u32]) -> std::io::Result<()> {
+    let dtype = Dtype::for_vocab(vocab_size);
     let encode = |ids: &[u32]| -> Vec<u8> {
-        if wide { ids.iter().flat_map(|t| t.to_le_bytes()).collect() } else { ids.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect() }
+        match dtype {
+            Dtype::U32 => ids.iter().flat_map(|t| t.to_le_bytes()).collect(),
+            Dtype::U16 => ids.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect(),
+        }
     };
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(TRAIN), encode(train))?;
     std::fs::write(dir.join(VAL), encode(val))?;
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json)?;
-    let meta = serde_json::json!({
-        "kind": kind,
-        "vocab_size": vocab_size,
-        "dtype": if wide { "u32" } else { "u16" },
-        "train_tokens": train.len(),
-        "val_tokens": val.len(),
-        "eot_id": eot_id,
-        "special_tokens": { "<|endoftext|>": eot_id },
-    });
-    std::fs::write(dir.join(META), serde_json::to_string_pretty(&meta).unwrap())
+    let meta = ShardMeta {
+        kind,
+        vocab_size,
+        dtype,
+        train_tokens: train.len() as u64,
+        val_tokens: val.len() as u64,
+        eot_id,
+        special_tokens: BTreeMap::from([("<|endoftext|>".to_string(), eot_id)]),
+    };
+    std::fs::write(dir.join(META), serde_json::to_string_pretty(&meta).expect("meta serialises"))
 }
 
 /// A character-level tokenizer for `text`: every distinct character (sorted) is a token,
@@ -174,7 +230,7 @@ mod tests {
         let (json, vocab, eot, enc) = char_tokenizer("hello world");
         let mut train = enc("hello");
         train.push(eot);
-        write_artifact(dir.path(), "char", vocab, eot, &json, &train, &enc("world")).unwrap();
+        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &train, &enc("world")).unwrap();
         let d = TokenData::open(dir.path()).unwrap();
         assert_eq!(d.train.len(), 6);
         let mut got = Vec::new();
@@ -186,12 +242,12 @@ mod tests {
         assert_eq!(tok.encode("low", false).unwrap().get_ids(), enc("low").as_slice());
 
         // An id past the vocabulary names the file and the position.
-        write_artifact(dir.path(), "char", vocab, eot, &json, &[1, 2, 99], &enc("world")).unwrap();
+        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &[1, 2, 99], &enc("world")).unwrap();
         let err = TokenData::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("train.bin") && err.contains("token 2 has id 99"), "{err}");
         // A size that disagrees with meta.json.
         std::fs::write(dir.path().join(VAL), [0u8; 3]).unwrap();
-        write_artifact(dir.path(), "char", vocab, eot, &json, &[1], &[1]).unwrap();
+        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &[1], &[1]).unwrap();
         std::fs::write(dir.path().join(VAL), [0u8; 6]).unwrap();
         let err = TokenData::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("val.bin") && err.contains("holds 3 tokens but meta.json says 1"), "{err}");
