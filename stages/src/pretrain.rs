@@ -26,117 +26,87 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::Dropout;
-use crate::model::optim::{AdamWConfig, Grads, LrSchedule};
+use crate::model::optim::Grads;
 use crate::model::rng::{Rng, Stream};
 use crate::model::shards::{TokenData, TokenShard};
 use crate::model::{Gpt, GptConfig, ParamStore};
 use crate::ports;
-use crate::training::{self, Settings, Trainer, gradients_of, loss_svg, write};
+use crate::training::{self, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
 
 pub struct Pretrain;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    #[serde(default = "d_n_layer")]
-    pub n_layer: usize,
-    #[serde(default = "d_n_head")]
-    pub n_head: usize,
-    #[serde(default = "d_n_embd")]
-    pub n_embd: usize,
-    #[serde(default = "d_block_size")]
-    pub block_size: usize,
-    #[serde(default = "d_batch_size")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub dropout: f64,
-    #[serde(default)]
-    pub bias: bool,
-    /// Peak learning rate (after warmup).
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    /// Learning rate at the end of the cosine decay.
-    #[serde(default = "d_min_lr")]
-    pub min_lr: f64,
-    #[serde(default = "d_warmup_steps")]
-    pub warmup_steps: u64,
-    #[serde(default = "d_weight_decay")]
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this; 0 turns clipping off.
-    #[serde(default = "training::defaults::grad_clip")]
-    pub grad_clip: f64,
-    /// Optimizer steps.
-    #[serde(default = "d_steps")]
-    pub steps: u64,
-    /// Estimate the validation loss every this many steps (and at the end); 0: only at the end.
-    #[serde(default = "d_eval_every")]
-    pub eval_every: u64,
-    /// Batches per loss estimate.
-    #[serde(default = "d_eval_iters")]
-    pub eval_iters: usize,
-    #[serde(default = "training::defaults::beta1")]
-    pub beta1: f64,
-    #[serde(default = "training::defaults::beta2")]
-    pub beta2: f64,
-    /// Micro-batches per optimizer step (their gradients are averaged).
-    #[serde(default = "d_grad_accum")]
-    pub grad_accum: usize,
-    /// Save the training state every this many steps; 0: only when stopped.
-    #[serde(default = "d_checkpoint_every")]
-    pub checkpoint_every: u64,
-    /// Worker threads; 0 uses them all. Results are reproducible for a given count.
-    #[serde(default)]
-    pub threads: usize,
+training_params! {
+    /// The architecture, then the params every training kind has.
+    pub struct Params {
+        #[serde(default = "defaults::n_layer")]
+        pub n_layer: usize,
+        #[serde(default = "defaults::n_head")]
+        pub n_head: usize,
+        #[serde(default = "defaults::n_embd")]
+        pub n_embd: usize,
+        #[serde(default = "defaults::block_size")]
+        pub block_size: usize,
+        #[serde(default)]
+        pub bias: bool,
+        /// Batches per loss estimate.
+        #[serde(default = "defaults::eval_iters")]
+        pub eval_iters: usize,
+        /// Micro-batches per optimizer step (their gradients are averaged).
+        #[serde(default = "defaults::grad_accum")]
+        pub grad_accum: usize,
+    }
 }
 
-fn d_n_layer() -> usize {
-    4
-}
-fn d_n_head() -> usize {
-    4
-}
-fn d_n_embd() -> usize {
-    128
-}
-fn d_block_size() -> usize {
-    64
-}
-fn d_batch_size() -> usize {
-    12
-}
-fn d_lr() -> f64 {
-    1e-3
-}
-fn d_min_lr() -> f64 {
-    1e-4
-}
-fn d_warmup_steps() -> u64 {
-    100
-}
-fn d_weight_decay() -> f64 {
-    0.1
-}
-fn d_steps() -> u64 {
-    2000
-}
-fn d_eval_every() -> u64 {
-    250
-}
-fn d_eval_iters() -> usize {
-    20
-}
-fn d_grad_accum() -> usize {
-    1
-}
-fn d_checkpoint_every() -> u64 {
-    250
+/// nanoGPT's CPU example (`config/train_shakespeare_char.py`, scaled down).
+mod defaults {
+    pub fn n_layer() -> usize {
+        4
+    }
+    pub fn n_head() -> usize {
+        4
+    }
+    pub fn n_embd() -> usize {
+        128
+    }
+    pub fn block_size() -> usize {
+        64
+    }
+    pub fn batch_size() -> usize {
+        12
+    }
+    pub fn lr() -> f64 {
+        1e-3
+    }
+    pub fn min_lr() -> f64 {
+        1e-4
+    }
+    pub fn warmup_steps() -> u64 {
+        100
+    }
+    pub fn weight_decay() -> f64 {
+        0.1
+    }
+    pub fn steps() -> u64 {
+        2000
+    }
+    pub fn eval_every() -> u64 {
+        250
+    }
+    pub fn eval_iters() -> usize {
+        20
+    }
+    pub fn grad_accum() -> usize {
+        1
+    }
+    pub fn checkpoint_every() -> u64 {
+        250
+    }
 }
 
-/// AdamW's epsilon (PyTorch's default).
 impl Params {
     fn model_config(&self, vocab_size: usize) -> GptConfig {
         GptConfig { vocab_size, block_size: self.block_size, n_layer: self.n_layer, n_head: self.n_head, n_embd: self.n_embd, bias: self.bias, dropout: self.dropout }
@@ -152,24 +122,16 @@ impl Stage for Pretrain {
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
+        // `dropout` is checked with the common params.
         let mut out: Vec<ParamProblem> =
-            p.model_config(1).problems().into_iter().map(|(field, msg)| ParamProblem::at(&[field], msg)).collect();
-        let mut need = |ok: bool, field: &str, msg: String, help: &str| {
-            if !ok {
-                out.push(ParamProblem::at(&[field], msg).help(help.to_string()));
-            }
-        };
-        need(p.batch_size > 0, "batch_size", "`batch_size` must be at least 1".into(), "nanoGPT's CPU example uses 12");
-        need(p.grad_accum > 0, "grad_accum", "`grad_accum` must be at least 1".into(), "1 means no accumulation");
-        need(p.steps > 0, "steps", "`steps` must be at least 1".into(), "nanoGPT's CPU example uses 2000");
-        need(p.lr > 0.0 && p.lr.is_finite(), "lr", format!("`lr` must be positive, not {}", p.lr), "try 1e-3");
-        need(p.min_lr >= 0.0 && p.min_lr <= p.lr, "min_lr", format!("`min_lr` ({}) must be between 0 and `lr` ({})", p.min_lr, p.lr), "nanoGPT uses lr / 10");
-        need(p.weight_decay >= 0.0, "weight_decay", format!("`weight_decay` must not be negative, not {}", p.weight_decay), "try 0.1");
-        need(p.grad_clip >= 0.0, "grad_clip", format!("`grad_clip` must not be negative, not {}", p.grad_clip), "0 turns clipping off");
-        for (name, b) in [("beta1", p.beta1), ("beta2", p.beta2)] {
-            need((0.0..1.0).contains(&b), name, format!("`{name}` must be in [0, 1), not {b}"), "nanoGPT uses 0.9 and 0.99");
+            p.model_config(1).problems().into_iter().filter(|(f, _)| *f != "dropout").map(|(field, msg)| ParamProblem::at(&[field], msg)).collect();
+        out.extend(p.common_problems());
+        if p.grad_accum == 0 {
+            out.push(ParamProblem::at(&["grad_accum"], "`grad_accum` must be at least 1").help("1 means no accumulation".to_string()));
         }
-        need(p.eval_iters > 0, "eval_iters", "`eval_iters` must be at least 1".into(), "the loss estimate averages this many batches");
+        if p.eval_iters == 0 {
+            out.push(ParamProblem::at(&["eval_iters"], "`eval_iters` must be at least 1").help("the loss estimate averages this many batches".to_string()));
+        }
         out
     }
 
@@ -198,6 +160,7 @@ struct Objective<'a> {
     p: &'a Params,
     seed: u64,
     data: &'a TokenData,
+    model: Gpt,
 }
 
 fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
@@ -218,19 +181,12 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
 
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
-    let adamw = AdamWConfig::new(p.beta1, p.beta2, p.weight_decay);
-    let mut trainer = Trainer::new(cx, model, params, adamw, fingerprint(p, cx, &cfg))?;
+    let common = p.common();
+    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], fingerprint(p, cx, &cfg))?;
     tracing::info!(params = cfg.n_params(), from_step = trainer.step, steps = p.steps, "pretraining");
     cx.metric("params", cfg.n_params() as u64);
 
-    let settings = Settings {
-        steps: p.steps,
-        schedule: LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps },
-        grad_clip: p.grad_clip,
-        eval_every: p.eval_every,
-        checkpoint_every: p.checkpoint_every,
-    };
-    let done = trainer.run(&settings, &mut Objective { p, seed: cx.seed, data })?;
+    let done = trainer.run(&common.settings(), &mut Objective { p, seed: cx.seed, data, model })?;
     let (train_est, val) = done.eval;
     cx.metric("loss", done.loss);
     cx.metric("train_loss", train_est);
@@ -239,7 +195,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     let generation = GenerationConfig::defaults(Some(data.meta.eot_id));
-    export::save(out, &cfg, &trainer.params.snapshot(), &generation)?;
+    export::save(out, &cfg, &params.snapshot(), &generation)?;
     export::save_tokenizer(out, &data.tokenizer_json(), eot_token, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))
@@ -250,8 +206,8 @@ impl training::Objective for Objective<'_> {
     type Eval = (f64, f64);
 
     /// The mean loss of `grad_accum` batches, their gradients summed.
-    fn gradients(&mut self, model: &Gpt, vars: &[(String, Var)], _step: u64, rng: &mut Rng) -> Result<(f64, Grads, usize), StageError> {
-        let p = self.p;
+    fn step(&mut self, vars: &[(String, Var)], _step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
+        let (p, model) = (self.p, &self.model);
         let mut total: Option<Grads> = None;
         let mut loss_sum = 0.0;
         for _ in 0..p.grad_accum {
@@ -264,11 +220,13 @@ impl training::Objective for Objective<'_> {
                 Some(t) => t.add(&g),
             }
         }
-        Ok((loss_sum, total.expect("grad_accum >= 1"), p.batch_size * p.block_size * p.grad_accum))
+        let grads = total.expect("grad_accum >= 1");
+        Ok(StepOut { loss: loss_sum, grads, tokens: p.batch_size * p.block_size * p.grad_accum, stats: Vec::new() })
     }
 
     /// Loss estimates on `eval_iters` fixed batches of train and val.
-    fn evaluate(&mut self, model: &Gpt, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+        let model = &self.model;
         let est = |shard: &TokenShard| -> Result<f64, StageError> {
             // The same batches every time: estimates at different steps compare like for like.
             let mut rng = Rng::new(self.seed, Stream::Eval);

@@ -51,11 +51,10 @@ use crate::data::corpus::{Corpus, Split};
 use crate::data::formats::{Message, Role};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
-use crate::model::optim::{AdamWConfig, Grads, LrSchedule};
-use crate::model::rng::{Rng, Stream};
+use crate::model::rng::Rng;
 use crate::model::{Gpt, GptConfig, ModelError};
 use crate::ports;
-use crate::training::{self, Settings, Trainer, gradients_of, loss_svg, write};
+use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
 
 pub struct Sft;
 
@@ -69,76 +68,56 @@ pub enum LossOn {
     All,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    #[serde(default = "d_loss")]
-    pub loss: LossOn,
-    /// Lay several conversations into each row instead of one padded conversation per row.
-    #[serde(default)]
-    pub packing: bool,
-    /// Tokens per row (less one); 0: the model's context window.
-    #[serde(default)]
-    pub block_size: usize,
-    #[serde(default = "d_batch_size")]
-    pub batch_size: usize,
-    #[serde(default = "d_steps")]
-    pub steps: u64,
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    #[serde(default = "d_min_lr")]
-    pub min_lr: f64,
-    #[serde(default = "d_warmup_steps")]
-    pub warmup_steps: u64,
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default = "training::defaults::grad_clip")]
-    pub grad_clip: f64,
-    #[serde(default)]
-    pub dropout: f64,
-    #[serde(default = "training::defaults::beta1")]
-    pub beta1: f64,
-    #[serde(default = "training::defaults::beta2")]
-    pub beta2: f64,
-    /// Evaluate every this many steps (and at the end); 0: only at the end.
-    #[serde(default = "d_eval_every")]
-    pub eval_every: u64,
-    /// Validation conversations per evaluation (the first ones).
-    #[serde(default = "d_eval_records")]
-    pub eval_records: usize,
-    #[serde(default = "d_checkpoint_every")]
-    pub checkpoint_every: u64,
-    /// Worker threads; 0 uses them all.
-    #[serde(default)]
-    pub threads: usize,
+training_params! {
+    /// What is trained on, then the params every training kind has.
+    pub struct Params {
+        #[serde(default = "defaults::loss")]
+        pub loss: LossOn,
+        /// Lay several conversations into each row instead of one padded conversation per row.
+        #[serde(default)]
+        pub packing: bool,
+        /// Tokens per row (less one); 0: the model's context window.
+        #[serde(default)]
+        pub block_size: usize,
+        /// Validation conversations per evaluation (the first ones).
+        #[serde(default = "defaults::eval_records")]
+        pub eval_records: usize,
+    }
 }
 
-fn d_loss() -> LossOn {
-    LossOn::Assistant
-}
-fn d_batch_size() -> usize {
-    16
-}
-fn d_steps() -> u64 {
-    300
-}
-fn d_lr() -> f64 {
-    5e-4
-}
-fn d_min_lr() -> f64 {
-    5e-5
-}
-fn d_warmup_steps() -> u64 {
-    20
-}
-fn d_eval_every() -> u64 {
-    100
-}
-fn d_eval_records() -> usize {
-    200
-}
-fn d_checkpoint_every() -> u64 {
-    100
+mod defaults {
+    use super::LossOn;
+
+    pub fn loss() -> LossOn {
+        LossOn::Assistant
+    }
+    pub fn batch_size() -> usize {
+        16
+    }
+    pub fn steps() -> u64 {
+        300
+    }
+    pub fn lr() -> f64 {
+        5e-4
+    }
+    pub fn min_lr() -> f64 {
+        5e-5
+    }
+    pub fn warmup_steps() -> u64 {
+        20
+    }
+    pub fn weight_decay() -> f64 {
+        0.0
+    }
+    pub fn eval_every() -> u64 {
+        100
+    }
+    pub fn eval_records() -> usize {
+        200
+    }
+    pub fn checkpoint_every() -> u64 {
+        100
+    }
 }
 
 /// Truncated or dropped conversations named in the log.
@@ -153,24 +132,13 @@ impl Stage for Sft {
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
-        let mut out = Vec::new();
-        let mut need = |ok: bool, field: &str, msg: String, help: &str| {
-            if !ok {
-                out.push(ParamProblem::at(&[field], msg).help(help.to_string()));
-            }
-        };
-        need(p.batch_size > 0, "batch_size", "`batch_size` must be at least 1".into(), "try 16");
-        need(p.steps > 0, "steps", "`steps` must be at least 1".into(), "try 300");
-        need(p.block_size != 1, "block_size", "`block_size` must be at least 2 (or 0: the model's)".into(), "0 uses the model's context window");
-        need(p.lr > 0.0 && p.lr.is_finite(), "lr", format!("`lr` must be positive, not {}", p.lr), "fine-tuning usually uses a smaller rate than pretraining, e.g. 5e-4");
-        need(p.min_lr >= 0.0 && p.min_lr <= p.lr, "min_lr", format!("`min_lr` ({}) must be between 0 and `lr` ({})", p.min_lr, p.lr), "try lr / 10");
-        need(p.weight_decay >= 0.0, "weight_decay", format!("`weight_decay` must not be negative, not {}", p.weight_decay), "0 turns it off");
-        need(p.grad_clip >= 0.0, "grad_clip", format!("`grad_clip` must not be negative, not {}", p.grad_clip), "0 turns clipping off");
-        need((0.0..1.0).contains(&p.dropout), "dropout", format!("`dropout` must be in [0, 1), not {}", p.dropout), "0 turns it off");
-        for (name, b) in [("beta1", p.beta1), ("beta2", p.beta2)] {
-            need((0.0..1.0).contains(&b), name, format!("`{name}` must be in [0, 1), not {b}"), "try 0.9 and 0.99");
+        let mut out = p.common_problems();
+        if p.block_size == 1 {
+            out.push(ParamProblem::at(&["block_size"], "`block_size` must be at least 2 (or 0: the model's)").help("0 uses the model's context window".to_string()));
         }
-        need(p.eval_records > 0, "eval_records", "`eval_records` must be at least 1".into(), "the validation loss averages over this many conversations");
+        if p.eval_records == 0 {
+            out.push(ParamProblem::at(&["eval_records"], "`eval_records` must be at least 1").help("the validation loss averages over this many conversations".to_string()));
+        }
         out
     }
 
@@ -333,12 +301,11 @@ struct EvalLine {
 /// Masked next-token loss on the conversation rows, in shuffled epochs.
 struct Objective<'a> {
     p: &'a Params,
-    seed: u64,
+    model: Gpt,
     train: Vec<Row>,
     val: Vec<Row>,
     pad: u32,
-    /// The epoch whose order is held.
-    epoch: Option<(u64, Vec<usize>)>,
+    order: EpochOrder,
 }
 
 fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
@@ -375,19 +342,13 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     }
     let data_json = serde_json::json!({ "block_size": block, "train": counts, "val": val_counts });
 
-    let adamw = AdamWConfig::new(p.beta1, p.beta2, p.weight_decay);
-    let mut trainer = Trainer::new(cx, loaded.model, loaded.params, adamw, fingerprint(p, cx, &cfg))?;
-    let mut objective = Objective { p, seed: cx.seed, train: train_rows, val: val_rows, pad: tok.end_of_text, epoch: None };
+    let common = p.common();
+    let params = loaded.params;
+    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], fingerprint(p, cx, &cfg))?;
+    let mut objective = Objective { p, model: loaded.model, order: EpochOrder::new(cx.seed, train_rows.len()), train: train_rows, val: val_rows, pad: tok.end_of_text };
     tracing::info!(rows = objective.train.len(), from_step = trainer.step, steps = p.steps, "fine-tuning");
 
-    let settings = Settings {
-        steps: p.steps,
-        schedule: LrSchedule { lr: p.lr, min_lr: p.min_lr, warmup_steps: p.warmup_steps, decay_steps: p.steps },
-        grad_clip: p.grad_clip,
-        eval_every: p.eval_every,
-        checkpoint_every: p.checkpoint_every,
-    };
-    let done = trainer.run(&settings, &mut objective)?;
+    let done = trainer.run(&common.settings(), &mut objective)?;
     let (val_loss, val_acc) = done.eval;
     cx.metric("loss", done.loss);
     cx.metric("val_loss", val_loss);
@@ -396,28 +357,11 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let out = cx.out_dir;
     // Sampling stops at the end of the assistant's message.
     let generation = GenerationConfig { bos_token_id: Some(tok.end_of_text), ..GenerationConfig::defaults(Some(tok.im_end)) };
-    export::save(out, &cfg, &trainer.params.snapshot(), &generation)?;
+    export::save(out, &cfg, &params.snapshot(), &generation)?;
     write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     write(out, "data.json", &(serde_json::to_string_pretty(&data_json).expect("plain data") + "\n"))
-}
-
-impl Objective<'_> {
-    /// The training row at position `k` of the endless sequence of shuffled epochs.
-    fn row_at(&mut self, k: u64) -> usize {
-        let n = self.train.len() as u64;
-        let epoch = k / n;
-        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut order: Vec<usize> = (0..self.train.len()).collect();
-            let mut rng = Rng::new(self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15), Stream::Train);
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i + 1));
-            }
-            self.epoch = Some((epoch, order));
-        }
-        self.epoch.as_ref().expect("just set").1[(k % n) as usize]
-    }
 }
 
 impl training::Objective for Objective<'_> {
@@ -425,19 +369,20 @@ impl training::Objective for Objective<'_> {
     type Eval = (f64, f64);
 
     /// One batch of `batch_size` rows, the next in the epoch order.
-    fn gradients(&mut self, model: &Gpt, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<(f64, Grads, usize), StageError> {
+    fn step(&mut self, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
         let b = self.p.batch_size as u64;
-        let idx: Vec<usize> = (0..b).map(|i| self.row_at(step * b + i)).collect();
+        let idx: Vec<usize> = (0..b).map(|i| self.order.at(step * b + i)).collect();
         let rows: Vec<&Row> = idx.iter().map(|&i| &self.train[i]).collect();
         let n_tokens = rows.iter().map(|r| r.ids.len() - 1).sum();
         let (x, y, w) = batch(&rows, self.pad)?;
-        let (loss, _) = masked_loss(model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
-        let (value, grads) = gradients_of(&loss, vars)?;
-        Ok((value, grads, n_tokens))
+        let (loss, _) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
+        let (loss, grads) = gradients_of(&loss, vars)?;
+        Ok(StepOut { loss, grads, tokens: n_tokens, stats: Vec::new() })
     }
 
     /// Validation loss and mean token accuracy over the scored tokens of the validation rows.
-    fn evaluate(&mut self, model: &Gpt, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+        let model = &self.model;
         if self.val.is_empty() {
             return Ok((None, (f64::NAN, f64::NAN)));
         }

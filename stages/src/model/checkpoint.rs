@@ -1,15 +1,17 @@
 //! [`Checkpoint`]: everything a training run needs to continue exactly where it was.
 //!
 //! One safetensors file (`checkpoint.safetensors`): the parameters (`param/<name>`), AdamW's
-//! moments (`adam_m/<name>`, `adam_v/<name>`), and in the metadata the step, AdamW's step
-//! count, the RNG position, a fingerprint of the run's settings and the metric lines so far.
+//! moments (`adam_m/<name>`, `adam_v/<name>`), the training objective's own tensors
+//! (`objective/<name>`), and in the metadata the step, AdamW's step count, the RNG position,
+//! a fingerprint of the run's settings, the metric lines so far and the objective's own
+//! state as JSON ([`ObjectiveState`]).
 //! It is written to a temporary file and renamed, so a kill at any moment leaves the
 //! previous checkpoint or the new one, never half of one.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::optim::AdamState;
@@ -28,6 +30,21 @@ pub struct Checkpoint {
     pub fingerprint: String,
     /// The metric lines (JSONL) written so far.
     pub history: String,
+    pub objective: ObjectiveState,
+}
+
+/// What a training objective keeps between steps beyond the parameters (PPO's rollout buffer,
+/// its KL controller): settings-like values as JSON, arrays as named tensors.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectiveState {
+    pub json: serde_json::Value,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+impl ObjectiveState {
+    pub fn is_empty(&self) -> bool {
+        self.json.is_null() && self.tensors.is_empty()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,23 +54,34 @@ struct Meta {
     rng: RngState,
     fingerprint: String,
     history: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    objective: serde_json::Value,
 }
 
 const PARAM: &str = "param/";
 const ADAM_M: &str = "adam_m/";
 const ADAM_V: &str = "adam_v/";
+const OBJECTIVE: &str = "objective/";
 
 impl Checkpoint {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(FILE);
-        let meta = Meta { step: self.step, adam_t: self.adam.t, rng: self.rng.clone(), fingerprint: self.fingerprint.clone(), history: self.history.clone() };
+        let meta = Meta {
+            step: self.step,
+            adam_t: self.adam.t,
+            rng: self.rng.clone(),
+            fingerprint: self.fingerprint.clone(),
+            history: self.history.clone(),
+            objective: self.objective.json.clone(),
+        };
         let meta = HashMap::from([("hone".to_string(), serde_json::to_string(&meta).expect("plain data serialises"))]);
         let tensors = self
             .params
             .iter()
             .map(|(n, t)| (format!("{PARAM}{n}"), t))
             .chain(self.adam.m.iter().map(|(n, t)| (format!("{ADAM_M}{n}"), t)))
-            .chain(self.adam.v.iter().map(|(n, t)| (format!("{ADAM_V}{n}"), t)));
+            .chain(self.adam.v.iter().map(|(n, t)| (format!("{ADAM_V}{n}"), t)))
+            .chain(self.objective.tensors.iter().map(|(n, t)| (format!("{OBJECTIVE}{n}"), t)));
         let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| ModelError::format(&path, e.to_string()))?;
         hone_engine::store::write_atomic(&path, &bytes).map_err(|e| ModelError::format(&path, format!("cannot write the checkpoint: {e}")))
     }
@@ -82,6 +110,7 @@ impl Checkpoint {
             rng: meta.rng,
             fingerprint: meta.fingerprint,
             history: meta.history,
+            objective: ObjectiveState { json: meta.objective, tensors: take(OBJECTIVE) },
         }))
     }
 }
@@ -90,46 +119,50 @@ impl Checkpoint {
 /// Capture and restore the state of a training run (`pretrain`, `sft`, …): one place for
 /// what a checkpoint holds and how a resume checks it.
 impl Checkpoint {
-    /// A checkpoint of a run's current state.
+    /// A checkpoint of a run's current state: the trained parameters `vars`, the optimizer,
+    /// the RNG and the objective's state.
     pub fn capture(
         step: u64,
-        params: &super::params::ParamStore,
+        vars: &[(String, Var)],
         opt: &super::optim::AdamW,
         rng: &super::rng::Rng,
         fingerprint: &str,
         history: &str,
+        objective: ObjectiveState,
     ) -> std::result::Result<Checkpoint, hone_engine::stage::StageError> {
         Ok(Checkpoint {
             step,
-            params: params.snapshot(),
+            params: vars.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect(),
             adam: opt.state()?,
             rng: rng.state(),
             fingerprint: fingerprint.to_string(),
             history: history.to_string(),
+            objective,
         })
     }
 
     /// Continue from `dir`'s checkpoint, if there is one made with the same settings
-    /// (`fingerprint`): restores the parameters, the optimizer, the RNG, the step and the
-    /// metric history. Returns whether it resumed.
+    /// (`fingerprint`): restores the parameters `vars`, the optimizer, the RNG, the step and
+    /// the metric history. Returns the objective's state when it resumed, for the objective
+    /// to restore.
     pub fn resume(
         dir: &Path,
         fingerprint: &str,
-        params: &super::params::ParamStore,
+        vars: &[(String, Var)],
         opt: &mut super::optim::AdamW,
         rng: &mut super::rng::Rng,
         step: &mut u64,
         history: &mut String,
-    ) -> std::result::Result<bool, hone_engine::stage::StageError> {
+    ) -> std::result::Result<Option<ObjectiveState>, hone_engine::stage::StageError> {
         use hone_engine::stage::StageError;
-        let Some(ck) = Checkpoint::load(dir)? else { return Ok(false) };
+        let Some(ck) = Checkpoint::load(dir)? else { return Ok(None) };
         if ck.fingerprint != fingerprint {
             tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
-            return Ok(false);
+            return Ok(None);
         }
         let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(FILE).display()));
-        for (name, var) in params.vars() {
-            let (_, t) = ck.params.iter().find(|(n, _)| *n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
+        for (name, var) in vars {
+            let (_, t) = ck.params.iter().find(|(n, _)| n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
             var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
         }
         opt.load_state(&ck.adam).map_err(bad)?;
@@ -137,7 +170,7 @@ impl Checkpoint {
         *step = ck.step;
         *history = ck.history;
         tracing::info!(step = ck.step, "resuming from a checkpoint");
-        Ok(true)
+        Ok(Some(ck.objective))
     }
 }
 
@@ -159,6 +192,7 @@ mod tests {
             rng: rng.state(),
             fingerprint: "fp".into(),
             history: "{\"step\":1}\n".into(),
+            objective: ObjectiveState { json: serde_json::json!({ "kl_coef": 0.15 }), tensors: vec![("buffer".into(), t(&[7.0, -1.0]))] },
         };
         assert!(Checkpoint::load(dir.path()).unwrap().is_none());
         ck.save(dir.path()).unwrap();
@@ -171,6 +205,8 @@ mod tests {
         assert_eq!(bits(&back.params, "b"), vec![1.5f32.to_bits(), f32::MIN_POSITIVE.to_bits()]);
         assert_eq!(bits(&back.params, "a"), vec![(-0.0f32).to_bits()]);
         assert_eq!(bits(&back.adam.v, "b"), vec![4.0f32.to_bits(), 5.0f32.to_bits()]);
+        assert_eq!(back.objective.json, serde_json::json!({ "kl_coef": 0.15 }));
+        assert_eq!(bits(&back.objective.tensors, "buffer"), vec![7.0f32.to_bits(), (-1.0f32).to_bits()]);
         // Only the checkpoint file is left: no temporary files.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -98,6 +98,8 @@ impl AdamWConfig {
 
 struct Slot {
     var: Var,
+    /// The index of the slot's parameter group.
+    group: usize,
     decay: bool,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -150,12 +152,14 @@ impl InplaceOp1 for Update<'_> {
     }
 }
 
+/// AdamW over groups of parameters, each with its own settings and learning rate (PPO's
+/// value head, say, trains at another rate than the policy).
 pub struct AdamW {
     names: Vec<String>,
     slots: Vec<Slot>,
     /// Steps taken (for bias correction).
     t: u64,
-    cfg: AdamWConfig,
+    groups: Vec<AdamWConfig>,
 }
 
 /// The optimizer's state, for checkpoints: steps taken and both moments by parameter name.
@@ -166,14 +170,25 @@ pub struct AdamState {
 }
 
 impl AdamW {
-    /// Decays the parameters with two or more dimensions (weights, embeddings), not the
-    /// biases and layer-norm gains.
+    /// One group. Decays the parameters with two or more dimensions (weights, embeddings),
+    /// not the biases and layer-norm gains.
     pub fn new(vars: &[(String, Var)], cfg: AdamWConfig) -> AdamW {
-        let slots = vars
-            .iter()
-            .map(|(_, var)| Slot { var: var.clone(), decay: var.rank() >= 2, m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] })
-            .collect();
-        AdamW { names: vars.iter().map(|(n, _)| n.clone()).collect(), slots, t: 0, cfg }
+        AdamW::with_groups(vec![(vars, cfg)])
+    }
+
+    /// Groups of parameters with their settings; [`AdamW::step_groups`] takes a rate per group.
+    pub fn with_groups(groups: Vec<(&[(String, Var)], AdamWConfig)>) -> AdamW {
+        let mut names = Vec::new();
+        let mut slots = Vec::new();
+        let mut cfgs = Vec::new();
+        for (group, (vars, cfg)) in groups.into_iter().enumerate() {
+            for (name, var) in vars {
+                names.push(name.clone());
+                slots.push(Slot { var: var.clone(), group, decay: var.rank() >= 2, m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] });
+            }
+            cfgs.push(cfg);
+        }
+        AdamW { names, slots, t: 0, groups: cfgs }
     }
 
     /// Names of the parameters that get weight decay.
@@ -181,20 +196,32 @@ impl AdamW {
         self.names.iter().zip(&self.slots).filter(|(_, s)| s.decay).map(|(n, _)| n.as_str()).collect()
     }
 
+    /// One step of a single-group optimizer at rate `lr`.
     pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
+        self.step_groups(grads, &[lr])
+    }
+
+    /// One step, group `i` at rate `lrs[i]`; `grads` in the parameters' order.
+    pub fn step_groups(&mut self, grads: &Grads, lrs: &[f64]) -> Result<()> {
+        if lrs.len() != self.groups.len() {
+            return Err(super::ModelError::Invalid(format!("{} learning rates for {} parameter groups", lrs.len(), self.groups.len())));
+        }
+        if grads.0.len() != self.slots.len() {
+            return Err(super::ModelError::Invalid(format!("{} gradients for {} parameters", grads.0.len(), self.slots.len())));
+        }
         self.t += 1;
-        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let bc1 = 1.0 - b1.powi(self.t as i32);
-        let bc2_sqrt = (1.0 - b2.powi(self.t as i32)).sqrt();
-        let step_size = (lr / bc1) as f32;
-        let (b1f, b2f, eps) = (b1 as f32, b2 as f32, self.cfg.eps as f32);
-        // In place, one pass over each parameter and its moments (no copies of the weights).
-        let bc2_sqrt = bc2_sqrt as f32;
         for (slot, g) in self.slots.iter_mut().zip(&grads.0) {
+            let (cfg, lr) = (&self.groups[slot.group], lrs[slot.group]);
+            let (b1, b2) = (cfg.beta1, cfg.beta2);
+            let bc1 = 1.0 - b1.powi(self.t as i32);
+            let bc2_sqrt = (1.0 - b2.powi(self.t as i32)).sqrt() as f32;
+            let step_size = (lr / bc1) as f32;
+            let (b1f, b2f, eps) = (b1 as f32, b2 as f32, cfg.eps as f32);
             if g.len() != slot.m.len() {
                 return Err(super::ModelError::Invalid(format!("a gradient of {} values for a parameter of {}", g.len(), slot.m.len())));
             }
-            let decay = if slot.decay { (1.0 - lr * self.cfg.weight_decay) as f32 } else { 1.0 };
+            // In place, one pass over each parameter and its moments (no copies of the weights).
+            let decay = if slot.decay { (1.0 - lr * cfg.weight_decay) as f32 } else { 1.0 };
             let update = Update { g, m: RefCell::new(&mut slot.m), v: RefCell::new(&mut slot.v), decay, b1: b1f, b2: b2f, eps, step_size, bc2_sqrt };
             slot.var.as_tensor().inplace_op1(&update)?;
         }
@@ -301,5 +328,31 @@ mod tests {
         w.set(&Tensor::from_slice(&before, (1, 2), &Device::Cpu).unwrap()).unwrap();
         other.step(&grads[0], lr).unwrap();
         assert_eq!(w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), after_a);
+    }
+
+    /// Two groups step as two separate optimizers would, each at its own rate and settings.
+    #[test]
+    fn parameter_groups_step_like_separate_optimizers() {
+        let make = || {
+            let a = Var::from_slice(&[1.0f32, -2.0, 0.5, 3.0], (2, 2), &Device::Cpu).unwrap();
+            let b = Var::from_slice(&[0.25f32, -0.75], (1, 2), &Device::Cpu).unwrap();
+            (vec![("a".to_string(), a)], vec![("b".to_string(), b)])
+        };
+        let (cfg_a, cfg_b) = (AdamWConfig::new(0.9, 0.99, 0.1), AdamWConfig::new(0.8, 0.95, 0.0));
+        let grads = [Grads(vec![vec![0.1, -0.2, 0.3, 0.05], vec![0.5, -0.1]]), Grads(vec![vec![-0.3, 0.1, 0.2, 0.4], vec![-0.2, 0.3]])];
+        let (ga, gb) = make();
+        let mut both = AdamW::with_groups(vec![(&ga, cfg_a.clone()), (&gb, cfg_b.clone())]);
+        let (sa, sb) = make();
+        let (mut one, mut two) = (AdamW::new(&sa, cfg_a), AdamW::new(&sb, cfg_b));
+        for g in &grads {
+            both.step_groups(g, &[1e-2, 3e-3]).unwrap();
+            one.step(&Grads(vec![g.0[0].clone()]), 1e-2).unwrap();
+            two.step(&Grads(vec![g.0[1].clone()]), 3e-3).unwrap();
+        }
+        let values = |v: &[(String, Var)]| v[0].1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(values(&ga), values(&sa));
+        assert_eq!(values(&gb), values(&sb));
+        assert_ne!(values(&ga), vec![1.0, -2.0, 0.5, 3.0]);
+        assert!(both.step_groups(&grads[0], &[1e-2]).is_err(), "one rate for two groups");
     }
 }
