@@ -1,5 +1,9 @@
 //! [`Gpt`]: token + position embeddings, `n_layer` blocks, a final layer norm and the LM head
 //! tied to the token embedding; [`KvCache`] for generation in linear time.
+//!
+//! Besides the logits it gives the final hidden states ([`Gpt::hidden`], before the LM head:
+//! what a reward or value head reads, see [`super::heads`]) and the log-probabilities of given
+//! tokens ([`Gpt::token_log_probs`], with gradients: what PPO's ratio and KL are made of).
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -57,12 +61,34 @@ impl Gpt {
 
     /// Logits (B, T, V) for token ids `idx` (B, T, u32) at positions `0..T`.
     pub fn forward(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        self.lm_head(&self.hidden(idx, drop)?)
+    }
+
+    /// The final hidden states (B, T, C) for `idx` (B, T): after the last layer norm, before
+    /// the LM head.
+    pub fn hidden(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         self.run(idx, None, drop)
+    }
+
+    /// The LM head on hidden states (…, C): logits (…, V). The head shares the token
+    /// embedding (weight tying, as GPT-2).
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        ops::linear(hidden, &self.wte, None)
+    }
+
+    /// `log p(targets[b, t] | idx[b, ..=t])` (B, T) for `idx` and `targets` (both (B, T)),
+    /// from the logits divided by `temperature` (1: the model's own distribution; sampling at
+    /// another temperature must score at that one too), with gradients.
+    pub fn token_log_probs(&self, idx: &Tensor, targets: &Tensor, temperature: f64, drop: &mut Dropout) -> Result<Tensor> {
+        let logits = self.forward(idx, drop)?;
+        let logits = if temperature == 1.0 { logits } else { (logits / temperature)? };
+        let (b, t, v) = logits.dims3()?;
+        ops::token_log_probs(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)?.reshape((b, t))
     }
 
     /// Logits for `idx` at the positions after those in `cache`, extending the cache.
     pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.run(idx, Some(cache), &mut Dropout::off())
+        self.lm_head(&self.run(idx, Some(cache), &mut Dropout::off())?)
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both (B, T)).
@@ -72,6 +98,7 @@ impl Gpt {
         ops::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?, None)
     }
 
+    /// The final hidden states, extending `cache` when there is one.
     fn run(&self, idx: &Tensor, mut cache: Option<&mut KvCache>, drop: &mut Dropout) -> Result<Tensor> {
         let (b, t) = idx.dims2()?;
         let start = cache.as_ref().map_or(0, |c| c.len());
@@ -86,8 +113,7 @@ impl Gpt {
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(&x, cache.as_deref_mut().map(|c| &mut c.layers[i]), drop)?;
         }
-        // The output head shares the token embedding (weight tying, as GPT-2).
-        ops::linear(&self.ln_f.forward(&x)?, &self.wte, None)
+        self.ln_f.forward(&x)
     }
 
     /// The dtype of the parameters.
@@ -189,6 +215,35 @@ mod tests {
             }
             assert_ne!(fused.1, fused.3, "the mask changes the loss");
         }
+    }
+
+    /// Per-token log-probabilities equal log_softmax + gather of the plain ops, and their
+    /// gradients (through the whole model) match finite differences; a temperature divides
+    /// the logits first.
+    #[test]
+    fn token_log_probs_are_log_softmax_gathered_with_gradients() {
+        use crate::model::ops::plain;
+        let cfg = tiny(7, true);
+        let ps = ParamStore::seeded(6);
+        let gpt = Gpt::new(&cfg, ps.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        let x = ids(&[1, 2, 3, 4, 0, 6, 5, 5, 2, 1], 2);
+        let y = ids(&[2, 3, 4, 0, 6, 5, 5, 2, 1, 3], 2);
+        for temperature in [1.0, 0.7] {
+            let lp = gpt.token_log_probs(&x, &y, temperature, &mut Dropout::off()).unwrap();
+            assert_eq!(lp.dims(), &[2, 5]);
+            let logits = (gpt.forward(&x, &mut Dropout::off()).unwrap() / temperature).unwrap();
+            let lse = plain::logsumexp_last_dim(&logits).unwrap();
+            let want = logits.broadcast_sub(&lse).unwrap().gather(&y.unsqueeze(2).unwrap(), 2).unwrap().squeeze(2).unwrap();
+            let (a, b) = (lp.flatten_all().unwrap().to_vec1::<f64>().unwrap(), want.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() < 1e-10 && *u < 0.0, "{u} vs {v}");
+            }
+        }
+        let vars: Vec<Var> = ps.vars().into_iter().map(|(_, v)| v).collect();
+        for (i, v) in vars.iter().enumerate() {
+            v.set(randn(v.dims(), 0.3, 70 + i as u64).as_tensor()).unwrap();
+        }
+        check_tol(&vars, |_| gpt.token_log_probs(&x, &y, 0.8, &mut Dropout::off()), 1e-5);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!   backward). The one place where fused kernels plug in.
 //! - [`kernels`]: the fused CPU kernels (with hand-written backward passes) that [`ops`] uses
 //!   unless `HONE_PLAIN_OPS=1`.
-//! - [`layers`] and [`gpt`]: the blocks and the model, with a KV cache for generation.
+//! - [`layers`] and [`gpt`]: the blocks and the model, with a KV cache for generation; the
+//!   final hidden states and per-token log-probabilities; [`heads`]: a scalar head on the
+//!   hidden states (a reward model's score, PPO's value).
 //! - [`optim`]: AdamW (decay on ≥2-D weights only), warmup + cosine schedule, global-norm
 //!   clipping; [`checkpoint`]: atomic training state for resumable runs.
 //! - [`export`]: the HuggingFace GPT-2 layout (`model.safetensors` + `config.json`), both ways.
@@ -21,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod gpt;
+pub mod heads;
 pub mod kernels;
 pub mod layers;
 pub mod ops;

@@ -202,6 +202,16 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>
     reduce_nll(kernels::cross_entropy::nll(logits, targets)?, weights)
 }
 
+/// `log softmax(logits)[target]` per row: (N) for `logits` (N, V) and `targets` (N, u32),
+/// with gradients (the fused cross-entropy's per-row loss, negated).
+pub fn token_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if plain_ops() {
+        let lse = plain::logsumexp_last_dim(logits)?;
+        return (logits.gather(&targets.unsqueeze(1)?, 1)? - lse)?.squeeze(1);
+    }
+    kernels::cross_entropy::nll(logits, targets)?.neg()
+}
+
 /// The mean, or the `weights`-weighted mean, of per-position losses.
 fn reduce_nll(nll: Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
     match weights {
