@@ -14,6 +14,7 @@ pub mod chat_template;
 pub mod sft;
 pub mod evaluate;
 pub mod report;
+pub mod reward;
 mod training;
 #[cfg(test)]
 mod test_support;
@@ -50,5 +51,6 @@ pub fn registry() -> Registry {
         &pretrain::Pretrain,
         &sft::Sft,
         &evaluate::Evaluate,
+        &reward::Reward,
     ])
 }

@@ -7,14 +7,21 @@
 //! biases (a bias-free hone model is written with zero biases, and `config.json` says
 //! `"hone": {"bias": false}` so hone reads it back bias-free), and keeps no `lm_head.weight`
 //! (tied to `transformer.wte.weight`).
+//!
+//! A reward model ([`save_reward`], [`load_reward`]) is the same directory as
+//! `GPT2ForSequenceClassification` with `num_labels: 1`: the weights add `score.weight`
+//! (1, n_embd) and `config.json` names the architecture, the one label and `pad_token_id`
+//! (transformers pools at the rightmost token that is not the pad token).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::config::{GptConfig, INIT_STD, LN_EPS};
+use super::heads::ScalarHead;
 use super::{Gpt, ModelError, ParamStore, Result};
 
 pub const WEIGHTS: &str = "model.safetensors";
@@ -67,6 +74,13 @@ struct HfConfig {
     torch_dtype: String,
     #[serde(default = "yes")]
     use_cache: bool,
+    /// A classifier's labels (`GPT2ForSequenceClassification`): one for a reward model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id2label: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label2id: Option<std::collections::BTreeMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
     /// hone's own settings; transformers keeps unknown keys as attributes.
     #[serde(default)]
     hone: Option<HoneExtra>,
@@ -129,12 +143,39 @@ impl GenerationConfig {
 
 /// Writes the weights and both configs into `dir`. `params` are hone's (nanoGPT layout).
 pub fn save(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], generation: &GenerationConfig) -> Result<()> {
+    save_weights(dir, cfg, params)?;
+    write_json(&dir.join(CONFIG), &hf_config(cfg, "GPT2LMHeadModel", generation.bos_token_id, generation.eos_token_id))?;
+    write_json(&dir.join(GENERATION_CONFIG), generation)
+}
+
+/// The name of a reward model's head (`score.weight`).
+pub const SCORE: &str = "score";
+pub const REWARD_ARCHITECTURE: &str = "GPT2ForSequenceClassification";
+
+/// Writes a reward model: the backbone and `score.weight` in `params`, and a `config.json`
+/// for `GPT2ForSequenceClassification` with one label and `pad_token_id`.
+pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad_token_id: u32, eos_token_id: Option<u32>) -> Result<()> {
+    if !params.iter().any(|(n, _)| n == &format!("{SCORE}.weight")) {
+        return Err(ModelError::Invalid(format!("a reward model needs `{SCORE}.weight`")));
+    }
+    save_weights(dir, cfg, params)?;
+    let mut hf = hf_config(cfg, REWARD_ARCHITECTURE, eos_token_id, eos_token_id);
+    hf.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
+    hf.label2id = Some([("LABEL_0".to_string(), 0)].into());
+    hf.pad_token_id = Some(pad_token_id);
+    write_json(&dir.join(CONFIG), &hf)
+}
+
+fn save_weights(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<()> {
     let tensors = to_hf(cfg, params)?;
     let path = dir.join(WEIGHTS);
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &path).map_err(|e| ModelError::format(&path, e.to_string()))?;
-    let hf = HfConfig {
-        architectures: vec!["GPT2LMHeadModel".into()],
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &path).map_err(|e| ModelError::format(&path, e.to_string()))
+}
+
+fn hf_config(cfg: &GptConfig, architecture: &str, bos_token_id: Option<u32>, eos_token_id: Option<u32>) -> HfConfig {
+    HfConfig {
+        architectures: vec![architecture.into()],
         model_type: "gpt2".into(),
         vocab_size: cfg.vocab_size,
         n_positions: cfg.block_size,
@@ -150,14 +191,15 @@ pub fn save(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], generation
         initializer_range: INIT_STD,
         scale_attn_weights: true,
         tie_word_embeddings: true,
-        bos_token_id: generation.bos_token_id,
-        eos_token_id: generation.eos_token_id,
+        bos_token_id,
+        eos_token_id,
         torch_dtype: "float32".into(),
         use_cache: true,
+        id2label: None,
+        label2id: None,
+        pad_token_id: None,
         hone: Some(HoneExtra { bias: cfg.bias }),
-    };
-    write_json(&dir.join(CONFIG), &hf)?;
-    write_json(&dir.join(GENERATION_CONFIG), generation)
+    }
 }
 
 /// hone's tensors → GPT-2's: Conv1D weights transposed, zero biases where hone has none.
@@ -200,6 +242,38 @@ pub struct Loaded {
 
 /// Reads a model directory written by [`save`] (or a GPT-2 checkpoint with erf GELU).
 pub fn load(dir: &Path, dtype: DType) -> Result<Loaded> {
+    let (_, loaded, ()) = load_with(dir, dtype, false, |_, _| Ok(()))?;
+    Ok(loaded)
+}
+
+/// A reward model read back from a directory written by [`save_reward`].
+pub struct LoadedReward {
+    /// The backbone (its LM head unused).
+    pub backbone: Loaded,
+    pub head: ScalarHead,
+    /// The token transformers treats as padding (and pools before).
+    pub pad_token_id: u32,
+}
+
+/// Reads a reward model directory ([`save_reward`]; HF's `GPT2ForSequenceClassification`
+/// with one label). A language model is an error that says so.
+pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
+    let (hf, backbone, head) = load_with(dir, dtype, true, |cfg, vb| ScalarHead::new(cfg.n_embd, vb.pp(SCORE)).map(Some).or(Ok(None)))?;
+    let cfg_path = dir.join(CONFIG);
+    let not_reward = |why: String| ModelError::format(&cfg_path, format!("not a reward model: {why}\n   = help: score with the output of a `reward` stage"));
+    let labels = hf.id2label.as_ref().map_or(0, |l| l.len());
+    if labels != 1 {
+        return Err(not_reward(format!("it has {labels} labels, a reward model has one")));
+    }
+    let head = head.ok_or_else(|| not_reward(format!("its weights have no `{SCORE}.weight` of shape [1, {}]", backbone.config.n_embd)))?;
+    let pad_token_id = hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
+    Ok(LoadedReward { backbone, head, pad_token_id })
+}
+
+/// Reads a model directory, a reward model (`GPT2ForSequenceClassification`) or not as
+/// `reward` says; `extra` builds more modules from the same parameters (a head) before the
+/// check that every tensor in the file was used.
+fn load_with<T>(dir: &Path, dtype: DType, reward: bool, extra: impl FnOnce(&GptConfig, VarBuilder) -> candle_core::Result<T>) -> Result<(HfConfig, Loaded, T)> {
     let cfg_path = dir.join(CONFIG);
     if !cfg_path.exists() {
         return Err(ModelError::format(dir, format!("not a model directory: no `{CONFIG}` in it")));
@@ -217,6 +291,14 @@ pub fn load(dir: &Path, dtype: DType) -> Result<Loaded> {
     }
     if (hf.layer_norm_epsilon - LN_EPS).abs() > 1e-12 {
         return Err(ModelError::format(&cfg_path, format!("layer_norm_epsilon {} is not supported (hone uses {LN_EPS})", hf.layer_norm_epsilon)));
+    }
+    if hf.architectures.iter().any(|a| a == REWARD_ARCHITECTURE) != reward {
+        let msg = if reward {
+            format!("not a reward model: its architectures are {:?}, not [{REWARD_ARCHITECTURE:?}]\n   = help: score with the output of a `reward` stage", hf.architectures)
+        } else {
+            format!("a reward model ({REWARD_ARCHITECTURE}), not a language model: it scores text but does not write it\n   = help: use it with `hone score`, or give a `pretrain`, `sft` or `ppo` stage's output")
+        };
+        return Err(ModelError::format(&cfg_path, msg));
     }
     let config = GptConfig {
         vocab_size: hf.vocab_size,
@@ -237,7 +319,9 @@ pub fn load(dir: &Path, dtype: DType) -> Result<Loaded> {
     let hf_tensors = candle_core::safetensors::load(&w_path, &Device::Cpu).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
     let tensors = from_hf(&config, hf_tensors).map_err(|m| ModelError::format(&w_path, m))?;
     let params = ParamStore::from_tensors(tensors);
-    let model = Gpt::new(&config, params.var_builder(dtype, &Device::Cpu)).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let vb = params.var_builder(dtype, &Device::Cpu);
+    let model = Gpt::new(&config, vb.clone()).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let more = extra(&config, vb).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
     let unused = params.unused();
     if !unused.is_empty() {
         return Err(ModelError::format(&w_path, format!("tensors the model does not use: {}", unused.join(", "))));
@@ -249,7 +333,7 @@ pub fn load(dir: &Path, dtype: DType) -> Result<Loaded> {
     } else {
         GenerationConfig::defaults(hf.eos_token_id)
     };
-    Ok(Loaded { config, model, params, generation })
+    Ok((hf, Loaded { config, model, params, generation }, more))
 }
 
 /// GPT-2's tensors → hone's; the inverse of [`to_hf`].

@@ -1,0 +1,487 @@
+//! `reward`: a reward model learnt from rankings: the SFT model's backbone (as InstructGPT
+//! initialises it) and a scalar head, trained on every preference pair the rankings imply.
+//!
+//! ```yaml
+//! reward:
+//!   uses: reward
+//!   inputs: { model: sft, rankings: rank }   # a chat model, a `rank` stage (rankings.jsonl)
+//!   with: { steps: 200, batch_size: 8, lr: 1e-4 }
+//! ```
+//!
+//! **Scores.** A response is scored as the conversation `sft` trains on (the prompt as the
+//! user's message, the response as the assistant's, in ChatML) by the head at its last token:
+//! `r = w · h_last`, with `w` (1, n_embd) initialised N(0, 1/(n_embd + 1)) and no bias.
+//! A response whose conversation is longer than the model's context is left out of its
+//! ranking (counted in `data.json` as `too_long`); a ranking left with no pair is skipped.
+//!
+//! **Loss.** A step takes `batch_size` ranked prompts (seeded epochs, as `sft`), scores each of
+//! their responses once, and takes every pair a ranking implies (all K(K-1)/2 of a prompt in the
+//! same batch; ties give none) with `-log σ(r_better - r_worse)`, averaged over a prompt's pairs
+//! and then over the prompts (InstructGPT's `1/C(K,2)` weighting: each prompt counts once).
+//! `center_rewards: c` adds TRL's `c · mean((r_better + r_worse)²)`, which keeps scores near 0.
+//!
+//! **Held-out pairs.** A seeded `val_fraction` of the distinct prompts (at least one) is held
+//! out; every `eval_every` steps and at the end: `val_loss`, `val_accuracy` (the share of
+//! held-out pairs ranked right), `val_margin` (mean `r_better - r_worse`), `val_chosen` and
+//! `val_rejected` (mean scores). Each step logs `loss`, `accuracy`, `margin`, `rewards/chosen`
+//! and `rewards/rejected` (TRL's reward-trainer names).
+//!
+//! **Outputs** (port `model`, type `reward-model`; and `metrics`): `model.safetensors` and
+//! `config.json` that transformers loads as `GPT2ForSequenceClassification` (`num_labels: 1`,
+//! `score.weight`, `pad_token_id`) giving the same scores ([`crate::model::export::save_reward`]),
+//! the tokenizer with the chat template, `metrics.jsonl`, `loss.svg`, `data.json` (counts) and
+//! `reward.json`: the mean and standard deviation of the final model's scores on every response
+//! of the rankings (the SFT model's own samples), so PPO can normalise rewards.
+//! Checkpoints, resume and reproducibility work as in `pretrain`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
+use serde::Serialize;
+
+use crate::chat_template::ChatTokenizer;
+use crate::data::formats::{Message, Role};
+use crate::data::rankings::{self, Ranking};
+use crate::model::export;
+use crate::model::heads::ScalarHead;
+use crate::model::ops::Dropout;
+use crate::model::rng::{Rng, Stream};
+use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
+use crate::ports;
+use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
+
+pub struct Reward;
+
+training_params! {
+    /// The held-out split and the loss, then the params every training kind has
+    /// (`batch_size` counts ranked prompts).
+    pub struct Params {
+        /// The share of distinct prompts held out to measure pair accuracy (seeded split).
+        #[serde(default = "defaults::val_fraction")]
+        pub val_fraction: f64,
+        /// TRL's `center_rewards_coefficient`: adds `c · mean((r_better + r_worse)²)`; 0: off.
+        #[serde(default)]
+        pub center_rewards: f64,
+    }
+}
+
+mod defaults {
+    pub fn val_fraction() -> f64 {
+        0.1
+    }
+    pub fn batch_size() -> usize {
+        8
+    }
+    pub fn steps() -> u64 {
+        200
+    }
+    pub fn lr() -> f64 {
+        1e-4
+    }
+    pub fn min_lr() -> f64 {
+        0.0
+    }
+    pub fn warmup_steps() -> u64 {
+        10
+    }
+    pub fn weight_decay() -> f64 {
+        0.0
+    }
+    pub fn eval_every() -> u64 {
+        50
+    }
+    pub fn checkpoint_every() -> u64 {
+        50
+    }
+}
+
+/// The file with the scores' statistics on the rankings' responses.
+pub const REWARD_JSON: &str = "reward.json";
+
+impl Stage for Reward {
+    type Params = Params;
+    const KIND: &'static str = "reward";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("rankings", ports::RANKINGS)]);
+    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::REWARD_MODEL), Port::required("metrics", ports::METRICS)];
+
+    fn validate(p: &Params) -> Vec<ParamProblem> {
+        let mut out = p.common_problems();
+        if !(0.0..1.0).contains(&p.val_fraction) {
+            out.push(ParamProblem::at(&["val_fraction"], format!("`val_fraction` must be in [0, 1), not {}", p.val_fraction)).help("0.1 holds out a tenth of the prompts".to_string()));
+        }
+        if !(p.center_rewards >= 0.0 && p.center_rewards.is_finite()) {
+            out.push(ParamProblem::at(&["center_rewards"], format!("`center_rewards` must be 0 or more, not {}", p.center_rewards)).help("TRL suggests 0.01; 0 turns it off".to_string()));
+        }
+        out
+    }
+
+    fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        training::on_threads(p.threads, || train(p, cx))
+    }
+}
+
+/// One ranked prompt, ready to score: a token row per kept response and the pairs between
+/// them (indices into `rows`, better first).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Example {
+    pub rows: Vec<Vec<u32>>,
+    pub pairs: Vec<(usize, usize)>,
+}
+
+/// What became of the rankings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub(crate) struct DataCounts {
+    pub rankings: usize,
+    pub prompts: usize,
+    pub train_prompts: usize,
+    pub val_prompts: usize,
+    pub train_pairs: usize,
+    pub val_pairs: usize,
+    /// Responses left out: prompt and response longer than the model's context.
+    pub too_long: usize,
+    /// Rankings with no pair left (all tied, or their responses too long).
+    pub no_pairs: usize,
+}
+
+/// The conversation a response is scored as (what `sft` trains on).
+pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
+    [Message { role: Role::User, content: prompt.to_string() }, Message { role: Role::Assistant, content: response.to_string() }]
+}
+
+/// The tokens of `prompt` + `response` as scored, or `None` when longer than `max_len`.
+pub fn encode(tok: &ChatTokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<Vec<u32>>, ModelError> {
+    let ids = tok.encode(&conversation(prompt, response), false)?.ids;
+    Ok((ids.len() <= max_len).then_some(ids))
+}
+
+/// A ranking as an [`Example`] (responses that do not fit `max_len` left out, counted in
+/// `too_long`), or `None` when no pair is left.
+pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long: &mut usize) -> Result<Option<Example>, ModelError> {
+    let mut rows = Vec::new();
+    let mut row_of = vec![None; r.responses.len()];
+    for (i, response) in r.responses.iter().enumerate() {
+        match encode(tok, &r.prompt, response, max_len)? {
+            Some(ids) => {
+                row_of[i] = Some(rows.len());
+                rows.push(ids);
+            }
+            None => *too_long += 1,
+        }
+    }
+    let pairs: Vec<(usize, usize)> = r.pairs().into_iter().filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?))).collect();
+    Ok((!pairs.is_empty()).then_some(Example { rows, pairs }))
+}
+
+/// The prompts held out: a seeded shuffle of the distinct prompts, the first
+/// `round(n · fraction)` of them (at least one when `fraction > 0`, never all).
+fn held_out(rankings: &[Ranking], fraction: f64, seed: u64) -> BTreeSet<&str> {
+    let mut prompts: Vec<&str> = rankings.iter().map(|r| r.prompt.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut rng = Rng::new(seed, Stream::Eval);
+    for i in (1..prompts.len()).rev() {
+        prompts.swap(i, rng.below(i + 1));
+    }
+    let n = prompts.len();
+    let k = if fraction > 0.0 && n > 1 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    prompts.into_iter().take(k).collect()
+}
+
+/// `-log σ(r_better - r_worse)` per pair, weighted (weights summing to 1: each prompt's pairs
+/// share its weight), plus `center · mean((r_better + r_worse)²)`: the loss of a batch whose
+/// responses scored `scores` (N).
+pub fn pairwise_loss(scores: &Tensor, pairs: &[(usize, usize)], weights: &[f64], center: f64) -> candle_core::Result<Tensor> {
+    let dev = scores.device();
+    let idx = |f: fn(&(usize, usize)) -> usize| Tensor::new(pairs.iter().map(|p| f(p) as u32).collect::<Vec<_>>(), dev);
+    let better = scores.index_select(&idx(|p| p.0)?, 0)?;
+    let worse = scores.index_select(&idx(|p| p.1)?, 0)?;
+    let d = (&better - &worse)?;
+    // -log σ(d) = softplus(-d) = relu(-d) + log(1 + exp(-|d|)), stable for any d.
+    let nll = (d.neg()?.relu()? + ((d.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
+    let w = Tensor::new(weights, dev)?.to_dtype(scores.dtype())?;
+    let loss = (nll * w)?.sum_all()?;
+    if center > 0.0 {
+        return loss + ((better + worse)?.sqr()?.mean_all()? * center)?;
+    }
+    Ok(loss)
+}
+
+/// What a batch's scores say about its pairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct PairStats {
+    pub pairs: usize,
+    /// Pairs whose better response scored higher.
+    pub right: usize,
+    pub sum_better: f64,
+    pub sum_worse: f64,
+    /// Σ weight · -log σ(d), as in [`pairwise_loss`] without centring.
+    pub weighted_nll: f64,
+}
+
+impl PairStats {
+    fn add(&mut self, scores: &[f32], pairs: &[(usize, usize)], weight: f64) {
+        for &(b, w) in pairs {
+            let (rb, rw) = (f64::from(scores[b]), f64::from(scores[w]));
+            let d = rb - rw;
+            self.pairs += 1;
+            self.right += usize::from(d > 0.0);
+            self.sum_better += rb;
+            self.sum_worse += rw;
+            self.weighted_nll += weight * ((-d).max(0.0) + (-d.abs()).exp().ln_1p());
+        }
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.right as f64 / self.pairs.max(1) as f64
+    }
+    pub fn chosen(&self) -> f64 {
+        self.sum_better / self.pairs.max(1) as f64
+    }
+    pub fn rejected(&self) -> f64 {
+        self.sum_worse / self.pairs.max(1) as f64
+    }
+}
+
+/// The model being trained: backbone and head.
+struct RewardModel {
+    gpt: Gpt,
+    head: ScalarHead,
+}
+
+impl RewardModel {
+    /// The scores (N) of `rows`, right-padded with `pad` into one batch.
+    fn scores(&self, rows: &[&Vec<u32>], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
+        let mut x = Vec::with_capacity(rows.len() * t);
+        for r in rows {
+            x.extend_from_slice(r);
+            x.extend(std::iter::repeat_n(pad, t - r.len()));
+        }
+        let x = Tensor::from_vec(x, (rows.len(), t), &Device::Cpu)?;
+        let last: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
+        Ok(self.head.at(&self.gpt.hidden(&x, drop)?, &last)?)
+    }
+}
+
+/// The scores of every row of `examples`, in order, without dropout.
+fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<f32>, ModelError> {
+    let rows: Vec<&Vec<u32>> = examples.iter().flat_map(|e| &e.rows).collect();
+    Ok(model.scores(&rows, pad, &mut Dropout::off())?.to_vec1::<f32>()?)
+}
+
+/// A batch of examples as rows, pairs (offset into the rows) and pair weights.
+fn gather<'e>(examples: &[&'e Example]) -> (Vec<&'e Vec<u32>>, Vec<(usize, usize)>, Vec<f64>) {
+    let (mut rows, mut pairs, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for e in examples {
+        let base = rows.len();
+        rows.extend(e.rows.iter());
+        let w = 1.0 / (examples.len() * e.pairs.len()) as f64;
+        for &(b, r) in &e.pairs {
+            pairs.push((base + b, base + r));
+            weights.push(w);
+        }
+    }
+    (rows, pairs, weights)
+}
+
+/// The pairwise loss on the rankings, in shuffled epochs of prompts.
+struct Objective<'a> {
+    p: &'a Params,
+    model: RewardModel,
+    train: Vec<Example>,
+    val: Vec<Example>,
+    pad: u32,
+    order: EpochOrder,
+}
+
+#[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    val_loss: f64,
+    val_accuracy: f64,
+    val_margin: f64,
+    val_chosen: f64,
+    val_rejected: f64,
+}
+
+impl training::Objective for Objective<'_> {
+    /// The held-out pairs' statistics (none without held-out prompts).
+    type Eval = Option<PairStats>;
+
+    fn step(&mut self, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
+        let b = self.p.batch_size as u64;
+        let idx: Vec<usize> = (0..b).map(|i| self.order.at(step * b + i)).collect();
+        let examples: Vec<&Example> = idx.iter().map(|&i| &self.train[i]).collect();
+        let (rows, pairs, weights) = gather(&examples);
+        let scores = self.model.scores(&rows, self.pad, &mut Dropout::train(self.p.dropout, rng))?;
+        let loss = pairwise_loss(&scores, &pairs, &weights, self.p.center_rewards).map_err(ModelError::from)?;
+        let (loss, grads) = gradients_of(&loss, vars)?;
+        let values = scores.to_vec1::<f32>().map_err(ModelError::from)?;
+        let mut s = PairStats::default();
+        s.add(&values, &pairs, 0.0);
+        let stats = vec![
+            ("accuracy".to_string(), s.accuracy()),
+            ("margin".to_string(), s.chosen() - s.rejected()),
+            ("rewards/chosen".to_string(), s.chosen()),
+            ("rewards/rejected".to_string(), s.rejected()),
+        ];
+        Ok(StepOut { loss, grads, tokens: rows.iter().map(|r| r.len()).sum(), stats })
+    }
+
+    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, Option<PairStats>), StageError> {
+        if self.val.is_empty() {
+            return Ok((None, None));
+        }
+        let mut s = PairStats::default();
+        let n = self.val.len();
+        for chunk in self.val.chunks(self.p.batch_size) {
+            cx.check_cancelled()?;
+            let values = scores_of(&self.model, chunk, self.pad)?;
+            let mut at = 0;
+            for e in chunk {
+                s.add(&values[at..at + e.rows.len()], &e.pairs, 1.0 / (n * e.pairs.len()) as f64);
+                at += e.rows.len();
+            }
+        }
+        let line = EvalLine { step, val_loss: s.weighted_nll, val_accuracy: s.accuracy(), val_margin: s.chosen() - s.rejected(), val_chosen: s.chosen(), val_rejected: s.rejected() };
+        if !line.val_loss.is_finite() {
+            return Ok((None, Some(s)));
+        }
+        cx.metric("val_loss", line.val_loss);
+        cx.metric("val_accuracy", line.val_accuracy);
+        Ok((Some(serde_json::to_string(&line).expect("finite numbers serialise")), Some(s)))
+    }
+}
+
+fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
+    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Reward::VERSION }).to_string()
+}
+
+fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+    let model_dir = cx.required_input("model")?;
+    let loaded = export::load(model_dir, DType::F32).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let mut cfg = loaded.config.clone();
+    let tok_path = model_dir.join(export::TOKENIZER);
+    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let all = rankings::read_dir(cx.required_input("rankings")?).map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
+    if all.is_empty() {
+        return Err(StageError::msg("input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)"));
+    }
+    let val_prompts = held_out(&all, p.val_fraction, cx.seed);
+    let mut counts = DataCounts { rankings: all.len(), prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(), val_prompts: val_prompts.len(), ..DataCounts::default() };
+    counts.train_prompts = counts.prompts - counts.val_prompts;
+    let (mut train_set, mut val_set) = (Vec::new(), Vec::new());
+    for r in &all {
+        match example(&tok, r, cfg.block_size, &mut counts.too_long)? {
+            Some(e) if val_prompts.contains(r.prompt.as_str()) => val_set.push(e),
+            Some(e) => train_set.push(e),
+            None => counts.no_pairs += 1,
+        }
+    }
+    counts.train_pairs = train_set.iter().map(|e| e.pairs.len()).sum();
+    counts.val_pairs = val_set.iter().map(|e| e.pairs.len()).sum();
+    if train_set.is_empty() {
+        return Err(StageError::msg(format!(
+            "no ranking of input `rankings` gives a training pair: {} rankings without a pair ({} responses too long for the model's {} tokens, the rest all tied), {} held out",
+            counts.no_pairs, counts.too_long, cfg.block_size, val_set.len()
+        )));
+    }
+    if counts.too_long > 0 {
+        tracing::warn!(too_long = counts.too_long, "responses longer than the model's {} tokens left out", cfg.block_size);
+    }
+    for (k, v) in [("train_pairs", counts.train_pairs), ("val_pairs", counts.val_pairs), ("too_long", counts.too_long), ("no_pairs", counts.no_pairs)] {
+        cx.metric(k, v as u64);
+    }
+
+    let head_params = ParamStore::seeded(cx.seed);
+    let head = ScalarHead::new(cfg.n_embd, head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE)).map_err(ModelError::from)?;
+    let backbone = loaded.params;
+    let common = p.common();
+    let vars = backbone.vars().into_iter().chain(head_params.vars()).collect();
+    let mut trainer = Trainer::new(cx, vec![common.group("model", vars)], fingerprint(p, cx, &cfg))?;
+    let order = EpochOrder::new(cx.seed, train_set.len());
+    let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head }, train: train_set, val: val_set, pad: tok.end_of_text, order };
+    tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");
+
+    let done = trainer.run(&common.settings(), &mut objective)?;
+    cx.metric("loss", done.loss);
+    if let Some(s) = done.eval {
+        cx.metric("val_margin", s.chosen() - s.rejected());
+    }
+
+    // The scores of every response the rankings hold (the reference policy's samples).
+    let mut scores = Vec::new();
+    for chunk in objective.train.chunks(p.batch_size).chain(objective.val.chunks(p.batch_size)) {
+        cx.check_cancelled()?;
+        scores.extend(scores_of(&objective.model, chunk, objective.pad)?.into_iter().map(f64::from));
+    }
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64).sqrt();
+    cx.metric("reference_mean", mean);
+    let reward_json = serde_json::json!({ "reference_mean": mean, "reference_std": std, "responses": scores.len() });
+
+    let out = cx.out_dir;
+    cfg.dropout = 0.0;
+    let params: Vec<(String, Tensor)> = backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
+    export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end))?;
+    crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
+    write(out, "metrics.jsonl", trainer.history())?;
+    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))?;
+    write(out, REWARD_JSON, &(serde_json::to_string_pretty(&reward_json).expect("plain data") + "\n"))
+}
+
+/// A reward model loaded for scoring (`hone score`, and PPO).
+pub struct Scorer {
+    model: RewardModel,
+    tok: ChatTokenizer,
+    pad: u32,
+    block_size: usize,
+}
+
+/// Why a text could not be scored.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the answer is empty: a reward model scores an answer to the prompt\n   = help: give the answer to score")]
+    EmptyAnswer,
+    #[error("the prompt and answer take {tokens} tokens, more than the reward model's {block_size}\n   = help: score a shorter answer")]
+    TooLong { tokens: usize, block_size: usize },
+}
+
+impl Scorer {
+    /// Loads a reward model directory (a `reward` stage's output).
+    pub fn load(dir: &Path) -> Result<Scorer, ModelError> {
+        let r = export::load_reward(dir, DType::F32)?;
+        let tok_path = dir.join(export::TOKENIZER);
+        if !tok_path.exists() {
+            return Err(ModelError::format(dir, format!("no `{}` beside the reward model", export::TOKENIZER)));
+        }
+        let tok = ChatTokenizer::from_file(&tok_path, r.backbone.config.vocab_size)?;
+        let block_size = r.backbone.config.block_size;
+        Ok(Scorer { model: RewardModel { gpt: r.backbone.model, head: r.head }, tok, pad: r.pad_token_id, block_size })
+    }
+
+    /// The raw reward of `answer` to `prompt`.
+    pub fn score(&self, prompt: &str, answer: &str) -> Result<f64, ScoreError> {
+        if answer.trim().is_empty() {
+            return Err(ScoreError::EmptyAnswer);
+        }
+        let ids = self.tok.encode(&conversation(prompt, answer), false)?.ids;
+        if ids.len() > self.block_size {
+            return Err(ScoreError::TooLong { tokens: ids.len(), block_size: self.block_size });
+        }
+        let s = self.model.scores(&[&ids], self.pad, &mut Dropout::off())?;
+        Ok(f64::from(s.to_vec1::<f32>().map_err(ModelError::from)?[0]))
+    }
+}
+
+/// σ(r): the probability-like score in (0, 1).
+pub fn sigmoid(r: f64) -> f64 {
+    1.0 / (1.0 + (-r).exp())
+}
+
+#[cfg(test)]
+mod tests;
