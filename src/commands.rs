@@ -13,9 +13,10 @@ use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp};
+use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp, ScoreArgs};
 
 pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INVALID: u8 = 3;
 pub const EXIT_WORKSPACE: u8 = 4;
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -69,6 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Plugin { op } => plugin(op),
         Cmd::Generate(g) => generate(g),
         Cmd::Chat(c) => chat(c),
+        Cmd::Score(a) => score(a),
     }
 }
 
@@ -528,6 +530,23 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     let _ = writeln!(out);
     let secs = started.elapsed().as_secs_f64();
     eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
+    Ok(0)
+}
+
+/// `hone score`: the raw reward of an answer and σ(r), the probability-like score in (0, 1).
+fn score(a: ScoreArgs) -> Result<u8, Fatal> {
+    use hone_stages::reward::{ScoreError, Scorer, sigmoid};
+    let dir = model_dir(&a.src)?;
+    let scorer = Scorer::load(&dir).map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    let reward = scorer.score(&a.prompt, &a.answer).map_err(|e| {
+        let code = if matches!(e, ScoreError::Model(_)) { EXIT_FAILED } else { EXIT_USAGE };
+        Fatal { message: format!("error: {e}"), code }
+    })?;
+    if a.json {
+        println!("{}", serde_json::json!({ "reward": reward, "score": sigmoid(reward) }));
+    } else {
+        println!("reward {reward:.4}  σ(r) {:.4}", sigmoid(reward));
+    }
     Ok(0)
 }
 

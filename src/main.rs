@@ -3,7 +3,7 @@
 //!
 //! Exit codes:
 //! - 0: success
-//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate`/`chat` failed
+//! - 1: a stage failed (`run`), `cache verify` found corrupted objects, or `generate`/`chat`/`score` failed
 //! - 2: bad command-line usage
 //! - 3: the pipeline file is missing or invalid
 //! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
@@ -112,6 +112,8 @@ enum Cmd {
     Generate(GenerateArgs),
     /// Chat with a chat model (an `sft` stage's output): interactive, or one answer with --prompt.
     Chat(ChatArgs),
+    /// Score an answer to a prompt with a reward model (a `reward` stage's output): the raw reward and σ(r).
+    Score(ScoreArgs),
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -185,6 +187,21 @@ struct ChatArgs {
     system: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    src: ModelArgs,
+    /// The prompt (the user's message).
+    #[arg(short, long)]
+    prompt: String,
+    /// The answer to score (the assistant's message).
+    #[arg(short, long)]
+    answer: String,
+    /// Print `{"reward": r, "score": σ(r)}`.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]

@@ -10,5 +10,6 @@ mod pipelines;
 mod plugins;
 mod readme;
 mod run;
+mod score;
 mod smoke;
 mod watch;
