@@ -15,6 +15,7 @@ pub mod sft;
 pub mod evaluate;
 pub mod report;
 pub mod reward;
+pub mod ppo;
 mod training;
 #[cfg(test)]
 mod test_support;
