@@ -194,3 +194,13 @@ fn the_chromium_check_catches_a_broken_page() {
     assert!(problems.iter().any(|p| p.contains("<polyline> attribute points")), "{problems:?}");
     assert!(problems.iter().any(|p| p.starts_with("XML parse error")), "{problems:?}");
 }
+
+#[test]
+fn a_report_path_that_cannot_be_written_is_a_clear_error() {
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", "stages:\n  a: { uses: command, with: { cmd: \"true\" } }\n").write("file", "");
+    // Before any run: every stage never ran, and that is a page, not an error.
+    let page = PathBuf::from(ws.hone(&["report"]).ok().stdout.trim());
+    assert!(std::fs::read_to_string(page).unwrap().contains("never ran"));
+    ws.hone(&["report", "-o", "file/report.html"]).code(4).stderr_has("cannot write the report to `file/report.html`").stderr_has("-o FILE");
+}

@@ -37,6 +37,8 @@ pub enum ReportError {
     Engine(#[from] hone_engine::EngineError),
     #[error(transparent)]
     Store(#[from] hone_engine::store::StoreError),
+    #[error("cannot write the report to `{path}`: {source}\n   = help: pass a writable file with -o FILE")]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Where a stage stands, as the page shows it.
@@ -337,9 +339,13 @@ pub fn default_path(ws: &Workspace, name: &str) -> PathBuf {
 pub fn write(ws: &Workspace, p: &Pipeline, to: Option<&Path>) -> Result<PathBuf, ReportError> {
     let page = render(&gather(ws, p)?);
     let path = to.map(Path::to_path_buf).unwrap_or_else(|| default_path(ws, &p.name));
+    let failed = |source| ReportError::Write { path: path.clone(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| hone_engine::store::StoreError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(failed)?;
     }
-    write_atomic(&path, page.as_bytes())?;
+    write_atomic(&path, page.as_bytes()).map_err(|e| match e {
+        hone_engine::store::StoreError::Io { source, .. } => failed(source),
+        other => failed(std::io::Error::other(other.to_string())),
+    })?;
     Ok(path)
 }
