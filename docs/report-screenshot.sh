@@ -8,6 +8,6 @@ profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$profile" --hide-scrollbars --window-size=1280,"${HEIGHT:-2600}" \
+  --user-data-dir="$profile" --hide-scrollbars --window-size=1280,"${HEIGHT:-3000}" \
   --screenshot="$PWD/docs/report.png" "file://$page" 2>/dev/null
 echo "docs/report.png from $page"

@@ -81,8 +81,8 @@ fn thin(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// A line chart of `chart`'s series with x and y axes, ticks, axis labels, a title and a
 /// legend.
 pub fn line_chart(chart: &Chart) -> String {
-    let (w, h) = (520.0, 300.0);
-    let (left, right, top, bottom) = (62.0, 14.0, 30.0, 58.0);
+    let (w, h) = (360.0, 250.0);
+    let (left, right, top, bottom) = (58.0, 12.0, 28.0, 58.0);
     let points = || chart.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = range(points().map(|p| p.0));
     let (y0, y1) = range(points().map(|p| p.1));
