@@ -347,5 +347,8 @@ pub fn write(ws: &Workspace, p: &Pipeline, to: Option<&Path>) -> Result<PathBuf,
         hone_engine::store::StoreError::Io { source, .. } => failed(source),
         other => failed(std::io::Error::other(other.to_string())),
     })?;
+    // Readable by others, like any page one may share (the temp file it was renamed from is 0600).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(failed)?;
     Ok(path)
 }

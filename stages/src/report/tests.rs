@@ -192,6 +192,8 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
     let path = write(&ws, &p, None).unwrap();
     assert_eq!(path, default_path(&ws, "report-test"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), page);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
 }
 
 #[test]
