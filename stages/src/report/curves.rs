@@ -1,7 +1,8 @@
 //! The charts of a `metrics.jsonl`: every numeric field becomes a series over `step`, and
 //! series are grouped into charts so that a value and its validation counterpart share one
-//! (`accuracy` with `val_accuracy`), and every loss shares the loss chart (`loss`,
-//! `val_loss`, `loss/value_avg`). Nested objects are flattened with `/`, TRL's spelling
+//! (`accuracy` with `val_accuracy`), every loss shares the loss chart (`loss`,
+//! `val_loss`, `loss/value_avg`), and a reward model's scores of chosen and rejected responses
+//! share one (`rewards/chosen`, `val_rejected`, ...). Nested objects are flattened with `/`, TRL's spelling
 //! (`{"objective": {"kl": 0.1}}` is `objective/kl`). Anything else (strings, booleans) is
 //! not drawn.
 
@@ -87,7 +88,7 @@ fn numbers(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
 }
 
 /// The chart a series belongs to: its name without a split marker (`val_`, `eval/`,
-/// `_train`, ...), and `loss` for every loss.
+/// `_train`, ...), `loss` for every loss, `rewards` for scores of chosen and rejected responses.
 pub fn group(name: &str) -> String {
     let mut base = name;
     for p in ["val_", "eval_", "train_", "val/", "eval/", "train/"] {
@@ -104,6 +105,9 @@ pub fn group(name: &str) -> String {
     }
     if base == "loss" || base.ends_with("_loss") || base.starts_with("loss/") || base.ends_with("/loss") {
         return "loss".into();
+    }
+    if matches!(base.rsplit('/').next(), Some("chosen" | "rejected")) {
+        return "rewards".into();
     }
     base.to_string()
 }
@@ -129,6 +133,22 @@ mod tests {
         assert_eq!(charts[0].series[0].points, [(1.0, 3.0), (2.0, 2.5)]);
         assert_eq!(names(&charts[3]), ["accuracy", "val_accuracy"]);
         assert!(charts.iter().all(|c| c.x_label == "step"));
+    }
+
+    /// The reward stage's names (TRL's reward trainer's, and its held-out ones).
+    #[test]
+    fn a_reward_models_series_pair_up() {
+        let line = r#"{"step":1,"loss":0.7,"accuracy":0.5,"margin":0.1,"rewards/chosen":0.2,"rewards/rejected":0.1,"val_loss":0.69,"val_accuracy":0.6,"val_margin":0.2,"val_chosen":0.3,"val_rejected":0.1}"#;
+        let (charts, _) = charts(line);
+        let got: Vec<(String, Vec<String>)> = charts.iter().map(|c| (c.title.clone(), c.series.iter().map(|s| s.name.clone()).collect())).collect();
+        let want = [
+            ("loss", vec!["loss", "val_loss"]),
+            ("accuracy", vec!["accuracy", "val_accuracy"]),
+            ("margin", vec!["margin", "val_margin"]),
+            ("rewards", vec!["rewards/chosen", "rewards/rejected", "val_chosen", "val_rejected"]),
+        ];
+        let want: Vec<(String, Vec<String>)> = want.iter().map(|(t, s)| (t.to_string(), s.iter().map(|x| x.to_string()).collect())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
