@@ -3,23 +3,37 @@
 //! ```yaml
 //! eval:
 //!   uses: evaluate
-//!   inputs: { models: [base, sft], prompts: prompts }   # MODEL stages; an ingest of prompt records
-//!   with: { names: [base, sft], max_new_tokens: 48 }
+//!   # MODEL stages; an ingest of prompt records; an ingest of training conversations
+//!   inputs: { models: [base, sft], prompts: prompts, shots: chat }
+//!   with: { names: [base, sft], max_new_tokens: 48, few_shot: 3 }
 //! ```
 //!
 //! Each model answers every prompt record (`{"prompt", "answer"?}`) of the corpus, greedily
 //! by default (`temperature: 0`), else sampled with a seed derived from the pipeline seed and
 //! the prompt's index, so a run is reproducible. A chat model (its `tokenizer_config.json` has
 //! a `chat_template`, as `sft` writes) gets the prompt as a ChatML user message and its reply
-//! ends at `<|im_end|>`; a base model gets the prompt followed by a newline, and its answer is
-//! the first line of what it writes (until `<|endoftext|>`). The report says which.
+//! ends at `<|im_end|>`.
+//!
+//! **A base model is graded few-shot**, as language-model papers grade base models (GPT-3's
+//! "few-shot" setting): it was never taught to answer a bare question, so each prompt follows
+//! `few_shot` solved examples, as `Question: …` / `Answer: …` lines separated by a blank line,
+//! and ends with `Question: {prompt}` and `Answer:`. The examples ([`Shots`]) are drawn with
+//! the pipeline seed from the *training* conversations of input `shots` (its `train.jsonl`):
+//! single-turn conversations whose question and one-sentence reply are each one line, never
+//! one whose question is among the prompts being graded. The same examples precede every
+//! prompt and every run. The base model's answer ends at the first newline or the end of its
+//! first sentence (`.`, `!`, `?`), as the examples' answers do (lm-evaluation-harness's stop
+//! sequences); when the examples and the prompt do not leave `max_new_tokens` of the
+//! context window, the first examples are left out (counted as `fewer_shots`). `few_shot: 0`
+//! grades the bare `Question:`/`Answer:` template. The report names the format and the
+//! examples.
 //!
 //! A record with an `answer` is graded with tinyworld's rule labeler
 //! ([`crate::tinyworld::grade`]): answer accuracy is correct / graded. Mean response length is
 //! in tokens, over every prompt. (A mean-reward column joins once a reward model exists.)
 //!
-//! **Outputs** (port `metrics`): `report.md` (a table, one row per model), `report.json`
-//! ([`Report`]) and `answers.jsonl` (one line per model and prompt: `model`, `prompt`,
+//! **Outputs** (port `metrics`): `report.md` (a table, one row per model, and the few-shot
+//! examples), `report.json` ([`Report`]) and `answers.jsonl` (one line per model and prompt: `model`, `prompt`,
 //! `answer`, `response`, `correct`). Metrics: `<name>.accuracy`, `<name>.mean_length`.
 
 use std::fmt::Write as _;
@@ -32,6 +46,7 @@ use serde_json::{Value, json};
 use crate::data::corpus::{self, Corpus};
 use crate::data::formats::{Message, Role};
 use crate::model::chat::ChatModel;
+use crate::model::rng::{Rng, Stream};
 use crate::model::sample::{SampleOptions, generate};
 use crate::ports;
 
@@ -66,11 +81,21 @@ pub struct Params {
     pub top_k: usize,
     #[serde(default = "d_top_p")]
     pub top_p: f64,
+    /// Solved examples before each prompt for a base model (one without a chat template),
+    /// drawn from input `shots`; 0: the bare question.
+    #[serde(default = "d_few_shot")]
+    pub few_shot: usize,
     /// Worker threads; 0 uses them all.
     #[serde(default)]
     pub threads: usize,
 }
 
+/// Most solved examples a prompt can have.
+const MAX_FEW_SHOT: usize = 16;
+
+fn d_few_shot() -> usize {
+    3
+}
 fn d_split() -> Split {
     Split::All
 }
@@ -86,13 +111,17 @@ impl Stage for Evaluate {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
+    const INPUTS: Inputs =
+        Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS), Port::optional("shots", ports::CHAT_DATA)]);
     const OUTPUTS: &'static [Port] = &[Port::required("metrics", ports::METRICS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         if p.max_new_tokens == 0 {
             out.push(ParamProblem::at(&["max_new_tokens"], "`max_new_tokens` must be at least 1").help("tinyworld answers are one sentence: 48 is plenty"));
+        }
+        if p.few_shot > MAX_FEW_SHOT {
+            out.push(ParamProblem::at(&["few_shot"], format!("`few_shot` is {}; at most {MAX_FEW_SHOT} examples fit a small model's context", p.few_shot)).help("language-model papers use a handful; 3 is the default"));
         }
         for problem in options(p, 0).problems() {
             let field = if problem.starts_with("temperature") { "temperature" } else { "top_p" };
@@ -129,8 +158,12 @@ pub struct Prompt {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModelScore {
     pub name: String,
-    /// `chat` (ChatML) or `plain` (a base model: prompt + newline, first line of the reply).
+    /// `chat` (ChatML) or `plain` (a base model, graded few-shot: see the module doc).
     pub format: &'static str,
+    /// Solved examples before each prompt (0 for a chat model).
+    pub shots: usize,
+    /// Prompts that got fewer examples, to leave room for the answer in the context window.
+    pub fewer_shots: usize,
     pub prompts: usize,
     /// Prompts with a checkable answer.
     pub graded: usize,
@@ -148,6 +181,80 @@ pub struct Report {
     pub max_new_tokens: usize,
     pub temperature: f64,
     pub models: Vec<ModelScore>,
+    /// The solved examples base models saw (empty when no model is a base model).
+    pub few_shot_examples: Vec<Shot>,
+}
+
+/// A solved example: a training question and its reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Shot {
+    pub question: String,
+    pub answer: String,
+}
+
+/// The few-shot examples of a run, drawn by [`Shots::draw`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shots(pub Vec<Shot>);
+
+/// One line, one sentence: ends with `.`, `!` or `?` and has no other sentence end.
+fn one_sentence(s: &str) -> bool {
+    let body = s.trim_end_matches(['.', '!', '?']);
+    body.len() + 1 == s.len() && !body.contains(['.', '!', '?', '\n'])
+}
+
+fn same_question(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+impl Shots {
+    /// `k` examples drawn with `seed` from `conversations` (a chat corpus's training split):
+    /// single-turn, a one-line question and a one-sentence reply, the question not among
+    /// `prompts`. The same arguments give the same examples. Errors when fewer than `k` qualify.
+    pub fn draw(conversations: &[(String, Vec<Message>)], k: usize, seed: u64, prompts: &[Prompt]) -> Result<Shots, String> {
+        let mut eligible: Vec<Shot> = conversations
+            .iter()
+            .filter_map(|(_, m)| match m.as_slice() {
+                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some(Shot { question: u.content.trim().to_string(), answer: a.content.trim().to_string() }),
+                _ => None,
+            })
+            .filter(|s| !s.question.is_empty() && !s.question.contains('\n') && one_sentence(&s.answer))
+            .filter(|s| !prompts.iter().any(|p| same_question(&p.prompt, &s.question)))
+            .collect();
+        if eligible.len() < k {
+            return Err(format!(
+                "input `shots` has {} single-turn conversations with a one-line question (not a graded prompt) and a one-sentence reply; `few_shot: {k}` needs {k}",
+                eligible.len()
+            ));
+        }
+        // The first k of a seeded shuffle (Fisher-Yates, stopped after k draws).
+        let mut rng = Rng::new(seed, Stream::Eval);
+        for i in 0..k {
+            let j = i + rng.below(eligible.len() - i);
+            eligible.swap(i, j);
+        }
+        eligible.truncate(k);
+        Ok(Shots(eligible))
+    }
+
+    /// The text a base model continues: the last `used` examples, then the prompt.
+    pub fn prompt(&self, used: usize, prompt: &str) -> String {
+        let mut s = String::new();
+        for shot in &self.0[self.0.len() - used..] {
+            write!(s, "Question: {}\nAnswer: {}\n\n", shot.question, shot.answer).unwrap();
+        }
+        write!(s, "Question: {}\nAnswer:", prompt.trim()).unwrap();
+        s
+    }
+}
+
+/// A base model's answer: what it wrote up to the first newline, and up to the end of its
+/// first sentence.
+fn first_sentence(text: &str) -> &str {
+    let line = text.split('\n').next().unwrap_or("");
+    match line.find(['.', '!', '?']) {
+        Some(i) => &line[..=i],
+        None => line,
+    }
 }
 
 /// Grades `responses` (text, length in tokens) to `prompts` with the tinyworld labeler.
@@ -163,6 +270,8 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
     let score = ModelScore {
         name: name.to_string(),
         format,
+        shots: 0,
+        fewer_shots: 0,
         prompts: n,
         graded,
         correct,
@@ -193,31 +302,44 @@ fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, StageError> {
     Ok(out)
 }
 
-/// One model's response to one prompt: the text and its length in tokens.
-fn respond(m: &ChatModel, prompt: &str, o: &SampleOptions) -> Result<(String, usize), StageError> {
+/// One model's response to one prompt: the text, its length in tokens and, for a base
+/// model, how many examples preceded it.
+fn respond(m: &ChatModel, prompt: &str, shots: &Shots, o: &SampleOptions) -> Result<(String, usize, usize), StageError> {
     if m.is_chat {
         let r = m.reply(&[Message { role: Role::User, content: prompt.to_string() }], o, |_| {})?;
-        return Ok((r.text.trim().to_string(), r.tokens));
+        return Ok((r.text.trim().to_string(), r.tokens, 0));
     }
-    let mut ids = m.tok.text_ids(&format!("{prompt}\n"))?;
     let block = m.config.block_size;
+    let mut used = shots.0.len();
+    let mut ids = loop {
+        let ids = m.tok.text_ids(&shots.prompt(used, prompt))?;
+        if used == 0 || ids.len() + o.max_new_tokens <= block {
+            break ids;
+        }
+        used -= 1;
+    };
     if ids.len() >= block {
         ids.drain(..ids.len() + 1 - block);
     }
     let o = SampleOptions { stop_at: Some(m.tok.end_of_text), ..o.clone() };
-    let newline = m.tok.text_ids("\n")?;
     let mut out = Vec::new();
-    // The answer is the first line: stop at a newline token.
+    let mut failed = None;
+    // Stop once the text has a newline or a sentence end (decoding the few tokens so far).
     generate(&m.model, &ids, &o, |t| {
-        if newline.len() == 1 && t == newline[0] {
-            return false;
-        }
         out.push(t);
-        true
+        match m.tok.decode(&out) {
+            Ok(text) => !text.contains(['\n', '.', '!', '?']),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
     })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     let text = m.tok.decode(&out)?;
-    let first = text.lines().next().unwrap_or("").trim().to_string();
-    Ok((first, out.len()))
+    Ok((first_sentence(&text).trim().to_string(), out.len(), used))
 }
 
 fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
@@ -236,19 +358,42 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     if prompts.is_empty() {
         return Err(StageError::msg("input `prompts` has no prompt records in the chosen `split`"));
     }
+    let loaded: Vec<(ChatModel, &String)> = models
+        .iter()
+        .zip(&names)
+        .map(|(dir, name)| ChatModel::load(dir).map(|m| (m, name)).map_err(|e| StageError::msg(format!("input `models` ({name}): {e}"))))
+        .collect::<Result<_, _>>()?;
+    let base = loaded.iter().find(|(m, _)| !m.is_chat).map(|(_, n)| n.as_str());
+    let shots = match (base, p.few_shot, cx.input("shots")) {
+        (None, _, _) | (_, 0, _) => Shots(Vec::new()),
+        (Some(name), k, None) => {
+            return Err(StageError::msg(format!(
+                "model `{name}` has no chat template (a base model), so it is graded few-shot, on {k} solved examples from input `shots`, which is not wired\n   = help: add `shots: chat` (an ingest of the training conversations) to `inputs`, or set `few_shot: 0` to grade it on the bare question"
+            )));
+        }
+        (Some(_), k, Some(dir)) => {
+            let train: Vec<(String, Vec<Message>)> = Corpus::open(dir, "shots")?.chats(corpus::Split::Train, "evaluate")?.into_iter().map(|c| (c.at, c.messages)).collect();
+            Shots::draw(&train, k, cx.seed, &prompts).map_err(StageError::msg)?
+        }
+    };
     let total = (models.len() * prompts.len()) as u64;
     let mut answers = String::new();
     let mut scores = Vec::new();
-    for (mi, (dir, name)) in models.iter().zip(&names).enumerate() {
-        let m = ChatModel::load(dir).map_err(|e| StageError::msg(format!("input `models` ({name}): {e}")))?;
+    for (mi, (m, name)) in loaded.iter().enumerate() {
         let mut responses = Vec::with_capacity(prompts.len());
+        let mut fewer_shots = 0;
         for (i, pr) in prompts.iter().enumerate() {
             cx.check_cancelled()?;
-            responses.push(respond(&m, &pr.prompt, &options(p, cx.seed.wrapping_add(i as u64)))?);
+            let (text, tokens, used) = respond(m, &pr.prompt, &shots, &options(p, cx.seed.wrapping_add(i as u64)))?;
+            fewer_shots += usize::from(!m.is_chat && used < shots.0.len());
+            responses.push((text, tokens));
             let done = (mi * prompts.len() + i + 1) as u64;
             cx.progress(done, Some(total), format!("{name}: {}/{}", i + 1, prompts.len()));
         }
-        let (s, verdicts) = score(name, if m.is_chat { "chat" } else { "plain" }, &prompts, &responses);
+        let (mut s, verdicts) = score(name, if m.is_chat { "chat" } else { "plain" }, &prompts, &responses);
+        if !m.is_chat {
+            (s.shots, s.fewer_shots) = (shots.0.len(), fewer_shots);
+        }
         for ((pr, (r, _)), v) in prompts.iter().zip(&responses).zip(&verdicts) {
             let line = json!({ "model": name, "prompt": pr.prompt, "answer": pr.answer, "response": r, "correct": v });
             writeln!(answers, "{line}").unwrap();
@@ -259,7 +404,7 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         cx.metric(&format!("{name}.mean_length"), s.mean_length);
         scores.push(s);
     }
-    let report = Report { prompts: prompts.len(), max_new_tokens: p.max_new_tokens, temperature: p.temperature, models: scores };
+    let report = Report { prompts: prompts.len(), max_new_tokens: p.max_new_tokens, temperature: p.temperature, models: scores, few_shot_examples: shots.0 };
     let out = cx.out_dir;
     let write = |name: &str, text: &str| std::fs::write(out.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")));
     write("answers.jsonl", &answers)?;
@@ -276,7 +421,25 @@ pub fn markdown(r: &Report) -> String {
     writeln!(s, "|---|---|---|---|---|").unwrap();
     for m in &r.models {
         let acc = m.accuracy.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
-        writeln!(s, "| {} | {} | {acc} | {} / {} | {:.1} |", m.name, m.format, m.correct, m.graded, m.mean_length).unwrap();
+        let format = if m.format == "plain" { format!("plain, {}-shot", m.shots) } else { m.format.to_string() };
+        writeln!(s, "| {} | {format} | {acc} | {} / {} | {:.1} |", m.name, m.correct, m.graded, m.mean_length).unwrap();
+    }
+    if let Some(m) = r.models.iter().find(|m| m.format == "plain") {
+        let k = m.shots;
+        writeln!(
+            s,
+            "\nA base model (`plain`) was never taught to answer a bare question, so it is graded {k}-shot, as language-model papers grade base models: each prompt follows the same {k} solved examples, drawn with the pipeline seed from the training conversations (never a held-out prompt), as `Question:` / `Answer:` lines, and its answer ends at the first newline or the end of its first sentence."
+        )
+        .unwrap();
+        for m in r.models.iter().filter(|m| m.fewer_shots > 0) {
+            writeln!(s, "For {} of {} prompts `{}` saw fewer examples, to leave room for its answer in the context window.", m.fewer_shots, m.prompts, m.name).unwrap();
+        }
+        if !r.few_shot_examples.is_empty() {
+            writeln!(s, "\nThe examples:\n").unwrap();
+            for shot in &r.few_shot_examples {
+                writeln!(s, "- Question: {} / Answer: {}", shot.question, shot.answer).unwrap();
+            }
+        }
     }
     s
 }
@@ -284,6 +447,7 @@ pub fn markdown(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::formats::{self, Record};
 
     fn pr(prompt: &str, answer: Option<&str>) -> Prompt {
         Prompt { prompt: prompt.into(), answer: answer.map(String::from) }
@@ -300,8 +464,87 @@ mod tests {
         assert_eq!((s.graded, s.correct, s.prompts), (3, 2, 4));
         assert_eq!(s.accuracy, Some(2.0 / 3.0));
         assert_eq!(s.mean_length, 6.0);
-        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![s] });
+        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![s], few_shot_examples: Vec::new() });
         assert!(md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 |"), "{md}");
         assert!(!md.to_lowercase().contains("reward"), "no reward column before a reward model exists");
+    }
+
+    fn conv(q: &str, a: &str) -> (String, Vec<Message>) {
+        (format!("{q}"), vec![Message { role: Role::User, content: q.into() }, Message { role: Role::Assistant, content: a.into() }])
+    }
+
+    fn records(name: &str, seed: u64) -> Vec<Record> {
+        crate::tinyworld::dataset(name, seed).unwrap().iter().map(|v| formats::parse_json(&v.to_string()).unwrap()).collect()
+    }
+
+    /// On tinyworld's own data: the examples are the same for a seed, change with it, are
+    /// one-sentence training replies, and none is a held-out prompt.
+    #[test]
+    fn few_shot_examples_are_fixed_by_the_seed_and_come_from_training_data() {
+        let convs: Vec<(String, Vec<Message>)> = records("chat", 1234)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Record::Chat { messages, .. } => (format!("chat {i}"), messages),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let prompts: Vec<Prompt> = records("prompts", 1234)
+            .into_iter()
+            .map(|r| match r {
+                Record::Prompt { prompt, answer, .. } => Prompt { prompt, answer: answer.map(|a| a.as_str().unwrap().to_string()) },
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let a = Shots::draw(&convs, 3, 1234, &prompts).unwrap();
+        assert_eq!(a.0.len(), 3);
+        assert_eq!(a, Shots::draw(&convs, 3, 1234, &prompts).unwrap(), "same seed, same examples");
+        assert_ne!(a, Shots::draw(&convs, 3, 1235, &prompts).unwrap(), "the seed picks the examples");
+        for shot in &a.0 {
+            assert!(convs.iter().any(|(_, m)| m[0].content == shot.question && m[1].content == shot.answer), "{shot:?} is not a training conversation");
+            assert!(!prompts.iter().any(|p| p.prompt == shot.question), "{shot:?} is a held-out prompt");
+            assert!(one_sentence(&shot.answer), "{shot:?}");
+        }
+    }
+
+    /// However the seed falls, a question that is also a graded prompt is never an example
+    /// (compared without case and surrounding spaces), nor a multi-sentence or multi-turn one.
+    #[test]
+    fn a_graded_prompt_is_never_a_few_shot_example() {
+        let mut convs: Vec<(String, Vec<Message>)> = (0..8).map(|i| conv(&format!("What is {i} plus 1?"), &format!("{i} plus 1 is {}.", i + 1))).collect();
+        convs.push(conv("Tell me about Tom.", "Tom is 7. Tom lives in Oakvale."));
+        convs.push(conv("Hi!", "Hello!\nHow can I help?"));
+        let mut three = conv("Bye!", "Bye!");
+        three.1.push(Message { role: Role::User, content: "Bye?".into() });
+        convs.push(three);
+        let graded: Vec<Prompt> = (0..6).map(|i| pr(&format!(" what is {i} PLUS 1? "), Some("x"))).collect();
+        for seed in 0..50 {
+            let mut got: Vec<String> = Shots::draw(&convs, 2, seed, &graded).unwrap().0.into_iter().map(|s| s.question).collect();
+            got.sort();
+            assert_eq!(got, ["What is 6 plus 1?", "What is 7 plus 1?"], "seed {seed}");
+        }
+        let err = Shots::draw(&convs, 3, 0, &graded).unwrap_err();
+        assert!(err.contains("has 2 single-turn conversations") && err.contains("`few_shot: 3` needs 3"), "{err}");
+    }
+
+    #[test]
+    fn the_few_shot_prompt_and_the_answer_cut() {
+        let shots = Shots(vec![Shot { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() }, Shot { question: "Hi!".into(), answer: "Hello!".into() }]);
+        assert_eq!(shots.prompt(2, "What colour is the sky?"), "Question: What is 1 plus 1?\nAnswer: 1 plus 1 is 2.\n\nQuestion: Hi!\nAnswer: Hello!\n\nQuestion: What colour is the sky?\nAnswer:");
+        assert_eq!(shots.prompt(1, "Bye"), "Question: Hi!\nAnswer: Hello!\n\nQuestion: Bye\nAnswer:", "the last examples are kept");
+        assert_eq!(shots.prompt(0, "Bye"), "Question: Bye\nAnswer:");
+        assert_eq!(first_sentence(" The sky is blue. Grass is green."), " The sky is blue.");
+        assert_eq!(first_sentence(" 3, 4, 5\nQuestion: x"), " 3, 4, 5");
+        assert_eq!(first_sentence(" Hello! How"), " Hello!");
+        let md = markdown(&Report {
+            prompts: 1,
+            max_new_tokens: 8,
+            temperature: 0.0,
+            models: vec![ModelScore { name: "base".into(), format: "plain", shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0 }],
+            few_shot_examples: shots.0.clone(),
+        });
+        assert!(md.contains("| base | plain, 2-shot | 100.0% | 1 / 1 | 3.0 |"), "{md}");
+        assert!(md.contains("graded 2-shot") && md.contains("For 1 of 1 prompts `base` saw fewer examples"), "{md}");
+        assert!(md.contains("- Question: What is 1 plus 1? / Answer: 1 plus 1 is 2."), "{md}");
     }
 }

@@ -34,8 +34,8 @@ stages:
   prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }
   eval:
     uses: evaluate
-    inputs: { models: [base, sft], prompts: prompts }
-    with: { names: [base, sft], max_new_tokens: 12, threads: 1 }
+    inputs: { models: [base, sft], prompts: prompts, shots: chat }
+    with: { names: [base, sft], max_new_tokens: 12, few_shot: 2, threads: 1 }
 "#,
     );
     ws
@@ -54,7 +54,12 @@ fn chat_prompt_answers_with_the_fine_tuned_reply_and_evaluate_compares_models() 
     let v: serde_json::Value = serde_json::from_str(&eval.stdout).unwrap();
     let report = std::fs::read_to_string(std::path::Path::new(v["output"].as_str().unwrap()).join("report.md")).unwrap();
     assert!(report.contains("| sft | chat | 100.0% | 1 / 1 |"), "{report}");
-    assert!(report.contains("| base | plain |"), "{report}");
+    // The base model is graded 2-shot on the two training conversations that are not graded prompts.
+    assert!(report.contains("| base | plain, 2-shot |"), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(v["output"].as_str().unwrap()).join("report.json")).unwrap()).unwrap();
+    let mut questions: Vec<&str> = json["few_shot_examples"].as_array().unwrap().iter().map(|s| s["question"].as_str().unwrap()).collect();
+    questions.sort();
+    assert_eq!(questions, ["name?", "sky?"], "{json}");
     // Interactive: commands and replies streamed to stdout.
     let mut child = ws.cmd(&["chat", "--stage", "sft", "-t", "0"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hi\n/reset\nsky?\n/nope\n/system be brief\n/quit\n").unwrap();

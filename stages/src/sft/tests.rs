@@ -28,12 +28,16 @@ struct Bench {
 
 impl Bench {
     fn new(train: &[serde_json::Value], block_size: usize) -> Bench {
+        Bench::with_width(train, block_size, 32)
+    }
+
+    fn with_width(train: &[serde_json::Value], block_size: usize, n_embd: usize) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let text: String = QA.iter().flat_map(|(q, a)| [*q, *a]).collect::<Vec<_>>().concat() + "abcdefghijklmnopqrstuvwxyz0123456789 .?!+";
         let (json, vocab) = test_tokenizer(&text);
         let base = dir.path().join("base");
         std::fs::create_dir_all(&base).unwrap();
-        let cfg = GptConfig { vocab_size: vocab, block_size, n_layer: 2, n_head: 2, n_embd: 32, bias: true, dropout: 0.0 };
+        let cfg = GptConfig { vocab_size: vocab, block_size, n_layer: 2, n_head: 2, n_embd, bias: true, dropout: 0.0 };
         let ps = ParamStore::seeded(3);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         export::save(&base, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
@@ -47,9 +51,11 @@ impl Bench {
         Bench { dir }
     }
 
+    /// The pipeline; `with` may set `threads` (1 otherwise).
     fn pipeline(&self, with: &str) -> spec::Pipeline {
+        let threads = if with.contains("threads:") { "" } else { "threads: 1, " };
         let src = format!(
-            "name: t\nseed: 7\nstages:\n  base: {{ uses: command, with: {{ cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] }} }}\n  chat: {{ uses: command, with: {{ cmd: 'cp chat/* \"$HONE_OUT\"/', deps: [chat] }} }}\n  sft:\n    uses: sft\n    inputs: {{ model: base, data: chat }}\n    with: {{ threads: 1, {with} }}\n"
+            "name: t\nseed: 7\nstages:\n  base: {{ uses: command, with: {{ cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] }} }}\n  chat: {{ uses: command, with: {{ cmd: 'cp chat/* \"$HONE_OUT\"/', deps: [chat] }} }}\n  sft:\n    uses: sft\n    inputs: {{ model: base, data: chat }}\n    with: {{ {threads}{with} }}\n"
         );
         spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -189,6 +195,23 @@ fn a_stopped_run_resumes_to_identical_weights() {
     let read = |d: PathBuf, f: &str| std::fs::read(d.join(f)).unwrap();
     assert_eq!(read(b.output(&p), "model.safetensors"), read(whole.output(&pw), "model.safetensors"));
     assert_eq!(read(b.output(&p), "metrics.jsonl"), read(whole.output(&pw), "metrics.jsonl"));
+}
+
+/// One worker thread or two: the same weight and metric bytes (dropout on, so the RNG path
+/// is covered too). The model is wide enough for the kernels to take their parallel paths.
+#[test]
+fn one_and_two_threads_give_the_same_bytes() {
+    let runs: Vec<(Vec<u8>, Vec<u8>)> = ["1", "2"]
+        .into_iter()
+        .map(|threads| {
+            let b = Bench::with_width(&qa_corpus(), 48, 64);
+            let p = b.pipeline(&format!("batch_size: 16, steps: 4, eval_every: 2, dropout: 0.1, threads: {threads}"));
+            assert!(b.run(&p, quiet).0.ok());
+            let read = |f: &str| std::fs::read(b.output(&p).join(f)).unwrap();
+            (read("model.safetensors"), read("metrics.jsonl"))
+        })
+        .collect();
+    assert!(runs[0] == runs[1], "1 and 2 threads differ");
 }
 
 #[test]
