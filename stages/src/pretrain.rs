@@ -20,7 +20,8 @@
 //! `loss.svg`.
 //!
 //! Reproducible: the seed fixes the initial weights, the batches and dropout; with the same
-//! seed and `threads` the weights are the same bytes. Every `checkpoint_every` steps, and
+//! seed the weights are the same bytes at any `threads` (no sum is split across threads; a
+//! changed `threads` reruns the stage, as any param does, and early cutoff keeps what follows). Every `checkpoint_every` steps, and
 //! when stopped, the whole training state goes to the stage's checkpoint directory; the next
 //! `hone run` resumes from it and ends with exactly the weights of an uninterrupted run.
 

@@ -148,7 +148,7 @@ macro_rules! training_params {
             /// Save the training state every this many steps; 0: only when stopped.
             #[serde(default = "defaults::checkpoint_every")]
             pub checkpoint_every: u64,
-            /// Worker threads; 0 uses them all. Results are reproducible for a given count.
+            /// Worker threads; 0 uses them all. The result does not depend on it.
             #[serde(default)]
             pub threads: usize,
         }
