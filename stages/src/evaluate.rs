@@ -16,16 +16,18 @@
 //!
 //! **A base model is graded few-shot**, as language-model papers grade base models (GPT-3's
 //! "few-shot" setting): it was never taught to answer a bare question, so each prompt follows
-//! `few_shot` solved examples, as `Question: …` / `Answer: …` lines separated by a blank line,
-//! and ends with `Question: {prompt}` and `Answer:`. The examples ([`Shots`]) are drawn with
+//! `few_shot` solved examples, `Question: … Answer: …` one after another on one line, and ends
+//! with `Question: {prompt} Answer:` (one line, because tinyworld's documents are one line each:
+//! a base model trained on them has never seen a newline). The examples ([`Shots`]) are drawn with
 //! the pipeline seed from the *training* conversations of input `shots` (its `train.jsonl`):
 //! single-turn conversations whose question and one-sentence reply are each one line, never
 //! one whose question is among the prompts being graded. The same examples precede every
 //! prompt and every run. The base model's answer ends at the first newline or the end of its
 //! first sentence (`.`, `!`, `?`), as the examples' answers do (lm-evaluation-harness's stop
-//! sequences); when the examples and the prompt do not leave `max_new_tokens` of the
-//! context window, the first examples are left out (counted as `fewer_shots`). `few_shot: 0`
-//! grades the bare `Question:`/`Answer:` template. The report names the format and the
+//! sequences); when the examples and the prompt do not leave room for the answer in the
+//! context window (`max_new_tokens`, at most a quarter of the window, as for a chat reply),
+//! the first examples are left out (counted as `fewer_shots`). `few_shot: 0` grades the bare
+//! `Question: … Answer:` template. The report names the format and the
 //! examples.
 //!
 //! A record with an `answer` is graded with tinyworld's rule labeler
@@ -236,13 +238,13 @@ impl Shots {
         Ok(Shots(eligible))
     }
 
-    /// The text a base model continues: the last `used` examples, then the prompt.
+    /// The text a base model continues: the last `used` examples, then the prompt, on one line.
     pub fn prompt(&self, used: usize, prompt: &str) -> String {
         let mut s = String::new();
         for shot in &self.0[self.0.len() - used..] {
-            write!(s, "Question: {}\nAnswer: {}\n\n", shot.question, shot.answer).unwrap();
+            write!(s, "Question: {} Answer: {} ", shot.question, shot.answer).unwrap();
         }
-        write!(s, "Question: {}\nAnswer:", prompt.trim()).unwrap();
+        write!(s, "Question: {} Answer:", prompt.trim()).unwrap();
         s
     }
 }
@@ -310,10 +312,11 @@ fn respond(m: &ChatModel, prompt: &str, shots: &Shots, o: &SampleOptions) -> Res
         return Ok((r.text.trim().to_string(), r.tokens, 0));
     }
     let block = m.config.block_size;
+    let room = o.max_new_tokens.clamp(1, (block / 4).max(1));
     let mut used = shots.0.len();
     let mut ids = loop {
         let ids = m.tok.text_ids(&shots.prompt(used, prompt))?;
-        if used == 0 || ids.len() + o.max_new_tokens <= block {
+        if used == 0 || ids.len() + room <= block {
             break ids;
         }
         used -= 1;
@@ -428,7 +431,7 @@ pub fn markdown(r: &Report) -> String {
         let k = m.shots;
         writeln!(
             s,
-            "\nA base model (`plain`) was never taught to answer a bare question, so it is graded {k}-shot, as language-model papers grade base models: each prompt follows the same {k} solved examples, drawn with the pipeline seed from the training conversations (never a held-out prompt), as `Question:` / `Answer:` lines, and its answer ends at the first newline or the end of its first sentence."
+            "\nA base model (`plain`) was never taught to answer a bare question, so it is graded {k}-shot, as language-model papers grade base models: each prompt follows the same {k} solved examples, drawn with the pipeline seed from the training conversations (never a held-out prompt), as `Question: … Answer: …` on one line, and its answer ends at the first newline or the end of its first sentence."
         )
         .unwrap();
         for m in r.models.iter().filter(|m| m.fewer_shots > 0) {
@@ -530,9 +533,9 @@ mod tests {
     #[test]
     fn the_few_shot_prompt_and_the_answer_cut() {
         let shots = Shots(vec![Shot { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() }, Shot { question: "Hi!".into(), answer: "Hello!".into() }]);
-        assert_eq!(shots.prompt(2, "What colour is the sky?"), "Question: What is 1 plus 1?\nAnswer: 1 plus 1 is 2.\n\nQuestion: Hi!\nAnswer: Hello!\n\nQuestion: What colour is the sky?\nAnswer:");
-        assert_eq!(shots.prompt(1, "Bye"), "Question: Hi!\nAnswer: Hello!\n\nQuestion: Bye\nAnswer:", "the last examples are kept");
-        assert_eq!(shots.prompt(0, "Bye"), "Question: Bye\nAnswer:");
+        assert_eq!(shots.prompt(2, "What colour is the sky?"), "Question: What is 1 plus 1? Answer: 1 plus 1 is 2. Question: Hi! Answer: Hello! Question: What colour is the sky? Answer:");
+        assert_eq!(shots.prompt(1, "Bye"), "Question: Hi! Answer: Hello! Question: Bye Answer:", "the last examples are kept");
+        assert_eq!(shots.prompt(0, "Bye "), "Question: Bye Answer:");
         assert_eq!(first_sentence(" The sky is blue. Grass is green."), " The sky is blue.");
         assert_eq!(first_sentence(" 3, 4, 5\nQuestion: x"), " 3, 4, 5");
         assert_eq!(first_sentence(" Hello! How"), " Hello!");
