@@ -14,7 +14,7 @@ Ratios hone/DVC and hone/b3sum are printed; lower is better for hone.
 import argparse, json, os, shutil, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HONE = os.path.join(ROOT, "target", "release", "hone")
+HONE = os.environ.get("HONE_BIN", os.path.join(ROOT, "target", "release", "hone"))  # HONE_BIN: compare two builds
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "bench")
 DVC = os.environ.get("DVC", shutil.which("dvc") or "/tmp/dvc/bin/dvc")
 

@@ -71,6 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Generate(g) => generate(g),
         Cmd::Chat(c) => chat(c),
         Cmd::Score(a) => score(a),
+        Cmd::ExecStage { job } => crate::worker::exec_stage(&job),
     }
 }
 
@@ -154,7 +155,7 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
 }
 
 /// A flag set by the first Ctrl-C (stages stop at their next check); a second one exits.
-fn on_ctrl_c() -> Arc<AtomicBool> {
+pub fn on_ctrl_c() -> Arc<AtomicBool> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {

@@ -11,6 +11,7 @@
 
 mod commands;
 mod report;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +115,13 @@ enum Cmd {
     Chat(ChatArgs),
     /// Score an answer to a prompt with a reward model (a `reward` stage's output): the raw reward and σ(r).
     Score(ScoreArgs),
+    /// Run one stage job (a JSON file written by a remote executor) and print its events as
+    /// JSON lines: what `hone run --executor slurm` submits.
+    #[command(hide = true)]
+    ExecStage {
+        /// The job file.
+        job: PathBuf,
+    },
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]

@@ -53,6 +53,7 @@ pub mod exec;
 pub mod introspect;
 pub mod logging;
 pub mod plan;
+pub mod resources;
 pub mod spec;
 pub mod stage;
 pub mod store;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::resources::{self, ExecutorSpec, Resources};
 use crate::stage::{ANY, CheckError, DynStage, Inputs, Params, Port, Registry};
 use crate::suggest::did_you_mean;
 use crate::yaml::{self, Node, NodeKind, Origin, PathSeg};
@@ -23,6 +24,8 @@ pub struct Pipeline {
     pub seed: u64,
     pub file: PathBuf,
     pub stages: Vec<StageSpec>,
+    /// The `executor:` block (defaults: the local executor, no resources).
+    pub executor: ExecutorSpec,
 }
 
 pub struct StageSpec {
@@ -31,6 +34,8 @@ pub struct StageSpec {
     pub params: Params,
     /// Input port → the stages wired to it (indices into `Pipeline::stages`).
     pub inputs: BTreeMap<String, Vec<InputRef>>,
+    /// The stage's own `resources:` (see [`Pipeline::resources_of`] for what it gets).
+    pub resources: Resources,
 }
 
 impl std::fmt::Debug for StageSpec {
@@ -50,6 +55,13 @@ impl Pipeline {
         self.stages.iter().position(|s| s.id == id)
     }
 
+    /// What stage `i` asks a cluster for: its `resources:`, else the `executor:` block's, else
+    /// its kind's defaults.
+    pub fn resources_of(&self, i: usize) -> Resources {
+        let s = &self.stages[i];
+        s.resources.or(&self.executor.resources).or(&s.kind.resources(&s.params))
+    }
+
     /// Indices of the stages that `i` reads from.
     pub fn deps_of(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.stages[i].inputs.values().flatten().map(|r| r.stage)
@@ -64,9 +76,9 @@ pub enum LoadError {
     Invalid(Box<Diagnostics>),
 }
 
-const TOP_KEYS: &[&str] = &["name", "seed", "vars", "stages"];
+const TOP_KEYS: &[&str] = &["name", "seed", "vars", "stages", "executor"];
 /// A stage's own keys; a kind may own more ([`crate::stage::Stage::STAGE_KEYS`]).
-const STAGE_KEYS: &[&str] = &["uses", "with", "inputs"];
+const STAGE_KEYS: &[&str] = &["uses", "with", "inputs", "resources"];
 
 /// Load and validate a pipeline file, applying `key.path=value` overrides.
 pub fn load(path: &Path, registry: &Registry, overrides: &[String]) -> Result<Pipeline, LoadError> {
@@ -96,6 +108,7 @@ struct Checked {
     params: Option<Params>,
     /// port → [(stage id, output port or None, origin)]
     wiring: Vec<(String, Vec<(String, Option<String>, Origin)>, Origin)>,
+    resources: Resources,
 }
 
 impl Loader {
@@ -203,8 +216,28 @@ impl Loader {
                 checked.push(c);
             }
         }
+        let executor = match root.get("executor") {
+            None => ExecutorSpec::default(),
+            Some(n) => self.located(resources::parse_executor(n), None).unwrap_or_default(),
+        };
         let stages = self.wire(checked)?;
-        Some(Pipeline { name, seed, file: path.to_path_buf(), stages })
+        Some(Pipeline { name, seed, file: path.to_path_buf(), stages, executor })
+    }
+
+    /// The value, or its problems reported (for `resources:` and `executor:`).
+    fn located<T>(&mut self, r: Result<T, Vec<(Origin, String, Option<String>)>>, stage: Option<&str>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                for (origin, message, help) in problems {
+                    let mut d = Diagnostic::new(message, Some(&origin));
+                    d.stage = stage.map(str::to_string);
+                    d.help = help;
+                    self.err(d);
+                }
+                None
+            }
+        }
     }
 
     fn check_keys(&mut self, entries: &[(Node, Node)], allowed: &[&str], stage: Option<&str>, what: &str) {
@@ -414,7 +447,11 @@ impl Loader {
 
         let params = self.check_params(id, kind, v);
         let wiring = self.check_inputs(id, key, kind, v.get("inputs"));
-        Some(Checked { id: id.to_string(), key_origin: key.origin.clone(), kind, params, wiring })
+        let resources = match v.get("resources") {
+            None => Resources::default(),
+            Some(n) => self.located(resources::parse_resources(n), Some(id)).unwrap_or_default(),
+        };
+        Some(Checked { id: id.to_string(), key_origin: key.origin.clone(), kind, params, wiring, resources })
     }
 
     /// A stage's keys: its own, and those its kind owns. A key another kind owns is named as
@@ -700,7 +737,7 @@ impl Loader {
                 for r in ins.values_mut().flatten() {
                     r.stage = new_index[r.stage];
                 }
-                StageSpec { id: c.id, kind: c.kind, params: c.params.expect("no problems means params are valid"), inputs: ins }
+                StageSpec { id: c.id, kind: c.kind, params: c.params.expect("no problems means params are valid"), inputs: ins, resources: c.resources }
             })
             .collect();
         Some(stages)
@@ -875,5 +912,37 @@ mod tests {
             .to_string();
         assert!(e.contains("there is no `b` in `vars`"), "{e}");
         assert!(e.contains("command line: -s vars.b=3"), "{e}");
+    }
+
+    #[test]
+    fn resources_and_executor_block_load_and_fall_back_field_by_field() {
+        let src = "executor: { kind: slurm, partition: debug, cpus: 2, memory: 4G, sbatch: [\"--qos=low\"] }\nstages:\n  s: { uses: source, resources: { cpus: 8, time: 2h } }\n  t: { uses: train, inputs: { data: s } }\n";
+        let p = load_str(Path::new("p.yaml"), src.into(), &registry(), &[]).unwrap();
+        assert_eq!(p.executor.kind, resources::ExecutorKind::Slurm);
+        assert_eq!(p.executor.partition.as_deref(), Some("debug"));
+        assert_eq!(p.executor.sbatch, ["--qos=low"]);
+        assert_eq!(p.resources_of(0).describe(), "cpus=8 memory=4G time=2h");
+        assert_eq!(p.resources_of(1).describe(), "cpus=2 memory=4G");
+        let p = load_str(Path::new("p.yaml"), "stages:\n  s: { uses: source }\n".into(), &registry(), &[]).unwrap();
+        assert_eq!(p.executor, ExecutorSpec::default());
+        assert_eq!(p.resources_of(0), Resources::default());
+    }
+
+    #[test]
+    fn bad_resources_and_executor_blocks_are_located() {
+        let e = problems("executor: { kind: pbs, partitoin: x }\nstages:\n  s: { uses: source, resources: { cpus: 0, memory: lots, time: soon } }\n  t: { uses: source, resources: { cpu: 1 } }\n  u: { uses: source, resources: 3 }\n");
+        assert!(e.contains("unknown key `partitoin` in `executor`"), "{e}");
+        assert!(e.contains("did you mean `partition`?"), "{e}");
+        assert!(e.contains("`cpus` must be at least 1"), "{e}");
+        assert!(e.contains("`memory: lots` is not a size"), "{e}");
+        assert!(e.contains("p.yaml:3:52"), "{e}");
+        assert!(e.contains("p.yaml:4:35"), "{e}");
+        assert!(e.contains("did you mean `cpus`?"), "{e}");
+        assert!(e.contains("`time: soon` is not a duration"), "{e}");
+        assert!(e.contains("unknown field `cpu`"), "{e}");
+        assert!(e.contains("expected a mapping (cpus, memory, gpus, time), found"), "{e}");
+        let e = problems("executor: { kind: pbs }\nstages:\n  s: { uses: source }\n");
+        assert!(e.contains("unknown variant `pbs`"), "{e}");
+        assert!(e.contains("p.yaml:1:19"), "{e}");
     }
 }

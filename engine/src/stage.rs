@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::Digest;
 use crate::events::{Event, EventSink};
+use crate::resources::Resources;
 use crate::yaml::{DeError, Node, PathSeg};
 
 /// The type of data a port carries. Inputs only accept outputs of the same type or of a
@@ -192,6 +193,12 @@ pub trait Stage: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// What a job of this kind asks a cluster for by default (a stage's `resources:` and the
+    /// pipeline's `executor:` block override it field by field).
+    fn resources(_params: &Self::Params) -> Resources {
+        Resources::default()
+    }
+
     fn run(params: &Self::Params, cx: &RunCx) -> Result<(), StageError>;
 }
 
@@ -227,6 +234,7 @@ pub trait DynStage: Send + Sync {
     /// The names of the kind's params (its `with:` keys), for help texts.
     fn param_names(&self) -> Vec<&'static str>;
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
+    fn resources(&self, params: &Params) -> Resources;
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError>;
 }
 
@@ -269,6 +277,9 @@ impl<S: Stage> DynStage for S {
     }
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
         S::external_deps(typed::<S>(params), cx)
+    }
+    fn resources(&self, params: &Params) -> Resources {
+        S::resources(typed::<S>(params))
     }
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError> {
         S::run(typed::<S>(params), cx)

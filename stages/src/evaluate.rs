@@ -140,6 +140,10 @@ impl Stage for Evaluate {
         out
     }
 
+    fn resources(p: &Params) -> hone_engine::resources::Resources {
+        crate::training::resources(p.threads)
+    }
+
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         crate::training::on_threads(p.threads, || evaluate(p, cx))
     }

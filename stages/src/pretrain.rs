@@ -136,6 +136,10 @@ impl Stage for Pretrain {
         out
     }
 
+    fn resources(p: &Params) -> hone_engine::resources::Resources {
+        crate::training::resources(p.threads)
+    }
+
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let data = TokenData::open(cx.required_input("tokenizer")?)?;
         training::on_threads(p.threads, || train(p, cx, &data))

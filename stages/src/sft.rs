@@ -142,6 +142,10 @@ impl Stage for Sft {
         out
     }
 
+    fn resources(p: &Params) -> hone_engine::resources::Resources {
+        crate::training::resources(p.threads)
+    }
+
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         training::on_threads(p.threads, || train(p, cx))
     }

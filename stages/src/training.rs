@@ -441,6 +441,16 @@ impl EpochOrder {
     }
 }
 
+/// What a model stage asks a cluster for by default: a core per worker thread (`threads: 0`
+/// uses the whole node, so no count is asked) and 2 GB, enough for the small models here.
+pub(crate) fn resources(threads: usize) -> hone_engine::resources::Resources {
+    hone_engine::resources::Resources {
+        cpus: (threads > 0).then_some(threads as u32),
+        memory: Some("2G".into()),
+        ..Default::default()
+    }
+}
+
 /// Runs `f` on a pool of `threads` worker threads (0: the current pool), inside the
 /// caller's tracing span (which routes events to the stage's log). For every kind that runs
 /// the model (training and evaluation).

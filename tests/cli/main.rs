@@ -5,6 +5,7 @@ mod support;
 mod cache;
 mod chat;
 mod errors;
+mod executor;
 mod model;
 mod pipelines;
 mod plugins;

@@ -1,0 +1,82 @@
+//! The executor seam: `hone exec-stage JOB.json`, the worker remote executors run, on its own.
+
+use crate::support::Ws;
+
+const PIPE: &str = r#"
+name: pair
+seed: 7
+stages:
+  a: { uses: command, with: { cmd: "cat a.txt > $HONE_OUT/a", deps: [a.txt] } }
+  b: { uses: command, inputs: { x: a }, with: { cmd: "tr a-z A-Z < $HONE_IN_x/a > $HONE_OUT/b" } }
+"#;
+
+fn job(ws: &Ws, stage: &str, kind: &str, params: serde_json::Value, inputs: serde_json::Value) -> serde_json::Value {
+    let root = std::fs::canonicalize(ws.path()).unwrap();
+    serde_json::json!({
+        "pipeline": "pair", "stage": stage, "kind": kind, "version": 1, "params": params, "seed": 7,
+        "inputs": inputs, "workspace": root, "base": root,
+        "log": root.join(format!(".hone/logs/{stage}/worker.log")), "results": root.join("results"),
+    })
+}
+
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+#[test]
+fn exec_stage_runs_one_job_and_its_dependent_reads_the_result_and_run_agrees() {
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", PIPE).write("a.txt", "alpha\n");
+    std::fs::create_dir(ws.path().join("results")).unwrap();
+    let a = job(&ws, "a", "command", serde_json::json!({"cmd": "cat a.txt > $HONE_OUT/a", "deps": ["a.txt"], "env": {}}), serde_json::json!({}));
+    ws.write("a.json", &a.to_string());
+    let out = ws.hone(&["exec-stage", "a.json"]).ok();
+    let ev = events(&out.stdout);
+    assert_eq!(ev.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(), ["stage_started", "stage_finished"], "{}", out.stdout);
+    let result: serde_json::Value = serde_json::from_str(&ws.read("results/a.result.json")).unwrap();
+    assert_eq!(result["artifact"], ev[1]["artifact"]);
+
+    // b reads a's output through the results directory, as a job submitted ahead of it does.
+    let b = job(&ws, "b", "command", serde_json::json!({"cmd": "tr a-z A-Z < $HONE_IN_x/a > $HONE_OUT/b", "deps": [], "env": {}}), serde_json::json!({"x": [{"upstream": "a"}]}));
+    ws.write("b.json", &b.to_string());
+    let out = ws.hone(&["exec-stage", "b.json"]).ok();
+    let artifact = events(&out.stdout).last().unwrap()["artifact"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(ws.path().join(".hone/objects").join(&artifact).join("b")).unwrap(), "ALPHA\n");
+    // The same job again: its key is stored, so it is a cache hit.
+    let out = ws.hone(&["exec-stage", "b.json"]).ok();
+    assert_eq!(events(&out.stdout)[0]["event"], "stage_cached");
+
+    // `hone run` computes the same keys: everything is cached, and `show` finds the worker's log.
+    let out = ws.hone(&["run"]).ok();
+    assert_eq!(out.cached(), ["a", "b"], "{}", out.stderr);
+    ws.hone(&["show", "b"]).ok().stdout_has("worker.log");
+}
+
+#[test]
+fn exec_stage_reports_a_failing_stage_and_a_bad_job_as_events_and_exit_1() {
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", PIPE).write("a.txt", "alpha\n");
+    let fail = job(&ws, "a", "command", serde_json::json!({"cmd": "echo boom >&2; exit 3", "deps": [], "env": {}}), serde_json::json!({}));
+    ws.write("fail.json", &fail.to_string());
+    let out = ws.hone(&["exec-stage", "fail.json"]).code(1);
+    let last = events(&out.stdout).pop().unwrap();
+    assert_eq!(last["event"], "stage_failed");
+    assert!(last["error"].as_str().unwrap().contains("boom"), "{last}");
+    assert!(ws.path().join(".hone/logs/a/worker.log").exists());
+
+    let unknown = job(&ws, "a", "comand", serde_json::json!({}), serde_json::json!({}));
+    ws.write("unknown.json", &unknown.to_string());
+    let out = ws.hone(&["exec-stage", "unknown.json"]).code(1).stderr_has("this hone has no stage kind `comand`");
+    assert_eq!(events(&out.stdout)[0]["event"], "stage_failed");
+
+    let orphan = job(&ws, "b", "command", serde_json::json!({"cmd": "true", "deps": [], "env": {}}), serde_json::json!({"x": [{"upstream": "a"}]}));
+    ws.write("orphan.json", &orphan.to_string());
+    ws.hone(&["exec-stage", "orphan.json"]).code(1).stderr_has("input stage `a` left no result at");
+
+    let mut changed = fail.clone();
+    changed["params"]["cmd"] = serde_json::json!(3);
+    ws.write("params.json", &changed.to_string());
+    ws.hone(&["exec-stage", "params.json"]).code(1).stderr_has("the job's params for `command` are invalid here");
+    ws.write("garbage.json", "{");
+    ws.hone(&["exec-stage", "garbage.json"]).code(1).stderr_has("cannot read the job file");
+}
