@@ -88,10 +88,14 @@ def main():
 
     with open(a.prompts) as f:
         prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    if len(prompts) < a.batch:
-        sys.exit(f"{a.prompts}: {len(prompts)} prompts, fewer than the batch of {a.batch}")
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False) for p in prompts]
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # As hone's ppo stage: only prompts that leave room for the answer and the reward model's
+    # closing `<|im_end|>\n` in the context (left padding makes a batch as long as its longest).
+    room = policy.config.n_positions - a.response_length - 2
+    ids = [x for x in ids if len(x) <= room]
+    if len(ids) < a.batch:
+        sys.exit(f"{a.prompts}: {len(ids)} prompts fit in {room} tokens, fewer than the batch of {a.batch}")
     train = Dataset.from_dict({"input_ids": ids})
     evalset = Dataset.from_dict({"input_ids": ids[: a.batch]})
 
