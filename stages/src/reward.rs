@@ -64,12 +64,19 @@ training_params! {
         /// TRL's `center_rewards_coefficient`: adds `c · mean((r_better + r_worse)²)`; 0: off.
         #[serde(default)]
         pub center_rewards: f64,
+        /// The backbone's learning rate as a multiple of `lr` (the head's); 0 freezes the
+        /// backbone, so only the head learns (a linear probe of the SFT model's features).
+        #[serde(default = "defaults::backbone_lr")]
+        pub backbone_lr: f64,
     }
 }
 
 mod defaults {
     pub fn val_fraction() -> f64 {
         0.1
+    }
+    pub fn backbone_lr() -> f64 {
+        1.0
     }
     pub fn batch_size() -> usize {
         8
@@ -112,6 +119,9 @@ impl Stage for Reward {
         let mut out = p.common_problems();
         if !(0.0..1.0).contains(&p.val_fraction) {
             out.push(ParamProblem::at(&["val_fraction"], format!("`val_fraction` must be in [0, 1), not {}", p.val_fraction)).help("0.1 holds out a tenth of the prompts".to_string()));
+        }
+        if !(p.backbone_lr >= 0.0 && p.backbone_lr.is_finite()) {
+            out.push(ParamProblem::at(&["backbone_lr"], format!("`backbone_lr` must be 0 or more, not {}", p.backbone_lr)).help("1 trains the backbone at `lr`, 0 freezes it".to_string()));
         }
         if !(p.center_rewards >= 0.0 && p.center_rewards.is_finite()) {
             out.push(ParamProblem::at(&["center_rewards"], format!("`center_rewards` must be 0 or more, not {}", p.center_rewards)).help("TRL suggests 0.01; 0 turns it off".to_string()));
@@ -398,8 +408,20 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let head = ScalarHead::new(cfg.n_embd, head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE)).map_err(ModelError::from)?;
     let backbone = loaded.params;
     let common = p.common();
-    let vars = backbone.vars().into_iter().chain(head_params.vars()).collect();
-    let mut trainer = Trainer::new(cx, vec![common.group("model", vars)], fingerprint(p, cx, &cfg))?;
+    // One group at `lr`; with another `backbone_lr`, the head's group first (its rate is
+    // logged as `lr`) and the backbone's (`lr/backbone`), or the head alone when frozen.
+    let groups = if p.backbone_lr == 1.0 {
+        vec![common.group("model", backbone.vars().into_iter().chain(head_params.vars()).collect())]
+    } else {
+        let mut groups = vec![common.group("head", head_params.vars())];
+        if p.backbone_lr > 0.0 {
+            let mut g = common.group("backbone", backbone.vars());
+            (g.schedule.lr, g.schedule.min_lr) = (p.lr * p.backbone_lr, p.min_lr * p.backbone_lr);
+            groups.push(g);
+        }
+        groups
+    };
+    let mut trainer = Trainer::new(cx, groups, fingerprint(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
     let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head }, train: train_set, val: val_set, pad: tok.end_of_text, order };
     tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");

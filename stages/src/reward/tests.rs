@@ -254,3 +254,24 @@ fn bad_rankings_and_params_are_located() {
     let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[]).err().unwrap().to_string();
     assert!(err.contains("`val_fraction` must be in [0, 1)") && err.contains("`center_rewards` must be 0 or more") && err.contains("`lr` must be positive"), "{err}");
 }
+
+/// `backbone_lr` puts the backbone in its own parameter group: frozen at 0 (the exported
+/// backbone is the input model's, bit for bit), at a multiple of `lr` otherwise.
+#[test]
+fn the_backbone_can_train_slower_or_not_at_all() {
+    let rs = rankings(8, 4);
+    let base_weights = |b: &Bench| candle_core::safetensors::load(b.dir.path().join("base/model.safetensors"), &Device::Cpu).unwrap();
+    for (backbone_lr, frozen) in [("0", true), ("0.5", false)] {
+        let b = Bench::new(&rs);
+        let p = b.pipeline(&format!("batch_size: 2, steps: 3, warmup_steps: 0, lr: 1e-2, min_lr: 1e-2, eval_every: 0, backbone_lr: {backbone_lr}"));
+        let (summary, _) = b.run(&p, quiet);
+        assert!(summary.ok(), "{:?}", summary.failed);
+        let out = b.output(&p);
+        let (before, after) = (base_weights(&b), candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap());
+        let same = |n: &str| before[n].flatten_all().unwrap().to_vec1::<f32>().unwrap() == after[n].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(same("transformer.h.0.mlp.c_fc.weight"), frozen, "backbone_lr {backbone_lr}");
+        let line = &metric_lines(&out)[0];
+        assert_eq!(line["lr"].as_f64(), Some(1e-2));
+        assert_eq!(line.get("lr/backbone").and_then(|v| v.as_f64()), (!frozen).then_some(5e-3), "{line}");
+    }
+}
