@@ -28,7 +28,7 @@ pub struct Fatal {
 }
 
 impl Fatal {
-    fn workspace(e: impl std::fmt::Display) -> Fatal {
+    pub fn workspace(e: impl std::fmt::Display) -> Fatal {
         Fatal { message: format!("error: {e}"), code: EXIT_WORKSPACE }
     }
 }
@@ -57,7 +57,11 @@ pub fn init_tracing() {
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, sel, jobs, no_wait, json } => run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json),
+        Cmd::Run { p, sel, jobs, no_wait, json, ex } => run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json, &ex),
+        Cmd::Status { p, json } => {
+            let (p, ws) = load(&p)?;
+            crate::cluster::status(&ws, &p, json)
+        }
         Cmd::Plan { p, sel, json } => plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json),
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
@@ -71,7 +75,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Generate(g) => generate(g),
         Cmd::Chat(c) => chat(c),
         Cmd::Score(a) => score(a),
-        Cmd::ExecStage { job } => crate::worker::exec_stage(&job),
+        Cmd::ExecStage { job } => crate::cluster::exec_stage(&job),
     }
 }
 
@@ -116,7 +120,8 @@ fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
     Ok((p, ws))
 }
 
-fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Option<usize>, no_wait: bool, json: bool) -> Result<u8, Fatal> {
+#[allow(clippy::too_many_arguments)]
+fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Option<usize>, no_wait: bool, json: bool, ex: &crate::cluster::ExecArgs) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let lock = ws
         .lock(!no_wait, || eprintln!("hone: another run holds the workspace lock ({}); waiting for it to finish…", ws.store.root().join("lock").display()))
@@ -136,9 +141,9 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
         opts.jobs = j.max(1);
     }
     let summary = if json {
-        exec::run(&ws, &p, &opts, &JsonReporter, &cancel)?
+        crate::cluster::run_pipeline(&ws, &p, &opts, ex, &JsonReporter, &cancel)?
     } else {
-        exec::run(&ws, &p, &opts, &HumanReporter::new(), &cancel)?
+        crate::cluster::run_pipeline(&ws, &p, &opts, ex, &HumanReporter::new(), &cancel)?
     };
     if cancel.load(Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);

@@ -11,7 +11,7 @@
 
 mod commands;
 mod report;
-mod worker;
+mod cluster;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,15 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
         /// Print events as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ex: cluster::ExecArgs,
+    },
+    /// The jobs of the latest Slurm submission (`hone run --executor slurm`) and their states.
+    Status {
+        #[command(flatten)]
+        p: PipelineArgs,
         #[arg(long)]
         json: bool,
     },

@@ -39,6 +39,15 @@ impl HumanReporter {
         }
     }
 
+    /// A spinner for a running stage (progress events turn it into a bar).
+    fn spinner(&self, stage: String) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(ProgressStyle::with_template("  {spinner} {prefix} {elapsed} {msg}").unwrap());
+        bar.set_prefix(stage.clone());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.lock().unwrap().insert(stage, bar);
+    }
+
     fn bar(&self, stage: &str) -> Option<ProgressBar> {
         self.bars.lock().unwrap().get(stage).cloned()
     }
@@ -81,11 +90,18 @@ impl EventSink for HumanReporter {
             Event::StageCached { stage, artifact, .. } => self.line(format!("  cached  {stage}  [{}]", artifact.short())),
             Event::StageStarted { stage, reasons, .. } => {
                 self.line(format!("  run     {stage}: {}", reasons.join("; ")));
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("  {spinner} {prefix} {elapsed} {msg}").unwrap());
-                bar.set_prefix(stage.clone());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                self.bars.lock().unwrap().insert(stage, bar);
+                self.spinner(stage);
+            }
+            Event::StageSubmitted { stage, job, reasons, after, .. } => {
+                let after = if after.is_empty() { String::new() } else { format!(" after {}", after.join(",")) };
+                self.line(format!("  submit  {stage}  job {job}{after}: {}", reasons.join("; ")));
+            }
+            Event::JobState { stage, job, state, reason } => {
+                let reason = if reason.is_empty() || reason == "None" { String::new() } else { format!(" ({reason})") };
+                self.line(format!("  slurm   {stage}  job {job} {state}{reason}"));
+                if state == "RUNNING" && self.bar(&stage).is_none() {
+                    self.spinner(stage);
+                }
             }
             Event::Progress { stage, done, total, message } => {
                 if let Some(bar) = self.bar(&stage) {

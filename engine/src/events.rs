@@ -30,6 +30,10 @@ pub enum Event {
     StageFailed { stage: String, error: String, log: PathBuf },
     /// Not run because an input stage failed or the run was stopped.
     StageSkipped { stage: String, because: String },
+    /// Handed to a cluster as job `job`, to start after the jobs `after` succeed.
+    StageSubmitted { stage: String, job: String, log: PathBuf, reasons: Vec<String>, after: Vec<String> },
+    /// A submitted job changed state (Slurm's `PENDING`, `RUNNING`, `COMPLETED`, ...).
+    JobState { stage: String, job: String, state: String, reason: String },
     RunFinished { ran: usize, cached: usize, failed: usize, skipped: usize, seconds: f64 },
 }
 

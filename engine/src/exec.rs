@@ -57,6 +57,8 @@ pub struct RunSummary {
     pub skipped: Vec<String>,
     /// (stage, job id) of every job an executor started or submitted.
     pub jobs: Vec<(String, JobId)>,
+    /// (stage, job id) of the jobs left running on a cluster.
+    pub detached: Vec<(String, JobId)>,
 }
 
 impl RunSummary {
@@ -77,8 +79,10 @@ pub enum Outcome {
     /// reproduced its output, or another run made it).
     Cached { record: Record },
     Failed { error: String, log: Option<PathBuf> },
-    /// It never ran (an input failed and the cluster cancelled it), or it was left running.
+    /// It never ran (an input failed and the cluster cancelled it).
     Skipped { because: String },
+    /// Left running on the cluster (`--detach`, or Ctrl-C answered "keep them").
+    Submitted { job: JobId, because: String },
 }
 
 /// A stage handed to an executor.
@@ -331,6 +335,10 @@ pub fn run_with<'p>(
                 sink.emit(Event::StageSkipped { stage: s.id.clone(), because });
                 summary.skipped.push(s.id.clone());
                 block_dependents(i, p, &dependents, &mut blocked, "did not produce an output");
+            }
+            Outcome::Submitted { job, because } => {
+                tracing::debug!(stage = %s.id, "{because}");
+                summary.detached.push((s.id.clone(), job));
             }
         }
         if !defers {

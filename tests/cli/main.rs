@@ -12,5 +12,6 @@ mod plugins;
 mod readme;
 mod run;
 mod score;
+mod slurm;
 mod smoke;
 mod watch;

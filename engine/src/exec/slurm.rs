@@ -1,1 +1,513 @@
-//! The Slurm executor (in progress).
+//! The Slurm executor: every stage that must run becomes one `sbatch` job, submitted at once
+//! with `--dependency=afterok:` on the jobs making its inputs, so Slurm schedules the DAG.
+//!
+//! Each job runs `hone exec-stage <stage>.job.json` on whichever node Slurm picks, against
+//! the shared workspace: it computes its key once its inputs exist (a hit if an input
+//! reproduced its output), commits its outputs atomically and leaves `<stage>.result.json`
+//! for its dependents. A submission lives in `.hone/slurm/<id>/`: per stage the job file, the
+//! batch script and the events the worker printed (`<stage>.events.jsonl`, its stdout); the
+//! stage's log gets the worker's stderr. `submission.json` lists the jobs for `hone status`.
+//!
+//! [`Slurm`] follows the jobs with `squeue` (every state change is an [`Event::JobState`]),
+//! forwards the workers' progress events, and reports how each ended. A failed or cancelled
+//! job fails its stage (with the job id and log); Slurm cancels its dependents
+//! (`--kill-on-invalid-dep=yes`), which are reported skipped.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Executor, JobId, Launch, Outcome};
+use crate::events::{Event, EventSink};
+use crate::resources::{ExecutorSpec, Resources, slurm_memory, slurm_time};
+use crate::store::write_atomic;
+use crate::workspace::Workspace;
+
+/// How to submit and follow.
+#[derive(Debug, Clone)]
+pub struct SlurmOptions {
+    /// Partition, account, gres, extra flags and default resources (the `executor:` block).
+    pub spec: ExecutorSpec,
+    /// The `hone` binary the jobs run (it must be reachable at this path on the nodes).
+    pub hone: PathBuf,
+    /// How often `squeue` is asked.
+    pub poll: Duration,
+    /// Return once everything is submitted (`hone run --detach`).
+    pub detach: bool,
+}
+
+/// One submission's record, for `hone status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Submission {
+    pub pipeline: String,
+    pub created_unix: u64,
+    pub jobs: Vec<SubmittedJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    pub stage: String,
+    pub job: String,
+    pub log: PathBuf,
+    pub events: PathBuf,
+    pub result: PathBuf,
+    pub after: Vec<String>,
+}
+
+/// Slurm's view of a job: `(state, reason)`, from `squeue -t all`.
+pub type JobStates = BTreeMap<String, (String, String)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error("cannot run `{cmd}`: {source} (is Slurm installed here? see docs/slurm.md)")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("`{cmd}` failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("cannot write `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn run_cmd(cmd: &str, args: &[String]) -> Result<String, SlurmError> {
+    let out = Command::new(cmd).args(args).output().map_err(|source| SlurmError::Spawn { cmd: cmd.into(), source })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(SlurmError::Failed { cmd: format!("{cmd} {}", args.join(" ")), stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The state and reason of each of `jobs` that Slurm still knows (`squeue -t all`).
+pub fn job_states(jobs: &[String]) -> Result<JobStates, SlurmError> {
+    let mut out = JobStates::new();
+    for chunk in jobs.chunks(500) {
+        let args = ["-h".to_string(), "-t".into(), "all".into(), "-o".into(), "%i|%T|%r".into(), "-j".into(), chunk.join(",")];
+        for line in run_cmd("squeue", &args)?.lines() {
+            let mut f = line.trim().splitn(3, '|');
+            if let (Some(id), Some(state), reason) = (f.next(), f.next(), f.next()) {
+                out.insert(id.to_string(), (state.to_string(), reason.unwrap_or("").to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Cancel jobs (`scancel`).
+pub fn cancel_jobs(jobs: &[String]) -> Result<(), SlurmError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    run_cmd("scancel", jobs).map(|_| ())
+}
+
+/// The `sbatch` flags for one stage: identity, files, dependencies, then where and with what.
+pub fn sbatch_args(spec: &ExecutorSpec, name: &str, events: &Path, log: &Path, dir: &Path, r: &Resources, after: &[String]) -> Vec<String> {
+    let mut a = vec![
+        "--parsable".to_string(),
+        format!("--job-name={name}"),
+        format!("--output={}", events.display()),
+        format!("--error={}", log.display()),
+        "--open-mode=append".into(),
+        format!("--chdir={}", dir.display()),
+        "--kill-on-invalid-dep=yes".into(),
+    ];
+    if !after.is_empty() {
+        a.push(format!("--dependency=afterok:{}", after.join(":")));
+    }
+    if let Some(p) = &spec.partition {
+        a.push(format!("--partition={p}"));
+    }
+    if let Some(acct) = &spec.account {
+        a.push(format!("--account={acct}"));
+    }
+    if let Some(g) = &spec.gres {
+        a.push(format!("--gres={g}"));
+    }
+    if let Some(c) = r.cpus {
+        a.push(format!("--cpus-per-task={c}"));
+    }
+    if let Some(m) = r.memory.as_deref().and_then(slurm_memory) {
+        a.push(format!("--mem={m}"));
+    }
+    if let Some(g) = r.gpus {
+        a.push(format!("--gpus={g}"));
+    }
+    if let Some(t) = r.time.as_deref().and_then(slurm_time) {
+        a.push(format!("--time={t}"));
+    }
+    a.extend(spec.sbatch.iter().cloned());
+    a
+}
+
+/// Slurm states after which a job never runs again.
+fn terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE" | "PREEMPTED" | "SPECIAL_EXIT" | "REVOKED"
+    )
+}
+
+struct Tracked {
+    index: usize,
+    stage: String,
+    job: String,
+    log: PathBuf,
+    events: PathBuf,
+    /// Bytes of the events file read so far.
+    offset: u64,
+    state: String,
+    /// The worker's last `stage_finished`, `stage_cached` or `stage_failed` event.
+    last: Option<Event>,
+    /// Input stages made by other jobs (named when Slurm cancels this one).
+    after_stages: Vec<String>,
+    /// Polls since Slurm stopped knowing the job, or since it completed without a result.
+    unknown_polls: u32,
+}
+
+pub struct Slurm<'a> {
+    ws: &'a Workspace,
+    opts: SlurmOptions,
+    sink: &'a dyn EventSink,
+    cancel: &'a AtomicBool,
+    /// Asked once on Ctrl-C with the number of jobs in flight: cancel them (`true`) or leave
+    /// them running (`false`)?
+    on_interrupt: &'a dyn Fn(usize) -> bool,
+    dir: PathBuf,
+    submission: Submission,
+    jobs: Vec<Tracked>,
+    done: VecDeque<(usize, Outcome)>,
+    /// Ctrl-C was answered: `Some(true)` cancel, `Some(false)` leave running.
+    stopping: Option<bool>,
+}
+
+impl<'a> Slurm<'a> {
+    /// A new submission in `.hone/slurm/`.
+    pub fn new(
+        ws: &'a Workspace,
+        pipeline: &str,
+        opts: SlurmOptions,
+        sink: &'a dyn EventSink,
+        cancel: &'a AtomicBool,
+        on_interrupt: &'a dyn Fn(usize) -> bool,
+    ) -> Result<Slurm<'a>, SlurmError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let id = format!("{}-{:03}-{}", now.as_secs(), now.subsec_millis(), std::process::id());
+        let dir = submissions_dir(ws).join(id);
+        std::fs::create_dir_all(&dir).map_err(|source| SlurmError::Io { path: dir.clone(), source })?;
+        let submission = Submission { pipeline: pipeline.to_string(), created_unix: now.as_secs(), jobs: Vec::new() };
+        Ok(Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None })
+    }
+
+    /// This submission's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn submit(&mut self, l: Launch<'_>) -> Result<JobId, SlurmError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SlurmError::Io { path, source }
+        };
+        let mut job = l.job;
+        job.results = Some(self.dir.clone());
+        let stage = job.stage.clone();
+        let job_file = self.dir.join(format!("{stage}.job.json"));
+        write_atomic(&job_file, &serde_json::to_vec_pretty(&job).expect("job serialises")).map_err(|e| SlurmError::Io {
+            path: job_file.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let script = self.dir.join(format!("{stage}.sh"));
+        let body = format!("#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {} exec-stage {}\n", job.pipeline, sh_quote(&self.opts.hone), sh_quote(&job_file));
+        std::fs::write(&script, body).map_err(io(&script))?;
+        if let Some(d) = job.log.parent() {
+            std::fs::create_dir_all(d).map_err(io(d))?;
+        }
+        let events = self.dir.join(format!("{stage}.events.jsonl"));
+        let name = format!("hone:{}:{stage}", job.pipeline);
+        let mut args = sbatch_args(&self.opts.spec, &name, &events, &job.log, &job.base, &job.resources, &l.after);
+        args.push(script.display().to_string());
+        let out = run_cmd("sbatch", &args)?;
+        // `--parsable` prints `jobid` or `jobid;cluster`.
+        let id = out.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SlurmError::Failed { cmd: "sbatch".into(), stderr: format!("unexpected output {out:?}") });
+        }
+        let after_stages: Vec<String> = self.jobs.iter().filter(|t| l.after.contains(&t.job)).map(|t| t.stage.clone()).collect();
+        self.sink.emit(Event::StageSubmitted { stage: stage.clone(), job: id.clone(), log: job.log.clone(), reasons: l.reasons, after: l.after.clone() });
+        self.submission.jobs.push(SubmittedJob {
+            stage: stage.clone(),
+            job: id.clone(),
+            log: job.log.clone(),
+            events: events.clone(),
+            result: super::job::result_path(&self.dir, &stage),
+            after: l.after,
+        });
+        let path = self.dir.join("submission.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))
+            .map_err(|e| SlurmError::Io { path, source: std::io::Error::other(e.to_string()) })?;
+        self.jobs.push(Tracked {
+            index: l.index,
+            stage,
+            job: id.clone(),
+            log: job.log,
+            events,
+            offset: 0,
+            state: String::new(),
+            last: None,
+            after_stages,
+            unknown_polls: 0,
+        });
+        Ok(id)
+    }
+
+    /// New complete lines of a job's events file: progress is passed on, the end kept.
+    fn read_events(&mut self, k: usize) {
+        let t = &mut self.jobs[k];
+        let Ok(mut f) = std::fs::File::open(&t.events) else { return };
+        if f.seek(SeekFrom::Start(t.offset)).is_err() {
+            return;
+        }
+        let mut buf = String::new();
+        if f.read_to_string(&mut buf).is_err() {
+            return;
+        }
+        let Some(end) = buf.rfind('\n') else { return };
+        t.offset += end as u64 + 1;
+        for line in buf[..end].lines() {
+            let Ok(ev) = serde_json::from_str::<Event>(line) else { continue };
+            match ev {
+                Event::Progress { .. } | Event::Metric { .. } => self.sink.emit(ev),
+                Event::StageFinished { .. } | Event::StageCached { .. } | Event::StageFailed { .. } => t.last = Some(ev),
+                _ => {}
+            }
+        }
+    }
+
+    /// How a job that Slurm says ended in `state` went.
+    fn outcome(&self, t: &Tracked, state: &str, reason: &str) -> Option<Outcome> {
+        let log = Some(t.log.clone());
+        let lookup = |key| self.ws.store.lookup(&key).ok().flatten();
+        match (&t.last, state) {
+            (Some(Event::StageFinished { key, seconds, .. }), _) => {
+                lookup(*key).map(|record| Outcome::Ran { record, seconds: *seconds })
+            }
+            (Some(Event::StageCached { key, .. }), _) => lookup(*key).map(|record| Outcome::Cached { record }),
+            (_, "CANCELLED") if reason.contains("Dependency") => Some(Outcome::Skipped {
+                because: format!("input stage {} failed; Slurm cancelled job {}", list(&t.after_stages), t.job),
+            }),
+            (_, "CANCELLED") if self.stopping == Some(true) => {
+                Some(Outcome::Skipped { because: format!("the run was stopped (Slurm job {} cancelled)", t.job) })
+            }
+            (_, "CANCELLED") => Some(Outcome::Failed { error: format!("Slurm job {} was cancelled", t.job), log }),
+            (Some(Event::StageFailed { error, .. }), _) => Some(Outcome::Failed { error: format!("{error} (Slurm job {})", t.job), log }),
+            (_, "COMPLETED") => None, // its last events may not be visible yet
+            (_, "TIMEOUT") => Some(Outcome::Failed { error: format!("Slurm job {} hit its time limit; raise `time:` in `resources:`", t.job), log }),
+            (_, "OUT_OF_MEMORY") => {
+                Some(Outcome::Failed { error: format!("Slurm job {} ran out of memory; raise `memory:` in `resources:`", t.job), log })
+            }
+            (_, s) => Some(Outcome::Failed { error: format!("Slurm job {} ended {s}{}", t.job, if reason.is_empty() || reason == "None" { String::new() } else { format!(" ({reason})") }), log }),
+        }
+    }
+
+    /// One look at every job in flight; moves the ended ones to `done`.
+    fn poll(&mut self) -> Result<(), SlurmError> {
+        let ids: Vec<String> = self.jobs.iter().map(|t| t.job.clone()).collect();
+        let states = job_states(&ids)?;
+        let mut k = 0;
+        let mut never: Vec<String> = Vec::new();
+        while k < self.jobs.len() {
+            self.read_events(k);
+            let t = &self.jobs[k];
+            let (state, reason) = match states.get(&t.job) {
+                Some((s, r)) => (s.clone(), r.clone()),
+                None => ("UNKNOWN".to_string(), String::new()),
+            };
+            if state != t.state {
+                self.sink.emit(Event::JobState { stage: t.stage.clone(), job: t.job.clone(), state: state.clone(), reason: reason.clone() });
+                self.jobs[k].state = state.clone();
+            }
+            let t = &self.jobs[k];
+            // Without `--kill-on-invalid-dep` support a job may wait forever on a failed input.
+            if state == "PENDING" && reason == "DependencyNeverSatisfied" {
+                never.push(t.job.clone());
+            }
+            let ended = if terminal(&state) {
+                match self.outcome(t, &state, &reason) {
+                    Some(o) => Some(o),
+                    None if t.unknown_polls >= 10 => {
+                        Some(Outcome::Failed { error: format!("Slurm job {} completed but its stage left no result", t.job), log: Some(t.log.clone()) })
+                    }
+                    None => {
+                        self.jobs[k].unknown_polls += 1;
+                        None
+                    }
+                }
+            } else if state == "UNKNOWN" {
+                // Slurm forgot it (MinJobAge passed): its events say how it ended, if anything.
+                match self.outcome(t, "UNKNOWN", "") {
+                    Some(o @ (Outcome::Ran { .. } | Outcome::Cached { .. })) => Some(o),
+                    _ if t.unknown_polls >= 10 => Some(Outcome::Failed {
+                        error: format!("Slurm no longer knows job {} and it left no result", t.job),
+                        log: Some(t.log.clone()),
+                    }),
+                    _ => {
+                        self.jobs[k].unknown_polls += 1;
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            match ended {
+                Some(o) => {
+                    let t = self.jobs.remove(k);
+                    self.done.push_back((t.index, o));
+                }
+                None => k += 1,
+            }
+        }
+        cancel_jobs(&never)
+    }
+
+    /// Ctrl-C: ask once whether to cancel the jobs in flight.
+    fn interrupted(&mut self) -> Result<(), SlurmError> {
+        if self.stopping.is_some() || !self.cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let cancel = (self.on_interrupt)(self.jobs.len());
+        self.stopping = Some(cancel);
+        if cancel {
+            cancel_jobs(&self.jobs.iter().map(|t| t.job.clone()).collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
+    /// Every job in flight, reported as left running on the cluster.
+    fn leave(&mut self) {
+        for t in self.jobs.drain(..) {
+            let because = format!("left running as Slurm job {} (`hone status` follows it)", t.job);
+            self.done.push_back((t.index, Outcome::Submitted { job: t.job, because }));
+        }
+    }
+}
+
+impl<'a, 'p> Executor<'p> for Slurm<'a> {
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
+
+    fn defers_inputs(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, launch: Launch<'p>) -> Result<JobId, String> {
+        let stage = launch.job.stage.clone();
+        self.submit(launch).map_err(|e| format!("cannot submit `{stage}` to Slurm: {e}"))
+    }
+
+    fn next(&mut self) -> Option<(usize, Outcome)> {
+        let mut last_poll: Option<Instant> = None;
+        loop {
+            if let Some(d) = self.done.pop_front() {
+                return Some(d);
+            }
+            if self.jobs.is_empty() {
+                return None;
+            }
+            if let Err(e) = self.interrupted() {
+                tracing::warn!("{e}");
+            }
+            if self.opts.detach || self.stopping == Some(false) {
+                self.leave();
+                continue;
+            }
+            if last_poll.is_none_or(|t| t.elapsed() >= self.opts.poll) {
+                last_poll = Some(Instant::now());
+                if let Err(e) = self.poll() {
+                    // squeue can fail for a moment (slurmctld busy): say so and try again.
+                    tracing::warn!("following the Slurm jobs: {e}");
+                }
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(self.opts.poll));
+        }
+    }
+}
+
+/// Where submissions are kept.
+pub fn submissions_dir(ws: &Workspace) -> PathBuf {
+    ws.store.root().join("slurm")
+}
+
+/// The submissions in a workspace, newest last.
+pub fn submissions(ws: &Workspace) -> Vec<(PathBuf, Submission)> {
+    let mut out: Vec<(PathBuf, Submission)> = std::fs::read_dir(submissions_dir(ws))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let s: Submission = serde_json::from_slice(&std::fs::read(e.path().join("submission.json")).ok()?).ok()?;
+            Some((e.path(), s))
+        })
+        .collect();
+    out.sort_by(|a, b| (a.1.created_unix, &a.0).cmp(&(b.1.created_unix, &b.0)));
+    out
+}
+
+fn list(stages: &[String]) -> String {
+    if stages.is_empty() {
+        return "(another job)".into();
+    }
+    stages.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sbatch_flags_carry_dependencies_placement_and_resources() {
+        let spec = ExecutorSpec {
+            partition: Some("gpu".into()),
+            account: Some("ml".into()),
+            gres: Some("gpu:a100:1".into()),
+            sbatch: vec!["--qos=high".into()],
+            ..Default::default()
+        };
+        let r = Resources { cpus: Some(4), memory: Some("16g".into()), gpus: Some(1), time: Some("2h".into()) };
+        let a = sbatch_args(&spec, "hone:p:s", Path::new("/w/e.jsonl"), Path::new("/w/s.log"), Path::new("/w"), &r, &["12".into(), "13".into()]);
+        for want in [
+            "--parsable",
+            "--job-name=hone:p:s",
+            "--output=/w/e.jsonl",
+            "--error=/w/s.log",
+            "--kill-on-invalid-dep=yes",
+            "--dependency=afterok:12:13",
+            "--partition=gpu",
+            "--account=ml",
+            "--gres=gpu:a100:1",
+            "--cpus-per-task=4",
+            "--mem=16G",
+            "--gpus=1",
+            "--time=0-02:00:00",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} not in {a:?}");
+        }
+        assert_eq!(a.last().map(String::as_str), Some("--qos=high"));
+        let none = sbatch_args(&ExecutorSpec::default(), "n", Path::new("e"), Path::new("l"), Path::new("."), &Resources::default(), &[]);
+        assert!(!none.iter().any(|f| f.starts_with("--dependency") || f.starts_with("--mem") || f.starts_with("--partition")), "{none:?}");
+    }
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(sh_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+}

@@ -1,0 +1,221 @@
+//! Pipelines through a real Slurm (`tests/slurm/start.sh` starts a single-node one; `.ci/run`
+//! does). Without Slurm these tests fail and say how to start it; `HONE_SKIP_SLURM=1` skips
+//! them on a machine that cannot run it.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Out, Ws};
+
+/// Whether to run: Slurm must answer unless HONE_SKIP_SLURM says it cannot be had here.
+fn slurm() -> bool {
+    if std::env::var_os("HONE_SKIP_SLURM").is_some_and(|v| v != "0" && !v.is_empty()) {
+        eprintln!("skipped: HONE_SKIP_SLURM is set");
+        return false;
+    }
+    let ok = Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "Slurm is not running here: start it with `sudo tests/slurm/start.sh`, or set HONE_SKIP_SLURM=1 to skip these tests");
+    true
+}
+
+/// `hone ARGS` with a fast poll of squeue.
+fn hone(ws: &Ws, args: &[&str]) -> Out {
+    Out::from(ws.cmd(args).env("HONE_SLURM_POLL_MS", "200").output().unwrap())
+}
+
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}"))).collect()
+}
+
+fn with<'a>(ev: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    ev.iter().filter(|e| e["event"] == kind).collect()
+}
+
+fn stages(ev: &[serde_json::Value], kind: &str) -> BTreeSet<String> {
+    with(ev, kind).iter().map(|e| e["stage"].as_str().unwrap().to_string()).collect()
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The job id each stage was submitted as.
+fn job_of(ev: &[serde_json::Value], stage: &str) -> String {
+    with(ev, "stage_submitted").iter().find(|e| e["stage"] == stage).unwrap_or_else(|| panic!("`{stage}` was not submitted"))["job"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn scontrol(job: &str) -> String {
+    let o = Command::new("scontrol").args(["show", "job", "-o", job]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Objects in a store: what two runs of one pipeline must share exactly.
+fn objects(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join(".hone/objects")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// `src` fans out to `left` and `right`, which `join` reads; `src` takes a moment so the
+/// others are seen waiting on it.
+const FAN: &str = r#"
+name: fan
+seed: 3
+stages:
+  src: { uses: command, with: { cmd: "sleep 2; cat words.txt > $HONE_OUT/w", deps: [words.txt] } }
+  left: { uses: command, inputs: { w: src }, with: { cmd: "head -n 2 $HONE_IN_w/w > $HONE_OUT/l" } }
+  right: { uses: command, inputs: { w: src }, with: { cmd: "tail -n 2 $HONE_IN_w/w | tr a-z A-Z > $HONE_OUT/r" } }
+  join: { uses: command, inputs: { l: left, r: right }, with: { cmd: "cat $HONE_IN_l/l $HONE_IN_r/r > $HONE_OUT/j" } }
+"#;
+
+#[test]
+fn fan_out_and_join_run_as_dependent_jobs_and_store_the_same_bytes_as_a_local_run() {
+    if !slurm() {
+        return;
+    }
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", FAN).write("words.txt", "alpha\nbeta\ngamma\ndelta\n");
+    let out = hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok();
+    let ev = events(&out.stdout);
+    assert_eq!(stages(&ev, "stage_submitted"), set(&["src", "left", "right", "join"]));
+    let (src, left, right, join) = (job_of(&ev, "src"), job_of(&ev, "left"), job_of(&ev, "right"), job_of(&ev, "join"));
+    // Slurm holds the DAG: each job waits on the jobs making its inputs.
+    let deps = |job: &str| scontrol(job).split_whitespace().find(|f| f.starts_with("Dependency=")).unwrap_or("").to_string();
+    assert!(deps(&left).contains(&format!("afterok:{src}")), "{}", scontrol(&left));
+    assert!(deps(&right).contains(&format!("afterok:{src}")), "{}", scontrol(&right));
+    let dj = deps(&join);
+    assert!(dj.contains(&format!("afterok:{left}")) && dj.contains(&right), "{}", scontrol(&join));
+    assert!(scontrol(&join).contains("JobState=PENDING"), "{}", scontrol(&join));
+
+    // `hone status` follows the detached jobs to the end.
+    let t0 = Instant::now();
+    loop {
+        let st: serde_json::Value = serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+        let states: Vec<&str> = st["jobs"].as_array().unwrap().iter().map(|j| j["state"].as_str().unwrap()).collect();
+        if states.iter().all(|s| *s == "COMPLETED") {
+            break;
+        }
+        assert!(!states.iter().any(|s| matches!(*s, "FAILED" | "CANCELLED")), "{st}");
+        assert!(t0.elapsed() < Duration::from_secs(120), "jobs did not finish: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    hone(&ws, &["status"]).ok().stdout_has("COMPLETED").stdout_has(&format!("job {join}"));
+
+    // A rerun submits nothing: everything is in the store.
+    let out = hone(&ws, &["run", "--executor", "slurm", "--json"]).ok();
+    let ev = events(&out.stdout);
+    assert!(with(&ev, "stage_submitted").is_empty(), "{}", out.stdout);
+    assert_eq!(stages(&ev, "stage_cached"), set(&["src", "left", "right", "join"]));
+    assert_eq!(ws.hone(&["run"]).ok().cached(), ["join", "left", "right", "src"]);
+
+    // The same pipeline run locally elsewhere stores exactly the same objects.
+    let local = Ws::new();
+    local.write("pipeline.yaml", FAN).write("words.txt", "alpha\nbeta\ngamma\ndelta\n");
+    local.hone(&["run"]).ok();
+    assert_eq!(objects(ws.path()), objects(local.path()));
+    assert_eq!(objects(ws.path()).len(), 4);
+}
+
+const FAILING: &str = r#"
+name: failing
+seed: 1
+vars: { code: 3 }
+stages:
+  a: { uses: command, with: { cmd: "echo a > $HONE_OUT/a" } }
+  b: { uses: command, inputs: { a: a }, with: { cmd: "echo broken >&2; exit ${vars.code}" } }
+  c: { uses: command, inputs: { b: b }, with: { cmd: "cat $HONE_IN_b/* > $HONE_OUT/c" } }
+  d: { uses: command, inputs: { a: a }, with: { cmd: "cat $HONE_IN_a/a > $HONE_OUT/d" } }
+"#;
+
+#[test]
+fn a_failing_job_fails_its_stage_with_job_and_log_slurm_cancels_dependents_and_a_rerun_submits_only_what_is_missing() {
+    if !slurm() {
+        return;
+    }
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", FAILING);
+    let out = hone(&ws, &["run", "--executor", "slurm", "--json"]).code(1);
+    let ev = events(&out.stdout);
+    let b = job_of(&ev, "b");
+    let failed = with(&ev, "stage_failed");
+    assert_eq!(failed.len(), 1, "{}", out.stdout);
+    assert_eq!(failed[0]["stage"], "b");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("broken") && error.contains(&format!("Slurm job {b}")), "{error}");
+    let log = failed[0]["log"].as_str().unwrap();
+    assert!(std::fs::read_to_string(log).unwrap().contains("broken"), "log {log}");
+    let skipped = with(&ev, "stage_skipped");
+    assert_eq!(skipped.len(), 1, "{}", out.stdout);
+    assert_eq!(skipped[0]["stage"], "c");
+    assert!(skipped[0]["because"].as_str().unwrap().contains("input stage `b` failed; Slurm cancelled job"), "{}", skipped[0]);
+    assert!(scontrol(&job_of(&ev, "c")).contains("DependencyNeverSatisfied"));
+    assert_eq!(stages(&ev, "stage_finished"), set(&["a", "d"]));
+
+    // Fixed: only b and c are submitted; a and d stay cached.
+    let out = hone(&ws, &["run", "--executor", "slurm", "--json", "-s", "stages.b.with.cmd=echo fixed > $HONE_OUT/b"]).ok();
+    let ev = events(&out.stdout);
+    assert_eq!(stages(&ev, "stage_submitted"), set(&["b", "c"]));
+    assert_eq!(stages(&ev, "stage_cached"), set(&["a", "d"]));
+    assert_eq!(stages(&ev, "stage_finished"), set(&["b", "c"]));
+}
+
+#[test]
+fn a_cancelled_job_fails_its_stage_and_skips_its_dependents() {
+    if !slurm() {
+        return;
+    }
+    let ws = Ws::new();
+    ws.write(
+        "pipeline.yaml",
+        "name: slow\nstages:\n  slow: { uses: command, with: { cmd: \"sleep 60; echo > $HONE_OUT/x\" } }\n  after: { uses: command, inputs: { s: slow }, with: { cmd: \"cp -r $HONE_IN_s $HONE_OUT/y\" } }\n",
+    );
+    let mut child = ws.cmd(&["run", "--executor", "slurm", "--json"]).env("HONE_SLURM_POLL_MS", "200").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Once `slow` runs, someone cancels its job.
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        seen.push(e.clone());
+        if e["event"] == "job_state" && e["stage"] == "slow" && e["state"] == "RUNNING" {
+            let st = Command::new("scancel").arg(e["job"].as_str().unwrap()).status().unwrap();
+            assert!(st.success());
+            break;
+        }
+    }
+    seen.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1));
+    let slow = job_of(&seen, "slow");
+    let failed = with(&seen, "stage_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["error"], format!("Slurm job {slow} was cancelled"));
+    assert!(failed[0]["log"].as_str().unwrap().contains(".hone/logs/slow/"));
+    assert_eq!(stages(&seen, "stage_skipped"), set(&["after"]));
+    assert!(ws.objects() == 0);
+}
+
+#[test]
+fn the_smoke_training_pipeline_runs_through_slurm_to_the_same_artifacts() {
+    if !slurm() {
+        return;
+    }
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.yaml");
+    let (onslurm, local) = (Ws::new(), Ws::new());
+    let run = |ws: &Ws, extra: &[&str]| {
+        let mut args = vec!["run", yaml.to_str().unwrap(), "--workspace", ws.path().to_str().unwrap(), "--json"];
+        args.extend(extra);
+        events(&hone(ws, &args).ok().stdout)
+    };
+    let ev = run(&onslurm, &["--executor", "slurm"]);
+    let all = stages(&ev, "stage_submitted");
+    assert!(all.len() >= 7 && all.contains("sft") && all.contains("eval"), "{all:?}");
+    assert_eq!(stages(&ev, "stage_finished"), all);
+    run(&local, &[]);
+    assert_eq!(objects(onslurm.path()), objects(local.path()));
+    let again = run(&onslurm, &["--executor", "slurm"]);
+    assert!(with(&again, "stage_submitted").is_empty());
+}
