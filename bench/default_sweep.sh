@@ -33,6 +33,8 @@ declare -A CONFIGS=(
   # Proxies: about a quarter of the budget each.
   [P1]="$(shape 4 128 4) $(b steps=800) $(b lr=2e-3) $(b min_lr=2e-4) $(b warmup_steps=50)"
   [P2]="$(shape 4 192 6) $(b steps=400) $(b lr=2e-3) $(b min_lr=2e-4) $(b warmup_steps=40)"
+  # A 1,024-token vocabulary: tinyworld's every word is one token (the BPE stops at 1,016).
+  [P3]="-s vars.vocab_size=1024 $(shape 4 192 6) $(b steps=700) $(b lr=2e-3) $(b min_lr=2e-4) $(b warmup_steps=50) $(b eval_every=100) $(s steps=400)"
 )
 ORDER=(default)
 

@@ -111,7 +111,8 @@ fn d_top_p() -> f64 {
 impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 1;
+    /// 2: a base model is graded few-shot.
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
     const INPUTS: Inputs =
         Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS), Port::optional("shots", ports::CHAT_DATA)]);
