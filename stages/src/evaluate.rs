@@ -289,7 +289,7 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
 }
 
 /// The prompt records of the corpus wired to `prompts`, in the chosen split.
-fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, StageError> {
+pub(crate) fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, StageError> {
     let corpus = Corpus::open(dir, "prompts")?;
     let splits: &[corpus::Split] = match split {
         Split::All => &corpus::Split::BOTH,
@@ -333,7 +333,7 @@ fn respond(m: &ChatModel, prompt: &str, shots: &Shots, o: &SampleOptions) -> Res
     let mut out = Vec::new();
     let mut failed = None;
     // Stop once the text has a newline or a sentence end (decoding the few tokens so far).
-    generate(&m.model, &ids, &o, |t| {
+    generate(&m.decoder, &ids, &o, |t| {
         out.push(t);
         match m.tok.decode(&out) {
             Ok(text) => !text.contains(['\n', '.', '!', '?']),

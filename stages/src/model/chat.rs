@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::DType;
 
 use super::export::{self, GenerationConfig};
+use super::decoder::Decoder;
 use super::sample::{SampleOptions, generate_streamed};
 use super::{Gpt, GptConfig, ModelError, Result};
 use crate::chat_template::ChatTokenizer;
@@ -24,6 +25,8 @@ pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
 pub struct ChatModel {
     pub model: Gpt,
+    /// The same weights, for generation.
+    pub decoder: Decoder,
     pub config: GptConfig,
     pub generation: GenerationConfig,
     pub tok: ChatTokenizer,
@@ -58,7 +61,8 @@ impl ChatModel {
             }
             Err(_) => false,
         };
-        Ok(ChatModel { model: loaded.model, config: loaded.config, generation: loaded.generation, tok, is_chat })
+        let decoder = Decoder::from_store(&loaded.config, &loaded.params)?;
+        Ok(ChatModel { model: loaded.model, decoder, config: loaded.config, generation: loaded.generation, tok, is_chat })
     }
 
     /// Sampling options from `generation_config.json`, stopping at `<|im_end|>`.
@@ -99,8 +103,8 @@ impl ChatModel {
         let mut stream = self.tok.tokenizer().decode_stream(false);
         let mut text = String::new();
         // The end-of-text token also ends a reply (a base model may produce it).
-        let stop = |t: u32| t == self.tok.end_of_text || t == self.tok.im_start;
-        let new = generate_streamed(&self.model, &ids, &o, stop, |t| stream.step(t), |piece| {
+        let stops = [self.tok.end_of_text, self.tok.im_start];
+        let new = generate_streamed(&self.decoder, &ids, &o, &stops, |t| stream.step(t), |piece| {
             text.push_str(piece);
             on_text(piece);
         })?;

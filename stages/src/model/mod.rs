@@ -15,12 +15,16 @@
 //! - [`optim`]: AdamW (decay on ≥2-D weights only), warmup + cosine schedule, global-norm
 //!   clipping; [`checkpoint`]: atomic training state for resumable runs.
 //! - [`export`]: the HuggingFace GPT-2 layout (`model.safetensors` + `config.json`), both ways.
-//! - [`sample`]: temperature / top-k / top-p sampling with a seeded RNG (`hone generate`).
+//! - [`decoder`]: [`decoder::Decoder`], the forward pass for generation, many sequences at once
+//!   with a KV cache each; [`sample`]: temperature / top-k / top-p sampling on it, batched, with
+//!   a seeded RNG per sequence and the sampled tokens' log-probabilities (`hone generate`,
+//!   `hone chat`, `evaluate`, the `sample` stage).
 //! - [`shards`]: memory-mapped token shards and the tokenizer artifact they come in.
 
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod export;
 pub mod gpt;
 pub mod heads;

@@ -1,20 +1,38 @@
 //! Sampling text from a model: [`pick`] (temperature, top-k, top-p with a seeded [`Rng`]),
-//! [`Generator`] (token by token with a KV cache, so generation is linear in length), and
-//! [`generate_text`], what `hone generate` runs.
+//! [`sample_batch`] (many sequences at once on a [`Decoder`], each with its own KV cache and
+//! random stream, returning tokens, their log-probabilities and whether each sequence
+//! stopped), and [`generate`] / [`generate_text`], one sequence streamed, what `hone
+//! generate` and `hone chat` run.
 //!
-//! When the context reaches the model's `block_size`, the generator keeps the last half of
-//! it and rebuilds the cache from there, so each overflow costs `block_size / 2` positions
-//! once per `block_size / 2` new tokens: still linear. (nanoGPT instead recomputes the full
-//! window for every token, which is quadratic.)
+//! **Batches.** [`sample_batch`] keeps up to `max_rows` sequences in a step; a sequence that
+//! samples a stop token or reaches `max_new_tokens` leaves, and the next request takes its
+//! place. Each request carries its own seed, and the decoder computes a sequence's logits
+//! with the same bits whatever else is in the step (see [`super::decoder`]), so a request
+//! gets the same tokens in any batch, in any order, on any thread count, as alone.
+//! [`row_seed`] derives distinct seeds for many requests from one.
+//!
+//! **Log-probabilities** are under the temperature-scaled softmax over the whole vocabulary,
+//! `log softmax(logits / T)` (T = 1 for greedy decoding): what a trainer recomputes for the
+//! same tokens (PPO must use the same temperature in both places). With top-k or top-p the
+//! sampling distribution is that one truncated, so PPO samples with `top_k: 0, top_p: 1`, as
+//! TRL does.
+//!
+//! **Top-k and top-p** pick the most likely tokens by partial selection
+//! (`select_nth_unstable`), not a sort of the vocabulary per token; ties go to the lower id.
+//!
+//! When the context reaches the model's `block_size`, a sequence keeps the last half of it
+//! and rebuilds its cache from there, so each overflow costs `block_size / 2` positions once
+//! per `block_size / 2` new tokens: still linear. (nanoGPT instead recomputes the full window
+//! for every token, which is quadratic.)
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 
+use super::decoder::{Decoder, Row, RowCache};
 use super::export::{self, GenerationConfig};
-use super::ops::Dropout;
 use super::rng::{Rng, Stream};
-use super::{Gpt, KvCache, ModelError, Result};
+use super::{ModelError, Result};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SampleOptions {
@@ -54,112 +72,262 @@ impl SampleOptions {
     }
 }
 
+/// The most likely `m` token ids, best first (ties: lower id first), by partial selection.
+fn top(logits: &[f32], m: usize) -> Vec<usize> {
+    let better = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    if m < idx.len() {
+        idx.select_nth_unstable_by(m, better);
+        idx.truncate(m);
+    }
+    idx.sort_unstable_by(better);
+    idx
+}
+
+fn argmax(logits: &[f32]) -> usize {
+    logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0
+}
+
+/// Draws `u · total` from `weights` (token id, weight) in order.
+fn draw(weights: impl Iterator<Item = (usize, f64)> + Clone, total: f64, rng: &mut Rng) -> u32 {
+    let mut u = f64::from(rng.uniform()) * total;
+    let mut last = 0;
+    for (i, w) in weights {
+        if u < w {
+            return i as u32;
+        }
+        u -= w;
+        last = i;
+    }
+    last as u32
+}
+
 /// Draws the next token from `logits` (one row, the vocabulary).
 pub fn pick(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
-    let argmax = || logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32;
+    let v = logits.len();
+    let best = argmax(logits);
     if o.temperature == 0.0 {
-        return argmax();
+        return best as u32;
     }
-    // Most likely first; ties keep the lower id first, so the order is deterministic.
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    if o.top_k > 0 {
-        order.truncate(o.top_k);
-    }
-    let max = f64::from(logits[order[0]]);
-    let mut probs: Vec<f64> = order.iter().map(|&i| ((f64::from(logits[i]) - max) / o.temperature).exp()).collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
+    let max = f64::from(logits[best]);
+    let weight = |i: usize| ((f64::from(logits[i]) - max) / o.temperature).exp();
+    // The candidates, best first, with their probabilities among the candidates.
+    let (kept, probs): (Vec<usize>, Vec<f64>) = if o.top_k > 0 && o.top_k < v {
+        let kept = top(logits, o.top_k);
+        let w: Vec<f64> = kept.iter().map(|&i| weight(i)).collect();
+        let total: f64 = w.iter().sum();
+        let probs = w.iter().map(|x| x / total).collect();
+        (kept, probs)
+    } else {
+        let total: f64 = (0..v).map(weight).sum();
+        if o.top_p >= 1.0 {
+            // The whole vocabulary: no order needed.
+            return draw((0..v).map(|i| (i, weight(i))), total, rng);
+        }
+        // Enough of the most likely tokens to reach top_p: usually a few dozen.
+        let mut m = 64.min(v);
+        loop {
+            let kept = top(logits, m);
+            let probs: Vec<f64> = kept.iter().map(|&i| weight(i) / total).collect();
+            if m == v || probs.iter().sum::<f64>() >= o.top_p {
+                break (kept, probs);
+            }
+            m = (m * 4).min(v);
+        }
+    };
+    let mut n = probs.len();
     if o.top_p < 1.0 {
         let mut cum = 0.0;
-        let keep = probs.iter().position(|&p| {
+        if let Some(k) = probs.iter().position(|&p| {
             cum += p;
             cum >= o.top_p
-        });
-        probs.truncate(keep.map_or(probs.len(), |k| k + 1));
-    }
-    let total: f64 = probs.iter().sum();
-    let mut u = f64::from(rng.uniform()) * total;
-    for (k, p) in probs.iter().enumerate() {
-        if u < *p {
-            return order[k] as u32;
+        }) {
+            n = k + 1;
         }
-        u -= p;
     }
-    order[probs.len() - 1] as u32
+    let total: f64 = probs[..n].iter().sum();
+    draw(kept[..n].iter().copied().zip(probs[..n].iter().copied()), total, rng)
 }
 
-/// Feeds tokens to a model and returns next-token logits, with a KV cache (or, for checking
-/// it, without one: a full forward pass over the same context each time).
-pub struct Generator<'m> {
-    model: &'m Gpt,
-    cache: Option<KvCache>,
-    /// Every token fed so far.
-    tokens: Vec<u32>,
-    /// Where the context the model sees starts in `tokens`.
-    start: usize,
+/// `log softmax(logits / T)[token]` over the whole vocabulary (T = 1 when `temperature` is 0,
+/// greedy decoding): see the module doc.
+pub fn logprob(logits: &[f32], token: u32, temperature: f64) -> f32 {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let max = f64::from(logits[argmax(logits)]);
+    let lse: f64 = logits.iter().map(|&l| ((f64::from(l) - max) / t).exp()).sum::<f64>().ln();
+    ((f64::from(logits[token as usize]) - max) / t - lse) as f32
 }
 
-impl<'m> Generator<'m> {
-    pub fn new(model: &'m Gpt, use_cache: bool) -> Generator<'m> {
-        Generator { model, cache: use_cache.then(|| KvCache::new(model.config())), tokens: Vec::new(), start: 0 }
+/// A distinct seed for request `index` of a batch sampled with `seed` (splitmix64).
+pub fn row_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One sequence to sample: its prompt (token ids, at least one) and its seed.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub seed: u64,
+}
+
+/// What was sampled for one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sampled {
+    /// The new tokens; the last is the stop token when `finished`.
+    pub tokens: Vec<u32>,
+    /// The log-probability of each token of `tokens` (see the module doc).
+    pub logprobs: Vec<f32>,
+    /// Ended by a stop token (else by `max_new_tokens` or the observer).
+    pub finished: bool,
+}
+
+impl Sampled {
+    /// The tokens without the stop token.
+    pub fn text_tokens(&self) -> &[u32] {
+        &self.tokens[..self.tokens.len() - usize::from(self.finished)]
+    }
+    /// Σ log-probabilities of `tokens`.
+    pub fn logprob_sum(&self) -> f64 {
+        self.logprobs.iter().map(|&l| f64::from(l)).sum()
+    }
+}
+
+/// What [`sample_batch`] tells its caller while it runs; every method has a default.
+pub trait Observer {
+    /// A new token (not a stop token) of request `row`; `false` ends that sequence there.
+    fn token(&mut self, _row: usize, _token: u32) -> bool {
+        true
+    }
+    /// Request `row` is done.
+    fn done(&mut self, _row: usize, _sampled: &Sampled) {}
+    /// Checked before every step: `true` stops sampling.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Observes nothing.
+impl Observer for () {}
+
+/// One sequence being sampled.
+struct Seq {
+    row: usize,
+    cache: RowCache,
+    /// Every token: the prompt, then the sampled ones.
+    context: Vec<u32>,
+    /// `context[fed..]` is not in the cache yet.
+    fed: usize,
+    rng: Rng,
+    out: Sampled,
+    done: bool,
+}
+
+impl Seq {
+    fn new(dec: &Decoder, row: usize, r: &Request) -> Seq {
+        // A prompt longer than the window keeps its end.
+        let fed = r.prompt.len().saturating_sub(dec.config().block_size);
+        Seq { row, cache: dec.new_cache(), context: r.prompt.clone(), fed, rng: Rng::new(r.seed, Stream::Sample), out: Sampled::default(), done: false }
     }
 
-    /// Appends `new` (non-empty) and returns the logits for the token after them.
-    pub fn feed(&mut self, new: &[u32]) -> Result<Vec<f32>> {
-        assert!(!new.is_empty(), "feed at least one token");
-        let block = self.model.config().block_size;
-        let seen = self.tokens.len() - self.start;
-        self.tokens.extend_from_slice(new);
-        let mut fresh = new.len();
-        if seen + new.len() > block {
-            // Past the window: keep the last half of it (all of it for a long prompt) and
-            // rebuild the cache from there.
-            let keep = if seen == 0 { block } else { (block / 2).max(1) };
-            self.start = self.tokens.len() - keep.min(self.tokens.len());
-            fresh = self.tokens.len() - self.start;
-            if let Some(c) = &mut self.cache {
-                *c = KvCache::new(self.model.config());
+    /// Makes room for the unfed tokens: past the window, keep its last half and start over.
+    fn fit_window(&mut self, dec: &Decoder) {
+        let block = dec.config().block_size;
+        if self.cache.len() + self.context.len() - self.fed > block {
+            self.fed = self.context.len() - (block / 2).max(1);
+            self.cache = dec.new_cache();
+        }
+    }
+}
+
+/// Samples every request (see the module doc): at most `max_rows` sequences per step, each
+/// stopping at a token of `stops` or `o.stop_at`, or after `o.max_new_tokens`. `None` when
+/// the observer cancelled.
+pub fn sample_batch(dec: &Decoder, requests: &[Request], o: &SampleOptions, stops: &[u32], max_rows: usize, obs: &mut impl Observer) -> Result<Option<Vec<Sampled>>> {
+    if let Some(p) = o.problems().first() {
+        return Err(ModelError::Invalid(p.clone()));
+    }
+    if let Some(i) = requests.iter().position(|r| r.prompt.is_empty()) {
+        return Err(ModelError::Invalid(format!("prompt {i} is empty: give at least one token")));
+    }
+    let is_stop = |t: u32| o.stop_at == Some(t) || stops.contains(&t);
+    let mut results: Vec<Option<Sampled>> = vec![None; requests.len()];
+    let mut waiting = requests.iter().enumerate();
+    let mut active: Vec<Seq> = Vec::new();
+    loop {
+        if obs.cancelled() {
+            return Ok(None);
+        }
+        while active.len() < max_rows.max(1) {
+            let Some((row, r)) = waiting.next() else { break };
+            if o.max_new_tokens == 0 {
+                results[row] = Some(Sampled::default());
+                obs.done(row, &Sampled::default());
+            } else {
+                active.push(Seq::new(dec, row, r));
             }
         }
-        let dev = Device::Cpu;
-        let logits = match &mut self.cache {
-            Some(cache) => {
-                let ids = &self.tokens[self.tokens.len() - fresh..];
-                self.model.forward_cached(&Tensor::from_slice(ids, (1, ids.len()), &dev)?, cache)?
-            }
-            None => {
-                let ids = &self.tokens[self.start..];
-                self.model.forward(&Tensor::from_slice(ids, (1, ids.len()), &dev)?, &mut Dropout::off())?
-            }
+        if active.is_empty() {
+            break;
+        }
+        for s in &mut active {
+            s.fit_window(dec);
+        }
+        let logits = {
+            let mut rows: Vec<Row> = active.iter_mut().map(|s| Row { cache: &mut s.cache, tokens: &s.context[s.fed..] }).collect();
+            dec.forward(&mut rows)?
         };
-        let t = logits.dim(1)?;
-        Ok(logits.narrow(1, t - 1, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        for (s, logits) in active.iter_mut().zip(&logits) {
+            s.fed = s.context.len();
+            let next = pick(logits, o, &mut s.rng);
+            s.out.tokens.push(next);
+            s.out.logprobs.push(logprob(logits, next, o.temperature));
+            if is_stop(next) {
+                s.out.finished = true;
+                s.done = true;
+                continue;
+            }
+            s.context.push(next);
+            if !obs.token(s.row, next) || s.out.tokens.len() >= o.max_new_tokens {
+                s.done = true;
+            }
+        }
+        active.retain_mut(|s| {
+            if s.done {
+                obs.done(s.row, &s.out);
+                results[s.row] = Some(std::mem::take(&mut s.out));
+            }
+            !s.done
+        });
+    }
+    Ok(Some(results.into_iter().map(|r| r.expect("every request ran")).collect()))
+}
+
+/// Streams one sequence's tokens to a closure.
+struct Stream1<F>(F);
+
+impl<F: FnMut(u32) -> bool> Observer for Stream1<F> {
+    fn token(&mut self, _row: usize, token: u32) -> bool {
+        (self.0)(token)
     }
 }
 
-/// Samples up to `max_new_tokens` after `prompt`, calling `on_token` with each new token
-/// (return `false` to stop). Returns the new tokens.
-pub fn generate(model: &Gpt, prompt: &[u32], o: &SampleOptions, mut on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
+/// Samples up to `max_new_tokens` after `prompt` with seed `o.seed`, calling `on_token` with
+/// each new token (return `false` to stop). Returns the new tokens (without a stop token).
+pub fn generate(dec: &Decoder, prompt: &[u32], o: &SampleOptions, on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
+    generate_until(dec, prompt, o, &[], on_token)
+}
+
+/// [`generate`], also stopping at the tokens of `stops`.
+fn generate_until(dec: &Decoder, prompt: &[u32], o: &SampleOptions, stops: &[u32], on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         return Err(ModelError::Invalid("the prompt is empty: give at least one token".into()));
     }
-    let mut rng = Rng::new(o.seed, Stream::Sample);
-    let mut g = Generator::new(model, true);
-    let mut logits = g.feed(prompt)?;
-    let mut out = Vec::new();
-    while out.len() < o.max_new_tokens {
-        let next = pick(&logits, o, &mut rng);
-        if Some(next) == o.stop_at {
-            break;
-        }
-        out.push(next);
-        if !on_token(next) || out.len() == o.max_new_tokens {
-            break;
-        }
-        logits = g.feed(&[next])?;
-    }
-    Ok(out)
+    let req = [Request { prompt: prompt.to_vec(), seed: o.seed }];
+    let mut out = sample_batch(dec, &req, o, stops, 1, &mut Stream1(on_token))?.expect("never cancelled");
+    Ok(out.remove(0).text_tokens().to_vec())
 }
 
 /// What [`generate_text`] did.
@@ -212,26 +380,24 @@ pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, on_t
         return Err(ModelError::Invalid(format!("the tokenizer gave id {bad}, outside the model's vocabulary of {vocab}: is `{}` the model's own tokenizer?", tok_path.display())));
     }
     let mut stream = tokenizer.decode_stream(true);
-    let new = generate_streamed(&loaded.model, &ids, &o, |_| false, |t| stream.step(t), on_text)?;
+    let dec = Decoder::from_store(&loaded.config, &loaded.params)?;
+    let new = generate_streamed(&dec, &ids, &o, &[], |t| stream.step(t), on_text)?;
     Ok(Generated { prompt_tokens: ids.len(), new_tokens: new.len() })
 }
 
 /// [`generate`], streaming text: `decode` turns each new token into its text (none while a
-/// character is incomplete), which goes to `on_text`; `stop(token)` ends the generation
-/// before that token. A token that cannot be decoded is an error.
+/// character is incomplete), which goes to `on_text`; the tokens of `stops` (and
+/// `o.stop_at`) end the generation. A token that cannot be decoded is an error.
 pub fn generate_streamed(
-    model: &Gpt,
+    dec: &Decoder,
     prompt: &[u32],
     o: &SampleOptions,
-    stop: impl Fn(u32) -> bool,
+    stops: &[u32],
     mut decode: impl FnMut(u32) -> tokenizers::Result<Option<String>>,
     mut on_text: impl FnMut(&str),
 ) -> Result<Vec<u32>> {
     let mut failed = None;
-    let new = generate(model, prompt, o, |t| {
-        if stop(t) {
-            return false;
-        }
+    let new = generate_until(dec, prompt, o, stops, |t| {
         match decode(t) {
             Ok(Some(text)) => {
                 on_text(&text);
@@ -253,22 +419,16 @@ pub fn generate_streamed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ParamStore;
-    use crate::model::config::GptConfig;
+    use crate::model::Gpt;
+    use crate::model::ops::Dropout;
+    use candle_core::{Device, Tensor};
 
     fn opts(temperature: f64, top_k: usize, top_p: f64, seed: u64) -> SampleOptions {
         SampleOptions { temperature, top_k, top_p, max_new_tokens: 40, seed, stop_at: None }
     }
 
-    fn tiny_model(seed: u64) -> Gpt {
-        let cfg = GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 16, bias: true, dropout: 0.0 };
-        let ps = ParamStore::seeded(seed);
-        let m = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        // Larger weights than the init so the logits are far from uniform.
-        for (_, v) in ps.vars() {
-            v.set(&(v.as_tensor() * 20.0).unwrap()).unwrap();
-        }
-        m
+    fn tiny_model(seed: u64) -> (Gpt, Decoder) {
+        crate::model::decoder::tests::tiny(seed, true)
     }
 
     #[test]
@@ -293,10 +453,66 @@ mod tests {
         assert_eq!(draws(opts(0.005, 0, 1.0, 0)), vec![1]);
     }
 
+    /// The partial selection draws exactly what sorting the whole vocabulary draws (ties to
+    /// the lower id), also when top-p needs more than the first 64 tokens.
+    #[test]
+    fn partial_selection_equals_a_full_sort() {
+        fn by_sorting(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            if o.top_k > 0 {
+                order.truncate(o.top_k);
+            }
+            let max = f64::from(logits[order[0]]);
+            let w: Vec<f64> = order.iter().map(|&i| ((f64::from(logits[i]) - max) / o.temperature).exp()).collect();
+            let total: f64 = if o.top_k > 0 { w.iter().sum() } else { logits.iter().map(|&l| ((f64::from(l) - max) / o.temperature).exp()).sum() };
+            let mut probs: Vec<f64> = w.iter().map(|x| x / total).collect();
+            let mut cum = 0.0;
+            if let Some(k) = probs.iter().position(|&p| {
+                cum += p;
+                cum >= o.top_p
+            }) {
+                probs.truncate(k + 1);
+            }
+            let kept: f64 = probs.iter().sum();
+            let mut u = f64::from(rng.uniform()) * kept;
+            for (k, p) in probs.iter().enumerate() {
+                if u < *p {
+                    return order[k] as u32;
+                }
+                u -= p;
+            }
+            order[probs.len() - 1] as u32
+        }
+        let mut r = Rng::new(5, Stream::Init);
+        // 500 logits in 40 distinct values: many ties.
+        let logits: Vec<f32> = (0..500).map(|_| (r.below(40) as f32) / 8.0).collect();
+        for (k, p, t) in [(5, 1.0, 1.0), (50, 0.9, 0.7), (0, 0.3, 1.0), (0, 0.95, 2.0), (0, 0.999, 5.0), (499, 0.5, 1.0)] {
+            let o = opts(t, k, p, 0);
+            let (mut a, mut b) = (Rng::new(9, Stream::Sample), Rng::new(9, Stream::Sample));
+            for _ in 0..300 {
+                assert_eq!(pick(&logits, &o, &mut a), by_sorting(&logits, &o, &mut b), "top_k {k} top_p {p} T {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn logprobs_are_the_temperature_scaled_log_softmax() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let z = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        assert!((f64::from(logprob(&logits, 1, 1.0)) - (2.0 - z)).abs() < 1e-6);
+        // T = 0.5 doubles the logits; greedy (T = 0) scores at T = 1.
+        let z2 = (2f64.exp() + 4f64.exp() + 6f64.exp()).ln();
+        assert!((f64::from(logprob(&logits, 0, 0.5)) - (2.0 - z2)).abs() < 1e-6);
+        assert_eq!(logprob(&logits, 2, 0.0), logprob(&logits, 2, 1.0));
+        let total: f64 = (0..3).map(|t| f64::from(logprob(&logits, t, 0.7)).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+
     #[test]
     fn generation_with_a_seed_is_reproducible() {
-        let m = tiny_model(5);
-        let run = |seed| generate(&m, &[1, 2, 3], &opts(1.0, 0, 0.95, seed), |_| true).unwrap();
+        let (_, d) = tiny_model(5);
+        let run = |seed| generate(&d, &[1, 2, 3], &opts(3.0, 0, 1.0, seed), |_| true).unwrap();
         let a = run(11);
         assert_eq!(a.len(), 40);
         assert_eq!(a, run(11));
@@ -304,36 +520,66 @@ mod tests {
         // Stopping at a token ends the sample before it.
         let stop = a[5];
         let first = a.iter().position(|&t| t == stop).unwrap();
-        let stopped = generate(&m, &[1, 2, 3], &SampleOptions { stop_at: Some(stop), ..opts(1.0, 0, 0.95, 11) }, |_| true).unwrap();
+        let stopped = generate(&d, &[1, 2, 3], &SampleOptions { stop_at: Some(stop), ..opts(3.0, 0, 1.0, 11) }, |_| true).unwrap();
         assert_eq!(stopped, a[..first].to_vec());
     }
 
-    /// 40 new tokens on a 12-position model: the window rolls over several times; the
-    /// cached logits must equal a full forward pass over the same context at every step.
+    /// The test: a batch gives every request the tokens (and log-probs, and stops) it
+    /// gets alone, whatever the batch size, the order and the thread count; sequences stop at
+    /// different times and roll over the 12-position window.
     #[test]
-    fn kv_cache_equals_full_recomputation() {
-        let m = tiny_model(6);
-        let mut cached = Generator::new(&m, true);
-        let mut full = Generator::new(&m, false);
-        let mut rng = Rng::new(9, Stream::Sample);
-        let prompt = [4u32, 8, 15, 16, 2, 3, 1, 0, 9, 9, 9, 9, 9, 1, 2]; // longer than the block
-        // Relative to the logits' scale: the two sum in different orders in f32, and the
-        // 20× weights amplify rounding (measured 3.5e-6 to 2.7e-5 from nothing but the order
-        // of layer norm's row sums); a wrong cache gives differences of order 1.
-        let diff = |a: &[f32], b: &[f32]| {
-            let scale = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-            a.iter().zip(b).map(|(x, y)| (x - y).abs() / scale).fold(0.0, f32::max)
-        };
-        let (mut a, b) = (cached.feed(&prompt).unwrap(), full.feed(&prompt).unwrap());
-        let mut worst = diff(&a, &b);
-        for _ in 0..40 {
-            let next = pick(&a, &opts(1.0, 0, 1.0, 0), &mut rng);
-            a = cached.feed(&[next]).unwrap();
-            let b = full.feed(&[next]).unwrap();
-            worst = worst.max(diff(&a, &b));
+    fn batched_sampling_equals_one_at_a_time() {
+        let (_, d) = tiny_model(7);
+        let requests: Vec<Request> =
+            (0..11u64).map(|i| Request { prompt: (0..1 + i % 6).map(|j| ((i * 7 + j * 3) % 17) as u32).collect(), seed: row_seed(42, i) }).collect();
+        let o = SampleOptions { stop_at: Some(4), max_new_tokens: 30, ..opts(1.0, 8, 0.9, 0) };
+        let alone: Vec<Sampled> = requests.iter().map(|r| sample_batch(&d, std::slice::from_ref(r), &o, &[3], 1, &mut ()).unwrap().unwrap().remove(0)).collect();
+        assert!(alone.iter().any(|s| s.finished) && alone.iter().any(|s| !s.finished), "some stop, some run to the limit: {:?}", alone.iter().map(|s| (s.finished, s.tokens.clone())).collect::<Vec<_>>());
+        assert!(alone.iter().any(|s| s.tokens.len() + 6 > 12), "some roll over the window");
+        assert!(alone.iter().all(|s| s.tokens.len() == s.logprobs.len() && s.logprobs.iter().all(|l| *l <= 0.0)));
+        for (threads, rows) in [(1, 4), (1, 64), (3, 3), (2, 11)] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let batched = pool.install(|| sample_batch(&d, &requests, &o, &[3], rows, &mut ()).unwrap().unwrap());
+            assert_eq!(batched, alone, "{threads} threads, {rows} rows per step");
         }
-        assert!(worst < 1e-4, "cached and full logits differ by {worst} (relative)");
-        assert_eq!(cached.tokens, full.tokens);
-        assert!(cached.start > 0, "the window never rolled over");
+        // The streamed single-sequence API gives the same tokens as its request alone.
+        let one = generate(&d, &requests[3].prompt, &SampleOptions { seed: requests[3].seed, stop_at: None, ..o.clone() }, |_| true).unwrap();
+        let alone3 = sample_batch(&d, &requests[3..4], &SampleOptions { stop_at: None, ..o.clone() }, &[], 1, &mut ()).unwrap().unwrap().remove(0);
+        assert_eq!(one, alone3.tokens);
+    }
+
+    /// Greedy decoding past the window: each token is the argmax of candle's full forward pass
+    /// over the same window (the last half kept at each overflow).
+    #[test]
+    fn the_window_rolls_over_as_a_full_recomputation_would() {
+        let (m, d) = tiny_model(6);
+        let prompt = [4u32, 8, 15, 16, 2, 3, 1, 0, 9, 9, 9, 9, 9, 1, 2]; // longer than the block
+        let o = SampleOptions { max_new_tokens: 40, ..opts(0.0, 0, 1.0, 0) };
+        let got = sample_batch(&d, &[Request { prompt: prompt.to_vec(), seed: 0 }], &o, &[], 1, &mut ()).unwrap().unwrap().remove(0);
+        let mut ctx = prompt.to_vec();
+        let mut start = ctx.len() - 12;
+        for (i, &tok) in got.tokens.iter().enumerate() {
+            let window = &ctx[start..];
+            let ids = Tensor::from_slice(window, (1, window.len()), &Device::Cpu).unwrap();
+            let logits = m.forward(&ids, &mut Dropout::off()).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap().pop().unwrap();
+            assert_eq!(tok, argmax(&logits) as u32, "token {i}");
+            assert!((got.logprobs[i] - logprob(&logits, tok, 1.0)).abs() < 1e-3, "token {i}");
+            ctx.push(tok);
+            if ctx.len() - start > 12 {
+                start = ctx.len() - 6;
+            }
+        }
+        assert!(start > prompt.len(), "the window rolled over after the prompt");
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let (_, d) = tiny_model(1);
+        let err = sample_batch(&d, &[Request { prompt: vec![1], seed: 0 }, Request { prompt: vec![], seed: 0 }], &opts(1.0, 0, 1.0, 0), &[], 4, &mut ()).unwrap_err();
+        assert!(err.to_string().contains("prompt 1 is empty"), "{err}");
+        let err = sample_batch(&d, &[Request { prompt: vec![1], seed: 0 }], &opts(1.0, 0, 1.5, 0), &[], 4, &mut ()).unwrap_err();
+        assert!(err.to_string().contains("top_p must be in (0, 1]"), "{err}");
+        let err = sample_batch(&d, &[Request { prompt: vec![99], seed: 0 }], &opts(1.0, 0, 1.0, 0), &[], 4, &mut ()).unwrap_err();
+        assert!(err.to_string().contains("outside the model's vocabulary"), "{err}");
     }
 }
