@@ -37,7 +37,31 @@ pub fn grade(prompt_record: &Value, response: &str) -> Option<bool> {
 /// Indices of `candidates`, best first, as a careful person would rank them (see the module
 /// doc). Deterministic; ties keep input order.
 pub fn rank(prompt: &str, answer: Option<&str>, candidates: &[String]) -> Vec<usize> {
-    let scores: Vec<(u8, i64)> = candidates
+    let scores = scores(prompt, answer, candidates);
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    // A stable sort: equal scores keep their input order.
+    order.sort_by(|&i, &j| scores[j].cmp(&scores[i]));
+    order
+}
+
+/// [`rank`]'s order as groups of tied candidates, best first: candidates with equal scores
+/// (correctness tier and style) are one group, in input order. Identical responses are
+/// always tied.
+pub fn rank_groups(prompt: &str, answer: Option<&str>, candidates: &[String]) -> Vec<Vec<usize>> {
+    let scores = scores(prompt, answer, candidates);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for i in rank(prompt, answer, candidates) {
+        match groups.last_mut() {
+            Some(g) if scores[g[0]] == scores[i] => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// Each candidate's (correctness tier, style score); higher is better.
+fn scores(prompt: &str, answer: Option<&str>, candidates: &[String]) -> Vec<(u8, i64)> {
+    candidates
         .iter()
         .map(|c| {
             let tier = match answer {
@@ -52,11 +76,7 @@ pub fn rank(prompt: &str, answer: Option<&str>, candidates: &[String]) -> Vec<us
             };
             (tier, style(prompt, answer.is_some(), c))
         })
-        .collect();
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    // A stable sort: equal scores keep their input order.
-    order.sort_by(|&i, &j| scores[j].cmp(&scores[i]));
-    order
+        .collect()
 }
 
 /// The kind of word an answer is, by the pool its words come from.
@@ -496,6 +516,14 @@ mod tests {
             ],
         );
         assert_eq!(story, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn rank_groups_tie_equal_scores() {
+        let c: Vec<String> = ["2 plus 2 is 4.", "2 plus 2 is 5.", "2 plus 2 is 4.", "4"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(rank_groups("What is 2 plus 2?", Some("4"), &c), vec![vec![0, 2], vec![3], vec![1]]);
+        let flat: Vec<usize> = rank_groups("What is 2 plus 2?", Some("4"), &c).concat();
+        assert_eq!(flat, rank("What is 2 plus 2?", Some("4"), &c));
     }
 
     #[test]

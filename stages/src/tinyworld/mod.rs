@@ -47,7 +47,7 @@ pub(crate) mod rng;
 mod text;
 mod world;
 
-pub use labeler::{grade, rank};
+pub use labeler::{grade, rank, rank_groups};
 
 use serde_json::{Value, json};
 
