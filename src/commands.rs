@@ -19,6 +19,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INVALID: u8 = 3;
 pub const EXIT_WORKSPACE: u8 = 4;
+/// A stage waits for input from a person (`hone label`); everything before it is cached.
+pub const EXIT_AWAITING: u8 = 5;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// An error that ends the command: what to print and the exit code.
@@ -76,6 +78,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Chat(c) => chat(c),
         Cmd::Score(a) => score(a),
         Cmd::ExecStage { job } => crate::cluster::exec_stage(&job),
+        Cmd::Label { id, p } => label(&p, &id),
     }
 }
 
@@ -155,6 +158,17 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
                 None => eprintln!("hone: stage `{stage}` failed"),
             }
         }
+    }
+    if summary.failed.is_empty() && !summary.awaiting.is_empty() {
+        if !json {
+            for (_, message) in &summary.awaiting {
+                eprintln!("hone: {message}");
+            }
+        }
+        if let Some(path) = &args.pipeline {
+            eprintln!("   = help: give `hone label` the same pipeline: `hone label STAGE {}`", path.display());
+        }
+        return Ok(EXIT_AWAITING);
     }
     Ok(if summary.ok() { 0 } else { EXIT_FAILED })
 }
@@ -552,6 +566,31 @@ fn score(a: ScoreArgs) -> Result<u8, Fatal> {
         println!("{}", serde_json::json!({ "reward": reward, "score": sigmoid(reward) }));
     } else {
         println!("reward {reward:.4}  σ(r) {:.4}", sigmoid(reward));
+    }
+    Ok(0)
+}
+
+/// `hone label`: rank the candidates of a human-labelled `rank` stage in the terminal.
+fn label(args: &PipelineArgs, id: &str) -> Result<u8, Fatal> {
+    use hone_stages::labels::{Labels, SessionEnd, session};
+    let (p, ws) = load(args)?;
+    let i = find_stage(&p, id)?;
+    let s = &p.stages[i];
+    let labels_rel = hone_stages::rank::human_labels(s.kind.kind(), &s.params.canonical)
+        .map_err(|e| Fatal { message: format!("error: cannot label stage `{id}`: {e}"), code: EXIT_WORKSPACE })?;
+    let Some(up) = s.inputs.get("candidates").and_then(|refs| refs.first()) else {
+        return Err(Fatal { message: format!("error: stage `{id}` has no `candidates` input to rank\n   = help: wire it to a `sample` stage: `inputs: {{ candidates: sample }}`"), code: EXIT_INVALID });
+    };
+    let up_id = p.stages[up.stage].id.clone();
+    let record = current_output(&p, &ws, &up_id)?;
+    let cands = hone_stages::data::candidates::read_dir(&ws.store.object_path(&record.artifact)).map_err(Fatal::workspace)?;
+    let path = ws.base().join(&labels_rel);
+    let mut labels = Labels::load(&path).map_err(Fatal::workspace)?;
+    let mut out = std::io::stdout().lock();
+    let end = session(&cands, &mut labels, &mut std::io::stdin().lock(), &mut out).map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    if let SessionEnd::Complete = end {
+        let again = args.pipeline.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
+        eprintln!("hone: every prompt of `{id}` is answered: `hone run{again}` goes on");
     }
     Ok(0)
 }

@@ -7,6 +7,7 @@
 //! - 2: bad command-line usage
 //! - 3: the pipeline file is missing or invalid
 //! - 4: workspace error (busy with `--no-wait`, unreadable store, unknown stage id)
+//! - 5: a stage awaits input from a person (`hone label STAGE`); finished stages stay cached
 //! - 130: interrupted (Ctrl-C)
 
 mod commands;
@@ -20,7 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "hone", version, about = "The ChatGPT training recipe as a declarative, cached, reproducible pipeline")]
-#[command(after_help = "Exit codes: 0 ok, 1 stage failed or corruption found, 2 usage, 3 invalid pipeline, 4 workspace error, 130 interrupted")]
+#[command(after_help = "Exit codes: 0 ok, 1 stage failed or corruption found, 2 usage, 3 invalid pipeline, 4 workspace error, 5 a stage awaits input (hone label), 130 interrupted")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -130,6 +131,14 @@ enum Cmd {
     ExecStage {
         /// The job file.
         job: PathBuf,
+    },
+    /// Rank a `rank` stage's candidates by hand (`labeler: human`): an interactive session
+    /// that saves every answer at once and resumes where it stopped.
+    Label {
+        /// The `rank` stage's id.
+        id: String,
+        #[command(flatten)]
+        p: PipelineArgs,
     },
     /// Inspect and maintain the store.
     Cache {

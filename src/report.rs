@@ -153,13 +153,23 @@ impl EventSink for HumanReporter {
                 self.line(s);
             }
             Event::StageSkipped { stage, because } => self.line(format!("  skipped {stage}: {because}")),
-            Event::RunFinished { ran, cached, failed, skipped, seconds } => {
+            Event::StageAwaiting { stage, message } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&stage) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                self.line(format!("  waiting {stage}: {}", message.replace('\n', "\n          ")));
+            }
+            Event::RunFinished { ran, cached, failed, skipped, awaiting, seconds } => {
                 let mut s = format!("hone: {ran} ran, {cached} cached");
                 if failed > 0 {
                     s.push_str(&format!(", {failed} failed"));
                 }
                 if skipped > 0 {
                     s.push_str(&format!(", {skipped} skipped"));
+                }
+                if awaiting > 0 {
+                    s.push_str(&format!(", {awaiting} awaiting input"));
                 }
                 s.push_str(&format!(" in {}", secs(seconds)));
                 self.line(s);

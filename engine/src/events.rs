@@ -34,7 +34,9 @@ pub enum Event {
     StageSubmitted { stage: String, job: String, log: PathBuf, reasons: Vec<String>, after: Vec<String> },
     /// A submitted job changed state (Slurm's `PENDING`, `RUNNING`, `COMPLETED`, ...).
     JobState { stage: String, job: String, state: String, reason: String },
-    RunFinished { ran: usize, cached: usize, failed: usize, skipped: usize, seconds: f64 },
+    /// The stage waits for input from a person; `message` says what and how to give it.
+    StageAwaiting { stage: String, message: String },
+    RunFinished { ran: usize, cached: usize, failed: usize, skipped: usize, awaiting: usize, seconds: f64 },
 }
 
 /// Where events go. Called from several threads.

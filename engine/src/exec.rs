@@ -59,12 +59,14 @@ pub struct RunSummary {
     pub jobs: Vec<(String, JobId)>,
     /// (stage, job id) of the jobs left running on a cluster.
     pub detached: Vec<(String, JobId)>,
+    /// (stage, message): stages waiting for input from a person ([`StageError::AwaitingInput`]).
+    pub awaiting: Vec<(String, String)>,
 }
 
 impl RunSummary {
     /// Every selected stage ran or was cached.
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.awaiting.is_empty()
     }
 }
 
@@ -83,6 +85,8 @@ pub enum Outcome {
     Skipped { because: String },
     /// Left running on the cluster (`--detach`, or Ctrl-C answered "keep them").
     Submitted { job: JobId, because: String },
+    /// It waits for input from a person ([`StageError::AwaitingInput`]); nothing was stored.
+    Awaiting { message: String },
 }
 
 /// A stage handed to an executor.
@@ -340,6 +344,11 @@ pub fn run_with<'p>(
                 tracing::debug!(stage = %s.id, "{because}");
                 summary.detached.push((s.id.clone(), job));
             }
+            Outcome::Awaiting { message } => {
+                sink.emit(Event::StageAwaiting { stage: s.id.clone(), message: message.clone() });
+                summary.awaiting.push((s.id.clone(), message));
+                block_dependents(i, p, &dependents, &mut blocked, "awaits input");
+            }
         }
         if !defers {
             release(i, &dependents, &mut waiting, &mut ready);
@@ -352,6 +361,7 @@ pub fn run_with<'p>(
         cached: summary.cached.len(),
         failed: summary.failed.len(),
         skipped: summary.skipped.len(),
+        awaiting: summary.awaiting.len(),
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(summary)
@@ -411,6 +421,10 @@ impl EventSink for Outcomes<'_> {
                 Some((stage, last(LastOutcome::Failed, key, Some(error.clone()), log)))
             }
             Event::StageSkipped { stage, because } => Some((stage, last(LastOutcome::Skipped, None, Some(because.clone()), None))),
+            Event::StageAwaiting { stage, message } => {
+                let key = self.started.lock().unwrap().get(stage).copied();
+                Some((stage, last(LastOutcome::Awaiting, key, Some(message.clone()), None)))
+            }
             _ => None,
         };
         if let Some((stage, l)) = noted {

@@ -140,6 +140,11 @@ pub enum StageError {
     Io { context: String, source: std::io::Error },
     #[error("stopped (cancelled)")]
     Cancelled,
+    /// The stage needs input from a person first (labels, say). Not a failure: the run stops
+    /// before it with this message (what is missing and the command that provides it), keeps
+    /// every finished stage, and the stage runs once the input exists.
+    #[error("{0}")]
+    AwaitingInput(String),
 }
 
 impl StageError {

@@ -82,6 +82,8 @@ pub enum Outcome {
     Failed,
     /// Not run: an input failed, or the run was stopped.
     Skipped,
+    /// Not run: it waits for input from a person (its message is the `error`).
+    Awaiting,
 }
 
 /// A stage's [`Outcome`] in the last run that selected it, with what explains it.

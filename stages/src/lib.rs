@@ -14,6 +14,9 @@ pub mod chat_template;
 pub mod sft;
 pub mod evaluate;
 pub mod report;
+pub mod sample;
+pub mod rank;
+pub mod labels;
 pub mod reward;
 pub mod ppo;
 mod training;
@@ -52,6 +55,8 @@ pub fn registry() -> Registry {
         &pretrain::Pretrain,
         &sft::Sft,
         &evaluate::Evaluate,
+        &sample::Sample,
+        &rank::Rank,
         &reward::Reward,
     ])
 }

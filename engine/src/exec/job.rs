@@ -199,6 +199,7 @@ pub fn execute(
             }
         }
         Ok(Err(StageError::Cancelled)) => failed("stopped before it finished; it resumes from its last checkpoint on the next run".into()),
+        Ok(Err(StageError::AwaitingInput(message))) => Outcome::Awaiting { message },
         Ok(Err(e)) => failed(e.to_string()),
         Err(panic) => {
             let what = panic
@@ -213,6 +214,7 @@ pub fn execute(
         Outcome::Ran { record, .. } => tracing::info!(artifact = %record.artifact, seconds, "finished"),
         // The reporter shows failures; this line is for the stage log.
         Outcome::Failed { error, .. } => tracing::info!("failed: {error}"),
+        Outcome::Awaiting { message } => tracing::info!("awaiting input: {message}"),
         _ => {}
     }
     outcome

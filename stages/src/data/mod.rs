@@ -1,10 +1,12 @@
 //! Data for the `ingest` stage: reading and normalising records ([`formats`]), the document
 //! filter chain ([`filters`]), and the data sets hone carries ([`builtin`]); the reader of its
 //! output for the stages after it ([`corpus`]); and the RLHF artifacts' record types
-//! ([`rankings`]).
+//! ([`candidates`], [`rankings`]) and preference files ([`preferences`]).
 
 pub mod builtin;
+pub mod candidates;
 pub mod corpus;
 pub mod filters;
 pub mod formats;
+pub mod preferences;
 pub mod rankings;
