@@ -6,6 +6,7 @@ mod cache;
 mod chat;
 mod errors;
 mod executor;
+mod label;
 mod model;
 mod pipelines;
 mod plugins;
