@@ -94,7 +94,7 @@ impl Stage for Sample {
     const KIND: &'static str = "sample";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "K responses per prompt from a chat model (batched, seeded), for ranking";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("prompts", ports::CORPUS)]);
+    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("candidates", ports::CANDIDATES)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
