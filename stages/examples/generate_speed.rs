@@ -6,8 +6,10 @@
 //! - `generate_speed MODEL_DIR BATCH PROMPT_LEN NEW_TOKENS THREADS REPEATS` samples BATCH
 //!   sequences of NEW_TOKENS tokens (no stop token, temperature 1, no top-k/top-p) after
 //!   seeded random prompts of PROMPT_LEN tokens, REPEATS times after one warm-up, and prints
-//!   `{"tokens_per_second": median, "runs": [...]}` (new tokens per second, prompts included
-//!   in the time).
+//!   `{"tokens_per_second": median, "tokens_per_cpu_second": median, "runs": [...]}`: new
+//!   tokens per second of wall time and per second of the process's CPU time (user + system,
+//!   all threads), prompts included. On a shared, loaded machine the wall time mostly
+//!   measures the scheduler; the CPU time measures the work.
 
 use std::path::Path;
 use std::time::Instant;
@@ -57,19 +59,31 @@ fn speed(dir: &Path, batch: usize, prompt_len: usize, new: usize, threads: usize
         (0..batch).map(|i| Request { prompt: (0..prompt_len).map(|_| rng.below(vocab) as u32).collect(), seed: row_seed(1, i as u64) }).collect();
     let o = SampleOptions { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: new, seed: 0, stop_at: None };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    let mut runs = Vec::new();
+    let (mut runs, mut cpu_runs) = (Vec::new(), Vec::new());
     for i in 0..=repeats {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let out = pool.install(|| sample_batch(&dec, &requests, &o, &[], batch, &mut ()).unwrap().unwrap());
-        let secs = t0.elapsed().as_secs_f64();
+        let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         let tokens: usize = out.iter().map(|s| s.tokens.len()).sum();
         assert_eq!(tokens, batch * new);
         if i > 0 {
             runs.push(tokens as f64 / secs);
+            cpu_runs.push(tokens as f64 / cpu);
         }
     }
-    let mut sorted = runs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    println!("{}", serde_json::json!({ "tokens_per_second": median, "runs": runs }));
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    println!("{}", serde_json::json!({ "tokens_per_second": median(&runs), "tokens_per_cpu_second": median(&cpu_runs), "runs": runs }));
+}
+
+/// User + system CPU time of this process, all threads.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
