@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hone_engine::exec::{self, RunOptions};
 use hone_engine::plan::{self, Action, Selection};
 use hone_engine::spec::{self, LoadError, Pipeline};
-use hone_engine::store::{Store, remove_all};
+
 use hone_engine::workspace::Workspace;
 use hone_engine::{EngineError, digest};
 use hone_engine::stage::Inputs;
@@ -465,7 +465,7 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
     let store = &ws.store;
     match op {
         CacheOp::Ls => {
-            let live = live_artifacts(store);
+            let live = store.live();
             for r in store.records() {
                 let size = hone_engine::store::dir_size(&store.object_path(&r.artifact));
                 let present = store.object_path(&r.artifact).is_dir();
@@ -476,48 +476,24 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
         }
         CacheOp::Gc { dry_run } => {
             let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
-            let live = live_artifacts(store);
-            let (mut objects, mut bytes, mut records) = (0, 0, 0);
-            for a in store.objects().into_iter().filter(|a| !live.contains(a)) {
-                objects += 1;
-                bytes += if dry_run { hone_engine::store::dir_size(&store.object_path(&a)) } else { store.remove_object(&a)? };
-            }
-            for r in store.records().into_iter().filter(|r| !live.contains(&r.artifact)) {
-                records += 1;
-                if !dry_run {
-                    store.forget(&r.key)?;
-                    let _ = remove_all(&store.checkpoint_dir(&r.key));
-                }
-            }
+            let r = store.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!("{verb} {objects} object(s) ({}) and {records} record(s)", human_bytes(bytes));
+            println!("{verb} {} object(s) ({}) and {} record(s)", r.objects, human_bytes(r.bytes), r.records);
             Ok(0)
         }
         CacheOp::Verify => {
             let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
-            let mut bad = 0;
-            let objects = store.objects();
-            for a in &objects {
-                let path = store.object_path(a);
-                let ok = digest::hash_tree(&path).map(|d| d == a.0).unwrap_or(false);
-                if !ok {
-                    bad += 1;
-                    let q = store.quarantine(a)?;
-                    for r in store.records().into_iter().filter(|r| r.artifact == *a) {
-                        store.forget(&r.key)?;
-                        println!("corrupt: {} (stage `{}`), moved to {}; it will be recomputed on the next run", a.short(), r.stage, q.display());
-                    }
-                }
+            let r = store.verify()?;
+            for c in &r.corrupt {
+                let stages = if c.stages.is_empty() { "no stage".to_string() } else { c.stages.iter().map(|s| format!("stage `{s}`")).collect::<Vec<_>>().join(", ") };
+                println!("corrupt: {} ({stages}), moved to {}; it will be recomputed on the next run", c.artifact.short(), c.quarantined.display());
             }
-            println!("verified {} object(s): {} ok, {bad} corrupt", objects.len(), objects.len() - bad);
-            Ok(if bad > 0 { EXIT_FAILED } else { 0 })
+            println!("verified {} object(s): {} ok, {} corrupt", r.checked, r.checked - r.corrupt.len(), r.corrupt.len());
+            Ok(if r.corrupt.is_empty() { 0 } else { EXIT_FAILED })
         }
     }
 }
 
-fn live_artifacts(store: &Store) -> std::collections::HashSet<digest::ArtifactDigest> {
-    store.all_states().into_iter().map(|(_, _, s)| s.artifact).collect()
-}
 
 fn plugin(op: PluginOp) -> Result<u8, Fatal> {
     match op {
@@ -535,10 +511,10 @@ fn plugin(op: PluginOp) -> Result<u8, Fatal> {
 
 /// `hone generate`: stream a sample from a model directory or a stage's cached output.
 fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
-    use hone_stages::model::sample::{Overrides, generate_text};
+    use hone_stages::model::sample::generate_text;
     use std::io::Write;
     let dir = model_dir(&g.src)?;
-    let over = Overrides { temperature: g.sampling.temperature, top_k: g.sampling.top_k, top_p: g.sampling.top_p, max_new_tokens: g.sampling.max_tokens };
+    let over = g.sampling.overrides();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", g.prompt);
     let started = std::time::Instant::now();
@@ -546,7 +522,11 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
         let _ = write!(out, "{text}");
         let _ = out.flush();
     })
-    .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    .map_err(|e| {
+        // Invalid sampling flags (or prompt) are a usage error, as for `hone chat`.
+        let code = if matches!(e, hone_stages::model::ModelError::Invalid(_)) { 2 } else { EXIT_FAILED };
+        Fatal { message: format!("error: {e}"), code }
+    })?;
     let _ = writeln!(out);
     let secs = started.elapsed().as_secs_f64();
     eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
@@ -623,14 +603,7 @@ fn chat(c: ChatArgs) -> Result<u8, Fatal> {
             code: EXIT_FAILED,
         });
     }
-    let mut o = m.options(c.sampling.seed);
-    o.temperature = c.sampling.temperature.unwrap_or(o.temperature);
-    o.top_k = c.sampling.top_k.unwrap_or(o.top_k);
-    o.top_p = c.sampling.top_p.unwrap_or(o.top_p);
-    o.max_new_tokens = c.sampling.max_tokens.unwrap_or(o.max_new_tokens);
-    if let Some(p) = o.problems().first() {
-        return Err(Fatal { message: format!("error: {p}"), code: 2 });
-    }
+    let o = m.options_with(c.sampling.seed, &c.sampling.overrides()).map_err(|e| Fatal { message: format!("error: {e}"), code: 2 })?;
     let mut out = std::io::stdout().lock();
     match c.prompt {
         Some(prompt) => {

@@ -190,6 +190,13 @@ struct SamplingArgs {
     seed: u64,
 }
 
+impl SamplingArgs {
+    /// The flags that override the model's `generation_config.json`.
+    fn overrides(&self) -> hone_stages::model::sample::Overrides {
+        hone_stages::model::sample::Overrides { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_new_tokens: self.max_tokens }
+    }
+}
+
 #[derive(Args)]
 struct GenerateArgs {
     #[command(flatten)]
@@ -289,13 +296,8 @@ struct PipelineArgs {
 }
 
 fn main() -> ExitCode {
-    // candle runs large elementwise ops on a pool whose workers spin after every op; on a
-    // few cores they starve hone's own kernels (2 threads measured 3-4x slower). hone's heavy
-    // elementwise work runs on the rayon pool, so candle's pool gets no extra workers.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: the first statement of main, before any thread exists.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
-    }
+    // SAFETY: the first statement of main, before any thread exists.
+    unsafe { hone_stages::init() };
     let cli = Cli::parse();
     commands::init_tracing();
     match commands::dispatch(cli) {

@@ -16,7 +16,7 @@
 //! it hashes the directory, renames it into `objects/` (never copies), and only then writes
 //! the key record. A crash at any instant leaves the old state or the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -297,6 +297,84 @@ impl Store {
     }
 }
 
+/// What [`Store::gc`] removed (or, in a dry run, would remove).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub objects: usize,
+    pub bytes: u64,
+    pub records: usize,
+}
+
+/// An object whose content no longer has its digest, found by [`Store::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    pub artifact: ArtifactDigest,
+    /// The stages whose records pointed at it (now forgotten).
+    pub stages: Vec<String>,
+    /// Where it was moved.
+    pub quarantined: PathBuf,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub corrupt: Vec<Corrupt>,
+}
+
+impl Store {
+    /// The artifacts that some pipeline's current stages point to.
+    pub fn live(&self) -> HashSet<ArtifactDigest> {
+        self.all_states().into_iter().map(|(_, _, s)| s.artifact).collect()
+    }
+
+    /// Removes the objects and records that no pipeline's current stages use, and those
+    /// records' checkpoints; with `dry_run`, only counts them. Call while holding the
+    /// workspace lock.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
+        let live = self.live();
+        let mut report = GcReport::default();
+        for a in self.objects().into_iter().filter(|a| !live.contains(a)) {
+            report.objects += 1;
+            report.bytes += if dry_run { dir_size(&self.object_path(&a)) } else { self.remove_object(&a)? };
+        }
+        for r in self.records().into_iter().filter(|r| !live.contains(&r.artifact)) {
+            report.records += 1;
+            if !dry_run {
+                self.forget(&r.key)?;
+                let cp = self.checkpoint_dir(&r.key);
+                match remove_all(&cp) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&cp)(e)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Re-hashes every object. One whose content no longer has its digest is moved to
+    /// `quarantine/` and the records pointing at it are forgotten, so the next run recomputes
+    /// it. Call while holding the workspace lock.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let objects = self.objects();
+        let mut corrupt = Vec::new();
+        for a in &objects {
+            let intact = digest::hash_tree(&self.object_path(a)).is_ok_and(|d| d == a.0);
+            if intact {
+                continue;
+            }
+            let quarantined = self.quarantine(a)?;
+            let mut stages = Vec::new();
+            for r in self.records().into_iter().filter(|r| r.artifact == *a) {
+                self.forget(&r.key)?;
+                stages.push(r.stage);
+            }
+            corrupt.push(Corrupt { artifact: *a, stages, quarantined });
+        }
+        Ok(VerifyReport { checked: objects.len(), corrupt })
+    }
+}
+
 /// A stage's output directory before it is committed. Dropping it discards it.
 pub struct Staging<'s> {
     store: &'s Store,
@@ -455,6 +533,64 @@ mod tests {
         assert_eq!(rec2.artifact, rec.artifact);
         assert_eq!(store.objects().len(), 1);
         assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none());
+    }
+
+    /// A store with a record of stage `name` whose output is `content`; its state is
+    /// recorded (the stage is current) when `current`.
+    fn commit(store: &Store, name: &str, content: &str, current: bool) -> Record {
+        let mut m = manifest();
+        m.params = serde_json::json!({ "cmd": content });
+        let s = store.stage(m.key()).unwrap();
+        fs::write(s.out_dir().join("out.txt"), content).unwrap();
+        let rec = s.commit(m, name, 0.0, Default::default()).unwrap();
+        fs::create_dir_all(store.checkpoint_dir(&rec.key)).unwrap();
+        if current {
+            let state = StageState { key: rec.key, artifact: rec.artifact, log: None };
+            store.set_state("p", name, &state, None).unwrap();
+        }
+        rec
+    }
+
+    #[test]
+    fn gc_removes_what_no_current_stage_uses_and_a_dry_run_nothing() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        let kept = commit(&store, "a", "kept", true);
+        let old = commit(&store, "b", "old", false);
+        commit(&store, "b", "new", true);
+        let dry = store.gc(true).unwrap();
+        assert_eq!(dry, GcReport { objects: 1, bytes: 3, records: 1 });
+        assert_eq!(store.objects().len(), 3);
+        assert_eq!(store.gc(false).unwrap(), dry);
+        assert_eq!(store.objects().len(), 2);
+        assert!(!store.object_path(&old.artifact).exists() && !store.checkpoint_dir(&old.key).exists());
+        assert!(store.read_record(&old.key).is_none());
+        assert_eq!(store.lookup(&kept.key).unwrap().unwrap().artifact, kept.artifact);
+        assert!(store.checkpoint_dir(&kept.key).exists());
+        assert_eq!(store.gc(false).unwrap(), GcReport::default());
+    }
+
+    #[test]
+    fn verify_quarantines_a_changed_object_and_forgets_its_records() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        let good = commit(&store, "a", "good", true);
+        let bad = commit(&store, "b", "bad", true);
+        assert_eq!(store.verify().unwrap(), VerifyReport { checked: 2, corrupt: vec![] });
+        let file = store.object_path(&bad.artifact).join("out.txt");
+        let mut perm = fs::metadata(&file).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        fs::set_permissions(&file, perm).unwrap();
+        fs::write(&file, "bad!").unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(report.checked, 2);
+        let [c] = report.corrupt.as_slice() else { panic!("{report:?}") };
+        assert_eq!((c.artifact, c.stages.clone()), (bad.artifact, vec!["b".to_string()]));
+        assert_eq!(fs::read_to_string(c.quarantined.join("out.txt")).unwrap(), "bad!");
+        assert!(store.lookup(&bad.key).unwrap().is_none(), "the next run recomputes it");
+        assert!(store.lookup(&good.key).unwrap().is_some());
+        assert_eq!(store.verify().unwrap(), VerifyReport { checked: 1, corrupt: vec![] });
     }
 
     #[test]

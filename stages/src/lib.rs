@@ -46,6 +46,22 @@ pub mod ports {
     pub const METRICS: PortType = PortType::new("metrics");
 }
 
+/// Process-wide set-up for running stages, once, first thing in `main`:
+/// - candle's own thread pool gets no extra workers (unless `CANDLE_NUM_THREADS` is set): its
+///   workers spin after every op and, on a few cores, starve hone's kernels, which run their
+///   heavy elementwise work on the rayon pool (2 threads measured 3-4x slower);
+/// - the allocator keeps freed memory ([`model::kernels::tune_allocator`]).
+///
+/// # Safety
+/// It sets an environment variable: call it before any other thread exists.
+pub unsafe fn init() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: the caller guarantees that no other thread exists yet.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    model::kernels::tune_allocator();
+}
+
 /// Every stage kind, in one list.
 pub fn registry() -> Registry {
     Registry::new(vec![

@@ -71,6 +71,12 @@ fn chat_prompt_answers_with_the_fine_tuned_reply_and_evaluate_compares_models() 
         "{}",
         out.stdout
     );
+    // Sampling flags go through the same overrides as `hone generate`, checked the same way.
+    let short = ws.hone(&["chat", "--stage", "sft", "--prompt", "name?", "-t", "0", "--max-tokens", "2"]).ok();
+    assert_eq!(short.stdout, "i \n");
+    for cmd in ["chat", "generate"] {
+        ws.hone(&[cmd, "--stage", "sft", "--prompt", "hi", "--top-p", "0"]).code(2).stderr_has("top_p must be in (0, 1], not 0");
+    }
     // A base model is not a chat model.
     ws.hone(&["chat", "--stage", "base", "--prompt", "hi"]).code(1).stderr_has("not a chat model");
 }

@@ -15,7 +15,7 @@ use candle_core::DType;
 
 use super::export::{self, GenerationConfig};
 use super::decoder::Decoder;
-use super::sample::{SampleOptions, generate_streamed};
+use super::sample::{Overrides, SampleOptions, generate_streamed};
 use super::{Gpt, GptConfig, ModelError, Result};
 use crate::chat_template::ChatTokenizer;
 use crate::data::formats::{Message, Role};
@@ -68,6 +68,19 @@ impl ChatModel {
     /// Sampling options from `generation_config.json`, stopping at `<|im_end|>`.
     pub fn options(&self, seed: u64) -> SampleOptions {
         SampleOptions { stop_at: Some(self.tok.im_end), ..SampleOptions::from_config(&self.generation, seed) }
+    }
+
+    /// [`ChatModel::options`] with what a user overrides (`hone chat --temperature 0`), checked.
+    pub fn options_with(&self, seed: u64, over: &Overrides) -> Result<SampleOptions> {
+        let mut o = self.options(seed);
+        o.temperature = over.temperature.unwrap_or(o.temperature);
+        o.top_k = over.top_k.unwrap_or(o.top_k);
+        o.top_p = over.top_p.unwrap_or(o.top_p);
+        o.max_new_tokens = over.max_new_tokens.unwrap_or(o.max_new_tokens);
+        match o.problems().first() {
+            Some(p) => Err(ModelError::Invalid(p.clone())),
+            None => Ok(o),
+        }
     }
 
     /// The assistant's next message after `messages`, streamed to `on_text` as it is sampled.
