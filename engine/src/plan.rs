@@ -81,7 +81,10 @@ pub fn manifest(
     let s = &p.stages[i];
     let hasher = |path: &std::path::Path| ws.hash_path(path);
     let cx = DepCx { workspace: ws.base(), hasher: &hasher };
-    let deps = s.kind.external_deps(&s.params, &cx)?.into_iter().collect();
+    let mut deps: BTreeMap<String, crate::digest::Digest> = s.kind.external_deps(&s.params, &cx)?.into_iter().collect();
+    for (name, value) in s.kind.settings() {
+        deps.insert(format!("setting {name}"), crate::digest::Digest::of(value.as_bytes()));
+    }
     let inputs = s
         .inputs
         .iter()
@@ -232,4 +235,45 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, r: &mut V
 fn brief(v: &serde_json::Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{Inputs, Port, Registry, RunCx, Stage, StageError};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SET: AtomicBool = AtomicBool::new(false);
+
+    /// A kind whose output depends on a setting outside the pipeline.
+    struct Tuned;
+    impl Stage for Tuned {
+        type Params = serde_json::Value;
+        const KIND: &'static str = "tuned";
+        const VERSION: u32 = 1;
+        const ABOUT: &'static str = "";
+        const INPUTS: Inputs = Inputs::Fixed(&[]);
+        const OUTPUTS: &'static [Port] = &[];
+        fn settings() -> Vec<(&'static str, String)> {
+            if SET.load(Ordering::Relaxed) { vec![("TUNED", "1".into())] } else { Vec::new() }
+        }
+        fn run(_: &serde_json::Value, _: &RunCx) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn settings_enter_the_key_only_when_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let p = crate::spec::load_str(Path::new("p.yaml"), "stages:\n  t: { uses: tuned }\n".into(), &Registry::new(vec![&Tuned]), &[]).unwrap();
+        let plain = manifest(&ws, &p, 0, &[]).unwrap();
+        assert!(plain.deps.is_empty(), "nothing set: the key is as it always was");
+        SET.store(true, Ordering::Relaxed);
+        let tuned = manifest(&ws, &p, 0, &[]).unwrap();
+        SET.store(false, Ordering::Relaxed);
+        assert_ne!(tuned.key(), plain.key());
+        assert_eq!(tuned.deps.keys().collect::<Vec<_>>(), ["setting TUNED"]);
+    }
 }

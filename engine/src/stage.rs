@@ -187,6 +187,15 @@ pub trait Stage: Send + Sync + 'static {
         None
     }
 
+    /// Settings from outside the pipeline file that change what the kind produces (an
+    /// environment variable such as `HONE_PLAIN_OPS`), as `(name, value)`: they enter the
+    /// stage key, so a run with another setting is not served the other's cache entry. List
+    /// a setting only when it is not at its default, so that keys stay as they are when
+    /// nothing is set.
+    fn settings() -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// Checks beyond what deserialisation checks (ranges, combinations).
     fn validate(_params: &Self::Params) -> Vec<ParamProblem> {
         Vec::new()
@@ -231,6 +240,8 @@ pub trait DynStage: Send + Sync {
     fn output_type(&self, params: &Params, port: &Port) -> PortType;
     /// See [`Stage::narrowing_help`].
     fn narrowing_help(&self, params: &Params, port: &Port, want: PortType) -> Option<String>;
+    /// See [`Stage::settings`].
+    fn settings(&self) -> Vec<(&'static str, String)>;
     /// Deserialises and validates the params (`with:` and the kind's [`Stage::STAGE_KEYS`],
     /// as one mapping).
     fn check(&self, params: &Node) -> Result<Params, CheckError>;
@@ -264,6 +275,9 @@ impl<S: Stage> DynStage for S {
     }
     fn narrowing_help(&self, params: &Params, port: &Port, want: PortType) -> Option<String> {
         S::narrowing_help(typed::<S>(params), port, want)
+    }
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        S::settings()
     }
     fn check(&self, params: &Node) -> Result<Params, CheckError> {
         let typed: S::Params = crate::yaml::from_node(params).map_err(CheckError::Invalid)?;

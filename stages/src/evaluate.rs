@@ -118,6 +118,10 @@ impl Stage for Evaluate {
         Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS), Port::optional("shots", ports::CHAT_DATA)]);
     const OUTPUTS: &'static [Port] = &[Port::required("metrics", ports::METRICS)];
 
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         if p.max_new_tokens == 0 {

@@ -22,6 +22,8 @@ pub mod ppo;
 mod training;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod golden;
 
 use hone_engine::stage::Registry;
 

@@ -122,6 +122,10 @@ impl Stage for Pretrain {
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("tokenizer", ports::TOKENIZER)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
     fn validate(p: &Params) -> Vec<ParamProblem> {
         // `dropout` is checked with the common params.
         let mut out: Vec<ParamProblem> =

@@ -131,6 +131,10 @@ impl Stage for Sft {
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CHAT_DATA)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = p.common_problems();
         if p.block_size == 1 {

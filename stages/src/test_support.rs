@@ -32,3 +32,9 @@ pub(crate) fn output(dir: &Path, p: &spec::Pipeline, stage: &str) -> PathBuf {
 
 /// An event handler that does nothing.
 pub(crate) fn quiet(_: &Event, _: &AtomicBool) {}
+
+/// The digest (hex) of `stage`'s output after its last run.
+pub(crate) fn output_digest(dir: &Path, p: &spec::Pipeline, stage: &str) -> String {
+    let ws = Workspace::open(dir).unwrap();
+    ws.store.state(&p.name, stage).expect("the stage ran").artifact.to_hex()
+}

@@ -47,6 +47,13 @@ pub use gpt::{Gpt, KvCache};
 pub use params::ParamStore;
 pub use rng::Rng;
 
+/// The settings outside a pipeline that change what the model code computes, for the key
+/// of every stage kind that runs it ([`hone_engine::stage::Stage::settings`]):
+/// `HONE_PLAIN_OPS` (the plain ops round differently from the fused kernels).
+pub fn settings() -> Vec<(&'static str, String)> {
+    if ops::plain_ops() { vec![("HONE_PLAIN_OPS", "1".to_string())] } else { Vec::new() }
+}
+
 /// Everything that can go wrong in the model code.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -1,0 +1,63 @@
+//! Golden digests: every stage kind runs once on a tiny input, and its output's digest is
+//! pinned together with the kind's `VERSION`. A change that alters a kind's output without
+//! bumping its `VERSION` (which would serve stale cache entries) fails here; so does a
+//! registered kind without a line. The policy: `docs/kind-versions.md`.
+//!
+//! Adding a kind is one line in [`GOLDEN`]: its stage (inputs from the stages above it), its
+//! `VERSION`, and the digest (run the test: the failure prints it).
+
+use crate::test_support::{self, quiet};
+use hone_engine::spec;
+
+/// `(stage YAML, kind VERSION when pinned, output digest)`, in dependency order. The inputs
+/// are the files [`workspace`] writes.
+const GOLDEN: &[(&str, u32, &str)] = &[
+    ("words: { uses: command, with: { cmd: 'printf \"%s\\n\" one two > $HONE_OUT/w.txt' } }", 1, "48a8abc707a8f8b6ad77b49ebe782915f8805199512054c0fcc30edfe3ecadaa"),
+    ("corpus: { uses: ingest, with: { source: notes.txt, val_fraction: 0.2 }, filters: [{ builtin: dedup-exact }] }", 1, "60e065225f7bff4249bf00b92748f3542856c1a4612a07efe5bbdb2aaec5f0bb"),
+    ("tok: { uses: tokenizer, inputs: { corpus: corpus }, with: { kind: char } }", 1, "b23cb9c99301e66845120ab42dfa05acfe1d2dee98a3b0b340e7bb3bd12633e4"),
+    ("base: { uses: pretrain, inputs: { tokenizer: tok }, with: { n_layer: 1, n_head: 2, n_embd: 16, block_size: 32, batch_size: 2, steps: 4, eval_every: 0, eval_iters: 1, threads: 1 } }", 1, "c91adb97d8082d30a3977622cd3b082307b011e649f60c1decd05f88755b1cb6"),
+    ("chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }", 1, "b5e84ef8a6fd9e5eda209809974d147846f2468ddc080de3625cc250da7602ac"),
+    ("sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }", 1, "ac129e3c75c65b630e932a4fe0791d4d5f3a821eb17e8711492d254b692c4217"),
+    ("prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }", 1, "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb"),
+    ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts }, with: { max_new_tokens: 4, threads: 1 } }", 1, "b13ab03a057defd6cd3d802636b7fd69d2c2bcdacc0a08ed166f6cc166dec089"),
+];
+
+/// The tiny inputs.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let notes: String = (0..20).map(|i| format!("note {i}: hi hello! name? i am bob.\n\n")).collect();
+    let chat = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello!\"}]}\n";
+    for (name, text) in [("notes.txt", notes.as_str()), ("chat.jsonl", chat), ("prompts.jsonl", "{\"prompt\": \"hi\", \"answer\": \"hello!\"}\n")] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
+    let yaml: String = GOLDEN.iter().map(|(stage, _, _)| format!("  {stage}\n")).collect();
+    let dir = workspace();
+    let p = spec::load_str(&dir.path().join("golden.yaml"), format!("name: golden\nseed: 3\nstages:\n{yaml}"), &crate::registry(), &[]).unwrap();
+    let (summary, _) = test_support::run(dir.path(), &p, quiet);
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+
+    let mut problems = Vec::new();
+    for (s, (_, version, digest)) in p.stages.iter().zip(GOLDEN) {
+        let got = test_support::output_digest(dir.path(), &p, &s.id);
+        let kind = s.kind.kind();
+        if s.kind.version() != *version {
+            problems.push(format!("`{kind}` is at VERSION {} now: pin its new digest: ({}, \"{got}\")", s.kind.version(), s.kind.version()));
+        } else if got != *digest {
+            problems.push(format!(
+                "`{kind}` (stage `{}`) now gives {got}, but VERSION {version} gave {digest:?}: if the change is meant to change outputs, bump `{kind}`'s VERSION (it invalidates cached results) and pin the new digest; if not, it is a bug",
+                s.id
+            ));
+        }
+    }
+    for k in crate::registry().kinds() {
+        if !p.stages.iter().any(|s| s.kind.kind() == k.kind()) {
+            problems.push(format!("stage kind `{}` has no line in golden::GOLDEN: add one", k.kind()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
