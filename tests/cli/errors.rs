@@ -1,5 +1,5 @@
-//! A corpus of malformed pipelines: each must fail before anything runs, with exit code 3,
-//! the right message at the right file:line:col, and no panic.
+//! A corpus of malformed pipelines: `hone run` must refuse each before anything runs (exit
+//! code 3, nothing stored), with the right message at the right file:line:col, and no panic.
 
 use crate::support::Ws;
 
@@ -43,7 +43,7 @@ const CASES: &[Case] = &[
     Case { name: "chat corpus as evaluation prompts", yaml: "stages:\n  chats: { uses: ingest, with: { source: notes.jsonl, format: chat } }\n  tok: { uses: tokenizer, inputs: { corpus: chats } }\n  base: { uses: pretrain, inputs: { tokenizer: tok } }\n  eval: { uses: evaluate, inputs: { models: [base], prompts: chats } }\n", flags: &[], message: "input `prompts` of `eval` expects a prompts, but `chats` (ingest) gives a chat-data", location: "p.yaml:5:62" },
     Case { name: "corpus of unknown format into sft", yaml: "stages:\n  chats: { uses: ingest, with: { source: chats.jsonl } }\n  base: { uses: command, with: { cmd: x } }\n  sft: { uses: sft, inputs: { model: base, data: chats } }\n", flags: &[], message: "add `format: chat` to this ingest stage's `with:`", location: "p.yaml:4:50" },
     Case { name: "unknown built-in data set", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: builtin:tinyworld/pretrian }\n", flags: &[], message: "unknown built-in data set `builtin:tinyworld/pretrian` (did you mean `tinyworld/pretrain`?)", location: "p.yaml:4:21" },
-    Case { name: "unknown filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exakt\n", flags: &[], message: "dedup-exakt", location: "p.yaml:6:" },
+    Case { name: "unknown filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exakt\n", flags: &[], message: "unknown built-in filter `dedup-exakt`", location: "p.yaml:6:16" },
     Case { name: "limits on a built-in filter", yaml: "stages:\n  c:\n    uses: ingest\n    with: { source: a.txt }\n    filters:\n      - builtin: dedup-exact\n        limits: { batch_size: 8 }\n", flags: &[], message: "`limits` applies to `wasm:` filters only (at `filters[0]`)", location: "p.yaml:6:16" },
     Case { name: "override through a scalar", yaml: "stages:\n  a: { uses: command, with: { cmd: x } }\n", flags: &["-s", "stages.a.uses.x=1"], message: "`stages.a.uses` is a single value, not a mapping", location: "command line: -s stages.a.uses.x=1" },
     Case { name: "override without a value", yaml: "stages:\n  a: { uses: command, with: { cmd: x } }\n", flags: &["-s", "stages.a.with.cmd"], message: "is not of the form key.path=value", location: "command line: -s stages.a.with.cmd" },
@@ -57,17 +57,18 @@ fn every_malformed_pipeline_is_rejected_with_its_location() {
     for c in CASES {
         let ws = Ws::new();
         ws.write("p.yaml", c.yaml);
-        let mut args = vec!["plan", "p.yaml"];
+        let mut args = vec!["run", "p.yaml"];
         args.extend_from_slice(c.flags);
         let out = ws.hone(&args);
         let located = format!("--> {}", c.location);
         if out.code != 3 || !out.stderr.contains(c.message) || !out.stderr.contains(&located) || out.stderr.contains("panicked") {
             failures.push(format!("[{}] exit {}; want `{}` at `{}`; got:\n{}", c.name, out.code, c.message, c.location, out.stderr));
         }
-        // Nothing ran and nothing was stored.
-        assert!(!ws.path().join(".hone/keys").exists() || std::fs::read_dir(ws.path().join(".hone/keys")).unwrap().count() == 0);
+        // `run` stopped before anything ran: nothing was stored.
+        if ws.objects() > 0 || std::fs::read_dir(ws.path().join(".hone/keys")).is_ok_and(|mut d| d.next().is_some()) {
+            failures.push(format!("[{}] something was stored", c.name));
+        }
     }
-    assert!(CASES.len() >= 15);
     assert!(failures.is_empty(), "{} of {} cases wrong:\n\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
 }
 
@@ -82,7 +83,7 @@ fn all_problems_are_reported_at_once_with_help() {
     let e = &out.stderr;
     assert!(e.contains("unknown stage kind `comand`") && e.contains("did you mean `command`?"), "{e}");
     assert!(e.contains("p.yaml:6:26"), "{e}");
-    assert!(e.contains("input `i` names unknown stage `z`") || e.contains("3 problems"), "{e}");
+    assert!(e.contains("input `i` names unknown stage `z`") && e.contains("3 problems"), "{e}");
     assert!(e.contains("3 |     uses: comand\n  |           ^^^^^^"), "{e}");
 }
 

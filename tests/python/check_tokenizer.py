@@ -9,11 +9,11 @@ Runs a small pipeline with the `hone` binary ($HONE_BIN, default target/release/
   - checks decode(encode(x)) == x on documents and on random Unicode strings;
   - checks the special-token ids in meta.json.
 
-Skips (exit 0) when the `tokenizers` package is not installed: CI does not depend on it.
+Fails (exit 1) when the `tokenizers` package is not installed. `.ci/run` runs it in a venv:
 
-    pip install tokenizers
+    python3 -m venv .ci/venv && .ci/venv/bin/pip install tokenizers
     cargo build --release
-    python3 tests/python/check_tokenizer.py
+    .ci/venv/bin/python tests/python/check_tokenizer.py
 """
 
 import array
@@ -28,8 +28,8 @@ from pathlib import Path
 try:
     from tokenizers import Tokenizer
 except ImportError:
-    print("SKIP: the Python `tokenizers` package is not installed (pip install tokenizers)")
-    sys.exit(0)
+    print("FAIL: the Python `tokenizers` package is not installed: pip install tokenizers", file=sys.stderr)
+    sys.exit(1)
 
 REPO = Path(__file__).resolve().parents[2]
 HONE = Path(os.environ.get("HONE_BIN", REPO / "target" / "release" / "hone"))
