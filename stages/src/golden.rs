@@ -19,6 +19,8 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }", 1, "b5e84ef8a6fd9e5eda209809974d147846f2468ddc080de3625cc250da7602ac"),
     ("sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }", 1, "ac129e3c75c65b630e932a4fe0791d4d5f3a821eb17e8711492d254b692c4217"),
     ("prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }", 1, "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb"),
+    ("ranked: { uses: command, with: { cmd: 'cp rankings.jsonl $HONE_OUT/', deps: [rankings.jsonl] } }", 1, "18bbbd93608b4692111216a7c308d9fd904eb043926b9f02ce56af4e8db75b4e"),
+    ("reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }", 1, "eb97ecdb71da390ddb71c0088eb93e9a03809ff3ac822cf51e2e42613544a1de"),
     ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts }, with: { max_new_tokens: 4, threads: 1 } }", 1, "b13ab03a057defd6cd3d802636b7fd69d2c2bcdacc0a08ed166f6cc166dec089"),
 ];
 
@@ -27,7 +29,8 @@ fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let notes: String = (0..20).map(|i| format!("note {i}: hi hello! name? i am bob.\n\n")).collect();
     let chat = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello!\"}]}\n";
-    for (name, text) in [("notes.txt", notes.as_str()), ("chat.jsonl", chat), ("prompts.jsonl", "{\"prompt\": \"hi\", \"answer\": \"hello!\"}\n")] {
+    let rankings: String = ["hi", "name?", "sky?"].iter().map(|p| format!("{{\"prompt\": \"{p}\", \"responses\": [\"hello!\", \"no\", \"i am bob.\"], \"ranking\": [[0], [2], [1]]}}\n")).collect();
+    for (name, text) in [("notes.txt", notes.as_str()), ("chat.jsonl", chat), ("prompts.jsonl", "{\"prompt\": \"hi\", \"answer\": \"hello!\"}\n"), ("rankings.jsonl", rankings.as_str())] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     dir
@@ -42,7 +45,9 @@ fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
 
     let mut problems = Vec::new();
-    for (s, (_, version, digest)) in p.stages.iter().zip(GOLDEN) {
+    for (stage, version, digest) in GOLDEN {
+        let id = stage.split(':').next().expect("a stage line starts with its id");
+        let s = &p.stages[p.index_of(id).expect("the stage is in the pipeline")];
         let got = test_support::output_digest(dir.path(), &p, &s.id);
         let kind = s.kind.kind();
         if s.kind.version() != *version {

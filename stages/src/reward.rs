@@ -115,6 +115,10 @@ impl Stage for Reward {
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("rankings", ports::RANKINGS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::REWARD_MODEL), Port::required("metrics", ports::METRICS)];
 
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = p.common_problems();
         if !(0.0..1.0).contains(&p.val_fraction) {
