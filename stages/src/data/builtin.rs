@@ -24,10 +24,11 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin { name: "tinyworld/pretrain", version: TINYWORLD_VERSION, format: Format::Text, records: |seed| tinyworld("pretrain", seed) },
     Builtin { name: "tinyworld/chat", version: TINYWORLD_VERSION, format: Format::Chat, records: |seed| tinyworld("chat", seed) },
     Builtin { name: "tinyworld/prompts", version: TINYWORLD_VERSION, format: Format::Prompt, records: |seed| tinyworld("prompts", seed) },
+    Builtin { name: "tinyworld/rl-prompts", version: TINYWORLD_VERSION, format: Format::Prompt, records: |seed| tinyworld("rl-prompts", seed) },
 ];
 
 /// Bump when `crate::tinyworld` generates different records (the golden test below says so).
-const TINYWORLD_VERSION: u32 = 1;
+const TINYWORLD_VERSION: u32 = 2;
 
 fn tinyworld(name: &str, seed: u64) -> Result<Vec<Value>, String> {
     crate::tinyworld::dataset(name, seed).ok_or_else(|| format!("tinyworld has no data set `{name}`"))
@@ -108,13 +109,16 @@ mod tests {
     #[test]
     fn tinyworld_data_matches_its_version() {
         let mut h = blake3::Hasher::new();
-        for name in ["tinyworld/pretrain", "tinyworld/chat", "tinyworld/prompts"] {
+        for name in ["tinyworld/pretrain", "tinyworld/chat", "tinyworld/prompts", "tinyworld/rl-prompts"] {
             for r in builtin_records(name, 1234).unwrap().unwrap() {
                 h.update(r.to_string().as_bytes());
             }
         }
         let got = h.finalize().to_hex().to_string();
-        let pinned = [(1, "c0e4a51bb48102c33a5daedf22bc46cc76dc2b1b06f9f5faaea015071b0ea025")];
+        let pinned = [
+            (1, "c0e4a51bb48102c33a5daedf22bc46cc76dc2b1b06f9f5faaea015071b0ea025"),
+            (2, "35408eec835db5f56b0098ff9b0a235a788d73db978a3098ed4e575b0d900eb0"),
+        ];
         let want = pinned.iter().find(|(v, _)| *v == TINYWORLD_VERSION).map(|(_, d)| *d);
         assert_eq!(Some(got.as_str()), want, "tinyworld's records changed: bump TINYWORLD_VERSION and pin the new digest");
     }

@@ -18,12 +18,16 @@
 //! - `pretrain`: 12,000 `{"text"}` documents (about 2.5 MB) stating the facts in several surface
 //!   forms: profiles, short stories with dialogue, towns, animals, sums, counting, colours and
 //!   word problems. Every fact is stated many times, in many documents.
-//! - `chat`: about 1,800 `{"messages": [user, assistant]}` conversations: questions about the world and
+//! - `chat`: about 1,400 `{"messages": [user, assistant]}` conversations: questions about the world and
 //!   their ideal responses, greetings, thanks and goodbyes, "tell me about ...", short
 //!   stories, and questions about people who are not in the world.
 //! - `prompts`: about 400 `{"prompt", "answer"?}` records: a seeded quarter of all questions, held out
 //!   of `chat` entirely (no phrasing of them is in `chat`), with the short checkable answer
-//!   when there is one ("12", "red", "Millbrook", "yes", "3, 4, 5").
+//!   when there is one ("12", "red", "Millbrook", "yes", "3, 4, 5"). For evaluation.
+//! - `rl-prompts`: about 240 records of the same form: a seeded fifth of the questions that are
+//!   not held out, taken out of `chat` too. For the RLHF stages (sampling, ranking, PPO), so
+//!   that RLHF never trains on an evaluation question and asks the fine-tuned model questions
+//!   it was not shown answers to.
 //!
 //! The facts of held-out questions are still in `pretrain`, and sums cover a 21 x 21 table:
 //! a ~1M-parameter model learns the chat format and many facts but not all of them, and has to
@@ -52,9 +56,10 @@ pub use labeler::{grade, rank, rank_groups};
 use serde_json::{Value, json};
 
 /// The names [`dataset`] knows.
-pub const DATASETS: [&str; 3] = ["pretrain", "chat", "prompts"];
+pub const DATASETS: [&str; 4] = ["pretrain", "chat", "prompts", "rl-prompts"];
 
-/// The records of one tinyworld dataset (`pretrain`, `chat` or `prompts`, see the module doc),
+/// The records of one tinyworld dataset (`pretrain`, `chat`, `prompts` or `rl-prompts`, see the
+/// module doc),
 /// generated from `seed`; `None` for an unknown name. The same seed gives the same records.
 pub fn dataset(name: &str, seed: u64) -> Option<Vec<Value>> {
     let w = world::World::new(seed);
@@ -62,6 +67,7 @@ pub fn dataset(name: &str, seed: u64) -> Option<Vec<Value>> {
         "pretrain" => text::documents(&w, seed).into_iter().map(|t| json!({ "text": t })).collect(),
         "chat" => questions::chat(&w, seed),
         "prompts" => questions::prompts(&w, seed),
+        "rl-prompts" => questions::rl_prompts(&w, seed),
         _ => return None,
     })
 }

@@ -1,7 +1,8 @@
 //! The question bank behind `chat` and `prompts`: every question the world can answer
 //! ([`Question`]), its phrasings, its ideal response and, where there is one, its short
-//! checkable answer. A seeded quarter of the questions is held out for `prompts`; the rest
-//! become `chat` conversations.
+//! checkable answer. A seeded quarter of the questions is held out for `prompts` (evaluation),
+//! a seeded fifth of the rest for `rl-prompts` (sampling, ranking and PPO); the rest become
+//! `chat` conversations. The three share no question.
 
 use super::rng::Rng;
 use super::text::{N_SUBJECTS, PERSON_FACTS, person_fact, word_problem_add, word_problem_sub};
@@ -9,6 +10,8 @@ use super::world::*;
 
 /// Percent of questions held out of `chat` for `prompts`.
 const HELD_OUT_PERCENT: u32 = 25;
+/// Percent of the questions not held out that go to `rl-prompts` instead of `chat`.
+const RL_PERCENT: u32 = 20;
 /// Percent of chat questions asked a second time, in another phrasing.
 const SECOND_PHRASING_PERCENT: u32 = 50;
 
@@ -229,10 +232,32 @@ pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
     qs
 }
 
-/// Splits the bank: (chat questions, held-out questions).
-pub(crate) fn split(w: &World, seed: u64) -> (Vec<Question>, Vec<Question>) {
-    let mut r = Rng::fork(seed, "held-out");
-    all(w, seed).into_iter().partition(|_| !r.percent(HELD_OUT_PERCENT))
+/// The bank split three ways; no question is in two of them.
+pub(crate) struct Split {
+    /// Fine-tuning conversations.
+    pub chat: Vec<Question>,
+    /// Prompts for the RLHF stages (sample, rank, ppo).
+    pub rl: Vec<Question>,
+    /// Held-out evaluation prompts.
+    pub held: Vec<Question>,
+}
+
+/// Splits the bank. The held-out draw is made first and from its own stream, so the
+/// evaluation set does not depend on how the rest is divided.
+pub(crate) fn split(w: &World, seed: u64) -> Split {
+    let mut held_r = Rng::fork(seed, "held-out");
+    let mut rl_r = Rng::fork(seed, "rl");
+    let mut s = Split { chat: Vec::new(), rl: Vec::new(), held: Vec::new() };
+    for q in all(w, seed) {
+        if held_r.percent(HELD_OUT_PERCENT) {
+            s.held.push(q);
+        } else if rl_r.percent(RL_PERCENT) {
+            s.rl.push(q);
+        } else {
+            s.chat.push(q);
+        }
+    }
+    s
 }
 
 /// Requests ("Can you ...?") are answered with a friendly "Sure!" first.
@@ -468,10 +493,9 @@ fn short_story(w: &World, p: usize, r: &mut Rng) -> String {
 
 /// `chat` records: each chat question once, some twice in another phrasing, shuffled.
 pub(crate) fn chat(w: &World, seed: u64) -> Vec<serde_json::Value> {
-    let (chat, _) = split(w, seed);
     let mut r = Rng::fork(seed, "chat");
     let mut out = Vec::new();
-    for q in chat {
+    for q in split(w, seed).chat {
         let phrasings = q.phrasings(w);
         let first = r.below(phrasings.len());
         let mut picks = vec![first];
@@ -494,9 +518,17 @@ pub(crate) fn chat(w: &World, seed: u64) -> Vec<serde_json::Value> {
 
 /// `prompts` records: each held-out question in one phrasing, with its answer when checkable.
 pub(crate) fn prompts(w: &World, seed: u64) -> Vec<serde_json::Value> {
-    let (_, held) = split(w, seed);
-    let mut r = Rng::fork(seed, "prompts");
-    let mut out: Vec<serde_json::Value> = held
+    prompt_records(w, &split(w, seed).held, Rng::fork(seed, "prompts"))
+}
+
+/// `rl-prompts` records: each RLHF question in one phrasing, with its answer when checkable
+/// (the rule labeler ranks by it).
+pub(crate) fn rl_prompts(w: &World, seed: u64) -> Vec<serde_json::Value> {
+    prompt_records(w, &split(w, seed).rl, Rng::fork(seed, "rl-prompts"))
+}
+
+fn prompt_records(w: &World, questions: &[Question], mut r: Rng) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = questions
         .iter()
         .map(|q| {
             let phrasings = q.phrasings(w);

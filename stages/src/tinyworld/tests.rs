@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::labeler::{is_correct, words};
-use super::questions;
+use super::questions::{self, Question};
 use super::world::*;
 use super::*;
 
@@ -104,7 +104,7 @@ fn datasets_have_the_promised_shape_and_size() {
     assert!(pretrain.iter().all(|d| d.as_object().unwrap().len() == 1));
 
     let chat = dataset("chat", SEED).unwrap();
-    assert!(chat.len() > 1500, "only {} chats", chat.len());
+    assert!(chat.len() > 1300, "only {} chats", chat.len());
     for c in &chat {
         let (user, assistant) = user_and_assistant(c);
         assert!(!user.is_empty() && !assistant.is_empty());
@@ -143,9 +143,33 @@ fn prompts_are_held_out_of_chat() {
 }
 
 #[test]
+fn rl_prompts_share_no_question_with_chat_or_the_held_out_prompts() {
+    let w = World::new(SEED);
+    let s = questions::split(&w, SEED);
+    let phrasings = |qs: &[Question]| -> BTreeSet<String> {
+        qs.iter().flat_map(|q| q.phrasings(&w)).collect()
+    };
+    let (chat, rl, held) = (phrasings(&s.chat), phrasings(&s.rl), phrasings(&s.held));
+    assert!(rl.is_disjoint(&chat) && rl.is_disjoint(&held) && chat.is_disjoint(&held), "a question is in two splits");
+    let records = dataset("rl-prompts", SEED).unwrap();
+    assert!((150..400).contains(&records.len()), "{} rl-prompts", records.len());
+    assert!(records.iter().filter(|p| p.get("answer").is_some()).count() > 100, "too few checkable rl-prompts");
+    for p in &records {
+        assert!(rl.contains(&text_of(p, "prompt")), "rl-prompt `{}` is not an RL question", text_of(p, "prompt"));
+    }
+    // Every question is in one split, and the held-out draw alone decides the evaluation set.
+    let all = questions::all(&w, SEED);
+    assert_eq!(s.chat.len() + s.rl.len() + s.held.len(), all.len());
+    let mut r = super::rng::Rng::fork(SEED, "held-out");
+    let held_alone: Vec<Question> = all.into_iter().filter(|_| r.percent(25)).collect();
+    assert_eq!(phrasings(&held_alone), held);
+}
+
+#[test]
 fn every_checkable_prompt_answer_follows_from_the_world() {
     let w = World::new(SEED);
-    let prompts = dataset("prompts", SEED).unwrap();
+    let mut prompts = dataset("prompts", SEED).unwrap();
+    prompts.extend(dataset("rl-prompts", SEED).unwrap());
     for p in &prompts {
         let prompt = text_of(p, "prompt");
         let answer = p.get("answer").map(|a| a.as_str().expect("answer is a string").to_string());
