@@ -3,9 +3,10 @@
 //! ```yaml
 //! eval:
 //!   uses: evaluate
-//!   # MODEL stages; an ingest of prompt records; an ingest of training conversations
-//!   inputs: { models: [base, sft], prompts: prompts, shots: chat }
-//!   with: { names: [base, sft], max_new_tokens: 48, few_shot: 3 }
+//!   # MODEL stages; an ingest of prompt records; an ingest of training conversations;
+//!   # optionally a reward stage (a mean-reward column)
+//!   inputs: { models: [base, sft, ppo], prompts: prompts, shots: chat, reward: rm }
+//!   with: { names: [base, sft, ppo], max_new_tokens: 48, few_shot: 3 }
 //! ```
 //!
 //! Each model answers every prompt record (`{"prompt", "answer"?}`) of the corpus, greedily
@@ -32,11 +33,14 @@
 //!
 //! A record with an `answer` is graded with tinyworld's rule labeler
 //! ([`crate::tinyworld::grade`]): answer accuracy is correct / graded. Mean response length is
-//! in tokens, over every prompt. (A mean-reward column joins once a reward model exists.)
+//! in tokens, over every prompt. With a reward model wired to `reward` (a `reward` stage), the
+//! table gains each model's mean reward: the raw score of its answers, as `hone score` gives
+//! it (an empty answer, which a reward model cannot score, is left out and counted).
 //!
 //! **Outputs** (port `metrics`): `report.md` (a table, one row per model, and the few-shot
-//! examples), `report.json` ([`Report`]) and `answers.jsonl` (one line per model and prompt: `model`, `prompt`,
-//! `answer`, `response`, `correct`). Metrics: `<name>.accuracy`, `<name>.mean_length`.
+//! examples), `report.json` ([`Report`]) and `answers.jsonl` (one line per model and prompt:
+//! `model`, `prompt`, `answer`, `response`, `correct`, and `reward` with a reward model).
+//! Metrics: `<name>.accuracy`, `<name>.mean_length`, `<name>.mean_reward`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -51,6 +55,7 @@ use crate::model::chat::ChatModel;
 use crate::model::rng::{Rng, Stream};
 use crate::model::sample::{SampleOptions, generate};
 use crate::ports;
+use crate::reward::{ScoreError, Scorer};
 
 pub struct Evaluate;
 
@@ -111,11 +116,16 @@ fn d_top_p() -> f64 {
 impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = "evaluate";
-    /// 2: a base model is graded few-shot.
+    /// 2: a base model is graded few-shot. (The optional `reward` input left it at 2: without
+    /// it the bytes are the same; with it the key differs through the input.)
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
-    const INPUTS: Inputs =
-        Inputs::Fixed(&[Port::many("models", ports::MODEL), Port::required("prompts", ports::PROMPTS), Port::optional("shots", ports::CHAT_DATA)]);
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::many("models", ports::MODEL),
+        Port::required("prompts", ports::PROMPTS),
+        Port::optional("shots", ports::CHAT_DATA),
+        Port::optional("reward", ports::REWARD_MODEL),
+    ]);
     const OUTPUTS: &'static [Port] = &[Port::required("metrics", ports::METRICS)];
 
     fn settings() -> Vec<(&'static str, String)> {
@@ -183,6 +193,16 @@ pub struct ModelScore {
     pub accuracy: Option<f64>,
     /// Mean response length in tokens, over every prompt.
     pub mean_length: f64,
+    /// Mean raw score of the answers under the `reward` input, when one is wired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_reward: Option<f64>,
+    /// Answers the reward model could not score (empty ones).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unscored: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `report.json`.
@@ -288,6 +308,8 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
         correct,
         accuracy: (graded > 0).then(|| correct as f64 / graded as f64),
         mean_length: if n == 0 { 0.0 } else { responses.iter().map(|(_, l)| *l as f64).sum::<f64>() / n as f64 },
+        mean_reward: None,
+        unscored: 0,
     };
     (score, verdicts)
 }
@@ -388,6 +410,10 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             Shots::draw(&train, k, cx.seed, &prompts).map_err(StageError::msg)?
         }
     };
+    let scorer = match cx.input("reward") {
+        Some(dir) => Some(Scorer::load(dir).map_err(|e| StageError::msg(format!("input `reward`: {e}")))?),
+        None => None,
+    };
     let total = (models.len() * prompts.len()) as u64;
     let mut answers = String::new();
     let mut scores = Vec::new();
@@ -406,9 +432,19 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         if !m.is_chat {
             (s.shots, s.fewer_shots) = (shots.0.len(), fewer_shots);
         }
-        for ((pr, (r, _)), v) in prompts.iter().zip(&responses).zip(&verdicts) {
-            let line = json!({ "model": name, "prompt": pr.prompt, "answer": pr.answer, "response": r, "correct": v });
+        let rewards = match &scorer {
+            Some(sc) => rewards(sc, &prompts, &responses, cx, &mut s)?,
+            None => vec![None; prompts.len()],
+        };
+        for (((pr, (r, _)), v), rw) in prompts.iter().zip(&responses).zip(&verdicts).zip(&rewards) {
+            let mut line = json!({ "model": name, "prompt": pr.prompt, "answer": pr.answer, "response": r, "correct": v });
+            if scorer.is_some() {
+                line["reward"] = json!(rw);
+            }
             writeln!(answers, "{line}").unwrap();
+        }
+        if let Some(r) = s.mean_reward {
+            cx.metric(&format!("{name}.mean_reward"), r);
         }
         if let Some(a) = s.accuracy {
             cx.metric(&format!("{name}.accuracy"), a);
@@ -424,17 +460,41 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     write("report.md", &markdown(&report))
 }
 
-/// The comparison table.
+/// The reward model's raw score of each response (none for an empty one), and their mean
+/// into `s`.
+fn rewards(sc: &Scorer, prompts: &[Prompt], responses: &[(String, usize)], cx: &RunCx, s: &mut ModelScore) -> Result<Vec<Option<f64>>, StageError> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for (pr, (r, _)) in prompts.iter().zip(responses) {
+        cx.check_cancelled()?;
+        out.push(match sc.score(&pr.prompt, r) {
+            Ok(v) => Some(v),
+            Err(ScoreError::EmptyAnswer | ScoreError::TooLong { .. }) => None,
+            Err(ScoreError::Model(e)) => return Err(StageError::msg(format!("input `reward`: {e}"))),
+        });
+    }
+    let scored: Vec<f64> = out.iter().flatten().copied().collect();
+    s.unscored = out.len() - scored.len();
+    s.mean_reward = (!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64);
+    Ok(out)
+}
+
+/// The comparison table (with a mean-reward column when a reward model scored the answers).
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let how = if r.temperature == 0.0 { "greedy".to_string() } else { format!("sampled at temperature {}", r.temperature) };
+    let reward = r.models.iter().any(|m| m.mean_reward.is_some());
     writeln!(s, "# Evaluation\n\n{} held-out prompts, answers {how}, at most {} new tokens.\n", r.prompts, r.max_new_tokens).unwrap();
-    writeln!(s, "| model | format | answer accuracy | correct / graded | mean response length (tokens) |").unwrap();
-    writeln!(s, "|---|---|---|---|---|").unwrap();
+    let (head, rule) = if reward { (" mean reward |", "---|") } else { ("", "") };
+    writeln!(s, "| model | format | answer accuracy | correct / graded | mean response length (tokens) |{head}").unwrap();
+    writeln!(s, "|---|---|---|---|---|{rule}").unwrap();
     for m in &r.models {
         let acc = m.accuracy.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
         let format = if m.format == "plain" { format!("plain, {}-shot", m.shots) } else { m.format.to_string() };
-        writeln!(s, "| {} | {format} | {acc} | {} / {} | {:.1} |", m.name, m.correct, m.graded, m.mean_length).unwrap();
+        let rw = if reward { format!(" {} |", m.mean_reward.map_or("n/a".to_string(), |v| format!("{v:.3}"))) } else { String::new() };
+        writeln!(s, "| {} | {format} | {acc} | {} / {} | {:.1} |{rw}", m.name, m.correct, m.graded, m.mean_length).unwrap();
+    }
+    for m in r.models.iter().filter(|m| m.unscored > 0) {
+        writeln!(s, "\n`{}`: {} of {} answers were empty or too long for the reward model, left out of its mean reward.", m.name, m.unscored, m.prompts).unwrap();
     }
     if let Some(m) = r.models.iter().find(|m| m.format == "plain") {
         let k = m.shots;
@@ -476,9 +536,15 @@ mod tests {
         assert_eq!((s.graded, s.correct, s.prompts), (3, 2, 4));
         assert_eq!(s.accuracy, Some(2.0 / 3.0));
         assert_eq!(s.mean_length, 6.0);
-        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![s], few_shot_examples: Vec::new() });
+        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![s.clone()], few_shot_examples: Vec::new() });
         assert!(md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 |"), "{md}");
-        assert!(!md.to_lowercase().contains("reward"), "no reward column before a reward model exists");
+        assert!(!md.to_lowercase().contains("reward"), "no reward column without a reward model");
+        // With a reward model: a mean-reward column, n/a for a model it could not score.
+        let with = ModelScore { mean_reward: Some(-0.25), ..s.clone() };
+        let without = ModelScore { name: "b".into(), mean_reward: None, unscored: 4, ..s };
+        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![with, without], few_shot_examples: Vec::new() });
+        assert!(md.contains("| mean reward |") && md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 | -0.250 |") && md.contains("| b | chat | 66.7% | 2 / 3 | 6.0 | n/a |"), "{md}");
+        assert!(md.contains("`b`: 4 of 4 answers were empty or too long"), "{md}");
     }
 
     fn conv(q: &str, a: &str) -> (String, Vec<Message>) {
@@ -552,7 +618,7 @@ mod tests {
             prompts: 1,
             max_new_tokens: 8,
             temperature: 0.0,
-            models: vec![ModelScore { name: "base".into(), format: "plain", shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0 }],
+            models: vec![ModelScore { name: "base".into(), format: "plain", shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0, mean_reward: None, unscored: 0 }],
             few_shot_examples: shots.0.clone(),
         });
         assert!(md.contains("| base | plain, 2-shot | 100.0% | 1 / 1 | 3.0 |"), "{md}");

@@ -76,5 +76,6 @@ pub fn registry() -> Registry {
         &sample::Sample,
         &rank::Rank,
         &reward::Reward,
+        &ppo::Ppo,
     ])
 }

@@ -257,15 +257,15 @@ impl PairStats {
     }
 }
 
-/// The model being trained: backbone and head.
-struct RewardModel {
-    gpt: Gpt,
-    head: ScalarHead,
+/// The model being trained: backbone and head (PPO's critic and scorer too).
+pub(crate) struct RewardModel {
+    pub gpt: Gpt,
+    pub head: ScalarHead,
 }
 
 impl RewardModel {
     /// The scores (N) of `rows`, right-padded with `pad` into one batch.
-    fn scores(&self, rows: &[&Vec<u32>], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
+    pub(crate) fn scores(&self, rows: &[&Vec<u32>], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
         let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
         let mut x = Vec::with_capacity(rows.len() * t);
         for r in rows {
