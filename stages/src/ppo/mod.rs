@@ -24,7 +24,8 @@
 //!    the sampled distribution is the one the log-probs score), at most `max_new_tokens`
 //!    tokens, stopping at `<|im_end|>`; each token's log-prob comes with it.
 //! 2. *Scoring*: the reward model scores each prompt and answer as `hone score` does (the
-//!    ChatML conversation, the head at its last token); `score` makes it `raw`, `sigmoid`
+//!    ChatML conversation, the head at its last token; the sampled tokens themselves when the
+//!    answer's text re-encodes longer than the context); `score` makes it `raw`, `sigmoid`
 //!    (σ(r), in (0, 1)) or `normalized` (centred and scaled by the reward model's own
 //!    statistics on the SFT model's answers, `reward.json`); `score_clip` clips it; an answer
 //!    that never ends loses `missing_eos_penalty`. The reference's log-probs of the answer
@@ -466,17 +467,33 @@ impl Objective<'_> {
         let raw = match &self.scorer {
             Scorer::Contains(s) => texts.iter().map(|t| if t.contains(s.as_str()) { 1.0 } else { 0.0 }).collect(),
             Scorer::Model { model, pad, .. } => {
+                let block = self.cfg.block_size;
+                let newline = self.tok.text_ids("\n").map_err(err)?;
                 let rows: Vec<Vec<u32>> = prompts
                     .iter()
                     .zip(&texts)
-                    .map(|(p, t)| self.tok.encode(&reward::conversation(&p.text, t), false).map(|e| e.ids))
-                    .collect::<Result<_, _>>()
+                    .zip(answers.iter().zip(finished))
+                    .map(|((p, t), (a, &f))| {
+                        let ids = self.tok.encode(&reward::conversation(&p.text, t), false)?.ids;
+                        if ids.len() <= block {
+                            return Ok(ids);
+                        }
+                        // The text re-encodes longer than it was sampled (a lone byte-fallback
+                        // token decodes to U+FFFD, three bytes): score the sampled tokens, which
+                        // fit, as the prompts were chosen to leave room for them.
+                        let mut ids = p.ids.clone();
+                        ids.extend_from_slice(&a[..a.len() - usize::from(f)]);
+                        ids.push(self.tok.im_end);
+                        ids.extend_from_slice(&newline);
+                        Ok(ids)
+                    })
+                    .collect::<Result<_, ModelError>>()
                     .map_err(err)?;
-                let block = self.cfg.block_size;
                 let mut out = Vec::with_capacity(rows.len());
                 for chunk in rows.chunks(self.p.batch_size.max(1)) {
-                    // Prompts are chosen to leave room for the answer and the closing tokens.
-                    debug_assert!(chunk.iter().all(|r| r.len() <= block));
+                    if let Some(r) = chunk.iter().find(|r| r.len() > block) {
+                        return Err(StageError::msg(format!("an answer to score is {} tokens, more than the reward model's {block}\n   = help: lower `max_new_tokens`", r.len())));
+                    }
                     let chunk: Vec<&Vec<u32>> = chunk.iter().collect();
                     out.extend(to_f64(&model.scores(&chunk, *pad, &mut Dropout::off())?)?);
                 }
