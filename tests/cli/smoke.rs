@@ -1,7 +1,9 @@
 //! The smoke pipeline (`pipelines/smoke.yaml`: the default recipe, tiny) end to end through
-//! the `hone` binary: the first run runs every stage, a second is all cache hits, a new SFT
-//! learning rate reruns only `sft` and what reads it, and `hone report` writes a page that a
-//! real headless Chromium loads without errors and that shows the evaluation table.
+//! the `hone` binary: the first run runs every stage (RLHF's sample, rank, reward and ppo
+//! included), a second is all cache hits, a new SFT learning rate reruns only `sft` and what
+//! reads it, the evaluation compares base, SFT and PPO with a reward column, and `hone report`
+//! writes a page that a real headless Chromium loads without errors and that shows the
+//! evaluation table, PPO's curves and every model's sample answers.
 //!
 //! The pipeline runs once per test binary (a shared workspace); each test reads or adds to
 //! its store, which is safe in parallel (runs take the workspace lock).
@@ -71,7 +73,9 @@ fn graph(s: &Smoke) -> (BTreeSet<String>, Vec<(String, String)>) {
 fn the_smoke_pipeline_runs_end_to_end_then_a_rerun_is_all_cache_hits() {
     let s = smoke();
     let (ids, _) = graph(s);
-    assert!(ids.len() >= 7 && ids.contains("sft") && ids.contains("eval"), "{ids:?}");
+    for id in ["sft", "sample", "rank", "reward", "ppo", "eval"] {
+        assert!(ids.contains(id), "the smoke pipeline lacks `{id}`: {ids:?}");
+    }
     assert_eq!(stages_with(&s.first, "stage_finished"), ids, "the first run runs every stage");
     assert!(stages_with(&s.first, "stage_failed").is_empty());
     let again = events(&s.hone(&["run", "--json"]).ok().stdout);
@@ -79,11 +83,46 @@ fn the_smoke_pipeline_runs_end_to_end_then_a_rerun_is_all_cache_hits() {
     assert!(stages_with(&again, "stage_started").is_empty(), "nothing runs the second time");
     let done = again.last().unwrap();
     assert_eq!((done["event"].as_str(), done["ran"].as_u64(), done["cached"].as_u64()), (Some("run_finished"), Some(0), Some(ids.len() as u64)));
-    // The evaluation compares the base and the fine-tuned model.
-    let eval = s.hone(&["show", "eval", "--json"]).ok();
-    let output = serde_json::from_str::<serde_json::Value>(&eval.stdout).unwrap()["output"].as_str().unwrap().to_string();
-    let table = std::fs::read_to_string(Path::new(&output).join("report.md")).unwrap();
-    assert!(table.contains("| base |") && table.contains("| sft |"), "{table}");
+    // The evaluation compares the base, the fine-tuned and the PPO model, each with a mean
+    // reward under the reward model.
+    let out = output(s, "eval");
+    let table = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(table.lines().any(|l| l.starts_with("| model |") && l.ends_with("| mean reward |")), "{table}");
+    for m in ["base", "sft", "ppo"] {
+        assert!(table.contains(&format!("| {m} |")), "no row for {m}: {table}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let models = report["models"].as_array().unwrap();
+    assert_eq!(models.iter().map(|m| m["name"].as_str().unwrap()).collect::<Vec<_>>(), ["base", "sft", "ppo"]);
+    for m in models {
+        assert!(m["mean_reward"].as_f64().is_some_and(f64::is_finite), "{m}");
+    }
+}
+
+/// The output directory of a stage, from `hone show --json`.
+fn output(s: &Smoke, stage: &str) -> PathBuf {
+    let shown = s.hone(&["show", stage, "--json"]).ok();
+    PathBuf::from(serde_json::from_str::<serde_json::Value>(&shown.stdout).unwrap()["output"].as_str().unwrap())
+}
+
+/// PPO trained the SFT model against the reward model: every iteration logged TRL's
+/// statistics, and the output is a new chat model.
+#[test]
+fn ppo_logs_its_statistics_every_iteration_and_writes_a_new_chat_model() {
+    let s = smoke();
+    let ppo = output(s, "ppo");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(ppo.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let iterations: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("objective/scores").is_some()).collect();
+    assert_eq!(iterations.len(), 2, "steps 8 / (epochs 2 × 16 rollouts / batch 8) = 2 iterations: {lines:?}");
+    for l in &iterations {
+        for k in ["objective/scores", "objective/kl", "beta", "objective/entropy", "answer_length"] {
+            assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");
+        }
+    }
+    assert!(lines.iter().any(|l| l["val_reward"].is_number()), "a held-out evaluation: {lines:?}");
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_ne!(read(&ppo), read(&output(s, "sft")), "PPO changed the policy");
+    assert!(std::fs::read_to_string(ppo.join("tokenizer_config.json")).unwrap().contains("chat_template"));
 }
 
 #[test]
@@ -167,6 +206,17 @@ fn the_report_loads_in_chromium_without_errors_and_shows_the_evaluation() {
     for needle in ["<h3 id=\"curves-base\">", "<h3 id=\"curves-sft\">", "aria-label=\"loss\"", "aria-label=\"lr\"", "<code>dedup-exact</code>", "<table class=\"evaluation\">", "<th>answer accuracy</th>", "<div class=\"sample\">"] {
         assert!(html.contains(needle), "the report lacks {needle:?}");
     }
+    // PPO's curves (reward, KL, β, ...), the reward column, and PPO's answers among the samples.
+    let ppo = html.split("<h3 id=\"curves-ppo\">").nth(1).expect("the report has PPO's curves");
+    let ppo = &ppo[..ppo.find("<h3 ").unwrap_or(ppo.len())];
+    for chart in ["objective/scores", "objective/kl", "beta", "objective/entropy", "reward", "loss"] {
+        assert!(ppo.contains(&format!("aria-label=\"{chart}\"")), "PPO's curves lack {chart:?}");
+    }
+    assert!(html.contains("<th>mean reward</th>"), "the evaluation table has no reward column");
+    let samples = html.split("<section id=\"samples\">").nth(1).unwrap();
+    for m in ["base", "sft", "ppo"] {
+        assert!(samples.contains(&format!("<tr><th>{m}</th>")), "no sample answer of {m}");
+    }
     // Self-contained: no scripts, links only to its own sections, nothing to fetch.
     assert!(!html.contains("<script") && !html.contains("src="));
     assert!(html.split("url(").skip(1).all(|u| u.starts_with('#')), "a url() leaves the page");
@@ -176,7 +226,7 @@ fn the_report_loads_in_chromium_without_errors_and_shows_the_evaluation() {
     assert!(problems.is_empty(), "Chromium found problems in {}:\n{}", page.display(), problems.join("\n"));
     let table = loaded.dom.split("<table class=\"evaluation\">").nth(1).expect("the evaluation table is in the DOM");
     let table = &table[..table.find("</table>").unwrap()];
-    assert!(table.contains("<td>base</td>") && table.contains("<td>sft</td>"), "{table}");
+    assert!(table.contains("<td>base</td>") && table.contains("<td>sft</td>") && table.contains("<td>ppo</td>"), "{table}");
     assert_eq!(loaded.dom.matches("<svg").count(), html.matches("<svg").count(), "every SVG made it into the DOM");
 }
 
