@@ -149,6 +149,42 @@ fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
     assert!(!err.contains("iteration 1:"), "the first iteration samples from the reference itself: {err}");
 }
 
+/// A reward model that scores NaN (the SFT model's backbone, a NaN score head) stops the stage
+/// at the first iteration, naming the answer and what to check.
+#[test]
+fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
+    let b = Bench::new();
+    let sft = export::load(&b.dir.path().join("sft"), DType::F32).unwrap();
+    let mut params = sft.params.snapshot();
+    params.push((format!("{}.weight", export::SCORE), Tensor::full(f32::NAN, (1, sft.config.n_embd), &Device::Cpu).unwrap()));
+    let rm = b.dir.path().join("rm");
+    std::fs::create_dir_all(&rm).unwrap();
+    let tok = ChatTokenizer::from_file(&b.dir.path().join("tokenizer.json"), sft.config.vocab_size).unwrap();
+    export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end)).unwrap();
+    let with = TOY.replace("reward_contains: a, ", "");
+    let src = format!(
+        "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ threads: 1, {with}, steps: 8, eval_every: 0 }}\n"
+    );
+    let p = spec::load_str(&b.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let (summary, _) = b.run(&p, quiet);
+    assert!(!summary.ok());
+    let err = &summary.failed[0].1;
+    assert!(err.starts_with("PPO stopped at iteration 1: the score of answer 1 is NaN") && err.contains("hone score"), "{err}");
+}
+
+/// Steps so large that the policy's weights overflow: the stage stops at the first non-finite
+/// loss with the iteration and step and what to change, instead of training on NaN.
+#[test]
+fn a_nan_blow_up_stops_with_the_iteration_and_what_to_change() {
+    let b = Bench::new();
+    let p = b.pipeline(&format!("{}, lr: 1e30, min_lr: 1e30, steps: 8, max_kl: 1e300, eval_every: 0", TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")));
+    let (summary, _) = b.run(&p, quiet);
+    assert!(!summary.ok());
+    let err = &summary.failed[0].1;
+    // The first step moves every weight by about `lr`; the second minibatch's loss is NaN.
+    assert!(err.starts_with("PPO diverged at iteration 1 (step 2): the policy loss is NaN") && err.contains("lower `lr` (now 1e30)"), "{err}");
+}
+
 #[test]
 fn bad_params_and_wiring_are_explained() {
     let b = Bench::new();
