@@ -38,9 +38,17 @@ p = yaml.safe_load(open(sys.argv[1]))
 print(p["stages"]["ppo"].get("with", {}).get(sys.argv[2], ""))
 PY
 }
+prompts_stage() { # the stage wired to the ppo stage's `prompts` input (`rl_prompts` in smoke)
+  "$PY" - "$PIPELINE" <<'PY'
+import sys, yaml
+p = yaml.safe_load(open(sys.argv[1]))
+print(p["stages"]["ppo"]["inputs"]["prompts"].split(".")[0])
+PY
+}
 
 # The upstream stages (cached after the first run), then the timed ppo run.
 "$HONE" run "$PIPELINE" --workspace "$WS" --until reward > "$WS/upstream.log" 2>&1
+"$HONE" run "$PIPELINE" --workspace "$WS" --until "$(prompts_stage)" >> "$WS/upstream.log" 2>&1
 ROLLOUTS=$(param rollouts); ROLLOUTS=${ROLLOUTS:-64}
 BATCH=$(param batch_size); BATCH=${BATCH:-16}
 EPOCHS=$(param epochs); EPOCHS=${EPOCHS:-4}
@@ -62,7 +70,7 @@ timed = rows[1:] or rows
 print(json.dumps({"iterations": rows, "median": {k.replace("_ms", "_s"): statistics.median(r[k] for r in timed) for k in rows[0]}}))
 PY
 
-SFT=$(field sft output); REWARD=$(field reward output); PROMPTS=$(field prompts output)
+SFT=$(field sft output); REWARD=$(field reward output); PROMPTS=$(field "$(prompts_stage)" output)
 OMP_WAIT_POLICY=PASSIVE PYTHONPATH="$TRL_PATH" "$PY" "$ROOT/bench/ppo_trl.py" --policy "$SFT" --reward "$REWARD" --prompts "$PROMPTS/train.jsonl" \
   --batch "$ROLLOUTS" --mini-batches $((ROLLOUTS / BATCH)) --epochs "$EPOCHS" --response-length "$NEW" --temperature "$TEMP" \
   --iterations "$ITERS" --threads "$THREADS" --out "$WS/trl.json" > "$WS/trl.log" 2>&1
