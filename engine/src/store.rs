@@ -625,6 +625,43 @@ mod tests {
         assert!(store.last_runs("other").is_empty());
     }
 
+    /// Jobs on several hosts finishing the same key at once: each stages, then all commit
+    /// together. With the same bytes they share one object; with different bytes (a stage
+    /// that is not deterministic) each object is whole and the record names one of them.
+    #[test]
+    fn many_commits_of_one_key_at_once_leave_a_whole_object_and_a_readable_record() {
+        for same_bytes in [true, false] {
+            let ws = tempfile::tempdir().unwrap();
+            let store = Store::open(ws.path()).unwrap();
+            let m = manifest();
+            let n = 8;
+            let barrier = std::sync::Barrier::new(n);
+            let records: Vec<Record> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..n)
+                    .map(|i| {
+                        let (store, m, barrier) = (&store, m.clone(), &barrier);
+                        s.spawn(move || {
+                            let st = store.stage(m.key()).unwrap();
+                            fs::create_dir(st.out_dir().join("sub")).unwrap();
+                            let body = if same_bytes { "same".to_string() } else { format!("run {i}") };
+                            fs::write(st.out_dir().join("sub/f.txt"), body.repeat(10_000)).unwrap();
+                            barrier.wait();
+                            st.commit(m, &format!("job{i}"), 0.0, Default::default()).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let hit = store.lookup(&m.key()).unwrap().expect("the key is stored");
+            assert!(records.iter().any(|r| r.artifact == hit.artifact));
+            assert_eq!(store.objects().len(), if same_bytes { 1 } else { n });
+            assert_eq!(store.verify().unwrap(), VerifyReport { checked: store.objects().len(), corrupt: vec![] });
+            assert_eq!(store.records().len(), 1);
+            assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(), "no staging left");
+            assert!(fs::read_dir(store.root().join("keys")).unwrap().all(|e| e.unwrap().file_name().to_string_lossy().ends_with(".json")));
+        }
+    }
+
     #[test]
     fn key_changes_with_every_component() {
         let base = manifest();

@@ -80,3 +80,36 @@ fn exec_stage_reports_a_failing_stage_and_a_bad_job_as_events_and_exit_1() {
     ws.write("garbage.json", "{");
     ws.hone(&["exec-stage", "garbage.json"]).code(1).stderr_has("cannot read the job file");
 }
+
+/// Two Slurm jobs finishing the same key (a rerun racing an earlier submission, a job
+/// requeued while its first run ends): workers run the same job at once and all commit.
+/// Same bytes share one object; different bytes (a stage that is not deterministic) leave
+/// every object whole and the key naming one of them; `cache verify` finds nothing wrong and a
+/// run finds the key cached.
+#[test]
+fn workers_finishing_the_same_key_at_once_never_corrupt_the_store() {
+    for (cmd, objects) in [("sleep 1; echo same > $HONE_OUT/x", 1), ("sleep 1; echo $$ > $HONE_OUT/x", 4)] {
+        let ws = Ws::new();
+        ws.write("pipeline.yaml", &format!("name: pair\nseed: 7\nstages:\n  t: {{ uses: command, with: {{ cmd: \"{cmd}\" }} }}\n"));
+        std::fs::create_dir(ws.path().join("results")).unwrap();
+        let t = job(&ws, "t", "command", serde_json::json!({"cmd": cmd, "deps": [], "env": {}}), serde_json::json!({}));
+        ws.write("t.json", &t.to_string());
+        let workers: Vec<_> = (0..4).map(|_| ws.cmd(&["exec-stage", "t.json"]).stdout(std::process::Stdio::piped()).spawn().unwrap()).collect();
+        let mut artifacts = std::collections::BTreeSet::new();
+        for w in workers {
+            let out = crate::support::Out::from(w.wait_with_output().unwrap()).ok();
+            let last = events(&out.stdout).pop().unwrap();
+            assert!(last["event"] == "stage_finished" || last["event"] == "stage_cached", "{}", out.stdout);
+            artifacts.insert(last["artifact"].as_str().unwrap().to_string());
+        }
+        assert_eq!(ws.objects(), objects, "{cmd}");
+        assert_eq!(artifacts.len(), objects, "{cmd}");
+        ws.hone(&["cache", "verify"]).ok().stdout_has(&format!("{objects} ok, 0 corrupt"));
+        assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 0);
+        let out = ws.hone(&["run"]).ok();
+        assert_eq!(out.cached(), ["t"], "{}", out.stderr);
+        let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "t", "--json"]).ok().stdout).unwrap();
+        let stored = shown["output"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+        assert!(artifacts.contains(&stored), "the key names one of the committed objects");
+    }
+}
