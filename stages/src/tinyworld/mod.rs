@@ -24,10 +24,11 @@
 //! - `prompts`: about 400 `{"prompt", "answer"?}` records: a seeded quarter of all questions, held out
 //!   of `chat` entirely (no phrasing of them is in `chat`), with the short checkable answer
 //!   when there is one ("12", "red", "Millbrook", "yes", "3, 4, 5"). For evaluation.
-//! - `rl-prompts`: about 240 records of the same form: a seeded fifth of the questions that are
-//!   not held out, taken out of `chat` too. For the RLHF stages (sampling, ranking, PPO), so
-//!   that RLHF never trains on an evaluation question and asks the fine-tuned model questions
-//!   it was not shown answers to.
+//! - `rl-prompts`: about 1,250 records of the same form, for the RLHF stages (sampling,
+//!   ranking, PPO): every question that is not held out, in one phrasing each. A seeded fifth
+//!   of them is taken out of `chat` (the fine-tuned model never saw them answered); the rest are
+//!   chat questions asked again. No held-out question is in it, so RLHF never trains on an
+//!   evaluation question.
 //!
 //! The facts of held-out questions are still in `pretrain`, and sums cover a 21 x 21 table:
 //! a ~1M-parameter model learns the chat format and many facts but not all of them, and has to

@@ -1,8 +1,9 @@
 //! The question bank behind `chat` and `prompts`: every question the world can answer
 //! ([`Question`]), its phrasings, its ideal response and, where there is one, its short
-//! checkable answer. A seeded quarter of the questions is held out for `prompts` (evaluation),
-//! a seeded fifth of the rest for `rl-prompts` (sampling, ranking and PPO); the rest become
-//! `chat` conversations. The three share no question.
+//! checkable answer. A seeded quarter of the questions is held out for `prompts` (evaluation);
+//! a seeded fifth of the rest are RLHF questions, never shown answered in `chat`; the rest
+//! become `chat` conversations. `rl-prompts` (sampling, ranking and PPO) asks the RLHF and the
+//! chat questions, never a held-out one.
 
 use super::rng::Rng;
 use super::text::{N_SUBJECTS, PERSON_FACTS, person_fact, word_problem_add, word_problem_sub};
@@ -236,7 +237,7 @@ pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
 pub(crate) struct Split {
     /// Fine-tuning conversations.
     pub chat: Vec<Question>,
-    /// Prompts for the RLHF stages (sample, rank, ppo).
+    /// Questions for the RLHF stages only (sample, rank, ppo), not in `chat`.
     pub rl: Vec<Question>,
     /// Held-out evaluation prompts.
     pub held: Vec<Question>,
@@ -521,10 +522,13 @@ pub(crate) fn prompts(w: &World, seed: u64) -> Vec<serde_json::Value> {
     prompt_records(w, &split(w, seed).held, Rng::fork(seed, "prompts"))
 }
 
-/// `rl-prompts` records: each RLHF question in one phrasing, with its answer when checkable
-/// (the rule labeler ranks by it).
+/// `rl-prompts` records: every question that is not held out (the RLHF questions, and the chat
+/// questions asked again), in one phrasing each, with its answer when checkable (the rule
+/// labeler ranks by it). The reward model needs many ranked prompts to learn what makes an
+/// answer right, not only the few hundred no fine-tuning conversation shows.
 pub(crate) fn rl_prompts(w: &World, seed: u64) -> Vec<serde_json::Value> {
-    prompt_records(w, &split(w, seed).rl, Rng::fork(seed, "rl-prompts"))
+    let Split { chat, rl, .. } = split(w, seed);
+    prompt_records(w, &[rl, chat].concat(), Rng::fork(seed, "rl-prompts"))
 }
 
 fn prompt_records(w: &World, questions: &[Question], mut r: Rng) -> Vec<serde_json::Value> {
