@@ -58,7 +58,7 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<&str> = self.src.lines().collect();
+        let lines = source_lines(&self.src);
         for (i, d) in self.items.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
@@ -93,6 +93,34 @@ impl fmt::Display for Diagnostics {
         let n = self.items.len();
         write!(f, "{n} problem{} in {}", if n == 1 { "" } else { "s" }, self.file.display())
     }
+}
+
+/// The lines of a source as YAML counts them, so that a problem's line number finds its
+/// text: `\n`, `\r\n` and a lone `\r` each end one (like [`str::lines`] otherwise).
+pub fn source_lines(src: &str) -> Vec<&str> {
+    let bytes = src.as_bytes();
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                out.push(&src[start..i]);
+                i += 1;
+            }
+            b'\r' => {
+                out.push(&src[start..i]);
+                i += if bytes.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        start = i;
+    }
+    if start < bytes.len() {
+        out.push(&src[start..]);
+    }
+    out
 }
 
 /// How many characters the token starting at `col` (1-based) spans, for the caret line.
@@ -134,5 +162,16 @@ mod tests {
         assert!(s.contains("3 |     uses: comand\n  |           ^^^^^^\n"), "{s}");
         assert!(s.contains("= help: did you mean `command`?"), "{s}");
         assert!(s.ends_with("1 problem in p.yaml"), "{s}");
+    }
+
+    #[test]
+    fn lines_end_where_yaml_ends_them() {
+        assert_eq!(source_lines("a\nb\r\nc\rd"), ["a", "b", "c", "d"]);
+        assert_eq!(source_lines("a\n\nb\n"), ["a", "", "b"]);
+        assert_eq!(source_lines("\r\r\n"), ["", ""]);
+        assert!(source_lines("").is_empty());
+        // A lone `\r` ends a line for the YAML parser too: the caret finds `b:` on line 2.
+        let d = Diagnostics { file: "p.yaml".into(), src: "a: 1\rb: [\n".into(), items: vec![Diagnostic::new("x", Some(&Origin::File { line: 2, col: 4 }))] };
+        assert!(d.to_string().contains("2 | b: [\n"), "{d}");
     }
 }

@@ -106,7 +106,8 @@ pub fn slurm_time(t: &str) -> Option<String> {
     }
     for (suffix, mult) in [("m", 1), ("h", 60), ("d", 1440)] {
         if let Some(n) = t.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok()) {
-            return (n > 0).then(|| minutes(n * mult)).flatten();
+            // Too many to count in minutes is not a duration (and would overflow).
+            return (n > 0).then(|| n.checked_mul(mult).and_then(minutes)).flatten();
         }
     }
     // [D-]HH:MM:SS or MM:SS: digits and separators only, in Slurm's shapes.
@@ -257,7 +258,7 @@ mod tests {
         assert_eq!(slurm_time("1d").as_deref(), Some("1-00:00:00"));
         assert_eq!(slurm_time("1-12:00:00").as_deref(), Some("1-12:00:00"));
         assert_eq!(slurm_time("10:00").as_deref(), Some("10:00"));
-        for bad in ["", "0", "soon", "1:2:3:4", "1h30", "-1:00:00", "abc:00"] {
+        for bad in ["", "0", "soon", "1:2:3:4", "1h30", "-1:00:00", "abc:00", "18446744073709551615h", "99999999999999999d"] {
             assert_eq!(slurm_time(bad), None, "{bad}");
         }
         assert_eq!(slurm_memory("4g").as_deref(), Some("4G"));

@@ -82,8 +82,26 @@ const STAGE_KEYS: &[&str] = &["uses", "with", "inputs", "resources"];
 
 /// Load and validate a pipeline file, applying `key.path=value` overrides.
 pub fn load(path: &Path, registry: &Registry, overrides: &[String]) -> Result<Pipeline, LoadError> {
-    let src = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let src = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
     load_str(path, src, registry, overrides)
+}
+
+/// A file that is not UTF-8: located at its first bad byte (the source shown with U+FFFD).
+fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
+    let valid = e.utf8_error().valid_up_to();
+    let bytes = e.into_bytes();
+    let before = String::from_utf8_lossy(&bytes[..valid]);
+    let lines = crate::diag::source_lines(&before);
+    // A break just before the bad byte starts the line it is on.
+    let (line, col) = match lines.last() {
+        Some(last) if !before.ends_with(['\n', '\r']) => (lines.len(), last.chars().count() + 1),
+        _ => (lines.len() + 1, 1),
+    };
+    let problem = Diagnostic::new(format!("the file is not UTF-8 text (byte 0x{:02x})", bytes[valid]), Some(&Origin::File { line, col }))
+        .help("save the pipeline as UTF-8");
+    let src = String::from_utf8_lossy(&bytes).into_owned();
+    LoadError::Invalid(Box::new(Diagnostics { file: path.to_path_buf(), src, items: vec![problem] }))
 }
 
 /// [`load`] from a string (the path is used in messages).
@@ -901,6 +919,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages[0].params.canonical["n"], 9);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        let load_bytes = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            load(&path, &registry(), &[]).unwrap_err().to_string()
+        };
+        let e = load_bytes(b"stages:\n  s: { uses: so\xffurce }\n");
+        assert!(e.contains("error: the file is not UTF-8 text (byte 0xff)\n  --> "), "{e}");
+        assert!(e.contains("p.yaml:2:16\n"), "{e}");
+        assert!(e.contains("2 |   s: { uses: so\u{fffd}urce }\n  |                ^"), "{e}");
+        assert!(load_bytes(b"a: 1\r\n\xc3").contains("p.yaml:2:1\n"));
+        assert!(load_bytes(b"\xed\xa0\x80").contains("p.yaml:1:1\n"));
     }
 
     #[test]

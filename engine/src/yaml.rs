@@ -12,7 +12,7 @@ use std::fmt;
 mod de;
 pub use de::{DeError, from_node};
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Where a value came from: a place in the pipeline file, or a `-s` flag.
@@ -59,17 +59,34 @@ impl fmt::Display for SyntaxError {
     }
 }
 
+/// How deep values may nest (a pipeline needs about six levels). Deeper input, written or
+/// made by aliases, is an error: the tree and everything that walks it recurse.
+pub const MAX_DEPTH: usize = 128;
+
+/// How many values aliases may copy in all: an alias to an alias-rich anchor doubles the
+/// document each time (a "billion laughs" file would take all the memory).
+pub const MAX_ALIASED: usize = 100_000;
+
 /// Parse one YAML document. An empty document is an empty mapping.
+///
+/// The events are pulled one at a time (yaml-rust2's `Parser::load` recurses once per level
+/// and would overflow the stack on deep input), and the first problem ends the parse.
 pub fn parse(src: &str) -> Result<Node, SyntaxError> {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(src);
-    parser.load(&mut b, false).map_err(|e| SyntaxError {
-        line: e.marker().line(),
-        col: e.marker().col() + 1,
-        message: e.info().to_string(),
-    })?;
-    if let Some(err) = b.error {
-        return Err(err);
+    let mut documents = 0;
+    loop {
+        let (ev, mark) = parser.next_token().map_err(|e| SyntaxError::at(*e.marker(), e.info()))?;
+        match ev {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(SyntaxError::at(mark, "a second YAML document: a pipeline file holds one (remove this `---` and what follows, or put it in its own file)"));
+                }
+            }
+            ev => b.on_event(ev, mark)?,
+        }
     }
     Ok(b.root.unwrap_or(Node {
         kind: NodeKind::Map(Vec::new()),
@@ -77,12 +94,20 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
     }))
 }
 
+impl SyntaxError {
+    fn at(m: Marker, message: impl Into<String>) -> SyntaxError {
+        SyntaxError { line: m.line(), col: m.col() + 1, message: message.into() }
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored values with their height (levels) and size (values).
+    anchors: HashMap<usize, (Node, usize, usize)>,
     root: Option<Node>,
-    error: Option<SyntaxError>,
+    /// Values copied by aliases so far.
+    aliased: usize,
 }
 
 /// A collection being built; a mapping holds its key until the value arrives.
@@ -92,10 +117,21 @@ struct Frame {
     pending_key: Option<Node>,
 }
 
+/// The height (levels) and size (values) of a node.
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Box<dyn Iterator<Item = &Node>> = match &node.kind {
+        NodeKind::Scalar { .. } => return (1, 1),
+        NodeKind::Seq(items) => Box::new(items.iter()),
+        NodeKind::Map(entries) => Box::new(entries.iter().flat_map(|(k, v)| [k, v])),
+    };
+    children.map(measure).fold((1, 1), |(h, n), (ch, cn)| (h.max(ch + 1), n + cn))
+}
+
 impl Builder {
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (height, size) = measure(&node);
+            self.anchors.insert(anchor, (node.clone(), height, size));
         }
         let Some(frame) = self.stack.last_mut() else {
             self.root.get_or_insert(node);
@@ -111,13 +147,15 @@ impl Builder {
         }
     }
 
-    fn open(&mut self, kind: NodeKind, anchor: usize, mark: Marker) {
+    fn open(&mut self, kind: NodeKind, anchor: usize, mark: Marker) -> Result<(), SyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SyntaxError::at(mark, format!("values nest more than {MAX_DEPTH} levels deep here")));
+        }
         self.stack.push(Frame { node: Node { kind, origin: Origin::at(mark) }, anchor, pending_key: None });
+        Ok(())
     }
-}
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
+    fn on_event(&mut self, ev: Event, mark: Marker) -> Result<(), SyntaxError> {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let node = Node {
@@ -126,29 +164,31 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.push_value(node, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.open(NodeKind::Seq(Vec::new()), anchor, mark),
-            Event::MappingStart(anchor, _) => self.open(NodeKind::Map(Vec::new()), anchor, mark),
+            Event::SequenceStart(anchor, _) => self.open(NodeKind::Seq(Vec::new()), anchor, mark)?,
+            Event::MappingStart(anchor, _) => self.open(NodeKind::Map(Vec::new()), anchor, mark)?,
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = self.stack.pop() {
                     self.push_value(frame.node, frame.anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(n) => {
-                    let mut n = n.clone();
-                    n.origin = Origin::at(mark);
-                    self.push_value(n, 0);
+            Event::Alias(id) => {
+                let Some((n, height, size)) = self.anchors.get(&id) else {
+                    return Err(SyntaxError::at(mark, "alias to an unknown anchor"));
+                };
+                if self.stack.len() + height > MAX_DEPTH {
+                    return Err(SyntaxError::at(mark, format!("this alias makes values nest more than {MAX_DEPTH} levels deep")));
                 }
-                None => {
-                    self.error.get_or_insert(SyntaxError {
-                        line: mark.line(),
-                        col: mark.col() + 1,
-                        message: "alias to an unknown anchor".into(),
-                    });
+                self.aliased += size;
+                if self.aliased > MAX_ALIASED {
+                    return Err(SyntaxError::at(mark, format!("aliases copy more than {MAX_ALIASED} values by here: write the values out, or alias less")));
                 }
-            },
-            _ => {}
+                let mut n = n.clone();
+                n.origin = Origin::at(mark);
+                self.push_value(n, 0);
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
         }
+        Ok(())
     }
 }
 
@@ -204,7 +244,8 @@ impl Node {
     }
 
     pub fn is_null(&self) -> bool {
-        matches!(self.to_value(), serde_yaml::Value::Null) && matches!(self.kind, NodeKind::Scalar { .. })
+        // The kind first: `to_value` of a collection builds its whole subtree.
+        matches!(self.kind, NodeKind::Scalar { .. }) && matches!(self.to_value(), serde_yaml::Value::Null)
     }
 
     /// The node as a serde_yaml value, with scalars typed as serde_yaml types them.
@@ -305,6 +346,41 @@ mod tests {
         assert!(e.line >= 1, "{e}");
         let e = parse("a: 1\n  b: 2\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 100 000 levels in 200 kB: yaml-rust2's own `load` would recurse that deep.
+        let e = parse(&format!("a: {}1\n", "- ".repeat(100_000).replacen("- ", "\n  - ", 1))).unwrap_err();
+        assert!(e.message.contains("more than 128 levels") && e.line == 2, "{e}");
+        let e = parse(&format!("a: {}\n", "[".repeat(200))).unwrap_err();
+        assert_eq!((e.line, e.col, e.message.contains("128 levels")), (1, 4 + MAX_DEPTH - 1, true), "{e}");
+        assert!(parse(&format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100))).is_ok());
+        // An alias may not take a value past the limit either.
+        let src = format!("a: &x {}1{}\nb: {}*x{}\n", "[".repeat(100), "]".repeat(100), "[".repeat(40), "]".repeat(40));
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("this alias makes values nest") && (e.line, e.col) == (2, 44), "{e}");
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_a_located_error() {
+        let mut src = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for l in 1..=9 {
+            src += &format!("l{l}: &l{l} [{}]\n", vec![format!("*l{}", l - 1); 9].join(", "));
+        }
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("aliases copy more than 100000 values"), "{e}");
+        assert!((5..=7).contains(&e.line), "{e}");
+        // Aliases that copy little are fine.
+        assert!(parse("a: &x {k: [1, 2]}\nb: *x\nc: *x\n").is_ok());
+    }
+
+    #[test]
+    fn a_second_document_is_an_error() {
+        let e = parse("a: 1\n---\nb: ]]\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 1), "{e}");
+        assert!(e.message.contains("a second YAML document"), "{e}");
+        assert!(parse("---\na: 1\n...\n").is_ok());
     }
 
     #[test]
