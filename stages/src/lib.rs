@@ -24,6 +24,8 @@ mod training;
 mod test_support;
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod load_never_panics;
 
 use hone_engine::stage::Registry;
 
