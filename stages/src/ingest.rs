@@ -592,46 +592,22 @@ impl<'a> Job<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicBool;
-
     use hone_engine::events::Event;
-    use hone_engine::exec::{RunOptions, RunSummary};
-    use hone_engine::workspace::Workspace;
+    use hone_engine::exec::RunSummary;
 
-    /// A workspace in a temp dir with the given files.
-    fn workspace(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, body) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-        dir
-    }
+    use crate::test_support::{self, quiet, workspace};
 
     struct Ran {
+        pipeline: hone_engine::spec::Pipeline,
         summary: RunSummary,
         events: Vec<Event>,
     }
 
+    /// Loads and runs `yaml` in `dir`; a load error as `hone` prints it.
     fn run_pipeline(dir: &Path, yaml: &str) -> Result<Ran, String> {
-        let p = hone_engine::spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[])
-            .map_err(|e| e.to_string())?;
-        let ws = Workspace::open(dir).unwrap();
-        let _lock = ws.lock(false, || {}).unwrap().unwrap();
-        let events = Mutex::new(Vec::new());
-        let sink = |e: Event| events.lock().unwrap().push(e);
-        let opts = RunOptions { jobs: 1, ..Default::default() };
-        let summary = hone_engine::exec::run(&ws, &p, &opts, &sink, &AtomicBool::new(false)).map_err(|e| e.to_string())?;
-        Ok(Ran { summary, events: events.into_inner().unwrap() })
-    }
-
-    /// The output directory of a stage after a run.
-    fn output(dir: &Path, pipeline: &str, stage: &str) -> PathBuf {
-        let ws = Workspace::open(dir).unwrap();
-        let state = ws.store.state(pipeline, stage).expect("stage ran");
-        ws.store.object_path(&state.artifact)
+        let pipeline = test_support::load(dir, yaml)?;
+        let (summary, events) = test_support::run(dir, &pipeline, quiet);
+        Ok(Ran { pipeline, summary, events })
     }
 
     fn lines(path: &Path) -> Vec<serde_json::Value> {
@@ -664,7 +640,7 @@ mod tests {
         );
         let r = run_pipeline(dir.path(), &yaml).unwrap();
         assert_eq!(r.summary.ran, vec!["corpus"], "{}", failure(&r));
-        let out = output(dir.path(), "t", "corpus");
+        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         let val = lines(&out.join("val.jsonl"));
         assert_eq!(train.len() + val.len(), 42, "40 + 2 blocks; the duplicate and the short one dropped");
@@ -678,14 +654,7 @@ mod tests {
         assert_eq!(meta["filters"][1]["reasons"]["too-few-words"], 1);
         assert_eq!(meta["sources"][0]["source"], "data/a.jsonl");
         // The per-filter counts are metrics, which `hone run` prints.
-        let metrics = r
-            .events
-            .iter()
-            .find_map(|e| match e {
-                Event::StageFinished { metrics, .. } => Some(metrics.clone()),
-                _ => None,
-            })
-            .unwrap();
+        let metrics = test_support::finished_metrics(&r.events, "corpus");
         assert_eq!(metrics["filter.dedup-exact"]["dropped"], 1);
         assert_eq!(metrics["train"], train.len() as u64);
 
@@ -710,7 +679,7 @@ mod tests {
             let yaml = pipeline(&format!("{{ source: {file} }}"), "").replace("seed: 3", &format!("seed: {seed}"));
             let r = run_pipeline(dir.path(), &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
-            let out = output(dir.path(), "t", "corpus");
+            let out = test_support::output(dir.path(), &r.pipeline, "corpus");
             let mut val: Vec<String> = lines(&out.join("val.jsonl")).iter().map(|v| v["text"].as_str().unwrap().to_string()).collect();
             val.sort();
             (val, std::fs::read(out.join("val.jsonl")).unwrap())
@@ -733,7 +702,7 @@ mod tests {
         let artifact = |dir: &Path| {
             let r = run_pipeline(dir, &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
-            Workspace::open(dir).unwrap().store.state("t", "corpus").unwrap().artifact
+            test_support::output_digest(dir, &r.pipeline, "corpus")
         };
         let (a, b) = (workspace(files), workspace(files));
         assert_eq!(artifact(a.path()), artifact(b.path()));
@@ -750,7 +719,7 @@ mod tests {
 
         let r = run_pipeline(dir.path(), &pipeline("{ source: d.jsonl, on_error: skip, val_fraction: 0 }", "")).unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = output(dir.path(), "t", "corpus");
+        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         assert_eq!(lines(&out.join("train.jsonl")).len(), 2);
         let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["skipped"], 3);
@@ -772,7 +741,7 @@ mod tests {
         let dir = workspace(&[("c.jsonl.gz", &gz), ("t.jsonl.zst", &zst)]);
         let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl.gz, format: chat, val_fraction: 0 }", "")).unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = output(dir.path(), "t", "corpus");
+        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         assert_eq!(train[0]["messages"][1], serde_json::json!({"role": "assistant", "content": "Hello."}));
         let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
@@ -789,7 +758,7 @@ mod tests {
         let redact = "    filters:\n      - builtin: regex\n        with: { pattern: '\\S+@\\S+', mode: redact }\n";
         let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl, val_fraction: 0 }", redact)).unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = output(dir.path(), "t", "corpus");
+        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         assert_eq!(train.len(), 1);
         assert_eq!(train[0]["messages"][0]["content"], "hello");
@@ -802,7 +771,7 @@ mod tests {
         let dir = workspace(&[]);
         let r = run_pipeline(dir.path(), &pipeline("{ source: \"builtin:test/numbers\", val_fraction: 0 }", "")).unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let train = lines(&output(dir.path(), "t", "corpus").join("train.jsonl"));
+        let train = lines(&test_support::output(dir.path(), &r.pipeline, "corpus").join("train.jsonl"));
         assert_eq!(train.len(), 20);
         assert_eq!(train[2]["text"], "Number 2 of seed 3.");
     }

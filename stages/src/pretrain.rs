@@ -150,12 +150,6 @@ impl Stage for Pretrain {
     }
 }
 
-/// What changes a run's result besides the input data: a checkpoint from other settings is
-/// not resumed (the checkpoint directory is per stage key, so this is a second guard).
-fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
-    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Pretrain::VERSION }).to_string()
-}
-
 /// A line of metrics.jsonl after an evaluation.
 #[derive(Serialize)]
 struct EvalLine {
@@ -191,7 +185,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
     let common = p.common();
-    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], fingerprint(p, cx, &cfg))?;
+    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], training::fingerprint::<Pretrain>(p, cx, &cfg))?;
     tracing::info!(params = cfg.n_params(), from_step = trainer.step, steps = p.steps, "pretraining");
     cx.metric("params", cfg.n_params() as u64);
 
@@ -376,7 +370,7 @@ mod tests {
         // Progress per step, with the total for an ETA; final metrics.
         let progress: Vec<u64> = events.iter().filter_map(|e| if let Event::Progress { stage, done, total: Some(40), .. } = e { (stage == "base").then_some(*done) } else { None }).collect();
         assert_eq!(progress, (1..=40).collect::<Vec<_>>());
-        let finished = events.iter().find_map(|e| if let Event::StageFinished { stage, metrics, .. } = e { (stage == "base").then_some(metrics.clone()) } else { None }).unwrap();
+        let finished = test_support::finished_metrics(&events, "base");
         assert_eq!(finished["val_loss"].as_f64(), Some(evals[4]));
         // The exported model loads and continues the text.
         let mut text = String::new();

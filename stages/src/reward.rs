@@ -48,7 +48,7 @@ use crate::model::export;
 use crate::model::heads::ScalarHead;
 use crate::model::ops::Dropout;
 use crate::model::rng::{Rng, Stream};
-use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
+use crate::model::{Gpt, ModelError, ParamStore};
 use crate::ports;
 use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
 
@@ -368,10 +368,6 @@ impl training::Objective for Objective<'_> {
     }
 }
 
-fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
-    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Reward::VERSION }).to_string()
-}
-
 fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let model_dir = cx.required_input("model")?;
     let loaded = export::load(model_dir, DType::F32).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
@@ -425,7 +421,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         }
         groups
     };
-    let mut trainer = Trainer::new(cx, groups, fingerprint(p, cx, &cfg))?;
+    let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Reward>(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
     let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head }, train: train_set, val: val_set, pad: tok.end_of_text, order };
     tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");

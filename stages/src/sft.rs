@@ -52,7 +52,7 @@ use crate::data::formats::{Message, Role};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
 use crate::model::rng::Rng;
-use crate::model::{Gpt, GptConfig, ModelError};
+use crate::model::{Gpt, ModelError};
 use crate::ports;
 use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
 
@@ -295,10 +295,6 @@ fn read_corpus(dir: &Path) -> Result<[Vec<(String, Vec<Message>)>; 2], StageErro
     Ok([read(Split::Train)?, read(Split::Val)?])
 }
 
-fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
-    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Sft::VERSION }).to_string()
-}
-
 #[derive(Serialize)]
 struct EvalLine {
     step: u64,
@@ -352,7 +348,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let common = p.common();
     let params = loaded.params;
-    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], fingerprint(p, cx, &cfg))?;
+    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], training::fingerprint::<Sft>(p, cx, &cfg))?;
     let mut objective = Objective { p, model: loaded.model, order: EpochOrder::new(cx.seed, train_rows.len()), train: train_rows, val: val_rows, pad: tok.end_of_text };
     tracing::info!(rows = objective.train.len(), from_step = trainer.step, steps = p.steps, "fine-tuning");
 

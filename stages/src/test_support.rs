@@ -1,4 +1,5 @@
-//! For the stage kinds' tests: running a pipeline through the engine, one job at a time.
+//! For the stage kinds' tests: a workspace with files, loading a pipeline, running it
+//! through the engine one job at a time, and what the run left.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -8,6 +9,23 @@ use hone_engine::events::Event;
 use hone_engine::exec::{self, RunOptions, RunSummary};
 use hone_engine::spec;
 use hone_engine::workspace::Workspace;
+
+/// A workspace in a temp dir holding `files` (a path inside it, and the bytes).
+pub(crate) fn workspace(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    dir
+}
+
+/// Loads `yaml` as the pipeline file `pipeline.yaml` of the workspace at `dir` (the file is
+/// not written); the problems as `hone` prints them.
+pub(crate) fn load(dir: &Path, yaml: &str) -> Result<spec::Pipeline, String> {
+    spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[]).map_err(|e| e.to_string())
+}
 
 /// Runs `p` in the workspace at `dir`; `on_event` sees every event and may set the cancel
 /// flag. The summary and all events.
@@ -28,6 +46,17 @@ pub(crate) fn output(dir: &Path, p: &spec::Pipeline, stage: &str) -> PathBuf {
     let ws = Workspace::open(dir).unwrap();
     let state = ws.store.state(&p.name, stage).expect("the stage ran");
     ws.store.object_path(&state.artifact)
+}
+
+/// The metrics `stage` finished with, from a run's events.
+pub(crate) fn finished_metrics(events: &[Event], stage: &str) -> serde_json::Map<String, serde_json::Value> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::StageFinished { stage: s, metrics, .. } if s == stage => Some(metrics.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("`{stage}` did not finish"))
 }
 
 /// An event handler that does nothing.

@@ -445,16 +445,11 @@ fn write_id(out: &mut impl Write, id: u32, dtype: Dtype) -> std::io::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
-    use hone_engine::events::Event;
-    use hone_engine::exec::{self, RunOptions};
-    use hone_engine::spec;
-    use hone_engine::workspace::Workspace;
     use serde_json::{Value, json};
     use crate::model::shards::read_shard;
 
     use super::*;
+    use crate::test_support::{self, quiet};
     use crate::tinyworld::rng::Rng;
 
     fn no_progress(_: u64, _: Option<u64>, _: &str) {}
@@ -822,16 +817,12 @@ stages:
     #[test]
     fn runs_through_the_engine_and_is_cached_on_rerun() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = crate::registry();
-        let p = spec::load_str(&dir.path().join("pipeline.yaml"), PIPELINE.into(), &registry, &[]).unwrap();
-        let ws = Workspace::open(dir.path()).unwrap();
-        let events = Mutex::new(Vec::new());
-        let sink = |e: Event| events.lock().unwrap().push(e);
-        let summary = exec::run(&ws, &p, &RunOptions::default(), &sink, &AtomicBool::new(false)).unwrap();
+        let p = test_support::load(dir.path(), PIPELINE).unwrap();
+        let (summary, events) = test_support::run(dir.path(), &p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
 
         for (stage, kind) in [("tok", "bpe"), ("chars", "char")] {
-            let artifact = ws.store.object_path(&ws.store.state("tok-e2e", stage).unwrap().artifact);
+            let artifact = test_support::output(dir.path(), &p, stage);
             let meta: ShardMeta = serde_json::from_slice(&std::fs::read(artifact.join("meta.json")).unwrap()).unwrap();
             assert_eq!(serde_json::to_value(meta.kind).unwrap(), kind);
             let tok = HfTokenizer::from_file(artifact.join("tokenizer.json")).unwrap();
@@ -843,36 +834,24 @@ stages:
             let val = read_shard(&artifact.join("val.bin"), meta.dtype).unwrap();
             assert_eq!(tok.decode(&val, false).unwrap(), "a cat and a dog<|endoftext|>");
         }
-        let finished = events
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|e| match e {
-                Event::StageFinished { stage, metrics, .. } if stage == "tok" => Some(metrics.clone()),
-                _ => None,
-            })
-            .expect("tok finished");
+        let finished = test_support::finished_metrics(&events, "tok");
         // Two short documents run out of pairs to merge before 280.
         let v = finished["vocab_size"].as_u64().unwrap();
         assert!(v > 259 && v < 280, "vocab_size {v}");
         assert_eq!(finished["train_documents"], 2);
 
-        let again = exec::run(&ws, &p, &RunOptions::default(), &sink, &AtomicBool::new(false)).unwrap();
+        let (again, _) = test_support::run(dir.path(), &p, quiet);
         assert!(again.ran.is_empty(), "a rerun with nothing changed ran {:?}", again.ran);
         assert_eq!(again.cached.len(), 3);
     }
 
     #[test]
     fn wrong_wiring_and_bad_params_fail_at_load() {
-        let registry = crate::registry();
         let bad = PIPELINE.replace(
             "inputs: { corpus: corpus }\n    with: { kind: char }",
             "inputs: { corpus: tok }\n    with: { kind: char, vocab_size: 10 }",
         );
-        let e = match spec::load_str(Path::new("p.yaml"), bad, &registry, &[]) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("a tokenizer fed from a tokenizer was accepted"),
-        };
+        let Err(e) = test_support::load(Path::new("."), &bad) else { panic!("a tokenizer fed from a tokenizer was accepted") };
         assert!(e.contains("tokenizer") && e.contains("corpus"), "{e}");
         assert!(e.contains("vocab_size 10"), "{e}");
     }

@@ -22,13 +22,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use hone_engine::stage::{ParamProblem, RunCx, StageError};
+use hone_engine::stage::{ParamProblem, RunCx, Stage, StageError};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::model::checkpoint::{Checkpoint, ObjectiveState};
 use crate::model::optim::{AdamW, AdamWConfig, Grads, LrSchedule};
 use crate::model::rng::{Rng, Stream};
-use crate::model::ModelError;
+use crate::model::{GptConfig, ModelError};
 
 /// Named statistics of a step, in the order they are written (TRL's names where there are
 /// some: `accuracy`, `margin`, `objective/kl`, …).
@@ -443,6 +443,13 @@ impl EpochOrder {
 
 /// What a model stage asks a cluster for by default: a core per worker thread (`threads: 0`
 /// uses the whole node, so no count is asked) and 2 GB, enough for the small models here.
+/// What changes a training run's result besides its input data, for [`Trainer::new`]: a
+/// checkpoint from other settings is not resumed (the checkpoint directory is per stage key,
+/// so this is a second guard).
+pub(crate) fn fingerprint<S: Stage>(params: &S::Params, cx: &RunCx, model: &GptConfig) -> String {
+    serde_json::json!({ "params": params, "seed": cx.seed, "model": model, "version": S::VERSION }).to_string()
+}
+
 pub(crate) fn resources(threads: usize) -> hone_engine::resources::Resources {
     hone_engine::resources::Resources {
         cpus: (threads > 0).then_some(threads as u32),

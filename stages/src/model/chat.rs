@@ -72,15 +72,7 @@ impl ChatModel {
 
     /// [`ChatModel::options`] with what a user overrides (`hone chat --temperature 0`), checked.
     pub fn options_with(&self, seed: u64, over: &Overrides) -> Result<SampleOptions> {
-        let mut o = self.options(seed);
-        o.temperature = over.temperature.unwrap_or(o.temperature);
-        o.top_k = over.top_k.unwrap_or(o.top_k);
-        o.top_p = over.top_p.unwrap_or(o.top_p);
-        o.max_new_tokens = over.max_new_tokens.unwrap_or(o.max_new_tokens);
-        match o.problems().first() {
-            Some(p) => Err(ModelError::Invalid(p.clone())),
-            None => Ok(o),
-        }
+        over.apply(self.options(seed))
     }
 
     /// The assistant's next message after `messages`, streamed to `on_text` as it is sampled.

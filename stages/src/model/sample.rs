@@ -345,6 +345,20 @@ pub struct Overrides {
     pub max_new_tokens: Option<usize>,
 }
 
+impl Overrides {
+    /// `o` with these overrides, checked (`hone generate` and `hone chat` take the same flags).
+    pub fn apply(&self, mut o: SampleOptions) -> Result<SampleOptions> {
+        o.temperature = self.temperature.unwrap_or(o.temperature);
+        o.top_k = self.top_k.unwrap_or(o.top_k);
+        o.top_p = self.top_p.unwrap_or(o.top_p);
+        o.max_new_tokens = self.max_new_tokens.unwrap_or(o.max_new_tokens);
+        match o.problems().first() {
+            Some(p) => Err(ModelError::Invalid(p.clone())),
+            None => Ok(o),
+        }
+    }
+}
+
 /// Loads the model in `dir` with its `tokenizer.json`, and streams the text sampled after
 /// `prompt` to `on_text` piece by piece. An empty prompt starts from `<|endoftext|>`.
 pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, on_text: impl FnMut(&str)) -> Result<Generated> {
@@ -354,14 +368,7 @@ pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, on_t
         return Err(ModelError::format(dir, format!("no `{}` beside the model: hone needs it to turn text into tokens", export::TOKENIZER)));
     }
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::format(&tok_path, e.to_string()))?;
-    let mut o = SampleOptions::from_config(&loaded.generation, seed);
-    o.temperature = over.temperature.unwrap_or(o.temperature);
-    o.top_k = over.top_k.unwrap_or(o.top_k);
-    o.top_p = over.top_p.unwrap_or(o.top_p);
-    o.max_new_tokens = over.max_new_tokens.unwrap_or(o.max_new_tokens);
-    if let Some(p) = o.problems().first() {
-        return Err(ModelError::Invalid(p.clone()));
-    }
+    let o = over.apply(SampleOptions::from_config(&loaded.generation, seed))?;
     let mut ids = if prompt.is_empty() {
         Vec::new()
     } else {

@@ -10,6 +10,7 @@ use hone_engine::spec;
 
 use super::*;
 use crate::chat_template::test_tokenizer;
+use crate::model::GptConfig;
 use crate::model::export::GenerationConfig;
 use crate::test_support::{self, quiet};
 
@@ -176,7 +177,7 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
     let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
     assert_eq!((data["prompts"].as_u64(), data["val_prompts"].as_u64(), data["too_long"].as_u64()), (Some(48), Some(12), Some(0)), "{data}");
     assert_eq!(data["train_pairs"].as_u64().unwrap() + data["val_pairs"].as_u64().unwrap(), 24 * 3 + 24 * 4);
-    let finished = events.iter().find_map(|e| if let Event::StageFinished { stage, metrics, .. } = e { (stage == "reward").then_some(metrics.clone()) } else { None }).unwrap();
+    let finished = test_support::finished_metrics(&events, "reward");
     assert_eq!(finished["val_accuracy"].as_f64(), Some(evals[3]));
     // The reward model scores new answers: the keyword wins; σ(r) is in (0, 1).
     let scorer = Scorer::load(&out).unwrap();

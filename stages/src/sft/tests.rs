@@ -8,7 +8,7 @@ use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
-use crate::model::ParamStore;
+use crate::model::{GptConfig, ParamStore};
 use crate::test_support::{self, quiet};
 use crate::chat_template::test_tokenizer;
 use crate::model::chat::ChatModel;
@@ -142,7 +142,7 @@ fn long_conversations_are_cut_at_an_assistant_turn_or_dropped_and_counted() {
     assert_eq!(data["train"]["dropped"], 1, "{data}");
     assert_eq!(data["train"]["no_assistant"], 1, "{data}");
     assert_eq!(data["train"]["rows"], 5, "{data}");
-    let metrics = events.iter().find_map(|e| if let Event::StageFinished { stage, metrics, .. } = e { (stage == "sft").then_some(metrics.clone()) } else { None }).unwrap();
+    let metrics = test_support::finished_metrics(&events, "sft");
     assert_eq!((metrics["truncated"].as_u64(), metrics["dropped"].as_u64()), (Some(1), Some(1)));
 }
 
