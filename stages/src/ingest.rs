@@ -45,8 +45,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::builtin;
-use crate::data::filters::{Chain, FilterSpec, FilterStats, Outcome};
-use crate::data::corpus::CorpusMeta;
+use crate::data::filters::{Chain, FilterSpec, Outcome};
+use crate::data::corpus::{CorpusMeta, IngestMeta, SourceCount};
 use crate::data::formats::{self, Compression, FileKind, Format, Record, RecordReader, TxtSplit};
 use crate::ports::{CHAT_DATA, CORPUS, PREFERENCES, PROMPTS};
 
@@ -341,28 +341,6 @@ struct Counts {
     val: u64,
 }
 
-#[derive(Serialize)]
-struct SourceCount {
-    source: String,
-    records: u64,
-    /// Locations in a builtin are record numbers, not lines.
-    #[serde(skip)]
-    builtin: bool,
-}
-
-/// `meta.json`: what readers rely on ([`CorpusMeta`]), then statistics.
-#[derive(Serialize)]
-struct Meta<'a> {
-    #[serde(flatten)]
-    corpus: CorpusMeta,
-    val_fraction: f64,
-    records: u64,
-    empty: u64,
-    skipped: u64,
-    skipped_examples: &'a [String],
-    sources: &'a [SourceCount],
-    filters: &'a [FilterStats],
-}
 
 /// One run of the stage: the state carried across sources and batches.
 struct Job<'a> {
@@ -380,6 +358,8 @@ struct Job<'a> {
     counts: Counts,
     skipped_examples: Vec<String>,
     sources: Vec<SourceCount>,
+    /// Which sources are builtins (their locations are record numbers, not lines).
+    builtin: Vec<bool>,
     bytes_read: Arc<AtomicU64>,
     bytes_total: u64,
 }
@@ -412,10 +392,8 @@ impl<'a> Job<'a> {
             val_below: (p.val_fraction * 2f64.powi(64)) as u64,
             counts: Counts::default(),
             skipped_examples: Vec::new(),
-            sources: inputs
-                .iter()
-                .map(|i| SourceCount { source: i.shown(), records: 0, builtin: matches!(i, Input::Builtin { .. }) })
-                .collect(),
+            sources: inputs.iter().map(|i| SourceCount { source: i.shown(), records: 0 }).collect(),
+            builtin: inputs.iter().map(|i| matches!(i, Input::Builtin { .. })).collect(),
             bytes_read: Arc::new(AtomicU64::new(0)),
             bytes_total,
         })
@@ -423,7 +401,7 @@ impl<'a> Job<'a> {
 
     fn loc(&self, l: Loc) -> String {
         let s = &self.sources[l.source];
-        if s.builtin { format!("{} record {}", s.source, l.line) } else { format!("{}:{}", s.source, l.line) }
+        if self.builtin[l.source] { format!("{} record {}", s.source, l.line) } else { format!("{}:{}", s.source, l.line) }
     }
 
     fn read(&mut self, i: usize, input: &Input) -> Result<(), StageError> {
@@ -554,15 +532,15 @@ impl<'a> Job<'a> {
                 what.join(", ")
             )));
         }
-        let meta = Meta {
+        let meta = IngestMeta {
             corpus: CorpusMeta { format, train: Some(c.train), val: Some(c.val) },
             val_fraction: self.p.val_fraction,
             records: c.records,
             empty: c.empty,
             skipped: c.skipped,
-            skipped_examples: &self.skipped_examples,
-            sources: &self.sources,
-            filters: self.chain.stats(),
+            skipped_examples: self.skipped_examples.clone(),
+            sources: self.sources.clone(),
+            filters: self.chain.stats().to_vec(),
         };
         let mut json = serde_json::to_string_pretty(&meta).map_err(|e| StageError::msg(format!("cannot encode meta.json: {e}")))?;
         json.push('\n');

@@ -1,6 +1,8 @@
 //! [`Corpus`]: an `ingest` artifact as the stages after it read it, the one reader of that
 //! layout: `train.jsonl` and `val.jsonl` (one normalised record a line, see
-//! [`super::formats`]) and `meta.json` ([`CorpusMeta`]: the record format and the counts).
+//! [`super::formats`]) and `meta.json` ([`CorpusMeta`]: the record format and the counts;
+//! [`IngestMeta`]: all of it, with what the run did, as `ingest` writes it and `hone report`
+//! reads it).
 //!
 //! Records stream line by line ([`Corpus::records`]); [`Corpus::chats`] and
 //! [`Corpus::prompts`] read a whole split as the typed records of one format. Every problem
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::builtin;
+use super::filters::FilterStats;
 use super::formats::{self, Format, Message, Record};
 
 pub const META: &str = "meta.json";
@@ -51,6 +54,40 @@ pub struct CorpusMeta {
     /// Records in `val.jsonl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val: Option<u64>,
+}
+
+/// `meta.json` whole, as `ingest` writes it: [`CorpusMeta`], then what the run did. A corpus
+/// made by another stage may have only the [`CorpusMeta`] fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestMeta {
+    #[serde(flatten)]
+    pub corpus: CorpusMeta,
+    pub val_fraction: f64,
+    /// Records read, before the filters.
+    pub records: u64,
+    /// Records with no text, left out.
+    pub empty: u64,
+    /// Malformed records skipped (`on_error: skip`).
+    pub skipped: u64,
+    /// The first few of them: where, and why.
+    pub skipped_examples: Vec<String>,
+    pub sources: Vec<SourceCount>,
+    /// What each filter of the chain did, in chain order.
+    pub filters: Vec<FilterStats>,
+}
+
+/// How many records one source gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCount {
+    pub source: String,
+    pub records: u64,
+}
+
+impl IngestMeta {
+    /// The `meta.json` in `dir`, if it is one `ingest` wrote.
+    pub fn read(dir: &Path) -> Option<IngestMeta> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(META)).ok()?).ok()
+    }
 }
 
 /// A corpus artifact, opened: its files exist and its `meta.json` (if any) is read.

@@ -1,11 +1,13 @@
 //! Data for the `ingest` stage: reading and normalising records ([`formats`]), the document
 //! filter chain ([`filters`]), and the data sets hone carries ([`builtin`]); the reader of its
-//! output for the stages after it ([`corpus`]); and the RLHF artifacts' record types
-//! ([`candidates`], [`rankings`]) and preference files ([`preferences`]).
+//! output for the stages after it ([`corpus`]); the RLHF artifacts' record types
+//! ([`candidates`], [`rankings`]) and preference files ([`preferences`]); and what
+//! `evaluate` writes, for `hone report` ([`evaluation`]).
 
 pub mod builtin;
 pub mod candidates;
 pub mod corpus;
+pub mod evaluation;
 pub mod filters;
 pub mod formats;
 pub mod preferences;

@@ -29,6 +29,9 @@ use hone_engine::store::{Outcome, write_atomic};
 use hone_engine::workspace::Workspace;
 use serde_json::Value;
 
+use crate::data::corpus::IngestMeta;
+use crate::data::evaluation::{self, Answer, EvalReport};
+
 pub use curves::{Chart, Series};
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +136,7 @@ pub struct FilterView {
 #[derive(Debug, Clone)]
 pub struct EvalView {
     pub stage: String,
-    /// The report's scalar settings (prompts, max_new_tokens, ...), in file order.
+    /// The report's settings (prompts, max_new_tokens, temperature).
     pub settings: Vec<(String, Value)>,
     /// Column names (the union of the models' fields, in order of appearance).
     pub columns: Vec<String>,
@@ -237,57 +240,53 @@ fn read_outputs(s: &StageView, dir: &Path, report: &mut Report) {
             report.curves.push(CurvesView { stage: s.id.clone(), kind: s.kind.clone(), charts, unreadable });
         }
     }
-    if let Some(meta) = read_json(&dir.join("meta.json")).filter(|m| m.get("filters").is_some_and(Value::is_array)) {
-        report.data.push(data_view(&s.id, &meta));
+    if let Some(meta) = IngestMeta::read(dir) {
+        report.data.push(data_view(&s.id, meta));
     }
-    if let Some(r) = read_json(&dir.join("report.json")).filter(|r| r.get("models").is_some_and(Value::is_array)) {
-        let answers = std::fs::read_to_string(dir.join("answers.jsonl")).unwrap_or_default();
-        report.evals.push(eval_view(&s.id, &r, &answers));
+    if let Some(r) = EvalReport::read(dir) {
+        report.evals.push(eval_view(&s.id, &r, evaluation::read_answers(dir)));
     }
 }
 
-fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn count(v: &Value, field: &str) -> u64 {
-    v.get(field).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn data_view(stage: &str, meta: &Value) -> DataView {
-    let list = |field: &str| meta.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
-    let filters = list("filters")
-        .iter()
+fn data_view(stage: &str, meta: IngestMeta) -> DataView {
+    let filters = meta
+        .filters
+        .into_iter()
         .map(|f| {
-            let mut reasons: Vec<(String, u64)> =
-                f.get("reasons").and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect()).unwrap_or_default();
+            let mut reasons: Vec<(String, u64)> = f.reasons.into_iter().collect();
             reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            FilterView {
-                name: f.get("filter").and_then(Value::as_str).unwrap_or("?").to_string(),
-                kept: count(f, "kept"),
-                rewritten: count(f, "rewritten"),
-                dropped: count(f, "dropped"),
-                reasons,
-            }
+            FilterView { name: f.filter, kept: f.kept, rewritten: f.rewritten, dropped: f.dropped, reasons }
         })
         .collect();
     DataView {
         stage: stage.to_string(),
-        format: meta.get("format").and_then(Value::as_str).unwrap_or("?").to_string(),
-        records: count(meta, "records"),
-        train: count(meta, "train"),
-        val: count(meta, "val"),
-        empty: count(meta, "empty"),
-        skipped: count(meta, "skipped"),
-        sources: list("sources").iter().map(|s| (s.get("source").and_then(Value::as_str).unwrap_or("?").to_string(), count(s, "records"))).collect(),
+        format: meta.corpus.format.name().to_string(),
+        records: meta.records,
+        train: meta.corpus.train.unwrap_or(0),
+        val: meta.corpus.val.unwrap_or(0),
+        empty: meta.empty,
+        skipped: meta.skipped,
+        sources: meta.sources.into_iter().map(|s| (s.source, s.records)).collect(),
         filters,
     }
 }
 
-fn eval_view(stage: &str, report: &Value, answers: &str) -> EvalView {
-    let settings = report.as_object().map(|m| m.iter().filter(|(_, v)| !v.is_array() && !v.is_object()).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-    let models: Vec<&serde_json::Map<String, Value>> = report["models"].as_array().into_iter().flatten().filter_map(Value::as_object).collect();
-    // The known columns in reading order, then any others (a new metric) by name.
+fn eval_view(stage: &str, report: &EvalReport, answers: Vec<Answer>) -> EvalView {
+    let settings = vec![
+        ("prompts".to_string(), report.prompts.into()),
+        ("max_new_tokens".to_string(), report.max_new_tokens.into()),
+        ("temperature".to_string(), report.temperature.into()),
+    ];
+    // The rows as written: a field a row leaves out (no reward model) is no column.
+    let models: Vec<serde_json::Map<String, Value>> = report
+        .models
+        .iter()
+        .filter_map(|m| match serde_json::to_value(m) {
+            Ok(Value::Object(fields)) => Some(fields),
+            _ => None,
+        })
+        .collect();
+    // The known columns in reading order, then any others by name.
     const ORDER: [&str; 7] = ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length"];
     let mut columns: Vec<String> = models.iter().flat_map(|m| m.keys().cloned()).collect();
     columns.sort_by_key(|c| (ORDER.iter().position(|o| o == c).unwrap_or(ORDER.len()), c.clone()));
@@ -298,23 +297,17 @@ fn eval_view(stage: &str, report: &Value, answers: &str) -> EvalView {
 
 /// The first few prompts of `answers.jsonl` (those with a checkable answer first), each with
 /// every model's response.
-fn samples(answers: &str) -> Vec<Sample> {
+fn samples(answers: Vec<Answer>) -> Vec<Sample> {
     let mut by_prompt: Vec<Sample> = Vec::new();
-    for v in answers.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
-        let (Some(model), Some(prompt), Some(response)) = (v["model"].as_str(), v["prompt"].as_str(), v["response"].as_str()) else { continue };
-        let answer = match &v["answer"] {
-            Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
-        };
-        let i = match by_prompt.iter().position(|s| s.prompt == prompt) {
+    for a in answers {
+        let i = match by_prompt.iter().position(|s| s.prompt == a.prompt) {
             Some(i) => i,
             None => {
-                by_prompt.push(Sample { prompt: prompt.to_string(), answer, responses: Vec::new() });
+                by_prompt.push(Sample { prompt: a.prompt, answer: a.answer, responses: Vec::new() });
                 by_prompt.len() - 1
             }
         };
-        by_prompt[i].responses.push((model.to_string(), response.to_string(), v["correct"].as_bool()));
+        by_prompt[i].responses.push((a.model, a.response, a.correct));
     }
     // Mostly graded prompts, and one without an answer (a greeting, a story) when there is one.
     let (mut shown, ungraded): (Vec<Sample>, Vec<Sample>) = by_prompt.into_iter().partition(|s| s.answer.is_some());

@@ -44,8 +44,9 @@ const META: &str = r#"{"format": "text", "train": 90, "val": 8, "val_fraction": 
 const METRICS: &str = "{\"step\":1,\"loss\":4.0,\"lr\":0.001,\"grad_norm\":2.0}\n{\"step\":2,\"loss\":3.0,\"lr\":0.002,\"grad_norm\":1.0}\n{\"step\":2,\"val_loss\":3.5}\n{\"step\":3,\"loss\":2.0,\"lr\":0.001,\"grad_norm\":0.5}\n";
 
 const REPORT: &str = r#"{"prompts": 3, "max_new_tokens": 16, "temperature": 0.0, "models": [
-  {"name": "base", "format": "plain", "prompts": 3, "graded": 2, "correct": 0, "accuracy": 0.0, "mean_length": 5.5},
-  {"name": "sft", "format": "chat", "prompts": 3, "graded": 2, "correct": 1, "accuracy": 0.5, "mean_length": 4.0}]}"#;
+  {"name": "base", "format": "plain", "shots": 1, "fewer_shots": 0, "prompts": 3, "graded": 2, "correct": 0, "accuracy": 0.0, "mean_length": 5.5},
+  {"name": "sft", "format": "chat", "shots": 0, "fewer_shots": 0, "prompts": 3, "graded": 2, "correct": 1, "accuracy": 0.5, "mean_length": 4.0}],
+  "few_shot_examples": [{"question": "What is 1 plus 1?", "answer": "2."}]}"#;
 
 const ANSWERS: &str = r#"{"model":"base","prompt":"What is 2 plus 2?","answer":"4","response":"2 plus <b>","correct":false}
 {"model":"base","prompt":"Hello!","answer":null,"response":"Hello & bye","correct":null}
@@ -150,7 +151,8 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
     assert_eq!(d.filters[0].reasons, [("too-few-words".to_string(), 20)]);
     // Evaluation: one row per model; every prompt with both models' answers.
     let e = &r.evals[0];
-    assert_eq!(e.columns, ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length"]);
+    assert_eq!(e.columns, ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length", "fewer_shots", "shots"]);
+    assert_eq!(e.settings.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["prompts", "max_new_tokens", "temperature"]);
     assert_eq!(e.rows.len(), 2);
     assert_eq!(e.samples.len(), 3);
     assert_eq!(e.samples[0].responses.len(), 2);

@@ -323,8 +323,8 @@ impl<'de> DeserializeSeed<'de> for WithSeed {
     }
 }
 
-/// What one filter of a chain did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+/// What one filter of a chain did (in an `ingest` artifact's `meta.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FilterStats {
     /// The filter's name; `name#2` for the second use of the same name in a chain.
     pub filter: String,

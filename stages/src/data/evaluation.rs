@@ -1,0 +1,152 @@
+//! An `evaluate` artifact as its readers (`hone report`) see it: `report.json`
+//! ([`EvalReport`]: the settings and one row per model) and `answers.jsonl` ([`Answer`]: one
+//! line per model and prompt).
+//!
+//! `evaluate` writes them from its own types ([`crate::evaluate::Report`]); a test here reads
+//! what those write and writes it back unchanged, so a field added there and not here fails
+//! it. Readers ignore fields they do not know.
+
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const REPORT: &str = "report.json";
+pub const ANSWERS: &str = "answers.jsonl";
+
+/// `report.json`: the comparison table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Prompts each model answered.
+    pub prompts: usize,
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    pub models: Vec<ModelRow>,
+    /// The solved examples base models saw (empty when no model is a base model).
+    pub few_shot_examples: Vec<Example>,
+}
+
+/// One model's row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRow {
+    pub name: String,
+    /// `chat` or `plain`.
+    pub format: String,
+    /// Solved examples before each prompt (0 for a chat model).
+    pub shots: usize,
+    /// Prompts that got fewer examples, to leave room for the answer.
+    pub fewer_shots: usize,
+    pub prompts: usize,
+    /// Prompts with a checkable answer.
+    pub graded: usize,
+    pub correct: usize,
+    /// correct / graded; `None` when nothing could be graded.
+    pub accuracy: Option<f64>,
+    /// Mean response length in tokens.
+    pub mean_length: f64,
+    /// Mean score under the reward model, when one was wired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_reward: Option<f64>,
+    /// Answers the reward model could not score.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unscored: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A solved example shown to base models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub question: String,
+    pub answer: String,
+}
+
+/// One line of `answers.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub model: String,
+    pub prompt: String,
+    /// The reference answer, when the prompt has one.
+    pub answer: Option<String>,
+    pub response: String,
+    /// Whether the response holds the answer (`None`: nothing to check).
+    pub correct: Option<bool>,
+    /// The reward model's score, when one was wired (`None` inside: an empty response).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub reward: Option<Option<f64>>,
+}
+
+/// A field that is there, `null` or not.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+impl EvalReport {
+    /// The `report.json` in `dir`, if it is one `evaluate` wrote.
+    pub fn read(dir: &Path) -> Option<EvalReport> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT)).ok()?).ok()
+    }
+}
+
+/// The lines of `answers.jsonl` in `dir` that read as answers (none when it is missing).
+pub fn read_answers(dir: &Path) -> Vec<Answer> {
+    let text = std::fs::read_to_string(dir.join(ANSWERS)).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::{ModelScore, Report, Shot};
+
+    /// What `evaluate` writes reads back field for field.
+    #[test]
+    fn reads_what_evaluate_writes() {
+        let row = |name: &str, format: &'static str, reward: Option<f64>, unscored: usize| ModelScore {
+            name: name.into(),
+            format,
+            shots: if format == "plain" { 3 } else { 0 },
+            fewer_shots: 1,
+            prompts: 4,
+            graded: 3,
+            correct: 2,
+            accuracy: Some(2.0 / 3.0),
+            mean_length: 5.25,
+            mean_reward: reward,
+            unscored,
+        };
+        for models in [
+            vec![row("base", "plain", None, 0), ModelScore { accuracy: None, graded: 0, correct: 0, ..row("sft", "chat", None, 0) }],
+            vec![row("sft", "chat", Some(-0.5), 1), row("ppo", "chat", Some(1.5), 0)],
+        ] {
+            let report = Report {
+                prompts: 4,
+                max_new_tokens: 16,
+                temperature: 0.0,
+                models,
+                few_shot_examples: vec![Shot { question: "What is 2 plus 2?".into(), answer: "4.".into() }],
+            };
+            let written = serde_json::to_string_pretty(&report).unwrap();
+            let read: EvalReport = serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}\n{written}"));
+            assert_eq!(serde_json::to_string_pretty(&read).unwrap(), written);
+        }
+    }
+
+    #[test]
+    fn answers_with_and_without_a_reward() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            r#"{"model":"base","prompt":"2+2?","answer":"4","response":"4","correct":true}"#,
+            r#"{"model":"sft","prompt":"Hi!","answer":null,"response":"","correct":null,"reward":null}"#,
+            r#"{"model":"sft","prompt":"2+2?","answer":"4","response":"5","correct":false,"reward":-1.5}"#,
+            "not json",
+        ];
+        std::fs::write(dir.path().join(ANSWERS), lines.join("\n")).unwrap();
+        let a = read_answers(dir.path());
+        assert_eq!(a.len(), 3);
+        assert_eq!((a[0].reward, a[1].reward, a[2].reward), (None, Some(None), Some(Some(-1.5))));
+        assert_eq!((a[1].answer.as_deref(), a[1].correct), (None, None));
+        assert!(read_answers(&dir.path().join("nowhere")).is_empty());
+    }
+}
