@@ -126,17 +126,29 @@ fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
 #[allow(clippy::too_many_arguments)]
 fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Option<usize>, no_wait: bool, json: bool, ex: &crate::cluster::ExecArgs) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
+    let now = hone_engine::lease::now_unix;
     let lock = ws
-        .lock(!no_wait, || eprintln!("hone: another run holds the workspace lock ({}); waiting for it to finish…", ws.store.root().join("lock").display()))
+        .acquire(!no_wait, |holder| eprintln!("hone: another run holds the workspace lock ({}); waiting for it to finish…", holder.describe(now())))
         .map_err(Fatal::workspace)?;
-    let Some(_lock) = lock else {
-        return Err(Fatal {
-            message: format!(
-                "error: another hone run is using the workspace `{}`\n   = help: wait for it, or run without --no-wait to queue behind it",
-                ws.root().display()
-            ),
-            code: EXIT_WORKSPACE,
-        });
+    let _lock = match lock {
+        Ok(lock) => {
+            if let Some(who) = lock.took_over() {
+                eprintln!("hone: took over the workspace lock of {who}");
+            }
+            lock
+        }
+        Err(holder) => {
+            return Err(Fatal {
+                message: format!(
+                    "error: another hone run is using the workspace `{}`: {}\n   = help: wait for it, or run without --no-wait to queue behind it\n   = help: if that run is gone (its host died), its lock expires {} s after its last renewal; or delete `{}`",
+                    ws.root().display(),
+                    holder.describe(now()),
+                    holder.lease_secs,
+                    ws.lock_path().display()
+                ),
+                code: EXIT_WORKSPACE,
+            });
+        }
     };
     let cancel = on_ctrl_c();
     let mut opts = RunOptions { selection, force, ..RunOptions::default() };

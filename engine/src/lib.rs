@@ -51,6 +51,7 @@ pub mod digest;
 pub mod events;
 pub mod exec;
 pub mod introspect;
+pub mod lease;
 pub mod logging;
 pub mod plan;
 pub mod resources;

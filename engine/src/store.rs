@@ -6,15 +6,21 @@
 //! state/<pipeline>/<stage>.json the key each stage last ran or hit with (for `plan` reasons)
 //! runs/<pipeline>.json         how each stage ended the last run that selected it (for reports)
 //! checkpoints/<stage key>/     resumable state of an unfinished stage
-//! tmp/                         staging; anything here is garbage once the lock is taken
+//! tmp/                         staging, each with its owner (`owner.json`, a renewed lease)
 //! logs/<stage>/<time>.log      one log per stage run
 //! quarantine/                  objects `cache verify` found corrupted
-//! lock                         the workspace lock
+//! lock                         the workspace lock (its owner, a renewed lease)
 //! ```
 //!
 //! A stage writes into a [`Staging`] directory; only [`Staging::commit`] can create an entry:
 //! it hashes the directory, renames it into `objects/` (never copies), and only then writes
 //! the key record. A crash at any instant leaves the old state or the new one.
+//!
+//! Hosts may share a store (a Slurm cluster's shared filesystem): nothing here relies on
+//! `flock`. Jobs of one key finishing at once each rename a whole directory into `objects/`
+//! (the first wins; the others find it there) and replace the record atomically. A staging
+//! directory records its owner and renews its lease ([`crate::lease`]); [`Store::clean_tmp`]
+//! removes only those whose process died here or whose lease expired elsewhere.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -25,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, ArtifactDigest, Digest, StageKey};
+use crate::lease::{Heartbeat, Liveness, Owner};
 
 /// Everything a stage key is the hash of. Stored with the record, so `hone plan` can say
 /// what changed since the last run.
@@ -247,22 +254,48 @@ impl Store {
         out
     }
 
-    /// A fresh staging directory for a stage's outputs.
+    /// A fresh staging directory for a stage's outputs, owned by this process (its lease is
+    /// renewed until it is committed or dropped).
     pub fn stage(&self, key: StageKey) -> Result<Staging<'_>, StoreError> {
         let tmp = self.root.join("tmp");
         let dir = tempfile::Builder::new().prefix(&format!("{}-", key.short())).tempdir_in(&tmp).map_err(io_at(&tmp))?;
+        let owner_path = dir.path().join(STAGING_OWNER);
+        let mut owner = Owner::me();
+        owner.renew_at(&owner_path).map_err(io_at(&owner_path))?;
         let out = dir.path().join("out");
         fs::create_dir(&out).map_err(io_at(&out))?;
-        Ok(Staging { store: self, key, dir, out })
+        let lease = Heartbeat::start(owner.lease_secs, move || match owner.renew_at(&owner_path) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot renew the lease of staging directory `{}`: {e}", owner_path.display());
+                false
+            }
+        });
+        Ok(Staging { store: self, key, lease: Some(lease), dir, out })
     }
 
-    /// Remove leftovers of killed runs. Call only while holding the workspace lock.
-    pub fn clean_tmp(&self) {
-        if let Ok(entries) = fs::read_dir(self.root.join("tmp")) {
-            for e in entries.flatten() {
-                let _ = remove_all(&e.path());
+    /// Remove the staging directories of runs and jobs that died: owned by a process of this
+    /// host that is gone, or by one elsewhere whose lease expired (or, without an owner, older
+    /// than a lease). Those of live jobs, here or on other hosts, stay. Call while holding the
+    /// workspace lock.
+    pub fn clean_tmp(&self) -> TmpCleaning {
+        let mut report = TmpCleaning::default();
+        let now = crate::lease::now_unix();
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return report };
+        for e in entries.flatten() {
+            let path = e.path();
+            let dead = match Owner::read(&path.join(STAGING_OWNER)) {
+                Ok(Ok(owner)) => owner.liveness(now) != Liveness::Alive,
+                // Being created, or left by an older hone: judged by its age.
+                _ => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > crate::lease::lease_secs())),
+            };
+            if dead && remove_all(&path).is_ok() {
+                report.removed += 1;
+            } else {
+                report.kept += 1;
             }
         }
+        report
     }
 
     pub fn log_path(&self, stage: &str) -> PathBuf {
@@ -375,10 +408,23 @@ impl Store {
     }
 }
 
+/// The file in a staging directory naming its owner.
+pub const STAGING_OWNER: &str = "owner.json";
+
+/// What [`Store::clean_tmp`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TmpCleaning {
+    pub removed: usize,
+    /// Staging directories of live owners.
+    pub kept: usize,
+}
+
 /// A stage's output directory before it is committed. Dropping it discards it.
 pub struct Staging<'s> {
     store: &'s Store,
     key: StageKey,
+    /// Renews the owner's lease; stopped before the directory goes.
+    lease: Option<Heartbeat>,
     dir: tempfile::TempDir,
     out: PathBuf,
 }
@@ -390,7 +436,7 @@ impl Staging<'_> {
 
     /// Hash the outputs, move them into `objects/` by rename, then write the key record.
     pub fn commit(
-        self,
+        mut self,
         manifest: KeyManifest,
         stage: &str,
         seconds: f64,
@@ -418,6 +464,7 @@ impl Staging<'_> {
         };
         let p = self.store.record_path(&self.key);
         write_atomic(&p, &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
+        drop(self.lease.take());
         let _ = remove_all(self.dir.path());
         Ok(record)
     }
@@ -660,6 +707,59 @@ mod tests {
             assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(), "no staging left");
             assert!(fs::read_dir(store.root().join("keys")).unwrap().all(|e| e.unwrap().file_name().to_string_lossy().ends_with(".json")));
         }
+    }
+
+    /// `hone run` on one host must not remove the staging of a job running on another.
+    #[test]
+    fn cleaning_removes_only_staging_of_dead_owners_and_expired_leases() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open(ws.path()).unwrap();
+        let live_here = store.stage(manifest().key()).unwrap();
+        let tmp = store.root().join("tmp");
+        let fake = |name: &str, edit: &dyn Fn(&mut Owner)| {
+            let dir = tmp.join(name);
+            fs::create_dir_all(dir.join("out")).unwrap();
+            let mut o = Owner::me();
+            edit(&mut o);
+            fs::write(dir.join(STAGING_OWNER), serde_json::to_vec(&o).unwrap()).unwrap();
+            dir
+        };
+        let now = crate::lease::now_unix();
+        let elsewhere_live = fake("a-live-elsewhere", &|o| {
+            o.host = "node-b".into();
+            o.job = Some("77".into());
+            o.renewed_unix = now - 10;
+        });
+        let elsewhere_expired = fake("b-expired-elsewhere", &|o| {
+            o.host = "node-b".into();
+            o.renewed_unix = now - 61 - o.lease_secs;
+        });
+        let dead_here = fake("c-dead-here", &|o| o.pid = u32::MAX / 2);
+        // A live process here keeps its staging even when it has not renewed for long.
+        let stalled_here = fake("d-stalled-here", &|o| o.renewed_unix = 0);
+        let ownerless_new = tmp.join("e-new");
+        fs::create_dir(&ownerless_new).unwrap();
+        let ownerless_old = tmp.join("f-old");
+        fs::create_dir(&ownerless_old).unwrap();
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        fs::File::open(&ownerless_old).unwrap().set_modified(long_ago).unwrap();
+
+        assert_eq!(store.clean_tmp(), TmpCleaning { removed: 3, kept: 4 });
+        for (dir, stays) in [
+            (live_here.dir.path().to_path_buf(), true),
+            (elsewhere_live, true),
+            (elsewhere_expired, false),
+            (dead_here, false),
+            (stalled_here, true),
+            (ownerless_new, true),
+            (ownerless_old, false),
+        ] {
+            assert_eq!(dir.exists(), stays, "{}", dir.display());
+        }
+        let owner: Owner = serde_json::from_slice(&fs::read(live_here.dir.path().join(STAGING_OWNER)).unwrap()).unwrap();
+        assert_eq!((owner.pid, owner.host.as_str()), (std::process::id(), crate::lease::host_name()));
+        fs::write(live_here.out_dir().join("x"), "x").unwrap();
+        live_here.commit(manifest(), "a", 0.0, Default::default()).unwrap();
     }
 
     #[test]

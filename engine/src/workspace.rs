@@ -2,7 +2,7 @@
 //! that keeps re-hashing of unchanged dependency files off the no-op path.
 
 use std::collections::HashMap;
-use std::fs::{self, File, TryLockError};
+use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, Digest};
+use crate::lease::{LockFile, Owner, Taken};
 use crate::store::{Store, StoreError, write_atomic};
 
 pub struct Workspace {
@@ -40,14 +41,28 @@ struct StatEntry {
     digest: Digest,
 }
 
-/// Held while a run uses the workspace; released on drop (or when the process dies).
+/// Held while a run uses the workspace; released on drop. It is a lease renewed while held
+/// ([`crate::lease`]), so it works on a workspace that hosts share over NFS: a run whose
+/// process died on this host loses it at once, one on another host when its lease expires.
 pub struct WorkspaceLock {
-    _file: File,
+    file: LockFile,
+}
+
+impl WorkspaceLock {
+    /// Whose lock this was taken over from, and why, if it was: for the user to hear.
+    pub fn took_over(&self) -> Option<String> {
+        let (owner, how) = self.file.took_over.as_ref()?;
+        let why = match how {
+            crate::lease::Liveness::Expired(s) => format!("its lease expired {s} s ago"),
+            _ => "its process is gone".to_string(),
+        };
+        Some(format!("{} ({why})", owner.describe(crate::lease::now_unix())))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot open the workspace lock `{path}`: {source}")]
+    #[error("cannot take the workspace lock `{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
@@ -79,28 +94,38 @@ impl Workspace {
         &self.base
     }
 
+    /// Where the workspace lock is.
+    pub fn lock_path(&self) -> PathBuf {
+        self.store.root().join("lock")
+    }
+
     /// Take the workspace lock. If another process holds it, `on_wait` is called once and
-    /// this blocks until it is released (or fails at once when `wait` is false).
+    /// this waits until it is released (or fails at once when `wait` is false).
     pub fn lock(&self, wait: bool, on_wait: impl FnOnce()) -> Result<Option<WorkspaceLock>, LockError> {
-        let path = self.store.root().join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| LockError::Io { path: path.clone(), source })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) if wait => {
-                on_wait();
-                file.lock().map_err(|source| LockError::Io { path: path.clone(), source })?;
+        Ok(self.acquire(wait, |_| on_wait())?.ok())
+    }
+
+    /// [`Workspace::lock`], saying who holds it: `Err(holder)` when `wait` is false and a live
+    /// run holds it. A lock whose holder died, or whose lease expired, is taken over.
+    pub fn acquire(&self, wait: bool, on_wait: impl FnOnce(&Owner)) -> Result<Result<WorkspaceLock, Owner>, LockError> {
+        let path = self.lock_path();
+        let mut on_wait = Some(on_wait);
+        let file = loop {
+            match LockFile::take(&path).map_err(|source| LockError::Io { path: path.clone(), source })? {
+                Taken::Yes(file) => break file,
+                Taken::Held(holder) if !wait => return Ok(Err(holder)),
+                Taken::Held(holder) => {
+                    if let Some(f) = on_wait.take() {
+                        f(&holder);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
             }
-            Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(source)) => return Err(LockError::Io { path, source }),
-        }
-        // Whatever is in tmp/ now was left by a run that died.
+        };
+        // What is left in tmp/ by runs and jobs that died (here, or elsewhere with an
+        // expired lease) goes; the staging of live ones on other hosts stays.
         self.store.clean_tmp();
-        Ok(Some(WorkspaceLock { _file: file }))
+        Ok(Ok(WorkspaceLock { file }))
     }
 
     /// Digest of a file or directory, re-reading only files whose size, mtime or inode changed.

@@ -113,3 +113,43 @@ fn workers_finishing_the_same_key_at_once_never_corrupt_the_store() {
         assert!(artifacts.contains(&stored), "the key names one of the committed objects");
     }
 }
+
+/// A job running on another host (simulated by `HONE_HOSTNAME`) keeps its staging directory
+/// through a `hone run` here, which cleans only dead or expired staging; the job then commits.
+#[test]
+fn a_live_job_on_another_host_keeps_its_staging_through_a_run_here() {
+    let ws = Ws::new();
+    let slow = "touch started; sleep 3; echo slow > $HONE_OUT/s";
+    ws.write(
+        "pipeline.yaml",
+        &format!("name: pair\nseed: 7\nstages:\n  quick: {{ uses: command, with: {{ cmd: \"echo q > $HONE_OUT/q\" }} }}\n  slow: {{ uses: command, with: {{ cmd: \"{slow}\" }} }}\n"),
+    );
+    std::fs::create_dir(ws.path().join("results")).unwrap();
+    ws.write("slow.json", &job(&ws, "slow", "command", serde_json::json!({"cmd": slow, "deps": [], "env": {}}), serde_json::json!({})).to_string());
+    let worker = ws.cmd(&["exec-stage", "slow.json"]).env("HONE_HOSTNAME", "node-b").env("SLURM_JOB_ID", "4242").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !ws.path().join("started").exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "the job never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let tmp = ws.path().join(".hone/tmp");
+    let live: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(live.len(), 1);
+    let owner: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(live[0].join("owner.json")).unwrap()).unwrap();
+    assert_eq!((owner["host"].as_str(), owner["job"].as_str(), owner["pid"].as_u64()), (Some("node-b"), Some("4242"), Some(worker.id() as u64)));
+    // The staging of a job on node-b that died long ago (no renewal for hours) goes.
+    let dead = tmp.join("dead-job");
+    std::fs::create_dir_all(dead.join("out")).unwrap();
+    let stale = serde_json::json!({"host": "node-b", "pid": 1, "started_unix": 1, "renewed_unix": 1, "lease_secs": 60, "token": "t"});
+    std::fs::write(dead.join("owner.json"), stale.to_string()).unwrap();
+
+    let out = ws.hone(&["run", "--only", "quick"]).ok();
+    assert_eq!(out.ran(), ["quick"]);
+    assert!(live[0].join("out").is_dir(), "the live job's staging survived");
+    assert!(!dead.exists(), "the dead job's staging was cleaned");
+
+    let out = crate::support::Out::from(worker.wait_with_output().unwrap()).ok();
+    assert_eq!(events(&out.stdout).last().unwrap()["event"], "stage_finished", "{}", out.stdout);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(ws.hone(&["run"]).ok().cached(), ["quick", "slow"]);
+}

@@ -245,6 +245,9 @@ fn concurrent_runs_on_one_workspace_queue_and_do_the_work_once() {
     std::thread::sleep(Duration::from_millis(300));
     let busy = ws.hone(&["run", "--no-wait"]).code(4);
     assert!(busy.stderr.contains("another hone run is using the workspace"), "{}", busy.stderr);
+    // It names the holder, and how to break a lock whose host died.
+    assert!(busy.stderr.contains(&format!("pid {} on host ", first.id())) && busy.stderr.contains("lease renewed"), "{}", busy.stderr);
+    assert!(busy.stderr.contains("its lock expires 60 s after its last renewal; or delete `"), "{}", busy.stderr);
     let second = ws.cmd(&["run"]).output().unwrap();
     let first = first.wait_with_output().unwrap();
     let (first, second): (crate::support::Out, crate::support::Out) = (first.into(), second.into());
@@ -343,4 +346,44 @@ fn a_malformed_record_fails_ingest_with_file_and_line() {
     assert!(out.stderr.contains("data.jsonl:2:"), "{}", out.stderr);
     let out = ws.hone(&["run", "-s", "stages.c.with.on_error=skip"]).ok();
     assert!(out.stderr.contains("skipped=2"), "{}", out.stderr);
+}
+
+/// A run on another host (simulated by `HONE_HOSTNAME`) holds the lock by its lease: named
+/// while it renews, taken over once it stops renewing (its host froze or lost the network),
+/// and its staging, whose lease expired too, is cleaned.
+#[test]
+fn a_lock_whose_lease_expired_is_taken_over_and_a_live_one_is_named() {
+    let ws = Ws::new();
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  quick: { uses: command, with: { cmd: \"echo q > $HONE_OUT/q\" } }\n  slow: { uses: command, with: { cmd: \"touch started; sleep 30; echo > $HONE_OUT/s\" } }\n",
+    );
+    let mut a = ws.cmd(&["run"]).env("HONE_HOSTNAME", "node-a").env("HONE_LEASE_SECS", "2").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    while !ws.path().join("started").exists() {
+        assert!(t.elapsed() < Duration::from_secs(20), "stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past its lease, but renewed: still held.
+    std::thread::sleep(Duration::from_millis(2500));
+    let busy = ws.hone(&["run", "--no-wait"]).code(4);
+    assert!(busy.stderr.contains(&format!("pid {} on host node-a", a.id())), "{}", busy.stderr);
+    assert!(busy.stderr.contains("expires 2 s after its last renewal"), "{}", busy.stderr);
+    let lock: serde_json::Value = serde_json::from_str(&ws.read(".hone/lock")).unwrap();
+    assert_eq!((lock["host"].as_str(), lock["lease_secs"].as_u64()), (Some("node-a"), Some(2)));
+    assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 1, "its staging stays");
+
+    // node-a stops renewing: the lock is taken over once the lease runs out.
+    let stop = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &a.id().to_string()]).status().unwrap().success());
+    stop("-STOP");
+    let t = Instant::now();
+    let out = ws.hone(&["run", "--only", "quick"]).ok();
+    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(out.stderr.contains("waiting for it to finish"), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("took over the workspace lock of pid {} on host node-a", a.id())) && out.stderr.contains("its lease expired"), "{}", out.stderr);
+    assert_eq!(out.cached(), ids(&["quick"]));
+    assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 0, "the expired staging was cleaned");
+    assert!(!ws.path().join(".hone/lock").exists(), "released");
+    stop("-KILL");
+    a.wait().unwrap();
 }
