@@ -59,6 +59,7 @@ pub fn run_pipeline(ws: &Workspace, p: &Pipeline, opts: &RunOptions, ex: &ExecAr
         if ex.detach {
             return Err(Fatal { message: "error: --detach needs a cluster executor\n   = help: add `--executor slurm`".into(), code: 2 });
         }
+        warn_of_jobs_in_flight(ws, p);
         return Ok(exec::run(ws, p, opts, sink, cancel)?);
     }
     let hone = match std::env::var_os("HONE_SLURM_BIN") {
@@ -75,6 +76,20 @@ pub fn run_pipeline(ws: &Workspace, p: &Pipeline, opts: &RunOptions, ex: &ExecAr
         eprintln!("hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them", ids.len(), ids.join(","));
     }
     Ok(summary)
+}
+
+/// A local run while jobs of an earlier Slurm submission are still queued or running computes
+/// their stages again: say so (Slurm is asked only when a submission has such jobs).
+fn warn_of_jobs_in_flight(ws: &Workspace, p: &Pipeline) {
+    let Ok(jobs) = slurm::in_flight(ws, &p.name) else { return };
+    if jobs.is_empty() {
+        return;
+    }
+    let list: Vec<String> = jobs.values().map(|j| format!("`{}` (job {})", j.stage, j.job)).collect();
+    eprintln!(
+        "hone: warning: Slurm jobs of an earlier submission are still computing {}; this local run computes what it needs of them again\n   = help: `hone run --executor slurm` follows those jobs instead of running them again; `hone status` shows them",
+        list.join(", ")
+    );
 }
 
 /// Ctrl-C during a Slurm run: cancel the jobs? Asked on a terminal; elsewhere they are cancelled.

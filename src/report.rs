@@ -96,6 +96,9 @@ impl EventSink for HumanReporter {
                 let after = if after.is_empty() { String::new() } else { format!(" after {}", after.join(",")) };
                 self.line(format!("  submit  {stage}  job {job}{after}: {}", reasons.join("; ")));
             }
+            Event::StageFollowed { stage, job, submission, .. } => {
+                self.line(format!("  follow  {stage}  job {job}: already submitted by an earlier run ({}); not submitted again", submission.display()));
+            }
             Event::JobState { stage, job, state, reason } => {
                 let reason = if reason.is_empty() || reason == "None" { String::new() } else { format!(" ({reason})") };
                 self.line(format!("  slurm   {stage}  job {job} {state}{reason}"));

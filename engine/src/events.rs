@@ -32,6 +32,9 @@ pub enum Event {
     StageSkipped { stage: String, because: String },
     /// Handed to a cluster as job `job`, to start after the jobs `after` succeed.
     StageSubmitted { stage: String, job: String, log: PathBuf, reasons: Vec<String>, after: Vec<String> },
+    /// Already being computed by job `job` of an earlier submission (`hone run --detach`),
+    /// identical to what would be submitted: followed, not submitted again.
+    StageFollowed { stage: String, job: String, submission: PathBuf, log: PathBuf },
     /// A submitted job changed state (Slurm's `PENDING`, `RUNNING`, `COMPLETED`, ...).
     JobState { stage: String, job: String, state: String, reason: String },
     /// The stage waits for input from a person; `message` says what and how to give it.

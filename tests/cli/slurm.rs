@@ -230,3 +230,60 @@ fn the_smoke_training_pipeline_runs_through_slurm_to_the_same_artifacts() {
     let again = run(&onslurm, &["--executor", "slurm"]);
     assert!(with(&again, "stage_submitted").is_empty());
 }
+
+/// The stage each event of `kind` names, with its job.
+fn jobs_of(ev: &[serde_json::Value], kind: &str) -> std::collections::BTreeMap<String, String> {
+    with(ev, kind).iter().map(|e| (e["stage"].as_str().unwrap().to_string(), e["job"].as_str().unwrap().to_string())).collect()
+}
+
+#[test]
+fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_them_again() {
+    if !slurm() {
+        return;
+    }
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", &FAN.replace("name: fan", "name: again").replace("sleep 2", "sleep 5")).write("words.txt", "alpha\nbeta\ngamma\ndelta\n");
+    let first = events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout);
+    let submitted = jobs_of(&first, "stage_submitted");
+    assert_eq!(submitted.len(), 4);
+
+    // A local run meanwhile would compute them again: it says so (this one fails at once: its
+    // `--only` stage's inputs are not stored yet).
+    let local = ws.hone(&["run", "--executor", "local", "--only", "join"]).code(1);
+    assert!(local.stderr.contains("Slurm jobs of an earlier submission are still computing") && local.stderr.contains(&format!("`src` (job {})", submitted["src"])), "{}", local.stderr);
+
+    // While `src` still sleeps and the others wait on it, a rerun follows the same four jobs.
+    let out = hone(&ws, &["run", "--executor", "slurm", "--json"]).ok();
+    let ev = events(&out.stdout);
+    assert!(with(&ev, "stage_submitted").is_empty(), "{}", out.stdout);
+    assert_eq!(jobs_of(&ev, "stage_followed"), submitted);
+    assert_eq!(stages(&ev, "stage_finished"), set(&["src", "left", "right", "join"]));
+    assert_eq!(ws.objects(), 4);
+    let st: serde_json::Value = serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+    let listed: Vec<&str> = st["jobs"].as_array().unwrap().iter().map(|j| j["job"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 4, "{st}");
+    assert!(listed.iter().all(|j| submitted.values().any(|s| s == j)), "the newest submission lists the followed jobs: {st}");
+    // The stage's log is the followed job's (this run's log path links to it).
+    let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "join", "--json"]).ok().stdout).unwrap();
+    let log = std::fs::read_to_string(shown["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("hone: stage `join`"), "{log}");
+
+    // New words: all four rerun, detached. A rerun with `join` changed follows src, left and
+    // right, and submits join anew after their jobs, reading their results.
+    ws.write("words.txt", "one\ntwo\nthree\nfour\n");
+    let second = jobs_of(&events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout), "stage_submitted");
+    let out = hone(&ws, &["run", "--executor", "slurm", "--json", "-s", "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j"]).ok();
+    let ev = events(&out.stdout);
+    let followed = jobs_of(&ev, "stage_followed");
+    assert_eq!(followed.keys().collect::<Vec<_>>(), ["left", "right", "src"], "{}", out.stdout);
+    assert!(followed.iter().all(|(s, j)| second[s] == *j));
+    let join = with(&ev, "stage_submitted");
+    assert_eq!(join.len(), 1, "{}", out.stdout);
+    assert_eq!(join[0]["stage"], "join");
+    let after: BTreeSet<&str> = join[0]["after"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(after, [second["left"].as_str(), second["right"].as_str()].into_iter().collect());
+    assert!(join[0]["reasons"].to_string().contains(&format!("Slurm job {} of an earlier submission computes it with other params or inputs", second["join"])), "{}", join[0]);
+    assert_eq!(stages(&ev, "stage_finished"), set(&["src", "left", "right", "join"]));
+    let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "join", "--json", "-s", "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j"]).ok().stdout).unwrap();
+    assert_eq!(std::fs::read_to_string(Path::new(shown["output"].as_str().unwrap()).join("j")).unwrap(), "THREE\nFOUR\none\ntwo\n");
+}

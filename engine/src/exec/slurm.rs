@@ -12,6 +12,12 @@
 //! forwards the workers' progress events, and reports how each ended. A failed or cancelled
 //! job fails its stage (with the job id and log); Slurm cancels its dependents
 //! (`--kill-on-invalid-dep=yes`), which are reported skipped.
+//!
+//! A run while an earlier submission's jobs are still queued or running (`--detach`, or a
+//! follower that was stopped) does not submit their stages again: a stage whose earlier job
+//! does the same work (same kind, params, seed and inputs, counting an input made by an
+//! earlier job as that job's result) is followed ([`Event::StageFollowed`]) and recorded in
+//! the new submission, and jobs submitted now depend on it and read its result.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -22,7 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::job::{JobInput, JobResult, StageJob};
 use super::{Executor, JobId, Launch, Outcome};
+use crate::digest::ArtifactDigest;
 use crate::events::{Event, EventSink};
 use crate::resources::{ExecutorSpec, Resources, slurm_memory, slurm_time};
 use crate::store::write_atomic;
@@ -57,6 +65,15 @@ pub struct SubmittedJob {
     pub events: PathBuf,
     pub result: PathBuf,
     pub after: Vec<String>,
+    /// The job file it runs (in the submission that submitted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_file: Option<PathBuf>,
+}
+
+impl SubmittedJob {
+    fn job_file(&self) -> PathBuf {
+        self.job_file.clone().unwrap_or_else(|| self.result.with_file_name(format!("{}.job.json", self.stage)))
+    }
 }
 
 /// Slurm's view of a job: `(state, reason)`, from `squeue -t all`.
@@ -157,6 +174,8 @@ struct Tracked {
     job: String,
     log: PathBuf,
     events: PathBuf,
+    /// Where its result appears (in an earlier submission's directory for a followed job).
+    result: PathBuf,
     /// Bytes of the events file read so far.
     offset: u64,
     state: String,
@@ -182,6 +201,8 @@ pub struct Slurm<'a> {
     done: VecDeque<(usize, Outcome)>,
     /// Ctrl-C was answered: `Some(true)` cancel, `Some(false)` leave running.
     stopping: Option<bool>,
+    /// Jobs of earlier submissions still in flight, by stage (asked of Slurm at the first start).
+    earlier: Option<BTreeMap<String, SubmittedJob>>,
 }
 
 impl<'a> Slurm<'a> {
@@ -199,7 +220,7 @@ impl<'a> Slurm<'a> {
         let dir = submissions_dir(ws).join(id);
         std::fs::create_dir_all(&dir).map_err(|source| SlurmError::Io { path: dir.clone(), source })?;
         let submission = Submission { pipeline: pipeline.to_string(), created_unix: now.as_secs(), jobs: Vec::new() };
-        Ok(Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None })
+        Ok(Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None, earlier: None })
     }
 
     /// This submission's directory.
@@ -236,31 +257,98 @@ impl<'a> Slurm<'a> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(SlurmError::Failed { cmd: "sbatch".into(), stderr: format!("unexpected output {out:?}") });
         }
-        let after_stages: Vec<String> = self.jobs.iter().filter(|t| l.after.contains(&t.job)).map(|t| t.stage.clone()).collect();
         self.sink.emit(Event::StageSubmitted { stage: stage.clone(), job: id.clone(), log: job.log.clone(), reasons: l.reasons, after: l.after.clone() });
-        self.submission.jobs.push(SubmittedJob {
-            stage: stage.clone(),
-            job: id.clone(),
-            log: job.log.clone(),
-            events: events.clone(),
-            result: super::job::result_path(&self.dir, &stage),
-            after: l.after,
-        });
-        let path = self.dir.join("submission.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))
-            .map_err(|e| SlurmError::Io { path, source: std::io::Error::other(e.to_string()) })?;
+        let result = super::job::result_path(&self.dir, &stage);
+        self.track(l.index, SubmittedJob { stage, job: id.clone(), log: job.log, events, result, after: l.after, job_file: Some(job_file) })?;
+        Ok(id)
+    }
+
+    /// Record a job in this submission and follow it.
+    fn track(&mut self, index: usize, j: SubmittedJob) -> Result<(), SlurmError> {
+        let after_stages: Vec<String> = self.jobs.iter().filter(|t| j.after.contains(&t.job)).map(|t| t.stage.clone()).collect();
         self.jobs.push(Tracked {
-            index: l.index,
-            stage,
-            job: id.clone(),
-            log: job.log,
-            events,
+            index,
+            stage: j.stage.clone(),
+            job: j.job.clone(),
+            log: j.log.clone(),
+            events: j.events.clone(),
+            result: j.result.clone(),
             offset: 0,
             state: String::new(),
             last: None,
             after_stages,
             unknown_polls: 0,
         });
+        self.submission.jobs.push(j);
+        let path = self.dir.join("submission.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))
+            .map_err(|e| SlurmError::Io { path, source: std::io::Error::other(e.to_string()) })
+    }
+
+    /// The job of an earlier submission still in flight for this stage, if it does the same work.
+    /// `Err(job)` names an earlier job of this stage that does other work.
+    fn earlier_job(&mut self, l: &Launch<'_>) -> Option<Result<SubmittedJob, String>> {
+        if self.earlier.is_none() {
+            let found = in_flight(self.ws, &self.submission.pipeline).unwrap_or_else(|e| {
+                tracing::warn!("cannot look for jobs of earlier submissions still running: {e}");
+                BTreeMap::new()
+            });
+            self.earlier = Some(found);
+        }
+        let earlier = self.earlier.as_ref()?.get(&l.job.stage)?.clone();
+        let same = !l.job.force && StageJob::read(&earlier.job_file()).is_ok_and(|old| self.same_work(&l.job, &old));
+        Some(if same { Ok(earlier) } else { Err(earlier.job) })
+    }
+
+    /// Whether two jobs compute the same thing: same stage, kind, params, seed and workspace,
+    /// and the same inputs, where an input still being made is the result file it will be
+    /// read from (this run's producer for `new`, its own submission's for `old`).
+    fn same_work(&self, new: &StageJob, old: &StageJob) -> bool {
+        let same = (&new.pipeline, &new.stage, &new.kind, new.version, &new.params, new.seed, &new.workspace, &new.base)
+            == (&old.pipeline, &old.stage, &old.kind, old.version, &old.params, old.seed, &old.workspace, &old.base);
+        if !same || new.inputs.len() != old.inputs.len() {
+            return false;
+        }
+        let mine = |s: &str| self.jobs.iter().find(|t| t.stage == s).map(|t| t.result.clone());
+        new.inputs.iter().all(|(port, ins)| {
+            let Some(olds) = old.inputs.get(port) else { return false };
+            ins.len() == olds.len()
+                && ins.iter().zip(olds).all(|(a, b)| {
+                    let a = match a {
+                        JobInput::Artifact(x) => Settled::Artifact(*x),
+                        JobInput::Upstream(s) => match mine(s) {
+                            Some(p) => Settled::of(&p),
+                            None => return false,
+                        },
+                    };
+                    let b = match (b, &old.results) {
+                        (JobInput::Artifact(x), _) => Settled::Artifact(*x),
+                        (JobInput::Upstream(s), Some(dir)) => Settled::of(&super::job::result_path(dir, s)),
+                        (JobInput::Upstream(_), None) => return false,
+                    };
+                    a == b
+                })
+        })
+    }
+
+    /// Follow an earlier submission's job instead of submitting `l`: it joins this submission
+    /// (its result and log linked from where this run's jobs and state look for them).
+    fn follow(&mut self, l: &Launch<'_>, j: SubmittedJob) -> Result<JobId, SlurmError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SlurmError::Io { path, source }
+        };
+        let link = super::job::result_path(&self.dir, &j.stage);
+        std::os::unix::fs::symlink(&j.result, &link).map_err(io(&link))?;
+        if let Some(d) = l.job.log.parent() {
+            std::fs::create_dir_all(d).map_err(io(d))?;
+        }
+        std::os::unix::fs::symlink(&j.log, &l.job.log).map_err(io(&l.job.log))?;
+        let submission = j.job_file().parent().map(Path::to_path_buf).unwrap_or_default();
+        self.sink.emit(Event::StageFollowed { stage: j.stage.clone(), job: j.job.clone(), submission, log: j.log.clone() });
+        let id = j.job.clone();
+        // Its inputs' jobs are this run's producers of them (followed too, or it would not be).
+        self.track(l.index, SubmittedJob { after: l.after.clone(), ..j })?;
         Ok(id)
     }
 
@@ -404,8 +492,13 @@ impl<'a, 'p> Executor<'p> for Slurm<'a> {
         true
     }
 
-    fn start(&mut self, launch: Launch<'p>) -> Result<JobId, String> {
+    fn start(&mut self, mut launch: Launch<'p>) -> Result<JobId, String> {
         let stage = launch.job.stage.clone();
+        match self.earlier_job(&launch) {
+            Some(Ok(j)) => return self.follow(&launch, j).map_err(|e| format!("cannot follow the earlier job of `{stage}`: {e}")),
+            Some(Err(job)) => launch.reasons.push(format!("Slurm job {job} of an earlier submission computes it with other params or inputs")),
+            None => {}
+        }
         self.submit(launch).map_err(|e| format!("cannot submit `{stage}` to Slurm: {e}"))
     }
 
@@ -436,6 +529,42 @@ impl<'a, 'p> Executor<'p> for Slurm<'a> {
             std::thread::sleep(Duration::from_millis(50).min(self.opts.poll));
         }
     }
+}
+
+/// An input of a job, as far as it is known: an artifact, or the result file it will be read from.
+#[derive(PartialEq)]
+enum Settled {
+    Artifact(ArtifactDigest),
+    Pending(PathBuf),
+}
+
+impl Settled {
+    fn of(result: &Path) -> Settled {
+        // A followed job's result in a later submission is a link to where it appears.
+        let real = match std::fs::read_link(result) {
+            Ok(t) if t.is_absolute() => t,
+            Ok(t) => result.with_file_name(t),
+            Err(_) => result.to_path_buf(),
+        };
+        match std::fs::read(&real).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok()) {
+            Some(r) => Settled::Artifact(r.artifact),
+            None => Settled::Pending(real),
+        }
+    }
+}
+
+/// The jobs of earlier submissions of `pipeline` that Slurm still has queued or running and
+/// that left no result yet, by stage (the newest one where several are). Asks Slurm only
+/// when there are such jobs.
+pub fn in_flight(ws: &Workspace, pipeline: &str) -> Result<BTreeMap<String, SubmittedJob>, SlurmError> {
+    let open: Vec<SubmittedJob> =
+        submissions(ws).into_iter().filter(|(_, s)| s.pipeline == pipeline).flat_map(|(_, s)| s.jobs).filter(|j| !j.result.exists()).collect();
+    if open.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let ids: Vec<String> = open.iter().map(|j| j.job.clone()).collect();
+    let states = job_states(&ids)?;
+    Ok(open.into_iter().filter(|j| states.get(&j.job).is_some_and(|(s, _)| !terminal(s))).map(|j| (j.stage.clone(), j)).collect())
 }
 
 /// Where submissions are kept.
