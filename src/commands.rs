@@ -267,7 +267,7 @@ fn plan_cmd(args: &PipelineArgs, selection: Selection, force: &[String], json: b
 }
 
 /// The stage's current key and record, if its inputs are all resolvable.
-fn find_stage<'p>(p: &'p Pipeline, id: &str) -> Result<usize, Fatal> {
+fn find_stage(p: &Pipeline, id: &str) -> Result<usize, Fatal> {
     p.index_of(id).ok_or_else(|| {
         let hint = hone_engine::suggest::did_you_mean(id, p.stages.iter().map(|s| s.id.as_str())).map(|h| format!("\n   = help: {h}")).unwrap_or_default();
         Fatal { message: format!("error: no stage `{id}` in pipeline `{}`{hint}", p.name), code: EXIT_WORKSPACE }
@@ -447,7 +447,7 @@ fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
         found = true;
         println!("{} (v{}): {}", k.kind(), k.version(), k.about());
         match k.inputs() {
-            Inputs::Fixed(ports) if ports.is_empty() => println!("  inputs:  none"),
+            Inputs::Fixed([]) => println!("  inputs:  none"),
             Inputs::Fixed(ports) => {
                 let s: Vec<String> = ports
                     .iter()

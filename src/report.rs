@@ -108,17 +108,15 @@ impl EventSink for HumanReporter {
             }
             Event::Progress { stage, done, total, message } => {
                 if let Some(bar) = self.bar(&stage) {
-                    if let Some(t) = total {
-                        if bar.length() != Some(t) {
-                            bar.set_length(t);
-                            bar.set_style(
-                                ProgressStyle::with_template(
-                                    "  {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
-                                )
+                    if let Some(t) = total
+                        && bar.length() != Some(t)
+                    {
+                        bar.set_length(t);
+                        bar.set_style(
+                            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
                                 .unwrap()
                                 .progress_chars("=> "),
-                            );
-                        }
+                        );
                     }
                     bar.set_position(done);
                     bar.set_message(message);

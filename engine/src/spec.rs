@@ -118,14 +118,23 @@ struct Loader {
     problems: Vec<Diagnostic>,
 }
 
+/// A reference in `inputs:`: the stage id, its output port (`None`: its first) and where
+/// the reference is written.
+type SourceRef = (String, Option<String>, Origin);
+
+/// An input port's wiring: the port, the stages wired to it, and where the port is written.
+type PortWiring = (String, Vec<SourceRef>, Origin);
+
+/// A stage's resolved inputs: port → the stages wired to it.
+type Resolved = BTreeMap<String, Vec<InputRef>>;
+
 /// A stage after its own checks, before the graph checks.
 struct Checked {
     id: String,
     key_origin: Origin,
     kind: &'static dyn DynStage,
     params: Option<Params>,
-    /// port → [(stage id, output port or None, origin)]
-    wiring: Vec<(String, Vec<(String, Option<String>, Origin)>, Origin)>,
+    wiring: Vec<PortWiring>,
     resources: Resources,
 }
 
@@ -550,7 +559,7 @@ impl Loader {
         key: &Node,
         kind: &'static dyn DynStage,
         inputs: Option<&Node>,
-    ) -> Vec<(String, Vec<(String, Option<String>, Origin)>, Origin)> {
+    ) -> Vec<PortWiring> {
         let mut wiring = Vec::new();
         let entries: &[(Node, Node)] = match inputs {
             None => &[],
@@ -630,7 +639,7 @@ impl Loader {
         let index: HashMap<&str, usize> = checked.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
         let mut graph: DiGraph<usize, ()> = DiGraph::new();
         let nodes: Vec<NodeIndex> = (0..checked.len()).map(|i| graph.add_node(i)).collect();
-        let mut resolved: Vec<BTreeMap<String, Vec<InputRef>>> = vec![BTreeMap::new(); checked.len()];
+        let mut resolved: Vec<Resolved> = vec![BTreeMap::new(); checked.len()];
         for (i, c) in checked.iter().enumerate() {
             for (port, sources, _) in &c.wiring {
                 let want = match c.kind.inputs() {
@@ -667,26 +676,26 @@ impl Loader {
                         Some(params) => checked[j].kind.output_type(params, given),
                         None => ANY,
                     };
-                    if let Some(want) = want {
-                        if !want.accepts(given_ty) {
-                            let out_ty = |p: &Port| checked[j].params.as_ref().map_or(ANY, |params| checked[j].kind.output_type(params, p));
-                            let alternatives: Vec<String> = outs.iter().filter(|p| want.accepts(out_ty(p))).map(|p| format!("`{src}.{}`", p.name)).collect();
-                            let narrowing = || checked[j].params.as_ref().and_then(|params| checked[j].kind.narrowing_help(params, given, want));
-                            let help = if alternatives.is_empty() {
-                                narrowing().unwrap_or_else(|| format!("wire a stage that produces a {want} into `{port}`"))
-                            } else {
-                                format!("use {}", alternatives.join(" or "))
-                            };
-                            self.err(
-                                Diagnostic::new(
-                                    format!("input `{port}` of `{}` expects a {want}, but `{src}` ({}) gives a {given_ty}", c.id, checked[j].kind.kind()),
-                                    Some(origin),
-                                )
-                                .stage(&c.id)
-                                .help(help),
-                            );
-                            continue;
-                        }
+                    if let Some(want) = want
+                        && !want.accepts(given_ty)
+                    {
+                        let out_ty = |p: &Port| checked[j].params.as_ref().map_or(ANY, |params| checked[j].kind.output_type(params, p));
+                        let alternatives: Vec<String> = outs.iter().filter(|p| want.accepts(out_ty(p))).map(|p| format!("`{src}.{}`", p.name)).collect();
+                        let narrowing = || checked[j].params.as_ref().and_then(|params| checked[j].kind.narrowing_help(params, given, want));
+                        let help = if alternatives.is_empty() {
+                            narrowing().unwrap_or_else(|| format!("wire a stage that produces a {want} into `{port}`"))
+                        } else {
+                            format!("use {}", alternatives.join(" or "))
+                        };
+                        self.err(
+                            Diagnostic::new(
+                                format!("input `{port}` of `{}` expects a {want}, but `{src}` ({}) gives a {given_ty}", c.id, checked[j].kind.kind()),
+                                Some(origin),
+                            )
+                            .stage(&c.id)
+                            .help(help),
+                        );
+                        continue;
                     }
                     graph.add_edge(nodes[j], nodes[i], ());
                     resolved[i].entry(port.clone()).or_default().push(InputRef { stage: j, port: given.name });
@@ -747,7 +756,7 @@ impl Loader {
         for (pos, &i) in order.iter().enumerate() {
             new_index[i] = pos;
         }
-        let mut slots: Vec<Option<(Checked, BTreeMap<String, Vec<InputRef>>)>> = checked.into_iter().zip(resolved).map(Some).collect();
+        let mut slots: Vec<Option<(Checked, Resolved)>> = checked.into_iter().zip(resolved).map(Some).collect();
         let stages = order
             .iter()
             .map(|&i| {

@@ -27,20 +27,20 @@ pub fn wait_for_change(
 ) -> Result<Option<Vec<PathBuf>>, WatchError> {
     let (tx, rx) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(ev.paths);
-            }
+        if let Ok(ev) = ev
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(ev.paths);
         }
     })?;
     let mut dirs = BTreeSet::new();
     for p in paths {
         if p.is_dir() {
             watcher.watch(p, RecursiveMode::Recursive)?;
-        } else if let Some(parent) = p.parent().filter(|d| d.is_dir()) {
-            if dirs.insert(parent.to_path_buf()) {
-                watcher.watch(parent, RecursiveMode::NonRecursive)?;
-            }
+        } else if let Some(parent) = p.parent().filter(|d| d.is_dir())
+            && dirs.insert(parent.to_path_buf())
+        {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
     }
     on_ready();

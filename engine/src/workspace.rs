@@ -138,10 +138,10 @@ impl Workspace {
         let m = fs::metadata(p)?;
         let mtime_ns = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
         let probe = |d| StatEntry { len: m.len(), mtime_ns, ino: m.ino(), digest: d };
-        if let Some(e) = self.stat_cache.lock().unwrap().entries.get(p) {
-            if *e == probe(e.digest) {
-                return Ok(e.digest);
-            }
+        if let Some(e) = self.stat_cache.lock().unwrap().entries.get(p)
+            && *e == probe(e.digest)
+        {
+            return Ok(e.digest);
         }
         let d = digest::hash_file(p)?;
         let mut c = self.stat_cache.lock().unwrap();

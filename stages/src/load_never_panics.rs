@@ -383,7 +383,7 @@ fn apply(src: Vec<u8>, m: &Mutation) -> Vec<u8> {
             let mut bomb = b"vars:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_vec();
             for l in 1..=*levels {
                 let prev = format!("*l{}", l - 1);
-                let refs = vec![prev.as_str(); 9].join(", ");
+                let refs = [prev.as_str(); 9].join(", ");
                 bomb.extend_from_slice(format!("  l{l}: &l{l} [{refs}]\n").as_bytes());
             }
             // In place of the seed's `vars:` block, if it has one: keys must stay unique to get far.

@@ -285,7 +285,9 @@ fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<
 }
 
 /// A batch of examples as rows, pairs (offset into the rows) and pair weights.
-fn gather<'e>(examples: &[&'e Example]) -> (Vec<&'e Vec<u32>>, Vec<(usize, usize)>, Vec<f64>) {
+type Batch<'e> = (Vec<&'e Vec<u32>>, Vec<(usize, usize)>, Vec<f64>);
+
+fn gather<'e>(examples: &[&'e Example]) -> Batch<'e> {
     let (mut rows, mut pairs, mut weights) = (Vec::new(), Vec::new(), Vec::new());
     for e in examples {
         let base = rows.len();

@@ -285,11 +285,13 @@ fn masked_loss(model: &Gpt, x: &Tensor, y: &Tensor, w: &Tensor, drop: &mut Dropo
     Ok((loss, flat))
 }
 
-/// The conversations of the chat corpus wired to `data`, train and validation, each with
-/// where it came from, for messages.
-fn read_corpus(dir: &Path) -> Result<[Vec<(String, Vec<Message>)>; 2], StageError> {
+/// A conversation and where it came from, for messages.
+type Conversation = (String, Vec<Message>);
+
+/// The conversations of the chat corpus wired to `data`, train and validation.
+fn read_corpus(dir: &Path) -> Result<[Vec<Conversation>; 2], StageError> {
     let corpus = Corpus::open(dir, "data")?;
-    let read = |split| -> Result<Vec<(String, Vec<Message>)>, StageError> {
+    let read = |split| -> Result<Vec<Conversation>, StageError> {
         Ok(corpus.chats(split, "sft")?.into_iter().map(|c| (c.at, c.messages)).collect())
     };
     Ok([read(Split::Train)?, read(Split::Val)?])

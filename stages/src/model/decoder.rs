@@ -307,7 +307,7 @@ fn dot4(xs: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
         for (a, x) in acc.iter_mut().zip(&xs) {
             let xc = &x[i..i + L];
             for j in 0..L {
-                a[j] = a[j] + xc[j] * wc[j];
+                a[j] += xc[j] * wc[j];
             }
         }
         i += L;
@@ -439,7 +439,7 @@ pub(crate) mod tests {
 
     #[test]
     fn dot4_sums_as_simd_dot_does() {
-        let v = |s: u32, n: usize| (0..n).map(|i| ((i as u32 * 2654435761u32 ^ s) % 1000) as f32 / 37.0 - 13.0).collect::<Vec<f32>>();
+        let v = |s: u32, n: usize| (0..n).map(|i| (((i as u32 * 2654435761u32) ^ s) % 1000) as f32 / 37.0 - 13.0).collect::<Vec<f32>>();
         for n in [0, 5, 8, 21, 128] {
             let w = v(1, n);
             let xs = [v(2, n), v(3, n), v(4, n), v(5, n)];

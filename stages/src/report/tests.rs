@@ -82,10 +82,10 @@ fn assert_well_formed(page: &str) {
     let mut rest = body;
     while let Some(i) = rest.find(['<', '&']) {
         let at = &rest[i..];
-        if at.starts_with('&') {
+        if let Some(after) = at.strip_prefix('&') {
             let end = at.find(';').expect("entity ends with ;");
             assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"].contains(&&at[..=end]), "bad entity {}", &at[..end.min(12)]);
-            rest = &at[1..];
+            rest = after;
             continue;
         }
         let end = at.find('>').expect("tag ends");

@@ -119,7 +119,7 @@ fn the_pairwise_loss_and_its_gradient_match_a_hand_computation() {
     let far = Tensor::new(&[100.0f32, 0.0], &Device::Cpu).unwrap();
     let right = pairwise_loss(&far, &[(0, 1)], &[1.0], 0.0).unwrap().to_scalar::<f32>().unwrap();
     let wrong = pairwise_loss(&far, &[(1, 0)], &[1.0], 0.0).unwrap().to_scalar::<f32>().unwrap();
-    assert!(right >= 0.0 && right < 1e-30 && (wrong - 100.0).abs() < 1e-4, "{right} {wrong}");
+    assert!((0.0..1e-30).contains(&right) && (wrong - 100.0).abs() < 1e-4, "{right} {wrong}");
 }
 
 #[test]
