@@ -548,7 +548,7 @@ mod tests {
     }
 
     fn conv(q: &str, a: &str) -> (String, Vec<Message>) {
-        (format!("{q}"), vec![Message { role: Role::User, content: q.into() }, Message { role: Role::Assistant, content: a.into() }])
+        (q.to_string(), vec![Message { role: Role::User, content: q.into() }, Message { role: Role::Assistant, content: a.into() }])
     }
 
     fn records(name: &str, seed: u64) -> Vec<Record> {

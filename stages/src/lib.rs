@@ -12,18 +12,12 @@ pub mod model;
 pub mod pretrain;
 pub mod chat_template;
 pub mod sft;
-// A `format!("{q}")` in evaluate's tests is clippy's `useless_format`; evaluate.rs is being
-// changed beside #15 item 8: remove this allow with it.
-#[allow(clippy::useless_format)]
 pub mod evaluate;
 pub mod report;
 pub mod sample;
 pub mod rank;
 pub mod labels;
 pub mod reward;
-// Two `% n == 0` in ppo's validate are clippy's `is_multiple_of`; ppo/ is its owner's to
-// change (#15 item 8): remove this allow with them.
-#[allow(clippy::manual_is_multiple_of)]
 pub mod ppo;
 mod training;
 #[cfg(test)]

@@ -269,10 +269,10 @@ impl Stage for Ppo {
             }
         };
         need(p.rollouts > 0, "rollouts", "`rollouts` must be at least 1".into(), "TRL samples 64 answers per iteration");
-        need(p.batch_size == 0 || p.rollouts % p.batch_size == 0, "rollouts", format!("`rollouts` ({}) must be a multiple of `batch_size` ({})", p.rollouts, p.batch_size), "each iteration's answers are split into minibatches of `batch_size`");
+        need(p.batch_size == 0 || p.rollouts.is_multiple_of(p.batch_size), "rollouts", format!("`rollouts` ({}) must be a multiple of `batch_size` ({})", p.rollouts, p.batch_size), "each iteration's answers are split into minibatches of `batch_size`");
         need(p.epochs > 0, "epochs", "`epochs` must be at least 1".into(), "OpenAI uses 4");
         let per = p.steps_per_iteration();
-        need(per == 0 || p.steps % per == 0, "steps", format!("`steps` ({}) must be a whole number of iterations of {per} steps (epochs {} × rollouts {} / batch_size {})", p.steps, p.epochs, p.rollouts, p.batch_size), &format!("try {}", (p.steps / per.max(1)).max(1) * per));
+        need(per == 0 || p.steps.is_multiple_of(per), "steps", format!("`steps` ({}) must be a whole number of iterations of {per} steps (epochs {} × rollouts {} / batch_size {})", p.steps, p.epochs, p.rollouts, p.batch_size), &format!("try {}", (p.steps / per.max(1)).max(1) * per));
         need(p.max_new_tokens > 0, "max_new_tokens", "`max_new_tokens` must be at least 1".into(), "tinyworld answers take about 20 tokens");
         need(p.temperature > 0.0 && p.temperature.is_finite(), "temperature", format!("`temperature` must be positive, not {}", p.temperature), "PPO samples; TRL uses 0.7");
         need(p.kl_coef >= 0.0 && p.kl_coef.is_finite(), "kl_coef", format!("`kl_coef` must not be negative, not {}", p.kl_coef), "TRL uses 0.05");
@@ -798,10 +798,6 @@ impl training::Objective for Objective<'_> {
 // ---------------------------------------------------------------------------------------
 // The stage
 
-fn fingerprint(p: &Params, cx: &RunCx, cfg: &GptConfig) -> String {
-    serde_json::json!({ "params": p, "seed": cx.seed, "model": cfg, "version": Ppo::VERSION }).to_string()
-}
-
 /// The prompts of `split` as ChatML up to the assistant's header, those that leave room for
 /// `max_new_tokens` (and the reward model's closing tokens) in the context; how many did not.
 fn encode_prompts(tok: &ChatTokenizer, dir: &Path, split: Split, room: usize) -> Result<(Vec<Prompt>, usize), StageError> {
@@ -881,7 +877,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         common.group("policy", loaded.params.vars()),
         ParamGroup { name: "value", vars: critic_vars.into_iter().map(|(n, v)| (format!("critic.{n}"), v)).collect(), adamw: common.adamw(), schedule: value_schedule },
     ];
-    let mut trainer = Trainer::new(cx, groups, fingerprint(p, cx, &cfg))?;
+    let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Ppo>(p, cx, &cfg))?;
     let kl = match p.kl_target {
         Some(target) => KlControl::Adaptive { beta: p.kl_coef, target, horizon: p.kl_horizon },
         None => KlControl::Fixed { beta: p.kl_coef },
