@@ -117,8 +117,9 @@ impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = "evaluate";
     /// 2: a base model is graded few-shot. (The optional `reward` input left it at 2: without
-    /// it the bytes are the same; with it the key differs through the input.)
-    const VERSION: u32 = 2;
+    /// it the bytes are the same; with it the key differs through the input.) 3: the decoder
+    /// sums with fused multiply-adds (other last bits of the logits).
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::many("models", ports::MODEL),

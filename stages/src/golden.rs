@@ -21,11 +21,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }", 1, "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb"),
     ("ranked: { uses: command, with: { cmd: 'cp rankings.jsonl $HONE_OUT/', deps: [rankings.jsonl] } }", 1, "18bbbd93608b4692111216a7c308d9fd904eb043926b9f02ce56af4e8db75b4e"),
     ("reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }", 1, "eb97ecdb71da390ddb71c0088eb93e9a03809ff3ac822cf51e2e42613544a1de"),
-    ("cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }", 1, "d883763d32632fc76895d9504b791a5beec3895f78c02cd198d830dab131eecd"),
+    ("cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }", 2, "d883763d32632fc76895d9504b791a5beec3895f78c02cd198d830dab131eecd"),
     ("ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }", 1, "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef"),
-    ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }", 2, "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a"),
-    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 1, "d5a7d0ac3c0ba3d5f7fc20ed18f9ec6782a9609dd2040cd5e6879e9ca3fddfcd"),
-    ("eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }", 2, "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d"),
+    ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }", 3, "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a"),
+    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 2, "d5a7d0ac3c0ba3d5f7fc20ed18f9ec6782a9609dd2040cd5e6879e9ca3fddfcd"),
+    ("eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }", 3, "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d"),
 ];
 
 /// The tiny inputs.

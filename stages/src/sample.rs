@@ -92,7 +92,8 @@ fn d_batch_size() -> usize {
 impl Stage for Sample {
     type Params = Params;
     const KIND: &'static str = "sample";
-    const VERSION: u32 = 1;
+    /// 2: the decoder sums with fused multiply-adds (other last bits of the logits).
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "K responses per prompt from a chat model (batched, seeded), for ranking";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("candidates", ports::CANDIDATES)];

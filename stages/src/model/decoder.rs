@@ -11,9 +11,12 @@
 //! the positions up to its own).
 //!
 //! **Same bits in any batch and on any thread count.** Every entry's numbers are computed by
-//! the same code in the same order whatever else is in the step: a linear output is one
-//! 8-lane dot product ([`simd::dot`]'s order, also when four entries share a pass), layer
-//! norm and attention are per entry, and threads split the work by output features or
+//! the same code in the same order whatever else is in the step: a linear output is its bias
+//! and one fused multiply-add per input in input order ([`super::kernels::packed`]: the register-blocked
+//! kernel keeps rows and features in separate registers and lanes, never parts of one sum),
+//! an attention score is one fused multiply-add per head dimension in order (the keys are
+//! cached in tiles of [`KT`] positions so that a vector holds [`KT`] positions' scores),
+//! layer norm and softmax are per entry, and threads split the work by output features or
 //! entries, never inside a sum. So a sequence sampled in a batch of 64 gets exactly the
 //! logits it gets alone, and batched sampling equals one-at-a-time sampling token for token.
 //! (Against candle's full forward pass the logits agree to float rounding: tested.)
@@ -26,16 +29,12 @@ use rayon::prelude::*;
 
 use super::config::LN_EPS;
 use super::kernels::gelu::NormalCdf;
+use super::kernels::packed::Packed;
 use super::kernels::simd;
 use super::{GptConfig, ModelError, ParamStore, Result};
 
-/// A linear layer `y = x Wᵀ + b`, `W` (out, in) row-major as `nn.Linear` keeps it.
-struct Dense {
-    w: Vec<f32>,
-    b: Option<Vec<f32>>,
-    inp: usize,
-    out: usize,
-}
+/// Positions per tile of the key cache: one 8-lane vector of scores.
+pub const KT: usize = 8;
 
 struct Norm {
     w: Vec<f32>,
@@ -44,30 +43,46 @@ struct Norm {
 
 struct Layer {
     ln_1: Norm,
-    c_attn: Dense,
-    attn_proj: Dense,
+    c_attn: Packed,
+    attn_proj: Packed,
     ln_2: Norm,
-    c_fc: Dense,
-    mlp_proj: Dense,
+    c_fc: Packed,
+    mlp_proj: Packed,
 }
 
 /// A GPT's weights as flat `f32` vectors, ready to generate (see the module doc).
 pub struct Decoder {
     cfg: GptConfig,
-    /// The token embedding, also the (tied) output head: (vocab, C).
-    wte: Dense,
+    /// The token embedding, also the (tied) output head: (vocab, C), packed for the head (an
+    /// embedding lookup reads a row of it).
+    wte: Packed,
     wpe: Vec<f32>,
     layers: Vec<Layer>,
     ln_f: Norm,
 }
 
-/// One sequence's keys and values, per layer, position by position (each `n_embd` wide,
-/// heads side by side as the qkv projection leaves them).
+/// One sequence's keys and values, one vector per layer and head (`layer · n_head + head`),
+/// so that attention reads each head's cache front to back. Keys in tiles of [`KT`]
+/// positions, feature-major within a tile (position `t`'s feature `d` at `(t / KT · hd + d) ·
+/// KT + t % KT`, a partly filled last tile padded with zeros), so that a vector load gives
+/// [`KT`] positions of one feature; values position by position, `hd` each.
 #[derive(Clone, Debug, Default)]
 pub struct RowCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     len: usize,
+}
+
+/// Caches the key of position `pos` (the next one) in `k`'s tiles.
+fn push_key(k: &mut Vec<f32>, pos: usize, key: &[f32]) {
+    let hd = key.len();
+    let tile = pos / KT;
+    if k.len() < (tile + 1) * hd * KT {
+        k.resize((tile + 1) * hd * KT, 0.0);
+    }
+    for (slot, &v) in k[tile * hd * KT + pos % KT..].iter_mut().step_by(KT).zip(key) {
+        *slot = v;
+    }
 }
 
 impl RowCache {
@@ -93,6 +108,8 @@ impl Decoder {
         if let Some((_, msg)) = cfg.problems().first() {
             return Err(ModelError::Invalid(format!("invalid model config: {msg}")));
         }
+        // A step allocates and frees buffers of up to megabytes: keep them in the process.
+        super::kernels::tune_allocator();
         let by_name: HashMap<&str, &Tensor> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let get = |name: &str, dims: &[usize]| -> Result<Vec<f32>> {
             let t = by_name.get(name).ok_or_else(|| ModelError::Invalid(format!("the model has no parameter `{name}`")))?;
@@ -102,8 +119,8 @@ impl Decoder {
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
         let opt = |name: &str, n: usize| if cfg.bias { get(name, &[n]).map(Some) } else { Ok(None) };
-        let dense = |p: &str, inp: usize, out: usize| -> Result<Dense> {
-            Ok(Dense { w: get(&format!("{p}.weight"), &[out, inp])?, b: opt(&format!("{p}.bias"), out)?, inp, out })
+        let dense = |p: &str, inp: usize, out: usize| -> Result<Packed> {
+            Ok(Packed::new(&get(&format!("{p}.weight"), &[out, inp])?, opt(&format!("{p}.bias"), out)?.as_deref(), inp, out))
         };
         let norm = |p: &str| -> Result<Norm> { Ok(Norm { w: get(&format!("{p}.weight"), &[cfg.n_embd])?, b: opt(&format!("{p}.bias"), cfg.n_embd)? }) };
         let c = cfg.n_embd;
@@ -122,7 +139,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         Ok(Decoder {
             cfg: cfg.clone(),
-            wte: Dense { w: get("transformer.wte.weight", &[cfg.vocab_size, c])?, b: None, inp: c, out: cfg.vocab_size },
+            wte: Packed::new(&get("transformer.wte.weight", &[cfg.vocab_size, c])?, None, c, cfg.vocab_size),
             wpe: get("transformer.wpe.weight", &[cfg.block_size, c])?,
             layers,
             ln_f: norm("transformer.ln_f")?,
@@ -141,13 +158,15 @@ impl Decoder {
 
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> RowCache {
-        RowCache { k: vec![Vec::new(); self.cfg.n_layer], v: vec![Vec::new(); self.cfg.n_layer], len: 0 }
+        let n = self.cfg.n_layer * self.cfg.n_head;
+        RowCache { k: vec![Vec::new(); n], v: vec![Vec::new(); n], len: 0 }
     }
 
     /// Feeds each row its tokens (at least one, at the positions after its cache), extends
     /// the caches, and returns each row's logits for the token after its last one.
     pub fn forward(&self, rows: &mut [Row<'_>]) -> Result<Vec<Vec<f32>>> {
         let (c, block, vocab) = (self.cfg.n_embd, self.cfg.block_size, self.cfg.vocab_size);
+        let (heads, hd) = (self.cfg.n_head, self.cfg.n_embd / self.cfg.n_head);
         // One entry per fed token: (row, position).
         let mut entries = Vec::new();
         for (r, row) in rows.iter().enumerate() {
@@ -168,35 +187,40 @@ impl Decoder {
         for row in rows.iter() {
             for (i, &t) in row.tokens.iter().enumerate() {
                 let pos = row.cache.len + i;
-                let (tok, p) = (&self.wte.w[t as usize * c..][..c], &self.wpe[pos * c..][..c]);
-                for ((o, a), b) in x[e * c..][..c].iter_mut().zip(tok).zip(p) {
+                let p = &self.wpe[pos * c..][..c];
+                for ((o, a), b) in x[e * c..][..c].iter_mut().zip(self.wte.row(t as usize)).zip(p) {
                     *o = a + b;
                 }
                 e += 1;
             }
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            let qkv = dense(&norm(&x, &layer.ln_1), &layer.c_attn);
-            for (&(r, _), e_qkv) in entries.iter().zip(qkv.chunks_exact(3 * c)) {
+            let qkv = layer.c_attn.forward(&norm(&x, &layer.ln_1));
+            for (&(r, pos), e_qkv) in entries.iter().zip(qkv.chunks_exact(3 * c)) {
                 let cache = &mut *rows[r].cache;
-                cache.k[l].extend_from_slice(&e_qkv[c..2 * c]);
-                cache.v[l].extend_from_slice(&e_qkv[2 * c..]);
+                let (keys, values) = (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
+                for ((k, v), (key, value)) in cache.k[l * heads..].iter_mut().zip(&mut cache.v[l * heads..]).zip(keys.zip(values)) {
+                    push_key(k, pos, key);
+                    v.extend_from_slice(value);
+                }
             }
-            let caches: Vec<(&[f32], &[f32])> = rows.iter().map(|row| (row.cache.k[l].as_slice(), row.cache.v[l].as_slice())).collect();
+            let caches: Vec<&RowCache> = rows.iter().map(|row| &*row.cache).collect();
             let mut y = vec![0f32; n * c];
-            let attend = |(e, out): (usize, &mut [f32])| {
+            let attend = |scores: &mut Vec<f32>, (e, out): (usize, &mut [f32])| {
                 let (r, pos) = entries[e];
-                attention(&qkv[e * 3 * c..][..c], caches[r].0, caches[r].1, pos + 1, self.cfg.n_head, out)
+                let layer = l * heads..(l + 1) * heads;
+                attention(&qkv[e * 3 * c..][..c], &caches[r].k[layer.clone()], &caches[r].v[layer], pos + 1, scores, out)
             };
-            if n * c * block >= PAR_WORK {
-                y.par_chunks_mut(c).enumerate().for_each(attend);
+            if n * c * block >= PAR_WORK && rayon::current_num_threads() > 1 {
+                y.par_chunks_mut(c).enumerate().for_each_init(Vec::new, attend);
             } else {
-                y.chunks_mut(c).enumerate().for_each(attend);
+                let mut scores = Vec::new();
+                y.chunks_mut(c).enumerate().for_each(|item| attend(&mut scores, item));
             }
-            add(&mut x, &dense(&y, &layer.attn_proj));
-            let mut h = dense(&norm(&x, &layer.ln_2), &layer.c_fc);
+            add(&mut x, &layer.attn_proj.forward(&y));
+            let mut h = layer.c_fc.forward(&norm(&x, &layer.ln_2));
             gelu(&mut h);
-            add(&mut x, &dense(&h, &layer.mlp_proj));
+            add(&mut x, &layer.mlp_proj.forward(&h));
         }
         for row in rows.iter_mut() {
             row.cache.len += row.tokens.len();
@@ -208,15 +232,13 @@ impl Decoder {
             e += row.tokens.len();
             last.extend_from_slice(&x[(e - 1) * c..e * c]);
         }
-        let logits = dense(&norm(&last, &self.ln_f), &self.wte);
+        let logits = self.wte.forward(&norm(&last, &self.ln_f));
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }
 
-/// Multiply-adds below which a step stays on the calling thread.
+/// Multiply-adds below which a step's attention stays on the calling thread.
 const PAR_WORK: usize = 1 << 16;
-/// Output features per parallel task of a linear layer.
-const FEATURES: usize = 16;
 
 fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
@@ -254,96 +276,82 @@ fn gelu(x: &mut [f32]) {
     }
 }
 
-/// `x Wᵀ + b` for the rows of `x`.
-fn dense(x: &[f32], d: &Dense) -> Vec<f32> {
-    let rows = x.len() / d.inp;
-    // Transposed first (feature-major), so that each task owns a contiguous block.
-    let mut yt = vec![0f32; d.out * rows];
-    let task = |(f, out): (usize, &mut [f32])| dense_block(x, rows, &d.w[f * FEATURES * d.inp..], d.inp, out);
-    if rows * d.inp * d.out >= PAR_WORK && rayon::current_num_threads() > 1 {
-        yt.par_chunks_mut(FEATURES * rows).enumerate().for_each(task);
-    } else {
-        yt.chunks_mut(FEATURES * rows).enumerate().for_each(task);
-    }
-    let mut y = vec![0f32; rows * d.out];
-    for (r, out) in y.chunks_exact_mut(d.out).enumerate() {
-        for (f, o) in out.iter_mut().enumerate() {
-            *o = yt[f * rows + r];
-        }
-        if let Some(b) = &d.b {
-            add(out, b);
-        }
-    }
-    y
-}
-
-/// `out[f * rows + r] = x_r · w_f` for the features `f` of this block: four rows share a
-/// pass over each weight row, with each dot product summed exactly as [`simd::dot`] does.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn dense_block(x: &[f32], rows: usize, w: &[f32], inp: usize, out: &mut [f32]) {
-    for (f, out) in out.chunks_exact_mut(rows).enumerate() {
-        let wf = &w[f * inp..(f + 1) * inp];
-        let mut r = 0;
-        while r + 4 <= rows {
-            let xs = [&x[r * inp..][..inp], &x[(r + 1) * inp..][..inp], &x[(r + 2) * inp..][..inp], &x[(r + 3) * inp..][..inp]];
-            out[r..r + 4].copy_from_slice(&dot4(xs, wf));
-            r += 4;
-        }
-        for (o, xr) in out[r..].iter_mut().zip(x[r * inp..].chunks_exact(inp)) {
-            *o = simd::dot(xr, wf);
-        }
-    }
-}
-
-/// Four dot products with one vector, each in [`simd::dot`]'s lanes and order.
-#[inline(always)]
-fn dot4(xs: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
-    const L: usize = 8;
-    let mut acc = [[0f32; L]; 4];
-    let n = w.len() / L * L;
-    let mut i = 0;
-    while i < n {
-        let wc = &w[i..i + L];
-        for (a, x) in acc.iter_mut().zip(&xs) {
-            let xc = &x[i..i + L];
-            for j in 0..L {
-                a[j] += xc[j] * wc[j];
-            }
-        }
-        i += L;
-    }
-    let mut out = [0f32; 4];
-    for ((o, a), x) in out.iter_mut().zip(acc).zip(&xs) {
-        *o = simd::fold(a, x[n..].iter().zip(&w[n..]).map(|(&p, &q)| p * q));
-    }
-    out
-}
-
 /// Causal attention of one entry (its query `q`, at position `len - 1`) over the first `len`
-/// cached keys and values of its sequence, head by head, into `out`.
+/// cached keys (`k`, one vector of tiles per head: see [`RowCache`]) and values (`v`, one per
+/// head) of its sequence, head by head, into `out`; `scores` is scratch space. A score is `scale · Σ_d q_d k_d` summed by fused multiply-adds
+/// in `d` order, [`KT`] positions per vector; the output `Σ_t p_t v_t` by fused multiply-adds
+/// in `t` order, then divided by `Σ_t p_t` (in [`simd::sum`]'s lanes).
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn attention(q: &[f32], k: &[f32], v: &[f32], len: usize, n_head: usize, out: &mut [f32]) {
-    let c = q.len();
-    let hd = c / n_head;
+fn attention(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], len: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = q.len() / k.len();
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut p = vec![0f32; len];
-    for h in 0..n_head {
+    let tiles = len.div_ceil(KT);
+    scores.clear();
+    scores.resize(tiles * KT, 0.0);
+    for (h, (k, v)) in k.iter().zip(v).enumerate() {
         let qh = &q[h * hd..][..hd];
-        for (t, s) in p.iter_mut().enumerate() {
-            *s = simd::dot(qh, &k[t * c + h * hd..][..hd]) * scale;
+        let tile = |t: usize| &k[t * hd * KT..][..hd * KT];
+        // Four tiles per pass (independent FMA chains), then the rest.
+        let mut groups = scores.chunks_exact_mut(4 * KT);
+        let mut t = 0;
+        for s in &mut groups {
+            tile_scores(qh, [tile(t), tile(t + 1), tile(t + 2), tile(t + 3)], scale, s);
+            t += 4;
         }
-        let m = simd::max(&p);
+        for s in groups.into_remainder().chunks_exact_mut(KT) {
+            tile_scores(qh, [tile(t)], scale, s);
+            t += 1;
+        }
+        let p = &mut scores[..len];
+        let m = simd::max(p);
         for s in p.iter_mut() {
             *s = simd::exp_f32(*s - m);
         }
-        let inv = 1.0 / simd::sum(&p);
-        let oh = &mut out[h * hd..][..hd];
-        oh.fill(0.0);
-        for (t, &s) in p.iter().enumerate() {
-            let w = s * inv;
-            for (o, &vv) in oh.iter_mut().zip(&v[t * c + h * hd..][..hd]) {
-                *o += w * vv;
+        let inv = 1.0 / simd::sum(p);
+        // The head's output in blocks of 32, 8, then 1 features, each block's sums in registers.
+        let mut d = 0;
+        while d < hd {
+            let o = &mut out[h * hd + d..];
+            d += match hd - d {
+                32.. => weighted_sum::<32>(p, &v[d..], hd, inv, o),
+                8.. => weighted_sum::<8>(p, &v[d..], hd, inv, o),
+                _ => weighted_sum::<1>(p, &v[d..], hd, inv, o),
+            };
+        }
+    }
+}
+
+/// `out[j] = inv · Σ_t p_t v[t · c + j]` for `j < W` (fused multiply-adds in `t` order);
+/// returns `W`.
+#[inline(always)]
+fn weighted_sum<const W: usize>(p: &[f32], v: &[f32], c: usize, inv: f32, out: &mut [f32]) -> usize {
+    let mut acc = [0f32; W];
+    for (t, &s) in p.iter().enumerate() {
+        for (a, &vv) in acc.iter_mut().zip(&v[t * c..][..W]) {
+            *a = s.mul_add(vv, *a);
+        }
+    }
+    for (o, a) in out[..W].iter_mut().zip(acc) {
+        *o = a * inv;
+    }
+    W
+}
+
+/// The scaled scores of `N` tiles of [`KT`] positions: `out[n · KT + j] = scale · Σ_d q_d
+/// tiles[n][d · KT + j]`, fused multiply-adds in `d` order.
+#[inline(always)]
+fn tile_scores<const N: usize>(q: &[f32], tiles: [&[f32]; N], scale: f32, out: &mut [f32]) {
+    let mut acc = [[0f32; KT]; N];
+    for (d, &qd) in q.iter().enumerate() {
+        for (a, tile) in acc.iter_mut().zip(&tiles) {
+            for (s, &kv) in a.iter_mut().zip(&tile[d * KT..][..KT]) {
+                *s = qd.mul_add(kv, *s);
             }
+        }
+    }
+    for (o, a) in out.chunks_exact_mut(KT).zip(&acc) {
+        for (o, &s) in o.iter_mut().zip(a) {
+            *o = s * scale;
         }
     }
 }
@@ -357,7 +365,16 @@ pub(crate) mod tests {
 
     /// A 12-position model (candle's and the decoder's) with weights 20× the init.
     pub(crate) fn tiny(seed: u64, bias: bool) -> (Gpt, Decoder) {
-        let cfg = GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 20, bias, dropout: 0.0 };
+        model(GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 20, bias, dropout: 0.0 }, seed)
+    }
+
+    /// A 48-position model: attention takes its four-tile path (more than 32 positions), heads
+    /// of 12 its 8-wide and 1-wide output blocks, and the head's 37 tokens three panels.
+    fn long(seed: u64) -> (Gpt, Decoder) {
+        model(GptConfig { vocab_size: 37, block_size: 48, n_layer: 2, n_head: 3, n_embd: 36, bias: true, dropout: 0.0 }, seed)
+    }
+
+    fn model(cfg: GptConfig, seed: u64) -> (Gpt, Decoder) {
         let ps = ParamStore::seeded(seed);
         let m = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         // Larger weights than the init so that the logits are far from uniform.
@@ -406,6 +423,43 @@ pub(crate) mod tests {
         }
     }
 
+    /// Feeds each prompt as one step, all together on `threads` threads.
+    fn together(d: &Decoder, prompts: &[Vec<u32>], threads: usize) -> Vec<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut caches: Vec<RowCache> = prompts.iter().map(|_| d.new_cache()).collect();
+            let mut rows: Vec<Row> = caches.iter_mut().zip(prompts).map(|(cache, p)| Row { cache, tokens: p }).collect();
+            d.forward(&mut rows).unwrap()
+        })
+    }
+
+    /// Past 32 positions (attention's four-tile path) the logits are still candle's, and a
+    /// sequence's bits are the same alone, in a batch, fed in one step or token by token, on
+    /// any thread count.
+    #[test]
+    fn long_sequences_keep_their_bits_and_candles_logits() {
+        let (m, d) = long(8);
+        let seq: Vec<u32> = (0..48).map(|i| (i * 11 % 37) as u32).collect();
+        let full = full_logits(&m, &seq);
+        let mut cache = d.new_cache();
+        let mut stepwise = vec![d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..30] }]).unwrap().remove(0)];
+        for t in 30..seq.len() {
+            stepwise.push(d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }]).unwrap().remove(0));
+        }
+        for (i, g) in stepwise.iter().enumerate() {
+            let worst = rel_diff(g, &full[i + 29]);
+            assert!(worst < 1e-4, "position {}: {worst}", i + 29);
+        }
+        assert_eq!(stepwise.last(), d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &seq }]).unwrap().first(), "one step or token by token");
+        // Lengths 1..=48 around the tile and group boundaries, 9 rows (two blocks of 4 and one
+        // alone in the linear layers).
+        let prompts: Vec<Vec<u32>> = [1, 7, 8, 9, 31, 32, 33, 40, 48].iter().map(|&n| seq[48 - n..].to_vec()).collect();
+        let alone: Vec<Vec<f32>> = prompts.iter().map(|p| together(&d, std::slice::from_ref(p), 1).remove(0)).collect();
+        for threads in [1, 2, 3] {
+            assert_eq!(together(&d, &prompts, threads), alone, "{threads} threads");
+        }
+    }
+
     /// The bits of a sequence's logits do not depend on what else is in the step, nor on the
     /// thread count.
     #[test]
@@ -435,18 +489,5 @@ pub(crate) mod tests {
         let one = run(1);
         assert_eq!(one, run(4));
         assert_eq!(one[5], d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &big[5] }]).unwrap()[0]);
-    }
-
-    #[test]
-    fn dot4_sums_as_simd_dot_does() {
-        let v = |s: u32, n: usize| (0..n).map(|i| (((i as u32 * 2654435761u32) ^ s) % 1000) as f32 / 37.0 - 13.0).collect::<Vec<f32>>();
-        for n in [0, 5, 8, 21, 128] {
-            let w = v(1, n);
-            let xs = [v(2, n), v(3, n), v(4, n), v(5, n)];
-            let got = dot4([&xs[0], &xs[1], &xs[2], &xs[3]], &w);
-            for (g, x) in got.iter().zip(&xs) {
-                assert_eq!(g.to_bits(), simd::dot(x, &w).to_bits(), "n = {n}");
-            }
-        }
     }
 }

@@ -104,13 +104,24 @@ fn draw(weights: impl Iterator<Item = (usize, f64)> + Clone, total: f64, rng: &m
 
 /// Draws the next token from `logits` (one row, the vocabulary).
 pub fn pick(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
+    pick_scored(logits, o, rng).0
+}
+
+/// [`pick`] and the [`logprob`] of the token drawn, with one `exp` per logit for both.
+pub fn pick_scored(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> (u32, f32) {
     let v = logits.len();
     let best = argmax(logits);
-    if o.temperature == 0.0 {
-        return best as u32;
-    }
+    let t = if o.temperature > 0.0 { o.temperature } else { 1.0 };
     let max = f64::from(logits[best]);
-    let weight = |i: usize| ((f64::from(logits[i]) - max) / o.temperature).exp();
+    // exp((l - max) / T) of every token: the sampling weights and the log-softmax's sum.
+    let weights: Vec<f64> = logits.iter().map(|&l| ((f64::from(l) - max) / t).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let lse = total.ln();
+    let scored = |i: usize| (i as u32, ((f64::from(logits[i]) - max) / t - lse) as f32);
+    if o.temperature == 0.0 {
+        return scored(best);
+    }
+    let weight = |i: usize| weights[i];
     // The candidates, best first, with their probabilities among the candidates.
     let (kept, probs): (Vec<usize>, Vec<f64>) = if o.top_k > 0 && o.top_k < v {
         let kept = top(logits, o.top_k);
@@ -119,10 +130,9 @@ pub fn pick(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
         let probs = w.iter().map(|x| x / total).collect();
         (kept, probs)
     } else {
-        let total: f64 = (0..v).map(weight).sum();
         if o.top_p >= 1.0 {
             // The whole vocabulary: no order needed.
-            return draw((0..v).map(|i| (i, weight(i))), total, rng);
+            return scored(draw(weights.iter().copied().enumerate(), total, rng) as usize);
         }
         // Enough of the most likely tokens to reach top_p: usually a few dozen.
         let mut m = 64.min(v);
@@ -146,7 +156,7 @@ pub fn pick(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
         }
     }
     let total: f64 = probs[..n].iter().sum();
-    draw(kept[..n].iter().copied().zip(probs[..n].iter().copied()), total, rng)
+    scored(draw(kept[..n].iter().copied().zip(probs[..n].iter().copied()), total, rng) as usize)
 }
 
 /// `log softmax(logits / T)[token]` over the whole vocabulary (T = 1 when `temperature` is 0,
@@ -281,9 +291,9 @@ pub fn sample_batch(dec: &Decoder, requests: &[Request], o: &SampleOptions, stop
         };
         for (s, logits) in active.iter_mut().zip(&logits) {
             s.fed = s.context.len();
-            let next = pick(logits, o, &mut s.rng);
+            let (next, lp) = pick_scored(logits, o, &mut s.rng);
             s.out.tokens.push(next);
-            s.out.logprobs.push(logprob(logits, next, o.temperature));
+            s.out.logprobs.push(lp);
             if is_stop(next) {
                 s.out.finished = true;
                 s.done = true;
@@ -514,6 +524,15 @@ mod tests {
         assert_eq!(logprob(&logits, 2, 0.0), logprob(&logits, 2, 1.0));
         let total: f64 = (0..3).map(|t| f64::from(logprob(&logits, t, 0.7)).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
+        // pick_scored's log-prob is logprob's, bit for bit, whatever the options.
+        let logits: Vec<f32> = (0..300).map(|i| ((i * 7919) % 613) as f32 / 41.0 - 6.0).collect();
+        for o in [opts(0.0, 0, 1.0, 0), opts(0.7, 0, 1.0, 0), opts(1.3, 20, 1.0, 0), opts(1.0, 0, 0.8, 0)] {
+            let mut rng = Rng::new(2, Stream::Sample);
+            for _ in 0..50 {
+                let (token, lp) = pick_scored(&logits, &o, &mut rng);
+                assert_eq!(lp.to_bits(), logprob(&logits, token, o.temperature).to_bits(), "{o:?}");
+            }
+        }
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl Params {
 impl Stage for Ppo {
     type Params = Params;
     const KIND: &'static str = "ppo";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2; // 2: rollouts from the decoder's fused multiply-adds
     const ABOUT: &'static str = "optimise a chat model against a reward model with PPO (KL penalty to the frozen SFT model, GAE, clipped losses)";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),

@@ -10,6 +10,9 @@
 //! - [`gelu`]: exact (erf) GELU with its exact derivative;
 //! - [`cross_entropy`]: per-row softmax cross-entropy over the vocabulary.
 //!
+//! Beside them, [`packed`] is not a candle op: generation's linear layers (the decoder's
+//! batched matrix–vector products) on weights packed in panels, with fused multiply-adds.
+//!
 //! Rows are independent, so they are split over the current rayon pool in fixed-size chunks;
 //! sums across rows (parameter gradients) add fixed chunks' partial sums in chunk order.
 //! Results are therefore the same bytes for any thread count. Inputs are made contiguous
@@ -24,6 +27,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
+pub mod packed;
 pub mod self_attention;
 pub mod simd;
 pub mod softmax;
