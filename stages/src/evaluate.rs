@@ -176,53 +176,9 @@ pub struct Prompt {
     pub answer: Option<String>,
 }
 
-/// One model's row of the comparison.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ModelScore {
-    pub name: String,
-    /// `chat` (ChatML) or `plain` (a base model, graded few-shot: see the module doc).
-    pub format: &'static str,
-    /// Solved examples before each prompt (0 for a chat model).
-    pub shots: usize,
-    /// Prompts that got fewer examples, to leave room for the answer in the context window.
-    pub fewer_shots: usize,
-    pub prompts: usize,
-    /// Prompts with a checkable answer.
-    pub graded: usize,
-    pub correct: usize,
-    /// correct / graded; `None` when nothing could be graded.
-    pub accuracy: Option<f64>,
-    /// Mean response length in tokens, over every prompt.
-    pub mean_length: f64,
-    /// Mean raw score of the answers under the `reward` input, when one is wired.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mean_reward: Option<f64>,
-    /// Answers the reward model could not score (empty ones).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub unscored: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-/// `report.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub prompts: usize,
-    pub max_new_tokens: usize,
-    pub temperature: f64,
-    pub models: Vec<ModelScore>,
-    /// The solved examples base models saw (empty when no model is a base model).
-    pub few_shot_examples: Vec<Shot>,
-}
-
-/// A solved example: a training question and its reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Shot {
-    pub question: String,
-    pub answer: String,
-}
+/// `report.json` and its rows, one definition shared with its readers ([`crate::data::evaluation`]):
+/// a model's row of the comparison, the report, and a solved example shown to base models.
+pub use crate::data::evaluation::{EvalReport as Report, Example as Shot, ModelRow as ModelScore};
 
 /// The few-shot examples of a run, drawn by [`Shots::draw`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,7 +257,7 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
     let n = prompts.len();
     let score = ModelScore {
         name: name.to_string(),
-        format,
+        format: format.to_string(),
         shots: 0,
         fewer_shots: 0,
         prompts: n,
@@ -619,7 +575,7 @@ mod tests {
             prompts: 1,
             max_new_tokens: 8,
             temperature: 0.0,
-            models: vec![ModelScore { name: "base".into(), format: "plain", shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0, mean_reward: None, unscored: 0 }],
+            models: vec![ModelScore { name: "base".into(), format: "plain".into(), shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0, mean_reward: None, unscored: 0 }],
             few_shot_examples: shots.0.clone(),
         });
         assert!(md.contains("| base | plain, 2-shot | 100.0% | 1 / 1 | 3.0 |"), "{md}");

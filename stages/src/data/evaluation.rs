@@ -2,9 +2,8 @@
 //! ([`EvalReport`]: the settings and one row per model) and `answers.jsonl` ([`Answer`]: one
 //! line per model and prompt).
 //!
-//! `evaluate` writes them from its own types ([`crate::evaluate::Report`]); a test here reads
-//! what those write and writes it back unchanged, so a field added there and not here fails
-//! it. Readers ignore fields they do not know.
+//! `evaluate` writes `report.json` with these same types (it re-exports them); a test here
+//! reads what they write and writes it back unchanged. Readers ignore fields they do not know.
 
 use std::path::Path;
 
@@ -100,12 +99,12 @@ mod tests {
     use super::*;
     use crate::evaluate::{ModelScore, Report, Shot};
 
-    /// What `evaluate` writes reads back field for field.
+    /// What `evaluate` writes reads back field for field, optional fields absent or not.
     #[test]
     fn reads_what_evaluate_writes() {
-        let row = |name: &str, format: &'static str, reward: Option<f64>, unscored: usize| ModelScore {
+        let row = |name: &str, format: &str, reward: Option<f64>, unscored: usize| ModelScore {
             name: name.into(),
-            format,
+            format: format.into(),
             shots: if format == "plain" { 3 } else { 0 },
             fewer_shots: 1,
             prompts: 4,
