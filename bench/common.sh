@@ -12,7 +12,7 @@ fi
 [ -n "${BENCH:-}" ] || { echo "set BENCH to the directory holding data/tinyshakespeare.txt and torch_gpt_char.py" >&2; exit 2; }
 PY=${PY:-/tmp/torch/bin/python}
 
-(cd "$ROOT" && cargo build --quiet --release -p hone --bin hone && cargo build --quiet --release -p hone-stages --example char_shards)
+(cd "$ROOT" && cargo build --quiet --release --workspace --bin hone --example char_shards)
 HONE="$ROOT/target/release/hone"
 CHAR_SHARDS="$ROOT/target/release/examples/char_shards"
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-/tmp/torch/bin/python}
-(cd "$ROOT" && cargo build --quiet --release -p hone-stages --example gemm_rate)
+(cd "$ROOT" && cargo build --quiet --release --workspace --example gemm_rate)
 echo "== hone (gemm crate), 1 thread"
 "$ROOT/target/release/examples/gemm_rate"
 echo "== PyTorch, 1 thread"

@@ -17,7 +17,7 @@ SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(200 1000)
 mkdir -p "$DIR"
 
-exe=$(cargo build --release -p hone-stages --bench ingest --message-format=json 2>/dev/null \
+exe=$(cargo build --release --workspace --bench ingest --message-format=json 2>/dev/null \
   | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
 [ -x "$exe" ] || { echo "could not build the ingest bench" >&2; exit 1; }
 

@@ -5,7 +5,7 @@
 # Takes a few seconds. Usage: bench/wasm-filters.sh [DOCS] [ROUNDS]   (default 4096 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p hone-plugin-host --example plugin_bench
+cargo build --release --workspace --example plugin_bench
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "rustc: $(rustc -V)"
 exec target/release/examples/plugin_bench "$@"
