@@ -28,8 +28,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::config::LN_EPS;
-use super::kernels::gelu::NormalCdf;
-use super::kernels::packed::Packed;
+use super::kernels::packed::{Packed, Then};
 use super::kernels::simd;
 use super::{GptConfig, ModelError, ParamStore, Result};
 
@@ -194,8 +193,11 @@ impl Decoder {
                 e += 1;
             }
         }
+        // The step's buffers, reused by every layer.
+        let (mut normed, mut qkv, mut y, mut h) = (vec![0f32; n * c], vec![0f32; n * 3 * c], vec![0f32; n * c], vec![0f32; n * 4 * c]);
         for (l, layer) in self.layers.iter().enumerate() {
-            let qkv = layer.c_attn.forward(&norm(&x, &layer.ln_1));
+            norm(&x, &layer.ln_1, &mut normed);
+            layer.c_attn.forward_into(&normed, &mut qkv, Then::Store);
             for (&(r, pos), e_qkv) in entries.iter().zip(qkv.chunks_exact(3 * c)) {
                 let cache = &mut *rows[r].cache;
                 let (keys, values) = (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
@@ -205,7 +207,6 @@ impl Decoder {
                 }
             }
             let caches: Vec<&RowCache> = rows.iter().map(|row| &*row.cache).collect();
-            let mut y = vec![0f32; n * c];
             let attend = |scores: &mut Vec<f32>, (e, out): (usize, &mut [f32])| {
                 let (r, pos) = entries[e];
                 let layer = l * heads..(l + 1) * heads;
@@ -217,10 +218,10 @@ impl Decoder {
                 let mut scores = Vec::new();
                 y.chunks_mut(c).enumerate().for_each(|item| attend(&mut scores, item));
             }
-            add(&mut x, &layer.attn_proj.forward(&y));
-            let mut h = layer.c_fc.forward(&norm(&x, &layer.ln_2));
-            gelu(&mut h);
-            add(&mut x, &layer.mlp_proj.forward(&h));
+            layer.attn_proj.forward_into(&y, &mut x, Then::Add);
+            norm(&x, &layer.ln_2, &mut normed);
+            layer.c_fc.forward_into(&normed, &mut h, Then::Gelu);
+            layer.mlp_proj.forward_into(&h, &mut x, Then::Add);
         }
         for row in rows.iter_mut() {
             row.cache.len += row.tokens.len();
@@ -232,7 +233,9 @@ impl Decoder {
             e += row.tokens.len();
             last.extend_from_slice(&x[(e - 1) * c..e * c]);
         }
-        let logits = self.wte.forward(&norm(&last, &self.ln_f));
+        let mut normed = vec![0f32; last.len()];
+        norm(&last, &self.ln_f, &mut normed);
+        let logits = self.wte.forward(&normed);
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }
@@ -246,14 +249,12 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Layer norm of each `n_embd`-wide row, as the training kernel computes it.
-fn norm(x: &[f32], n: &Norm) -> Vec<f32> {
+/// Layer norm of each `n_embd`-wide row of `x` into `y`, as the training kernel computes it.
+fn norm(x: &[f32], n: &Norm, y: &mut [f32]) {
     let c = n.w.len();
-    let mut y = vec![0f32; x.len()];
     for (row, out) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
         norm_row(row, &n.w, n.b.as_deref(), out);
     }
-    y
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
@@ -266,13 +267,6 @@ fn norm_row(row: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
     }
     if let Some(b) = b {
         add(out, b);
-    }
-}
-
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn gelu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v *= f32::cdf_pdf(*v).0;
     }
 }
 

@@ -20,6 +20,8 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::gelu::NormalCdf;
+
 /// Output features per panel: two AVX2 vectors.
 pub const NR: usize = 16;
 /// Rows per register block: `MR · NR / 8` = 8 running sums of 8 lanes, enough independent
@@ -74,38 +76,110 @@ impl Packed {
         panel.iter().skip(f % NR).step_by(NR).copied()
     }
 
-    /// `x Wᵀ + b` for the rows of `x` (each `inp` wide), row-major (rows, out). Panels are
-    /// split over the current rayon pool when the product is large.
+    /// `x Wᵀ + b` for the rows of `x` (each `inp` wide), row-major (rows, out).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let rows = x.len() / self.inp.max(1);
-        let panels = self.out.div_ceil(NR);
-        // Panel-major first (each panel's rows × NR block contiguous), so that each task
-        // owns one block.
-        let mut yp = vec![0f32; panels * rows * NR];
-        let task = |(p, out): (usize, &mut [f32])| panel(x, self.inp, &self.w[p * self.inp * NR..][..self.inp * NR], &self.b[p * NR..][..NR], out);
-        if rows * self.inp * self.out >= PAR_WORK && rayon::current_num_threads() > 1 {
-            yp.par_chunks_mut(rows * NR).enumerate().for_each(task);
-        } else {
-            yp.chunks_mut(rows * NR).enumerate().for_each(task);
-        }
-        let mut y = vec![0f32; rows * self.out];
-        for (r, yr) in y.chunks_exact_mut(self.out).enumerate() {
-            for (p, yf) in yr.chunks_mut(NR).enumerate() {
-                yf.copy_from_slice(&yp[(p * rows + r) * NR..][..yf.len()]);
-            }
-        }
+        let mut y = vec![0f32; x.len() / self.inp.max(1) * self.out];
+        self.forward_into(x, &mut y, Then::Store);
         y
+    }
+
+    /// `x Wᵀ + b` for the rows of `x` into `y` (rows, out), stored, added to what `y` holds,
+    /// or through GELU ([`Then`]): the same bits as the product followed by that step. Panels
+    /// are split over the current rayon pool when the product is large.
+    pub fn forward_into(&self, x: &[f32], y: &mut [f32], then: Then) {
+        let rows = x.len() / self.inp.max(1);
+        assert_eq!(y.len(), rows * self.out, "{rows} rows of {} outputs", self.out);
+        let panels = self.out.div_ceil(NR);
+        let dest = Dest { ptr: y.as_mut_ptr(), len: y.len(), ld: self.out, then, _y: std::marker::PhantomData };
+        let task = |p: usize| {
+            let (w, b) = (&self.w[p * self.inp * NR..][..self.inp * NR], &self.b[p * NR..][..NR]);
+            panel(x, rows, self.inp, w, b, &dest.panel(p * NR, NR.min(self.out - p * NR)));
+        };
+        if rows * self.inp * self.out >= PAR_WORK && rayon::current_num_threads() > 1 {
+            (0..panels).into_par_iter().for_each(task);
+        } else {
+            (0..panels).for_each(task);
+        }
     }
 }
 
-/// One panel for every row of `x`: `out[r · NR + j]` = output feature `j` of the panel for
-/// row `r`, [`MR`] rows per pass over the panel, the rest one by one (the same chain).
+/// What becomes of a product's outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Then {
+    /// `y = x Wᵀ + b`.
+    Store,
+    /// `y += x Wᵀ + b` (a residual connection).
+    Add,
+    /// `y = gelu(x Wᵀ + b)`, exact (erf) GELU as [`super::gelu`] computes it in f32.
+    Gelu,
+}
+
+/// The output matrix of [`Packed::forward_into`], written by its panels in parallel: each
+/// panel writes only its own columns (`col..col + width`) of every row, so no two tasks touch
+/// the same element.
+struct Dest<'y> {
+    ptr: *mut f32,
+    len: usize,
+    ld: usize,
+    then: Then,
+    _y: std::marker::PhantomData<&'y mut [f32]>,
+}
+
+// SAFETY: the tasks sharing a `Dest` write disjoint columns (see `Dest::put`), and the borrow
+// of `y` it stands for outlives them.
+unsafe impl Send for Dest<'_> {}
+unsafe impl Sync for Dest<'_> {}
+
+/// One panel's columns of a [`Dest`].
+struct PanelDest<'d, 'y> {
+    dest: &'d Dest<'y>,
+    col: usize,
+    width: usize,
+}
+
+impl<'y> Dest<'y> {
+    fn panel(&self, col: usize, width: usize) -> PanelDest<'_, 'y> {
+        PanelDest { dest: self, col, width }
+    }
+}
+
+impl PanelDest<'_, '_> {
+    /// Writes row `r`'s outputs of this panel (the first `width` of `acc`).
+    #[inline(always)]
+    fn put(&self, r: usize, acc: [f32; NR]) {
+        let d = self.dest;
+        let at = r * d.ld + self.col;
+        assert!(self.width <= NR && self.col + self.width <= d.ld && at + self.width <= d.len);
+        // SAFETY: in bounds (checked above); only this panel writes columns `col..col +
+        // width`, and `forward_into` holds `y` mutably borrowed while the panels run.
+        let out = unsafe { std::slice::from_raw_parts_mut(d.ptr.add(at), self.width) };
+        match d.then {
+            Then::Store => match <&mut [f32; NR]>::try_from(&mut *out) {
+                // A whole panel: a fixed-size copy, two vector stores.
+                Ok(whole) => *whole = acc,
+                Err(_) => out.copy_from_slice(&acc[..self.width]),
+            },
+            Then::Add => {
+                for (o, a) in out.iter_mut().zip(acc) {
+                    *o += a;
+                }
+            }
+            Then::Gelu => {
+                for (o, a) in out.iter_mut().zip(acc) {
+                    *o = a * f32::cdf_pdf(a).0;
+                }
+            }
+        }
+    }
+}
+
+/// One panel for every row of `x`, [`MR`] rows per pass over the panel, the rest one by one
+/// (the same chain), each row's outputs to `out`.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn panel(x: &[f32], inp: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
+fn panel(x: &[f32], rows: usize, inp: usize, w: &[f32], b: &[f32], out: &PanelDest) {
     let (w, b) = (&w[..inp * NR], &b[..NR]);
-    let mut blocks = out.chunks_exact_mut(MR * NR);
     let mut r = 0;
-    for block in &mut blocks {
+    while r + MR <= rows {
         let xs: [&[f32]; MR] = std::array::from_fn(|k| &x[(r + k) * inp..][..inp]);
         let mut acc = [[0f32; NR]; MR];
         for a in &mut acc {
@@ -119,12 +193,12 @@ fn panel(x: &[f32], inp: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
                 }
             }
         }
-        for (o, a) in block.chunks_exact_mut(NR).zip(&acc) {
-            o.copy_from_slice(a);
+        for (k, a) in acc.into_iter().enumerate() {
+            out.put(r + k, a);
         }
         r += MR;
     }
-    for o in blocks.into_remainder().chunks_exact_mut(NR) {
+    for r in r..rows {
         let xr = &x[r * inp..][..inp];
         let mut acc = [0f32; NR];
         acc.copy_from_slice(b);
@@ -133,8 +207,7 @@ fn panel(x: &[f32], inp: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
                 *s = xi.mul_add(wj, *s);
             }
         }
-        o.copy_from_slice(&acc);
-        r += 1;
+        out.put(r, acc);
     }
 }
 
@@ -198,6 +271,26 @@ mod tests {
         let lanes: Vec<f32> = x.chunks_exact(inp).flat_map(|xr| w.chunks_exact(inp).map(move |wf| super::super::simd::dot(xr, wf))).collect();
         assert_ne!(unfused, want);
         assert_ne!(lanes, want);
+    }
+
+    /// Adding into `y` or applying GELU in the kernel gives the bits of the product followed
+    /// by that step, on one and several threads.
+    #[test]
+    fn the_epilogues_equal_the_steps_after_the_product() {
+        let (inp, out, rows) = (24, 37, 80);
+        let (w, b, x) = (values(1, inp * out), values(2, out), values(3, rows * inp));
+        let p = Packed::new(&w, Some(&b), inp, out);
+        let product = p.forward(&x);
+        let before = values(4, rows * out);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut added = before.clone();
+            pool.install(|| p.forward_into(&x, &mut added, Then::Add));
+            assert_eq!(added, before.iter().zip(&product).map(|(a, b)| a + b).collect::<Vec<_>>(), "{threads} threads");
+            let mut g = vec![f32::NAN; rows * out];
+            pool.install(|| p.forward_into(&x, &mut g, Then::Gelu));
+            assert_eq!(g, product.iter().map(|&v| v * f32::cdf_pdf(v).0).collect::<Vec<_>>(), "{threads} threads");
+        }
     }
 
     #[test]
