@@ -22,10 +22,11 @@ use rayon::prelude::*;
 
 use super::gelu::NormalCdf;
 
-/// Output features per panel: two AVX2 vectors.
+/// Output features per panel: two AVX2 vectors, one AVX-512 vector.
 pub const NR: usize = 16;
-/// Rows per register block: `MR · NR / 8` = 8 running sums of 8 lanes, enough independent
-/// FMA chains to cover the instruction's latency.
+/// Rows per register block: `MR · NR` running sums in 8 AVX2 vectors (8 independent FMA
+/// chains, enough to cover the instruction's latency) or 4 AVX-512 ones (with the broadcast
+/// folded into each FMA; 8 rows of AVX-512 sums ran slower, out of general registers).
 pub const MR: usize = 4;
 /// Multiply-adds below which a product stays on the calling thread.
 const PAR_WORK: usize = 1 << 16;
@@ -175,7 +176,7 @@ impl PanelDest<'_, '_> {
 
 /// One panel for every row of `x`, [`MR`] rows per pass over the panel, the rest one by one
 /// (the same chain), each row's outputs to `out`.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn panel(x: &[f32], rows: usize, inp: usize, w: &[f32], b: &[f32], out: &PanelDest) {
     let (w, b) = (&w[..inp * NR], &b[..NR]);
     let mut r = 0;
