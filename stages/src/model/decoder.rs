@@ -193,18 +193,35 @@ impl Decoder {
                 e += 1;
             }
         }
+        // Rows or entries split over the threads when the step is large enough.
+        let parallel = n * c * block >= PAR_WORK && rayon::current_num_threads() > 1;
         // The step's buffers, reused by every layer.
         let (mut normed, mut qkv, mut y, mut h) = (vec![0f32; n * c], vec![0f32; n * 3 * c], vec![0f32; n * c], vec![0f32; n * 4 * c]);
         for (l, layer) in self.layers.iter().enumerate() {
-            norm(&x, &layer.ln_1, &mut normed);
+            norm(&x, &layer.ln_1, &mut normed, parallel);
             layer.c_attn.forward_into(&normed, &mut qkv, Then::Store);
-            for (&(r, pos), e_qkv) in entries.iter().zip(qkv.chunks_exact(3 * c)) {
-                let cache = &mut *rows[r].cache;
-                let (keys, values) = (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
-                for ((k, v), (key, value)) in cache.k[l * heads..].iter_mut().zip(&mut cache.v[l * heads..]).zip(keys.zip(values)) {
-                    push_key(k, pos, key);
-                    v.extend_from_slice(value);
+            // Each row's keys and values into its cache (rows in parallel: their entries are
+            // contiguous, in row order).
+            let mut parts = Vec::with_capacity(rows.len());
+            let mut rest = qkv.as_slice();
+            for row in rows.iter_mut() {
+                let (mine, others) = rest.split_at(row.tokens.len() * 3 * c);
+                parts.push((&mut *row.cache, mine));
+                rest = others;
+            }
+            let push = |(cache, q): (&mut RowCache, &[f32])| {
+                for (i, e_qkv) in q.chunks_exact(3 * c).enumerate() {
+                    let (keys, values) = (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
+                    for ((k, v), (key, value)) in cache.k[l * heads..].iter_mut().zip(&mut cache.v[l * heads..]).zip(keys.zip(values)) {
+                        push_key(k, cache.len + i, key);
+                        v.extend_from_slice(value);
+                    }
                 }
+            };
+            if parallel {
+                parts.into_par_iter().for_each(push);
+            } else {
+                parts.into_iter().for_each(push);
             }
             let caches: Vec<&RowCache> = rows.iter().map(|row| &*row.cache).collect();
             let attend = |scores: &mut Vec<f32>, (e, out): (usize, &mut [f32])| {
@@ -212,14 +229,14 @@ impl Decoder {
                 let layer = l * heads..(l + 1) * heads;
                 attention(&qkv[e * 3 * c..][..c], &caches[r].k[layer.clone()], &caches[r].v[layer], pos + 1, scores, out)
             };
-            if n * c * block >= PAR_WORK && rayon::current_num_threads() > 1 {
+            if parallel {
                 y.par_chunks_mut(c).enumerate().for_each_init(Vec::new, attend);
             } else {
                 let mut scores = Vec::new();
                 y.chunks_mut(c).enumerate().for_each(|item| attend(&mut scores, item));
             }
             layer.attn_proj.forward_into(&y, &mut x, Then::Add);
-            norm(&x, &layer.ln_2, &mut normed);
+            norm(&x, &layer.ln_2, &mut normed, parallel);
             layer.c_fc.forward_into(&normed, &mut h, Then::Gelu);
             layer.mlp_proj.forward_into(&h, &mut x, Then::Add);
         }
@@ -234,13 +251,14 @@ impl Decoder {
             last.extend_from_slice(&x[(e - 1) * c..e * c]);
         }
         let mut normed = vec![0f32; last.len()];
-        norm(&last, &self.ln_f, &mut normed);
+        norm(&last, &self.ln_f, &mut normed, parallel);
         let logits = self.wte.forward(&normed);
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }
 
-/// Multiply-adds below which a step's attention stays on the calling thread.
+/// Multiply-adds below which a step's attention (and the rest of the step but the linear
+/// layers, which decide for themselves) stays on the calling thread.
 const PAR_WORK: usize = 1 << 16;
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -249,11 +267,15 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Layer norm of each `n_embd`-wide row of `x` into `y`, as the training kernel computes it.
-fn norm(x: &[f32], n: &Norm, y: &mut [f32]) {
+/// Layer norm of each `n_embd`-wide row of `x` into `y`, as the training kernel computes it,
+/// rows in parallel or not.
+fn norm(x: &[f32], n: &Norm, y: &mut [f32], parallel: bool) {
     let c = n.w.len();
-    for (row, out) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
-        norm_row(row, &n.w, n.b.as_deref(), out);
+    let one = |(row, out): (&[f32], &mut [f32])| norm_row(row, &n.w, n.b.as_deref(), out);
+    if parallel {
+        x.par_chunks_exact(c).zip(y.par_chunks_exact_mut(c)).for_each(one);
+    } else {
+        x.chunks_exact(c).zip(y.chunks_exact_mut(c)).for_each(one);
     }
 }
 

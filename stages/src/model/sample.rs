@@ -28,6 +28,7 @@
 use std::path::Path;
 
 use candle_core::DType;
+use rayon::prelude::*;
 
 use super::decoder::{Decoder, Row, RowCache};
 use super::export::{self, GenerationConfig};
@@ -252,6 +253,9 @@ impl Seq {
     }
 }
 
+/// Rows from which a step's draws are split over the threads.
+const PAR_ROWS: usize = 8;
+
 /// Samples every request (see the module doc): at most `max_rows` sequences per step, each
 /// stopping at a token of `stops` or `o.stop_at`, or after `o.max_new_tokens`. `None` when
 /// the observer cancelled.
@@ -289,9 +293,15 @@ pub fn sample_batch(dec: &Decoder, requests: &[Request], o: &SampleOptions, stop
             let mut rows: Vec<Row> = active.iter_mut().map(|s| Row { cache: &mut s.cache, tokens: &s.context[s.fed..] }).collect();
             dec.forward(&mut rows)?
         };
-        for (s, logits) in active.iter_mut().zip(&logits) {
+        // Each row draws from its own stream: in parallel when there are several.
+        let draw = |(s, logits): (&mut Seq, &Vec<f32>)| pick_scored(logits, o, &mut s.rng);
+        let picks: Vec<(u32, f32)> = if active.len() >= PAR_ROWS && rayon::current_num_threads() > 1 {
+            active.par_iter_mut().zip(&logits).map(draw).collect()
+        } else {
+            active.iter_mut().zip(&logits).map(draw).collect()
+        };
+        for (s, (next, lp)) in active.iter_mut().zip(picks) {
             s.fed = s.context.len();
-            let (next, lp) = pick_scored(logits, o, &mut s.rng);
             s.out.tokens.push(next);
             s.out.logprobs.push(lp);
             if is_stop(next) {
