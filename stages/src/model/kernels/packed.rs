@@ -28,8 +28,9 @@ pub const NR: usize = 16;
 /// chains, enough to cover the instruction's latency) or 4 AVX-512 ones (with the broadcast
 /// folded into each FMA; 8 rows of AVX-512 sums ran slower, out of general registers).
 pub const MR: usize = 4;
-/// Multiply-adds below which a product stays on the calling thread.
-const PAR_WORK: usize = 1 << 16;
+/// Multiply-adds below which a product stays on the calling thread (about 8 µs of work: one
+/// sequence's products, even the largest of the default model, do not wake the pool).
+const PAR_WORK: usize = 1 << 18;
 
 /// A linear layer's weights `W` (out, in) and bias, packed in panels (see the module doc).
 #[derive(Clone, Debug)]
@@ -251,7 +252,7 @@ mod tests {
                     assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{rows} × {inp} → {out}");
                 }
                 // Large enough for the parallel path.
-                let rows = 70;
+                let rows = PAR_WORK.div_ceil(inp * out) + 5;
                 let x = values(99, rows * inp);
                 let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| p.forward(&x));
                 let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| p.forward(&x));
@@ -278,7 +279,7 @@ mod tests {
     /// by that step, on one and several threads.
     #[test]
     fn the_epilogues_equal_the_steps_after_the_product() {
-        let (inp, out, rows) = (24, 37, 80);
+        let (inp, out, rows) = (64, 37, 120); // more than PAR_WORK: the parallel path
         let (w, b, x) = (values(1, inp * out), values(2, out), values(3, rows * inp));
         let p = Packed::new(&w, Some(&b), inp, out);
         let product = p.forward(&x);
