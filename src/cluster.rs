@@ -12,7 +12,7 @@ use std::time::Duration;
 use hone_engine::events::{Event, EventSink};
 use hone_engine::exec::job::{JobResult, StageJob, run_job};
 use hone_engine::exec::slurm::{self, Slurm, SlurmOptions};
-use hone_engine::exec::{self, Outcome, RunOptions, RunSummary};
+use hone_engine::exec::{self, Executor, JobId, Launch, Outcome, RunOptions, RunSummary};
 use hone_engine::resources::ExecutorKind;
 use hone_engine::spec::Pipeline;
 use hone_engine::workspace::Workspace;
@@ -59,8 +59,10 @@ pub fn run_pipeline(ws: &Workspace, p: &Pipeline, opts: &RunOptions, ex: &ExecAr
         if ex.detach {
             return Err(Fatal { message: "error: --detach needs a cluster executor\n   = help: add `--executor slurm`".into(), code: 2 });
         }
-        warn_of_jobs_in_flight(ws, p);
-        return Ok(exec::run(ws, p, opts, sink, cancel)?);
+        return std::thread::scope(|scope| {
+            let local = exec::local::Local::new(scope, ws, sink, cancel, opts.jobs);
+            Ok(exec::run_with(ws, p, opts, sink, cancel, &mut WarnsOfSlurmJobs { ex: local, ws, p, asked: false })?)
+        });
     }
     let hone = match std::env::var_os("HONE_SLURM_BIN") {
         Some(b) => PathBuf::from(b),
@@ -69,13 +71,43 @@ pub fn run_pipeline(ws: &Workspace, p: &Pipeline, opts: &RunOptions, ex: &ExecAr
     let poll_ms = std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let sopts = SlurmOptions { spec: p.executor.clone(), hone, poll: Duration::from_millis(poll_ms), detach: ex.detach };
     let ask = |n: usize| ask_to_cancel(n);
-    let mut slurm = Slurm::new(ws, &p.name, sopts, sink, cancel, &ask).map_err(Fatal::workspace)?;
+    let mut slurm = Slurm::new(ws, &p.name, sopts, sink, cancel, &ask);
     let summary = exec::run_with(ws, p, opts, sink, cancel, &mut slurm)?;
     if !summary.detached.is_empty() {
         let ids: Vec<&str> = summary.detached.iter().map(|(_, j)| j.as_str()).collect();
         eprintln!("hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them", ids.len(), ids.join(","));
     }
     Ok(summary)
+}
+
+/// The local executor, saying at the first stage it starts whether jobs of an earlier Slurm
+/// submission are still computing (a run that starts nothing, a no-op, never asks).
+struct WarnsOfSlurmJobs<'a, E> {
+    ex: E,
+    ws: &'a Workspace,
+    p: &'a Pipeline,
+    asked: bool,
+}
+
+impl<'p, E: Executor<'p>> Executor<'p> for WarnsOfSlurmJobs<'_, E> {
+    fn capacity(&self) -> usize {
+        self.ex.capacity()
+    }
+
+    fn defers_inputs(&self) -> bool {
+        self.ex.defers_inputs()
+    }
+
+    fn start(&mut self, launch: Launch<'p>) -> Result<JobId, String> {
+        if !std::mem::replace(&mut self.asked, true) {
+            warn_of_jobs_in_flight(self.ws, self.p);
+        }
+        self.ex.start(launch)
+    }
+
+    fn next(&mut self) -> Option<(usize, Outcome)> {
+        self.ex.next()
+    }
 }
 
 /// A local run while jobs of an earlier Slurm submission are still queued or running computes

@@ -3,6 +3,8 @@
 //! Slurm installed (no `sinfo`) they are skipped with a note, so the README's test command needs
 //! no cluster; with Slurm installed but not answering, or with `HONE_REQUIRE_SLURM=1`, they fail
 //! and say how to start it. `HONE_SKIP_SLURM=1` skips them anyway.
+//!
+//! The tests at the end run everywhere, against a stand-in for Slurm's commands ([`FakeSlurm`]).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -247,9 +249,9 @@ fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_t
     let submitted = jobs_of(&first, "stage_submitted");
     assert_eq!(submitted.len(), 4);
 
-    // A local run meanwhile would compute them again: it says so (this one fails at once: its
-    // `--only` stage's inputs are not stored yet).
-    let local = ws.hone(&["run", "--executor", "local", "--only", "join"]).code(1);
+    // A local run meanwhile computes again what it starts: it says so (here `src`, changed to
+    // fail at once, so that it stores nothing).
+    let local = ws.hone(&["run", "--executor", "local", "--only", "src", "-s", "stages.src.with.cmd=exit 3"]).code(1);
     assert!(local.stderr.contains("Slurm jobs of an earlier submission are still computing") && local.stderr.contains(&format!("`src` (job {})", submitted["src"])), "{}", local.stderr);
 
     // While `src` still sleeps and the others wait on it, a rerun follows the same four jobs.
@@ -286,4 +288,79 @@ fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_t
     assert_eq!(stages(&ev, "stage_finished"), set(&["src", "left", "right", "join"]));
     let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "join", "--json", "-s", "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j"]).ok().stdout).unwrap();
     assert_eq!(std::fs::read_to_string(Path::new(shown["output"].as_str().unwrap()).join("j")).unwrap(), "THREE\nFOUR\none\ntwo\n");
+}
+
+/// Stand-ins for `sbatch`, `squeue` and `scancel` in a directory put first on `PATH`: `sbatch`
+/// numbers its jobs from 101 and runs none, `squeue` answers each job asked with `state`
+/// (`STATE|REASON`; nothing when empty: Slurm forgot them), `scancel` does nothing. Each
+/// appends its command line to `calls`.
+struct FakeSlurm {
+    dir: tempfile::TempDir,
+}
+
+impl FakeSlurm {
+    fn new(state: &str) -> FakeSlurm {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = "echo \"$(basename \"$0\") $*\" >> \"$(dirname \"$0\")/calls\"";
+        let scripts = [
+            ("sbatch", format!("{log}\nn=$(( $(cat \"$(dirname \"$0\")/next\") + 1 ))\necho $n > \"$(dirname \"$0\")/next\"\necho $n\n")),
+            ("squeue", format!("{log}\nfor a; do ids=$a; done\nstate=$(cat \"$(dirname \"$0\")/state\")\nif [ -n \"$state\" ]; then for id in $(echo \"$ids\" | tr , ' '); do echo \"$id|$state\"; done; fi\n")),
+            ("scancel", log.to_string()),
+        ];
+        for (name, body) in scripts {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(dir.path().join("next"), "100").unwrap();
+        std::fs::write(dir.path().join("calls"), "").unwrap();
+        let fake = FakeSlurm { dir };
+        fake.set_state(state);
+        fake
+    }
+
+    fn set_state(&self, state: &str) {
+        std::fs::write(self.dir.path().join("state"), state).unwrap();
+    }
+
+    /// The commands run so far, one a line.
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap()
+    }
+
+    /// `hone ARGS` in `ws` with the stand-ins first on `PATH`, polling every 10 ms.
+    fn hone(&self, ws: &Ws, args: &[&str]) -> Out {
+        let path = format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        Out::from(ws.cmd(args).env("PATH", path).env("HONE_SLURM_POLL_MS", "10").output().unwrap())
+    }
+}
+
+/// A run that hands nothing to an executor (a no-op) neither asks Slurm about earlier jobs nor
+/// leaves a submission record; a local run that starts a stage asks, and names those jobs.
+#[test]
+fn runs_that_start_nothing_ask_slurm_nothing_and_leave_no_submission() {
+    let fake = FakeSlurm::new("RUNNING|None");
+    let ws = Ws::new();
+    ws.write(
+        "pipeline.yaml",
+        "name: two\nstages:\n  slow: { uses: command, with: { cmd: \"echo s > $HONE_OUT/s\" } }\n  quick: { uses: command, with: { cmd: \"echo q > $HONE_OUT/q\" } }\n",
+    );
+    fake.hone(&ws, &["run", "--executor", "slurm", "--detach", "--only", "slow"]).ok().stderr_has("left running as Slurm jobs 101");
+    let submissions = || std::fs::read_dir(ws.path().join(".hone/slurm")).unwrap().count();
+    assert_eq!(submissions(), 1);
+
+    let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
+    assert_eq!(out.ran(), ["quick"]);
+    assert!(out.stderr.contains("Slurm jobs of an earlier submission are still computing `slow` (job 101)"), "{}", out.stderr);
+
+    let asked = fake.calls();
+    assert_eq!(asked.lines().filter(|l| l.starts_with("squeue")).count(), 1, "{asked}");
+    let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
+    assert_eq!(out.cached(), ["quick"]);
+    assert!(!out.stderr.contains("Slurm jobs"), "{}", out.stderr);
+    let out = fake.hone(&ws, &["run", "--executor", "slurm", "--only", "quick"]).ok();
+    assert_eq!(out.cached(), ["quick"]);
+    assert_eq!(fake.calls(), asked, "no-op runs ask Slurm nothing");
+    assert_eq!(submissions(), 1, "and leave no submission");
 }

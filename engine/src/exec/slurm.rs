@@ -206,7 +206,8 @@ pub struct Slurm<'a> {
 }
 
 impl<'a> Slurm<'a> {
-    /// A new submission in `.hone/slurm/`.
+    /// A new submission in `.hone/slurm/`, whose directory is made when it submits or
+    /// follows its first job (a run that hands Slurm nothing leaves no record).
     pub fn new(
         ws: &'a Workspace,
         pipeline: &str,
@@ -214,18 +215,12 @@ impl<'a> Slurm<'a> {
         sink: &'a dyn EventSink,
         cancel: &'a AtomicBool,
         on_interrupt: &'a dyn Fn(usize) -> bool,
-    ) -> Result<Slurm<'a>, SlurmError> {
+    ) -> Slurm<'a> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let id = format!("{}-{:03}-{}", now.as_secs(), now.subsec_millis(), std::process::id());
         let dir = submissions_dir(ws).join(id);
-        std::fs::create_dir_all(&dir).map_err(|source| SlurmError::Io { path: dir.clone(), source })?;
         let submission = Submission { pipeline: pipeline.to_string(), created_unix: now.as_secs(), jobs: Vec::new() };
-        Ok(Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None, earlier: None })
-    }
-
-    /// This submission's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None, earlier: None }
     }
 
     fn submit(&mut self, l: Launch<'_>) -> Result<JobId, SlurmError> {
@@ -494,6 +489,9 @@ impl<'a, 'p> Executor<'p> for Slurm<'a> {
 
     fn start(&mut self, mut launch: Launch<'p>) -> Result<JobId, String> {
         let stage = launch.job.stage.clone();
+        if let Err(source) = std::fs::create_dir_all(&self.dir) {
+            return Err(format!("cannot submit `{stage}` to Slurm: {}", SlurmError::Io { path: self.dir.clone(), source }));
+        }
         match self.earlier_job(&launch) {
             Some(Ok(j)) => return self.follow(&launch, j).map_err(|e| format!("cannot follow the earlier job of `{stage}`: {e}")),
             Some(Err(job)) => launch.reasons.push(format!("Slurm job {job} of an earlier submission computes it with other params or inputs")),
