@@ -65,14 +65,12 @@ pub struct SubmittedJob {
     pub events: PathBuf,
     pub result: PathBuf,
     pub after: Vec<String>,
-    /// The job file it runs (in the submission that submitted it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_file: Option<PathBuf>,
 }
 
 impl SubmittedJob {
+    /// The job file it runs, beside its result in the submission that submitted it.
     fn job_file(&self) -> PathBuf {
-        self.job_file.clone().unwrap_or_else(|| self.result.with_file_name(format!("{}.job.json", self.stage)))
+        self.result.with_file_name(format!("{}.job.json", self.stage))
     }
 }
 
@@ -254,7 +252,7 @@ impl<'a> Slurm<'a> {
         }
         self.sink.emit(Event::StageSubmitted { stage: stage.clone(), job: id.clone(), log: job.log.clone(), reasons: l.reasons, after: l.after.clone() });
         let result = super::job::result_path(&self.dir, &stage);
-        self.track(l.index, SubmittedJob { stage, job: id.clone(), log: job.log, events, result, after: l.after, job_file: Some(job_file) })?;
+        self.track(l.index, SubmittedJob { stage, job: id.clone(), log: job.log, events, result, after: l.after })?;
         Ok(id)
     }
 
@@ -339,7 +337,7 @@ impl<'a> Slurm<'a> {
             std::fs::create_dir_all(d).map_err(io(d))?;
         }
         std::os::unix::fs::symlink(&j.log, &l.job.log).map_err(io(&l.job.log))?;
-        let submission = j.job_file().parent().map(Path::to_path_buf).unwrap_or_default();
+        let submission = j.result.parent().map(Path::to_path_buf).unwrap_or_default();
         self.sink.emit(Event::StageFollowed { stage: j.stage.clone(), job: j.job.clone(), submission, log: j.log.clone() });
         let id = j.job.clone();
         // Its inputs' jobs are this run's producers of them (followed too, or it would not be).
