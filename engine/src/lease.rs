@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::write_atomic;
+use crate::store::{StoreError, write_atomic};
 
 /// The default lease, when `HONE_LEASE_SECS` is not set.
 pub const DEFAULT_LEASE_SECS: u64 = 60;
@@ -167,9 +167,9 @@ impl Owner {
     }
 
     /// Write this owner, renewed now, to `path` (atomically).
-    pub fn renew_at(&mut self, path: &Path) -> io::Result<()> {
+    pub fn renew_at(&mut self, path: &Path) -> Result<(), StoreError> {
         self.renewed_unix = now_unix();
-        write_atomic(path, &self.to_json()).map_err(|e| io::Error::other(e.to_string()))
+        write_atomic(path, &self.to_json())
     }
 }
 

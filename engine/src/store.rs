@@ -261,7 +261,7 @@ impl Store {
         let dir = tempfile::Builder::new().prefix(&format!("{}-", key.short())).tempdir_in(&tmp).map_err(io_at(&tmp))?;
         let owner_path = dir.path().join(STAGING_OWNER);
         let mut owner = Owner::me();
-        owner.renew_at(&owner_path).map_err(io_at(&owner_path))?;
+        owner.renew_at(&owner_path)?;
         let out = dir.path().join("out");
         fs::create_dir(&out).map_err(io_at(&out))?;
         let lease = Heartbeat::start(owner.lease_secs, move || match owner.renew_at(&owner_path) {

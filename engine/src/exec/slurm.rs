@@ -33,7 +33,7 @@ use super::{Executor, JobId, Launch, Outcome};
 use crate::digest::ArtifactDigest;
 use crate::events::{Event, EventSink};
 use crate::resources::{ExecutorSpec, Resources, slurm_memory, slurm_time};
-use crate::store::write_atomic;
+use crate::store::{StoreError, write_atomic};
 use crate::workspace::Workspace;
 
 /// How to submit and follow.
@@ -85,6 +85,12 @@ pub enum SlurmError {
     Failed { cmd: String, stderr: String },
     #[error("cannot write `{path}`: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
+    move |source| SlurmError::Io { path: path.to_path_buf(), source }
 }
 
 fn run_cmd(cmd: &str, args: &[String]) -> Result<String, SlurmError> {
@@ -222,23 +228,16 @@ impl<'a> Slurm<'a> {
     }
 
     fn submit(&mut self, l: Launch<'_>) -> Result<JobId, SlurmError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SlurmError::Io { path, source }
-        };
         let mut job = l.job;
         job.results = Some(self.dir.clone());
         let stage = job.stage.clone();
         let job_file = self.dir.join(format!("{stage}.job.json"));
-        write_atomic(&job_file, &serde_json::to_vec_pretty(&job).expect("job serialises")).map_err(|e| SlurmError::Io {
-            path: job_file.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        write_atomic(&job_file, &serde_json::to_vec_pretty(&job).expect("job serialises"))?;
         let script = self.dir.join(format!("{stage}.sh"));
         let body = format!("#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {} exec-stage {}\n", job.pipeline, sh_quote(&self.opts.hone), sh_quote(&job_file));
-        std::fs::write(&script, body).map_err(io(&script))?;
+        std::fs::write(&script, body).map_err(io_at(&script))?;
         if let Some(d) = job.log.parent() {
-            std::fs::create_dir_all(d).map_err(io(d))?;
+            std::fs::create_dir_all(d).map_err(io_at(d))?;
         }
         let events = self.dir.join(format!("{stage}.events.jsonl"));
         let name = format!("hone:{}:{stage}", job.pipeline);
@@ -274,8 +273,7 @@ impl<'a> Slurm<'a> {
         });
         self.submission.jobs.push(j);
         let path = self.dir.join("submission.json");
-        write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))
-            .map_err(|e| SlurmError::Io { path, source: std::io::Error::other(e.to_string()) })
+        Ok(write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))?)
     }
 
     /// The job of an earlier submission still in flight for this stage, if it does the same work.
@@ -327,16 +325,12 @@ impl<'a> Slurm<'a> {
     /// Follow an earlier submission's job instead of submitting `l`: it joins this submission
     /// (its result and log linked from where this run's jobs and state look for them).
     fn follow(&mut self, l: &Launch<'_>, j: SubmittedJob) -> Result<JobId, SlurmError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SlurmError::Io { path, source }
-        };
         let link = super::job::result_path(&self.dir, &j.stage);
-        std::os::unix::fs::symlink(&j.result, &link).map_err(io(&link))?;
+        std::os::unix::fs::symlink(&j.result, &link).map_err(io_at(&link))?;
         if let Some(d) = l.job.log.parent() {
-            std::fs::create_dir_all(d).map_err(io(d))?;
+            std::fs::create_dir_all(d).map_err(io_at(d))?;
         }
-        std::os::unix::fs::symlink(&j.log, &l.job.log).map_err(io(&l.job.log))?;
+        std::os::unix::fs::symlink(&j.log, &l.job.log).map_err(io_at(&l.job.log))?;
         let submission = j.result.parent().map(Path::to_path_buf).unwrap_or_default();
         self.sink.emit(Event::StageFollowed { stage: j.stage.clone(), job: j.job.clone(), submission, log: j.log.clone() });
         let id = j.job.clone();
@@ -487,9 +481,7 @@ impl<'a, 'p> Executor<'p> for Slurm<'a> {
 
     fn start(&mut self, mut launch: Launch<'p>) -> Result<JobId, String> {
         let stage = launch.job.stage.clone();
-        if let Err(source) = std::fs::create_dir_all(&self.dir) {
-            return Err(format!("cannot submit `{stage}` to Slurm: {}", SlurmError::Io { path: self.dir.clone(), source }));
-        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot submit `{stage}` to Slurm: {}", io_at(&self.dir)(e)))?;
         match self.earlier_job(&launch) {
             Some(Ok(j)) => return self.follow(&launch, j).map_err(|e| format!("cannot follow the earlier job of `{stage}`: {e}")),
             Some(Err(job)) => launch.reasons.push(format!("Slurm job {job} of an earlier submission computes it with other params or inputs")),
