@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hone_engine::digest::ArtifactDigest;
 use hone_engine::events::{Event, EventSink};
 use hone_engine::exec::job::{JobResult, StageJob, run_job};
 use hone_engine::exec::slurm::{self, Slurm, SlurmOptions};
@@ -142,6 +143,17 @@ fn ask_to_cancel(n: usize) -> bool {
     !keep
 }
 
+/// A job of `hone status`.
+#[derive(serde::Serialize)]
+struct JobRow<'a> {
+    stage: &'a str,
+    job: &'a str,
+    state: String,
+    reason: String,
+    log: &'a Path,
+    artifact: Option<ArtifactDigest>,
+}
+
 /// `hone status`: the jobs of the workspace's latest Slurm submission, and how each stands.
 pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
     let Some((dir, sub)) = slurm::submissions(ws).into_iter().rev().find(|(_, s)| s.pipeline == p.name) else {
@@ -153,30 +165,30 @@ pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
     };
     let ids: Vec<String> = sub.jobs.iter().map(|j| j.job.clone()).collect();
     let states = slurm::job_states(&ids).map_err(Fatal::workspace)?;
-    let mut rows = Vec::new();
-    for j in &sub.jobs {
-        let done = std::fs::read(&j.result).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
-        let (state, reason) = match (states.get(&j.job), &done) {
-            (Some((s, r)), _) => (s.clone(), r.clone()),
-            (None, Some(_)) => ("COMPLETED".to_string(), String::new()),
-            (None, None) => ("UNKNOWN".to_string(), "Slurm no longer knows this job; see its log".to_string()),
-        };
-        rows.push(serde_json::json!({
-            "stage": j.stage, "job": j.job, "state": state, "reason": reason, "log": j.log,
-            "artifact": done.as_ref().map(|r| r.artifact),
-        }));
-    }
+    let rows: Vec<JobRow> = sub
+        .jobs
+        .iter()
+        .map(|j| {
+            let done = std::fs::read(&j.result).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
+            let (state, reason) = match (states.get(&j.job), &done) {
+                (Some((s, r)), _) => (s.clone(), r.clone()),
+                (None, Some(_)) => ("COMPLETED".to_string(), String::new()),
+                (None, None) => ("UNKNOWN".to_string(), "Slurm no longer knows this job; see its log".to_string()),
+            };
+            JobRow { stage: &j.stage, job: &j.job, state, reason, log: &j.log, artifact: done.map(|r| r.artifact) }
+        })
+        .collect();
     if json {
         println!("{}", serde_json::json!({ "submission": dir, "pipeline": sub.pipeline, "jobs": rows }));
         return Ok(0);
     }
     println!("submission {} ({} job(s))", dir.display(), rows.len());
     for r in &rows {
-        let reason = r["reason"].as_str().filter(|s| !s.is_empty() && *s != "None").map(|s| format!(" ({s})")).unwrap_or_default();
-        let artifact = r["artifact"].as_str().map(|a| format!("  [{}]", &a[..12.min(a.len())])).unwrap_or_default();
-        println!("  {:<10} {:<20} job {}{reason}{artifact}", r["state"].as_str().unwrap_or(""), r["stage"].as_str().unwrap_or(""), r["job"].as_str().unwrap_or(""));
-        if matches!(r["state"].as_str(), Some("FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "UNKNOWN")) {
-            println!("             log: {}", r["log"].as_str().unwrap_or(""));
+        let reason = if r.reason.is_empty() || r.reason == "None" { String::new() } else { format!(" ({})", r.reason) };
+        let artifact = r.artifact.map(|a| format!("  [{}]", a.short())).unwrap_or_default();
+        println!("  {:<10} {:<20} job {}{reason}{artifact}", r.state, r.stage, r.job);
+        if matches!(r.state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "UNKNOWN") {
+            println!("             log: {}", r.log.display());
         }
     }
     Ok(0)
