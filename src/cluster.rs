@@ -184,7 +184,7 @@ pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
     }
     println!("submission {} ({} job(s))", dir.display(), rows.len());
     for r in &rows {
-        let reason = if r.reason.is_empty() || r.reason == "None" { String::new() } else { format!(" ({})", r.reason) };
+        let reason = if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) };
         let artifact = r.artifact.map(|a| format!("  [{}]", a.short())).unwrap_or_default();
         println!("  {:<10} {:<20} job {}{reason}{artifact}", r.state, r.stage, r.job);
         if matches!(r.state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "UNKNOWN") {

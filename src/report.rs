@@ -100,7 +100,7 @@ impl EventSink for HumanReporter {
                 self.line(format!("  follow  {stage}  job {job}: already submitted by an earlier run ({}); not submitted again", submission.display()));
             }
             Event::JobState { stage, job, state, reason } => {
-                let reason = if reason.is_empty() || reason == "None" { String::new() } else { format!(" ({reason})") };
+                let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
                 self.line(format!("  slurm   {stage}  job {job} {state}{reason}"));
                 if state == "RUNNING" && self.bar(&stage).is_none() {
                     self.spinner(stage);

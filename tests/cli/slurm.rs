@@ -349,13 +349,17 @@ fn runs_that_start_nothing_ask_slurm_nothing_and_leave_no_submission() {
     fake.hone(&ws, &["run", "--executor", "slurm", "--detach", "--only", "slow"]).ok().stderr_has("left running as Slurm jobs 101");
     let submissions = || std::fs::read_dir(ws.path().join(".hone/slurm")).unwrap().count();
     assert_eq!(submissions(), 1);
+    // Slurm's `None` reason is no reason.
+    let st: serde_json::Value = serde_json::from_str(&fake.hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!((&st["jobs"][0]["job"], &st["jobs"][0]["state"], &st["jobs"][0]["reason"]), (&"101".into(), &"RUNNING".into(), &"".into()), "{st}");
+    fake.hone(&ws, &["status"]).ok().stdout_has("  RUNNING    slow                 job 101\n");
 
     let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
     assert_eq!(out.ran(), ["quick"]);
     assert!(out.stderr.contains("Slurm jobs of an earlier submission are still computing `slow` (job 101)"), "{}", out.stderr);
 
     let asked = fake.calls();
-    assert_eq!(asked.lines().filter(|l| l.starts_with("squeue")).count(), 1, "{asked}");
+    assert_eq!(asked.lines().filter(|l| l.starts_with("squeue")).count(), 3, "two for `status`, one for the run: {asked}");
     let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
     assert_eq!(out.cached(), ["quick"]);
     assert!(!out.stderr.contains("Slurm jobs"), "{}", out.stderr);

@@ -102,7 +102,8 @@ fn run_cmd(cmd: &str, args: &[String]) -> Result<String, SlurmError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The state and reason of each of `jobs` that Slurm still knows (`squeue -t all`).
+/// The state and reason of each of `jobs` that Slurm still knows (`squeue -t all`); the
+/// reason is empty where Slurm has none (its `None`).
 pub fn job_states(jobs: &[String]) -> Result<JobStates, SlurmError> {
     let mut out = JobStates::new();
     for chunk in jobs.chunks(500) {
@@ -110,7 +111,7 @@ pub fn job_states(jobs: &[String]) -> Result<JobStates, SlurmError> {
         for line in run_cmd("squeue", &args)?.lines() {
             let mut f = line.trim().splitn(3, '|');
             if let (Some(id), Some(state), reason) = (f.next(), f.next(), f.next()) {
-                out.insert(id.to_string(), (state.to_string(), reason.unwrap_or("").to_string()));
+                out.insert(id.to_string(), (state.to_string(), reason.filter(|r| *r != "None").unwrap_or("").to_string()));
             }
         }
     }
@@ -384,7 +385,7 @@ impl<'a> Slurm<'a> {
             (_, "OUT_OF_MEMORY") => {
                 Some(Outcome::Failed { error: format!("Slurm job {} ran out of memory; raise `memory:` in `resources:`", t.job), log })
             }
-            (_, s) => Some(Outcome::Failed { error: format!("Slurm job {} ended {s}{}", t.job, if reason.is_empty() || reason == "None" { String::new() } else { format!(" ({reason})") }), log }),
+            (_, s) => Some(Outcome::Failed { error: format!("Slurm job {} ended {s}{}", t.job, if reason.is_empty() { String::new() } else { format!(" ({reason})") }), log }),
         }
     }
 
