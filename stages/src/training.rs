@@ -441,8 +441,6 @@ impl EpochOrder {
     }
 }
 
-/// What a model stage asks a cluster for by default: a core per worker thread (`threads: 0`
-/// uses the whole node, so no count is asked) and 2 GB, enough for the small models here.
 /// What changes a training run's result besides its input data, for [`Trainer::new`]: a
 /// checkpoint from other settings is not resumed (the checkpoint directory is per stage key,
 /// so this is a second guard).
@@ -450,6 +448,8 @@ pub(crate) fn fingerprint<S: Stage>(params: &S::Params, cx: &RunCx, model: &GptC
     serde_json::json!({ "params": params, "seed": cx.seed, "model": model, "version": S::VERSION }).to_string()
 }
 
+/// What a model stage asks a cluster for by default: a core per worker thread (`threads: 0`
+/// uses the whole node, so no count is asked) and 2 GB, enough for the small models here.
 pub(crate) fn resources(threads: usize) -> hone_engine::resources::Resources {
     hone_engine::resources::Resources {
         cpus: (threads > 0).then_some(threads as u32),
