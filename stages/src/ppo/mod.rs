@@ -47,8 +47,9 @@
 //! (on the iteration's first step); `policy/approxkl_avg`, `policy/clipfrac_avg`,
 //! `loss/policy_avg`, `loss/value_avg`, `val/clipfrac_avg`, `policy/entropy_avg`, `val/ratio`
 //! (on its last). Every step: `loss`, `loss/policy`, `loss/value`, `policy/approxkl`,
-//! `policy/clipfrac`. Every `eval_every` steps and at the end: `val_reward` (the mean raw
-//! score of greedy answers to `eval_prompts` held-out prompts, the `val` split) and
+//! `policy/clipfrac`. Every `eval_every` steps and at the end: `val_reward` (the mean score of
+//! greedy answers to `eval_prompts` held-out prompts, the `val` split: scaled by `score` and
+//! clipped by `score_clip` as in training, without the KL or missing-EOS penalty) and
 //! `val_length`. The stage log has each iteration's rollout, scoring and update times
 //! (`bench/ppo_speed.sh` reads them).
 //!
@@ -516,15 +517,16 @@ impl Objective<'_> {
     }
 
     /// Samples, scores and computes the advantages of iteration `it`; returns the rollout
-    /// statistics.
-    fn rollout(&mut self, it: u64, cancelled: &dyn Fn() -> bool) -> Result<Vec<(String, f64)>, StageError> {
+    /// statistics. Not cancellable: a training step has no [`RunCx`], so a stop takes effect
+    /// after the step that made the rollout.
+    fn rollout(&mut self, it: u64) -> Result<Vec<(String, f64)>, StageError> {
         self.close_clock();
         let started = Instant::now();
         let p = self.p;
         let r = p.rollouts as u64;
         let idx: Vec<usize> = (0..r).map(|i| self.order.at(it * r + i)).collect();
         let prompts: Vec<&Prompt> = idx.iter().map(|&i| &self.train[i]).collect();
-        let sampled = self.answer(&prompts, |i| sample::row_seed(self.seed, it * r + i as u64), p.temperature, cancelled)?;
+        let sampled = self.answer(&prompts, |i| sample::row_seed(self.seed, it * r + i as u64), p.temperature, &|| false)?;
         let rollout_s = started.elapsed().as_secs_f64();
 
         // Scoring: the reference's log-probs, the critic's values, the reward model's scores.
@@ -661,7 +663,8 @@ impl Objective<'_> {
         Ok((total, grads, n, [pg.approx_kl, pg.clip_frac, pg_loss, vf_loss, vf.clip_frac, ent, pg.ratio]))
     }
 
-    /// Greedy answers to the first `eval_prompts` held-out prompts: mean raw score and length.
+    /// Greedy answers to the first `eval_prompts` held-out prompts: their mean score (as
+    /// [`Objective::scores`] gives it) and length.
     fn held_out(&self, cancelled: &dyn Fn() -> bool) -> Result<Option<(f64, f64)>, StageError> {
         let k = self.p.eval_prompts.min(self.val.len());
         if k == 0 {
@@ -694,7 +697,7 @@ impl training::Objective for Objective<'_> {
         let (it, within) = (step / per, step % per);
         let mut stats = Vec::new();
         if self.rollout.as_ref().is_none_or(|r| r.iteration != it) {
-            stats = self.rollout(it, &|| false)?;
+            stats = self.rollout(it)?;
             self.last = stats.clone();
         }
         let per_epoch = (p.rollouts / p.batch_size) as u64;
@@ -828,7 +831,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             p.max_new_tokens, cfg.block_size
         )));
     }
-    let (critic, scorer) = match (&p.reward_contains, cx.input("reward")) {
+    let ((critic, critic_vars), scorer) = match (&p.reward_contains, cx.input("reward")) {
         (Some(_), Some(_)) => return Err(StageError::msg("both `reward_contains` and the input `reward` are given: PPO optimises one reward\n   = help: remove one")),
         (None, None) => return Err(StageError::msg("no reward: the input `reward` is not wired\n   = help: wire a reward model (`inputs: { reward: <a reward stage> }`), or set `reward_contains` for a toy rule")),
         (Some(text), None) => {
@@ -868,7 +871,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         )));
     }
 
-    let ((critic, critic_vars), reference) = (critic, export::load(model_dir, DType::F32).map_err(in_model)?.model);
+    let reference = export::load(model_dir, DType::F32).map_err(in_model)?.model;
 
     let common = p.common();
     let value_lr = p.value_lr.unwrap_or(p.lr);
