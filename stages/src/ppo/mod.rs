@@ -262,6 +262,11 @@ impl Stage for Ppo {
     ]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
+    /// The reference, critic, reward model and update run the model ops (`HONE_PLAIN_OPS`).
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = p.common_problems();
         let mut need = |ok: bool, field: &str, msg: String, help: &str| {

@@ -213,3 +213,13 @@ fn bad_params_and_wiring_are_explained() {
     let err = &summary.failed[0].1;
     assert!(err.contains("max_new_tokens"), "{err}");
 }
+
+/// The reference's log-probs, the critic, the reward model and the update run the model ops,
+/// whose last bits `HONE_PLAIN_OPS` changes: the setting is in the key, as for the other
+/// kinds that run them.
+#[test]
+fn plain_ops_are_in_the_key() {
+    use crate::model::ops::with_plain_ops;
+    assert!(with_plain_ops(false, Ppo::settings).is_empty(), "keys stay as they were when it is not set");
+    assert_eq!(with_plain_ops(true, Ppo::settings), [("HONE_PLAIN_OPS", "1".to_string())]);
+}
