@@ -1,5 +1,5 @@
 //! [`Gpt`]: token + position embeddings, `n_layer` blocks, a final layer norm and the LM head
-//! tied to the token embedding; [`KvCache`] for generation in linear time.
+//! tied to the token embedding. (Generation runs on [`super::decoder`], not on this.)
 //!
 //! Besides the logits it gives the final hidden states ([`Gpt::hidden`], before the LM head:
 //! what a reward or value head reads, see [`super::heads`]) and the log-probabilities of given
@@ -9,7 +9,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::{GptConfig, INIT_STD};
-use super::layers::{Block, LayerKv, LayerNorm};
+use super::layers::{Block, LayerNorm};
 use super::ops::{self, Dropout};
 
 pub struct Gpt {
@@ -18,25 +18,6 @@ pub struct Gpt {
     wpe: Tensor,
     h: Vec<Block>,
     ln_f: LayerNorm,
-}
-
-/// The keys and values of every layer for the positions seen so far.
-#[derive(Clone)]
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-}
-
-impl KvCache {
-    pub fn new(cfg: &GptConfig) -> KvCache {
-        KvCache { layers: vec![LayerKv::default(); cfg.n_layer] }
-    }
-    /// Positions cached.
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerKv::len)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Gpt {
@@ -67,7 +48,18 @@ impl Gpt {
     /// The final hidden states (B, T, C) for `idx` (B, T): after the last layer norm, before
     /// the LM head.
     pub fn hidden(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        self.run(idx, None, drop)
+        let (b, t) = idx.dims2()?;
+        if t > self.cfg.block_size {
+            candle_core::bail!("{t} positions given but the model's block_size is {}", self.cfg.block_size)
+        }
+        let c = self.cfg.n_embd;
+        let tok = self.wte.index_select(&idx.flatten_all()?, 0)?.reshape((b, t, c))?;
+        let pos = self.wpe.index_select(&Tensor::arange(0u32, t as u32, idx.device())?, 0)?;
+        let mut x = drop.apply(&tok.broadcast_add(&pos)?)?;
+        for block in &self.h {
+            x = block.forward(&x, drop)?;
+        }
+        self.ln_f.forward(&x)
     }
 
     /// The LM head on hidden states (…, C): logits (…, V). The head shares the token
@@ -86,34 +78,11 @@ impl Gpt {
         ops::token_log_probs(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)?.reshape((b, t))
     }
 
-    /// Logits for `idx` at the positions after those in `cache`, extending the cache.
-    pub fn forward_cached(&self, idx: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        self.lm_head(&self.run(idx, Some(cache), &mut Dropout::off())?)
-    }
-
     /// Mean next-token cross-entropy of `idx` against `targets` (both (B, T)).
     pub fn loss(&self, idx: &Tensor, targets: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         let logits = self.forward(idx, drop)?;
         let (b, t, v) = logits.dims3()?;
         ops::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?, None)
-    }
-
-    /// The final hidden states, extending `cache` when there is one.
-    fn run(&self, idx: &Tensor, mut cache: Option<&mut KvCache>, drop: &mut Dropout) -> Result<Tensor> {
-        let (b, t) = idx.dims2()?;
-        let start = cache.as_ref().map_or(0, |c| c.len());
-        if start + t > self.cfg.block_size {
-            candle_core::bail!("{} positions given but the model's block_size is {}", start + t, self.cfg.block_size)
-        }
-        let c = self.cfg.n_embd;
-        let tok = self.wte.index_select(&idx.flatten_all()?, 0)?.reshape((b, t, c))?;
-        let pos = Tensor::arange(start as u32, (start + t) as u32, idx.device())?;
-        let pos = self.wpe.index_select(&pos, 0)?;
-        let mut x = drop.apply(&tok.broadcast_add(&pos)?)?;
-        for (i, block) in self.h.iter().enumerate() {
-            x = block.forward(&x, cache.as_deref_mut().map(|c| &mut c.layers[i]), drop)?;
-        }
-        self.ln_f.forward(&x)
     }
 
     /// The dtype of the parameters.
@@ -247,22 +216,12 @@ mod tests {
     }
 
     #[test]
-    fn cached_logits_equal_full_recomputation() {
+    fn more_positions_than_the_block_size_are_an_error_not_a_silent_wrap() {
         let cfg = tiny(9, true);
         let ps = ParamStore::seeded(4);
         let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        let seq = [3u32, 1, 4, 1, 5, 8, 2, 6];
-        let full = gpt.forward(&ids(&seq, 1), &mut Dropout::off()).unwrap();
-        let mut cache = KvCache::new(&cfg);
-        let mut parts = vec![gpt.forward_cached(&ids(&seq[..3], 1), &mut cache).unwrap()];
-        for &tok in &seq[3..] {
-            parts.push(gpt.forward_cached(&ids(&[tok], 1), &mut cache).unwrap());
-        }
-        assert_eq!(cache.len(), 8);
-        let inc = Tensor::cat(&parts, 1).unwrap();
-        let diff = (full - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
-        // Past the block size is an error, not a silent wrap.
-        assert!(gpt.forward_cached(&ids(&[1], 1), &mut cache).is_err());
+        assert!(gpt.forward(&ids(&[3, 1, 4, 1, 5, 8, 2, 6], 1), &mut Dropout::off()).is_ok());
+        let err = gpt.forward(&ids(&[3, 1, 4, 1, 5, 8, 2, 6, 0], 1), &mut Dropout::off()).unwrap_err().to_string();
+        assert!(err.contains("9 positions given but the model's block_size is 8"), "{err}");
     }
 }

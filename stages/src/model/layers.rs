@@ -37,10 +37,6 @@ impl Linear {
     pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
         (&self.weight, self.bias.as_ref())
     }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.weight, self.bias.as_ref())
-    }
 }
 
 /// A linear layer with nanoGPT's init: weights N(0, std²), biases zero.
@@ -53,21 +49,6 @@ fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, vb: VarBuilder) -> Re
 /// Residual projections start smaller, by 1/√(2·n_layer) (GPT-2): each block adds two.
 fn proj_std(cfg: &GptConfig) -> f64 {
     INIT_STD / (2.0 * cfg.n_layer as f64).sqrt()
-}
-
-/// Keys and values of the positions seen so far, for one layer: (B, H, T, head_dim).
-#[derive(Clone, Default)]
-pub struct LayerKv {
-    kv: Option<(Tensor, Tensor)>,
-}
-
-impl LayerKv {
-    pub fn len(&self) -> usize {
-        self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 pub struct CausalSelfAttention {
@@ -86,27 +67,9 @@ impl CausalSelfAttention {
         })
     }
 
-    /// `x`: (B, T, C). With a cache, `x` holds the positions after the cached ones, and the
-    /// cache is extended with their keys and values.
-    pub fn forward(&self, x: &Tensor, cache: Option<&mut LayerKv>, drop: &mut Dropout) -> Result<Tensor> {
-        let y = match cache {
-            // Training and evaluation: all positions at once, fused.
-            None => ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?,
-            Some(cache) => {
-                let qkv = self.c_attn.forward(x)?;
-                let (b, t, c) = x.dims3()?;
-                let (h, hd) = (self.n_head, c / self.n_head);
-                let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous();
-                let (q, mut k, mut v) = (heads(0)?, heads(1)?, heads(2)?);
-                if let Some((pk, pv)) = &cache.kv {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                cache.kv = Some((k.clone(), v.clone()));
-                let y = ops::causal_attention(&q, &k, &v, drop)?.transpose(1, 2)?.reshape((b, t, c))?;
-                self.c_proj.forward(&y)?
-            }
-        };
+    /// `x`: (B, T, C), all positions at once, fused.
+    pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        let y = ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?;
         drop.apply(&y)
     }
 }
@@ -145,8 +108,8 @@ impl Block {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, cache: Option<&mut LayerKv>, drop: &mut Dropout) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, cache, drop)?)?;
+    pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, drop)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?, drop)?
     }
 }
@@ -189,7 +152,7 @@ mod tests {
             let (attn, params) = build(|vb| CausalSelfAttention::new(&cfg, vb));
             let x = randn(&[2, 5, 8], 1.0, 2);
             let all: Vec<Var> = std::iter::once(x).chain(params).collect();
-            check(&all, |v| attn.forward(v[0].as_tensor(), None, &mut Dropout::off()));
+            check(&all, |v| attn.forward(v[0].as_tensor(), &mut Dropout::off()));
         }
     }
 
@@ -210,23 +173,6 @@ mod tests {
         assert_eq!(params.len(), 12);
         let x = randn(&[2, 4, 8], 1.0, 4);
         let all: Vec<Var> = std::iter::once(x).chain(params).collect();
-        crate::model::gradcheck::check_tol(&all, |v| block.forward(v[0].as_tensor(), None, &mut Dropout::off()), 1e-5);
-    }
-
-    #[test]
-    fn attention_with_a_cache_equals_attention_over_the_whole_sequence() {
-        let cfg = tiny(11, true);
-        let (attn, _) = build(|vb| CausalSelfAttention::new(&cfg, vb));
-        let x = randn(&[1, 6, 8], 1.0, 5).as_detached_tensor();
-        let full = attn.forward(&x, None, &mut Dropout::off()).unwrap();
-        let mut cache = LayerKv::default();
-        let mut parts = vec![attn.forward(&x.narrow(1, 0, 3).unwrap(), Some(&mut cache), &mut Dropout::off()).unwrap()];
-        for t in 3..6 {
-            parts.push(attn.forward(&x.narrow(1, t, 1).unwrap(), Some(&mut cache), &mut Dropout::off()).unwrap());
-        }
-        assert_eq!(cache.len(), 6);
-        let inc = Tensor::cat(&parts, 1).unwrap();
-        let diff = (full - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-        assert!(diff < 1e-12, "{diff}");
+        crate::model::gradcheck::check_tol(&all, |v| block.forward(v[0].as_tensor(), &mut Dropout::off()), 1e-5);
     }
 }

@@ -9,7 +9,7 @@
 //!   backward). The one place where fused kernels plug in.
 //! - [`kernels`]: the fused CPU kernels (with hand-written backward passes) that [`ops`] uses
 //!   unless `HONE_PLAIN_OPS=1`.
-//! - [`layers`] and [`gpt`]: the blocks and the model, with a KV cache for generation; the
+//! - [`layers`] and [`gpt`]: the blocks and the model, for training and scoring: logits, the
 //!   final hidden states and per-token log-probabilities; [`heads`]: a scalar head on the
 //!   hidden states (a reward model's score, PPO's value).
 //! - [`optim`]: AdamW (decay on ≥2-D weights only), warmup + cosine schedule, global-norm
@@ -43,7 +43,7 @@ pub(crate) mod gradcheck;
 use std::path::PathBuf;
 
 pub use config::GptConfig;
-pub use gpt::{Gpt, KvCache};
+pub use gpt::Gpt;
 pub use params::ParamStore;
 pub use rng::Rng;
 

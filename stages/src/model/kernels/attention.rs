@@ -15,7 +15,7 @@
 //! each; the (batch, head) pairs run in parallel on the rayon pool. Every output element is
 //! computed by one task in a fixed order, so results do not depend on the thread count.
 //! Training without attention dropout only: [`super::super::ops`] falls back to the unfused
-//! path when dropout is on or a KV cache is used.
+//! path when dropout is on.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use gemm::{Parallelism, gemm};
