@@ -16,7 +16,7 @@ use candle_core::DType;
 use super::export::{self, GenerationConfig};
 use super::decoder::Decoder;
 use super::sample::{Overrides, SampleOptions, generate_streamed};
-use super::{Gpt, GptConfig, ModelError, Result};
+use super::{GptConfig, ModelError, Result};
 use crate::chat_template::ChatTokenizer;
 use crate::data::formats::{Message, Role};
 
@@ -24,8 +24,7 @@ use crate::data::formats::{Message, Role};
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
 pub struct ChatModel {
-    pub model: Gpt,
-    /// The same weights, for generation.
+    /// The model's weights, for generation.
     pub decoder: Decoder,
     pub config: GptConfig,
     pub generation: GenerationConfig,
@@ -62,7 +61,7 @@ impl ChatModel {
             Err(_) => false,
         };
         let decoder = Decoder::from_store(&loaded.config, &loaded.params)?;
-        Ok(ChatModel { model: loaded.model, decoder, config: loaded.config, generation: loaded.generation, tok, is_chat })
+        Ok(ChatModel { decoder, config: loaded.config, generation: loaded.generation, tok, is_chat })
     }
 
     /// Sampling options from `generation_config.json`, stopping at `<|im_end|>`.

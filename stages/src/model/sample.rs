@@ -90,7 +90,7 @@ fn argmax(logits: &[f32]) -> usize {
 }
 
 /// Draws `u · total` from `weights` (token id, weight) in order.
-fn draw(weights: impl Iterator<Item = (usize, f64)> + Clone, total: f64, rng: &mut Rng) -> u32 {
+fn draw(weights: impl Iterator<Item = (usize, f64)>, total: f64, rng: &mut Rng) -> u32 {
     let mut u = f64::from(rng.uniform()) * total;
     let mut last = 0;
     for (i, w) in weights {

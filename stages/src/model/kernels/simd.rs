@@ -107,7 +107,7 @@ pub fn max<T: Real>(x: &[T]) -> T {
 
 /// Adds the lanes pairwise in a fixed order, then the remainder.
 #[inline(always)]
-pub(crate) fn fold<T: Real>(acc: [T; L], rest: impl Iterator<Item = T>) -> T {
+fn fold<T: Real>(acc: [T; L], rest: impl Iterator<Item = T>) -> T {
     let s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     rest.fold(s, |s, v| s + v)
 }
