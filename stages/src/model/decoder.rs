@@ -420,12 +420,8 @@ pub(crate) mod tests {
             let (m, d) = tiny(3, bias);
             let seq = [3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8];
             let full = full_logits(&m, &seq);
-            let mut cache = d.new_cache();
             // A prompt of 4 in one step, then one token at a time.
-            let mut got = vec![d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..4] }]).unwrap().remove(0)];
-            for t in 4..seq.len() {
-                got.push(d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }]).unwrap().remove(0));
-            }
+            let (got, mut cache) = token_by_token(&d, &seq, 4);
             assert_eq!(cache.len(), 12);
             for (i, g) in got.iter().enumerate() {
                 let worst = rel_diff(g, &full[i + 3]);
@@ -437,6 +433,17 @@ pub(crate) mod tests {
             let err = d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &[17] }]).unwrap_err().to_string();
             assert!(err.contains("outside the model's vocabulary of 17"), "{err}");
         }
+    }
+
+    /// Feeds `seq[..prompt]` in one step, then the rest one token per step: the logits after
+    /// each step, and the cache.
+    fn token_by_token(d: &Decoder, seq: &[u32], prompt: usize) -> (Vec<Vec<f32>>, RowCache) {
+        let mut cache = d.new_cache();
+        let mut got = vec![d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..prompt] }]).unwrap().remove(0)];
+        for t in prompt..seq.len() {
+            got.push(d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }]).unwrap().remove(0));
+        }
+        (got, cache)
     }
 
     /// Feeds each prompt as one step, all together on `threads` threads.
@@ -457,11 +464,7 @@ pub(crate) mod tests {
         let (m, d) = long(8);
         let seq: Vec<u32> = (0..48).map(|i| (i * 11 % 37) as u32).collect();
         let full = full_logits(&m, &seq);
-        let mut cache = d.new_cache();
-        let mut stepwise = vec![d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..30] }]).unwrap().remove(0)];
-        for t in 30..seq.len() {
-            stepwise.push(d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }]).unwrap().remove(0));
-        }
+        let (stepwise, _) = token_by_token(&d, &seq, 30);
         for (i, g) in stepwise.iter().enumerate() {
             let worst = rel_diff(g, &full[i + 29]);
             assert!(worst < 1e-4, "position {}: {worst}", i + 29);
@@ -484,26 +487,12 @@ pub(crate) mod tests {
         let prompts: Vec<Vec<u32>> = (0..7).map(|i| (0..(1 + i % 5)).map(|j| ((i * 5 + j * 3) % 17) as u32).collect()).collect();
         let alone: Vec<Vec<f32>> = prompts.iter().map(|p| d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: p }]).unwrap().remove(0)).collect();
         for threads in [1, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let together = pool.install(|| {
-                let mut caches: Vec<RowCache> = prompts.iter().map(|_| d.new_cache()).collect();
-                let mut rows: Vec<Row> = caches.iter_mut().zip(&prompts).map(|(cache, p)| Row { cache, tokens: p }).collect();
-                d.forward(&mut rows).unwrap()
-            });
-            assert_eq!(together, alone, "{threads} threads");
+            assert_eq!(together(&d, &prompts, threads), alone, "{threads} threads");
         }
         // A large batch takes the parallel paths.
         let big: Vec<Vec<u32>> = (0..96).map(|i| vec![(i % 17) as u32, 3, 5, 7, 11, 13]).collect();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                let mut caches: Vec<RowCache> = big.iter().map(|_| d.new_cache()).collect();
-                let mut rows: Vec<Row> = caches.iter_mut().zip(&big).map(|(cache, p)| Row { cache, tokens: p }).collect();
-                d.forward(&mut rows).unwrap()
-            })
-        };
-        let one = run(1);
-        assert_eq!(one, run(4));
+        let one = together(&d, &big, 1);
+        assert_eq!(one, together(&d, &big, 4));
         assert_eq!(one[5], d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &big[5] }]).unwrap()[0]);
     }
 }
