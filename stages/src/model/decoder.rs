@@ -170,7 +170,7 @@ impl Decoder {
         let mut entries = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             if row.tokens.is_empty() {
-                return Err(ModelError::Invalid("feed each sequence at least one token".into()));
+                return Err(ModelError::Invalid(format!("row {r} has no token: feed each sequence at least one token")));
             }
             if row.cache.len + row.tokens.len() > block {
                 return Err(ModelError::Invalid(format!("{} positions given but the model's block_size is {block}", row.cache.len + row.tokens.len())));
@@ -433,6 +433,28 @@ pub(crate) mod tests {
             let err = d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &[17] }]).unwrap_err().to_string();
             assert!(err.contains("outside the model's vocabulary of 17"), "{err}");
         }
+    }
+
+    /// A parameter missing or of the wrong shape, or a bad config, is an error naming it; so is
+    /// a row fed no token.
+    #[test]
+    fn bad_parameters_configs_and_rows_are_errors() {
+        let cfg = GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 20, bias: true, dropout: 0.0 };
+        let ps = ParamStore::seeded(1);
+        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        let params: Vec<(String, Tensor)> = ps.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let err = |params: &[(String, Tensor)], cfg: &GptConfig| Decoder::new(cfg, params).err().expect("an error").to_string();
+        let without: Vec<_> = params.iter().filter(|(n, _)| n != "transformer.h.1.mlp.c_fc.bias").cloned().collect();
+        assert_eq!(err(&without, &cfg), "the model has no parameter `transformer.h.1.mlp.c_fc.bias`");
+        let reshaped: Vec<_> = params.iter().map(|(n, t)| (n.clone(), if n == "transformer.wpe.weight" { t.narrow(0, 0, 6).unwrap() } else { t.clone() })).collect();
+        assert_eq!(err(&reshaped, &cfg), "parameter `transformer.wpe.weight` has shape [6, 20], expected [12, 20]");
+        let e = err(&params, &GptConfig { n_head: 3, ..cfg.clone() });
+        assert!(e.starts_with("invalid model config: ") && e.contains("multiple of `n_head`"), "{e}");
+        let d = Decoder::new(&cfg, &params).unwrap();
+        let (mut a, mut b) = (d.new_cache(), d.new_cache());
+        let e = d.forward(&mut [Row { cache: &mut a, tokens: &[1] }, Row { cache: &mut b, tokens: &[] }]).unwrap_err().to_string();
+        assert_eq!(e, "row 1 has no token: feed each sequence at least one token");
+        assert!(a.is_empty(), "a failed step caches nothing");
     }
 
     /// Feeds `seq[..prompt]` in one step, then the rest one token per step: the logits after

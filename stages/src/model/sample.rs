@@ -617,5 +617,18 @@ mod tests {
         assert!(err.to_string().contains("top_p must be in (0, 1]"), "{err}");
         let err = sample_batch(&d, &[Request { prompt: vec![99], seed: 0 }], &opts(1.0, 0, 1.0, 0), &[], 4, &mut ()).unwrap_err();
         assert!(err.to_string().contains("outside the model's vocabulary"), "{err}");
+        let err = generate(&d, &[], &opts(1.0, 0, 1.0, 0), |_| true).unwrap_err();
+        assert_eq!(err.to_string(), "the prompt is empty: give at least one token");
+        // A token the tokenizer cannot decode ends the stream with an error, after the text
+        // decoded so far.
+        let mut text = String::new();
+        let mut n = 0;
+        let decode = |t: u32| {
+            n += 1;
+            if n < 3 { Ok(Some(format!("<{t}>"))) } else { Err("no such token".into()) }
+        };
+        let err = generate_streamed(&d, &[1, 2], &opts(1.0, 0, 1.0, 0), &[], decode, |piece| text.push_str(piece)).unwrap_err();
+        assert_eq!(err.to_string(), "cannot decode a sampled token: no such token");
+        assert_eq!(text.matches('<').count(), 2, "{text}");
     }
 }
