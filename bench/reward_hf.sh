@@ -45,7 +45,10 @@ stages:
     with: { batch_size: 4, steps: 30, lr: 1e-3, eval_every: 0, val_fraction: 0.25, threads: 1 }
 YAML
 echo "workspace: $WS; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$HONE" run "$WS/pipeline.yaml"
-rm -rf "$WS/reward-model"
-"$HONE" export reward "$WS/reward-model" "$WS/pipeline.yaml"
-"$PY" "$ROOT/tests/python/check_reward_hf.py" "$WS/reward-model" --hone "$HONE" --rankings "$WS/rankings.jsonl"
+# The head alone, then with the answer's likelihood in the score (`likelihood: 2`).
+for w in 0 2; do
+  "$HONE" run "$WS/pipeline.yaml" -s stages.reward.with.likelihood=$w
+  rm -rf "$WS/reward-model"
+  "$HONE" export reward "$WS/reward-model" "$WS/pipeline.yaml" -s stages.reward.with.likelihood=$w
+  "$PY" "$ROOT/tests/python/check_reward_hf.py" "$WS/reward-model" --hone "$HONE" --rankings "$WS/rankings.jsonl"
+done

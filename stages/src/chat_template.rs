@@ -29,8 +29,17 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 pub const IM_START: &str = "<|im_start|>";
 pub const IM_END: &str = "<|im_end|>";
 
+/// What comes between a message's role line and its content: one space, so that a
+/// message's first word is the same token as that word anywhere else in a sentence (` Finn`,
+/// ` 6`). A GPT-2-style tokenizer has two tokens for each word, with and without its leading
+/// space; without this prefix an answer would start with the rarer unspaced one (`Finn` after
+/// a newline), and a small model must learn that it means the spaced ` Finn` of the question:
+/// tinyworld's SFT model often wrote the wrong name or number there ("Lena's best friend is
+/// Pia." for Finn's, "7 plus 11 is 17." for 6 + 11).
+pub const CONTENT_PREFIX: &str = " ";
+
 /// ChatML as a HuggingFace `chat_template` (Jinja).
-pub const JINJA: &str = r"{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+pub const JINJA: &str = r"{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n ' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 pub fn role_name(r: Role) -> &'static str {
     match r {
@@ -48,6 +57,7 @@ pub fn render(messages: &[Message], add_generation_prompt: bool) -> String {
         s.push_str(IM_START);
         s.push_str(role_name(m.role));
         s.push('\n');
+        s.push_str(CONTENT_PREFIX);
         s.push_str(&m.content);
         s.push_str(IM_END);
         s.push('\n');
@@ -122,7 +132,7 @@ impl ChatTokenizer {
             let train = m.role == Role::Assistant;
             push(&mut e, &[self.im_start], false);
             push(&mut e, &self.text_ids(&format!("{}\n", role_name(m.role)))?, false);
-            push(&mut e, &self.text_ids(&m.content)?, train);
+            push(&mut e, &self.text_ids(&format!("{CONTENT_PREFIX}{}", m.content))?, train);
             push(&mut e, &[self.im_end], train);
             push(&mut e, &newline, false);
             e.ends.push(e.ids.len());
@@ -136,6 +146,13 @@ impl ChatTokenizer {
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
         self.tok.decode(ids, false).map_err(|e| ModelError::Invalid(format!("cannot decode tokens: {e}")))
+    }
+
+    /// A generated message's text: its tokens decoded, without the [`CONTENT_PREFIX`] the
+    /// template puts before every message's content.
+    pub fn decode_reply(&self, ids: &[u32]) -> Result<String, ModelError> {
+        let text = self.decode(ids)?;
+        Ok(text.strip_prefix(CONTENT_PREFIX).map(str::to_string).unwrap_or(text))
     }
 }
 
@@ -195,7 +212,7 @@ mod tests {
                 assert_eq!(render(&c[..n], add), jinja(&c[..n], add), "{n} messages, add_generation_prompt {add}");
             }
         }
-        assert_eq!(render(&c[1..3], true), "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(render(&c[1..3], true), "<|im_start|>user\n Hi!<|im_end|>\n<|im_start|>assistant\n Hello.<|im_end|>\n<|im_start|>assistant\n");
     }
 
     fn tokenizer() -> ChatTokenizer {
@@ -216,13 +233,13 @@ mod tests {
         #[rustfmt::skip]
         let want: Vec<(&str, bool)> = vec![
             ("<|im_start|>", false), ("u", false), ("s", false), ("e", false), ("r", false), ("\n", false),
-            ("H", false), ("i", false), ("!", false), ("<|im_end|>", false), ("\n", false),
+            (" ", false), ("H", false), ("i", false), ("!", false), ("<|im_end|>", false), ("\n", false),
             ("<|im_start|>", false), ("a", false), ("s", false), ("s", false), ("i", false), ("s", false), ("t", false), ("a", false), ("n", false), ("t", false), ("\n", false),
-            ("H", true), ("e", true), ("l", true), ("l", true), ("o", true), (".", true), ("<|im_end|>", true), ("\n", false),
+            (" ", true), ("H", true), ("e", true), ("l", true), ("l", true), ("o", true), (".", true), ("<|im_end|>", true), ("\n", false),
         ];
         let got: Vec<(&str, bool)> = pieces.iter().map(String::as_str).zip(e.assistant.iter().copied()).collect();
         assert_eq!(got, want);
-        assert_eq!(e.ends, vec![11, 30]);
+        assert_eq!(e.ends, vec![12, 32]);
         // The tokens decode to the rendered text, and equal encoding the rendered string whole.
         assert_eq!(t.decode(&e.ids).unwrap(), render(&c, false));
         assert_eq!(t.tokenizer().encode(render(&c, false), false).unwrap().get_ids(), e.ids.as_slice());

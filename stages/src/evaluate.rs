@@ -119,7 +119,8 @@ impl Stage for Evaluate {
     /// 2: a base model is graded few-shot. (The optional `reward` input left it at 2: without
     /// it the bytes are the same; with it the key differs through the input.) 3: the decoder
     /// sums with fused multiply-adds (other last bits of the logits).
-    const VERSION: u32 = 3;
+    /// 4: the chat template's content prefix.
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::many("models", ports::MODEL),

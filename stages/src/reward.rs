@@ -11,6 +11,16 @@
 //! **Scores.** A response is scored as the conversation `sft` trains on (the prompt as the
 //! user's message, the response as the assistant's, in ChatML) by the head at its last token:
 //! `r = w · h_last`, with `w` (1, n_embd) initialised N(0, 1/(n_embd + 1)) and no bias.
+//! With `likelihood: α` (default 0) the score adds `α · mean log p(answer)`: the mean
+//! log-probability of the answer's tokens (and its closing `<|im_end|>`) under the reward
+//! model's own backbone and tied LM head, trained with it:
+//! `r = w · h_last + α · (1/n) Σ_t log p(y_t | prompt, y_<t)`.
+//! Why: a head read at the last token must learn to judge "6 plus 11 is 16." wrong from a
+//! few thousand pairs, which a small model does not (on tinyworld it ranked 60% of held-out
+//! pairs right); the SFT model already knows that "17" follows "6 plus 11 is" at the position
+//! where it writes it, and its log-probabilities alone rank 80% of the pairs right before any
+//! training. The pairwise loss then trains the backbone through both terms (the
+//! length-normalised likelihood as an implicit reward is SimPO's, Meng et al. 2024).
 //! A response whose conversation is longer than the model's context is left out of its
 //! ranking (counted in `data.json` as `too_long`); a ranking left with no pair is skipped.
 //!
@@ -68,6 +78,10 @@ training_params! {
         /// backbone, so only the head learns (a linear probe of the SFT model's features).
         #[serde(default = "defaults::backbone_lr")]
         pub backbone_lr: f64,
+        /// The weight α of the answer's mean log-probability in the score; 0: the head alone
+        /// (InstructGPT's reward model).
+        #[serde(default)]
+        pub likelihood: f64,
     }
 }
 
@@ -110,7 +124,8 @@ pub const REWARD_JSON: &str = "reward.json";
 impl Stage for Reward {
     type Params = Params;
     const KIND: &'static str = "reward";
-    const VERSION: u32 = 1;
+    /// 2: the chat template's content prefix.
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("rankings", ports::RANKINGS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::REWARD_MODEL), Port::required("metrics", ports::METRICS)];
@@ -126,6 +141,9 @@ impl Stage for Reward {
         }
         if !(p.backbone_lr >= 0.0 && p.backbone_lr.is_finite()) {
             out.push(ParamProblem::at(&["backbone_lr"], format!("`backbone_lr` must be 0 or more, not {}", p.backbone_lr)).help("1 trains the backbone at `lr`, 0 freezes it".to_string()));
+        }
+        if !(p.likelihood >= 0.0 && p.likelihood.is_finite()) {
+            out.push(ParamProblem::at(&["likelihood"], format!("`likelihood` must be 0 or more, not {}", p.likelihood)).help("0 scores with the head alone; 1 to 10 adds the answer's mean log-probability".to_string()));
         }
         if !(p.center_rewards >= 0.0 && p.center_rewards.is_finite()) {
             out.push(ParamProblem::at(&["center_rewards"], format!("`center_rewards` must be 0 or more, not {}", p.center_rewards)).help("TRL suggests 0.01; 0 turns it off".to_string()));
@@ -261,6 +279,39 @@ impl PairStats {
 pub(crate) struct RewardModel {
     pub gpt: Gpt,
     pub head: ScalarHead,
+    /// The answer's likelihood term of the score, if any.
+    pub likelihood: Option<Likelihood>,
+}
+
+/// `weight · mean log p(answer)`, the answer being the tokens after the last
+/// `<|im_start|>assistant\n` header of a row, up to and including its `<|im_end|>`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Likelihood {
+    pub weight: f64,
+    im_start: u32,
+    im_end: u32,
+    /// Tokens of the header after `<|im_start|>` (`assistant\n`).
+    header: usize,
+}
+
+impl Likelihood {
+    /// The term with `weight`, or `None` for weight 0.
+    pub(crate) fn new(weight: f64, tok: &ChatTokenizer) -> Result<Option<Likelihood>, ModelError> {
+        if weight == 0.0 {
+            return Ok(None);
+        }
+        Ok(Some(Likelihood { weight, im_start: tok.im_start, im_end: tok.im_end, header: tok.text_ids("assistant\n")?.len() }))
+    }
+
+    /// The answer's tokens in `row`: `start..=end` (the `<|im_end|>` at `end`).
+    fn span(&self, row: &[u32]) -> Result<(usize, usize), ModelError> {
+        let header = row.iter().rposition(|&t| t == self.im_start).map(|i| i + 1 + self.header);
+        let end = header.and_then(|s| row.iter().skip(s).position(|&t| t == self.im_end).map(|e| s + e));
+        match (header, end) {
+            (Some(s), Some(e)) if s >= 1 => Ok((s, e)),
+            _ => Err(ModelError::Invalid("a scored row has no assistant answer closed by `<|im_end|>`".into())),
+        }
+    }
 }
 
 impl RewardModel {
@@ -272,9 +323,28 @@ impl RewardModel {
             x.extend_from_slice(r);
             x.extend(std::iter::repeat_n(pad, t - r.len()));
         }
-        let x = Tensor::from_vec(x, (rows.len(), t), &Device::Cpu)?;
+        let n = rows.len();
+        let x = Tensor::from_vec(x, (n, t), &Device::Cpu)?;
         let last: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
-        Ok(self.head.at(&self.gpt.hidden(&x, drop)?, &last)?)
+        let hidden = self.gpt.hidden(&x, drop)?;
+        let head = self.head.at(&hidden, &last)?;
+        let Some(l) = &self.likelihood else { return Ok(head) };
+        // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
+        // start - 1..end, each weighted 1/(its count) so that a row's weights sum to 1.
+        let mut targets = vec![pad; n * t];
+        let mut weights = vec![0f32; n * t];
+        for (b, r) in rows.iter().enumerate() {
+            let (start, end) = l.span(r)?;
+            let w = 1.0 / (end + 1 - start) as f32;
+            for i in start - 1..end {
+                targets[b * t + i] = r[i + 1];
+                weights[b * t + i] = w;
+            }
+        }
+        let logits = self.gpt.lm_head(&hidden.reshape((n * t, ()))?)?;
+        let lp = crate::model::ops::token_log_probs(&logits, &Tensor::from_vec(targets, n * t, &Device::Cpu)?)?;
+        let mean = (lp * Tensor::from_vec(weights, n * t, &Device::Cpu)?)?.reshape((n, t))?.sum(1)?;
+        Ok((head + (mean * l.weight)?)?)
     }
 }
 
@@ -425,7 +495,8 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     };
     let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Reward>(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
-    let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head }, train: train_set, val: val_set, pad: tok.end_of_text, order };
+    let likelihood = Likelihood::new(p.likelihood, &tok)?;
+    let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head, likelihood }, train: train_set, val: val_set, pad: tok.end_of_text, order };
     tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");
 
     let done = trainer.run(&common.settings(), &mut objective)?;
@@ -448,7 +519,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let out = cx.out_dir;
     cfg.dropout = 0.0;
     let params: Vec<(String, Tensor)> = backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
-    export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end))?;
+    export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end), p.likelihood)?;
     crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
@@ -485,7 +556,8 @@ impl Scorer {
         }
         let tok = ChatTokenizer::from_file(&tok_path, r.backbone.config.vocab_size)?;
         let block_size = r.backbone.config.block_size;
-        Ok(Scorer { model: RewardModel { gpt: r.backbone.model, head: r.head }, tok, pad: r.pad_token_id, block_size })
+        let likelihood = Likelihood::new(r.likelihood, &tok)?;
+        Ok(Scorer { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, tok, pad: r.pad_token_id, block_size })
     }
 
     /// The raw reward of `answer` to `prompt`.

@@ -93,7 +93,8 @@ impl Stage for Sample {
     type Params = Params;
     const KIND: &'static str = "sample";
     /// 2: the decoder sums with fused multiply-adds (other last bits of the logits).
-    const VERSION: u32 = 2;
+    /// 3: the chat template's content prefix.
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "K responses per prompt from a chat model (batched, seeded), for ranking";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
     const OUTPUTS: &'static [Port] = &[Port::required("candidates", ports::CANDIDATES)];
@@ -163,7 +164,7 @@ impl Collector<'_> {
         let pr = &self.texts[index];
         let mut responses = Vec::with_capacity(self.k);
         for s in &sampled {
-            responses.push(self.m.tok.decode(s.text_tokens())?.trim().to_string());
+            responses.push(self.m.tok.decode_reply(s.text_tokens())?.trim().to_string());
         }
         let c = Candidates {
             prompt: pr.prompt.clone(),
@@ -348,7 +349,7 @@ mod tests {
             Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
             // Larger weights so that responses vary and some end early.
             for (_, v) in ps.vars() {
-                v.set(&(v.as_tensor() * 30.0).unwrap()).unwrap();
+                v.set(&(v.as_tensor() * 10.0).unwrap()).unwrap();
             }
             export::save(&model, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
             std::fs::write(model.join("tokenizer.json"), json).unwrap();

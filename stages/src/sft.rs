@@ -126,7 +126,8 @@ const EXAMPLES: usize = 5;
 impl Stage for Sft {
     type Params = Params;
     const KIND: &'static str = "sft";
-    const VERSION: u32 = 1;
+    /// 2: a space between each message's role line and content (`chat_template::CONTENT_PREFIX`).
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CHAT_DATA)]);
     const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];

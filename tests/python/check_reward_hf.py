@@ -10,7 +10,11 @@ own chat template (`apply_chat_template`). The texts come from the first answers
 `--rankings` (a rankings.jsonl) or a fixed list. hone's score of each comes from `hone score
 DIR -p PROMPT -a ANSWER --json`. Checked: config.json says one label, one at a time and in a
 right-padded batch (transformers pools at the last non-pad token) the scores equal hone's
-within the tolerance. Exits 1 when they do not, and 1 when torch or transformers is missing.
+within the tolerance. A reward model trained with `likelihood: w` (config.json's
+`"hone": {"likelihood": w}`) adds w times the mean log-probability of the answer's tokens
+(those after the `<|im_start|>assistant\n` header, through `<|im_end|>`) under
+`GPT2LMHeadModel.from_pretrained(dir)`, the same weights with the tied LM head.
+Exits 1 when they do not, and 1 when torch or transformers is missing.
 """
 import argparse
 import json
@@ -35,7 +39,7 @@ def main():
     args = ap.parse_args()
     try:
         import torch
-        from transformers import AutoTokenizer, GPT2ForSequenceClassification
+        from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2LMHeadModel
     except ImportError as e:
         print(f"FAIL: {e}: this check needs torch and transformers (pip install torch transformers)")
         return 1
@@ -62,13 +66,26 @@ def main():
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         ids.append(tok.apply_chat_template(messages, tokenize=True))
     ids = [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
+    weight = (config.get("hone") or {}).get("likelihood", 0.0)
+    extra = [0.0] * len(ids)
+    if weight:
+        lm = GPT2LMHeadModel.from_pretrained(args.model).eval()
+        header = tok.convert_tokens_to_ids("<|im_start|>")
+        end = tok.convert_tokens_to_ids("<|im_end|>")
+        skip = len(tok.encode("assistant\n", add_special_tokens=False))
+        with torch.no_grad():
+            for i, x in enumerate(ids):
+                start = max(j for j, t in enumerate(x) if t == header) + 1 + skip
+                stop = x.index(end, start)
+                lp = lm(torch.tensor([x])).logits[0].log_softmax(-1)
+                extra[i] = weight * sum(lp[j - 1, x[j]].item() for j in range(start, stop + 1)) / (stop + 1 - start)
     with torch.no_grad():
-        single = [model(torch.tensor([x])).logits[0, 0].item() for x in ids]
+        single = [model(torch.tensor([x])).logits[0, 0].item() + e for x, e in zip(ids, extra)]
         width = max(len(x) for x in ids)
         pad = config["pad_token_id"]
         batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        batched = model(batch, attention_mask=mask).logits[:, 0].tolist()
+        batched = [s + e for s, e in zip(model(batch, attention_mask=mask).logits[:, 0].tolist(), extra)]
     diff_single = max(abs(a - b) for a, b in zip(ours, single))
     diff_batch = max(abs(a - b) for a, b in zip(ours, batched))
     spread = max(ours) - min(ours)

@@ -17,7 +17,7 @@ use super::export::{self, GenerationConfig};
 use super::decoder::Decoder;
 use super::sample::{Overrides, SampleOptions, generate_streamed};
 use super::{GptConfig, ModelError, Result};
-use crate::chat_template::ChatTokenizer;
+use crate::chat_template::{CONTENT_PREFIX, ChatTokenizer};
 use crate::data::formats::{Message, Role};
 
 /// `tokenizer_config.json`, where HuggingFace keeps the chat template.
@@ -108,11 +108,29 @@ impl ChatModel {
         let mut text = String::new();
         // The end-of-text token also ends a reply (a base model may produce it).
         let stops = [self.tok.end_of_text, self.tok.im_start];
+        // The reply starts with the template's content prefix: it is not part of the message.
+        let mut prefix = CONTENT_PREFIX;
         let new = generate_streamed(&self.decoder, &ids, &o, &stops, |t| stream.step(t), |piece| {
-            text.push_str(piece);
-            on_text(piece);
+            let (kept, rest) = strip_partly(piece, prefix);
+            prefix = rest;
+            text.push_str(kept);
+            if !kept.is_empty() {
+                on_text(kept);
+            }
         })?;
         Ok(Reply { text, tokens: new.len(), prompt_tokens: ids.len(), dropped_messages: dropped })
+    }
+}
+
+/// `piece` without what it starts with of `prefix`, and what of `prefix` is still to strip
+/// from the pieces after it (`""` once a piece differs from it or it is used up).
+fn strip_partly<'a, 'p>(piece: &'a str, prefix: &'p str) -> (&'a str, &'p str) {
+    if let Some(rest) = piece.strip_prefix(prefix) {
+        (rest, "")
+    } else if let Some(rest) = prefix.strip_prefix(piece) {
+        ("", rest)
+    } else {
+        (piece, "")
     }
 }
 

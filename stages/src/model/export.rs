@@ -11,7 +11,10 @@
 //! A reward model ([`save_reward`], [`load_reward`]) is the same directory as
 //! `GPT2ForSequenceClassification` with `num_labels: 1`: the weights add `score.weight`
 //! (1, n_embd) and `config.json` names the architecture, the one label and `pad_token_id`
-//! (transformers pools at the rightmost token that is not the pad token).
+//! (transformers pools at the rightmost token that is not the pad token). A reward model
+//! trained with `likelihood: w` scores `score + w · mean log p(answer)` (see
+//! [`crate::reward`]); `config.json` says `"hone": {"likelihood": w}`, and the log-probs are
+//! those of `GPT2LMHeadModel.from_pretrained(dir)` (the same weights, the LM head tied).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -89,6 +92,9 @@ struct HfConfig {
 #[derive(Serialize, Deserialize)]
 struct HoneExtra {
     bias: bool,
+    /// A reward model's likelihood weight (absent: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    likelihood: Option<f64>,
 }
 
 fn default_activation() -> String {
@@ -154,7 +160,7 @@ pub const REWARD_ARCHITECTURE: &str = "GPT2ForSequenceClassification";
 
 /// Writes a reward model: the backbone and `score.weight` in `params`, and a `config.json`
 /// for `GPT2ForSequenceClassification` with one label and `pad_token_id`.
-pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad_token_id: u32, eos_token_id: Option<u32>) -> Result<()> {
+pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad_token_id: u32, eos_token_id: Option<u32>, likelihood: f64) -> Result<()> {
     if !params.iter().any(|(n, _)| n == &format!("{SCORE}.weight")) {
         return Err(ModelError::Invalid(format!("a reward model needs `{SCORE}.weight`")));
     }
@@ -163,6 +169,9 @@ pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad
     hf.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
     hf.label2id = Some([("LABEL_0".to_string(), 0)].into());
     hf.pad_token_id = Some(pad_token_id);
+    if likelihood != 0.0 {
+        hf.hone = Some(HoneExtra { bias: cfg.bias, likelihood: Some(likelihood) });
+    }
     write_json(&dir.join(CONFIG), &hf)
 }
 
@@ -198,7 +207,7 @@ fn hf_config(cfg: &GptConfig, architecture: &str, bos_token_id: Option<u32>, eos
         id2label: None,
         label2id: None,
         pad_token_id: None,
-        hone: Some(HoneExtra { bias: cfg.bias }),
+        hone: Some(HoneExtra { bias: cfg.bias, likelihood: None }),
     }
 }
 
@@ -253,6 +262,8 @@ pub struct LoadedReward {
     pub head: ScalarHead,
     /// The token transformers treats as padding (and pools before).
     pub pad_token_id: u32,
+    /// The weight of the answer's mean log-probability in the score (0: the head alone).
+    pub likelihood: f64,
 }
 
 /// Reads a reward model directory ([`save_reward`]; HF's `GPT2ForSequenceClassification`
@@ -267,7 +278,11 @@ pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
     }
     let head = head.ok_or_else(|| not_reward(format!("its weights have no `{SCORE}.weight` of shape [1, {}]", backbone.config.n_embd)))?;
     let pad_token_id = hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
-    Ok(LoadedReward { backbone, head, pad_token_id })
+    let likelihood = hf.hone.as_ref().and_then(|h| h.likelihood).unwrap_or(0.0);
+    if !likelihood.is_finite() {
+        return Err(not_reward(format!("its likelihood weight is {likelihood}")));
+    }
+    Ok(LoadedReward { backbone, head, pad_token_id, likelihood })
 }
 
 /// Reads a model directory, a reward model (`GPT2ForSequenceClassification`) or not as

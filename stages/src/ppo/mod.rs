@@ -253,7 +253,8 @@ impl Params {
 impl Stage for Ppo {
     type Params = Params;
     const KIND: &'static str = "ppo";
-    const VERSION: u32 = 2; // 2: rollouts from the decoder's fused multiply-adds
+    /// 2: rollouts from the decoder's fused multiply-adds. 3: the chat template's content prefix.
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "optimise a chat model against a reward model with PPO (KL penalty to the frozen SFT model, GAE, clipped losses)";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),
@@ -467,7 +468,7 @@ impl Objective<'_> {
         let texts: Vec<String> = answers
             .iter()
             .zip(finished)
-            .map(|(a, &f)| self.tok.decode(&a[..a.len() - usize::from(f)]))
+            .map(|(a, &f)| self.tok.decode_reply(&a[..a.len() - usize::from(f)]))
             .collect::<Result<_, _>>()
             .map_err(err)?;
         let raw = match &self.scorer {
@@ -845,7 +846,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             let head_params = ParamStore::seeded(cx.seed);
             let head = ScalarHead::new(cfg.n_embd, head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE)).map_err(err)?;
             let vars = c.params.vars().into_iter().chain(head_params.vars()).collect();
-            ((RewardModel { gpt: c.model, head }, vars), Scorer::Contains(text.clone()))
+            ((RewardModel { gpt: c.model, head, likelihood: None }, vars), Scorer::Contains(text.clone()))
         }
         (None, Some(dir)) => {
             let in_reward = |e: ModelError| StageError::msg(format!("input `reward`: {e}"));
@@ -858,8 +859,10 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             }
             let r = export::load_reward(dir, DType::F32).map_err(in_reward)?;
             let norm = if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
-            let scorer = Scorer::Model { model: RewardModel { gpt: r.backbone.model, head: r.head }, pad: r.pad_token_id, norm };
-            ((RewardModel { gpt: c.backbone.model, head: c.head }, c.backbone.params.vars()), scorer)
+            let likelihood = reward::Likelihood::new(r.likelihood, &tok).map_err(in_reward)?;
+            let scorer = Scorer::Model { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, pad: r.pad_token_id, norm };
+            // The critic: the reward model's backbone and head (its value is the head alone).
+            ((RewardModel { gpt: c.backbone.model, head: c.head, likelihood: None }, c.backbone.params.vars()), scorer)
         }
     };
     // The answer and the reward model's closing `<|im_end|>\n` must fit after the prompt.

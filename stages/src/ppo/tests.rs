@@ -160,7 +160,7 @@ fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
     let rm = b.dir.path().join("rm");
     std::fs::create_dir_all(&rm).unwrap();
     let tok = ChatTokenizer::from_file(&b.dir.path().join("tokenizer.json"), sft.config.vocab_size).unwrap();
-    export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end)).unwrap();
+    export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end), 0.0).unwrap();
     let with = TOY.replace("reward_contains: a, ", "");
     let src = format!(
         "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ threads: 1, {with}, steps: 8, eval_every: 0 }}\n"

@@ -251,9 +251,9 @@ fn bad_rankings_and_params_are_located() {
     let (summary, _) = b.run(&b.pipeline("steps: 2"), quiet);
     assert!(summary.failed[0].1.contains("no ranking of input `rankings` gives a training pair"), "{:?}", summary.failed);
     // Params, at load time.
-    let src = "name: t\nstages:\n  m: { uses: command, with: { cmd: 'true' } }\n  reward:\n    uses: reward\n    inputs: { model: m, rankings: m }\n    with: { val_fraction: 1.5, center_rewards: -1, lr: 0 }\n";
+    let src = "name: t\nstages:\n  m: { uses: command, with: { cmd: 'true' } }\n  reward:\n    uses: reward\n    inputs: { model: m, rankings: m }\n    with: { val_fraction: 1.5, center_rewards: -1, lr: 0, likelihood: -1 }\n";
     let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[]).err().unwrap().to_string();
-    assert!(err.contains("`val_fraction` must be in [0, 1)") && err.contains("`center_rewards` must be 0 or more") && err.contains("`lr` must be positive"), "{err}");
+    assert!(err.contains("`val_fraction` must be in [0, 1)") && err.contains("`center_rewards` must be 0 or more") && err.contains("`lr` must be positive") && err.contains("`likelihood` must be 0 or more"), "{err}");
 }
 
 /// `backbone_lr` puts the backbone in its own parameter group: frozen at 0 (the exported
@@ -275,4 +275,43 @@ fn the_backbone_can_train_slower_or_not_at_all() {
         assert_eq!(line["lr"].as_f64(), Some(1e-2));
         assert_eq!(line.get("lr/backbone").and_then(|v| v.as_f64()), (!frozen).then_some(5e-3), "{line}");
     }
+}
+
+/// With `likelihood: α` a score is the head's plus α times the answer's mean log-probability
+/// (its tokens and `<|im_end|>`, as the chat template's assistant mask marks them) under the
+/// model's own LM head, computed here by hand; the weight is saved in `config.json` and read
+/// back by `Scorer`.
+#[test]
+fn the_likelihood_term_adds_the_answers_mean_log_prob() {
+    let b = Bench::new(&rankings(8, 5));
+    let p = b.pipeline("batch_size: 2, steps: 3, eval_every: 0, lr: 1e-3, likelihood: 2.5");
+    let (summary, _) = b.run(&p, quiet);
+    assert!(summary.ok(), "{:?}", summary.failed);
+    let out = b.output(&p);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hone"]["likelihood"], 2.5, "{cfg}");
+    let scorer = Scorer::load(&out).unwrap();
+    let r = export::load_reward(&out, DType::F32).unwrap();
+    assert_eq!(r.likelihood, 2.5);
+    let tok = ChatTokenizer::from_file(&out.join("tokenizer.json"), r.backbone.config.vocab_size).unwrap();
+    let head_only = RewardModel { gpt: r.backbone.model, head: r.head, likelihood: None };
+    for (prompt, answer) in [("ab1?", "cdokef"), ("ij2?", "a"), ("x?", "abcdefghij")] {
+        let e = tok.encode(&conversation(prompt, answer), false).unwrap();
+        let head = head_only.scores(&[&e.ids], r.pad_token_id, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0];
+        let n = e.ids.len();
+        let x = Tensor::new(&e.ids[..n - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let y = Tensor::new(&e.ids[1..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let lp = head_only.gpt.token_log_probs(&x, &y, 1.0, &mut Dropout::off()).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        // Token i + 1 is predicted at position i; the answer's tokens are the masked ones.
+        let answer_lp: Vec<f64> = (0..n - 1).filter(|&i| e.assistant[i + 1]).map(|i| f64::from(lp[i])).collect();
+        assert_eq!(answer_lp.len(), tok.text_ids(&format!(" {answer}")).unwrap().len() + 1);
+        let want = f64::from(head) + 2.5 * answer_lp.iter().sum::<f64>() / answer_lp.len() as f64;
+        let got = scorer.score(prompt, answer).unwrap();
+        assert!((got - want).abs() < 1e-4, "{prompt:?} {answer:?}: {got} vs {want}");
+    }
+    // A row without an answer cannot be scored this way.
+    let with = RewardModel { gpt: head_only.gpt, head: head_only.head, likelihood: Likelihood::new(1.0, &tok).unwrap() };
+    let prompt_only = tok.encode(&conversation("x?", "a")[..1], true).unwrap().ids;
+    let err = with.scores(&[&prompt_only], 0, &mut Dropout::off()).err().unwrap().to_string();
+    assert!(err.contains("no assistant answer closed by `<|im_end|>`"), "{err}");
 }

@@ -95,15 +95,15 @@ fn a_tiny_model_fine_tuned_on_four_conversations_reproduces_their_answers() {
         assert_eq!(streamed, a);
     }
     // A history past the context window loses its oldest messages, the system message kept:
-    // 11 (system) + 10 (user) + 19 (assistant) + 10 (user) + 11 (header) tokens do not leave
+    // 12 (system) + 11 (user) + 20 (assistant) + 11 (user) + 11 (header) tokens do not leave
     // the 12 kept for the reply in 48; without the first two turns' messages they do.
     let m_ = |role, content: &str| Message { role, content: content.into() };
     let long = [m_(Role::User, "hi"), m_(Role::Assistant, "hello!"), m_(Role::User, "hi")];
     let r = m.reply(&long, &greedy, |_| {}).unwrap();
-    assert_eq!((r.dropped_messages, r.prompt_tokens, r.text.as_str()), (2, 21, "hello!"));
+    assert_eq!((r.dropped_messages, r.prompt_tokens, r.text.as_str()), (2, 22, "hello!"));
     let with_system = [m_(Role::System, "x"), long[0].clone(), long[1].clone(), long[2].clone()];
     let r = m.reply(&with_system, &greedy, |_| {}).unwrap();
-    assert_eq!((r.dropped_messages, r.prompt_tokens), (2, 32));
+    assert_eq!((r.dropped_messages, r.prompt_tokens), (2, 34));
     let err = m.reply(&[m_(Role::User, &"a".repeat(40))], &greedy, |_| {}).err().unwrap().to_string();
     assert!(err.contains("write a shorter message"), "{err}");
     // Evaluations at 0, 40, 80 and the end; the last is on data it has learnt by heart.
