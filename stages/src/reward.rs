@@ -39,7 +39,9 @@
 //! **Outputs** (port `model`, type `reward-model`; and `metrics`): `model.safetensors` and
 //! `config.json` that transformers loads as `GPT2ForSequenceClassification` (`num_labels: 1`,
 //! `score.weight`, `pad_token_id`) giving the same scores ([`crate::model::export::save_reward`]),
-//! the tokenizer with the chat template, `metrics.jsonl`, `loss.svg`, `data.json` (counts) and
+//! the tokenizer with the chat template, `metrics.jsonl`, `loss.svg`, `data.json` (counts),
+//! `val_pairs.jsonl` (each held-out pair, better answer first, with the final scores: the
+//! pairs it ranks wrong are those with `better_score <= worse_score`) and
 //! `reward.json`: the mean and standard deviation of the final model's scores on every response
 //! of the rankings (the SFT model's own samples), so PPO can normalise rewards.
 //! Checkpoints, resume and reproducibility work as in `pretrain`.
@@ -120,6 +122,18 @@ mod defaults {
 
 /// The file with the scores' statistics on the rankings' responses.
 pub const REWARD_JSON: &str = "reward.json";
+/// The held-out pairs with the final model's scores, to see which it ranks wrong.
+pub const VAL_PAIRS: &str = "val_pairs.jsonl";
+
+/// A line of [`VAL_PAIRS`].
+#[derive(Serialize)]
+struct ValPair<'a> {
+    prompt: &'a str,
+    better: &'a str,
+    worse: &'a str,
+    better_score: f64,
+    worse_score: f64,
+}
 
 impl Stage for Reward {
     type Params = Params;
@@ -162,6 +176,8 @@ impl Stage for Reward {
 pub(crate) struct Example {
     pub rows: Vec<Vec<u32>>,
     pub pairs: Vec<(usize, usize)>,
+    /// Per row: the index of its response in the ranking.
+    pub responses: Vec<usize>,
 }
 
 /// What became of the rankings.
@@ -193,19 +209,20 @@ pub fn encode(tok: &ChatTokenizer, prompt: &str, response: &str, max_len: usize)
 /// A ranking as an [`Example`] (responses that do not fit `max_len` left out, counted in
 /// `too_long`), or `None` when no pair is left.
 pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long: &mut usize) -> Result<Option<Example>, ModelError> {
-    let mut rows = Vec::new();
+    let (mut rows, mut responses) = (Vec::new(), Vec::new());
     let mut row_of = vec![None; r.responses.len()];
     for (i, response) in r.responses.iter().enumerate() {
         match encode(tok, &r.prompt, response, max_len)? {
             Some(ids) => {
                 row_of[i] = Some(rows.len());
                 rows.push(ids);
+                responses.push(i);
             }
             None => *too_long += 1,
         }
     }
     let pairs: Vec<(usize, usize)> = r.pairs().into_iter().filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?))).collect();
-    Ok((!pairs.is_empty()).then_some(Example { rows, pairs }))
+    Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses }))
 }
 
 /// The prompts held out: a seeded shuffle of the distinct prompts, the first
@@ -453,10 +470,13 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let val_prompts = held_out(&all, p.val_fraction, cx.seed);
     let mut counts = DataCounts { rankings: all.len(), prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(), val_prompts: val_prompts.len(), ..DataCounts::default() };
     counts.train_prompts = counts.prompts - counts.val_prompts;
-    let (mut train_set, mut val_set) = (Vec::new(), Vec::new());
+    let (mut train_set, mut val_set, mut val_rankings) = (Vec::new(), Vec::new(), Vec::new());
     for r in &all {
         match example(&tok, r, cfg.block_size, &mut counts.too_long)? {
-            Some(e) if val_prompts.contains(r.prompt.as_str()) => val_set.push(e),
+            Some(e) if val_prompts.contains(r.prompt.as_str()) => {
+                val_set.push(e);
+                val_rankings.push(r);
+            }
             Some(e) => train_set.push(e),
             None => counts.no_pairs += 1,
         }
@@ -511,6 +531,16 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         cx.check_cancelled()?;
         scores.extend(scores_of(&objective.model, chunk, objective.pad)?.into_iter().map(f64::from));
     }
+    // The held-out pairs as the final model scores them (the val ones are the last scores).
+    let mut val_pairs = String::new();
+    let mut at = scores.len() - objective.val.iter().map(|e| e.rows.len()).sum::<usize>();
+    for (e, r) in objective.val.iter().zip(&val_rankings) {
+        for &(b, w) in &e.pairs {
+            let line = ValPair { prompt: &r.prompt, better: &r.responses[e.responses[b]], worse: &r.responses[e.responses[w]], better_score: scores[at + b], worse_score: scores[at + w] };
+            val_pairs.push_str(&(serde_json::to_string(&line).expect("plain data") + "\n"));
+        }
+        at += e.rows.len();
+    }
     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
     let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64).sqrt();
     cx.metric("reference_mean", mean);
@@ -524,6 +554,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))?;
+    write(out, VAL_PAIRS, &val_pairs)?;
     write(out, REWARD_JSON, &(serde_json::to_string_pretty(&reward_json).expect("plain data") + "\n"))
 }
 

@@ -135,6 +135,7 @@ fn rankings_become_examples_with_every_pair_and_long_answers_left_out() {
     assert_eq!(too_long, 1);
     assert_eq!(e.rows.len(), 3);
     assert_eq!(e.pairs, vec![(1, 0), (1, 2), (0, 2)]);
+    assert_eq!(e.responses, vec![0, 2, 3]);
     assert_eq!(e.rows[0], tok.encode(&conversation("q?", "a"), false).unwrap().ids);
     let tied = Ranking { prompt: "q?".into(), responses: vec!["a".into(), "b".into()], ranking: vec![vec![0, 1]] };
     assert_eq!(example(&tok, &tied, 48, &mut too_long).unwrap(), None);
@@ -158,7 +159,7 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
     let (summary, events) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
     let out = b.output(&p);
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg", "data.json", REWARD_JSON] {
+    for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg", "data.json", REWARD_JSON, VAL_PAIRS] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let lines = metric_lines(&out);
@@ -179,6 +180,16 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
     assert_eq!(data["train_pairs"].as_u64().unwrap() + data["val_pairs"].as_u64().unwrap(), 24 * 3 + 24 * 4);
     let finished = test_support::finished_metrics(&events, "reward");
     assert_eq!(finished["val_accuracy"].as_f64(), Some(evals[3]));
+    // val_pairs.jsonl: each held-out pair with its scores, as `Scorer` gives them; the share
+    // ranked right is the final val_accuracy.
+    let pairs: Vec<serde_json::Value> = std::fs::read_to_string(out.join(VAL_PAIRS)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(pairs.len() as u64, data["val_pairs"].as_u64().unwrap());
+    let right = pairs.iter().filter(|p| p["better_score"].as_f64() > p["worse_score"].as_f64()).count();
+    assert_eq!(right as f64 / pairs.len() as f64, evals[3]);
+    assert!(pairs.iter().all(|p| p["better"].as_str().unwrap().contains(KEYWORD) && !p["worse"].as_str().unwrap().contains(KEYWORD)), "{pairs:?}");
+    let scorer_ = Scorer::load(&out).unwrap();
+    let s = scorer_.score(pairs[0]["prompt"].as_str().unwrap(), pairs[0]["better"].as_str().unwrap()).unwrap();
+    assert!((s - pairs[0]["better_score"].as_f64().unwrap()).abs() < 1e-4, "{s} vs {}", pairs[0]);
     // The reward model scores new answers: the keyword wins; σ(r) is in (0, 1).
     let scorer = Scorer::load(&out).unwrap();
     let (good, bad) = (scorer.score("zz?", "abcokde").unwrap(), scorer.score("zz?", "abcfhde").unwrap());
