@@ -20,11 +20,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }", 2, "339b6a25b8d96cfbee8dd1cf4776e6767144936b6fad05b16a520ffbaaa31e72"),
     ("prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }", 1, "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb"),
     ("ranked: { uses: command, with: { cmd: 'cp rankings.jsonl $HONE_OUT/', deps: [rankings.jsonl] } }", 1, "18bbbd93608b4692111216a7c308d9fd904eb043926b9f02ce56af4e8db75b4e"),
-    ("reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }", 2, "39806b7a7529de6049974297009a850796743b527e866805cb23751b910cca34"),
+    ("reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, likelihood: 1, threads: 1 } }", 2, "d1fa0331209768a25fb5727aaa69ac020d5da2a9edd72dbeb80b08d3aa215d62"),
     ("cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }", 3, "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467"),
     ("ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }", 1, "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef"),
     ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }", 4, "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a"),
-    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 3, "c45beea40cee7bf5455eedce4b8bfe4333519d6cd5e4b15f47915e3a5f5221dd"),
+    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 3, "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b"),
     ("eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }", 4, "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d"),
 ];
 

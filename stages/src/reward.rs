@@ -178,6 +178,8 @@ pub(crate) struct Example {
     pub pairs: Vec<(usize, usize)>,
     /// Per row: the index of its response in the ranking.
     pub responses: Vec<usize>,
+    /// Where every row's answer starts (after the prompt and the assistant header).
+    pub start: usize,
 }
 
 /// What became of the rankings.
@@ -198,6 +200,12 @@ pub(crate) struct DataCounts {
 /// The conversation a response is scored as (what `sft` trains on).
 pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
     [Message { role: Role::User, content: prompt.to_string() }, Message { role: Role::Assistant, content: response.to_string() }]
+}
+
+/// Where the answer starts in the tokens of [`encode`]`(prompt, …)`: after the prompt's
+/// conversation and the assistant header (the tokens of `encode([user], true)`, a prefix).
+pub fn answer_start(tok: &ChatTokenizer, prompt: &str) -> Result<usize, ModelError> {
+    Ok(tok.encode(&conversation(prompt, "")[..1], true)?.ids.len())
 }
 
 /// The tokens of `prompt` + `response` as scored, or `None` when longer than `max_len`.
@@ -222,7 +230,7 @@ pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long
         }
     }
     let pairs: Vec<(usize, usize)> = r.pairs().into_iter().filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?))).collect();
-    Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses }))
+    Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses, start: answer_start(tok, &r.prompt)? }))
 }
 
 /// The prompts held out: a seeded shuffle of the distinct prompts, the first
@@ -300,15 +308,12 @@ pub(crate) struct RewardModel {
     pub likelihood: Option<Likelihood>,
 }
 
-/// `weight · mean log p(answer)`, the answer being the tokens after the last
-/// `<|im_start|>assistant\n` header of a row, up to and including its `<|im_end|>`.
+/// `weight · mean log p(answer)`, the answer being a row's tokens from its start (given)
+/// up to and including its closing `<|im_end|>`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Likelihood {
     pub weight: f64,
-    im_start: u32,
     im_end: u32,
-    /// Tokens of the header after `<|im_start|>` (`assistant\n`).
-    header: usize,
 }
 
 impl Likelihood {
@@ -317,23 +322,23 @@ impl Likelihood {
         if weight == 0.0 {
             return Ok(None);
         }
-        Ok(Some(Likelihood { weight, im_start: tok.im_start, im_end: tok.im_end, header: tok.text_ids("assistant\n")?.len() }))
+        Ok(Some(Likelihood { weight, im_end: tok.im_end }))
     }
 
-    /// The answer's tokens in `row`: `start..=end` (the `<|im_end|>` at `end`).
-    fn span(&self, row: &[u32]) -> Result<(usize, usize), ModelError> {
-        let header = row.iter().rposition(|&t| t == self.im_start).map(|i| i + 1 + self.header);
-        let end = header.and_then(|s| row.iter().skip(s).position(|&t| t == self.im_end).map(|e| s + e));
-        match (header, end) {
-            (Some(s), Some(e)) if s >= 1 => Ok((s, e)),
+    /// The answer's tokens in `row`, which starts at `start`: `start..=end`, `end` the last
+    /// `<|im_end|>` (the one that closes the answer; an answer may hold special tokens).
+    fn span(&self, row: &[u32], start: usize) -> Result<(usize, usize), ModelError> {
+        match row.iter().rposition(|&t| t == self.im_end) {
+            Some(end) if start >= 1 && end >= start => Ok((start, end)),
             _ => Err(ModelError::Invalid("a scored row has no assistant answer closed by `<|im_end|>`".into())),
         }
     }
 }
 
 impl RewardModel {
-    /// The scores (N) of `rows`, right-padded with `pad` into one batch.
-    pub(crate) fn scores(&self, rows: &[&Vec<u32>], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
+    /// The scores (N) of `rows`, right-padded with `pad` into one batch; row `i`'s answer
+    /// starts at `starts[i]` ([`answer_start`]; read by the likelihood term only).
+    pub(crate) fn scores(&self, rows: &[&Vec<u32>], starts: &[usize], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
         let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
         let mut x = Vec::with_capacity(rows.len() * t);
         for r in rows {
@@ -350,8 +355,11 @@ impl RewardModel {
         // start - 1..end, each weighted 1/(its count) so that a row's weights sum to 1.
         let mut targets = vec![pad; n * t];
         let mut weights = vec![0f32; n * t];
+        if starts.len() != n {
+            return Err(ModelError::Invalid(format!("{} answer starts for {n} rows", starts.len())));
+        }
         for (b, r) in rows.iter().enumerate() {
-            let (start, end) = l.span(r)?;
+            let (start, end) = l.span(r, starts[b])?;
             let w = 1.0 / (end + 1 - start) as f32;
             for i in start - 1..end {
                 targets[b * t + i] = r[i + 1];
@@ -368,24 +376,27 @@ impl RewardModel {
 /// The scores of every row of `examples`, in order, without dropout.
 fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<f32>, ModelError> {
     let rows: Vec<&Vec<u32>> = examples.iter().flat_map(|e| &e.rows).collect();
-    Ok(model.scores(&rows, pad, &mut Dropout::off())?.to_vec1::<f32>()?)
+    let starts: Vec<usize> = examples.iter().flat_map(|e| std::iter::repeat_n(e.start, e.rows.len())).collect();
+    Ok(model.scores(&rows, &starts, pad, &mut Dropout::off())?.to_vec1::<f32>()?)
 }
 
-/// A batch of examples as rows, pairs (offset into the rows) and pair weights.
-type Batch<'e> = (Vec<&'e Vec<u32>>, Vec<(usize, usize)>, Vec<f64>);
+/// A batch of examples as rows, their answers' starts, pairs (offset into the rows) and pair
+/// weights.
+type Batch<'e> = (Vec<&'e Vec<u32>>, Vec<usize>, Vec<(usize, usize)>, Vec<f64>);
 
 fn gather<'e>(examples: &[&'e Example]) -> Batch<'e> {
-    let (mut rows, mut pairs, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut starts, mut pairs, mut weights) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for e in examples {
         let base = rows.len();
         rows.extend(e.rows.iter());
+        starts.extend(std::iter::repeat_n(e.start, e.rows.len()));
         let w = 1.0 / (examples.len() * e.pairs.len()) as f64;
         for &(b, r) in &e.pairs {
             pairs.push((base + b, base + r));
             weights.push(w);
         }
     }
-    (rows, pairs, weights)
+    (rows, starts, pairs, weights)
 }
 
 /// The pairwise loss on the rankings, in shuffled epochs of prompts.
@@ -416,8 +427,8 @@ impl training::Objective for Objective<'_> {
         let b = self.p.batch_size as u64;
         let idx: Vec<usize> = (0..b).map(|i| self.order.at(step * b + i)).collect();
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.train[i]).collect();
-        let (rows, pairs, weights) = gather(&examples);
-        let scores = self.model.scores(&rows, self.pad, &mut Dropout::train(self.p.dropout, rng))?;
+        let (rows, starts, pairs, weights) = gather(&examples);
+        let scores = self.model.scores(&rows, &starts, self.pad, &mut Dropout::train(self.p.dropout, rng))?;
         let loss = pairwise_loss(&scores, &pairs, &weights, self.p.center_rewards).map_err(ModelError::from)?;
         let (loss, grads) = gradients_of(&loss, vars)?;
         let values = scores.to_vec1::<f32>().map_err(ModelError::from)?;
@@ -600,7 +611,7 @@ impl Scorer {
         if ids.len() > self.block_size {
             return Err(ScoreError::TooLong { tokens: ids.len(), block_size: self.block_size });
         }
-        let s = self.model.scores(&[&ids], self.pad, &mut Dropout::off())?;
+        let s = self.model.scores(&[&ids], &[answer_start(&self.tok, prompt)?], self.pad, &mut Dropout::off())?;
         Ok(f64::from(s.to_vec1::<f32>().map_err(ModelError::from)?[0]))
     }
 }

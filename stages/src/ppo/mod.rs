@@ -496,13 +496,16 @@ impl Objective<'_> {
                     })
                     .collect::<Result<_, ModelError>>()
                     .map_err(err)?;
+                // Both ways the row starts with the prompt's tokens and the assistant header.
+                let starts: Vec<usize> = prompts.iter().map(|p| p.ids.len()).collect();
                 let mut out = Vec::with_capacity(rows.len());
-                for chunk in rows.chunks(self.p.batch_size.max(1)) {
+                let size = self.p.batch_size.max(1);
+                for (chunk, starts) in rows.chunks(size).zip(starts.chunks(size)) {
                     if let Some(r) = chunk.iter().find(|r| r.len() > block) {
                         return Err(StageError::msg(format!("an answer to score is {} tokens, more than the reward model's {block}\n   = help: lower `max_new_tokens`", r.len())));
                     }
                     let chunk: Vec<&Vec<u32>> = chunk.iter().collect();
-                    out.extend(to_f64(&model.scores(&chunk, *pad, &mut Dropout::off())?)?);
+                    out.extend(to_f64(&model.scores(&chunk, starts, *pad, &mut Dropout::off())?)?);
                 }
                 out
             }

@@ -136,6 +136,7 @@ fn rankings_become_examples_with_every_pair_and_long_answers_left_out() {
     assert_eq!(e.rows.len(), 3);
     assert_eq!(e.pairs, vec![(1, 0), (1, 2), (0, 2)]);
     assert_eq!(e.responses, vec![0, 2, 3]);
+    assert_eq!(e.start, tok.encode(&conversation("q?", "")[..1], true).unwrap().ids.len());
     assert_eq!(e.rows[0], tok.encode(&conversation("q?", "a"), false).unwrap().ids);
     let tied = Ranking { prompt: "q?".into(), responses: vec!["a".into(), "b".into()], ranking: vec![vec![0, 1]] };
     assert_eq!(example(&tok, &tied, 48, &mut too_long).unwrap(), None);
@@ -308,7 +309,9 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     let head_only = RewardModel { gpt: r.backbone.model, head: r.head, likelihood: None };
     for (prompt, answer) in [("ab1?", "cdokef"), ("ij2?", "a"), ("x?", "abcdefghij")] {
         let e = tok.encode(&conversation(prompt, answer), false).unwrap();
-        let head = head_only.scores(&[&e.ids], r.pad_token_id, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0];
+        let start = e.assistant.iter().position(|&a| a).unwrap();
+        assert_eq!(answer_start(&tok, prompt).unwrap(), start);
+        let head = head_only.scores(&[&e.ids], &[start], r.pad_token_id, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0];
         let n = e.ids.len();
         let x = Tensor::new(&e.ids[..n - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let y = Tensor::new(&e.ids[1..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -320,9 +323,14 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
         let got = scorer.score(prompt, answer).unwrap();
         assert!((got - want).abs() < 1e-4, "{prompt:?} {answer:?}: {got} vs {want}");
     }
-    // A row without an answer cannot be scored this way.
+    // An answer holding special tokens is scored from its given start to its last `<|im_end|>`;
+    // a row without an answer cannot be scored this way.
     let with = RewardModel { gpt: head_only.gpt, head: head_only.head, likelihood: Likelihood::new(1.0, &tok).unwrap() };
+    let odd = tok.encode(&conversation("x?", "a<|im_start|>b<|im_end|>c"), false).unwrap();
+    assert_eq!(odd.ids.iter().filter(|&&t| t == tok.im_start).count(), 3, "the special tokens are tokens");
+    let start = answer_start(&tok, "x?").unwrap();
+    assert!(with.scores(&[&odd.ids], &[start], 0, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0].is_finite());
     let prompt_only = tok.encode(&conversation("x?", "a")[..1], true).unwrap().ids;
-    let err = with.scores(&[&prompt_only], 0, &mut Dropout::off()).err().unwrap().to_string();
+    let err = with.scores(&[&prompt_only], &[prompt_only.len()], 0, &mut Dropout::off()).err().unwrap().to_string();
     assert!(err.contains("no assistant answer closed by `<|im_end|>`"), "{err}");
 }
