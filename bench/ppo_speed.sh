@@ -6,6 +6,7 @@
 #
 #   bench/ppo_speed.sh                      # ITERS=4 THREADS=1, the default pipeline
 #   PIPELINE=pipelines/smoke.yaml bench/ppo_speed.sh
+#   WS=pipelines bench/ppo_speed.sh         # reuse the main job's store (upstream cached)
 #
 # Both sides: no gradient clipping (TRL has none), the value function a separate critic
 # initialised from the reward model (TRL's layout), answers sampled at the stage's
@@ -23,7 +24,8 @@ THREADS=${THREADS:-1}
 
 (cd "$ROOT" && cargo build --quiet --release --workspace)
 HONE="$ROOT/target/release/hone"
-WS=$(mktemp -d /tmp/hone-ppo-speed.XXXXXX)
+# WS=DIR reuses a workspace whose upstream stages are cached (e.g. the main job's).
+WS=${WS:-$(mktemp -d /tmp/hone-ppo-speed.XXXXXX)}
 PIPELINE=$(cd "$(dirname "$PIPELINE")" && pwd)/$(basename "$PIPELINE")
 echo "workspace: $WS; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
