@@ -178,7 +178,8 @@ pub(crate) struct Example {
     pub pairs: Vec<(usize, usize)>,
     /// Per row: the index of its response in the ranking.
     pub responses: Vec<usize>,
-    /// Where every row's answer starts (after the prompt and the assistant header).
+    /// Where every row's answer starts (after the prompt and the assistant header; see
+    /// [`tokens`]).
     pub start: usize,
 }
 
@@ -202,35 +203,39 @@ pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
     [Message { role: Role::User, content: prompt.to_string() }, Message { role: Role::Assistant, content: response.to_string() }]
 }
 
-/// Where the answer starts in the tokens of [`encode`]`(prompt, …)`: after the prompt's
-/// conversation and the assistant header (the tokens of `encode([user], true)`, a prefix).
-pub fn answer_start(tok: &ChatTokenizer, prompt: &str) -> Result<usize, ModelError> {
-    Ok(tok.encode(&conversation(prompt, "")[..1], true)?.ids.len())
+/// The tokens of `prompt` + `response` as scored, and where the answer starts in them (its
+/// first assistant token: after the prompt and the assistant header).
+fn tokens(tok: &ChatTokenizer, prompt: &str, response: &str) -> Result<(Vec<u32>, usize), ModelError> {
+    let e = tok.encode(&conversation(prompt, response), false)?;
+    let start = e.assistant.iter().position(|&a| a).unwrap_or(e.ids.len());
+    Ok((e.ids, start))
 }
 
-/// The tokens of `prompt` + `response` as scored, or `None` when longer than `max_len`.
-pub fn encode(tok: &ChatTokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<Vec<u32>>, ModelError> {
-    let ids = tok.encode(&conversation(prompt, response), false)?.ids;
-    Ok((ids.len() <= max_len).then_some(ids))
+/// [`tokens`], or `None` when longer than `max_len`.
+pub fn encode(tok: &ChatTokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<(Vec<u32>, usize)>, ModelError> {
+    let (ids, start) = tokens(tok, prompt, response)?;
+    Ok((ids.len() <= max_len).then_some((ids, start)))
 }
 
 /// A ranking as an [`Example`] (responses that do not fit `max_len` left out, counted in
 /// `too_long`), or `None` when no pair is left.
 pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long: &mut usize) -> Result<Option<Example>, ModelError> {
-    let (mut rows, mut responses) = (Vec::new(), Vec::new());
+    let (mut rows, mut responses, mut start) = (Vec::new(), Vec::new(), 0);
     let mut row_of = vec![None; r.responses.len()];
     for (i, response) in r.responses.iter().enumerate() {
         match encode(tok, &r.prompt, response, max_len)? {
-            Some(ids) => {
+            Some((ids, s)) => {
                 row_of[i] = Some(rows.len());
                 rows.push(ids);
                 responses.push(i);
+                // The same prompt: the same start in every row.
+                start = s;
             }
             None => *too_long += 1,
         }
     }
     let pairs: Vec<(usize, usize)> = r.pairs().into_iter().filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?))).collect();
-    Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses, start: answer_start(tok, &r.prompt)? }))
+    Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses, start }))
 }
 
 /// The prompts held out: a seeded shuffle of the distinct prompts, the first
@@ -317,12 +322,9 @@ pub(crate) struct Likelihood {
 }
 
 impl Likelihood {
-    /// The term with `weight`, or `None` for weight 0.
-    pub(crate) fn new(weight: f64, tok: &ChatTokenizer) -> Result<Option<Likelihood>, ModelError> {
-        if weight == 0.0 {
-            return Ok(None);
-        }
-        Ok(Some(Likelihood { weight, im_end: tok.im_end }))
+    /// The term with `weight` (the answers closed by `im_end`), or `None` for weight 0.
+    pub(crate) fn new(weight: f64, im_end: u32) -> Option<Likelihood> {
+        (weight != 0.0).then_some(Likelihood { weight, im_end })
     }
 
     /// The answer's tokens in `row`, which starts at `start`: `start..=end`, `end` the last
@@ -351,13 +353,13 @@ impl RewardModel {
         let hidden = self.gpt.hidden(&x, drop)?;
         let head = self.head.at(&hidden, &last)?;
         let Some(l) = &self.likelihood else { return Ok(head) };
+        if starts.len() != n {
+            return Err(ModelError::Invalid(format!("{} answer starts for {n} rows", starts.len())));
+        }
         // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
         // start - 1..end, each weighted 1/(its count) so that a row's weights sum to 1.
         let mut targets = vec![pad; n * t];
         let mut weights = vec![0f32; n * t];
-        if starts.len() != n {
-            return Err(ModelError::Invalid(format!("{} answer starts for {n} rows", starts.len())));
-        }
         for (b, r) in rows.iter().enumerate() {
             let (start, end) = l.span(r, starts[b])?;
             let w = 1.0 / (end + 1 - start) as f32;
@@ -526,7 +528,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     };
     let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Reward>(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
-    let likelihood = Likelihood::new(p.likelihood, &tok)?;
+    let likelihood = Likelihood::new(p.likelihood, tok.im_end);
     let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head, likelihood }, train: train_set, val: val_set, pad: tok.end_of_text, order };
     tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");
 
@@ -598,7 +600,7 @@ impl Scorer {
         }
         let tok = ChatTokenizer::from_file(&tok_path, r.backbone.config.vocab_size)?;
         let block_size = r.backbone.config.block_size;
-        let likelihood = Likelihood::new(r.likelihood, &tok)?;
+        let likelihood = Likelihood::new(r.likelihood, tok.im_end);
         Ok(Scorer { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, tok, pad: r.pad_token_id, block_size })
     }
 
@@ -607,11 +609,11 @@ impl Scorer {
         if answer.trim().is_empty() {
             return Err(ScoreError::EmptyAnswer);
         }
-        let ids = self.tok.encode(&conversation(prompt, answer), false)?.ids;
+        let (ids, start) = tokens(&self.tok, prompt, answer)?;
         if ids.len() > self.block_size {
             return Err(ScoreError::TooLong { tokens: ids.len(), block_size: self.block_size });
         }
-        let s = self.model.scores(&[&ids], &[answer_start(&self.tok, prompt)?], self.pad, &mut Dropout::off())?;
+        let s = self.model.scores(&[&ids], &[start], self.pad, &mut Dropout::off())?;
         Ok(f64::from(s.to_vec1::<f32>().map_err(ModelError::from)?[0]))
     }
 }

@@ -219,3 +219,19 @@ pub fn repl(m: &ChatModel, o: &SampleOptions, system: Option<String>, input: imp
     }
     writeln!(out).map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::strip_partly;
+
+    /// The prefix goes from the start of the stream, whole or across pieces, and only there.
+    #[test]
+    fn the_prefix_is_stripped_from_the_streams_start_only() {
+        assert_eq!(strip_partly(" Finn", " "), ("Finn", ""));
+        assert_eq!(strip_partly(" ", " "), ("", ""));
+        assert_eq!(strip_partly("Finn", " "), ("Finn", ""), "no prefix: the piece as it is");
+        assert_eq!(strip_partly(" a", " a b"), ("", " b"), "a piece shorter than the prefix");
+        assert_eq!(strip_partly(" b!", " b"), ("!", ""));
+        assert_eq!(strip_partly(" x", ""), (" x", ""), "once stripped, nothing more");
+    }
+}

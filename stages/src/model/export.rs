@@ -169,9 +169,7 @@ pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad
     hf.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
     hf.label2id = Some([("LABEL_0".to_string(), 0)].into());
     hf.pad_token_id = Some(pad_token_id);
-    if likelihood != 0.0 {
-        hf.hone = Some(HoneExtra { bias: cfg.bias, likelihood: Some(likelihood) });
-    }
+    hf.hone = Some(HoneExtra { bias: cfg.bias, likelihood: (likelihood != 0.0).then_some(likelihood) });
     write_json(&dir.join(CONFIG), &hf)
 }
 
@@ -278,10 +276,8 @@ pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
     }
     let head = head.ok_or_else(|| not_reward(format!("its weights have no `{SCORE}.weight` of shape [1, {}]", backbone.config.n_embd)))?;
     let pad_token_id = hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
+    // JSON holds no infinite or NaN number: any weight read is finite.
     let likelihood = hf.hone.as_ref().and_then(|h| h.likelihood).unwrap_or(0.0);
-    if !likelihood.is_finite() {
-        return Err(not_reward(format!("its likelihood weight is {likelihood}")));
-    }
     Ok(LoadedReward { backbone, head, pad_token_id, likelihood })
 }
 

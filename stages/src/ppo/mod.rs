@@ -862,7 +862,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             }
             let r = export::load_reward(dir, DType::F32).map_err(in_reward)?;
             let norm = if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
-            let likelihood = reward::Likelihood::new(r.likelihood, &tok).map_err(in_reward)?;
+            let likelihood = reward::Likelihood::new(r.likelihood, tok.im_end);
             let scorer = Scorer::Model { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, pad: r.pad_token_id, norm };
             // The critic: the reward model's backbone and head (its value is the head alone).
             ((RewardModel { gpt: c.backbone.model, head: c.head, likelihood: None }, c.backbone.params.vars()), scorer)

@@ -310,7 +310,8 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     for (prompt, answer) in [("ab1?", "cdokef"), ("ij2?", "a"), ("x?", "abcdefghij")] {
         let e = tok.encode(&conversation(prompt, answer), false).unwrap();
         let start = e.assistant.iter().position(|&a| a).unwrap();
-        assert_eq!(answer_start(&tok, prompt).unwrap(), start);
+        // The prompt's tokens with the assistant header (what PPO's rollouts start from).
+        assert_eq!(tok.encode(&conversation(prompt, "")[..1], true).unwrap().ids.len(), start);
         let head = head_only.scores(&[&e.ids], &[start], r.pad_token_id, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0];
         let n = e.ids.len();
         let x = Tensor::new(&e.ids[..n - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -325,10 +326,10 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     }
     // An answer holding special tokens is scored from its given start to its last `<|im_end|>`;
     // a row without an answer cannot be scored this way.
-    let with = RewardModel { gpt: head_only.gpt, head: head_only.head, likelihood: Likelihood::new(1.0, &tok).unwrap() };
+    let with = RewardModel { gpt: head_only.gpt, head: head_only.head, likelihood: Likelihood::new(1.0, tok.im_end) };
     let odd = tok.encode(&conversation("x?", "a<|im_start|>b<|im_end|>c"), false).unwrap();
     assert_eq!(odd.ids.iter().filter(|&&t| t == tok.im_start).count(), 3, "the special tokens are tokens");
-    let start = answer_start(&tok, "x?").unwrap();
+    let start = tok.encode(&conversation("x?", "")[..1], true).unwrap().ids.len();
     assert!(with.scores(&[&odd.ids], &[start], 0, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0].is_finite());
     let prompt_only = tok.encode(&conversation("x?", "a")[..1], true).unwrap().ids;
     let err = with.scores(&[&prompt_only], &[prompt_only.len()], 0, &mut Dropout::off()).err().unwrap().to_string();
