@@ -45,9 +45,15 @@ pub struct Grads(pub Vec<Vec<f32>>);
 impl Grads {
     /// The gradients of `vars` in `store` (zeros for a parameter the loss did not reach).
     pub fn collect(store: &GradStore, vars: &[(String, Var)]) -> Result<Grads> {
+        Self::collect_from(&[store], vars)
+    }
+
+    /// The gradients of `vars`, each from the first of `stores` that has it (zeros if none):
+    /// the backward passes of losses that share no parameter, together.
+    pub fn collect_from(stores: &[&GradStore], vars: &[(String, Var)]) -> Result<Grads> {
         let mut out = Vec::with_capacity(vars.len());
         for (_, v) in vars {
-            out.push(match store.get(v.as_tensor()) {
+            out.push(match stores.iter().find_map(|s| s.get(v.as_tensor())) {
                 Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
                 None => vec![0.0; v.elem_count()],
             });

@@ -90,7 +90,7 @@ use crate::model::sample::{self, Request, SampleOptions};
 use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
 use crate::ports;
 use crate::reward::{self, RewardModel};
-use crate::training::{self, EpochOrder, ParamGroup, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
+use crate::training::{self, EpochOrder, ParamGroup, StepOut, Trainer, loss_svg, training_params, write};
 use math::{KlControl, KlEstimator};
 
 pub struct Ppo;
@@ -542,15 +542,38 @@ impl Objective<'_> {
         let t0 = Instant::now();
         let answers: Vec<&[u32]> = sampled.iter().map(|s| s.tokens.as_slice()).collect();
         let finished: Vec<bool> = sampled.iter().map(|s| s.finished).collect();
-        let (mut ref_logp, mut old_values) = (Vec::new(), Vec::new());
-        for (chunk_p, chunk_a) in prompts.chunks(p.batch_size).zip(answers.chunks(p.batch_size)) {
-            let rows: Vec<(&[u32], &[u32])> = chunk_p.iter().zip(chunk_a).map(|(p, a)| (p.ids.as_slice(), *a)).collect();
-            let (x, at, targets) = layout(&rows, self.tok.end_of_text).map_err(err)?;
-            let logits = answer_logits(&self.reference, &x, &at, p.temperature).map_err(err)?;
-            ref_logp.extend(to_f64(&ops::token_log_probs(&logits, &targets).map_err(err)?)?);
-            old_values.extend(to_f64(&values(&self.critic, &x, &at).map_err(err)?)?);
-        }
-        let scores = self.scores(&prompts, &answers, &finished)?;
+        let layouts = prompts
+            .chunks(p.batch_size)
+            .zip(answers.chunks(p.batch_size))
+            .map(|(chunk_p, chunk_a)| {
+                let rows: Vec<(&[u32], &[u32])> = chunk_p.iter().zip(chunk_a).map(|(p, a)| (p.ids.as_slice(), *a)).collect();
+                layout(&rows, self.tok.end_of_text).map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Three models, no shared state: side by side.
+        let ((ref_logp, old_values), scores) = rayon::join(
+            || {
+                rayon::join(
+                    || -> Result<Vec<f64>, StageError> {
+                        let mut out = Vec::new();
+                        for (x, at, targets) in &layouts {
+                            let logits = answer_logits(&self.reference, x, at, p.temperature).map_err(err)?;
+                            out.extend(to_f64(&ops::token_log_probs(&logits, targets).map_err(err)?)?);
+                        }
+                        Ok(out)
+                    },
+                    || -> Result<Vec<f64>, StageError> {
+                        let mut out = Vec::new();
+                        for (x, at, _) in &layouts {
+                            out.extend(to_f64(&values(&self.critic, x, at).map_err(err)?)?);
+                        }
+                        Ok(out)
+                    },
+                )
+            },
+            || self.scores(&prompts, &answers, &finished),
+        );
+        let (ref_logp, old_values, scores) = (ref_logp?, old_values?, scores?);
         let scoring_s = t0.elapsed().as_secs_f64();
         let beta = self.kl.beta();
         let ref_logp = split(&ref_logp, &answers);
@@ -656,19 +679,40 @@ impl Objective<'_> {
         let n = targets.dim(0).map_err(err)?;
         let mask = Tensor::ones(n, DType::F32, &Device::Cpu).map_err(err)?;
 
-        let logits = answer_logits(&self.policy, &x, &at, p.temperature).map_err(err)?;
-        let logp = ops::token_log_probs(&logits, &targets).map_err(err)?;
-        let pg = math::policy_loss(&logp, &old_logp, &adv, &mask, p.clip).map_err(err)?;
-        let v = values(&self.critic, &x, &at).map_err(err)?;
-        let vf = math::value_loss(&v, &old_values, &returns, &mask, p.value_clip).map_err(err)?;
-        let entropy = math::entropy(&if p.entropy_coef > 0.0 { logits } else { logits.detach() }).map_err(err)?.mean_all().map_err(err)?;
-        let mut loss = (&pg.loss + (&vf.loss * p.vf_coef).map_err(err)?).map_err(err)?;
-        if p.entropy_coef > 0.0 {
-            loss = (loss - (&entropy * p.entropy_coef).map_err(err)?).map_err(err)?;
+        // The policy's and the critic's losses share no parameter: each is built and
+        // differentiated on its own, side by side on two workers (the same bits as one backward
+        // of their sum: each graph's nodes are visited in the same order).
+        let (policy, critic) = rayon::join(
+            || -> Result<_, StageError> {
+                let logits = answer_logits(&self.policy, &x, &at, p.temperature).map_err(err)?;
+                let logp = ops::token_log_probs(&logits, &targets).map_err(err)?;
+                let pg = math::policy_loss(&logp, &old_logp, &adv, &mask, p.clip).map_err(err)?;
+                let entropy = math::entropy(&if p.entropy_coef > 0.0 { logits } else { logits.detach() }).map_err(err)?.mean_all().map_err(err)?;
+                let bonus = (p.entropy_coef > 0.0).then(|| &entropy * p.entropy_coef).transpose().map_err(err)?;
+                let grads = match &bonus {
+                    Some(b) => (&pg.loss - b).and_then(|l| l.backward()),
+                    None => pg.loss.backward(),
+                }
+                .map_err(err)?;
+                Ok((pg, entropy, bonus, grads))
+            },
+            || -> Result<_, StageError> {
+                let v = values(&self.critic, &x, &at).map_err(err)?;
+                let vf = math::value_loss(&v, &old_values, &returns, &mask, p.value_clip).map_err(err)?;
+                let weighted = (&vf.loss * p.vf_coef).map_err(err)?;
+                let grads = weighted.backward().map_err(err)?;
+                Ok((vf, weighted, grads))
+            },
+        );
+        let ((pg, entropy, bonus, policy_grads), (vf, weighted, critic_grads)) = (policy?, critic?);
+        let mut loss = (&pg.loss + &weighted).map_err(err)?;
+        if let Some(b) = &bonus {
+            loss = (loss - b).map_err(err)?;
         }
         let scalar = |t: &Tensor| t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(err);
         let (pg_loss, vf_loss, ent) = (scalar(&pg.loss)?, scalar(&vf.loss)?, scalar(&entropy)?);
-        let (total, grads) = gradients_of(&loss, vars)?;
+        let total = f64::from(loss.to_scalar::<f32>().map_err(err)?);
+        let grads = crate::model::optim::Grads::collect_from(&[&policy_grads, &critic_grads], vars).map_err(err)?;
         Ok((total, grads, n, [pg.approx_kl, pg.clip_frac, pg_loss, vf_loss, vf.clip_frac, ent, pg.ratio]))
     }
 

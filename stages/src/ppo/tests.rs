@@ -49,6 +49,26 @@ impl Bench {
         spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A reward model in `rm/`: the SFT model's backbone, the score head `score(n_embd)`,
+    /// the likelihood term at `likelihood`.
+    fn reward_model(&self, score: impl Fn(usize) -> Tensor, likelihood: f64) {
+        let sft = export::load(&self.dir.path().join("sft"), DType::F32).unwrap();
+        let mut params = sft.params.snapshot();
+        params.push((format!("{}.weight", export::SCORE), score(sft.config.n_embd)));
+        let rm = self.dir.path().join("rm");
+        std::fs::create_dir_all(&rm).unwrap();
+        let tok = ChatTokenizer::from_file(&self.dir.path().join("tokenizer.json"), sft.config.vocab_size).unwrap();
+        export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end), likelihood).unwrap();
+    }
+
+    /// A pipeline whose `ppo` stage scores with the reward model in `rm/`; `with` is its params.
+    fn pipeline_with_rm(&self, with: &str) -> spec::Pipeline {
+        let src = format!(
+            "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ {with} }}\n"
+        );
+        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
         test_support::run(self.dir.path(), p, on_event)
     }
@@ -137,6 +157,25 @@ fn a_stopped_run_resumes_to_the_same_bytes() {
     assert!(betas.windows(2).any(|w| w[0] != w[1]), "{betas:?}");
 }
 
+/// The reference, the critic and the reward model score side by side, and the policy's and
+/// the critic's losses are differentiated side by side: one thread or two, the same bytes.
+#[test]
+fn one_thread_or_two_give_the_same_bytes() {
+    let run = |threads: usize| {
+        let b = Bench::new();
+        b.reward_model(|n| Tensor::arange(0u32, n as u32, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().affine(0.01, -0.1).unwrap().reshape((1, n)).unwrap(), 0.5);
+        let p = b.pipeline_with_rm(&format!("threads: {threads}, {}, steps: 8, eval_every: 0", TOY.replace("reward_contains: a, ", "")));
+        let (summary, _) = b.run(&p, quiet);
+        assert!(summary.ok(), "{:?}", summary.failed);
+        let out = test_support::output(b.dir.path(), &p, "ppo");
+        ["model.safetensors", "metrics.jsonl", "ppo.json"].map(|f| std::fs::read(out.join(f)).unwrap())
+    };
+    let (one, two) = (run(1), run(2));
+    for (f, (a, b)) in ["model.safetensors", "metrics.jsonl", "ppo.json"].iter().zip(one.iter().zip(&two)) {
+        assert!(a == b, "{f} differs between 1 and 2 threads");
+    }
+}
+
 /// A KL blow-up stops the stage, naming the iteration and what to change.
 #[test]
 fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
@@ -154,18 +193,8 @@ fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
 #[test]
 fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
     let b = Bench::new();
-    let sft = export::load(&b.dir.path().join("sft"), DType::F32).unwrap();
-    let mut params = sft.params.snapshot();
-    params.push((format!("{}.weight", export::SCORE), Tensor::full(f32::NAN, (1, sft.config.n_embd), &Device::Cpu).unwrap()));
-    let rm = b.dir.path().join("rm");
-    std::fs::create_dir_all(&rm).unwrap();
-    let tok = ChatTokenizer::from_file(&b.dir.path().join("tokenizer.json"), sft.config.vocab_size).unwrap();
-    export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end), 0.0).unwrap();
-    let with = TOY.replace("reward_contains: a, ", "");
-    let src = format!(
-        "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ threads: 1, {with}, steps: 8, eval_every: 0 }}\n"
-    );
-    let p = spec::load_str(&b.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"));
+    b.reward_model(|n| Tensor::full(f32::NAN, (1, n), &Device::Cpu).unwrap(), 0.0);
+    let p = b.pipeline_with_rm(&format!("threads: 1, {}, steps: 8, eval_every: 0", TOY.replace("reward_contains: a, ", "")));
     let (summary, _) = b.run(&p, quiet);
     assert!(!summary.ok());
     let err = &summary.failed[0].1;
