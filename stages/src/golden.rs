@@ -24,7 +24,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ("cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }", 3, "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467"),
     ("ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }", 1, "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef"),
     ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }", 4, "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a"),
-    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 3, "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b"),
+    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 4, "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b"),
     ("eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }", 4, "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d"),
 ];
 

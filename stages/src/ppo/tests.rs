@@ -252,3 +252,19 @@ fn plain_ops_are_in_the_key() {
     assert!(with_plain_ops(false, Ppo::settings).is_empty(), "keys stay as they were when it is not set");
     assert_eq!(with_plain_ops(true, Ppo::settings), [("HONE_PLAIN_OPS", "1".to_string())]);
 }
+
+/// Rows sorted by length, cut where the padded positions are fewest, never into more runs
+/// than asked or than help.
+#[test]
+fn length_groups_by_hand() {
+    // Sorted 5, 6, 7, 20, 21: one run pads to 21 (105 positions); cut after 7: 3·7 + 2·21 = 63.
+    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 2), (vec![0, 2, 4, 1, 3], vec![3, 5]));
+    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 1), (vec![0, 2, 4, 1, 3], vec![5]));
+    // Three runs: 2·6 + 1·7 + 2·21 = 61 (or 5 + 2·7 + 2·21 = 61: the first found).
+    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 3).1.len(), 3);
+    // Equal lengths: a cut saves nothing, so one run.
+    assert_eq!(length_groups(&[4, 4, 4], 2), (vec![0, 1, 2], vec![3]));
+    // Stable: equal lengths keep their order; one row is one run.
+    assert_eq!(length_groups(&[9, 3, 9, 3], 2), (vec![1, 3, 0, 2], vec![2, 4]));
+    assert_eq!(length_groups(&[7], 2), (vec![0], vec![1]));
+}
