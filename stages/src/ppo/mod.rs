@@ -35,7 +35,9 @@
 //! 4. *Update*: `epochs` passes over the answers in seeded minibatches of `batch_size`: the
 //!    clipped surrogate (`clip`), `vf_coef` × the clipped value loss (`value_clip`), minus
 //!    `entropy_coef` × the entropy; the shared trainer clips the gradient norm (`grad_clip`)
-//!    and steps AdamW (policy group `lr`, critic group `value_lr`).
+//!    and steps AdamW (policy group `lr`, critic group `value_lr`). A minibatch is computed
+//!    in two runs of rows sorted by length, each padded to its own longest ([`length_groups`]),
+//!    and the policy's and the critic's losses are differentiated side by side.
 //! 5. *β*: fixed (`kl_coef`), or adapted toward `kl_target` nats per answer over `kl_horizon`
 //!    answers (Ziegler et al.).
 //!
