@@ -256,6 +256,7 @@ impl Stage for Ppo {
     type Params = Params;
     const KIND: &'static str = "ppo";
     /// 2: rollouts from the decoder's fused multiply-adds. 3: the chat template's content prefix.
+    /// 4: update minibatches in runs of rows sorted by length; the rollout scored shortest first.
     const VERSION: u32 = 4;
     const ABOUT: &'static str = "optimise a chat model against a reward model with PPO (KL penalty to the frozen SFT model, GAE, clipped losses)";
     const INPUTS: Inputs = Inputs::Fixed(&[
@@ -436,7 +437,7 @@ fn length_groups(lens: &[usize], max_groups: usize) -> (Vec<usize>, Vec<usize>) 
         }
     }
     // The fewest runs that reach the least cost (fewer, larger products run faster).
-    let Some(g) = (0..groups).min_by_key(|&g| best[g][n]) else { return (order, vec![n]) };
+    let g = (0..groups).min_by_key(|&g| best[g][n]).unwrap_or(0);
     let (mut ends, mut j) = (vec![n], n);
     for g in (1..=g).rev() {
         j = from[g][j];
@@ -574,8 +575,9 @@ impl Objective<'_> {
         let t0 = Instant::now();
         let answers: Vec<&[u32]> = sampled.iter().map(|s| s.tokens.as_slice()).collect();
         let finished: Vec<bool> = sampled.iter().map(|s| s.finished).collect();
-        // Scored shortest first, in chunks of `batch_size`, so that each chunk pads little (a
-        // row's scores do not depend on the rows beside it), then put back in rollout order.
+        // Scored shortest first, in chunks of `batch_size`, so that each chunk pads little,
+        // then put back in rollout order (the rows beside a row move its scores' last bits
+        // only; the order is a function of the rollout, so the bits are reproducible).
         let mut order: Vec<usize> = (0..answers.len()).collect();
         order.sort_by_key(|&i| prompts[i].ids.len() + answers[i].len());
         let chunks: Vec<Vec<(usize, usize)>> = order.chunks(p.batch_size).map(|c| c.iter().map(|&i| (i, answers[i].len())).collect()).collect();
