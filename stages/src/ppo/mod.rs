@@ -461,6 +461,28 @@ fn values(critic: &RewardModel, x: &Tensor, at: &Tensor) -> candle_core::Result<
     v.flatten_all()?.index_select(at, 0)
 }
 
+/// Splits a flat per-token vector into one vector per answer.
+fn split(flat: &[f64], answers: &[&[u32]]) -> Vec<Vec<f64>> {
+    let mut at = 0;
+    answers
+        .iter()
+        .map(|a| {
+            let v = flat[at..at + a.len()].to_vec();
+            at += a.len();
+            v
+        })
+        .collect()
+}
+
+/// Items taken in `order` (item `k` is the one at `order[k]`) put back in their places.
+fn unpermute<T: Default>(order: &[usize], taken: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = std::iter::repeat_with(T::default).take(taken.len()).collect();
+    for (&i, v) in order.iter().zip(taken) {
+        out[i] = v;
+    }
+    out
+}
+
 fn to_f64(t: &Tensor) -> Result<Vec<f64>, StageError> {
     t.to_dtype(DType::F64).and_then(|t| t.to_vec1::<f64>()).map_err(err)
 }
@@ -580,58 +602,35 @@ impl Objective<'_> {
         // only; the order is a function of the rollout, so the bits are reproducible).
         let mut order: Vec<usize> = (0..answers.len()).collect();
         order.sort_by_key(|&i| prompts[i].ids.len() + answers[i].len());
-        let chunks: Vec<Vec<(usize, usize)>> = order.chunks(p.batch_size).map(|c| c.iter().map(|&i| (i, answers[i].len())).collect()).collect();
-        let layouts = chunks
-            .iter()
-            .map(|c| {
-                let rows: Vec<(&[u32], &[u32])> = c.iter().map(|&(i, _)| (prompts[i].ids.as_slice(), answers[i])).collect();
+        let by_len: Vec<&Prompt> = order.iter().map(|&i| prompts[i]).collect();
+        let answers_by_len: Vec<&[u32]> = order.iter().map(|&i| answers[i]).collect();
+        let finished_by_len: Vec<bool> = order.iter().map(|&i| finished[i]).collect();
+        let layouts = by_len
+            .chunks(p.batch_size)
+            .zip(answers_by_len.chunks(p.batch_size))
+            .map(|(chunk_p, chunk_a)| {
+                let rows: Vec<(&[u32], &[u32])> = chunk_p.iter().zip(chunk_a).map(|(p, a)| (p.ids.as_slice(), *a)).collect();
                 layout(&rows, self.tok.end_of_text).map_err(err)
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Three models, no shared state: side by side.
+        let per_token = |f: &(dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync)| -> Result<Vec<Vec<f64>>, StageError> {
+            let mut flat = Vec::new();
+            for (x, at, targets) in &layouts {
+                flat.extend(to_f64(&f(x, at, targets).map_err(err)?)?);
+            }
+            Ok(split(&flat, &answers_by_len))
+        };
         let ((ref_logp, old_values), scores) = rayon::join(
             || {
                 rayon::join(
-                    || -> Result<Vec<f64>, StageError> {
-                        let mut out = Vec::new();
-                        for (x, at, targets) in &layouts {
-                            let logits = answer_logits(&self.reference, x, at, p.temperature).map_err(err)?;
-                            out.extend(to_f64(&ops::token_log_probs(&logits, targets).map_err(err)?)?);
-                        }
-                        Ok(out)
-                    },
-                    || -> Result<Vec<f64>, StageError> {
-                        let mut out = Vec::new();
-                        for (x, at, _) in &layouts {
-                            out.extend(to_f64(&values(&self.critic, x, at).map_err(err)?)?);
-                        }
-                        Ok(out)
-                    },
+                    || per_token(&|x, at, targets| ops::token_log_probs(&answer_logits(&self.reference, x, at, p.temperature)?, targets)),
+                    || per_token(&|x, at, _| values(&self.critic, x, at)),
                 )
             },
-            || {
-                let pr: Vec<&Prompt> = order.iter().map(|&i| prompts[i]).collect();
-                let a: Vec<&[u32]> = order.iter().map(|&i| answers[i]).collect();
-                let f: Vec<bool> = order.iter().map(|&i| finished[i]).collect();
-                self.scores(&pr, &a, &f)
-            },
+            || self.scores(&by_len, &answers_by_len, &finished_by_len),
         );
-        let (ref_logp, old_values, sorted_scores) = (ref_logp?, old_values?, scores?);
-        // Back to rollout order.
-        let unsort = |flat: &[f64]| -> Vec<Vec<f64>> {
-            let mut out = vec![Vec::new(); answers.len()];
-            let mut at = 0;
-            for &(i, n) in chunks.iter().flatten() {
-                out[i] = flat[at..at + n].to_vec();
-                at += n;
-            }
-            out
-        };
-        let (ref_logp, old_values) = (unsort(&ref_logp), unsort(&old_values));
-        let mut scores = vec![0.0; answers.len()];
-        for (&i, s) in order.iter().zip(sorted_scores) {
-            scores[i] = s;
-        }
+        let (ref_logp, old_values, scores) = (unpermute(&order, ref_logp?), unpermute(&order, old_values?), unpermute(&order, scores?));
         let scoring_s = t0.elapsed().as_secs_f64();
         let beta = self.kl.beta();
         let old_logp: Vec<Vec<f64>> = sampled.iter().map(|s| s.logprobs.iter().map(|&l| f64::from(l)).collect()).collect();

@@ -268,3 +268,11 @@ fn length_groups_by_hand() {
     assert_eq!(length_groups(&[9, 3, 9, 3], 2), (vec![1, 3, 0, 2], vec![2, 4]));
     assert_eq!(length_groups(&[7], 2), (vec![0], vec![1]));
 }
+
+/// What the rollout's scoring takes shortest first goes back to rollout order.
+#[test]
+fn unpermute_puts_items_back() {
+    let order = [2, 0, 3, 1];
+    let taken: Vec<char> = order.iter().map(|&i| "abcd".as_bytes()[i] as char).collect();
+    assert_eq!(unpermute(&order, taken), vec!['a', 'b', 'c', 'd']);
+}

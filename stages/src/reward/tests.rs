@@ -334,4 +334,7 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     let prompt_only = tok.encode(&conversation("x?", "a")[..1], true).unwrap().ids;
     let err = with.scores(&[&prompt_only], &[prompt_only.len()], 0, &mut Dropout::off()).err().unwrap().to_string();
     assert!(err.contains("no assistant answer closed by `<|im_end|>`"), "{err}");
+    // One answer start per row.
+    let err = with.scores(&[&odd.ids, &odd.ids], &[start], 0, &mut Dropout::off()).err().unwrap().to_string();
+    assert!(err.contains("1 answer starts for 2 rows"), "{err}");
 }
