@@ -182,7 +182,29 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
         }
         return Ok(EXIT_AWAITING);
     }
+    if !json {
+        print_summaries(&p, &ws, summary.ran.iter().chain(&summary.cached), args.pipeline.as_deref());
+    }
     Ok(if summary.ok() { 0 } else { EXIT_FAILED })
+}
+
+/// After a run, what the run's stages have to show a person (an evaluation's table, see
+/// `Stage::summary`), and the command that writes the whole report.
+fn print_summaries<'a>(p: &Pipeline, ws: &Workspace, stages: impl Iterator<Item = &'a String>, file: Option<&Path>) {
+    let mut shown = false;
+    for id in stages {
+        let Some(spec) = p.index_of(id).map(|i| &p.stages[i]) else { continue };
+        let Some(state) = ws.store.state(&p.name, id) else { continue };
+        if let Some(text) = spec.kind.summary(&spec.params, &ws.store.object_path(&state.artifact)) {
+            println!("\n{id}: {}", text.trim_end());
+            shown = true;
+        }
+    }
+    if shown {
+        let file = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
+        let page = hone_stages::report::default_path(ws, &p.name);
+        println!("\nThe whole report (curves, filters, answers): `hone report{file}` writes {}; open it in a browser.", page.display());
+    }
 }
 
 /// A flag set by the first Ctrl-C (stages stop at their next check); a second one exits.

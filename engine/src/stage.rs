@@ -214,6 +214,12 @@ pub trait Stage: Send + Sync + 'static {
     }
 
     fn run(params: &Self::Params, cx: &RunCx) -> Result<(), StageError>;
+
+    /// A few lines for a person at the end of `hone run` (an evaluation's table), read from
+    /// the stage's finished output directory `out`. None (the default): nothing to show.
+    fn summary(_params: &Self::Params, _out: &Path) -> Option<String> {
+        None
+    }
 }
 
 /// Validated params: the typed value for `run`, and the canonical JSON that enters the key.
@@ -252,6 +258,8 @@ pub trait DynStage: Send + Sync {
     fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
     fn resources(&self, params: &Params) -> Resources;
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError>;
+    /// See [`Stage::summary`].
+    fn summary(&self, params: &Params, out: &Path) -> Option<String>;
 }
 
 impl<S: Stage> DynStage for S {
@@ -302,6 +310,9 @@ impl<S: Stage> DynStage for S {
     }
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError> {
         S::run(typed::<S>(params), cx)
+    }
+    fn summary(&self, params: &Params, out: &Path) -> Option<String> {
+        S::summary(typed::<S>(params), out)
     }
 }
 

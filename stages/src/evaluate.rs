@@ -164,6 +164,11 @@ impl Stage for Evaluate {
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         crate::training::on_threads(p.threads, || evaluate(p, cx))
     }
+
+    fn summary(_p: &Params, out: &Path) -> Option<String> {
+        let r = Report::read(out)?;
+        Some(format!("{} held-out prompts:\n{}", r.prompts, r.table()))
+    }
 }
 
 fn options(p: &Params, seed: u64) -> SampleOptions {

@@ -1,8 +1,8 @@
 //! Pipelines through a real Slurm (`tests/slurm/start.sh` starts a single-node one; `.ci/run`
-//! does, and sets `HONE_REQUIRE_SLURM=1` so that there they must run). On a machine without
-//! Slurm installed (no `sinfo`) they are skipped with a note, so the README's test command needs
-//! no cluster; with Slurm installed but not answering, or with `HONE_REQUIRE_SLURM=1`, they fail
-//! and say how to start it. `HONE_SKIP_SLURM=1` skips them anyway.
+//! does, and sets `HONE_REQUIRE_SLURM=1` so that there they must run). On a machine where no
+//! Slurm answers they are skipped with a loud note saying how to start one, so the README's
+//! test command needs no cluster; with `HONE_REQUIRE_SLURM=1` they fail instead.
+//! `HONE_SKIP_SLURM=1` skips them anyway.
 //!
 //! The tests at the end run everywhere, against a stand-in for Slurm's commands ([`FakeSlurm`]).
 
@@ -12,11 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Out, Ws};
-
-fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| v != "0" && !v.is_empty())
-}
+use crate::support::{Out, Ws, env_flag, system_part};
 
 /// Whether to run (see the module doc).
 fn slurm() -> bool {
@@ -24,14 +20,9 @@ fn slurm() -> bool {
         eprintln!("skipped: HONE_SKIP_SLURM is set");
         return false;
     }
-    let answer = Command::new("sinfo").arg("-h").output();
-    if answer.is_err() && !env_flag("HONE_REQUIRE_SLURM") {
-        eprintln!("skipped: Slurm is not installed here (`sudo tests/slurm/start.sh` installs and starts it)");
-        return false;
-    }
-    let ok = answer.is_ok_and(|o| o.status.success());
-    assert!(ok, "Slurm is not running here: start it with `sudo tests/slurm/start.sh`, or set HONE_SKIP_SLURM=1 to skip these tests");
-    true
+    let answers = Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
+    let how = "`sudo bash tests/slurm/start.sh` installs (Debian's slurm-wlm) and starts a single-node Slurm";
+    system_part("Slurm", answers, how, "HONE_REQUIRE_SLURM")
 }
 
 /// `hone ARGS` with a fast poll of squeue.

@@ -133,3 +133,25 @@ pub fn ids(v: &[&str]) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Whether a test that needs a system part outside Rust (Chromium, Slurm) can run. When
+/// `available` is false it is skipped with a loud note on the terminal (written past the test
+/// harness's capture, so `cargo test` shows it) saying how to get the part; with `require`
+/// set in the environment (`.ci/run` sets it) it fails instead.
+pub fn system_part(part: &str, available: bool, how: &str, require: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(!env_flag(require), "{part} is not available here, and {require} is set: {how}");
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let note = format!("\nSKIPPED {test}: {part} is not available here. To run it: {how}. ({require}=1 makes this a failure.)\n");
+    // Not eprintln!: the harness captures that and shows it only for failing tests.
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(note.as_bytes());
+    false
+}
+
+/// An environment variable set to anything but empty or `0`.
+pub fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v != "0" && !v.is_empty())
+}

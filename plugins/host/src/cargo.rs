@@ -29,17 +29,65 @@ pub struct BuiltPlugin {
 /// Build the plugin crate in `dir` and return its component. With `workspace`, build every
 /// member of the workspace whose root is `dir` and return all their components. `target_dir`
 /// overrides cargo's target directory (default: the crate's workspace's `target/`).
+///
+/// When the toolchain lacks the `wasm32-wasip2` target, it is installed with `rustup target
+/// add` (as rustup would for a `rust-toolchain.toml` that names it) and the build is retried
+/// once; without rustup the error says how to install it.
 pub fn build_crate(dir: &Path, workspace: bool, target_dir: Option<&Path>) -> Result<Vec<BuiltPlugin>, PluginError> {
     let manifest = dir.join("Cargo.toml");
     let fail = |message: String| PluginError::Build { dir: dir.to_path_buf(), message };
     if !manifest.is_file() {
         return Err(fail(format!("no `{}`", manifest.display())));
     }
+    match cargo_build(&manifest, workspace, target_dir) {
+        Err(Build::NoTarget(stderr)) => {
+            add_target(dir).map_err(|e| fail(format!("{stderr}\n  = help: the `{TARGET}` target is not installed, and {e}: install it with `rustup target add {TARGET}`")))?;
+            cargo_build(&manifest, workspace, target_dir).map_err(|e| fail(e.message()))
+        }
+        built => built.map_err(|e| fail(e.message())),
+    }
+}
+
+/// Why a `cargo build` failed.
+enum Build {
+    /// The target's standard library is missing (`rustup target add` fixes it).
+    NoTarget(String),
+    Failed(String),
+}
+
+impl Build {
+    fn message(self) -> String {
+        match self {
+            Build::NoTarget(m) => format!("{m}\n  = help: install the target: `rustup target add {TARGET}`"),
+            Build::Failed(m) => m,
+        }
+    }
+}
+
+/// `rustup target add wasm32-wasip2`, run in `dir` so that a `rust-toolchain.toml` there picks
+/// the toolchain. One install at a time in this process (plugins build in parallel).
+fn add_target(dir: &Path) -> Result<(), String> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    tracing::info!(target: "hone::plugin", "installing the `{TARGET}` target that WASM plugins build for: `rustup target add {TARGET}`");
+    let out = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("rustup could not be run ({e})"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {TARGET}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn cargo_build(manifest: &Path, workspace: bool, target_dir: Option<&Path>) -> Result<Vec<BuiltPlugin>, Build> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
-        .arg(&manifest);
+        .arg(manifest);
     if workspace {
         cmd.arg("--workspace");
     }
@@ -51,7 +99,7 @@ pub fn build_crate(dir: &Path, workspace: bool, target_dir: Option<&Path>) -> Re
         cmd.arg("--config").arg(format!("build.rustflags=[{}]", toml_string(&flag)));
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run cargo: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| Build::Failed(format!("cannot run cargo: {e}")))?;
 
     // Drain stderr on a thread so neither pipe can fill up and stall cargo.
     let stderr = child.stderr.take().expect("piped");
@@ -71,18 +119,15 @@ pub fn build_crate(dir: &Path, workspace: bool, target_dir: Option<&Path>) -> Re
             built.push(b);
         }
     }
-    let status = child.wait().map_err(|e| fail(format!("cargo did not finish: {e}")))?;
+    let status = child.wait().map_err(|e| Build::Failed(format!("cargo did not finish: {e}")))?;
     let stderr = errors.join().unwrap_or_default();
     if !status.success() {
-        let hint = if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`") {
-            "\n  = help: install the target: `rustup target add wasm32-wasip2`"
-        } else {
-            ""
-        };
-        return Err(fail(format!("cargo exited with {status}:\n{stderr}{hint}")));
+        let message = format!("cargo exited with {status}:\n{stderr}");
+        let no_target = stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`");
+        return Err(if no_target { Build::NoTarget(message) } else { Build::Failed(message) });
     }
     if built.is_empty() {
-        return Err(fail("the build produced no `.wasm`: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`".into()));
+        return Err(Build::Failed("the build produced no `.wasm`: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`".into()));
     }
     Ok(built)
 }

@@ -86,6 +86,27 @@ impl EvalReport {
     pub fn read(dir: &Path) -> Option<EvalReport> {
         serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT)).ok()?).ok()
     }
+
+    /// The comparison as a plain-text table for a terminal, one row per model: answer
+    /// accuracy, mean reward (`-` without a reward model) and mean response length.
+    pub fn table(&self) -> String {
+        let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
+        let mut rows = vec![["model".to_string(), "answer accuracy".into(), "mean reward".into(), "mean length".into()]];
+        for m in &self.models {
+            let reward = m.mean_reward.map_or("-".to_string(), |r| format!("{r:.3}"));
+            rows.push([m.name.clone(), pct(m.accuracy), reward, format!("{:.1}", m.mean_length)]);
+        }
+        let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+        let widths = [width(0), width(1), width(2), width(3)];
+        let mut out = String::new();
+        for r in &rows {
+            // The model's name to the left, the figures to the right.
+            let line = format!("{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]);
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// The lines of `answers.jsonl` in `dir` that read as answers (none when it is missing).
@@ -98,6 +119,38 @@ pub fn read_answers(dir: &Path) -> Vec<Answer> {
 mod tests {
     use super::*;
     use crate::evaluate::{ModelScore, Report, Shot};
+
+    /// The terminal table: a header and one aligned row per model; a missing reward is `-`.
+    #[test]
+    fn table_lines_up_one_row_per_model() {
+        let row = |name: &str, accuracy: Option<f64>, reward: Option<f64>, len: f64| ModelScore {
+            name: name.into(),
+            format: "chat".into(),
+            shots: 0,
+            fewer_shots: 0,
+            prompts: 10,
+            graded: 10,
+            correct: 0,
+            accuracy,
+            mean_length: len,
+            mean_reward: reward,
+            unscored: 0,
+        };
+        let r = Report {
+            prompts: 10,
+            max_new_tokens: 32,
+            temperature: 0.0,
+            models: vec![row("base", Some(0.1), None, 9.4), row("sft", Some(0.681), Some(-1.5), 12.0), row("ppo", None, Some(0.25), 10.0)],
+            few_shot_examples: Vec::new(),
+        };
+        assert_eq!(
+            r.table(),
+            "model  answer accuracy  mean reward  mean length\n\
+             base             10.0%            -          9.4\n\
+             sft              68.1%       -1.500         12.0\n\
+             ppo                n/a        0.250         10.0\n"
+        );
+    }
 
     /// What `evaluate` writes reads back field for field, optional fields absent or not.
     #[test]
