@@ -54,29 +54,59 @@ pub struct ExecArgs {
 }
 
 /// Run the pipeline with the executor the flags or the pipeline ask for.
-pub fn run_pipeline(ws: &Workspace, p: &Pipeline, opts: &RunOptions, ex: &ExecArgs, sink: &dyn EventSink, cancel: &AtomicBool) -> Result<RunSummary, Fatal> {
+pub fn run_pipeline(
+    ws: &Workspace,
+    p: &Pipeline,
+    opts: &RunOptions,
+    ex: &ExecArgs,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<RunSummary, Fatal> {
     let kind = ex.executor.unwrap_or(p.executor.kind);
     if kind == ExecutorKind::Local {
         if ex.detach {
-            return Err(Fatal { message: "error: --detach needs a cluster executor\n   = help: add `--executor slurm`".into(), code: 2 });
+            return Err(Fatal {
+                message:
+                    "error: --detach needs a cluster executor\n   = help: add `--executor slurm`"
+                        .into(),
+                code: 2,
+            });
         }
         return std::thread::scope(|scope| {
             let local = exec::local::Local::new(scope, ws, sink, cancel, opts.jobs);
-            Ok(exec::run_with(ws, p, opts, sink, cancel, &mut WarnsOfSlurmJobs { ex: local, ws, p, asked: false })?)
+            Ok(exec::run_with(
+                ws,
+                p,
+                opts,
+                sink,
+                cancel,
+                &mut WarnsOfSlurmJobs { ex: local, ws, p, asked: false },
+            )?)
         });
     }
     let hone = match std::env::var_os("HONE_SLURM_BIN") {
         Some(b) => PathBuf::from(b),
-        None => std::env::current_exe().map_err(|e| Fatal::workspace(format!("cannot find the hone binary to submit: {e}")))?,
+        None => std::env::current_exe()
+            .map_err(|e| Fatal::workspace(format!("cannot find the hone binary to submit: {e}")))?,
     };
-    let poll_ms = std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let sopts = SlurmOptions { spec: p.executor.clone(), hone, poll: Duration::from_millis(poll_ms), detach: ex.detach };
+    let poll_ms =
+        std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let sopts = SlurmOptions {
+        spec: p.executor.clone(),
+        hone,
+        poll: Duration::from_millis(poll_ms),
+        detach: ex.detach,
+    };
     let ask = |n: usize| ask_to_cancel(n);
     let mut slurm = Slurm::new(ws, &p.name, sopts, sink, cancel, &ask);
     let summary = exec::run_with(ws, p, opts, sink, cancel, &mut slurm)?;
     if !summary.detached.is_empty() {
         let ids: Vec<&str> = summary.detached.iter().map(|(_, j)| j.as_str()).collect();
-        eprintln!("hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them", ids.len(), ids.join(","));
+        eprintln!(
+            "hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them",
+            ids.len(),
+            ids.join(",")
+        );
     }
     Ok(summary)
 }
@@ -118,7 +148,8 @@ fn warn_of_jobs_in_flight(ws: &Workspace, p: &Pipeline) {
     if jobs.is_empty() {
         return;
     }
-    let list: Vec<String> = jobs.values().map(|j| format!("`{}` (job {})", j.stage, j.job)).collect();
+    let list: Vec<String> =
+        jobs.values().map(|j| format!("`{}` (job {})", j.stage, j.job)).collect();
     eprintln!(
         "hone: warning: Slurm jobs of an earlier submission are still computing {}; this local run computes what it needs of them again\n   = help: `hone run --executor slurm` follows those jobs instead of running them again; `hone status` shows them",
         list.join(", ")
@@ -156,7 +187,9 @@ struct JobRow<'a> {
 
 /// `hone status`: the jobs of the workspace's latest Slurm submission, and how each stands.
 pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
-    let Some((dir, sub)) = slurm::submissions(ws).into_iter().rev().find(|(_, s)| s.pipeline == p.name) else {
+    let Some((dir, sub)) =
+        slurm::submissions(ws).into_iter().rev().find(|(_, s)| s.pipeline == p.name)
+    else {
         return Err(Fatal::workspace(format!(
             "no Slurm submission of `{}` in `{}`\n   = help: `hone run --executor slurm` submits one",
             p.name,
@@ -169,17 +202,32 @@ pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
         .jobs
         .iter()
         .map(|j| {
-            let done = std::fs::read(&j.result).ok().and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
+            let done = std::fs::read(&j.result)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<JobResult>(&b).ok());
             let (state, reason) = match (states.get(&j.job), &done) {
                 (Some((s, r)), _) => (s.clone(), r.clone()),
                 (None, Some(_)) => ("COMPLETED".to_string(), String::new()),
-                (None, None) => ("UNKNOWN".to_string(), "Slurm no longer knows this job; see its log".to_string()),
+                (None, None) => (
+                    "UNKNOWN".to_string(),
+                    "Slurm no longer knows this job; see its log".to_string(),
+                ),
             };
-            JobRow { stage: &j.stage, job: &j.job, state, reason, log: &j.log, artifact: done.map(|r| r.artifact) }
+            JobRow {
+                stage: &j.stage,
+                job: &j.job,
+                state,
+                reason,
+                log: &j.log,
+                artifact: done.map(|r| r.artifact),
+            }
         })
         .collect();
     if json {
-        println!("{}", serde_json::json!({ "submission": dir, "pipeline": sub.pipeline, "jobs": rows }));
+        println!(
+            "{}",
+            serde_json::json!({ "submission": dir, "pipeline": sub.pipeline, "jobs": rows })
+        );
         return Ok(0);
     }
     println!("submission {} ({} job(s))", dir.display(), rows.len());
@@ -187,7 +235,10 @@ pub fn status(ws: &Workspace, p: &Pipeline, json: bool) -> Result<u8, Fatal> {
         let reason = if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) };
         let artifact = r.artifact.map(|a| format!("  [{}]", a.short())).unwrap_or_default();
         println!("  {:<10} {:<20} job {}{reason}{artifact}", r.state, r.stage, r.job);
-        if matches!(r.state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "UNKNOWN") {
+        if matches!(
+            r.state.as_str(),
+            "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "UNKNOWN"
+        ) {
             println!("             log: {}", r.log.display());
         }
     }

@@ -8,12 +8,15 @@ use hone_engine::exec::{self, RunOptions};
 use hone_engine::plan::{self, Action, Selection};
 use hone_engine::spec::{self, LoadError, Pipeline};
 
+use hone_engine::stage::Inputs;
 use hone_engine::workspace::Workspace;
 use hone_engine::{EngineError, digest};
-use hone_engine::stage::Inputs;
 
 use crate::report::{HumanReporter, JsonReporter};
-use crate::{CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp, ScoreArgs};
+use crate::{
+    CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp,
+    ScoreArgs,
+};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -49,22 +52,27 @@ impl From<hone_engine::store::StoreError> for Fatal {
 
 pub fn init_tracing() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HONE_LOG").unwrap_or_else(|_| "warn".into());
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
-    tracing_subscriber::registry()
-        .with(hone_engine::logging::StageLogLayer)
-        .with(stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HONE_LOG").unwrap_or_else(|_| "warn".into());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(hone_engine::logging::StageLogLayer).with(stderr).init();
 }
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, sel, jobs, no_wait, json, ex } => run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json, &ex),
+        Cmd::Run { p, sel, jobs, no_wait, json, ex } => {
+            run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json, &ex)
+        }
         Cmd::Status { p, json } => {
             let (p, ws) = load(&p)?;
             crate::cluster::status(&ws, &p, json)
         }
-        Cmd::Plan { p, sel, json } => plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json),
+        Cmd::Plan { p, sel, json } => {
+            plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json)
+        }
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
         Cmd::Report { p, output } => report(&p, output.as_deref()),
@@ -116,19 +124,38 @@ fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
         LoadError::Invalid(d) => Fatal { message: d.to_string(), code: EXIT_INVALID },
         e @ LoadError::Io { .. } => Fatal { message: format!("error: {e}"), code: EXIT_INVALID },
     })?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ".".into());
     let root = args.workspace.clone().unwrap_or_else(|| dir.clone());
-    std::fs::create_dir_all(&root).map_err(|e| Fatal::workspace(format!("cannot create workspace `{}`: {e}", root.display())))?;
+    std::fs::create_dir_all(&root).map_err(|e| {
+        Fatal::workspace(format!("cannot create workspace `{}`: {e}", root.display()))
+    })?;
     let ws = Workspace::open(&root)?.with_base(&dir);
     Ok((p, ws))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Option<usize>, no_wait: bool, json: bool, ex: &crate::cluster::ExecArgs) -> Result<u8, Fatal> {
+fn run(
+    args: &PipelineArgs,
+    selection: Selection,
+    force: Vec<String>,
+    jobs: Option<usize>,
+    no_wait: bool,
+    json: bool,
+    ex: &crate::cluster::ExecArgs,
+) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let now = hone_engine::lease::now_unix;
     let lock = ws
-        .acquire(!no_wait, |holder| eprintln!("hone: another run holds the workspace lock ({}); waiting for it to finish…", holder.describe(now())))
+        .acquire(!no_wait, |holder| {
+            eprintln!(
+                "hone: another run holds the workspace lock ({}); waiting for it to finish…",
+                holder.describe(now())
+            )
+        })
         .map_err(Fatal::workspace)?;
     let _lock = match lock {
         Ok(lock) => {
@@ -178,24 +205,38 @@ fn run(args: &PipelineArgs, selection: Selection, force: Vec<String>, jobs: Opti
             }
         }
         if let Some(path) = &args.pipeline {
-            eprintln!("   = help: give `hone label` the same pipeline: `hone label STAGE {}`", path.display());
+            eprintln!(
+                "   = help: give `hone label` the same pipeline: `hone label STAGE {}`",
+                path.display()
+            );
         }
         return Ok(EXIT_AWAITING);
     }
     if !json {
-        print_summaries(&p, &ws, summary.ran.iter().chain(&summary.cached), args.pipeline.as_deref());
+        print_summaries(
+            &p,
+            &ws,
+            summary.ran.iter().chain(&summary.cached),
+            args.pipeline.as_deref(),
+        );
     }
     Ok(if summary.ok() { 0 } else { EXIT_FAILED })
 }
 
 /// After a run, what the run's stages have to show a person (an evaluation's table, see
 /// `Stage::summary`), and the command that writes the whole report.
-fn print_summaries<'a>(p: &Pipeline, ws: &Workspace, stages: impl Iterator<Item = &'a String>, file: Option<&Path>) {
+fn print_summaries<'a>(
+    p: &Pipeline,
+    ws: &Workspace,
+    stages: impl Iterator<Item = &'a String>,
+    file: Option<&Path>,
+) {
     let mut shown = false;
     for id in stages {
         let Some(spec) = p.index_of(id).map(|i| &p.stages[i]) else { continue };
         let Some(state) = ws.store.state(&p.name, id) else { continue };
-        if let Some(text) = spec.kind.summary(&spec.params, &ws.store.object_path(&state.artifact)) {
+        if let Some(text) = spec.kind.summary(&spec.params, &ws.store.object_path(&state.artifact))
+        {
             println!("\n{id}: {}", text.trim_end());
             shown = true;
         }
@@ -203,7 +244,10 @@ fn print_summaries<'a>(p: &Pipeline, ws: &Workspace, stages: impl Iterator<Item 
     if shown {
         let file = file.map(|f| format!(" {}", f.display())).unwrap_or_default();
         let page = hone_stages::report::default_path(ws, &p.name);
-        println!("\nThe whole report (curves, filters, answers): `hone report{file}` writes {}; open it in a browser.", page.display());
+        println!(
+            "\nThe whole report (curves, filters, answers): `hone report{file}` writes {}; open it in a browser.",
+            page.display()
+        );
     }
 }
 
@@ -215,7 +259,9 @@ pub fn on_ctrl_c() -> Arc<AtomicBool> {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(EXIT_INTERRUPTED as i32);
         }
-        eprintln!("hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)");
+        eprintln!(
+            "hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)"
+        );
     });
     cancel
 }
@@ -229,9 +275,13 @@ fn watch(args: &PipelineArgs, jobs: Option<usize>) -> Result<u8, Fatal> {
     loop {
         let mut watched = vec![pipeline_file.clone()];
         match load(args) {
-            Err(f) => eprintln!("{}\nhone: fix the pipeline file; watching it for changes", f.message),
+            Err(f) => {
+                eprintln!("{}\nhone: fix the pipeline file; watching it for changes", f.message)
+            }
             Ok((p, ws)) => {
-                let lock = ws.lock(true, || eprintln!("hone: waiting for another run to finish…")).map_err(Fatal::workspace)?;
+                let lock = ws
+                    .lock(true, || eprintln!("hone: waiting for another run to finish…"))
+                    .map_err(Fatal::workspace)?;
                 let mut opts = RunOptions::default();
                 if let Some(j) = jobs {
                     opts.jobs = j.max(1);
@@ -245,7 +295,12 @@ fn watch(args: &PipelineArgs, jobs: Option<usize>) -> Result<u8, Fatal> {
         }
         let n = watched.len();
         let ready = || eprintln!("hone: watching {n} path(s) for changes (Ctrl-C to stop)");
-        match hone_engine::watch::wait_for_change(&watched, std::time::Duration::from_millis(300), &cancel, ready) {
+        match hone_engine::watch::wait_for_change(
+            &watched,
+            std::time::Duration::from_millis(300),
+            &cancel,
+            ready,
+        ) {
             Ok(Some(changed)) => {
                 let names: Vec<String> = changed.iter().map(|c| c.display().to_string()).collect();
                 eprintln!("hone: changed: {}", names.join(", "));
@@ -259,13 +314,19 @@ fn watch(args: &PipelineArgs, jobs: Option<usize>) -> Result<u8, Fatal> {
 /// Print the digest hone computes for a file or directory.
 fn digest_cmd(paths: &[PathBuf]) -> Result<u8, Fatal> {
     for p in paths {
-        let d = digest::hash_tree(p).map_err(|e| Fatal::workspace(format!("cannot read `{}`: {e}", p.display())))?;
+        let d = digest::hash_tree(p)
+            .map_err(|e| Fatal::workspace(format!("cannot read `{}`: {e}", p.display())))?;
         println!("{d}  {}", p.display());
     }
     Ok(0)
 }
 
-fn plan_cmd(args: &PipelineArgs, selection: Selection, force: &[String], json: bool) -> Result<u8, Fatal> {
+fn plan_cmd(
+    args: &PipelineArgs,
+    selection: Selection,
+    force: &[String],
+    json: bool,
+) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let stages = plan::plan(&ws, &p, &selection, force)?;
     ws.save_stat_cache();
@@ -280,19 +341,31 @@ fn plan_cmd(args: &PipelineArgs, selection: Selection, force: &[String], json: b
             Action::Run => "run",
             Action::Skip => "skip",
         };
-        let why = if s.reasons.is_empty() { String::new() } else { format!("  {}", s.reasons.join("; ")) };
+        let why = if s.reasons.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", s.reasons.join("; "))
+        };
         println!("{action:<7}{:<width$}  ({}){why}", s.id, s.kind);
     }
     let runs = stages.iter().filter(|s| s.action == Action::Run).count();
-    println!("{runs} to run, {} cached", stages.iter().filter(|s| s.action == Action::Cached).count());
+    println!(
+        "{runs} to run, {} cached",
+        stages.iter().filter(|s| s.action == Action::Cached).count()
+    );
     Ok(0)
 }
 
 /// The stage's current key and record, if its inputs are all resolvable.
 fn find_stage(p: &Pipeline, id: &str) -> Result<usize, Fatal> {
     p.index_of(id).ok_or_else(|| {
-        let hint = hone_engine::suggest::did_you_mean(id, p.stages.iter().map(|s| s.id.as_str())).map(|h| format!("\n   = help: {h}")).unwrap_or_default();
-        Fatal { message: format!("error: no stage `{id}` in pipeline `{}`{hint}", p.name), code: EXIT_WORKSPACE }
+        let hint = hone_engine::suggest::did_you_mean(id, p.stages.iter().map(|s| s.id.as_str()))
+            .map(|h| format!("\n   = help: {h}"))
+            .unwrap_or_default();
+        Fatal {
+            message: format!("error: no stage `{id}` in pipeline `{}`{hint}", p.name),
+            code: EXIT_WORKSPACE,
+        }
     })
 }
 
@@ -361,7 +434,11 @@ fn list_files(dir: &Path) -> Vec<String> {
                 walk(base, &p, out);
             } else {
                 let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push(format!("{} ({})", p.strip_prefix(base).unwrap_or(&p).display(), human_bytes(size)));
+                out.push(format!(
+                    "{} ({})",
+                    p.strip_prefix(base).unwrap_or(&p).display(),
+                    human_bytes(size)
+                ));
             }
         }
     }
@@ -379,7 +456,11 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// The record of a stage's up-to-date output, or an error saying how to produce it.
-fn current_output(p: &Pipeline, ws: &Workspace, id: &str) -> Result<hone_engine::store::Record, Fatal> {
+fn current_output(
+    p: &Pipeline,
+    ws: &Workspace,
+    id: &str,
+) -> Result<hone_engine::store::Record, Fatal> {
     find_stage(p, id)?;
     let plans = plan::plan(ws, p, &Selection::Until(id.to_string()), &[])?;
     let sp = plans.iter().find(|s| s.id == id).expect("stage is in its own plan");
@@ -402,9 +483,13 @@ fn export(args: &PipelineArgs, id: &str, dest: &Path) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let record = current_output(&p, &ws, id)?;
     if dest.exists() && std::fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(Fatal { message: format!("error: `{}` exists and is not an empty directory", dest.display()), code: EXIT_WORKSPACE });
+        return Err(Fatal {
+            message: format!("error: `{}` exists and is not an empty directory", dest.display()),
+            code: EXIT_WORKSPACE,
+        });
     }
-    copy_tree(&ws.store.object_path(&record.artifact), dest).map_err(|e| Fatal::workspace(format!("cannot copy to `{}`: {e}", dest.display())))?;
+    copy_tree(&ws.store.object_path(&record.artifact), dest)
+        .map_err(|e| Fatal::workspace(format!("cannot copy to `{}`: {e}", dest.display())))?;
     eprintln!("hone: exported `{id}` [{}] to {}", record.artifact.short(), dest.display());
     Ok(0)
 }
@@ -433,7 +518,11 @@ fn graph(args: &PipelineArgs, format: GraphFormat) -> Result<u8, Fatal> {
         LoadError::Invalid(d) => Fatal { message: d.to_string(), code: EXIT_INVALID },
         e => Fatal { message: format!("error: {e}"), code: EXIT_INVALID },
     })?;
-    let edges = p.stages.iter().flat_map(|s| s.inputs.iter().flat_map(move |(port, refs)| refs.iter().map(move |r| (r.stage, port, &s.id))));
+    let edges = p.stages.iter().flat_map(|s| {
+        s.inputs
+            .iter()
+            .flat_map(move |(port, refs)| refs.iter().map(move |r| (r.stage, port, &s.id)))
+    });
     match format {
         GraphFormat::Dot => {
             println!("digraph {:?} {{\n  rankdir=LR;\n  node [shape=box];", p.name);
@@ -473,19 +562,34 @@ fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
             Inputs::Fixed(ports) => {
                 let s: Vec<String> = ports
                     .iter()
-                    .map(|p| format!("{}: {}{}{}", p.name, p.ty, if p.many { " (list)" } else { "" }, if p.required { "" } else { " (optional)" }))
+                    .map(|p| {
+                        format!(
+                            "{}: {}{}{}",
+                            p.name,
+                            p.ty,
+                            if p.many { " (list)" } else { "" },
+                            if p.required { "" } else { " (optional)" }
+                        )
+                    })
                     .collect();
                 println!("  inputs:  {}", s.join(", "));
             }
             Inputs::Open => println!("  inputs:  any names, any type"),
         }
         println!("  params:  {}", k.param_names().join(", "));
-        let outs: Vec<String> = k.outputs().iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
+        let outs: Vec<String> =
+            k.outputs().iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
         println!("  outputs: {}", outs.join(", "));
     }
     if !found {
-        let hint = only.and_then(|o| hone_engine::suggest::did_you_mean(o, registry.kinds().map(|k| k.kind()))).map(|h| format!(" ({h})")).unwrap_or_default();
-        return Err(Fatal { message: format!("error: unknown stage kind `{}`{hint}", only.unwrap_or("")), code: EXIT_WORKSPACE });
+        let hint = only
+            .and_then(|o| hone_engine::suggest::did_you_mean(o, registry.kinds().map(|k| k.kind())))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        return Err(Fatal {
+            message: format!("error: unknown stage kind `{}`{hint}", only.unwrap_or("")),
+            code: EXIT_WORKSPACE,
+        });
     }
     Ok(0)
 }
@@ -493,7 +597,10 @@ fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
 fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
     let root = workspace.unwrap_or_else(|| ".".into());
     if !root.join(".hone").is_dir() {
-        return Err(Fatal::workspace(format!("no hone store in `{}` (no `.hone/` directory)\n   = help: pass --workspace DIR, the directory of your pipeline file", root.display())));
+        return Err(Fatal::workspace(format!(
+            "no hone store in `{}` (no `.hone/` directory)\n   = help: pass --workspace DIR, the directory of your pipeline file",
+            root.display()
+        )));
     }
     let ws = Workspace::open(&root)?;
     let store = &ws.store;
@@ -503,31 +610,66 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
             for r in store.records() {
                 let size = hone_engine::store::dir_size(&store.object_path(&r.artifact));
                 let present = store.object_path(&r.artifact).is_dir();
-                let mark = if !present { "missing" } else if live.contains(&r.artifact) { "current" } else { "old" };
-                println!("{}  {:<20} {:<8} {:>10}  {:.2}s  [{}]", r.key.short(), r.stage, mark, human_bytes(size), r.seconds, r.artifact.short());
+                let mark = if !present {
+                    "missing"
+                } else if live.contains(&r.artifact) {
+                    "current"
+                } else {
+                    "old"
+                };
+                println!(
+                    "{}  {:<20} {:<8} {:>10}  {:.2}s  [{}]",
+                    r.key.short(),
+                    r.stage,
+                    mark,
+                    human_bytes(size),
+                    r.seconds,
+                    r.artifact.short()
+                );
             }
             Ok(0)
         }
         CacheOp::Gc { dry_run } => {
-            let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
+            let _lock = ws
+                .lock(true, || eprintln!("hone: waiting for the running pipeline to finish…"))
+                .map_err(Fatal::workspace)?;
             let r = store.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!("{verb} {} object(s) ({}) and {} record(s)", r.objects, human_bytes(r.bytes), r.records);
+            println!(
+                "{verb} {} object(s) ({}) and {} record(s)",
+                r.objects,
+                human_bytes(r.bytes),
+                r.records
+            );
             Ok(0)
         }
         CacheOp::Verify => {
-            let _lock = ws.lock(true, || eprintln!("hone: waiting for the running pipeline to finish…")).map_err(Fatal::workspace)?;
+            let _lock = ws
+                .lock(true, || eprintln!("hone: waiting for the running pipeline to finish…"))
+                .map_err(Fatal::workspace)?;
             let r = store.verify()?;
             for c in &r.corrupt {
-                let stages = if c.stages.is_empty() { "no stage".to_string() } else { c.stages.iter().map(|s| format!("stage `{s}`")).collect::<Vec<_>>().join(", ") };
-                println!("corrupt: {} ({stages}), moved to {}; it will be recomputed on the next run", c.artifact.short(), c.quarantined.display());
+                let stages = if c.stages.is_empty() {
+                    "no stage".to_string()
+                } else {
+                    c.stages.iter().map(|s| format!("stage `{s}`")).collect::<Vec<_>>().join(", ")
+                };
+                println!(
+                    "corrupt: {} ({stages}), moved to {}; it will be recomputed on the next run",
+                    c.artifact.short(),
+                    c.quarantined.display()
+                );
             }
-            println!("verified {} object(s): {} ok, {} corrupt", r.checked, r.checked - r.corrupt.len(), r.corrupt.len());
+            println!(
+                "verified {} object(s): {} ok, {} corrupt",
+                r.checked,
+                r.checked - r.corrupt.len(),
+                r.corrupt.len()
+            );
             Ok(if r.corrupt.is_empty() { 0 } else { EXIT_FAILED })
         }
     }
 }
-
 
 fn plugin(op: PluginOp) -> Result<u8, Fatal> {
     match op {
@@ -535,9 +677,15 @@ fn plugin(op: PluginOp) -> Result<u8, Fatal> {
             let path = hone_plugin_host::scaffold::create(&dir, &name).map_err(Fatal::workspace)?;
             let lib = name.replace('-', "_");
             println!("created plugin crate `{}`", path.display());
-            println!("  build:  cd {} && cargo build --release --target wasm32-wasip2", path.display());
+            println!(
+                "  build:  cd {} && cargo build --release --target wasm32-wasip2",
+                path.display()
+            );
             println!("  output: {}/target/wasm32-wasip2/release/{lib}.wasm", path.display());
-            println!("  use:    filters: [{{ wasm: {}, with: {{ max_chars: 20000 }} }}]", path.display());
+            println!(
+                "  use:    filters: [{{ wasm: {}, with: {{ max_chars: 20000 }} }}]",
+                path.display()
+            );
             Ok(0)
         }
     }
@@ -558,12 +706,18 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     })
     .map_err(|e| {
         // Invalid sampling flags (or prompt) are a usage error, as for `hone chat`.
-        let code = if matches!(e, hone_stages::model::ModelError::Invalid(_)) { 2 } else { EXIT_FAILED };
+        let code =
+            if matches!(e, hone_stages::model::ModelError::Invalid(_)) { 2 } else { EXIT_FAILED };
         Fatal { message: format!("error: {e}"), code }
     })?;
     let _ = writeln!(out);
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)", done.new_tokens, done.prompt_tokens, done.new_tokens as f64 / secs.max(1e-9));
+    eprintln!(
+        "hone: {} new tokens after {} prompt tokens in {secs:.2}s ({:.1} tokens/s)",
+        done.new_tokens,
+        done.prompt_tokens,
+        done.new_tokens as f64 / secs.max(1e-9)
+    );
     Ok(0)
 }
 
@@ -571,7 +725,8 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
 fn score(a: ScoreArgs) -> Result<u8, Fatal> {
     use hone_stages::reward::{ScoreError, Scorer, sigmoid};
     let dir = model_dir(&a.src)?;
-    let scorer = Scorer::load(&dir).map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    let scorer = Scorer::load(&dir)
+        .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
     let reward = scorer.score(&a.prompt, &a.answer).map_err(|e| {
         let code = if matches!(e, ScoreError::Model(_)) { EXIT_FAILED } else { EXIT_USAGE };
         Fatal { message: format!("error: {e}"), code }
@@ -590,18 +745,28 @@ fn label(args: &PipelineArgs, id: &str) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let i = find_stage(&p, id)?;
     let s = &p.stages[i];
-    let labels_rel = hone_stages::rank::human_labels(s.kind.kind(), &s.params.canonical)
-        .map_err(|e| Fatal { message: format!("error: cannot label stage `{id}`: {e}"), code: EXIT_WORKSPACE })?;
+    let labels_rel =
+        hone_stages::rank::human_labels(s.kind.kind(), &s.params.canonical).map_err(|e| Fatal {
+            message: format!("error: cannot label stage `{id}`: {e}"),
+            code: EXIT_WORKSPACE,
+        })?;
     let Some(up) = s.inputs.get("candidates").and_then(|refs| refs.first()) else {
-        return Err(Fatal { message: format!("error: stage `{id}` has no `candidates` input to rank\n   = help: wire it to a `sample` stage: `inputs: {{ candidates: sample }}`"), code: EXIT_INVALID });
+        return Err(Fatal {
+            message: format!(
+                "error: stage `{id}` has no `candidates` input to rank\n   = help: wire it to a `sample` stage: `inputs: {{ candidates: sample }}`"
+            ),
+            code: EXIT_INVALID,
+        });
     };
     let up_id = p.stages[up.stage].id.clone();
     let record = current_output(&p, &ws, &up_id)?;
-    let cands = hone_stages::data::candidates::read_dir(&ws.store.object_path(&record.artifact)).map_err(Fatal::workspace)?;
+    let cands = hone_stages::data::candidates::read_dir(&ws.store.object_path(&record.artifact))
+        .map_err(Fatal::workspace)?;
     let path = ws.base().join(&labels_rel);
     let mut labels = Labels::load(&path).map_err(Fatal::workspace)?;
     let mut out = std::io::stdout().lock();
-    let end = session(&cands, &mut labels, &mut std::io::stdin().lock(), &mut out).map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
+    let end = session(&cands, &mut labels, &mut std::io::stdin().lock(), &mut out)
+        .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
     if let SessionEnd::Complete = end {
         let again = args.pipeline.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default();
         eprintln!("hone: every prompt of `{id}` is answered: `hone run{again}` goes on");
@@ -614,7 +779,11 @@ fn model_dir(src: &ModelArgs) -> Result<PathBuf, Fatal> {
     match (&src.model, &src.stage) {
         (Some(dir), _) => Ok(dir.clone()),
         (None, Some(id)) => {
-            let args = PipelineArgs { pipeline: src.pipeline.clone(), set: src.set.clone(), workspace: src.workspace.clone() };
+            let args = PipelineArgs {
+                pipeline: src.pipeline.clone(),
+                set: src.set.clone(),
+                workspace: src.workspace.clone(),
+            };
             let (p, ws) = load(&args)?;
             let record = current_output(&p, &ws, id)?;
             Ok(ws.store.object_path(&record.artifact))
@@ -629,19 +798,28 @@ fn chat(c: ChatArgs) -> Result<u8, Fatal> {
     use hone_stages::model::chat::{ChatModel, repl};
     use std::io::Write;
     let dir = model_dir(&c.src)?;
-    let failed = |e: hone_stages::model::ModelError| Fatal { message: format!("error: {e}"), code: EXIT_FAILED };
+    let failed = |e: hone_stages::model::ModelError| Fatal {
+        message: format!("error: {e}"),
+        code: EXIT_FAILED,
+    };
     let m = ChatModel::load(&dir).map_err(failed)?;
     if !m.is_chat {
         return Err(Fatal {
-            message: format!("error: `{}` is not a chat model: its tokenizer_config.json has no `chat_template`\n   = help: chat with the output of an `sft` stage (e.g. `hone chat --stage sft`); `hone generate` continues text with a base model", dir.display()),
+            message: format!(
+                "error: `{}` is not a chat model: its tokenizer_config.json has no `chat_template`\n   = help: chat with the output of an `sft` stage (e.g. `hone chat --stage sft`); `hone generate` continues text with a base model",
+                dir.display()
+            ),
             code: EXIT_FAILED,
         });
     }
-    let o = m.options_with(c.sampling.seed, &c.sampling.overrides()).map_err(|e| Fatal { message: format!("error: {e}"), code: 2 })?;
+    let o = m
+        .options_with(c.sampling.seed, &c.sampling.overrides())
+        .map_err(|e| Fatal { message: format!("error: {e}"), code: 2 })?;
     let mut out = std::io::stdout().lock();
     match c.prompt {
         Some(prompt) => {
-            let mut messages: Vec<Message> = c.system.into_iter().map(|s| Message { role: Role::System, content: s }).collect();
+            let mut messages: Vec<Message> =
+                c.system.into_iter().map(|s| Message { role: Role::System, content: s }).collect();
             messages.push(Message { role: Role::User, content: prompt });
             m.reply(&messages, &o, |t| {
                 let _ = write!(out, "{t}");

@@ -10,9 +10,9 @@
 //! - 5: a stage awaits input from a person (`hone label STAGE`); finished stages stay cached
 //! - 130: interrupted (Ctrl-C)
 
+mod cluster;
 mod commands;
 mod report;
-mod cluster;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +20,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "hone", version, about = "The ChatGPT training recipe as a declarative, cached, reproducible pipeline")]
-#[command(after_help = "Exit codes: 0 ok, 1 stage failed or corruption found, 2 usage, 3 invalid pipeline, 4 workspace error, 5 a stage awaits input (hone label), 130 interrupted")]
+#[command(
+    name = "hone",
+    version,
+    about = "The ChatGPT training recipe as a declarative, cached, reproducible pipeline"
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 stage failed or corruption found, 2 usage, 3 invalid pipeline, 4 workspace error, 5 a stage awaits input (hone label), 130 interrupted"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -193,7 +199,12 @@ struct SamplingArgs {
 impl SamplingArgs {
     /// The flags that override the model's `generation_config.json`.
     fn overrides(&self) -> hone_stages::model::sample::Overrides {
-        hone_stages::model::sample::Overrides { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_new_tokens: self.max_tokens }
+        hone_stages::model::sample::Overrides {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_new_tokens: self.max_tokens,
+        }
     }
 }
 

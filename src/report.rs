@@ -28,7 +28,10 @@ pub struct HumanReporter {
 
 impl HumanReporter {
     pub fn new() -> Self {
-        HumanReporter { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: Mutex::new(HashMap::new()) }
+        HumanReporter {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+        }
     }
 
     fn line(&self, s: String) {
@@ -42,7 +45,9 @@ impl HumanReporter {
     /// A spinner for a running stage (progress events turn it into a bar).
     fn spinner(&self, stage: String) {
         let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("  {spinner} {prefix} {elapsed} {msg}").unwrap());
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {prefix} {elapsed} {msg}").unwrap(),
+        );
         bar.set_prefix(stage.clone());
         bar.enable_steady_tick(Duration::from_millis(120));
         self.bars.lock().unwrap().insert(stage, bar);
@@ -54,7 +59,13 @@ impl HumanReporter {
 }
 
 fn secs(s: f64) -> String {
-    if s < 1.0 { format!("{:.0}ms", s * 1000.0) } else if s < 120.0 { format!("{s:.1}s") } else { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) }
+    if s < 1.0 {
+        format!("{:.0}ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
 }
 
 fn value(v: &serde_json::Value) -> String {
@@ -84,16 +95,23 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
 impl EventSink for HumanReporter {
     fn emit(&self, event: Event) {
         match event {
-            Event::RunStarted { pipeline, stages } => {
-                self.line(format!("hone: running `{pipeline}` ({stages} stage{})", if stages == 1 { "" } else { "s" }))
+            Event::RunStarted { pipeline, stages } => self.line(format!(
+                "hone: running `{pipeline}` ({stages} stage{})",
+                if stages == 1 { "" } else { "s" }
+            )),
+            Event::StageCached { stage, artifact, .. } => {
+                self.line(format!("  cached  {stage}  [{}]", artifact.short()))
             }
-            Event::StageCached { stage, artifact, .. } => self.line(format!("  cached  {stage}  [{}]", artifact.short())),
             Event::StageStarted { stage, reasons, .. } => {
                 self.line(format!("  run     {stage}: {}", reasons.join("; ")));
                 self.spinner(stage);
             }
             Event::StageSubmitted { stage, job, reasons, after, .. } => {
-                let after = if after.is_empty() { String::new() } else { format!(" after {}", after.join(",")) };
+                let after = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after {}", after.join(","))
+                };
                 self.line(format!("  submit  {stage}  job {job}{after}: {}", reasons.join("; ")));
             }
             Event::StageFollowed { stage, job, submission, .. } => {
@@ -113,9 +131,11 @@ impl EventSink for HumanReporter {
                     {
                         bar.set_length(t);
                         bar.set_style(
-                            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
-                                .unwrap()
-                                .progress_chars("=> "),
+                            ProgressStyle::with_template(
+                                "  {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
+                            )
+                            .unwrap()
+                            .progress_chars("=> "),
                         );
                     }
                     bar.set_position(done);
@@ -128,12 +148,19 @@ impl EventSink for HumanReporter {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                let note = if unchanged { " (output unchanged: dependents stay cached)" } else { "" };
-                self.line(format!("  ran     {stage}  {}  [{}]{note}", secs(seconds), artifact.short()));
+                let note =
+                    if unchanged { " (output unchanged: dependents stay cached)" } else { "" };
+                self.line(format!(
+                    "  ran     {stage}  {}  [{}]{note}",
+                    secs(seconds),
+                    artifact.short()
+                ));
                 // Scalars on one line; structured metrics (a filter's counts) one per line.
-                let (flat, nested): (Vec<_>, Vec<_>) = metrics.iter().partition(|(_, v)| !v.is_object());
+                let (flat, nested): (Vec<_>, Vec<_>) =
+                    metrics.iter().partition(|(_, v)| !v.is_object());
                 if !flat.is_empty() {
-                    let m: Vec<String> = flat.iter().map(|(k, v)| format!("{k}={}", value(v))).collect();
+                    let m: Vec<String> =
+                        flat.iter().map(|(k, v)| format!("{k}={}", value(v))).collect();
                     self.line(format!("          {}", m.join("  ")));
                 }
                 for (k, v) in nested {
@@ -153,7 +180,9 @@ impl EventSink for HumanReporter {
                 }
                 self.line(s);
             }
-            Event::StageSkipped { stage, because } => self.line(format!("  skipped {stage}: {because}")),
+            Event::StageSkipped { stage, because } => {
+                self.line(format!("  skipped {stage}: {because}"))
+            }
             Event::StageAwaiting { stage, message } => {
                 if let Some(bar) = self.bars.lock().unwrap().remove(&stage) {
                     bar.finish_and_clear();

@@ -20,7 +20,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>, origin: Option<&Origin>) -> Self {
-        Diagnostic { message: message.into(), origin: origin.cloned(), stage: None, help: None, notes: Vec::new() }
+        Diagnostic {
+            message: message.into(),
+            origin: origin.cloned(),
+            stage: None,
+            help: None,
+            notes: Vec::new(),
+        }
     }
     pub fn stage(mut self, id: impl Into<String>) -> Self {
         self.stage = Some(id.into());
@@ -72,8 +78,11 @@ impl fmt::Display for Diagnostics {
                         let width = token_width(text, *col);
                         writeln!(f, "{:gutter$} |", "")?;
                         writeln!(f, "{line} | {text}")?;
-                        let pad: String =
-                            text.chars().take(col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                        let pad: String = text
+                            .chars()
+                            .take(col.saturating_sub(1))
+                            .map(|c| if c == '\t' { '\t' } else { ' ' })
+                            .collect();
                         writeln!(f, "{:gutter$} | {pad}{}", "", "^".repeat(width))?;
                     }
                 }
@@ -134,10 +143,8 @@ fn token_width(line: &str, col: usize) -> usize {
     if first == '{' || first == '[' {
         return 1;
     }
-    let n = rest
-        .iter()
-        .position(|&c| matches!(c, ',' | '}' | ']' | '#' | ':'))
-        .unwrap_or(rest.len());
+    let n =
+        rest.iter().position(|&c| matches!(c, ',' | '}' | ']' | '#' | ':')).unwrap_or(rest.len());
     let token: String = rest[..n].iter().collect();
     token.trim_end().chars().count().max(1)
 }
@@ -152,9 +159,12 @@ mod tests {
             file: "p.yaml".into(),
             src: "stages:\n  a:\n    uses: comand\n".into(),
             items: vec![
-                Diagnostic::new("unknown stage kind `comand`", Some(&Origin::File { line: 3, col: 11 }))
-                    .stage("a")
-                    .help("did you mean `command`?"),
+                Diagnostic::new(
+                    "unknown stage kind `comand`",
+                    Some(&Origin::File { line: 3, col: 11 }),
+                )
+                .stage("a")
+                .help("did you mean `command`?"),
             ],
         };
         let s = d.to_string();
@@ -171,7 +181,11 @@ mod tests {
         assert_eq!(source_lines("\r\r\n"), ["", ""]);
         assert!(source_lines("").is_empty());
         // A lone `\r` ends a line for the YAML parser too: the caret finds `b:` on line 2.
-        let d = Diagnostics { file: "p.yaml".into(), src: "a: 1\rb: [\n".into(), items: vec![Diagnostic::new("x", Some(&Origin::File { line: 2, col: 4 }))] };
+        let d = Diagnostics {
+            file: "p.yaml".into(),
+            src: "a: 1\rb: [\n".into(),
+            items: vec![Diagnostic::new("x", Some(&Origin::File { line: 2, col: 4 }))],
+        };
         assert!(d.to_string().contains("2 | b: [\n"), "{d}");
     }
 }

@@ -44,7 +44,9 @@ impl fmt::Debug for Digest {
 impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        blake3::Hash::from_hex(s).map(|h| Digest(*h.as_bytes())).map_err(|e| format!("bad digest `{s}`: {e}"))
+        blake3::Hash::from_hex(s)
+            .map(|h| Digest(*h.as_bytes()))
+            .map_err(|e| format!("bad digest `{s}`: {e}"))
     }
 }
 
@@ -115,7 +117,10 @@ pub fn hash_tree(path: &Path) -> io::Result<Digest> {
 }
 
 /// [`hash_tree`] with a custom file hasher (the workspace's stat cache uses this).
-pub fn hash_tree_with(path: &Path, file: &mut dyn FnMut(&Path) -> io::Result<Digest>) -> io::Result<Digest> {
+pub fn hash_tree_with(
+    path: &Path,
+    file: &mut dyn FnMut(&Path) -> io::Result<Digest>,
+) -> io::Result<Digest> {
     let meta = fs::symlink_metadata(path)?;
     let mut h = blake3::Hasher::new();
     if meta.is_dir() {

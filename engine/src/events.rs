@@ -12,12 +12,33 @@ use crate::digest::{ArtifactDigest, StageKey};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { pipeline: String, stages: usize },
+    RunStarted {
+        pipeline: String,
+        stages: usize,
+    },
     /// The stage's key was found in the store: nothing to do.
-    StageCached { stage: String, key: StageKey, artifact: ArtifactDigest },
-    StageStarted { stage: String, key: StageKey, log: PathBuf, reasons: Vec<String> },
-    Progress { stage: String, done: u64, total: Option<u64>, message: String },
-    Metric { stage: String, name: String, value: serde_json::Value },
+    StageCached {
+        stage: String,
+        key: StageKey,
+        artifact: ArtifactDigest,
+    },
+    StageStarted {
+        stage: String,
+        key: StageKey,
+        log: PathBuf,
+        reasons: Vec<String>,
+    },
+    Progress {
+        stage: String,
+        done: u64,
+        total: Option<u64>,
+        message: String,
+    },
+    Metric {
+        stage: String,
+        name: String,
+        value: serde_json::Value,
+    },
     StageFinished {
         stage: String,
         key: StageKey,
@@ -27,19 +48,52 @@ pub enum Event {
         unchanged: bool,
         metrics: serde_json::Map<String, serde_json::Value>,
     },
-    StageFailed { stage: String, error: String, log: PathBuf },
+    StageFailed {
+        stage: String,
+        error: String,
+        log: PathBuf,
+    },
     /// Not run because an input stage failed or the run was stopped.
-    StageSkipped { stage: String, because: String },
+    StageSkipped {
+        stage: String,
+        because: String,
+    },
     /// Handed to a cluster as job `job`, to start after the jobs `after` succeed.
-    StageSubmitted { stage: String, job: String, log: PathBuf, reasons: Vec<String>, after: Vec<String> },
+    StageSubmitted {
+        stage: String,
+        job: String,
+        log: PathBuf,
+        reasons: Vec<String>,
+        after: Vec<String>,
+    },
     /// Already being computed by job `job` of an earlier submission (`hone run --detach`),
     /// identical to what would be submitted: followed, not submitted again.
-    StageFollowed { stage: String, job: String, submission: PathBuf, log: PathBuf },
+    StageFollowed {
+        stage: String,
+        job: String,
+        submission: PathBuf,
+        log: PathBuf,
+    },
     /// A submitted job changed state (Slurm's `PENDING`, `RUNNING`, `COMPLETED`, ...).
-    JobState { stage: String, job: String, state: String, reason: String },
+    JobState {
+        stage: String,
+        job: String,
+        state: String,
+        reason: String,
+    },
     /// The stage waits for input from a person; `message` says what and how to give it.
-    StageAwaiting { stage: String, message: String },
-    RunFinished { ran: usize, cached: usize, failed: usize, skipped: usize, awaiting: usize, seconds: f64 },
+    StageAwaiting {
+        stage: String,
+        message: String,
+    },
+    RunFinished {
+        ran: usize,
+        cached: usize,
+        failed: usize,
+        skipped: usize,
+        awaiting: usize,
+        seconds: f64,
+    },
 }
 
 /// Where events go. Called from several threads.

@@ -44,7 +44,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { jobs: std::thread::available_parallelism().map_or(2, |n| n.get()), selection: Selection::All, force: Vec::new() }
+        RunOptions {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            selection: Selection::All,
+            force: Vec::new(),
+        }
     }
 }
 
@@ -76,17 +80,32 @@ pub type JobId = String;
 /// How a job ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Ran { record: Record, seconds: f64 },
+    Ran {
+        record: Record,
+        seconds: f64,
+    },
     /// The job found its key already stored when its inputs existed (an upstream stage
     /// reproduced its output, or another run made it).
-    Cached { record: Record },
-    Failed { error: String, log: Option<PathBuf> },
+    Cached {
+        record: Record,
+    },
+    Failed {
+        error: String,
+        log: Option<PathBuf>,
+    },
     /// It never ran (an input failed and the cluster cancelled it).
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
     /// Left running on the cluster (`--detach`, or Ctrl-C answered "keep them").
-    Submitted { job: JobId, because: String },
+    Submitted {
+        job: JobId,
+        because: String,
+    },
     /// It waits for input from a person ([`StageError::AwaitingInput`]); nothing was stored.
-    Awaiting { message: String },
+    Awaiting {
+        message: String,
+    },
 }
 
 /// A stage handed to an executor.
@@ -121,7 +140,13 @@ pub trait Executor<'p> {
 }
 
 /// Run the pipeline on threads of this process, in a workspace whose lock the caller holds.
-pub fn run(ws: &Workspace, p: &Pipeline, opts: &RunOptions, sink: &dyn EventSink, cancel: &AtomicBool) -> Result<RunSummary, EngineError> {
+pub fn run(
+    ws: &Workspace,
+    p: &Pipeline,
+    opts: &RunOptions,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<RunSummary, EngineError> {
     std::thread::scope(|scope| {
         let mut ex = local::Local::new(scope, ws, sink, cancel, opts.jobs);
         run_with(ws, p, opts, sink, cancel, &mut ex)
@@ -152,7 +177,10 @@ pub fn run_with<'p>(
     let force: HashSet<&str> = opts.force.iter().map(String::as_str).collect();
     let n = p.stages.len();
     let defers = ex.defers_inputs();
-    sink.emit(Event::RunStarted { pipeline: p.name.clone(), stages: selected.iter().filter(|&&s| s).count() });
+    sink.emit(Event::RunStarted {
+        pipeline: p.name.clone(),
+        stages: selected.iter().filter(|&&s| s).count(),
+    });
 
     let mut dependents = vec![Vec::new(); n];
     let mut waiting = vec![0usize; n];
@@ -191,7 +219,8 @@ pub fn run_with<'p>(
                 continue;
             }
             // Inputs still being made by jobs in flight (only with an executor that defers).
-            let pending: BTreeSet<usize> = p.deps_of(i).filter(|&u| artifacts[u].is_none()).collect();
+            let pending: BTreeSet<usize> =
+                p.deps_of(i).filter(|&u| artifacts[u].is_none()).collect();
             if !pending.is_empty() {
                 if !selected[i] {
                     block_unselected(i, p, &dependents, &mut blocked);
@@ -221,15 +250,23 @@ pub fn run_with<'p>(
             };
             let key = m.key();
             let forced = force.contains(s.id.as_str()) && selected[i];
-            if !forced
-                && let Some(rec) = ws.store.lookup(&key)?
-            {
+            if !forced && let Some(rec) = ws.store.lookup(&key)? {
                 artifacts[i] = Some(rec.artifact);
                 if selected[i] {
                     let before = ws.store.state(&p.name, &s.id);
-                    let log = before.as_ref().filter(|st| st.key == key).and_then(|st| st.log.clone());
-                    ws.store.set_state(&p.name, &s.id, &StageState { key, artifact: rec.artifact, log }, before.as_ref())?;
-                    sink.emit(Event::StageCached { stage: s.id.clone(), key, artifact: rec.artifact });
+                    let log =
+                        before.as_ref().filter(|st| st.key == key).and_then(|st| st.log.clone());
+                    ws.store.set_state(
+                        &p.name,
+                        &s.id,
+                        &StageState { key, artifact: rec.artifact, log },
+                        before.as_ref(),
+                    )?;
+                    sink.emit(Event::StageCached {
+                        stage: s.id.clone(),
+                        key,
+                        artifact: rec.artifact,
+                    });
                     summary.cached.push(s.id.clone());
                 }
                 status[i] = Status::Resolved;
@@ -242,7 +279,11 @@ pub fn run_with<'p>(
                 release(i, &dependents, &mut waiting, &mut ready);
                 continue;
             }
-            let reasons = if forced { vec!["forced (--force)".to_string()] } else { why_changed(ws, &p.name, &s.id, &m) };
+            let reasons = if forced {
+                vec!["forced (--force)".to_string()]
+            } else {
+                why_changed(ws, &p.name, &s.id, &m)
+            };
             runnable.push_back((i, Some((m, key)), reasons));
         }
 
@@ -264,7 +305,16 @@ pub fn run_with<'p>(
             let log = job.log.clone();
             logs[i] = Some(log.clone());
             // A stage that starts with its inputs in place starts now; a deferred one says so itself.
-            let starts = (!defers).then(|| m.as_ref().map(|(_, key)| Event::StageStarted { stage: s.id.clone(), key: *key, log: log.clone(), reasons: reasons.clone() })).flatten();
+            let starts = (!defers)
+                .then(|| {
+                    m.as_ref().map(|(_, key)| Event::StageStarted {
+                        stage: s.id.clone(),
+                        key: *key,
+                        log: log.clone(),
+                        reasons: reasons.clone(),
+                    })
+                })
+                .flatten();
             match ex.start(Launch { index: i, spec: s, job, manifest: m, reasons, after }) {
                 Ok(id) => {
                     if let Some(e) = starts {
@@ -292,7 +342,10 @@ pub fn run_with<'p>(
         if running == 0 {
             if cancel.load(Ordering::Relaxed) {
                 for (i, ..) in runnable.drain(..) {
-                    sink.emit(Event::StageSkipped { stage: p.stages[i].id.clone(), because: "the run was stopped".into() });
+                    sink.emit(Event::StageSkipped {
+                        stage: p.stages[i].id.clone(),
+                        because: "the run was stopped".into(),
+                    });
                     summary.skipped.push(p.stages[i].id.clone());
                 }
             }
@@ -301,7 +354,11 @@ pub fn run_with<'p>(
             }
             continue;
         }
-        if !ready.is_empty() || (!runnable.is_empty() && running < ex.capacity().max(1) && !cancel.load(Ordering::Relaxed)) {
+        if !ready.is_empty()
+            || (!runnable.is_empty()
+                && running < ex.capacity().max(1)
+                && !cancel.load(Ordering::Relaxed))
+        {
             continue; // more to hand out before waiting
         }
 
@@ -311,7 +368,8 @@ pub fn run_with<'p>(
         status[i] = Status::Resolved;
         match outcome {
             Outcome::Ran { record, seconds } => {
-                let st = StageState { key: record.key, artifact: record.artifact, log: logs[i].take() };
+                let st =
+                    StageState { key: record.key, artifact: record.artifact, log: logs[i].take() };
                 ws.store.set_state(&p.name, &s.id, &st, before[i].as_ref())?;
                 artifacts[i] = Some(record.artifact);
                 sink.emit(Event::StageFinished {
@@ -328,7 +386,11 @@ pub fn run_with<'p>(
                 let st = StageState { key: record.key, artifact: record.artifact, log: None };
                 ws.store.set_state(&p.name, &s.id, &st, ws.store.state(&p.name, &s.id).as_ref())?;
                 artifacts[i] = Some(record.artifact);
-                sink.emit(Event::StageCached { stage: s.id.clone(), key: record.key, artifact: record.artifact });
+                sink.emit(Event::StageCached {
+                    stage: s.id.clone(),
+                    key: record.key,
+                    artifact: record.artifact,
+                });
                 summary.cached.push(s.id.clone());
             }
             Outcome::Failed { error, log } => {
@@ -368,7 +430,12 @@ pub fn run_with<'p>(
 }
 
 /// Stage `i` is resolved: its dependents wait for one stage fewer.
-fn release(i: usize, dependents: &[Vec<usize>], waiting: &mut [usize], ready: &mut BTreeSet<usize>) {
+fn release(
+    i: usize,
+    dependents: &[Vec<usize>],
+    waiting: &mut [usize],
+    ready: &mut BTreeSet<usize>,
+) {
     for &d in &dependents[i] {
         waiting[d] -= 1;
         if waiting[d] == 0 {
@@ -378,13 +445,24 @@ fn release(i: usize, dependents: &[Vec<usize>], waiting: &mut [usize], ready: &m
 }
 
 /// Stage `i` gives no output: its dependents cannot run (the first reason wins).
-fn block_dependents(i: usize, p: &Pipeline, dependents: &[Vec<usize>], blocked: &mut [Option<String>], what: &str) {
+fn block_dependents(
+    i: usize,
+    p: &Pipeline,
+    dependents: &[Vec<usize>],
+    blocked: &mut [Option<String>],
+    what: &str,
+) {
     for &d in &dependents[i] {
         blocked[d].get_or_insert_with(|| format!("input stage `{}` {what}", p.stages[i].id));
     }
 }
 
-fn block_unselected(i: usize, p: &Pipeline, dependents: &[Vec<usize>], blocked: &mut [Option<String>]) {
+fn block_unselected(
+    i: usize,
+    p: &Pipeline,
+    dependents: &[Vec<usize>],
+    blocked: &mut [Option<String>],
+) {
     for &d in &dependents[i] {
         blocked[d].get_or_insert_with(|| {
             format!("input stage `{}` is not selected and has no cached output; include it or run without --only", p.stages[i].id)
@@ -392,8 +470,18 @@ fn block_unselected(i: usize, p: &Pipeline, dependents: &[Vec<usize>], blocked: 
     }
 }
 
-fn fail(sink: &dyn EventSink, summary: &mut RunSummary, stage: &str, error: String, log: Option<PathBuf>) {
-    sink.emit(Event::StageFailed { stage: stage.to_string(), error: error.clone(), log: log.clone().unwrap_or_default() });
+fn fail(
+    sink: &dyn EventSink,
+    summary: &mut RunSummary,
+    stage: &str,
+    error: String,
+    log: Option<PathBuf>,
+) {
+    sink.emit(Event::StageFailed {
+        stage: stage.to_string(),
+        error: error.clone(),
+        log: log.clone().unwrap_or_default(),
+    });
     summary.failed.push((stage.to_string(), error, log));
 }
 
@@ -413,14 +501,20 @@ impl EventSink for Outcomes<'_> {
                 self.started.lock().unwrap().insert(stage.clone(), *key);
                 None
             }
-            Event::StageCached { stage, key, .. } => Some((stage, last(LastOutcome::Cached, Some(*key), None, None))),
-            Event::StageFinished { stage, key, .. } => Some((stage, last(LastOutcome::Ran, Some(*key), None, None))),
+            Event::StageCached { stage, key, .. } => {
+                Some((stage, last(LastOutcome::Cached, Some(*key), None, None)))
+            }
+            Event::StageFinished { stage, key, .. } => {
+                Some((stage, last(LastOutcome::Ran, Some(*key), None, None)))
+            }
             Event::StageFailed { stage, error, log } => {
                 let key = self.started.lock().unwrap().get(stage).copied();
                 let log = (!log.as_os_str().is_empty()).then(|| log.clone());
                 Some((stage, last(LastOutcome::Failed, key, Some(error.clone()), log)))
             }
-            Event::StageSkipped { stage, because } => Some((stage, last(LastOutcome::Skipped, None, Some(because.clone()), None))),
+            Event::StageSkipped { stage, because } => {
+                Some((stage, last(LastOutcome::Skipped, None, Some(because.clone()), None)))
+            }
             Event::StageAwaiting { stage, message } => {
                 let key = self.started.lock().unwrap().get(stage).copied();
                 Some((stage, last(LastOutcome::Awaiting, key, Some(message.clone()), None)))

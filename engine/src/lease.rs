@@ -80,18 +80,30 @@ pub fn host_name() -> &'static str {
         // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or truncates.
         let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if rc == 0 && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "unknown-host".into() }
+        if rc == 0 && end > 0 {
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "unknown-host".into()
+        }
     })
 }
 
 fn boot_id() -> &'static str {
     static BOOT: OnceLock<String> = OnceLock::new();
-    BOOT.get_or_init(|| fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default())
+    BOOT.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// The lease a holder takes (`HONE_LEASE_SECS`, at least 1 s).
 pub fn lease_secs() -> u64 {
-    std::env::var("HONE_LEASE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_LEASE_SECS).max(1)
+    std::env::var("HONE_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LEASE_SECS)
+        .max(1)
 }
 
 /// A process's start time (field 22 of `/proc/PID/stat`), if it runs; `Some(0)` where there
@@ -99,7 +111,10 @@ pub fn lease_secs() -> u64 {
 fn proc_start(pid: u32) -> Option<u64> {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The command name (field 2) may hold spaces and parentheses: count from its end.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok()).or(Some(0)),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())
+            .or(Some(0)),
         Err(_) if Path::new("/proc/self/stat").exists() => None,
         Err(_) => {
             // SAFETY: signal 0 only checks that the process exists.
@@ -124,7 +139,12 @@ impl Owner {
             started_unix: now.as_secs(),
             renewed_unix: now.as_secs(),
             lease_secs: lease_secs(),
-            token: format!("{}-{pid}-{}-{}", host_name(), now.as_nanos(), SEQ.fetch_add(1, Ordering::Relaxed)),
+            token: format!(
+                "{}-{pid}-{}-{}",
+                host_name(),
+                now.as_nanos(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ),
         }
     }
 
@@ -135,7 +155,9 @@ impl Owner {
                 return Liveness::Dead;
             }
             return match proc_start(self.pid) {
-                Some(start) if self.proc_start == 0 || start == 0 || start == self.proc_start => Liveness::Alive,
+                Some(start) if self.proc_start == 0 || start == 0 || start == self.proc_start => {
+                    Liveness::Alive
+                }
                 _ => Liveness::Dead,
             };
         }
@@ -197,7 +219,8 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn start(lease_secs: u64, mut renew: impl FnMut() -> bool + Send + 'static) -> Heartbeat {
-        let every = Duration::from_millis(lease_secs.saturating_mul(1000) / 6).max(Duration::from_millis(100));
+        let every = Duration::from_millis(lease_secs.saturating_mul(1000) / 6)
+            .max(Duration::from_millis(100));
         let (stop, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("hone-lease".into())
@@ -273,16 +296,27 @@ impl LockFile {
                 let heartbeat = Heartbeat::start(me.lease_secs, move || match Owner::read(&p) {
                     Ok(Ok(h)) if h.token == owner.token => {
                         if let Err(e) = owner.renew_at(&p) {
-                            tracing::warn!("cannot renew the workspace lock `{}`: {e}", p.display());
+                            tracing::warn!(
+                                "cannot renew the workspace lock `{}`: {e}",
+                                p.display()
+                            );
                         }
                         true
                     }
                     _ => {
-                        tracing::warn!("lost the workspace lock `{}`: another run took it over (this run stopped renewing it for a whole lease)", p.display());
+                        tracing::warn!(
+                            "lost the workspace lock `{}`: another run took it over (this run stopped renewing it for a whole lease)",
+                            p.display()
+                        );
                         false
                     }
                 });
-                return Ok(Taken::Yes(LockFile { path: path.to_path_buf(), token: me.token, took_over, _heartbeat: heartbeat }));
+                return Ok(Taken::Yes(LockFile {
+                    path: path.to_path_buf(),
+                    token: me.token,
+                    took_over,
+                    _heartbeat: heartbeat,
+                }));
             }
             let now = now_unix();
             let (stale, why) = match holder {
@@ -297,7 +331,10 @@ impl LockFile {
                 took_over = why.or(took_over);
             }
         }
-        Err(io::Error::other(format!("cannot take the lock `{}`: it keeps changing hands", path.display())))
+        Err(io::Error::other(format!(
+            "cannot take the lock `{}`: it keeps changing hands",
+            path.display()
+        )))
     }
 }
 
@@ -351,7 +388,11 @@ mod tests {
     fn a_holder_here_lives_as_long_as_its_process_and_one_elsewhere_as_long_as_its_lease() {
         let me = Owner::me();
         let now = now_unix();
-        assert_eq!(me.liveness(now + 10_000), Liveness::Alive, "a live process here holds past its lease");
+        assert_eq!(
+            me.liveness(now + 10_000),
+            Liveness::Alive,
+            "a live process here holds past its lease"
+        );
         let mut gone = me.clone();
         gone.pid = u32::MAX / 2; // no such process
         assert_eq!(gone.liveness(now), Liveness::Dead);
@@ -368,7 +409,11 @@ mod tests {
         assert_eq!(other_host(30, 60).liveness(now), Liveness::Alive);
         assert_eq!(other_host(90, 60).liveness(now), Liveness::Expired(30));
         let d = other_host(3, 60).describe(now);
-        assert!(d.starts_with(&format!("pid {} on host elsewhere, since ", me.pid)) && d.ends_with("lease renewed 3 s ago"), "{d}");
+        assert!(
+            d.starts_with(&format!("pid {} on host elsewhere, since ", me.pid))
+                && d.ends_with("lease renewed 3 s ago"),
+            "{d}"
+        );
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(1_796_000_000), "2026-11-30 00:53:20 UTC");
     }
@@ -386,7 +431,10 @@ mod tests {
                         match LockFile::take(&path).unwrap() {
                             Taken::Yes(l) => Some(l),
                             Taken::Held(h) => {
-                                assert_eq!((h.pid, h.host.as_str()), (std::process::id(), host_name()));
+                                assert_eq!(
+                                    (h.pid, h.host.as_str()),
+                                    (std::process::id(), host_name())
+                                );
                                 None
                             }
                         }
@@ -414,7 +462,11 @@ mod tests {
         let expired = other_host(100, 60);
         fs::write(&path, expired.to_json()).unwrap();
         let Taken::Yes(l) = LockFile::take(&path).unwrap() else { panic!("expired: taken over") };
-        assert!(matches!(&l.took_over, Some((o, Liveness::Expired(40 | 41))) if *o == expired), "{:?}", l.took_over);
+        assert!(
+            matches!(&l.took_over, Some((o, Liveness::Expired(40 | 41))) if *o == expired),
+            "{:?}",
+            l.took_over
+        );
         drop(l);
 
         let mut dead = Owner::me();

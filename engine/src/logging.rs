@@ -58,7 +58,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for St
         let mut f = Fields::default();
         attrs.record(&mut f);
         let Some(path) = f.log else { return };
-        if let (Some(span), Ok(file)) = (ctx.span(id), OpenOptions::new().create(true).append(true).open(&path)) {
+        if let (Some(span), Ok(file)) =
+            (ctx.span(id), OpenOptions::new().create(true).append(true).open(&path))
+        {
             span.extensions_mut().insert(StageLog(Mutex::new(file)));
         }
     }
@@ -69,7 +71,12 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for St
             if let Some(log) = span.extensions().get::<StageLog>() {
                 let mut f = Fields::default();
                 event.record(&mut f);
-                let line = format!("[{}] {}: {}\n", event.metadata().level(), event.metadata().target(), f.text);
+                let line = format!(
+                    "[{}] {}: {}\n",
+                    event.metadata().level(),
+                    event.metadata().target(),
+                    f.text
+                );
                 let _ = log.0.lock().unwrap().write_all(line.as_bytes());
                 return;
             }

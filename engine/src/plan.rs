@@ -81,14 +81,20 @@ pub fn manifest(
     let s = &p.stages[i];
     let hasher = |path: &std::path::Path| ws.hash_path(path);
     let cx = DepCx { workspace: ws.base(), hasher: &hasher };
-    let mut deps: BTreeMap<String, crate::digest::Digest> = s.kind.external_deps(&s.params, &cx)?.into_iter().collect();
+    let mut deps: BTreeMap<String, crate::digest::Digest> =
+        s.kind.external_deps(&s.params, &cx)?.into_iter().collect();
     for (name, value) in s.kind.settings() {
         deps.insert(format!("setting {name}"), crate::digest::Digest::of(value.as_bytes()));
     }
     let inputs = s
         .inputs
         .iter()
-        .map(|(port, refs)| (port.clone(), refs.iter().map(|r| artifacts[r.stage].expect("inputs resolved first")).collect()))
+        .map(|(port, refs)| {
+            (
+                port.clone(),
+                refs.iter().map(|r| artifacts[r.stage].expect("inputs resolved first")).collect(),
+            )
+        })
         .collect();
     Ok(KeyManifest {
         kind: s.kind.kind().to_string(),
@@ -120,14 +126,23 @@ pub struct StagePlan {
 }
 
 /// What `hone run` would do now, without running anything.
-pub fn plan(ws: &Workspace, p: &Pipeline, sel: &Selection, force: &[String]) -> Result<Vec<StagePlan>, crate::EngineError> {
+pub fn plan(
+    ws: &Workspace,
+    p: &Pipeline,
+    sel: &Selection,
+    force: &[String],
+) -> Result<Vec<StagePlan>, crate::EngineError> {
     let selected = sel.resolve(p, force)?;
     let force: HashSet<&str> = force.iter().map(String::as_str).collect();
     let mut artifacts: Vec<Option<ArtifactDigest>> = vec![None; p.stages.len()];
     let mut out: Vec<StagePlan> = Vec::with_capacity(p.stages.len());
     for (i, s) in p.stages.iter().enumerate() {
         let mut reasons = Vec::new();
-        let pending: BTreeSet<&str> = p.deps_of(i).filter(|&d| artifacts[d].is_none()).map(|d| p.stages[d].id.as_str()).collect();
+        let pending: BTreeSet<&str> = p
+            .deps_of(i)
+            .filter(|&d| artifacts[d].is_none())
+            .map(|d| p.stages[d].id.as_str())
+            .collect();
         let mut key = None;
         let action = if !pending.is_empty() {
             for (port, refs) in &s.inputs {
@@ -143,7 +158,12 @@ pub fn plan(ws: &Workspace, p: &Pipeline, sel: &Selection, force: &[String]) -> 
         } else {
             let m = match manifest(ws, p, i, &artifacts) {
                 Ok(m) => m,
-                Err(e) => return Err(crate::EngineError::Deps { stage: s.id.clone(), message: e.to_string() }),
+                Err(e) => {
+                    return Err(crate::EngineError::Deps {
+                        stage: s.id.clone(),
+                        message: e.to_string(),
+                    });
+                }
             };
             let k = m.key();
             key = Some(k);
@@ -159,7 +179,13 @@ pub fn plan(ws: &Workspace, p: &Pipeline, sel: &Selection, force: &[String]) -> 
                 if selected[i] { Action::Run } else { Action::Skip }
             }
         };
-        out.push(StagePlan { id: s.id.clone(), kind: s.kind.kind().to_string(), action, reasons, key });
+        out.push(StagePlan {
+            id: s.id.clone(),
+            kind: s.kind.kind().to_string(),
+            action,
+            reasons,
+            key,
+        });
     }
     Ok(out)
 }
@@ -174,7 +200,10 @@ pub fn why_changed(ws: &Workspace, pipeline: &str, stage: &str, now: &KeyManifes
     if before.kind != now.kind {
         r.push(format!("stage kind changed from `{}` to `{}`", before.kind, now.kind));
     } else if before.version != now.version {
-        r.push(format!("`{}` changed from version {} to {}", now.kind, before.version, now.version));
+        r.push(format!(
+            "`{}` changed from version {} to {}",
+            now.kind, before.version, now.version
+        ));
     }
     diff_json("", &before.params, &now.params, &mut r);
     if before.seed != now.seed {
@@ -183,7 +212,9 @@ pub fn why_changed(ws: &Workspace, pipeline: &str, stage: &str, now: &KeyManifes
     let ports: BTreeSet<&String> = before.inputs.keys().chain(now.inputs.keys()).collect();
     for port in ports {
         match (before.inputs.get(port), now.inputs.get(port)) {
-            (Some(a), Some(b)) if a != b => r.push(format!("input `{port}` changed ({} → {})", shorts(a), shorts(b))),
+            (Some(a), Some(b)) if a != b => {
+                r.push(format!("input `{port}` changed ({} → {})", shorts(a), shorts(b)))
+            }
             (None, Some(_)) => r.push(format!("input `{port}` was added")),
             (Some(_), None) => r.push(format!("input `{port}` was removed")),
             _ => {}
@@ -200,7 +231,11 @@ fn shorts(v: &[ArtifactDigest]) -> String {
     v.iter().map(|d| d.short()).collect::<Vec<_>>().join(", ")
 }
 
-fn diff_deps(a: &BTreeMap<String, crate::digest::Digest>, b: &BTreeMap<String, crate::digest::Digest>, r: &mut Vec<String>) {
+fn diff_deps(
+    a: &BTreeMap<String, crate::digest::Digest>,
+    b: &BTreeMap<String, crate::digest::Digest>,
+    r: &mut Vec<String>,
+) {
     let labels: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for l in labels {
         match (a.get(l), b.get(l)) {
@@ -222,7 +257,9 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, r: &mut V
                 match (x.get(k), y.get(k)) {
                     (Some(u), Some(v)) => diff_json(&p, u, v, r),
                     (None, Some(v)) => r.push(format!("param `{p}` was added ({})", brief(v))),
-                    (Some(u), None) => r.push(format!("param `{p}` was removed (was {})", brief(u))),
+                    (Some(u), None) => {
+                        r.push(format!("param `{p}` was removed (was {})", brief(u)))
+                    }
                     (None, None) => {}
                 }
             }
@@ -234,7 +271,11 @@ fn diff_json(path: &str, a: &serde_json::Value, b: &serde_json::Value, r: &mut V
 
 fn brief(v: &serde_json::Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(57).collect::<String>())
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -267,7 +308,13 @@ mod tests {
     fn settings_enter_the_key_only_when_set() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
-        let p = crate::spec::load_str(Path::new("p.yaml"), "stages:\n  t: { uses: tuned }\n".into(), &Registry::new(vec![&Tuned]), &[]).unwrap();
+        let p = crate::spec::load_str(
+            Path::new("p.yaml"),
+            "stages:\n  t: { uses: tuned }\n".into(),
+            &Registry::new(vec![&Tuned]),
+            &[],
+        )
+        .unwrap();
         let plain = manifest(&ws, &p, 0, &[]).unwrap();
         assert!(plain.deps.is_empty(), "nothing set: the key is as it always was");
         SET.store(true, Ordering::Relaxed);

@@ -67,12 +67,20 @@ impl Resources {
         if let Some(m) = &self.memory
             && slurm_memory(m).is_none()
         {
-            out.push((at("memory"), format!("`memory: {m}` is not a size"), Some("write a number of megabytes or a size like `512M`, `4G`".to_string())));
+            out.push((
+                at("memory"),
+                format!("`memory: {m}` is not a size"),
+                Some("write a number of megabytes or a size like `512M`, `4G`".to_string()),
+            ));
         }
         if let Some(t) = &self.time
             && slurm_time(t).is_none()
         {
-            out.push((at("time"), format!("`time: {t}` is not a duration"), Some("write minutes (`90`), `30m`, `2h`, `1d` or `D-HH:MM:SS`".to_string())));
+            out.push((
+                at("time"),
+                format!("`time: {t}` is not a duration"),
+                Some("write minutes (`90`), `30m`, `2h`, `1d` or `D-HH:MM:SS`".to_string()),
+            ));
         }
         out
     }
@@ -119,7 +127,10 @@ pub fn slurm_time(t: &str) -> Option<String> {
         return None;
     }
     let parts: Vec<&str> = clock.split(':').collect();
-    let ok = (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()));
+    let ok = (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()));
     ok.then(|| t.to_string())
 }
 
@@ -194,20 +205,28 @@ impl ExecutorSpec {
 }
 
 /// Deserialise and check a `resources:` or `executor:` mapping; problems located in `node`.
-pub(crate) fn parse_resources(node: &Node) -> Result<Resources, Vec<(Origin, String, Option<String>)>> {
+pub(crate) fn parse_resources(
+    node: &Node,
+) -> Result<Resources, Vec<(Origin, String, Option<String>)>> {
     parse(node, Resources::problems, "cpus, memory, gpus, time")
 }
 
-pub(crate) fn parse_executor(node: &Node) -> Result<ExecutorSpec, Vec<(Origin, String, Option<String>)>> {
+pub(crate) fn parse_executor(
+    node: &Node,
+) -> Result<ExecutorSpec, Vec<(Origin, String, Option<String>)>> {
     // `flatten` loses deny_unknown_fields' message, so unknown keys are checked here first.
-    const KEYS: &[&str] = &["kind", "partition", "account", "gres", "sbatch", "cpus", "memory", "gpus", "time"];
+    const KEYS: &[&str] =
+        &["kind", "partition", "account", "gres", "sbatch", "cpus", "memory", "gpus", "time"];
     if let Some(entries) = node.as_map() {
         let unknown: Vec<_> = entries
             .iter()
             .filter_map(|(k, _)| {
                 let name = k.as_str().unwrap_or("");
                 (!KEYS.contains(&name)).then(|| {
-                    let help = crate::suggest::did_you_mean(name, KEYS.iter().copied()).unwrap_or_else(|| format!("the keys of `executor` are: {}", KEYS.join(", ")));
+                    let help = crate::suggest::did_you_mean(name, KEYS.iter().copied())
+                        .unwrap_or_else(|| {
+                            format!("the keys of `executor` are: {}", KEYS.join(", "))
+                        });
                     (k.origin.clone(), format!("unknown key `{name}` in `executor`"), Some(help))
                 })
             })
@@ -216,7 +235,11 @@ pub(crate) fn parse_executor(node: &Node) -> Result<ExecutorSpec, Vec<(Origin, S
             return Err(unknown);
         }
     }
-    parse(node, ExecutorSpec::problems, "kind, partition, account, gres, sbatch, cpus, memory, gpus, time")
+    parse(
+        node,
+        ExecutorSpec::problems,
+        "kind, partition, account, gres, sbatch, cpus, memory, gpus, time",
+    )
 }
 
 fn parse<T: DeserializeOwned>(
@@ -225,24 +248,34 @@ fn parse<T: DeserializeOwned>(
     keys: &str,
 ) -> Result<T, Vec<(Origin, String, Option<String>)>> {
     if node.as_map().is_none() && !node.is_null() {
-        return Err(vec![(node.origin.clone(), format!("expected a mapping ({keys}), found {}", node.type_name()), None)]);
+        return Err(vec![(
+            node.origin.clone(),
+            format!("expected a mapping ({keys}), found {}", node.type_name()),
+            None,
+        )]);
     }
     let empty = Node { kind: crate::yaml::NodeKind::Map(Vec::new()), origin: node.origin.clone() };
-    let typed: T = crate::yaml::from_node(if node.is_null() { &empty } else { node }).map_err(|e| {
-        let help = e
-            .expected_fields
-            .and_then(|fields| e.path.last().and_then(|seg| match seg {
-                PathSeg::Key(k) => crate::suggest::did_you_mean(k, fields.iter().copied()),
-                PathSeg::Index(_) => None,
-            }))
-            .unwrap_or_else(|| format!("the keys are: {keys}"));
-        vec![(e.origin.unwrap_or_else(|| node.origin.clone()), e.message, Some(help))]
-    })?;
+    let typed: T =
+        crate::yaml::from_node(if node.is_null() { &empty } else { node }).map_err(|e| {
+            let help = e
+                .expected_fields
+                .and_then(|fields| {
+                    e.path.last().and_then(|seg| match seg {
+                        PathSeg::Key(k) => crate::suggest::did_you_mean(k, fields.iter().copied()),
+                        PathSeg::Index(_) => None,
+                    })
+                })
+                .unwrap_or_else(|| format!("the keys are: {keys}"));
+            vec![(e.origin.unwrap_or_else(|| node.origin.clone()), e.message, Some(help))]
+        })?;
     let problems = check(&typed);
     if problems.is_empty() {
         Ok(typed)
     } else {
-        Err(problems.into_iter().map(|(path, m, h)| (node.locate(&path).origin.clone(), m, h)).collect())
+        Err(problems
+            .into_iter()
+            .map(|(path, m, h)| (node.locate(&path).origin.clone(), m, h))
+            .collect())
     }
 }
 
@@ -258,7 +291,17 @@ mod tests {
         assert_eq!(slurm_time("1d").as_deref(), Some("1-00:00:00"));
         assert_eq!(slurm_time("1-12:00:00").as_deref(), Some("1-12:00:00"));
         assert_eq!(slurm_time("10:00").as_deref(), Some("10:00"));
-        for bad in ["", "0", "soon", "1:2:3:4", "1h30", "-1:00:00", "abc:00", "18446744073709551615h", "99999999999999999d"] {
+        for bad in [
+            "",
+            "0",
+            "soon",
+            "1:2:3:4",
+            "1h30",
+            "-1:00:00",
+            "abc:00",
+            "18446744073709551615h",
+            "99999999999999999d",
+        ] {
             assert_eq!(slurm_time(bad), None, "{bad}");
         }
         assert_eq!(slurm_memory("4g").as_deref(), Some("4G"));
@@ -272,9 +315,18 @@ mod tests {
     fn fields_fall_back_one_by_one() {
         let stage = Resources { cpus: Some(4), ..Default::default() };
         let block = Resources { cpus: Some(1), memory: Some("8G".into()), ..Default::default() };
-        let kind = Resources { memory: Some("1G".into()), time: Some("1h".into()), ..Default::default() };
+        let kind =
+            Resources { memory: Some("1G".into()), time: Some("1h".into()), ..Default::default() };
         let r = stage.or(&block).or(&kind);
-        assert_eq!(r, Resources { cpus: Some(4), memory: Some("8G".into()), gpus: None, time: Some("1h".into()) });
+        assert_eq!(
+            r,
+            Resources {
+                cpus: Some(4),
+                memory: Some("8G".into()),
+                gpus: None,
+                time: Some("1h".into())
+            }
+        );
         assert_eq!(r.describe(), "cpus=4 memory=8G time=1h");
     }
 }

@@ -82,7 +82,8 @@ const STAGE_KEYS: &[&str] = &["uses", "with", "inputs", "resources"];
 
 /// Load and validate a pipeline file, applying `key.path=value` overrides.
 pub fn load(path: &Path, registry: &Registry, overrides: &[String]) -> Result<Pipeline, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     let src = String::from_utf8(bytes).map_err(|e| not_utf8(path, e))?;
     load_str(path, src, registry, overrides)
 }
@@ -98,19 +99,35 @@ fn not_utf8(path: &Path, e: std::string::FromUtf8Error) -> LoadError {
         Some(last) if !before.ends_with(['\n', '\r']) => (lines.len(), last.chars().count() + 1),
         _ => (lines.len() + 1, 1),
     };
-    let problem = Diagnostic::new(format!("the file is not UTF-8 text (byte 0x{:02x})", bytes[valid]), Some(&Origin::File { line, col }))
-        .help("save the pipeline as UTF-8");
+    let problem = Diagnostic::new(
+        format!("the file is not UTF-8 text (byte 0x{:02x})", bytes[valid]),
+        Some(&Origin::File { line, col }),
+    )
+    .help("save the pipeline as UTF-8");
     let src = String::from_utf8_lossy(&bytes).into_owned();
-    LoadError::Invalid(Box::new(Diagnostics { file: path.to_path_buf(), src, items: vec![problem] }))
+    LoadError::Invalid(Box::new(Diagnostics {
+        file: path.to_path_buf(),
+        src,
+        items: vec![problem],
+    }))
 }
 
 /// [`load`] from a string (the path is used in messages).
-pub fn load_str(path: &Path, src: String, registry: &Registry, overrides: &[String]) -> Result<Pipeline, LoadError> {
+pub fn load_str(
+    path: &Path,
+    src: String,
+    registry: &Registry,
+    overrides: &[String],
+) -> Result<Pipeline, LoadError> {
     let mut l = Loader { problems: Vec::new() };
     let result = l.load(path, &src, registry, overrides);
     match result {
         Some(p) if l.problems.is_empty() => Ok(p),
-        _ => Err(LoadError::Invalid(Box::new(Diagnostics { file: path.to_path_buf(), src, items: l.problems }))),
+        _ => Err(LoadError::Invalid(Box::new(Diagnostics {
+            file: path.to_path_buf(),
+            src,
+            items: l.problems,
+        }))),
     }
 }
 
@@ -143,7 +160,13 @@ impl Loader {
         self.problems.push(d);
     }
 
-    fn load(&mut self, path: &Path, src: &str, registry: &Registry, overrides: &[String]) -> Option<Pipeline> {
+    fn load(
+        &mut self,
+        path: &Path,
+        src: &str,
+        registry: &Registry,
+        overrides: &[String],
+    ) -> Option<Pipeline> {
         let mut root = match yaml::parse(src) {
             Ok(n) => n,
             Err(e) => {
@@ -154,8 +177,11 @@ impl Loader {
         };
         let Some(entries) = root.as_map() else {
             self.err(
-                Diagnostic::new(format!("a pipeline file must be a mapping, found {}", root.type_name()), Some(&root.origin))
-                    .help("start with `name:`, `seed:` and `stages:`"),
+                Diagnostic::new(
+                    format!("a pipeline file must be a mapping, found {}", root.type_name()),
+                    Some(&root.origin),
+                )
+                .help("start with `name:`, `seed:` and `stages:`"),
             );
             return None;
         };
@@ -168,7 +194,10 @@ impl Loader {
             Some(n) => match n.to_value() {
                 serde_yaml::Value::String(s) => s,
                 _ => {
-                    self.err(Diagnostic::new(format!("`name` must be a string, found {}", n.type_name()), Some(&n.origin)));
+                    self.err(Diagnostic::new(
+                        format!("`name` must be a string, found {}", n.type_name()),
+                        Some(&n.origin),
+                    ));
                     String::new()
                 }
             },
@@ -181,7 +210,10 @@ impl Loader {
                 None => {
                     self.err(
                         Diagnostic::new(
-                            format!("`seed` must be a non-negative integer, found {}", n.type_name()),
+                            format!(
+                                "`seed` must be a non-negative integer, found {}",
+                                n.type_name()
+                            ),
                             Some(&n.origin),
                         )
                         .help("e.g. `seed: 1234`"),
@@ -196,10 +228,16 @@ impl Loader {
             Some(v) => match v.as_map() {
                 Some(entries) => {
                     self.check_duplicates(entries, None, "var");
-                    entries.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone()))).collect()
+                    entries
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
+                        .collect()
                 }
                 None => {
-                    self.err(Diagnostic::new(format!("`vars` must be a mapping, found {}", v.type_name()), Some(&v.origin)));
+                    self.err(Diagnostic::new(
+                        format!("`vars` must be a mapping, found {}", v.type_name()),
+                        Some(&v.origin),
+                    ));
                     HashMap::new()
                 }
             },
@@ -215,9 +253,13 @@ impl Loader {
         self.interpolate(stages_node, &vars);
         let stages_node = root.get("stages").expect("present");
         let Some(stage_entries) = stages_node.as_map() else {
-            self.err(
-                Diagnostic::new(format!("`stages` must be a mapping of stage id → stage, found {}", stages_node.type_name()), Some(&stages_node.origin)),
-            );
+            self.err(Diagnostic::new(
+                format!(
+                    "`stages` must be a mapping of stage id → stage, found {}",
+                    stages_node.type_name()
+                ),
+                Some(&stages_node.origin),
+            ));
             return None;
         };
         self.check_duplicates(stage_entries, None, "stage id");
@@ -232,7 +274,9 @@ impl Loader {
             if !seen.insert(id.to_string()) {
                 continue; // reported as a duplicate
             }
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if id.is_empty()
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 self.err(
                     Diagnostic::new(format!("stage id `{id}` may only contain letters, digits, `_` and `-`"), Some(&k.origin))
                         .help("ids are used in `inputs:` as `stage` or `stage.port`, and on the command line"),
@@ -252,7 +296,11 @@ impl Loader {
     }
 
     /// The value, or its problems reported (for `resources:` and `executor:`).
-    fn located<T>(&mut self, r: Result<T, Vec<(Origin, String, Option<String>)>>, stage: Option<&str>) -> Option<T> {
+    fn located<T>(
+        &mut self,
+        r: Result<T, Vec<(Origin, String, Option<String>)>>,
+        stage: Option<&str>,
+    ) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(problems) => {
@@ -267,17 +315,24 @@ impl Loader {
         }
     }
 
-    fn check_keys(&mut self, entries: &[(Node, Node)], allowed: &[&str], stage: Option<&str>, what: &str) {
+    fn check_keys(
+        &mut self,
+        entries: &[(Node, Node)],
+        allowed: &[&str],
+        stage: Option<&str>,
+        what: &str,
+    ) {
         self.check_duplicates(entries, stage, "key");
         for (k, _) in entries {
             let name = k.as_str().unwrap_or("");
             if !allowed.contains(&name) {
-                let mut d = Diagnostic::new(format!("unknown key `{name}` in {what}"), Some(&k.origin));
+                let mut d =
+                    Diagnostic::new(format!("unknown key `{name}` in {what}"), Some(&k.origin));
                 d.stage = stage.map(str::to_string);
-                d.help = Some(
-                    did_you_mean(name, allowed.iter().copied())
-                        .unwrap_or_else(|| format!("the keys of {what} are: {}", allowed.join(", "))),
-                );
+                d.help =
+                    Some(did_you_mean(name, allowed.iter().copied()).unwrap_or_else(|| {
+                        format!("the keys of {what} are: {}", allowed.join(", "))
+                    }));
                 self.err(d);
             }
         }
@@ -309,7 +364,9 @@ impl Loader {
                 self.check_duplicates(entries, Some(stage), "key");
                 entries.iter().for_each(|(_, v)| self.check_nested_duplicates(v, stage));
             }
-            NodeKind::Seq(items) => items.iter().for_each(|v| self.check_nested_duplicates(v, stage)),
+            NodeKind::Seq(items) => {
+                items.iter().for_each(|v| self.check_nested_duplicates(v, stage))
+            }
             NodeKind::Scalar { .. } => {}
         }
     }
@@ -318,15 +375,25 @@ impl Loader {
     fn apply_override(&mut self, root: &mut Node, ov: &str) {
         let origin = Origin::Flag(ov.to_string());
         let Some((path, raw)) = ov.split_once('=') else {
-            self.err(Diagnostic::new(format!("`-s {ov}` is not of the form key.path=value"), Some(&origin)).help("e.g. -s stages.train.with.lr=3e-4"));
+            self.err(
+                Diagnostic::new(
+                    format!("`-s {ov}` is not of the form key.path=value"),
+                    Some(&origin),
+                )
+                .help("e.g. -s stages.train.with.lr=3e-4"),
+            );
             return;
         };
         let segs: Vec<&str> = path.split('.').collect();
         if segs.iter().any(|s| s.is_empty()) {
-            self.err(Diagnostic::new(format!("`{path}` is not a valid key path"), Some(&origin)).help("e.g. -s vars.d_model=192"));
+            self.err(
+                Diagnostic::new(format!("`{path}` is not a valid key path"), Some(&origin))
+                    .help("e.g. -s vars.d_model=192"),
+            );
             return;
         }
-        let value = serde_yaml::from_str::<serde_yaml::Value>(raw).unwrap_or_else(|_| serde_yaml::Value::String(raw.to_string()));
+        let value = serde_yaml::from_str::<serde_yaml::Value>(raw)
+            .unwrap_or_else(|_| serde_yaml::Value::String(raw.to_string()));
         let new = Node::from_value(&value, &origin);
         let mut cur = root;
         for (i, seg) in segs.iter().enumerate() {
@@ -349,36 +416,53 @@ impl Loader {
                         }
                         // A stage written without `with:` gets one.
                         (None, false) if i == 2 && segs[0] == "stages" && *seg == "with" => {
-                            let empty = Node { kind: NodeKind::Map(Vec::new()), origin: origin.clone() };
+                            let empty =
+                                Node { kind: NodeKind::Map(Vec::new()), origin: origin.clone() };
                             entries.push((Node::scalar(*seg, false, origin.clone()), empty));
                             cur = &mut entries.last_mut().expect("just pushed").1;
                         }
                         (None, _) => {
-                            let names: Vec<&str> = entries.iter().filter_map(|(k, _)| k.as_str()).collect();
-                            let here = if parent_path.is_empty() { "the pipeline".to_string() } else { format!("`{parent_path}`") };
+                            let names: Vec<&str> =
+                                entries.iter().filter_map(|(k, _)| k.as_str()).collect();
+                            let here = if parent_path.is_empty() {
+                                "the pipeline".to_string()
+                            } else {
+                                format!("`{parent_path}`")
+                            };
                             let help = did_you_mean(seg, names.iter().copied())
                                 .unwrap_or_else(|| format!("{here} has: {}", names.join(", ")));
-                            self.err(Diagnostic::new(format!("`-s {path}`: there is no `{seg}` in {here}"), Some(&origin)).help(help));
+                            self.err(
+                                Diagnostic::new(
+                                    format!("`-s {path}`: there is no `{seg}` in {here}"),
+                                    Some(&origin),
+                                )
+                                .help(help),
+                            );
                             return;
                         }
                     }
                 }
-                NodeKind::Seq(items) => match seg.parse::<usize>().ok().filter(|&n| n < items.len()) {
-                    Some(n) if last => {
-                        items[n] = new;
-                        return;
-                    }
-                    Some(n) => cur = &mut items[n],
-                    None => {
-                        self.err(Diagnostic::new(
+                NodeKind::Seq(items) => {
+                    match seg.parse::<usize>().ok().filter(|&n| n < items.len()) {
+                        Some(n) if last => {
+                            items[n] = new;
+                            return;
+                        }
+                        Some(n) => cur = &mut items[n],
+                        None => {
+                            self.err(Diagnostic::new(
                             format!("`-s {path}`: `{parent_path}` is a list of {}; `{seg}` is not an index in it", items.len()),
                             Some(&origin),
                         ));
-                        return;
+                            return;
+                        }
                     }
-                },
+                }
                 NodeKind::Scalar { .. } => {
-                    self.err(Diagnostic::new(format!("`-s {path}`: `{parent_path}` is a single value, not a mapping"), Some(&origin)));
+                    self.err(Diagnostic::new(
+                        format!("`-s {path}`: `{parent_path}` is a single value, not a mapping"),
+                        Some(&origin),
+                    ));
                     return;
                 }
             }
@@ -390,7 +474,9 @@ impl Loader {
     fn interpolate(&mut self, node: &mut Node, vars: &HashMap<String, Node>) {
         match &mut node.kind {
             NodeKind::Seq(items) => items.iter_mut().for_each(|n| self.interpolate(n, vars)),
-            NodeKind::Map(entries) => entries.iter_mut().for_each(|(_, v)| self.interpolate(v, vars)),
+            NodeKind::Map(entries) => {
+                entries.iter_mut().for_each(|(_, v)| self.interpolate(v, vars))
+            }
             NodeKind::Scalar { text, .. } => {
                 if !text.contains("${") {
                     return;
@@ -409,18 +495,35 @@ impl Loader {
                     }
                     out.push_str(&rest[..start]);
                     let Some(end) = rest[start..].find('}') else {
-                        self.err(Diagnostic::new(format!("unclosed `${{` in `{text}`"), Some(&node.origin)).help("write `${vars.NAME}`, or `$${` for a literal `${`"));
+                        self.err(
+                            Diagnostic::new(
+                                format!("unclosed `${{` in `{text}`"),
+                                Some(&node.origin),
+                            )
+                            .help("write `${vars.NAME}`, or `$${` for a literal `${`"),
+                        );
                         return;
                     };
                     let reference = rest[start + 2..start + end].trim();
                     let Some(name) = reference.strip_prefix("vars.") else {
-                        self.err(Diagnostic::new(format!("unknown reference `${{{reference}}}`"), Some(&node.origin)).help("only `${vars.NAME}` can be interpolated"));
+                        self.err(
+                            Diagnostic::new(
+                                format!("unknown reference `${{{reference}}}`"),
+                                Some(&node.origin),
+                            )
+                            .help("only `${vars.NAME}` can be interpolated"),
+                        );
                         return;
                     };
                     let Some(var) = vars.get(name) else {
                         let help = did_you_mean(name, vars.keys().map(String::as_str))
-                            .unwrap_or_else(|| "declare it under `vars:` at the top of the file".into());
-                        self.err(Diagnostic::new(format!("unknown var `{name}`"), Some(&node.origin)).help(help));
+                            .unwrap_or_else(|| {
+                                "declare it under `vars:` at the top of the file".into()
+                            });
+                        self.err(
+                            Diagnostic::new(format!("unknown var `{name}`"), Some(&node.origin))
+                                .help(help),
+                        );
                         return;
                     };
                     if start == 0 && end + 1 == rest.len() && out.is_empty() && whole.is_none() {
@@ -428,7 +531,13 @@ impl Loader {
                     } else if let Some(s) = var.as_str() {
                         out.push_str(s);
                     } else {
-                        self.err(Diagnostic::new(format!("var `{name}` is {} and cannot be spliced into a string", var.type_name()), Some(&node.origin)));
+                        self.err(Diagnostic::new(
+                            format!(
+                                "var `{name}` is {} and cannot be spliced into a string",
+                                var.type_name()
+                            ),
+                            Some(&node.origin),
+                        ));
                         return;
                     }
                     rest = &rest[start + end + 1..];
@@ -447,28 +556,50 @@ impl Loader {
         }
     }
 
-    fn check_stage(&mut self, id: &str, key: &Node, v: &Node, registry: &Registry) -> Option<Checked> {
+    fn check_stage(
+        &mut self,
+        id: &str,
+        key: &Node,
+        v: &Node,
+        registry: &Registry,
+    ) -> Option<Checked> {
         let Some(entries) = v.as_map() else {
             self.err(
-                Diagnostic::new(format!("stage `{id}` must be a mapping, found {}", v.type_name()), Some(&v.origin))
-                    .stage(id)
-                    .help("e.g. `{ uses: command, with: { cmd: \"...\" } }`"),
+                Diagnostic::new(
+                    format!("stage `{id}` must be a mapping, found {}", v.type_name()),
+                    Some(&v.origin),
+                )
+                .stage(id)
+                .help("e.g. `{ uses: command, with: { cmd: \"...\" } }`"),
             );
             return None;
         };
         let kind = v.get("uses").and_then(Node::as_str).and_then(|k| registry.get(k));
         self.check_stage_keys(id, entries, kind, registry);
         let Some(uses) = v.get("uses") else {
-            self.err(Diagnostic::new(format!("stage `{id}` has no `uses:`"), Some(&key.origin)).stage(id).help(kinds_help(registry)));
+            self.err(
+                Diagnostic::new(format!("stage `{id}` has no `uses:`"), Some(&key.origin))
+                    .stage(id)
+                    .help(kinds_help(registry)),
+            );
             return None;
         };
         let Some(kind_name) = uses.as_str() else {
-            self.err(Diagnostic::new("`uses` must name a stage kind", Some(&uses.origin)).stage(id).help(kinds_help(registry)));
+            self.err(
+                Diagnostic::new("`uses` must name a stage kind", Some(&uses.origin))
+                    .stage(id)
+                    .help(kinds_help(registry)),
+            );
             return None;
         };
         let Some(kind) = kind else {
-            let help = did_you_mean(kind_name, registry.kinds().map(|k| k.kind())).unwrap_or_else(|| kinds_help(registry));
-            self.err(Diagnostic::new(format!("unknown stage kind `{kind_name}`"), Some(&uses.origin)).stage(id).help(help));
+            let help = did_you_mean(kind_name, registry.kinds().map(|k| k.kind()))
+                .unwrap_or_else(|| kinds_help(registry));
+            self.err(
+                Diagnostic::new(format!("unknown stage kind `{kind_name}`"), Some(&uses.origin))
+                    .stage(id)
+                    .help(help),
+            );
             return None;
         };
 
@@ -478,12 +609,25 @@ impl Loader {
             None => Resources::default(),
             Some(n) => self.located(resources::parse_resources(n), Some(id)).unwrap_or_default(),
         };
-        Some(Checked { id: id.to_string(), key_origin: key.origin.clone(), kind, params, wiring, resources })
+        Some(Checked {
+            id: id.to_string(),
+            key_origin: key.origin.clone(),
+            kind,
+            params,
+            wiring,
+            resources,
+        })
     }
 
     /// A stage's keys: its own, and those its kind owns. A key another kind owns is named as
     /// such (`filters:` on a `command` stage).
-    fn check_stage_keys(&mut self, id: &str, entries: &[(Node, Node)], kind: Option<&'static dyn DynStage>, registry: &Registry) {
+    fn check_stage_keys(
+        &mut self,
+        id: &str,
+        entries: &[(Node, Node)],
+        kind: Option<&'static dyn DynStage>,
+        registry: &Registry,
+    ) {
         self.check_duplicates(entries, Some(id), "key");
         let owned = kind.map_or(&[][..], |k| k.stage_keys());
         let allowed: Vec<&str> = STAGE_KEYS.iter().chain(owned).copied().collect();
@@ -492,13 +636,27 @@ impl Loader {
             if allowed.contains(&name) {
                 continue;
             }
-            let owners: Vec<&str> = registry.kinds().filter(|o| o.stage_keys().contains(&name)).map(|o| o.kind()).collect();
+            let owners: Vec<&str> = registry
+                .kinds()
+                .filter(|o| o.stage_keys().contains(&name))
+                .map(|o| o.kind())
+                .collect();
             let d = match kind {
-                Some(kind) if !owners.is_empty() => Diagnostic::new(format!("stage kind `{}` takes no `{name}`", kind.kind()), Some(&k.origin))
-                    .help(format!("`{name}:` belongs to stages of kind {}: remove it from this stage", owners.join(", "))),
-                _ => Diagnostic::new(format!("unknown key `{name}` in stage `{id}`"), Some(&k.origin)).help(
-                    did_you_mean(name, allowed.iter().copied()).unwrap_or_else(|| format!("the keys of stage `{id}` are: {}", allowed.join(", "))),
-                ),
+                Some(kind) if !owners.is_empty() => Diagnostic::new(
+                    format!("stage kind `{}` takes no `{name}`", kind.kind()),
+                    Some(&k.origin),
+                )
+                .help(format!(
+                    "`{name}:` belongs to stages of kind {}: remove it from this stage",
+                    owners.join(", ")
+                )),
+                _ => Diagnostic::new(
+                    format!("unknown key `{name}` in stage `{id}`"),
+                    Some(&k.origin),
+                )
+                .help(did_you_mean(name, allowed.iter().copied()).unwrap_or_else(|| {
+                    format!("the keys of stage `{id}` are: {}", allowed.join(", "))
+                })),
             };
             self.err(d.stage(id));
         }
@@ -514,7 +672,13 @@ impl Loader {
             Some(w) => match w.as_map() {
                 Some(e) => e.to_vec(),
                 None => {
-                    self.err(Diagnostic::new(format!("`with` must be a mapping of params, found {}", w.type_name()), Some(&w.origin)).stage(id));
+                    self.err(
+                        Diagnostic::new(
+                            format!("`with` must be a mapping of params, found {}", w.type_name()),
+                            Some(&w.origin),
+                        )
+                        .stage(id),
+                    );
                     return None;
                 }
             },
@@ -524,29 +688,51 @@ impl Loader {
                 entries.push((k.clone(), value.clone()));
             }
         }
-        let params = Node { kind: NodeKind::Map(entries), origin: with.unwrap_or(v).origin.clone() };
+        let params =
+            Node { kind: NodeKind::Map(entries), origin: with.unwrap_or(v).origin.clone() };
         self.check_nested_duplicates(&params, id);
-        let default_help = || format!("`{}` takes: {} (see `hone kinds {}`)", kind.kind(), kind.param_names().join(", "), kind.kind());
-        let problems: Vec<(Origin, Vec<PathSeg>, String, Option<String>)> = match kind.check(&params) {
+        let default_help = || {
+            format!(
+                "`{}` takes: {} (see `hone kinds {}`)",
+                kind.kind(),
+                kind.param_names().join(", "),
+                kind.kind()
+            )
+        };
+        let problems: Vec<(Origin, Vec<PathSeg>, String, Option<String>)> = match kind
+            .check(&params)
+        {
             Ok(p) => return Some(p),
             Err(CheckError::Invalid(e)) => {
                 // An unknown field: the closest of the fields there are.
                 let help = match (e.expected_fields, e.path.last()) {
-                    (Some(fields), Some(PathSeg::Key(field))) => did_you_mean(field, fields.iter().copied()),
+                    (Some(fields), Some(PathSeg::Key(field))) => {
+                        did_you_mean(field, fields.iter().copied())
+                    }
                     _ => None,
                 };
                 vec![(e.origin.unwrap_or_else(|| params.origin.clone()), e.path, e.message, help)]
             }
-            Err(CheckError::Problems(ps)) => ps.into_iter().map(|p| (params.locate(&p.path).origin.clone(), p.path, p.message, p.help)).collect(),
+            Err(CheckError::Problems(ps)) => ps
+                .into_iter()
+                .map(|p| (params.locate(&p.path).origin.clone(), p.path, p.message, p.help))
+                .collect(),
         };
         for (origin, path, message, help) in problems {
             // The full path, so a problem in `filters:` reads `filters[0]`, not `[0]`.
             let where_ = if path.is_empty() {
                 String::new()
             } else {
-                format!(" (at `{}`)", path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.'))
+                format!(
+                    " (at `{}`)",
+                    path.iter().map(|s| s.to_string()).collect::<String>().trim_start_matches('.')
+                )
             };
-            let mut d = Diagnostic::new(format!("invalid params for `{}`: {message}{where_}", kind.kind()), Some(&origin)).stage(id);
+            let mut d = Diagnostic::new(
+                format!("invalid params for `{}`: {message}{where_}", kind.kind()),
+                Some(&origin),
+            )
+            .stage(id);
             d.help = Some(help.unwrap_or_else(default_help));
             self.err(d);
         }
@@ -567,7 +753,16 @@ impl Loader {
             Some(n) => match n.as_map() {
                 Some(e) => e,
                 None => {
-                    self.err(Diagnostic::new(format!("`inputs` must be a mapping of port → stage, found {}", n.type_name()), Some(&n.origin)).stage(id));
+                    self.err(
+                        Diagnostic::new(
+                            format!(
+                                "`inputs` must be a mapping of port → stage, found {}",
+                                n.type_name()
+                            ),
+                            Some(&n.origin),
+                        )
+                        .stage(id),
+                    );
                     return wiring;
                 }
             },
@@ -581,14 +776,28 @@ impl Loader {
                     None => {
                         let names: Vec<&str> = ports.iter().map(|p| p.name).collect();
                         let help = did_you_mean(port, names.iter().copied()).unwrap_or_else(|| {
-                            if names.is_empty() { format!("`{}` takes no inputs", kind.kind()) } else { format!("`{}` has input ports: {}", kind.kind(), names.join(", ")) }
+                            if names.is_empty() {
+                                format!("`{}` takes no inputs", kind.kind())
+                            } else {
+                                format!("`{}` has input ports: {}", kind.kind(), names.join(", "))
+                            }
                         });
-                        self.err(Diagnostic::new(format!("stage kind `{}` has no input port `{port}`", kind.kind()), Some(&k.origin)).stage(id).help(help));
+                        self.err(
+                            Diagnostic::new(
+                                format!("stage kind `{}` has no input port `{port}`", kind.kind()),
+                                Some(&k.origin),
+                            )
+                            .stage(id)
+                            .help(help),
+                        );
                         continue;
                     }
                 },
                 Inputs::Open => {
-                    if port.is_empty() || port.starts_with(|c: char| c.is_ascii_digit()) || !port.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    if port.is_empty()
+                        || port.starts_with(|c: char| c.is_ascii_digit())
+                        || !port.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
                         self.err(Diagnostic::new(format!("input name `{port}` must be an identifier (letters, digits, `_`)"), Some(&k.origin)).stage(id).help("it becomes the environment variable HONE_IN_<name>"));
                         continue;
                     }
@@ -598,7 +807,13 @@ impl Loader {
             let refs: Vec<&Node> = match &v.kind {
                 NodeKind::Seq(items) => {
                     if let Some(p) = spec.filter(|p| !p.many) {
-                        self.err(Diagnostic::new(format!("input `{}` takes one stage, not a list", p.name), Some(&v.origin)).stage(id));
+                        self.err(
+                            Diagnostic::new(
+                                format!("input `{}` takes one stage, not a list", p.name),
+                                Some(&v.origin),
+                            )
+                            .stage(id),
+                        );
                         continue;
                     }
                     items.iter().collect()
@@ -621,12 +836,22 @@ impl Loader {
         }
         if let Inputs::Fixed(ports) = kind.inputs() {
             for p in ports.iter().filter(|p| p.required) {
-                if !wiring.iter().any(|(name, _, _)| name == p.name) && !entries.iter().any(|(k, _)| k.as_str() == Some(p.name)) {
+                if !wiring.iter().any(|(name, _, _)| name == p.name)
+                    && !entries.iter().any(|(k, _)| k.as_str() == Some(p.name))
+                {
                     let origin = inputs.map(|n| &n.origin).unwrap_or(&key.origin);
                     self.err(
-                        Diagnostic::new(format!("stage kind `{}` needs input `{}` (a {})", kind.kind(), p.name, p.ty), Some(origin))
-                            .stage(id)
-                            .help(format!("add `inputs: {{ {}: <stage id> }}`", p.name)),
+                        Diagnostic::new(
+                            format!(
+                                "stage kind `{}` needs input `{}` (a {})",
+                                kind.kind(),
+                                p.name,
+                                p.ty
+                            ),
+                            Some(origin),
+                        )
+                        .stage(id)
+                        .help(format!("add `inputs: {{ {}: <stage id> }}`", p.name)),
                     );
                 }
             }
@@ -636,7 +861,8 @@ impl Loader {
 
     /// Resolve input references, check types, find cycles, order the stages.
     fn wire(&mut self, checked: Vec<Checked>) -> Option<Vec<StageSpec>> {
-        let index: HashMap<&str, usize> = checked.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
+        let index: HashMap<&str, usize> =
+            checked.iter().enumerate().map(|(i, c)| (c.id.as_str(), i)).collect();
         let mut graph: DiGraph<usize, ()> = DiGraph::new();
         let nodes: Vec<NodeIndex> = (0..checked.len()).map(|i| graph.add_node(i)).collect();
         let mut resolved: Vec<Resolved> = vec![BTreeMap::new(); checked.len()];
@@ -649,8 +875,24 @@ impl Loader {
                 for (src, out, origin) in sources {
                     let Some(&j) = index.get(src.as_str()) else {
                         let help = did_you_mean(src, checked.iter().map(|c| c.id.as_str()))
-                            .unwrap_or_else(|| format!("stages in this pipeline: {}", checked.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")));
-                        self.err(Diagnostic::new(format!("input `{port}` names unknown stage `{src}`"), Some(origin)).stage(&c.id).help(help));
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "stages in this pipeline: {}",
+                                    checked
+                                        .iter()
+                                        .map(|c| c.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            });
+                        self.err(
+                            Diagnostic::new(
+                                format!("input `{port}` names unknown stage `{src}`"),
+                                Some(origin),
+                            )
+                            .stage(&c.id)
+                            .help(help),
+                        );
                         continue;
                     };
                     let outs = checked[j].kind.outputs();
@@ -660,14 +902,37 @@ impl Loader {
                             Some(p) => Some(p),
                             None => {
                                 let names: Vec<&str> = outs.iter().map(|p| p.name).collect();
-                                let help = did_you_mean(o, names.iter().copied()).unwrap_or_else(|| format!("`{src}` ({}) has outputs: {}", checked[j].kind.kind(), names.join(", ")));
-                                self.err(Diagnostic::new(format!("stage `{src}` has no output port `{o}`"), Some(origin)).stage(&c.id).help(help));
+                                let help =
+                                    did_you_mean(o, names.iter().copied()).unwrap_or_else(|| {
+                                        format!(
+                                            "`{src}` ({}) has outputs: {}",
+                                            checked[j].kind.kind(),
+                                            names.join(", ")
+                                        )
+                                    });
+                                self.err(
+                                    Diagnostic::new(
+                                        format!("stage `{src}` has no output port `{o}`"),
+                                        Some(origin),
+                                    )
+                                    .stage(&c.id)
+                                    .help(help),
+                                );
                                 continue;
                             }
                         },
                     };
                     let Some(given) = given else {
-                        self.err(Diagnostic::new(format!("stage `{src}` ({}) has no outputs", checked[j].kind.kind()), Some(origin)).stage(&c.id));
+                        self.err(
+                            Diagnostic::new(
+                                format!(
+                                    "stage `{src}` ({}) has no outputs",
+                                    checked[j].kind.kind()
+                                ),
+                                Some(origin),
+                            )
+                            .stage(&c.id),
+                        );
                         continue;
                     };
                     // The type this stage's params give the port (invalid params: unknown,
@@ -679,11 +944,26 @@ impl Loader {
                     if let Some(want) = want
                         && !want.accepts(given_ty)
                     {
-                        let out_ty = |p: &Port| checked[j].params.as_ref().map_or(ANY, |params| checked[j].kind.output_type(params, p));
-                        let alternatives: Vec<String> = outs.iter().filter(|p| want.accepts(out_ty(p))).map(|p| format!("`{src}.{}`", p.name)).collect();
-                        let narrowing = || checked[j].params.as_ref().and_then(|params| checked[j].kind.narrowing_help(params, given, want));
+                        let out_ty = |p: &Port| {
+                            checked[j]
+                                .params
+                                .as_ref()
+                                .map_or(ANY, |params| checked[j].kind.output_type(params, p))
+                        };
+                        let alternatives: Vec<String> = outs
+                            .iter()
+                            .filter(|p| want.accepts(out_ty(p)))
+                            .map(|p| format!("`{src}.{}`", p.name))
+                            .collect();
+                        let narrowing = || {
+                            checked[j].params.as_ref().and_then(|params| {
+                                checked[j].kind.narrowing_help(params, given, want)
+                            })
+                        };
                         let help = if alternatives.is_empty() {
-                            narrowing().unwrap_or_else(|| format!("wire a stage that produces a {want} into `{port}`"))
+                            narrowing().unwrap_or_else(|| {
+                                format!("wire a stage that produces a {want} into `{port}`")
+                            })
                         } else {
                             format!("use {}", alternatives.join(" or "))
                         };
@@ -698,7 +978,10 @@ impl Loader {
                         continue;
                     }
                     graph.add_edge(nodes[j], nodes[i], ());
-                    resolved[i].entry(port.clone()).or_default().push(InputRef { stage: j, port: given.name });
+                    resolved[i]
+                        .entry(port.clone())
+                        .or_default()
+                        .push(InputRef { stage: j, port: given.name });
                 }
             }
         }
@@ -718,7 +1001,10 @@ impl Loader {
             for &i in &members {
                 for (port, refs) in &resolved[i] {
                     for r in refs.iter().filter(|r| members.contains(&r.stage)) {
-                        d = d.note(format!("`{}` reads `{}` through input `{port}`", checked[i].id, checked[r.stage].id));
+                        d = d.note(format!(
+                            "`{}` reads `{}` through input `{port}`",
+                            checked[i].id, checked[r.stage].id
+                        ));
                     }
                 }
             }
@@ -741,7 +1027,8 @@ impl Loader {
                 dependents[s].push(i);
             }
         }
-        let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(i) = ready.pop_first() {
             order.push(i);
@@ -756,7 +1043,8 @@ impl Loader {
         for (pos, &i) in order.iter().enumerate() {
             new_index[i] = pos;
         }
-        let mut slots: Vec<Option<(Checked, Resolved)>> = checked.into_iter().zip(resolved).map(Some).collect();
+        let mut slots: Vec<Option<(Checked, Resolved)>> =
+            checked.into_iter().zip(resolved).map(Some).collect();
         let stages = order
             .iter()
             .map(|&i| {
@@ -764,7 +1052,13 @@ impl Loader {
                 for r in ins.values_mut().flatten() {
                     r.stage = new_index[r.stage];
                 }
-                StageSpec { id: c.id, kind: c.kind, params: c.params.expect("no problems means params are valid"), inputs: ins, resources: c.resources }
+                StageSpec {
+                    id: c.id,
+                    kind: c.kind,
+                    params: c.params.expect("no problems means params are valid"),
+                    inputs: ins,
+                    resources: c.resources,
+                }
             })
             .collect();
         Some(stages)
@@ -809,7 +1103,12 @@ mod tests {
     }
 
     kind!(Source, "source", Inputs::Fixed(&[]), &[Port::required("text", TEXT)]);
-    kind!(Train, "train", Inputs::Fixed(&[Port::required("data", TEXT)]), &[Port::required("model", MODEL), Port::required("log", TEXT)]);
+    kind!(
+        Train,
+        "train",
+        Inputs::Fixed(&[Port::required("data", TEXT)]),
+        &[Port::required("model", MODEL), Port::required("log", TEXT)]
+    );
     kind!(Compare, "compare", Inputs::Fixed(&[Port::many("models", MODEL)]), &[]);
 
     /// A source whose output is narrowed by its params: `chat: true` gives chat text.
@@ -847,9 +1146,17 @@ mod tests {
 
     #[test]
     fn params_deserialise_from_their_nodes_and_kinds_own_stage_keys() {
-        let p = load_str(Path::new("p.yaml"), "stages:\n  c: { uses: typed, notes: [1, 2] }\n".into(), &registry(), &[]).unwrap();
+        let p = load_str(
+            Path::new("p.yaml"),
+            "stages:\n  c: { uses: typed, notes: [1, 2] }\n".into(),
+            &registry(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(p.stages[0].params.canonical["notes"], serde_json::json!([1, 2]));
-        let e = problems("stages:\n  c: { uses: typed, notes: [1, x] }\n  s:\n    uses: source\n    notes: [1]\n    with: { m: 1 }\n");
+        let e = problems(
+            "stages:\n  c: { uses: typed, notes: [1, x] }\n  s:\n    uses: source\n    notes: [1]\n    with: { m: 1 }\n",
+        );
         assert!(e.contains("invalid params for `typed`: invalid type: string \"x\", expected u32 (at `notes[1]`)\n  --> p.yaml:2:32"), "{e}");
         assert!(e.contains("stage kind `source` takes no `notes`\n  --> p.yaml:5:5"), "{e}");
         assert!(e.contains("`notes:` belongs to stages of kind typed"), "{e}");
@@ -865,13 +1172,25 @@ mod tests {
         // A narrower type goes where its parent is wanted, not the other way round.
         let ok = "stages:\n  c: { uses: typed, with: { chat: true } }\n  t: { uses: train, inputs: { data: c } }\n  u: { uses: chat-train, inputs: { data: c } }\n";
         assert!(load_str(Path::new("p.yaml"), ok.into(), &registry(), &[]).is_ok());
-        let e = problems("stages:\n  c: { uses: typed }\n  u: { uses: chat-train, inputs: { data: c } }\n");
-        assert!(e.contains("input `data` of `u` expects a chat, but `c` (typed) gives a text"), "{e}");
+        let e = problems(
+            "stages:\n  c: { uses: typed }\n  u: { uses: chat-train, inputs: { data: c } }\n",
+        );
+        assert!(
+            e.contains("input `data` of `u` expects a chat, but `c` (typed) gives a text"),
+            "{e}"
+        );
         assert!(e.contains("p.yaml:3:42"), "{e}");
         // Invalid params: their own error only, no type error on top.
-        let e = problems("stages:\n  c: { uses: typed, with: { chat: 3 } }\n  u: { uses: chat-train, inputs: { data: c } }\n");
+        let e = problems(
+            "stages:\n  c: { uses: typed, with: { chat: 3 } }\n  u: { uses: chat-train, inputs: { data: c } }\n",
+        );
         assert!(e.contains("invalid type") && !e.contains("expects a chat"), "{e}");
-        assert!(TEXT.accepts(CHAT) && !CHAT.accepts(TEXT) && CHAT.is_a(TEXT) && CHAT.accepts(crate::stage::ANY));
+        assert!(
+            TEXT.accepts(CHAT)
+                && !CHAT.accepts(TEXT)
+                && CHAT.is_a(TEXT)
+                && CHAT.accepts(crate::stage::ANY)
+        );
     }
 
     fn problems(src: &str) -> String {
@@ -883,8 +1202,13 @@ mod tests {
 
     #[test]
     fn port_types_must_match() {
-        let e = problems("stages:\n  s: { uses: source }\n  t: { uses: train, inputs: { data: s } }\n  u:\n    uses: train\n    inputs: { data: t }\n");
-        assert!(e.contains("input `data` of `u` expects a text, but `t` (train) gives a model"), "{e}");
+        let e = problems(
+            "stages:\n  s: { uses: source }\n  t: { uses: train, inputs: { data: s } }\n  u:\n    uses: train\n    inputs: { data: t }\n",
+        );
+        assert!(
+            e.contains("input `data` of `u` expects a text, but `t` (train) gives a model"),
+            "{e}"
+        );
         assert!(e.contains("p.yaml:6:21"), "{e}");
         assert!(e.contains("use `t.log`"), "{e}");
     }
@@ -898,13 +1222,18 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(p.stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s", "t", "u", "c"]);
+        assert_eq!(
+            p.stages.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["s", "t", "u", "c"]
+        );
         assert_eq!(p.stages[3].inputs["models"].len(), 2);
     }
 
     #[test]
     fn missing_required_input_and_list_into_single_port() {
-        let e = problems("stages:\n  s: { uses: source }\n  t: { uses: train }\n  u: { uses: train, inputs: { data: [s, s] } }\n");
+        let e = problems(
+            "stages:\n  s: { uses: source }\n  t: { uses: train }\n  u: { uses: train, inputs: { data: [s, s] } }\n",
+        );
         assert!(e.contains("stage kind `train` needs input `data` (a text)"), "{e}");
         assert!(e.contains("input `data` takes one stage, not a list"), "{e}");
         assert!(e.contains("2 problems"), "{e}");
@@ -948,11 +1277,21 @@ mod tests {
 
     #[test]
     fn overrides_create_only_param_leaves() {
-        let ok = load_str(Path::new("p.yaml"), "stages:\n  s: { uses: source }\n".into(), &registry(), &["stages.s.with.n=3".into()]);
+        let ok = load_str(
+            Path::new("p.yaml"),
+            "stages:\n  s: { uses: source }\n".into(),
+            &registry(),
+            &["stages.s.with.n=3".into()],
+        );
         assert_eq!(ok.unwrap().stages[0].params.canonical["n"], 3);
-        let e = load_str(Path::new("p.yaml"), "vars: {a: 1}\nstages:\n  s: { uses: source }\n".into(), &registry(), &["vars.b=3".into()])
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            Path::new("p.yaml"),
+            "vars: {a: 1}\nstages:\n  s: { uses: source }\n".into(),
+            &registry(),
+            &["vars.b=3".into()],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("there is no `b` in `vars`"), "{e}");
         assert!(e.contains("command line: -s vars.b=3"), "{e}");
     }
@@ -966,14 +1305,22 @@ mod tests {
         assert_eq!(p.executor.sbatch, ["--qos=low"]);
         assert_eq!(p.resources_of(0).describe(), "cpus=8 memory=4G time=2h");
         assert_eq!(p.resources_of(1).describe(), "cpus=2 memory=4G");
-        let p = load_str(Path::new("p.yaml"), "stages:\n  s: { uses: source }\n".into(), &registry(), &[]).unwrap();
+        let p = load_str(
+            Path::new("p.yaml"),
+            "stages:\n  s: { uses: source }\n".into(),
+            &registry(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(p.executor, ExecutorSpec::default());
         assert_eq!(p.resources_of(0), Resources::default());
     }
 
     #[test]
     fn bad_resources_and_executor_blocks_are_located() {
-        let e = problems("executor: { kind: pbs, partitoin: x }\nstages:\n  s: { uses: source, resources: { cpus: 0, memory: lots, time: soon } }\n  t: { uses: source, resources: { cpu: 1 } }\n  u: { uses: source, resources: 3 }\n");
+        let e = problems(
+            "executor: { kind: pbs, partitoin: x }\nstages:\n  s: { uses: source, resources: { cpus: 0, memory: lots, time: soon } }\n  t: { uses: source, resources: { cpu: 1 } }\n  u: { uses: source, resources: 3 }\n",
+        );
         assert!(e.contains("unknown key `partitoin` in `executor`"), "{e}");
         assert!(e.contains("did you mean `partition`?"), "{e}");
         assert!(e.contains("`cpus` must be at least 1"), "{e}");

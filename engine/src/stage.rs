@@ -203,7 +203,10 @@ pub trait Stage: Send + Sync + 'static {
 
     /// Digests of what the stage reads from outside the store (workspace files, plugins):
     /// they become part of the stage key. `(label, digest)`; labels appear in `hone plan`.
-    fn external_deps(_params: &Self::Params, _cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
+    fn external_deps(
+        _params: &Self::Params,
+        _cx: &DepCx,
+    ) -> Result<Vec<(String, Digest)>, StageError> {
         Ok(Vec::new())
     }
 
@@ -255,7 +258,11 @@ pub trait DynStage: Send + Sync {
     fn stage_keys(&self) -> &'static [&'static str];
     /// The names of the kind's params (its `with:` keys), for help texts.
     fn param_names(&self) -> Vec<&'static str>;
-    fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError>;
+    fn external_deps(
+        &self,
+        params: &Params,
+        cx: &DepCx,
+    ) -> Result<Vec<(String, Digest)>, StageError>;
     fn resources(&self, params: &Params) -> Resources;
     fn run(&self, params: &Params, cx: &RunCx) -> Result<(), StageError>;
     /// See [`Stage::summary`].
@@ -293,7 +300,8 @@ impl<S: Stage> DynStage for S {
         if !problems.is_empty() {
             return Err(CheckError::Problems(problems));
         }
-        let canonical = serde_json::to_value(&typed).map_err(|e| CheckError::Problems(vec![ParamProblem::at(&[], e.to_string())]))?;
+        let canonical = serde_json::to_value(&typed)
+            .map_err(|e| CheckError::Problems(vec![ParamProblem::at(&[], e.to_string())]))?;
         Ok(Params { canonical, typed: Arc::new(typed) })
     }
     fn stage_keys(&self) -> &'static [&'static str] {
@@ -302,7 +310,11 @@ impl<S: Stage> DynStage for S {
     fn param_names(&self) -> Vec<&'static str> {
         crate::introspect::field_names::<S::Params>()
     }
-    fn external_deps(&self, params: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
+    fn external_deps(
+        &self,
+        params: &Params,
+        cx: &DepCx,
+    ) -> Result<Vec<(String, Digest)>, StageError> {
         S::external_deps(typed::<S>(params), cx)
     }
     fn resources(&self, params: &Params) -> Resources {
@@ -331,7 +343,8 @@ impl DepCx<'_> {
     /// The Merkle digest of a workspace path (file or directory), relative to the workspace.
     pub fn hash_path(&self, rel: &Path) -> Result<Digest, StageError> {
         let p = self.workspace.join(rel);
-        (self.hasher)(&p).map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", rel.display())))
+        (self.hasher)(&p)
+            .map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", rel.display())))
     }
 }
 
@@ -379,7 +392,11 @@ impl RunCx<'_> {
     pub fn metric(&self, name: &str, value: impl Into<serde_json::Value>) {
         let value = value.into();
         self.metrics.lock().unwrap().insert(name.to_string(), value.clone());
-        self.events.emit(Event::Metric { stage: self.stage_id.to_string(), name: name.to_string(), value });
+        self.events.emit(Event::Metric {
+            stage: self.stage_id.to_string(),
+            name: name.to_string(),
+            value,
+        });
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -174,12 +174,20 @@ impl Store {
     }
 
     pub fn state(&self, pipeline: &str, stage: &str) -> Option<StageState> {
-        fs::read(self.state_path(pipeline, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(self.state_path(pipeline, stage))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     /// Remember what a stage resolved to, given what [`Store::state`] said before; writes only
     /// when it changed (no-op runs write nothing, and read each state once).
-    pub fn set_state(&self, pipeline: &str, stage: &str, state: &StageState, before: Option<&StageState>) -> Result<(), StoreError> {
+    pub fn set_state(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        state: &StageState,
+        before: Option<&StageState>,
+    ) -> Result<(), StoreError> {
         if before == Some(state) {
             return Ok(());
         }
@@ -195,12 +203,19 @@ impl Store {
 
     /// Each stage's outcome in the last run that selected it (empty before the first run).
     pub fn last_runs(&self, pipeline: &str) -> BTreeMap<String, LastRun> {
-        fs::read(self.runs_path(pipeline)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        fs::read(self.runs_path(pipeline))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// Record the outcomes of a run's selected stages (the others keep theirs); writes only
     /// when something changed, so a repeated no-op run writes nothing.
-    pub fn record_runs(&self, pipeline: &str, outcomes: BTreeMap<String, LastRun>) -> Result<(), StoreError> {
+    pub fn record_runs(
+        &self,
+        pipeline: &str,
+        outcomes: BTreeMap<String, LastRun>,
+    ) -> Result<(), StoreError> {
         let before = self.last_runs(pipeline);
         let mut all = before.clone();
         all.extend(outcomes);
@@ -222,7 +237,9 @@ impl Store {
             for s in stages.flatten() {
                 let name = s.file_name().to_string_lossy().into_owned();
                 let Some(stage) = name.strip_suffix(".json") else { continue };
-                if let Some(st) = fs::read(s.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                if let Some(st) =
+                    fs::read(s.path()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+                {
                     out.push((p.file_name().to_string_lossy().into_owned(), stage.to_string(), st));
                 }
             }
@@ -258,7 +275,10 @@ impl Store {
     /// renewed until it is committed or dropped).
     pub fn stage(&self, key: StageKey) -> Result<Staging<'_>, StoreError> {
         let tmp = self.root.join("tmp");
-        let dir = tempfile::Builder::new().prefix(&format!("{}-", key.short())).tempdir_in(&tmp).map_err(io_at(&tmp))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", key.short()))
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
         let owner_path = dir.path().join(STAGING_OWNER);
         let mut owner = Owner::me();
         owner.renew_at(&owner_path)?;
@@ -267,7 +287,10 @@ impl Store {
         let lease = Heartbeat::start(owner.lease_secs, move || match owner.renew_at(&owner_path) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!("cannot renew the lease of staging directory `{}`: {e}", owner_path.display());
+                tracing::warn!(
+                    "cannot renew the lease of staging directory `{}`: {e}",
+                    owner_path.display()
+                );
                 false
             }
         });
@@ -287,7 +310,9 @@ impl Store {
             let dead = match Owner::read(&path.join(STAGING_OWNER)) {
                 Ok(Ok(owner)) => owner.liveness(now) != Liveness::Alive,
                 // Being created, or left by an older hone: judged by its age.
-                _ => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > crate::lease::lease_secs())),
+                _ => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| {
+                    t.elapsed().is_ok_and(|age| age.as_secs() > crate::lease::lease_secs())
+                }),
             };
             if dead && remove_all(&path).is_ok() {
                 report.removed += 1;
@@ -300,7 +325,11 @@ impl Store {
 
     pub fn log_path(&self, stage: &str) -> PathBuf {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.root.join("logs").join(stage).join(format!("{}-{:03}.log", now.as_secs(), now.subsec_millis()))
+        self.root.join("logs").join(stage).join(format!(
+            "{}-{:03}.log",
+            now.as_secs(),
+            now.subsec_millis()
+        ))
     }
 
     /// Delete a record (used when its object was found corrupt).
@@ -369,7 +398,8 @@ impl Store {
         let mut report = GcReport::default();
         for a in self.objects().into_iter().filter(|a| !live.contains(a)) {
             report.objects += 1;
-            report.bytes += if dry_run { dir_size(&self.object_path(&a)) } else { self.remove_object(&a)? };
+            report.bytes +=
+                if dry_run { dir_size(&self.object_path(&a)) } else { self.remove_object(&a)? };
         }
         for r in self.records().into_iter().filter(|r| !live.contains(&r.artifact)) {
             report.records += 1;
@@ -459,7 +489,10 @@ impl Staging<'_> {
             manifest,
             stage: stage.to_string(),
             seconds,
-            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             metrics,
         };
         let p = self.store.record_path(&self.key);
@@ -531,14 +564,19 @@ fn make_writable(p: &Path) -> io::Result<()> {
 
 pub fn dir_size(p: &Path) -> u64 {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::read_dir(p).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum(),
+        Ok(m) if m.is_dir() => {
+            fs::read_dir(p).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum()
+        }
         Ok(m) => m.len(),
         Err(_) => 0,
     }
 }
 
 fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
     if s.is_empty() { "_".into() } else { s }
 }
 
@@ -569,8 +607,16 @@ mod tests {
         let rec = s.commit(m.clone(), "a", 0.1, Default::default()).unwrap();
         let hit = store.lookup(&key).unwrap().unwrap();
         assert_eq!(hit.artifact, rec.artifact);
-        assert_eq!(fs::read_to_string(store.object_path(&rec.artifact).join("a.txt")).unwrap(), "hi");
-        assert!(fs::metadata(store.object_path(&rec.artifact).join("a.txt")).unwrap().permissions().readonly());
+        assert_eq!(
+            fs::read_to_string(store.object_path(&rec.artifact).join("a.txt")).unwrap(),
+            "hi"
+        );
+        assert!(
+            fs::metadata(store.object_path(&rec.artifact).join("a.txt"))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
 
         let mut m2 = m.clone();
         m2.seed = 2;
@@ -610,7 +656,9 @@ mod tests {
         assert_eq!(store.objects().len(), 3);
         assert_eq!(store.gc(false).unwrap(), dry);
         assert_eq!(store.objects().len(), 2);
-        assert!(!store.object_path(&old.artifact).exists() && !store.checkpoint_dir(&old.key).exists());
+        assert!(
+            !store.object_path(&old.artifact).exists() && !store.checkpoint_dir(&old.key).exists()
+        );
         assert!(store.read_record(&old.key).is_none());
         assert_eq!(store.lookup(&kept.key).unwrap().unwrap().artifact, kept.artifact);
         assert!(store.checkpoint_dir(&kept.key).exists());
@@ -658,8 +706,18 @@ mod tests {
         assert!(store.last_runs("p").is_empty());
         let key = Some(manifest().key());
         let ran = LastRun { outcome: Outcome::Ran, key, error: None, log: None };
-        let failed = LastRun { outcome: Outcome::Failed, key, error: Some("boom".into()), log: Some("l.log".into()) };
-        store.record_runs("p", [("a".to_string(), ran.clone()), ("b".to_string(), failed.clone())].into()).unwrap();
+        let failed = LastRun {
+            outcome: Outcome::Failed,
+            key,
+            error: Some("boom".into()),
+            log: Some("l.log".into()),
+        };
+        store
+            .record_runs(
+                "p",
+                [("a".to_string(), ran.clone()), ("b".to_string(), failed.clone())].into(),
+            )
+            .unwrap();
         let cached = LastRun { outcome: Outcome::Cached, ..ran.clone() };
         store.record_runs("p", [("a".to_string(), cached.clone())].into()).unwrap();
         let runs = store.last_runs("p");
@@ -668,7 +726,11 @@ mod tests {
         let mtime = fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         store.record_runs("p", [("a".to_string(), cached)].into()).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime, "nothing changed: not rewritten");
+        assert_eq!(
+            fs::metadata(&path).unwrap().modified().unwrap(),
+            mtime,
+            "nothing changed: not rewritten"
+        );
         assert!(store.last_runs("other").is_empty());
     }
 
@@ -690,7 +752,8 @@ mod tests {
                         s.spawn(move || {
                             let st = store.stage(m.key()).unwrap();
                             fs::create_dir(st.out_dir().join("sub")).unwrap();
-                            let body = if same_bytes { "same".to_string() } else { format!("run {i}") };
+                            let body =
+                                if same_bytes { "same".to_string() } else { format!("run {i}") };
                             fs::write(st.out_dir().join("sub/f.txt"), body.repeat(10_000)).unwrap();
                             barrier.wait();
                             st.commit(m, &format!("job{i}"), 0.0, Default::default()).unwrap()
@@ -702,10 +765,22 @@ mod tests {
             let hit = store.lookup(&m.key()).unwrap().expect("the key is stored");
             assert!(records.iter().any(|r| r.artifact == hit.artifact));
             assert_eq!(store.objects().len(), if same_bytes { 1 } else { n });
-            assert_eq!(store.verify().unwrap(), VerifyReport { checked: store.objects().len(), corrupt: vec![] });
+            assert_eq!(
+                store.verify().unwrap(),
+                VerifyReport { checked: store.objects().len(), corrupt: vec![] }
+            );
             assert_eq!(store.records().len(), 1);
-            assert!(fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(), "no staging left");
-            assert!(fs::read_dir(store.root().join("keys")).unwrap().all(|e| e.unwrap().file_name().to_string_lossy().ends_with(".json")));
+            assert!(
+                fs::read_dir(store.root().join("tmp")).unwrap().next().is_none(),
+                "no staging left"
+            );
+            assert!(
+                fs::read_dir(store.root().join("keys")).unwrap().all(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json"))
+            );
         }
     }
 
@@ -756,8 +831,13 @@ mod tests {
         ] {
             assert_eq!(dir.exists(), stays, "{}", dir.display());
         }
-        let owner: Owner = serde_json::from_slice(&fs::read(live_here.dir.path().join(STAGING_OWNER)).unwrap()).unwrap();
-        assert_eq!((owner.pid, owner.host.as_str()), (std::process::id(), crate::lease::host_name()));
+        let owner: Owner =
+            serde_json::from_slice(&fs::read(live_here.dir.path().join(STAGING_OWNER)).unwrap())
+                .unwrap();
+        assert_eq!(
+            (owner.pid, owner.host.as_str()),
+            (std::process::id(), crate::lease::host_name())
+        );
         fs::write(live_here.out_dir().join("x"), "x").unwrap();
         live_here.commit(manifest(), "a", 0.0, Default::default()).unwrap();
     }

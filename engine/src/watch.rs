@@ -53,7 +53,9 @@ pub fn wait_for_change(
         let wait = if hits.is_empty() { Duration::from_millis(100) } else { debounce };
         match rx.recv_timeout(wait) {
             Ok(changed) => hits.extend(changed.into_iter().filter(|c| relevant(c))),
-            Err(mpsc::RecvTimeoutError::Timeout) if !hits.is_empty() => return Ok(Some(hits.into_iter().collect())),
+            Err(mpsc::RecvTimeoutError::Timeout) if !hits.is_empty() => {
+                return Ok(Some(hits.into_iter().collect()));
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
         }

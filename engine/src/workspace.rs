@@ -68,13 +68,20 @@ pub enum LockError {
 
 impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, StoreError> {
-        let root = fs::canonicalize(root).map_err(|source| StoreError::Io { path: root.to_path_buf(), source })?;
+        let root = fs::canonicalize(root)
+            .map_err(|source| StoreError::Io { path: root.to_path_buf(), source })?;
         let store = Store::open(&root)?;
         let stat_cache = fs::read(store.root().join("statcache.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Ok(Workspace { base: root.clone(), root, store, stat_cache: Mutex::new(stat_cache), watched: Default::default() })
+        Ok(Workspace {
+            base: root.clone(),
+            root,
+            store,
+            stat_cache: Mutex::new(stat_cache),
+            watched: Default::default(),
+        })
     }
 
     /// Resolve the pipeline's relative paths against `dir` (its file's directory) while the
@@ -101,17 +108,27 @@ impl Workspace {
 
     /// Take the workspace lock. If another process holds it, `on_wait` is called once and
     /// this waits until it is released (or fails at once when `wait` is false).
-    pub fn lock(&self, wait: bool, on_wait: impl FnOnce()) -> Result<Option<WorkspaceLock>, LockError> {
+    pub fn lock(
+        &self,
+        wait: bool,
+        on_wait: impl FnOnce(),
+    ) -> Result<Option<WorkspaceLock>, LockError> {
         Ok(self.acquire(wait, |_| on_wait())?.ok())
     }
 
     /// [`Workspace::lock`], saying who holds it: `Err(holder)` when `wait` is false and a live
     /// run holds it. A lock whose holder died, or whose lease expired, is taken over.
-    pub fn acquire(&self, wait: bool, on_wait: impl FnOnce(&Owner)) -> Result<Result<WorkspaceLock, Owner>, LockError> {
+    pub fn acquire(
+        &self,
+        wait: bool,
+        on_wait: impl FnOnce(&Owner),
+    ) -> Result<Result<WorkspaceLock, Owner>, LockError> {
         let path = self.lock_path();
         let mut on_wait = Some(on_wait);
         let file = loop {
-            match LockFile::take(&path).map_err(|source| LockError::Io { path: path.clone(), source })? {
+            match LockFile::take(&path)
+                .map_err(|source| LockError::Io { path: path.clone(), source })?
+            {
                 Taken::Yes(file) => break file,
                 Taken::Held(holder) if !wait => return Ok(Err(holder)),
                 Taken::Held(holder) => {

@@ -33,7 +33,10 @@ impl Origin {
 #[derive(Clone, Debug)]
 pub enum NodeKind {
     /// A scalar's text; `plain` when unquoted (so `3` is a number but `"3"` a string).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in file order; duplicates are kept so validation can report them.
     Map(Vec<(Node, Node)>),
@@ -82,7 +85,10 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
             Event::DocumentStart => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(SyntaxError::at(mark, "a second YAML document: a pipeline file holds one (remove this `---` and what follows, or put it in its own file)"));
+                    return Err(SyntaxError::at(
+                        mark,
+                        "a second YAML document: a pipeline file holds one (remove this `---` and what follows, or put it in its own file)",
+                    ));
                 }
             }
             ev => b.on_event(ev, mark)?,
@@ -149,9 +155,16 @@ impl Builder {
 
     fn open(&mut self, kind: NodeKind, anchor: usize, mark: Marker) -> Result<(), SyntaxError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SyntaxError::at(mark, format!("values nest more than {MAX_DEPTH} levels deep here")));
+            return Err(SyntaxError::at(
+                mark,
+                format!("values nest more than {MAX_DEPTH} levels deep here"),
+            ));
         }
-        self.stack.push(Frame { node: Node { kind, origin: Origin::at(mark) }, anchor, pending_key: None });
+        self.stack.push(Frame {
+            node: Node { kind, origin: Origin::at(mark) },
+            anchor,
+            pending_key: None,
+        });
         Ok(())
     }
 
@@ -164,7 +177,9 @@ impl Builder {
                 };
                 self.push_value(node, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.open(NodeKind::Seq(Vec::new()), anchor, mark)?,
+            Event::SequenceStart(anchor, _) => {
+                self.open(NodeKind::Seq(Vec::new()), anchor, mark)?
+            }
             Event::MappingStart(anchor, _) => self.open(NodeKind::Map(Vec::new()), anchor, mark)?,
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = self.stack.pop() {
@@ -176,17 +191,29 @@ impl Builder {
                     return Err(SyntaxError::at(mark, "alias to an unknown anchor"));
                 };
                 if self.stack.len() + height > MAX_DEPTH {
-                    return Err(SyntaxError::at(mark, format!("this alias makes values nest more than {MAX_DEPTH} levels deep")));
+                    return Err(SyntaxError::at(
+                        mark,
+                        format!("this alias makes values nest more than {MAX_DEPTH} levels deep"),
+                    ));
                 }
                 self.aliased += size;
                 if self.aliased > MAX_ALIASED {
-                    return Err(SyntaxError::at(mark, format!("aliases copy more than {MAX_ALIASED} values by here: write the values out, or alias less")));
+                    return Err(SyntaxError::at(
+                        mark,
+                        format!(
+                            "aliases copy more than {MAX_ALIASED} values by here: write the values out, or alias less"
+                        ),
+                    ));
                 }
                 let mut n = n.clone();
                 n.origin = Origin::at(mark);
                 self.push_value(n, 0);
             }
-            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
         }
         Ok(())
     }
@@ -224,7 +251,9 @@ impl Node {
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         match &mut self.kind {
-            NodeKind::Map(e) => e.iter_mut().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            NodeKind::Map(e) => {
+                e.iter_mut().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -245,17 +274,19 @@ impl Node {
 
     pub fn is_null(&self) -> bool {
         // The kind first: `to_value` of a collection builds its whole subtree.
-        matches!(self.kind, NodeKind::Scalar { .. }) && matches!(self.to_value(), serde_yaml::Value::Null)
+        matches!(self.kind, NodeKind::Scalar { .. })
+            && matches!(self.to_value(), serde_yaml::Value::Null)
     }
 
     /// The node as a serde_yaml value, with scalars typed as serde_yaml types them.
     pub fn to_value(&self) -> serde_yaml::Value {
         match &self.kind {
-            NodeKind::Scalar { text, plain: true } => {
-                serde_yaml::from_str(text).unwrap_or_else(|_| serde_yaml::Value::String(text.clone()))
-            }
+            NodeKind::Scalar { text, plain: true } => serde_yaml::from_str(text)
+                .unwrap_or_else(|_| serde_yaml::Value::String(text.clone())),
             NodeKind::Scalar { text, plain: false } => serde_yaml::Value::String(text.clone()),
-            NodeKind::Seq(items) => serde_yaml::Value::Sequence(items.iter().map(Node::to_value).collect()),
+            NodeKind::Seq(items) => {
+                serde_yaml::Value::Sequence(items.iter().map(Node::to_value).collect())
+            }
             NodeKind::Map(entries) => {
                 let mut m = serde_yaml::Mapping::new();
                 for (k, v) in entries {
@@ -274,9 +305,13 @@ impl Node {
             V::Bool(b) => NodeKind::Scalar { text: b.to_string(), plain: true },
             V::Number(n) => NodeKind::Scalar { text: n.to_string(), plain: true },
             V::String(s) => NodeKind::Scalar { text: s.clone(), plain: false },
-            V::Sequence(s) => NodeKind::Seq(s.iter().map(|x| Node::from_value(x, origin)).collect()),
+            V::Sequence(s) => {
+                NodeKind::Seq(s.iter().map(|x| Node::from_value(x, origin)).collect())
+            }
             V::Mapping(m) => NodeKind::Map(
-                m.iter().map(|(k, v)| (Node::from_value(k, origin), Node::from_value(v, origin))).collect(),
+                m.iter()
+                    .map(|(k, v)| (Node::from_value(k, origin), Node::from_value(v, origin)))
+                    .collect(),
             ),
             V::Tagged(t) => return Node::from_value(&t.value, origin),
         };
@@ -351,15 +386,29 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         // 100 000 levels in 200 kB: yaml-rust2's own `load` would recurse that deep.
-        let e = parse(&format!("a: {}1\n", "- ".repeat(100_000).replacen("- ", "\n  - ", 1))).unwrap_err();
+        let e = parse(&format!("a: {}1\n", "- ".repeat(100_000).replacen("- ", "\n  - ", 1)))
+            .unwrap_err();
         assert!(e.message.contains("more than 128 levels") && e.line == 2, "{e}");
         let e = parse(&format!("a: {}\n", "[".repeat(200))).unwrap_err();
-        assert_eq!((e.line, e.col, e.message.contains("128 levels")), (1, 4 + MAX_DEPTH - 1, true), "{e}");
+        assert_eq!(
+            (e.line, e.col, e.message.contains("128 levels")),
+            (1, 4 + MAX_DEPTH - 1, true),
+            "{e}"
+        );
         assert!(parse(&format!("a: {}1{}\n", "[".repeat(100), "]".repeat(100))).is_ok());
         // An alias may not take a value past the limit either.
-        let src = format!("a: &x {}1{}\nb: {}*x{}\n", "[".repeat(100), "]".repeat(100), "[".repeat(40), "]".repeat(40));
+        let src = format!(
+            "a: &x {}1{}\nb: {}*x{}\n",
+            "[".repeat(100),
+            "]".repeat(100),
+            "[".repeat(40),
+            "]".repeat(40)
+        );
         let e = parse(&src).unwrap_err();
-        assert!(e.message.contains("this alias makes values nest") && (e.line, e.col) == (2, 44), "{e}");
+        assert!(
+            e.message.contains("this alias makes values nest") && (e.line, e.col) == (2, 44),
+            "{e}"
+        );
     }
 
     #[test]

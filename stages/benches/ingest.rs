@@ -20,9 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-const STOP: &[&str] = &["the", "of", "and", "to", "a", "in", "that", "is", "with", "have", "be", "it", "for", "on", "as", "was"];
-const SYLLABLES: &[&str] =
-    &["ka", "lo", "mi", "ter", "san", "vel", "dor", "pa", "ri", "con", "sta", "ble", "men", "tion", "ar", "ly", "ous", "in", "ex", "pro"];
+const STOP: &[&str] = &[
+    "the", "of", "and", "to", "a", "in", "that", "is", "with", "have", "be", "it", "for", "on",
+    "as", "was",
+];
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ter", "san", "vel", "dor", "pa", "ri", "con", "sta", "ble", "men", "tion",
+    "ar", "ly", "ous", "in", "ex", "pro",
+];
 
 struct Rng(u64);
 
@@ -44,7 +49,9 @@ fn vocabulary() -> Vec<String> {
     (0..4000)
         .map(|_| {
             let n = 1 + rng.below(3);
-            (0..n).map(|_| SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize]).collect::<String>()
+            (0..n)
+                .map(|_| SYLLABLES[rng.below(SYLLABLES.len() as u64) as usize])
+                .collect::<String>()
         })
         .collect()
 }
@@ -93,7 +100,9 @@ fn document(i: u64, vocab: &[String]) -> String {
         0..=79 => prose(i, vocab),
         80..=84 => "Click here to subscribe".to_string(),
         85..=87 => "Buy now and save big today.\n".repeat(30),
-        88..=89 => format!("{} Lorem ipsum dolor sit amet, consectetur adipiscing elit.", prose(i, vocab)),
+        88..=89 => {
+            format!("{} Lorem ipsum dolor sit amet, consectetur adipiscing elit.", prose(i, vocab))
+        }
         90..=91 => format!("{}\nfunction f() {{ return {i}; }}", prose(i, vocab)),
         92..=95 => prose(i.saturating_sub(1 + rng.below(50)), vocab),
         _ => {
@@ -109,7 +118,10 @@ fn generate(path: &Path, mb: u64) -> std::io::Result<(u64, u64)> {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let (mut bytes, mut docs) = (0u64, 0u64);
     while bytes < mb << 20 {
-        let line = serde_json::to_string(&serde_json::json!({ "text": document(docs, &vocab), "id": docs })).expect("json");
+        let line = serde_json::to_string(
+            &serde_json::json!({ "text": document(docs, &vocab), "id": docs }),
+        )
+        .expect("json");
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         bytes += line.len() as u64 + 1;
@@ -137,7 +149,12 @@ fn filters(chain: &str) -> String {
 /// A field of /proc/self/status in KiB (0 where there is none, e.g. not on Linux).
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Samples the peak anonymous (heap) and file-backed memory while it lives. Peak RSS alone would mislead:
@@ -182,7 +199,13 @@ fn run(corpus: &Path, chain: &str) -> Result<String, String> {
         corpus.display(),
         filters(chain)
     );
-    let p = hone_engine::spec::load_str(&ws_dir.join("bench.yaml"), yaml, &hone_stages::registry(), &[]).map_err(|e| e.to_string())?;
+    let p = hone_engine::spec::load_str(
+        &ws_dir.join("bench.yaml"),
+        yaml,
+        &hone_stages::registry(),
+        &[],
+    )
+    .map_err(|e| e.to_string())?;
     let ws = hone_engine::workspace::Workspace::open(&ws_dir).map_err(|e| e.to_string())?;
     let _lock = ws.lock(false, || {}).map_err(|e| e.to_string())?;
     let metrics = std::sync::Mutex::new(serde_json::Map::new());
@@ -194,7 +217,9 @@ fn run(corpus: &Path, chain: &str) -> Result<String, String> {
     let bytes = std::fs::metadata(&corpus).map_err(|e| e.to_string())?.len();
     let anon = AnonPeak::start();
     let t0 = Instant::now();
-    let summary = hone_engine::exec::run(&ws, &p, &Default::default(), &sink, &AtomicBool::new(false)).map_err(|e| e.to_string())?;
+    let summary =
+        hone_engine::exec::run(&ws, &p, &Default::default(), &sink, &AtomicBool::new(false))
+            .map_err(|e| e.to_string())?;
     let secs = t0.elapsed().as_secs_f64();
     let (anon_peak_kib, file_peak_kib) = anon.finish();
     if let Some((_, e, _)) = summary.failed.first() {
@@ -226,7 +251,9 @@ fn main() {
                 std::process::exit(2)
             });
             generate(Path::new(file), mb)
-                .map(|(bytes, docs)| format!("{{\"file\": {file:?}, \"bytes\": {bytes}, \"docs\": {docs}}}"))
+                .map(|(bytes, docs)| {
+                    format!("{{\"file\": {file:?}, \"bytes\": {bytes}, \"docs\": {docs}}}")
+                })
                 .map_err(|e| e.to_string())
         }
         ["run", file, chain] => run(Path::new(file), chain),
@@ -235,7 +262,8 @@ fn main() {
             let file = dir.path().join("corpus.jsonl");
             generate(&file, 20).map_err(|e| e.to_string()).and_then(|_| run(&file, "quality"))
         }
-        _ => Err("usage: ingest gen FILE MB | ingest run FILE none|quality|all|NAME,NAME,...".to_string()),
+        _ => Err("usage: ingest gen FILE MB | ingest run FILE none|quality|all|NAME,NAME,..."
+            .to_string()),
     };
     match result {
         Ok(line) => println!("{line}"),

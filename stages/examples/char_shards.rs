@@ -30,5 +30,10 @@ fn main() {
         eprintln!("cannot write {}: {e}", out.display());
         std::process::exit(1);
     });
-    eprintln!("{}: vocab {vocab}, {} train and {} val tokens", out.display(), train.len(), val.len());
+    eprintln!(
+        "{}: vocab {vocab}, {} train and {} val tokens",
+        out.display(),
+        train.len(),
+        val.len()
+    );
 }

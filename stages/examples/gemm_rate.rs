@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use gemm::{Parallelism, gemm};
 
-const SHAPES: [(usize, usize, usize); 5] = [(3072, 128, 384), (3072, 128, 512), (3072, 512, 128), (128, 3072, 512), (256, 32, 256)];
+const SHAPES: [(usize, usize, usize); 5] =
+    [(3072, 128, 384), (3072, 128, 512), (3072, 512, 128), (128, 3072, 512), (256, 32, 256)];
 
 fn main() {
     for (m, k, n) in SHAPES {
@@ -15,7 +16,27 @@ fn main() {
         let mut c = vec![0f32; m * n];
         let mut run = || unsafe {
             // SAFETY: a, b, c hold m×k, k×n and m×n elements, row-major.
-            gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, Parallelism::None)
+            gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
         };
         for _ in 0..3 {
             run();

@@ -34,12 +34,22 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: generate_speed --random DIR | generate_speed MODEL_DIR BATCH PROMPT_LEN NEW_TOKENS THREADS REPEATS");
+    eprintln!(
+        "usage: generate_speed --random DIR | generate_speed MODEL_DIR BATCH PROMPT_LEN NEW_TOKENS THREADS REPEATS"
+    );
     std::process::exit(2)
 }
 
 fn random(dir: &Path) {
-    let cfg = GptConfig { vocab_size: 512, block_size: 64, n_layer: 4, n_head: 4, n_embd: 128, bias: true, dropout: 0.0 };
+    let cfg = GptConfig {
+        vocab_size: 512,
+        block_size: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+        bias: true,
+        dropout: 0.0,
+    };
     let ps = ParamStore::seeded(1234);
     Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
     std::fs::create_dir_all(dir).unwrap();
@@ -55,14 +65,26 @@ fn speed(dir: &Path, batch: usize, prompt_len: usize, new: usize, threads: usize
     let dec = Decoder::from_store(&loaded.config, &loaded.params).unwrap();
     let vocab = loaded.config.vocab_size;
     let mut rng = Rng::new(7, Stream::Init);
-    let requests: Vec<Request> =
-        (0..batch).map(|i| Request { prompt: (0..prompt_len).map(|_| rng.below(vocab) as u32).collect(), seed: row_seed(1, i as u64) }).collect();
-    let o = SampleOptions { temperature: 1.0, top_k: 0, top_p: 1.0, max_new_tokens: new, seed: 0, stop_at: None };
+    let requests: Vec<Request> = (0..batch)
+        .map(|i| Request {
+            prompt: (0..prompt_len).map(|_| rng.below(vocab) as u32).collect(),
+            seed: row_seed(1, i as u64),
+        })
+        .collect();
+    let o = SampleOptions {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        max_new_tokens: new,
+        seed: 0,
+        stop_at: None,
+    };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (mut runs, mut cpu_runs) = (Vec::new(), Vec::new());
     for i in 0..=repeats {
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        let out = pool.install(|| sample_batch(&dec, &requests, &o, &[], batch, &mut ()).unwrap().unwrap());
+        let out = pool
+            .install(|| sample_batch(&dec, &requests, &o, &[], batch, &mut ()).unwrap().unwrap());
         let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         let tokens: usize = out.iter().map(|s| s.tokens.len()).sum();
         assert_eq!(tokens, batch * new);
@@ -76,7 +98,10 @@ fn speed(dir: &Path, batch: usize, prompt_len: usize, new: usize, threads: usize
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     };
-    println!("{}", serde_json::json!({ "tokens_per_second": median(&runs), "tokens_per_cpu_second": median(&cpu_runs), "runs": runs }));
+    println!(
+        "{}",
+        serde_json::json!({ "tokens_per_second": median(&runs), "tokens_per_cpu_second": median(&cpu_runs), "runs": runs })
+    );
 }
 
 /// User + system CPU time of this process, all threads.

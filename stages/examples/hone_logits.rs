@@ -25,7 +25,15 @@ fn main() {
 }
 
 fn random(dir: &Path) {
-    let cfg = GptConfig { vocab_size: 50, block_size: 32, n_layer: 2, n_head: 4, n_embd: 32, bias: true, dropout: 0.0 };
+    let cfg = GptConfig {
+        vocab_size: 50,
+        block_size: 32,
+        n_layer: 2,
+        n_head: 4,
+        n_embd: 32,
+        bias: true,
+        dropout: 0.0,
+    };
     let ps = ParamStore::seeded(1234);
     Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
     for (i, (_, v)) in ps.vars().iter().enumerate() {
@@ -41,12 +49,20 @@ fn random(dir: &Path) {
 }
 
 fn logits(dir: &Path, ids: &str) {
-    let ids: Vec<u32> = ids.split(',').map(|s| s.trim().parse().expect("ids are integers")).collect();
+    let ids: Vec<u32> =
+        ids.split(',').map(|s| s.trim().parse().expect("ids are integers")).collect();
     let loaded = export::load(dir, DType::F32).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1);
     });
     let x = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu).unwrap();
-    let l = loaded.model.forward(&x, &mut Dropout::off()).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let l = loaded
+        .model
+        .forward(&x, &mut Dropout::off())
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     println!("{}", serde_json::json!({ "ids": ids, "logits": l }));
 }

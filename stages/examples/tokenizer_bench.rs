@@ -16,8 +16,11 @@ use hone_engine::workspace::Workspace;
 use hone_stages::model::shards::ShardMeta;
 use tokenizers::Tokenizer;
 
-const STAGES: &[(&str, &str)] =
-    &[("bpe512", "{ vocab_size: 512 }"), ("bpe4096", "{ vocab_size: 4096 }"), ("char", "{ kind: char }")];
+const STAGES: &[(&str, &str)] = &[
+    ("bpe512", "{ vocab_size: 512 }"),
+    ("bpe4096", "{ vocab_size: 4096 }"),
+    ("char", "{ kind: char }"),
+];
 const REPEATS: usize = 3;
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -46,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "name: tokenizer-bench\nseed: 1\nstages:\n  corpus:\n    uses: command\n    with:\n      cmd: cp corpus/* \"$HONE_OUT/\"\n      deps: [corpus]\n",
     );
     for (id, with) in STAGES {
-        yaml.push_str(&format!("  {id}:\n    uses: tokenizer\n    inputs: {{ corpus: corpus }}\n    with: {with}\n"));
+        yaml.push_str(&format!(
+            "  {id}:\n    uses: tokenizer\n    inputs: {{ corpus: corpus }}\n    with: {with}\n"
+        ));
     }
     let p = spec::load_str(&dir.path().join("bench.yaml"), yaml, &hone_stages::registry(), &[])
         .map_err(|e| e.to_string())?;
@@ -77,24 +82,26 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("|---|---|---|---|---|---|---|---|");
     let finished = finished.into_inner().unwrap();
     for (id, _) in STAGES {
-        let (_, seconds, artifact) = finished.iter().find(|(s, _, _)| s == id).ok_or("stage did not finish")?;
+        let (_, seconds, artifact) =
+            finished.iter().find(|(s, _, _)| s == id).ok_or("stage did not finish")?;
         let out = ws.store.object_path(artifact);
         let meta: ShardMeta = serde_json::from_slice(&std::fs::read(out.join("meta.json"))?)?;
         let tok = Tokenizer::from_file(out.join("tokenizer.json"))?;
         // Best of a few runs, in MB/s of wall time and of this process's CPU time.
-        let rate = |parallel: bool| -> Result<(f64, f64), Box<dyn std::error::Error + Send + Sync>> {
-            tokenizers::utils::parallelism::set_parallelism(parallel);
-            let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
-            for _ in 0..REPEATS {
-                let (t, c) = (Instant::now(), cpu_seconds());
-                let enc = tok.encode_batch_fast(train_texts.clone(), false)?;
-                wall = wall.min(t.elapsed().as_secs_f64());
-                cpu = cpu.min(cpu_seconds() - c);
-                std::hint::black_box(enc);
-            }
-            let mb = train_bytes as f64 / 1e6;
-            Ok((mb / wall, mb / cpu.max(0.01)))
-        };
+        let rate =
+            |parallel: bool| -> Result<(f64, f64), Box<dyn std::error::Error + Send + Sync>> {
+                tokenizers::utils::parallelism::set_parallelism(parallel);
+                let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
+                for _ in 0..REPEATS {
+                    let (t, c) = (Instant::now(), cpu_seconds());
+                    let enc = tok.encode_batch_fast(train_texts.clone(), false)?;
+                    wall = wall.min(t.elapsed().as_secs_f64());
+                    cpu = cpu.min(cpu_seconds() - c);
+                    std::hint::black_box(enc);
+                }
+                let mb = train_bytes as f64 / 1e6;
+                Ok((mb / wall, mb / cpu.max(0.01)))
+            };
         let ((all, _), (one, one_cpu)) = (rate(true)?, rate(false)?);
         let content = meta.train_tokens - train.len() as u64;
         println!(

@@ -18,7 +18,15 @@ fn main() {
     let steps = args.get(1).copied().unwrap_or(12);
     // As the training stages do.
     hone_stages::model::kernels::tune_allocator();
-    let cfg = GptConfig { vocab_size: 65, block_size: block, n_layer: 4, n_head: 4, n_embd: 128, bias: false, dropout: 0.0 };
+    let cfg = GptConfig {
+        vocab_size: 65,
+        block_size: block,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+        bias: false,
+        dropout: 0.0,
+    };
     let ps = ParamStore::seeded(1337);
     let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let vars = ps.vars();

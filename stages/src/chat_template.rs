@@ -91,9 +91,11 @@ impl ChatTokenizer {
     /// Reads `tokenizer.json`; fails when it lacks a chat token or gives one an id outside
     /// the model's `vocab_size`, saying how to fix the pipeline.
     pub fn from_file(path: &Path, vocab_size: usize) -> Result<ChatTokenizer, ModelError> {
-        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::format(path, e.to_string()))?;
+        let tok = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| ModelError::format(path, e.to_string()))?;
         let id = |t: &str| tok.token_to_id(t).filter(|&i| (i as usize) < vocab_size);
-        let missing: Vec<&str> = [END_OF_TEXT, IM_START, IM_END].into_iter().filter(|t| id(t).is_none()).collect();
+        let missing: Vec<&str> =
+            [END_OF_TEXT, IM_START, IM_END].into_iter().filter(|t| id(t).is_none()).collect();
         if !missing.is_empty() {
             return Err(ModelError::format(
                 path,
@@ -103,7 +105,8 @@ impl ChatTokenizer {
                 ),
             ));
         }
-        let (im_start, im_end, end_of_text) = (id(IM_START).unwrap(), id(IM_END).unwrap(), id(END_OF_TEXT).unwrap());
+        let (im_start, im_end, end_of_text) =
+            (id(IM_START).unwrap(), id(IM_END).unwrap(), id(END_OF_TEXT).unwrap());
         Ok(ChatTokenizer { tok, im_start, im_end, end_of_text })
     }
 
@@ -116,12 +119,19 @@ impl ChatTokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let enc = self.tok.encode(text, false).map_err(|e| ModelError::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
+        let enc = self
+            .tok
+            .encode(text, false)
+            .map_err(|e| ModelError::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// The tokens of [`render`]`(messages, add_generation_prompt)`, with the assistant mask.
-    pub fn encode(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Encoded, ModelError> {
+    pub fn encode(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Encoded, ModelError> {
         let mut e = Encoded { ids: Vec::new(), assistant: Vec::new(), ends: Vec::new() };
         let newline = self.text_ids("\n")?;
         let push = |e: &mut Encoded, ids: &[u32], train: bool| {
@@ -145,7 +155,9 @@ impl ChatTokenizer {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
-        self.tok.decode(ids, false).map_err(|e| ModelError::Invalid(format!("cannot decode tokens: {e}")))
+        self.tok
+            .decode(ids, false)
+            .map_err(|e| ModelError::Invalid(format!("cannot decode tokens: {e}")))
     }
 
     /// A generated message's text: its tokens decoded, without the [`CONTENT_PREFIX`] the
@@ -194,7 +206,13 @@ mod tests {
     }
 
     fn conversation() -> Vec<Message> {
-        vec![msg(Role::System, "Be kind."), msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello."), msg(Role::User, "2+2?"), msg(Role::Assistant, "4.")]
+        vec![
+            msg(Role::System, "Be kind."),
+            msg(Role::User, "Hi!"),
+            msg(Role::Assistant, "Hello."),
+            msg(Role::User, "2+2?"),
+            msg(Role::Assistant, "4."),
+        ]
     }
 
     fn jinja(messages: &[Message], add_generation_prompt: bool) -> String {
@@ -209,10 +227,17 @@ mod tests {
         let c = conversation();
         for add in [false, true] {
             for n in 0..=c.len() {
-                assert_eq!(render(&c[..n], add), jinja(&c[..n], add), "{n} messages, add_generation_prompt {add}");
+                assert_eq!(
+                    render(&c[..n], add),
+                    jinja(&c[..n], add),
+                    "{n} messages, add_generation_prompt {add}"
+                );
             }
         }
-        assert_eq!(render(&c[1..3], true), "<|im_start|>user\n Hi!<|im_end|>\n<|im_start|>assistant\n Hello.<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            render(&c[1..3], true),
+            "<|im_start|>user\n Hi!<|im_end|>\n<|im_start|>assistant\n Hello.<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     fn tokenizer() -> ChatTokenizer {
@@ -229,7 +254,8 @@ mod tests {
         let t = tokenizer();
         let c = vec![msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello.")];
         let e = t.encode(&c, false).unwrap();
-        let pieces: Vec<String> = e.ids.iter().map(|&i| t.tokenizer().id_to_token(i).unwrap()).collect();
+        let pieces: Vec<String> =
+            e.ids.iter().map(|&i| t.tokenizer().id_to_token(i).unwrap()).collect();
         #[rustfmt::skip]
         let want: Vec<(&str, bool)> = vec![
             ("<|im_start|>", false), ("u", false), ("s", false), ("e", false), ("r", false), ("\n", false),
@@ -237,12 +263,16 @@ mod tests {
             ("<|im_start|>", false), ("a", false), ("s", false), ("s", false), ("i", false), ("s", false), ("t", false), ("a", false), ("n", false), ("t", false), ("\n", false),
             (" ", true), ("H", true), ("e", true), ("l", true), ("l", true), ("o", true), (".", true), ("<|im_end|>", true), ("\n", false),
         ];
-        let got: Vec<(&str, bool)> = pieces.iter().map(String::as_str).zip(e.assistant.iter().copied()).collect();
+        let got: Vec<(&str, bool)> =
+            pieces.iter().map(String::as_str).zip(e.assistant.iter().copied()).collect();
         assert_eq!(got, want);
         assert_eq!(e.ends, vec![12, 32]);
         // The tokens decode to the rendered text, and equal encoding the rendered string whole.
         assert_eq!(t.decode(&e.ids).unwrap(), render(&c, false));
-        assert_eq!(t.tokenizer().encode(render(&c, false), false).unwrap().get_ids(), e.ids.as_slice());
+        assert_eq!(
+            t.tokenizer().encode(render(&c, false), false).unwrap().get_ids(),
+            e.ids.as_slice()
+        );
         let g = t.encode(&c[..1], true).unwrap();
         assert_eq!(t.decode(&g.ids).unwrap(), render(&c[..1], true));
         assert!(g.assistant.iter().all(|a| !a));
@@ -255,7 +285,12 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, json).unwrap();
         let err = ChatTokenizer::from_file(&path, 4).err().unwrap().to_string();
-        assert!(err.contains("`<|im_start|>`, `<|im_end|>`") && err.contains("special_tokens") && err.contains("pretrain"), "{err}");
+        assert!(
+            err.contains("`<|im_start|>`, `<|im_end|>`")
+                && err.contains("special_tokens")
+                && err.contains("pretrain"),
+            "{err}"
+        );
         // Present but outside the model's vocabulary also fails.
         let (json, _) = test_tokenizer("ab");
         std::fs::write(&path, json).unwrap();

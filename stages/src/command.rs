@@ -49,17 +49,22 @@ impl Stage for Command {
     type Params = Params;
     const KIND: &'static str = "command";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "run a shell command; inputs in $HONE_IN_<name>, outputs to $HONE_OUT";
+    const ABOUT: &'static str =
+        "run a shell command; inputs in $HONE_IN_<name>, outputs to $HONE_OUT";
     const INPUTS: Inputs = Inputs::Open;
     const OUTPUTS: &'static [Port] = &[Port::required("out", ANY)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if p.cmd.trim().is_empty() {
-            problems.push(ParamProblem::at(&["cmd"], "`cmd` is empty").help("give the shell command to run"));
+            problems.push(
+                ParamProblem::at(&["cmd"], "`cmd` is empty").help("give the shell command to run"),
+            );
         }
         for (i, d) in p.deps.iter().enumerate() {
-            if d.is_absolute() || d.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            if d.is_absolute()
+                || d.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            {
                 problems.push(ParamProblem {
                     path: vec![
                         hone_engine::yaml::PathSeg::Key("deps".into()),

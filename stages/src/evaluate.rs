@@ -121,7 +121,8 @@ impl Stage for Evaluate {
     /// sums with fused multiply-adds (other last bits of the logits).
     /// 4: the chat template's content prefix.
     const VERSION: u32 = 4;
-    const ABOUT: &'static str = "answer held-out prompts with several models; compare answer accuracy and response length";
+    const ABOUT: &'static str =
+        "answer held-out prompts with several models; compare answer accuracy and response length";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::many("models", ports::MODEL),
         Port::required("prompts", ports::PROMPTS),
@@ -137,7 +138,10 @@ impl Stage for Evaluate {
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         if p.max_new_tokens == 0 {
-            out.push(ParamProblem::at(&["max_new_tokens"], "`max_new_tokens` must be at least 1").help("tinyworld answers are one sentence: 48 is plenty"));
+            out.push(
+                ParamProblem::at(&["max_new_tokens"], "`max_new_tokens` must be at least 1")
+                    .help("tinyworld answers are one sentence: 48 is plenty"),
+            );
         }
         if p.few_shot > MAX_FEW_SHOT {
             out.push(ParamProblem::at(&["few_shot"], format!("`few_shot` is {}; at most {MAX_FEW_SHOT} examples fit a small model's context", p.few_shot)).help("language-model papers use a handful; 3 is the default"));
@@ -148,10 +152,16 @@ impl Stage for Evaluate {
         }
         for (i, n) in p.names.iter().enumerate() {
             if n.trim().is_empty() || n.contains('|') || n.contains('\n') {
-                out.push(ParamProblem::at(&["names"], format!("name {} ({n:?}) must be non-empty, on one line, without `|`", i + 1)));
+                out.push(ParamProblem::at(
+                    &["names"],
+                    format!("name {} ({n:?}) must be non-empty, on one line, without `|`", i + 1),
+                ));
             }
             if p.names[..i].contains(n) {
-                out.push(ParamProblem::at(&["names"], format!("`{n}` is listed twice")).help("give each model its own name"));
+                out.push(
+                    ParamProblem::at(&["names"], format!("`{n}` is listed twice"))
+                        .help("give each model its own name"),
+                );
             }
         }
         out
@@ -172,7 +182,14 @@ impl Stage for Evaluate {
 }
 
 fn options(p: &Params, seed: u64) -> SampleOptions {
-    SampleOptions { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, max_new_tokens: p.max_new_tokens, seed, stop_at: None }
+    SampleOptions {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        max_new_tokens: p.max_new_tokens,
+        seed,
+        stop_at: None,
+    }
 }
 
 /// One prompt to answer: its text and its checkable answer, if any.
@@ -204,14 +221,24 @@ impl Shots {
     /// `k` examples drawn with `seed` from `conversations` (a chat corpus's training split):
     /// single-turn, a one-line question and a one-sentence reply, the question not among
     /// `prompts`. The same arguments give the same examples. Errors when fewer than `k` qualify.
-    pub fn draw(conversations: &[(String, Vec<Message>)], k: usize, seed: u64, prompts: &[Prompt]) -> Result<Shots, String> {
+    pub fn draw(
+        conversations: &[(String, Vec<Message>)],
+        k: usize,
+        seed: u64,
+        prompts: &[Prompt],
+    ) -> Result<Shots, String> {
         let mut eligible: Vec<Shot> = conversations
             .iter()
             .filter_map(|(_, m)| match m.as_slice() {
-                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some(Shot { question: u.content.trim().to_string(), answer: a.content.trim().to_string() }),
+                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some(Shot {
+                    question: u.content.trim().to_string(),
+                    answer: a.content.trim().to_string(),
+                }),
                 _ => None,
             })
-            .filter(|s| !s.question.is_empty() && !s.question.contains('\n') && one_sentence(&s.answer))
+            .filter(|s| {
+                !s.question.is_empty() && !s.question.contains('\n') && one_sentence(&s.answer)
+            })
             .filter(|s| !prompts.iter().any(|p| same_question(&p.prompt, &s.question)))
             .collect();
         if eligible.len() < k {
@@ -252,11 +279,20 @@ fn first_sentence(text: &str) -> &str {
 }
 
 /// Grades `responses` (text, length in tokens) to `prompts` with the tinyworld labeler.
-pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[(String, usize)]) -> (ModelScore, Vec<Option<bool>>) {
+pub fn score(
+    name: &str,
+    format: &'static str,
+    prompts: &[Prompt],
+    responses: &[(String, usize)],
+) -> (ModelScore, Vec<Option<bool>>) {
     let verdicts: Vec<Option<bool>> = prompts
         .iter()
         .zip(responses)
-        .map(|(p, (r, _))| p.answer.as_ref().and_then(|a| crate::tinyworld::grade(&json!({ "prompt": p.prompt, "answer": a }), r)))
+        .map(|(p, (r, _))| {
+            p.answer.as_ref().and_then(|a| {
+                crate::tinyworld::grade(&json!({ "prompt": p.prompt, "answer": a }), r)
+            })
+        })
         .collect();
     let graded = verdicts.iter().flatten().count();
     let correct = verdicts.iter().filter(|v| **v == Some(true)).count();
@@ -270,7 +306,11 @@ pub fn score(name: &str, format: &'static str, prompts: &[Prompt], responses: &[
         graded,
         correct,
         accuracy: (graded > 0).then(|| correct as f64 / graded as f64),
-        mean_length: if n == 0 { 0.0 } else { responses.iter().map(|(_, l)| *l as f64).sum::<f64>() / n as f64 },
+        mean_length: if n == 0 {
+            0.0
+        } else {
+            responses.iter().map(|(_, l)| *l as f64).sum::<f64>() / n as f64
+        },
         mean_reward: None,
         unscored: 0,
     };
@@ -300,7 +340,12 @@ pub(crate) fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, Stag
 
 /// One model's response to one prompt: the text, its length in tokens and, for a base
 /// model, how many examples preceded it.
-fn respond(m: &ChatModel, prompt: &str, shots: &Shots, o: &SampleOptions) -> Result<(String, usize, usize), StageError> {
+fn respond(
+    m: &ChatModel,
+    prompt: &str,
+    shots: &Shots,
+    o: &SampleOptions,
+) -> Result<(String, usize, usize), StageError> {
     if m.is_chat {
         let r = m.reply(&[Message { role: Role::User, content: prompt.to_string() }], o, |_| {})?;
         return Ok((r.text.trim().to_string(), r.tokens, 0));
@@ -342,12 +387,22 @@ fn respond(m: &ChatModel, prompt: &str, shots: &Shots, o: &SampleOptions) -> Res
 fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let models = cx.inputs.get("models").cloned().unwrap_or_default();
     if models.is_empty() {
-        return Err(StageError::msg("input `models` lists no model: give at least one, e.g. `models: [base, sft]`"));
+        return Err(StageError::msg(
+            "input `models` lists no model: give at least one, e.g. `models: [base, sft]`",
+        ));
     }
     if !p.names.is_empty() && p.names.len() != models.len() {
-        return Err(StageError::msg(format!("`names` has {} names for {} models: give one per model, in the order of `models`", p.names.len(), models.len())));
+        return Err(StageError::msg(format!(
+            "`names` has {} names for {} models: give one per model, in the order of `models`",
+            p.names.len(),
+            models.len()
+        )));
     }
-    let names: Vec<String> = if p.names.is_empty() { (1..=models.len()).map(|i| format!("model {i}")).collect() } else { p.names.clone() };
+    let names: Vec<String> = if p.names.is_empty() {
+        (1..=models.len()).map(|i| format!("model {i}")).collect()
+    } else {
+        p.names.clone()
+    };
     let mut prompts = read_prompts(cx.required_input("prompts")?, p.split)?;
     if p.limit > 0 {
         prompts.truncate(p.limit);
@@ -358,7 +413,11 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let loaded: Vec<(ChatModel, &String)> = models
         .iter()
         .zip(&names)
-        .map(|(dir, name)| ChatModel::load(dir).map(|m| (m, name)).map_err(|e| StageError::msg(format!("input `models` ({name}): {e}"))))
+        .map(|(dir, name)| {
+            ChatModel::load(dir)
+                .map(|m| (m, name))
+                .map_err(|e| StageError::msg(format!("input `models` ({name}): {e}")))
+        })
         .collect::<Result<_, _>>()?;
     let base = loaded.iter().find(|(m, _)| !m.is_chat).map(|(_, n)| n.as_str());
     let shots = match (base, p.few_shot, cx.input("shots")) {
@@ -369,12 +428,18 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             )));
         }
         (Some(_), k, Some(dir)) => {
-            let train: Vec<(String, Vec<Message>)> = Corpus::open(dir, "shots")?.chats(corpus::Split::Train, "evaluate")?.into_iter().map(|c| (c.at, c.messages)).collect();
+            let train: Vec<(String, Vec<Message>)> = Corpus::open(dir, "shots")?
+                .chats(corpus::Split::Train, "evaluate")?
+                .into_iter()
+                .map(|c| (c.at, c.messages))
+                .collect();
             Shots::draw(&train, k, cx.seed, &prompts).map_err(StageError::msg)?
         }
     };
     let scorer = match cx.input("reward") {
-        Some(dir) => Some(Scorer::load(dir).map_err(|e| StageError::msg(format!("input `reward`: {e}")))?),
+        Some(dir) => {
+            Some(Scorer::load(dir).map_err(|e| StageError::msg(format!("input `reward`: {e}")))?)
+        }
         None => None,
     };
     let total = (models.len() * prompts.len()) as u64;
@@ -385,13 +450,15 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let mut fewer_shots = 0;
         for (i, pr) in prompts.iter().enumerate() {
             cx.check_cancelled()?;
-            let (text, tokens, used) = respond(m, &pr.prompt, &shots, &options(p, cx.seed.wrapping_add(i as u64)))?;
+            let (text, tokens, used) =
+                respond(m, &pr.prompt, &shots, &options(p, cx.seed.wrapping_add(i as u64)))?;
             fewer_shots += usize::from(!m.is_chat && used < shots.0.len());
             responses.push((text, tokens));
             let done = (mi * prompts.len() + i + 1) as u64;
             cx.progress(done, Some(total), format!("{name}: {}/{}", i + 1, prompts.len()));
         }
-        let (mut s, verdicts) = score(name, if m.is_chat { "chat" } else { "plain" }, &prompts, &responses);
+        let (mut s, verdicts) =
+            score(name, if m.is_chat { "chat" } else { "plain" }, &prompts, &responses);
         if !m.is_chat {
             (s.shots, s.fewer_shots) = (shots.0.len(), fewer_shots);
         }
@@ -415,9 +482,18 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         cx.metric(&format!("{name}.mean_length"), s.mean_length);
         scores.push(s);
     }
-    let report = Report { prompts: prompts.len(), max_new_tokens: p.max_new_tokens, temperature: p.temperature, models: scores, few_shot_examples: shots.0 };
+    let report = Report {
+        prompts: prompts.len(),
+        max_new_tokens: p.max_new_tokens,
+        temperature: p.temperature,
+        models: scores,
+        few_shot_examples: shots.0,
+    };
     let out = cx.out_dir;
-    let write = |name: &str, text: &str| std::fs::write(out.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")));
+    let write = |name: &str, text: &str| {
+        std::fs::write(out.join(name), text)
+            .map_err(StageError::io(format!("cannot write `{name}`")))
+    };
     write("answers.jsonl", &answers)?;
     write("report.json", &(serde_json::to_string_pretty(&report).expect("plain data") + "\n"))?;
     write("report.md", &markdown(&report))
@@ -425,14 +501,22 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
 /// The reward model's raw score of each response (none for an empty one), and their mean
 /// into `s`.
-fn rewards(sc: &Scorer, prompts: &[Prompt], responses: &[(String, usize)], cx: &RunCx, s: &mut ModelScore) -> Result<Vec<Option<f64>>, StageError> {
+fn rewards(
+    sc: &Scorer,
+    prompts: &[Prompt],
+    responses: &[(String, usize)],
+    cx: &RunCx,
+    s: &mut ModelScore,
+) -> Result<Vec<Option<f64>>, StageError> {
     let mut out = Vec::with_capacity(prompts.len());
     for (pr, (r, _)) in prompts.iter().zip(responses) {
         cx.check_cancelled()?;
         out.push(match sc.score(&pr.prompt, r) {
             Ok(v) => Some(v),
             Err(ScoreError::EmptyAnswer | ScoreError::TooLong { .. }) => None,
-            Err(ScoreError::Model(e)) => return Err(StageError::msg(format!("input `reward`: {e}"))),
+            Err(ScoreError::Model(e)) => {
+                return Err(StageError::msg(format!("input `reward`: {e}")));
+            }
         });
     }
     let scored: Vec<f64> = out.iter().flatten().copied().collect();
@@ -444,17 +528,39 @@ fn rewards(sc: &Scorer, prompts: &[Prompt], responses: &[(String, usize)], cx: &
 /// The comparison table (with a mean-reward column when a reward model scored the answers).
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    let how = if r.temperature == 0.0 { "greedy".to_string() } else { format!("sampled at temperature {}", r.temperature) };
+    let how = if r.temperature == 0.0 {
+        "greedy".to_string()
+    } else {
+        format!("sampled at temperature {}", r.temperature)
+    };
     let reward = r.models.iter().any(|m| m.mean_reward.is_some());
-    writeln!(s, "# Evaluation\n\n{} held-out prompts, answers {how}, at most {} new tokens.\n", r.prompts, r.max_new_tokens).unwrap();
+    writeln!(
+        s,
+        "# Evaluation\n\n{} held-out prompts, answers {how}, at most {} new tokens.\n",
+        r.prompts, r.max_new_tokens
+    )
+    .unwrap();
     let (head, rule) = if reward { (" mean reward |", "---|") } else { ("", "") };
     writeln!(s, "| model | format | answer accuracy | correct / graded | mean response length (tokens) |{head}").unwrap();
     writeln!(s, "|---|---|---|---|---|{rule}").unwrap();
     for m in &r.models {
         let acc = m.accuracy.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
-        let format = if m.format == "plain" { format!("plain, {}-shot", m.shots) } else { m.format.to_string() };
-        let rw = if reward { format!(" {} |", m.mean_reward.map_or("n/a".to_string(), |v| format!("{v:.3}"))) } else { String::new() };
-        writeln!(s, "| {} | {format} | {acc} | {} / {} | {:.1} |{rw}", m.name, m.correct, m.graded, m.mean_length).unwrap();
+        let format = if m.format == "plain" {
+            format!("plain, {}-shot", m.shots)
+        } else {
+            m.format.to_string()
+        };
+        let rw = if reward {
+            format!(" {} |", m.mean_reward.map_or("n/a".to_string(), |v| format!("{v:.3}")))
+        } else {
+            String::new()
+        };
+        writeln!(
+            s,
+            "| {} | {format} | {acc} | {} / {} | {:.1} |{rw}",
+            m.name, m.correct, m.graded, m.mean_length
+        )
+        .unwrap();
     }
     for m in r.models.iter().filter(|m| m.unscored > 0) {
         writeln!(s, "\n`{}`: {} of {} answers were empty or too long for the reward model, left out of its mean reward.", m.name, m.unscored, m.prompts).unwrap();
@@ -491,31 +597,70 @@ mod tests {
     /// Hand count: 2 of the 3 gradable responses are right; the fourth prompt has no answer.
     #[test]
     fn accuracy_equals_a_hand_count() {
-        let prompts = [pr("What is 7 plus 5?", Some("12")), pr("What colour is the sky?", Some("blue")), pr("What is 9 minus 3?", Some("6")), pr("Hello!", None)];
-        let responses: Vec<(String, usize)> =
-            [("7 plus 5 is 12.", 6), ("The sky is green.", 5), ("9 minus 3 is 6.", 6), ("Hello! How can I help?", 7)].iter().map(|(r, n)| (r.to_string(), *n)).collect();
+        let prompts = [
+            pr("What is 7 plus 5?", Some("12")),
+            pr("What colour is the sky?", Some("blue")),
+            pr("What is 9 minus 3?", Some("6")),
+            pr("Hello!", None),
+        ];
+        let responses: Vec<(String, usize)> = [
+            ("7 plus 5 is 12.", 6),
+            ("The sky is green.", 5),
+            ("9 minus 3 is 6.", 6),
+            ("Hello! How can I help?", 7),
+        ]
+        .iter()
+        .map(|(r, n)| (r.to_string(), *n))
+        .collect();
         let (s, verdicts) = score("m", "chat", &prompts, &responses);
         assert_eq!(verdicts, vec![Some(true), Some(false), Some(true), None]);
         assert_eq!((s.graded, s.correct, s.prompts), (3, 2, 4));
         assert_eq!(s.accuracy, Some(2.0 / 3.0));
         assert_eq!(s.mean_length, 6.0);
-        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![s.clone()], few_shot_examples: Vec::new() });
+        let md = markdown(&Report {
+            prompts: 4,
+            max_new_tokens: 48,
+            temperature: 0.0,
+            models: vec![s.clone()],
+            few_shot_examples: Vec::new(),
+        });
         assert!(md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 |"), "{md}");
         assert!(!md.to_lowercase().contains("reward"), "no reward column without a reward model");
         // With a reward model: a mean-reward column, n/a for a model it could not score.
         let with = ModelScore { mean_reward: Some(-0.25), ..s.clone() };
         let without = ModelScore { name: "b".into(), mean_reward: None, unscored: 4, ..s };
-        let md = markdown(&Report { prompts: 4, max_new_tokens: 48, temperature: 0.0, models: vec![with, without], few_shot_examples: Vec::new() });
-        assert!(md.contains("| mean reward |") && md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 | -0.250 |") && md.contains("| b | chat | 66.7% | 2 / 3 | 6.0 | n/a |"), "{md}");
+        let md = markdown(&Report {
+            prompts: 4,
+            max_new_tokens: 48,
+            temperature: 0.0,
+            models: vec![with, without],
+            few_shot_examples: Vec::new(),
+        });
+        assert!(
+            md.contains("| mean reward |")
+                && md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 | -0.250 |")
+                && md.contains("| b | chat | 66.7% | 2 / 3 | 6.0 | n/a |"),
+            "{md}"
+        );
         assert!(md.contains("`b`: 4 of 4 answers were empty or too long"), "{md}");
     }
 
     fn conv(q: &str, a: &str) -> (String, Vec<Message>) {
-        (q.to_string(), vec![Message { role: Role::User, content: q.into() }, Message { role: Role::Assistant, content: a.into() }])
+        (
+            q.to_string(),
+            vec![
+                Message { role: Role::User, content: q.into() },
+                Message { role: Role::Assistant, content: a.into() },
+            ],
+        )
     }
 
     fn records(name: &str, seed: u64) -> Vec<Record> {
-        crate::tinyworld::dataset(name, seed).unwrap().iter().map(|v| formats::parse_json(&v.to_string()).unwrap()).collect()
+        crate::tinyworld::dataset(name, seed)
+            .unwrap()
+            .iter()
+            .map(|v| formats::parse_json(&v.to_string()).unwrap())
+            .collect()
     }
 
     /// On tinyworld's own data: the examples are the same for a seed, change with it, are
@@ -533,17 +678,31 @@ mod tests {
         let prompts: Vec<Prompt> = records("prompts", 1234)
             .into_iter()
             .map(|r| match r {
-                Record::Prompt { prompt, answer, .. } => Prompt { prompt, answer: answer.map(|a| a.as_str().unwrap().to_string()) },
+                Record::Prompt { prompt, answer, .. } => {
+                    Prompt { prompt, answer: answer.map(|a| a.as_str().unwrap().to_string()) }
+                }
                 other => panic!("{other:?}"),
             })
             .collect();
         let a = Shots::draw(&convs, 3, 1234, &prompts).unwrap();
         assert_eq!(a.0.len(), 3);
         assert_eq!(a, Shots::draw(&convs, 3, 1234, &prompts).unwrap(), "same seed, same examples");
-        assert_ne!(a, Shots::draw(&convs, 3, 1235, &prompts).unwrap(), "the seed picks the examples");
+        assert_ne!(
+            a,
+            Shots::draw(&convs, 3, 1235, &prompts).unwrap(),
+            "the seed picks the examples"
+        );
         for shot in &a.0 {
-            assert!(convs.iter().any(|(_, m)| m[0].content == shot.question && m[1].content == shot.answer), "{shot:?} is not a training conversation");
-            assert!(!prompts.iter().any(|p| p.prompt == shot.question), "{shot:?} is a held-out prompt");
+            assert!(
+                convs
+                    .iter()
+                    .any(|(_, m)| m[0].content == shot.question && m[1].content == shot.answer),
+                "{shot:?} is not a training conversation"
+            );
+            assert!(
+                !prompts.iter().any(|p| p.prompt == shot.question),
+                "{shot:?} is a held-out prompt"
+            );
             assert!(one_sentence(&shot.answer), "{shot:?}");
         }
     }
@@ -552,27 +711,49 @@ mod tests {
     /// (compared without case and surrounding spaces), nor a multi-sentence or multi-turn one.
     #[test]
     fn a_graded_prompt_is_never_a_few_shot_example() {
-        let mut convs: Vec<(String, Vec<Message>)> = (0..8).map(|i| conv(&format!("What is {i} plus 1?"), &format!("{i} plus 1 is {}.", i + 1))).collect();
+        let mut convs: Vec<(String, Vec<Message>)> = (0..8)
+            .map(|i| conv(&format!("What is {i} plus 1?"), &format!("{i} plus 1 is {}.", i + 1)))
+            .collect();
         convs.push(conv("Tell me about Tom.", "Tom is 7. Tom lives in Oakvale."));
         convs.push(conv("Hi!", "Hello!\nHow can I help?"));
         let mut three = conv("Bye!", "Bye!");
         three.1.push(Message { role: Role::User, content: "Bye?".into() });
         convs.push(three);
-        let graded: Vec<Prompt> = (0..6).map(|i| pr(&format!(" what is {i} PLUS 1? "), Some("x"))).collect();
+        let graded: Vec<Prompt> =
+            (0..6).map(|i| pr(&format!(" what is {i} PLUS 1? "), Some("x"))).collect();
         for seed in 0..50 {
-            let mut got: Vec<String> = Shots::draw(&convs, 2, seed, &graded).unwrap().0.into_iter().map(|s| s.question).collect();
+            let mut got: Vec<String> = Shots::draw(&convs, 2, seed, &graded)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|s| s.question)
+                .collect();
             got.sort();
             assert_eq!(got, ["What is 6 plus 1?", "What is 7 plus 1?"], "seed {seed}");
         }
         let err = Shots::draw(&convs, 3, 0, &graded).unwrap_err();
-        assert!(err.contains("has 2 single-turn conversations") && err.contains("`few_shot: 3` needs 3"), "{err}");
+        assert!(
+            err.contains("has 2 single-turn conversations")
+                && err.contains("`few_shot: 3` needs 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_few_shot_prompt_and_the_answer_cut() {
-        let shots = Shots(vec![Shot { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() }, Shot { question: "Hi!".into(), answer: "Hello!".into() }]);
-        assert_eq!(shots.prompt(2, "What colour is the sky?"), "Question: What is 1 plus 1? Answer: 1 plus 1 is 2. Question: Hi! Answer: Hello! Question: What colour is the sky? Answer:");
-        assert_eq!(shots.prompt(1, "Bye"), "Question: Hi! Answer: Hello! Question: Bye Answer:", "the last examples are kept");
+        let shots = Shots(vec![
+            Shot { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() },
+            Shot { question: "Hi!".into(), answer: "Hello!".into() },
+        ]);
+        assert_eq!(
+            shots.prompt(2, "What colour is the sky?"),
+            "Question: What is 1 plus 1? Answer: 1 plus 1 is 2. Question: Hi! Answer: Hello! Question: What colour is the sky? Answer:"
+        );
+        assert_eq!(
+            shots.prompt(1, "Bye"),
+            "Question: Hi! Answer: Hello! Question: Bye Answer:",
+            "the last examples are kept"
+        );
         assert_eq!(shots.prompt(0, "Bye "), "Question: Bye Answer:");
         assert_eq!(first_sentence(" The sky is blue. Grass is green."), " The sky is blue.");
         assert_eq!(first_sentence(" 3, 4, 5\nQuestion: x"), " 3, 4, 5");
@@ -581,11 +762,27 @@ mod tests {
             prompts: 1,
             max_new_tokens: 8,
             temperature: 0.0,
-            models: vec![ModelScore { name: "base".into(), format: "plain".into(), shots: 2, fewer_shots: 1, prompts: 1, graded: 1, correct: 1, accuracy: Some(1.0), mean_length: 3.0, mean_reward: None, unscored: 0 }],
+            models: vec![ModelScore {
+                name: "base".into(),
+                format: "plain".into(),
+                shots: 2,
+                fewer_shots: 1,
+                prompts: 1,
+                graded: 1,
+                correct: 1,
+                accuracy: Some(1.0),
+                mean_length: 3.0,
+                mean_reward: None,
+                unscored: 0,
+            }],
             few_shot_examples: shots.0.clone(),
         });
         assert!(md.contains("| base | plain, 2-shot | 100.0% | 1 / 1 | 3.0 |"), "{md}");
-        assert!(md.contains("graded 2-shot") && md.contains("For 1 of 1 prompts `base` saw fewer examples"), "{md}");
+        assert!(
+            md.contains("graded 2-shot")
+                && md.contains("For 1 of 1 prompts `base` saw fewer examples"),
+            "{md}"
+        );
         assert!(md.contains("- Question: What is 1 plus 1? / Answer: 1 plus 1 is 2."), "{md}");
     }
 }

@@ -12,29 +12,91 @@ use hone_engine::spec;
 /// `(stage YAML, kind VERSION when pinned, output digest)`, in dependency order. The inputs
 /// are the files [`workspace`] writes.
 const GOLDEN: &[(&str, u32, &str)] = &[
-    ("words: { uses: command, with: { cmd: 'printf \"%s\\n\" one two > $HONE_OUT/w.txt' } }", 1, "48a8abc707a8f8b6ad77b49ebe782915f8805199512054c0fcc30edfe3ecadaa"),
-    ("corpus: { uses: ingest, with: { source: notes.txt, val_fraction: 0.2 }, filters: [{ builtin: dedup-exact }] }", 1, "60e065225f7bff4249bf00b92748f3542856c1a4612a07efe5bbdb2aaec5f0bb"),
-    ("tok: { uses: tokenizer, inputs: { corpus: corpus }, with: { kind: char } }", 1, "b23cb9c99301e66845120ab42dfa05acfe1d2dee98a3b0b340e7bb3bd12633e4"),
-    ("base: { uses: pretrain, inputs: { tokenizer: tok }, with: { n_layer: 1, n_head: 2, n_embd: 16, block_size: 32, batch_size: 2, steps: 4, eval_every: 0, eval_iters: 1, threads: 1 } }", 1, "c91adb97d8082d30a3977622cd3b082307b011e649f60c1decd05f88755b1cb6"),
-    ("chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }", 1, "b5e84ef8a6fd9e5eda209809974d147846f2468ddc080de3625cc250da7602ac"),
-    ("sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }", 2, "339b6a25b8d96cfbee8dd1cf4776e6767144936b6fad05b16a520ffbaaa31e72"),
-    ("prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }", 1, "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb"),
-    ("ranked: { uses: command, with: { cmd: 'cp rankings.jsonl $HONE_OUT/', deps: [rankings.jsonl] } }", 1, "18bbbd93608b4692111216a7c308d9fd904eb043926b9f02ce56af4e8db75b4e"),
-    ("reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, likelihood: 1, threads: 1 } }", 2, "d1fa0331209768a25fb5727aaa69ac020d5da2a9edd72dbeb80b08d3aa215d62"),
-    ("cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }", 3, "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467"),
-    ("ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }", 1, "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef"),
-    ("eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }", 4, "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a"),
-    ("ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }", 4, "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b"),
-    ("eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }", 4, "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d"),
+    (
+        "words: { uses: command, with: { cmd: 'printf \"%s\\n\" one two > $HONE_OUT/w.txt' } }",
+        1,
+        "48a8abc707a8f8b6ad77b49ebe782915f8805199512054c0fcc30edfe3ecadaa",
+    ),
+    (
+        "corpus: { uses: ingest, with: { source: notes.txt, val_fraction: 0.2 }, filters: [{ builtin: dedup-exact }] }",
+        1,
+        "60e065225f7bff4249bf00b92748f3542856c1a4612a07efe5bbdb2aaec5f0bb",
+    ),
+    (
+        "tok: { uses: tokenizer, inputs: { corpus: corpus }, with: { kind: char } }",
+        1,
+        "b23cb9c99301e66845120ab42dfa05acfe1d2dee98a3b0b340e7bb3bd12633e4",
+    ),
+    (
+        "base: { uses: pretrain, inputs: { tokenizer: tok }, with: { n_layer: 1, n_head: 2, n_embd: 16, block_size: 32, batch_size: 2, steps: 4, eval_every: 0, eval_iters: 1, threads: 1 } }",
+        1,
+        "c91adb97d8082d30a3977622cd3b082307b011e649f60c1decd05f88755b1cb6",
+    ),
+    (
+        "chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }",
+        1,
+        "b5e84ef8a6fd9e5eda209809974d147846f2468ddc080de3625cc250da7602ac",
+    ),
+    (
+        "sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }",
+        2,
+        "339b6a25b8d96cfbee8dd1cf4776e6767144936b6fad05b16a520ffbaaa31e72",
+    ),
+    (
+        "prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }",
+        1,
+        "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb",
+    ),
+    (
+        "ranked: { uses: command, with: { cmd: 'cp rankings.jsonl $HONE_OUT/', deps: [rankings.jsonl] } }",
+        1,
+        "18bbbd93608b4692111216a7c308d9fd904eb043926b9f02ce56af4e8db75b4e",
+    ),
+    (
+        "reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, likelihood: 1, threads: 1 } }",
+        2,
+        "d1fa0331209768a25fb5727aaa69ac020d5da2a9edd72dbeb80b08d3aa215d62",
+    ),
+    (
+        "cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }",
+        3,
+        "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467",
+    ),
+    (
+        "ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }",
+        1,
+        "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef",
+    ),
+    (
+        "eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }",
+        4,
+        "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a",
+    ),
+    (
+        "ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }",
+        4,
+        "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b",
+    ),
+    (
+        "eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }",
+        4,
+        "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d",
+    ),
 ];
 
 /// The tiny inputs.
 fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let notes: String = (0..20).map(|i| format!("note {i}: hi hello! name? i am bob.\n\n")).collect();
+    let notes: String =
+        (0..20).map(|i| format!("note {i}: hi hello! name? i am bob.\n\n")).collect();
     let chat = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello!\"}]}\n";
     let rankings: String = ["hi", "name?", "sky?"].iter().map(|p| format!("{{\"prompt\": \"{p}\", \"responses\": [\"hello!\", \"no\", \"i am bob.\"], \"ranking\": [[0], [2], [1]]}}\n")).collect();
-    for (name, text) in [("notes.txt", notes.as_str()), ("chat.jsonl", chat), ("prompts.jsonl", "{\"prompt\": \"hi\", \"answer\": \"hello!\"}\n"), ("rankings.jsonl", rankings.as_str())] {
+    for (name, text) in [
+        ("notes.txt", notes.as_str()),
+        ("chat.jsonl", chat),
+        ("prompts.jsonl", "{\"prompt\": \"hi\", \"answer\": \"hello!\"}\n"),
+        ("rankings.jsonl", rankings.as_str()),
+    ] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     dir
@@ -44,7 +106,13 @@ fn workspace() -> tempfile::TempDir {
 fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
     let yaml: String = GOLDEN.iter().map(|(stage, _, _)| format!("  {stage}\n")).collect();
     let dir = workspace();
-    let p = spec::load_str(&dir.path().join("golden.yaml"), format!("name: golden\nseed: 3\nstages:\n{yaml}"), &crate::registry(), &[]).unwrap();
+    let p = spec::load_str(
+        &dir.path().join("golden.yaml"),
+        format!("name: golden\nseed: 3\nstages:\n{yaml}"),
+        &crate::registry(),
+        &[],
+    )
+    .unwrap();
     let (summary, _) = test_support::run(dir.path(), &p, quiet);
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
 
@@ -55,7 +123,11 @@ fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
         let got = test_support::output_digest(dir.path(), &p, &s.id);
         let kind = s.kind.kind();
         if s.kind.version() != *version {
-            problems.push(format!("`{kind}` is at VERSION {} now: pin its new digest: ({}, \"{got}\")", s.kind.version(), s.kind.version()));
+            problems.push(format!(
+                "`{kind}` is at VERSION {} now: pin its new digest: ({}, \"{got}\")",
+                s.kind.version(),
+                s.kind.version()
+            ));
         } else if got != *digest {
             problems.push(format!(
                 "`{kind}` (stage `{}`) now gives {got}, but VERSION {version} gave {digest:?}: if the change is meant to change outputs, bump `{kind}`'s VERSION (it invalidates cached results) and pin the new digest; if not, it is a bug",
@@ -65,7 +137,8 @@ fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
     }
     for k in crate::registry().kinds() {
         if !p.stages.iter().any(|s| s.kind.kind() == k.kind()) {
-            problems.push(format!("stage kind `{}` has no line in golden::GOLDEN: add one", k.kind()));
+            problems
+                .push(format!("stage kind `{}` has no line in golden::GOLDEN: add one", k.kind()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

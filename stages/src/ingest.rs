@@ -45,8 +45,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::builtin;
-use crate::data::filters::{Chain, FilterSpec, Outcome};
 use crate::data::corpus::{CorpusMeta, IngestMeta, SourceCount};
+use crate::data::filters::{Chain, FilterSpec, Outcome};
 use crate::data::formats::{self, Compression, FileKind, Format, Record, RecordReader, TxtSplit};
 use crate::ports::{CHAT_DATA, CORPUS, PREFERENCES, PROMPTS};
 
@@ -162,10 +162,14 @@ impl Stage for Ingest {
     }
 
     fn narrowing_help(p: &Params, _port: &Port, want: PortType) -> Option<String> {
-        let format = [(CHAT_DATA, Format::Chat), (PROMPTS, Format::Prompt), (PREFERENCES, Format::Preference)]
-            .into_iter()
-            .find(|(t, _)| *t == want)?
-            .1;
+        let format = [
+            (CHAT_DATA, Format::Chat),
+            (PROMPTS, Format::Prompt),
+            (PREFERENCES, Format::Preference),
+        ]
+        .into_iter()
+        .find(|(t, _)| *t == want)?
+        .1;
         (p.format == FormatChoice::Auto).then(|| {
             format!(
                 "a .jsonl source's record format is known only once it is read: add `format: {}` to this ingest stage's `with:`",
@@ -177,12 +181,21 @@ impl Stage for Ingest {
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if p.source.is_empty() {
-            problems.push(ParamProblem::at(&["source"], "`source` is an empty list").help("name files, globs or builtin:NAME"));
+            problems.push(
+                ParamProblem::at(&["source"], "`source` is an empty list")
+                    .help("name files, globs or builtin:NAME"),
+            );
         }
         for (i, s) in p.source.iter().enumerate() {
-            let at = |message: String| ParamProblem { path: vec![PathSeg::Key("source".into()), PathSeg::Index(i)], message, help: None };
+            let at = |message: String| ParamProblem {
+                path: vec![PathSeg::Key("source".into()), PathSeg::Index(i)],
+                message,
+                help: None,
+            };
             if s.trim().is_empty() {
-                problems.push(at("a source is empty".into()).help("name a file, a glob or builtin:NAME"));
+                problems.push(
+                    at("a source is empty".into()).help("name a file, a glob or builtin:NAME"),
+                );
             } else if let Some(name) = s.strip_prefix("builtin:") {
                 if builtin::builtin_version(name).is_none() {
                     problems.push(at(builtin::unknown_message(name)));
@@ -195,15 +208,22 @@ impl Stage for Ingest {
         }
         if !(0.0..1.0).contains(&p.val_fraction) {
             problems.push(
-                ParamProblem::at(&["val_fraction"], format!("`val_fraction` must be in [0, 1), found {}", p.val_fraction))
-                    .help("0.1 puts about one record in ten in val.jsonl"),
+                ParamProblem::at(
+                    &["val_fraction"],
+                    format!("`val_fraction` must be in [0, 1), found {}", p.val_fraction),
+                )
+                .help("0.1 puts about one record in ten in val.jsonl"),
             );
         }
         for (i, f) in p.filters.iter().enumerate() {
             for (path, message) in f.problems() {
                 let mut full = vec![PathSeg::Key("filters".into()), PathSeg::Index(i)];
                 full.extend(path.into_iter().map(|k| PathSeg::Key(k.into())));
-                problems.push(ParamProblem { path: full, message: format!("filter `{}`: {message}", f.name()), help: None });
+                problems.push(ParamProblem {
+                    path: full,
+                    message: format!("filter `{}`: {message}", f.name()),
+                    help: None,
+                });
             }
         }
         problems
@@ -213,10 +233,13 @@ impl Stage for Ingest {
         let mut deps = Vec::new();
         for input in resolve(&p.source, cx.workspace).map_err(StageError::Failed)? {
             match input {
-                Input::File { shown, path, .. } => deps.push((format!("source {shown}"), cx.hash_path(&path)?)),
-                Input::Builtin { name, version } => {
-                    deps.push((format!("source builtin:{name}"), Digest::of(format!("builtin:{name} v{version}").as_bytes())))
+                Input::File { shown, path, .. } => {
+                    deps.push((format!("source {shown}"), cx.hash_path(&path)?))
                 }
+                Input::Builtin { name, version } => deps.push((
+                    format!("source builtin:{name}"),
+                    Digest::of(format!("builtin:{name} v{version}").as_bytes()),
+                )),
             }
         }
         for f in &p.filters {
@@ -244,7 +267,8 @@ fn known_format(p: &Params) -> Option<Format> {
     }
     let mut formats = p.source.iter().map(|s| match s.strip_prefix("builtin:") {
         Some(name) => builtin::builtin_format(name),
-        None => matches!(formats::classify(Path::new(s)), Ok((FileKind::Text, _))).then_some(Format::Text),
+        None => matches!(formats::classify(Path::new(s)), Ok((FileKind::Text, _)))
+            .then_some(Format::Text),
     });
     let first = formats.next()??;
     formats.all(|f| f == Some(first)).then_some(first)
@@ -278,18 +302,24 @@ fn resolve(sources: &[String], workspace: &Path) -> Result<Vec<Input>, String> {
     let shown = |p: &Path| p.strip_prefix(workspace).unwrap_or(p).display().to_string();
     for s in sources {
         if let Some(name) = s.strip_prefix("builtin:") {
-            let version = builtin::builtin_version(name).ok_or_else(|| builtin::unknown_message(name))?;
+            let version =
+                builtin::builtin_version(name).ok_or_else(|| builtin::unknown_message(name))?;
             if seen.insert(PathBuf::from(s)) {
                 out.push(Input::Builtin { name: name.to_string(), version });
             }
             continue;
         }
         let files: Vec<PathBuf> = if is_glob(s) {
-            let pattern =
-                if Path::new(s).is_absolute() { s.clone() } else { format!("{}/{s}", glob::Pattern::escape(&workspace.to_string_lossy())) };
+            let pattern = if Path::new(s).is_absolute() {
+                s.clone()
+            } else {
+                format!("{}/{s}", glob::Pattern::escape(&workspace.to_string_lossy()))
+            };
             let mut files = Vec::new();
             for entry in glob::glob(&pattern).map_err(|e| format!("invalid glob `{s}`: {e}"))? {
-                let path = entry.map_err(|e| format!("source `{s}`: cannot read `{}`: {}", shown(e.path()), e.error()))?;
+                let path = entry.map_err(|e| {
+                    format!("source `{s}`: cannot read `{}`: {}", shown(e.path()), e.error())
+                })?;
                 if path.is_file() {
                     files.push(path);
                 }
@@ -305,10 +335,15 @@ fn resolve(sources: &[String], workspace: &Path) -> Result<Vec<Input>, String> {
         } else {
             let path = workspace.join(s);
             if !path.exists() {
-                return Err(format!("source `{s}` does not exist (a relative path is read from the workspace `{}`)", workspace.display()));
+                return Err(format!(
+                    "source `{s}` does not exist (a relative path is read from the workspace `{}`)",
+                    workspace.display()
+                ));
             }
             if path.is_dir() {
-                return Err(format!("source `{s}` is a directory: name its files with a glob such as `{s}/*.jsonl`"));
+                return Err(format!(
+                    "source `{s}` is a directory: name its files with a glob such as `{s}/*.jsonl`"
+                ));
             }
             vec![path]
         };
@@ -341,7 +376,6 @@ struct Counts {
     val: u64,
 }
 
-
 /// One run of the stage: the state carried across sources and batches.
 struct Job<'a> {
     p: &'a Params,
@@ -365,7 +399,12 @@ struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    fn new(p: &'a Params, cx: &'a RunCx<'a>, chain: Chain, inputs: &[Input]) -> Result<Job<'a>, StageError> {
+    fn new(
+        p: &'a Params,
+        cx: &'a RunCx<'a>,
+        chain: Chain,
+        inputs: &[Input],
+    ) -> Result<Job<'a>, StageError> {
         let create = |name: &str| {
             let path = cx.out_dir.join(name);
             File::create(&path)
@@ -401,14 +440,21 @@ impl<'a> Job<'a> {
 
     fn loc(&self, l: Loc) -> String {
         let s = &self.sources[l.source];
-        if self.builtin[l.source] { format!("{} record {}", s.source, l.line) } else { format!("{}:{}", s.source, l.line) }
+        if self.builtin[l.source] {
+            format!("{} record {}", s.source, l.line)
+        } else {
+            format!("{}:{}", s.source, l.line)
+        }
     }
 
     fn read(&mut self, i: usize, input: &Input) -> Result<(), StageError> {
         match input {
             Input::File { shown, path, kind, compression } => {
-                let cannot = |e: std::io::Error| StageError::Failed(format!("cannot read source `{shown}`: {e}"));
-                let stream = formats::open(path, *compression, self.bytes_read.clone()).map_err(cannot)?;
+                let cannot = |e: std::io::Error| {
+                    StageError::Failed(format!("cannot read source `{shown}`: {e}"))
+                };
+                let stream =
+                    formats::open(path, *compression, self.bytes_read.clone()).map_err(cannot)?;
                 let mut reader = RecordReader::new(stream, *kind, self.p.txt_split);
                 while let Some((line, item)) = reader.next_item().map_err(cannot)? {
                     self.take(Loc { source: i, line }, item)?;
@@ -417,7 +463,11 @@ impl<'a> Job<'a> {
             Input::Builtin { name, .. } => {
                 let records = builtin::builtin_records(name, self.cx.seed)
                     .ok_or_else(|| StageError::Failed(builtin::unknown_message(name)))?
-                    .map_err(|e| StageError::Failed(format!("builtin:{name}: cannot generate its records: {e}")))?;
+                    .map_err(|e| {
+                        StageError::Failed(format!(
+                            "builtin:{name}: cannot generate its records: {e}"
+                        ))
+                    })?;
                 for (n, v) in records.into_iter().enumerate() {
                     self.take(Loc { source: i, line: n + 1 }, formats::from_value(v))?;
                 }
@@ -438,11 +488,18 @@ impl<'a> Job<'a> {
         }
         match &self.format {
             Some((f, by)) if *f != record.format() => {
-                let what = format!("a {} record in a {} corpus (set by {by})", record.format().name(), f.name());
+                let what = format!(
+                    "a {} record in a {} corpus (set by {by})",
+                    record.format().name(),
+                    f.name()
+                );
                 return self.malformed(loc, what);
             }
             Some(_) => {}
-            None => self.format = Some((record.format(), format!("the first record, at {}", self.loc(loc)))),
+            None => {
+                self.format =
+                    Some((record.format(), format!("the first record, at {}", self.loc(loc))))
+            }
         }
         self.counts.records += 1;
         self.sources[loc.source].records += 1;
@@ -496,18 +553,28 @@ impl<'a> Job<'a> {
                 Outcome::Keep => {}
                 Outcome::Rewrite(text) => record.rewrite(text),
             }
-            let mut line = serde_json::to_string(&record).map_err(|e| StageError::msg(format!("cannot encode a record: {e}")))?;
+            let mut line = serde_json::to_string(&record)
+                .map_err(|e| StageError::msg(format!("cannot encode a record: {e}")))?;
             let h = blake3::hash(line.as_bytes());
-            let to_val = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) < self.val_below;
+            let to_val =
+                u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) < self.val_below;
             line.push('\n');
-            let (out, count) = if to_val { (&mut self.val, &mut self.counts.val) } else { (&mut self.train, &mut self.counts.train) };
+            let (out, count) = if to_val {
+                (&mut self.val, &mut self.counts.val)
+            } else {
+                (&mut self.train, &mut self.counts.train)
+            };
             out.write_all(line.as_bytes()).map_err(StageError::io("cannot write the corpus"))?;
             *count += 1;
         }
         self.cx.check_cancelled()?;
         let message = format!("{} records", self.counts.records);
         if self.bytes_total > 0 {
-            self.cx.progress(self.bytes_read.load(Ordering::Relaxed).min(self.bytes_total), Some(self.bytes_total), message);
+            self.cx.progress(
+                self.bytes_read.load(Ordering::Relaxed).min(self.bytes_total),
+                Some(self.bytes_total),
+                message,
+            );
         } else {
             self.cx.progress(self.counts.records, None, message);
         }
@@ -520,12 +587,21 @@ impl<'a> Job<'a> {
             w.flush().map_err(StageError::io("cannot write the corpus"))?;
         }
         let c = &self.counts;
-        let sources = self.sources.iter().map(|s| format!("`{}`", s.source)).collect::<Vec<_>>().join(", ");
+        let sources =
+            self.sources.iter().map(|s| format!("`{}`", s.source)).collect::<Vec<_>>().join(", ");
         let Some((format, _)) = self.format.clone() else {
-            return Err(StageError::Failed(format!("no records in {sources} ({} empty, {} skipped as malformed)", c.empty, c.skipped)));
+            return Err(StageError::Failed(format!(
+                "no records in {sources} ({} empty, {} skipped as malformed)",
+                c.empty, c.skipped
+            )));
         };
         if c.train + c.val == 0 {
-            let what: Vec<String> = self.chain.stats().iter().map(|s| format!("{} dropped {}", s.filter, s.dropped)).collect();
+            let what: Vec<String> = self
+                .chain
+                .stats()
+                .iter()
+                .map(|s| format!("{} dropped {}", s.filter, s.dropped))
+                .collect();
             return Err(StageError::Failed(format!(
                 "the filters dropped all {} records ({}): loosen their thresholds or remove filters that do not suit this data",
                 c.records,
@@ -542,10 +618,12 @@ impl<'a> Job<'a> {
             sources: self.sources.clone(),
             filters: self.chain.stats().to_vec(),
         };
-        let mut json = serde_json::to_string_pretty(&meta).map_err(|e| StageError::msg(format!("cannot encode meta.json: {e}")))?;
+        let mut json = serde_json::to_string_pretty(&meta)
+            .map_err(|e| StageError::msg(format!("cannot encode meta.json: {e}")))?;
         json.push('\n');
         let path = self.cx.out_dir.join("meta.json");
-        std::fs::write(&path, json).map_err(StageError::io(format!("cannot write `{}`", path.display())))?;
+        std::fs::write(&path, json)
+            .map_err(StageError::io(format!("cannot write `{}`", path.display())))?;
 
         let cx = self.cx;
         cx.metric("records", c.records);
@@ -589,7 +667,11 @@ mod tests {
     }
 
     fn lines(path: &Path) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn failure(r: &Ran) -> String {
@@ -597,14 +679,18 @@ mod tests {
     }
 
     fn pipeline(with: &str, filters: &str) -> String {
-        format!("name: t\nseed: 3\nstages:\n  corpus:\n    uses: ingest\n    with: {with}\n{filters}")
+        format!(
+            "name: t\nseed: 3\nstages:\n  corpus:\n    uses: ingest\n    with: {with}\n{filters}"
+        )
     }
 
     #[test]
     fn end_to_end_through_the_engine_and_cached_on_rerun() {
         let mut jsonl = String::new();
         for i in 0..40 {
-            jsonl.push_str(&format!("{{\"text\": \"Document number {i} is here.\", \"id\": {i}}}\n"));
+            jsonl.push_str(&format!(
+                "{{\"text\": \"Document number {i} is here.\", \"id\": {i}}}\n"
+            ));
         }
         jsonl.push_str("{\"text\": \"Document number 7 is here.\"}\n"); // a duplicate
         jsonl.push_str("{\"text\": \"Too short\"}\n");
@@ -621,12 +707,23 @@ mod tests {
         let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         let val = lines(&out.join("val.jsonl"));
-        assert_eq!(train.len() + val.len(), 42, "40 + 2 blocks; the duplicate and the short one dropped");
+        assert_eq!(
+            train.len() + val.len(),
+            42,
+            "40 + 2 blocks; the duplicate and the short one dropped"
+        );
         assert!(!val.is_empty() && val.len() < 21, "{}", val.len());
-        assert!(train.iter().chain(&val).any(|r| r == &serde_json::json!({"text": "Document number 3 is here.", "meta": {"id": 3}})));
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        assert!(
+            train.iter().chain(&val).any(|r| r
+                == &serde_json::json!({"text": "Document number 3 is here.", "meta": {"id": 3}}))
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["format"], "text");
-        assert_eq!((meta["train"].as_u64(), meta["val"].as_u64()), (Some(train.len() as u64), Some(val.len() as u64)));
+        assert_eq!(
+            (meta["train"].as_u64(), meta["val"].as_u64()),
+            (Some(train.len() as u64), Some(val.len() as u64))
+        );
         assert_eq!(meta["records"], 44);
         assert_eq!(meta["filters"][0]["reasons"]["duplicate"], 1);
         assert_eq!(meta["filters"][1]["reasons"]["too-few-words"], 1);
@@ -649,16 +746,21 @@ mod tests {
 
     #[test]
     fn val_split_is_deterministic_and_order_free() {
-        let docs: Vec<String> = (0..300).map(|i| format!("{{\"text\": \"Line {i} of the corpus.\"}}")).collect();
+        let docs: Vec<String> =
+            (0..300).map(|i| format!("{{\"text\": \"Line {i} of the corpus.\"}}")).collect();
         let forward = docs.join("\n");
         let backward = docs.iter().rev().cloned().collect::<Vec<_>>().join("\n");
         let dir = workspace(&[("f.jsonl", forward.as_bytes()), ("b.jsonl", backward.as_bytes())]);
         let split = |file: &str, seed: u64| {
-            let yaml = pipeline(&format!("{{ source: {file} }}"), "").replace("seed: 3", &format!("seed: {seed}"));
+            let yaml = pipeline(&format!("{{ source: {file} }}"), "")
+                .replace("seed: 3", &format!("seed: {seed}"));
             let r = run_pipeline(dir.path(), &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
             let out = test_support::output(dir.path(), &r.pipeline, "corpus");
-            let mut val: Vec<String> = lines(&out.join("val.jsonl")).iter().map(|v| v["text"].as_str().unwrap().to_string()).collect();
+            let mut val: Vec<String> = lines(&out.join("val.jsonl"))
+                .iter()
+                .map(|v| v["text"].as_str().unwrap().to_string())
+                .collect();
             val.sort();
             (val, std::fs::read(out.join("val.jsonl")).unwrap())
         };
@@ -676,7 +778,10 @@ mod tests {
             ("in/a.txt", b"First block here.\n\nSecond block here.\n\nFirst block here.\n"),
             ("in/b.jsonl", b"{\"text\": \"Third one, with meta.\", \"k\": [1, 2]}\n"),
         ];
-        let yaml = pipeline("{ source: \"in/*\", val_fraction: 0.5 }", "    filters:\n      - builtin: dedup-exact\n");
+        let yaml = pipeline(
+            "{ source: \"in/*\", val_fraction: 0.5 }",
+            "    filters:\n      - builtin: dedup-exact\n",
+        );
         let artifact = |dir: &Path| {
             let r = run_pipeline(dir, &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
@@ -695,16 +800,26 @@ mod tests {
         assert!(e.starts_with("d.jsonl:2: `text` must be a string, found a number"), "{e}");
         assert!(e.contains("on_error: skip"), "{e}");
 
-        let r = run_pipeline(dir.path(), &pipeline("{ source: d.jsonl, on_error: skip, val_fraction: 0 }", "")).unwrap();
+        let r = run_pipeline(
+            dir.path(),
+            &pipeline("{ source: d.jsonl, on_error: skip, val_fraction: 0 }", ""),
+        )
+        .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
         let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         assert_eq!(lines(&out.join("train.jsonl")).len(), 2);
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["skipped"], 3);
         let examples = meta["skipped_examples"].as_array().unwrap();
-        assert!(examples[1].as_str().unwrap().starts_with("d.jsonl:3: invalid JSON"), "{examples:?}");
         assert!(
-            examples[2].as_str().unwrap().starts_with("d.jsonl:4: a chat record in a text corpus (set by the first record, at d.jsonl:1)"),
+            examples[1].as_str().unwrap().starts_with("d.jsonl:3: invalid JSON"),
+            "{examples:?}"
+        );
+        assert!(
+            examples[2].as_str().unwrap().starts_with(
+                "d.jsonl:4: a chat record in a text corpus (set by the first record, at d.jsonl:1)"
+            ),
             "{examples:?}"
         );
     }
@@ -717,16 +832,31 @@ mod tests {
         let gz = gz.finish().unwrap();
         let zst = zstd::encode_all(&b"{\"text\": \"plain\"}\n"[..], 3).unwrap();
         let dir = workspace(&[("c.jsonl.gz", &gz), ("t.jsonl.zst", &zst)]);
-        let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl.gz, format: chat, val_fraction: 0 }", "")).unwrap();
+        let r = run_pipeline(
+            dir.path(),
+            &pipeline("{ source: c.jsonl.gz, format: chat, val_fraction: 0 }", ""),
+        )
+        .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
         let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
-        assert_eq!(train[0]["messages"][1], serde_json::json!({"role": "assistant", "content": "Hello."}));
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        assert_eq!(
+            train[0]["messages"][1],
+            serde_json::json!({"role": "assistant", "content": "Hello."})
+        );
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["format"], "chat");
 
-        let r = run_pipeline(dir.path(), &pipeline("{ source: t.jsonl.zst, format: chat }", "")).unwrap();
-        assert!(failure(&r).starts_with("t.jsonl.zst:1: a text record in a chat corpus (set by `format: chat`)"), "{}", failure(&r));
+        let r = run_pipeline(dir.path(), &pipeline("{ source: t.jsonl.zst, format: chat }", ""))
+            .unwrap();
+        assert!(
+            failure(&r).starts_with(
+                "t.jsonl.zst:1: a text record in a chat corpus (set by `format: chat`)"
+            ),
+            "{}",
+            failure(&r)
+        );
     }
 
     #[test]
@@ -734,22 +864,29 @@ mod tests {
         let body = b"{\"messages\": [{\"role\": \"user\", \"content\": \"my mail is a@b.com\"}, {\"role\": \"assistant\", \"content\": \"noted\"}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}, {\"role\": \"assistant\", \"content\": \"hi\"}]}\n";
         let dir = workspace(&[("c.jsonl", body)]);
         let redact = "    filters:\n      - builtin: regex\n        with: { pattern: '\\S+@\\S+', mode: redact }\n";
-        let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl, val_fraction: 0 }", redact)).unwrap();
+        let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl, val_fraction: 0 }", redact))
+            .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
         let out = test_support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         assert_eq!(train.len(), 1);
         assert_eq!(train[0]["messages"][0]["content"], "hello");
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["filters"][0]["reasons"][crate::data::filters::CANNOT_REWRITE], 1);
     }
 
     #[test]
     fn builtin_sources_use_the_pipeline_seed() {
         let dir = workspace(&[]);
-        let r = run_pipeline(dir.path(), &pipeline("{ source: \"builtin:test/numbers\", val_fraction: 0 }", "")).unwrap();
+        let r = run_pipeline(
+            dir.path(),
+            &pipeline("{ source: \"builtin:test/numbers\", val_fraction: 0 }", ""),
+        )
+        .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let train = lines(&test_support::output(dir.path(), &r.pipeline, "corpus").join("train.jsonl"));
+        let train =
+            lines(&test_support::output(dir.path(), &r.pipeline, "corpus").join("train.jsonl"));
         assert_eq!(train.len(), 20);
         assert_eq!(train[2]["text"], "Number 2 of seed 3.");
     }
@@ -766,7 +903,11 @@ mod tests {
                 "    filters:\n      - builtin: length\n        with: { min_words: 5, max_words: 2 }\n",
                 "pipeline.yaml:9",
             ),
-            ("{ source: a.txt }", "    filters:\n      - builtin: gopher-qualty\n", "did you mean `gopher-quality`"),
+            (
+                "{ source: a.txt }",
+                "    filters:\n      - builtin: gopher-qualty\n",
+                "did you mean `gopher-quality`",
+            ),
         ];
         for (with, filters, want) in bad {
             let e = run_pipeline(dir.path(), &pipeline(with, filters)).err().unwrap_or_default();
@@ -788,7 +929,9 @@ mod tests {
         // Unknown until read, or mixed: a corpus, which only corpus inputs take.
         assert_eq!(ty("{ source: data.jsonl }"), CORPUS);
         assert_eq!(ty("{ source: [builtin:tinyworld/chat, builtin:tinyworld/prompts] }"), CORPUS);
-        assert!(CORPUS.accepts(CHAT_DATA) && !CHAT_DATA.accepts(CORPUS) && !PROMPTS.accepts(CHAT_DATA));
+        assert!(
+            CORPUS.accepts(CHAT_DATA) && !CHAT_DATA.accepts(CORPUS) && !PROMPTS.accepts(CHAT_DATA)
+        );
     }
 
     #[test]
@@ -799,17 +942,30 @@ mod tests {
             ("missing.txt", "source `missing.txt` does not exist"),
             ("notes.csv", "unsupported file type"),
         ] {
-            let r = run_pipeline(dir.path(), &pipeline(&format!("{{ source: {source} }}"), "")).unwrap();
+            let r = run_pipeline(dir.path(), &pipeline(&format!("{{ source: {source} }}"), ""))
+                .unwrap();
             assert!(failure(&r).contains(want), "{source}: {}", failure(&r));
         }
-        let r = run_pipeline(dir.path(), &pipeline("{ source: notes.csv }", "").replace("notes.csv", "\".\"")).unwrap();
+        let r = run_pipeline(
+            dir.path(),
+            &pipeline("{ source: notes.csv }", "").replace("notes.csv", "\".\""),
+        )
+        .unwrap();
         assert!(failure(&r).contains("is a directory"), "{}", failure(&r));
     }
 
     #[test]
     fn all_records_filtered_is_an_error() {
         let dir = workspace(&[("a.txt", b"one two\n\nthree four\n")]);
-        let r = run_pipeline(dir.path(), &pipeline("{ source: a.txt }", "    filters:\n      - builtin: gopher-quality\n")).unwrap();
-        assert!(failure(&r).contains("the filters dropped all 2 records (gopher-quality dropped 2)"), "{}", failure(&r));
+        let r = run_pipeline(
+            dir.path(),
+            &pipeline("{ source: a.txt }", "    filters:\n      - builtin: gopher-quality\n"),
+        )
+        .unwrap();
+        assert!(
+            failure(&r).contains("the filters dropped all 2 records (gopher-quality dropped 2)"),
+            "{}",
+            failure(&r)
+        );
     }
 }

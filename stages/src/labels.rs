@@ -73,8 +73,13 @@ impl Labels {
         };
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let record = |message: String| LabelsError::Record { path: path.to_path_buf(), line: i + 1, message };
-            let l: Label = serde_json::from_str(line).map_err(|e| record(format!("not a label ({e})")))?;
+            let record = |message: String| LabelsError::Record {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            };
+            let l: Label =
+                serde_json::from_str(line).map_err(|e| record(format!("not a label ({e})")))?;
             if l.skip == l.ranking.is_some() {
                 return Err(record("a label has either a `ranking` or `\"skip\": true`".into()));
             }
@@ -97,7 +102,9 @@ impl Labels {
 
     /// Removes the latest answer whose key is in `keys`, saves, and returns it.
     pub fn undo(&mut self, keys: &[String]) -> Result<Option<Label>, LabelsError> {
-        let Some(i) = self.entries.iter().rposition(|l| keys.contains(&l.key)) else { return Ok(None) };
+        let Some(i) = self.entries.iter().rposition(|l| keys.contains(&l.key)) else {
+            return Ok(None);
+        };
         let l = self.entries.remove(i);
         self.save()?;
         Ok(Some(l))
@@ -111,9 +118,13 @@ impl Labels {
             text.push('\n');
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LabelsError::Write { path: self.path.clone(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| LabelsError::Write {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
         }
-        hone_engine::store::write_atomic(&self.path, text.as_bytes()).map_err(|e| LabelsError::Write { path: self.path.clone(), message: e.to_string() })
+        hone_engine::store::write_atomic(&self.path, text.as_bytes())
+            .map_err(|e| LabelsError::Write { path: self.path.clone(), message: e.to_string() })
     }
 }
 
@@ -125,9 +136,14 @@ pub fn parse_order(text: &str, k: usize) -> Result<Vec<Vec<usize>>, String> {
     for word in text.split_whitespace() {
         let mut group = Vec::new();
         for part in word.split('=') {
-            let n: usize = part.trim().parse().map_err(|_| format!("`{part}` is not a response number (1 to {k})"))?;
+            let n: usize = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}` is not a response number (1 to {k})"))?;
             if n == 0 || n > k {
-                return Err(format!("there is no response {n}: the responses are numbered 1 to {k}"));
+                return Err(format!(
+                    "there is no response {n}: the responses are numbered 1 to {k}"
+                ));
             }
             if std::mem::replace(&mut seen[n - 1], true) {
                 return Err(format!("response {n} appears twice: give each response once"));
@@ -138,7 +154,10 @@ pub fn parse_order(text: &str, k: usize) -> Result<Vec<Vec<usize>>, String> {
     }
     let missing: Vec<String> = (0..k).filter(|&i| !seen[i]).map(|i| (i + 1).to_string()).collect();
     if !missing.is_empty() {
-        return Err(format!("response {} missing: rank every response (tie equal ones with `=`, e.g. `2=3`)", missing.join(", ")));
+        return Err(format!(
+            "response {} missing: rank every response (tie equal ones with `=`, e.g. `2=3`)",
+            missing.join(", ")
+        ));
     }
     Ok(groups)
 }
@@ -160,21 +179,33 @@ pub enum SessionEnd {
 }
 
 /// Asks a person to rank every unanswered prompt of `cands`, saving each answer at once.
-pub fn session(cands: &[Candidates], labels: &mut Labels, input: &mut impl BufRead, out: &mut impl Write) -> Result<SessionEnd, LabelsError> {
+pub fn session(
+    cands: &[Candidates],
+    labels: &mut Labels,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<SessionEnd, LabelsError> {
     let io = LabelsError::Terminal;
     let keys: Vec<String> = cands.iter().map(key).collect();
     let total = cands.len();
     let answered = |labels: &Labels| keys.iter().filter(|k| labels.get(k).is_some()).count();
-    writeln!(out, "Ranking {total} prompts ({} answered). `h` for help.", answered(labels)).map_err(io)?;
+    writeln!(out, "Ranking {total} prompts ({} answered). `h` for help.", answered(labels))
+        .map_err(io)?;
     let mut show = true;
     loop {
         let Some(i) = keys.iter().position(|k| labels.get(k).is_none()) else {
-            writeln!(out, "All {total} prompts are answered; saved in {}. `hone run` goes on from here.", labels.path.display()).map_err(io)?;
+            writeln!(
+                out,
+                "All {total} prompts are answered; saved in {}. `hone run` goes on from here.",
+                labels.path.display()
+            )
+            .map_err(io)?;
             return Ok(SessionEnd::Complete);
         };
         let c = &cands[i];
         if show {
-            writeln!(out, "\n[{}/{total}] {}", answered(labels) + 1, indent(&c.prompt, "  ")).map_err(io)?;
+            writeln!(out, "\n[{}/{total}] {}", answered(labels) + 1, indent(&c.prompt, "  "))
+                .map_err(io)?;
             for (j, r) in c.responses.iter().enumerate() {
                 let shown = if r.is_empty() { "(empty)" } else { r.as_str() };
                 writeln!(out, "  {}. {}", j + 1, indent(shown, "     ")).map_err(io)?;
@@ -195,7 +226,12 @@ pub fn session(cands: &[Candidates], labels: &mut Labels, input: &mut impl BufRe
                 show = false;
             }
             "s" | "skip" => {
-                labels.push(Label { key: keys[i].clone(), prompt: c.prompt.clone(), ranking: None, skip: true })?;
+                labels.push(Label {
+                    key: keys[i].clone(),
+                    prompt: c.prompt.clone(),
+                    ranking: None,
+                    skip: true,
+                })?;
                 writeln!(out, "skipped").map_err(io)?;
             }
             "u" | "undo" => match labels.undo(&keys)? {
@@ -208,7 +244,12 @@ pub fn session(cands: &[Candidates], labels: &mut Labels, input: &mut impl BufRe
             "" => show = false,
             text => match parse_order(text, c.responses.len()) {
                 Ok(groups) => {
-                    labels.push(Label { key: keys[i].clone(), prompt: c.prompt.clone(), ranking: Some(groups), skip: false })?;
+                    labels.push(Label {
+                        key: keys[i].clone(),
+                        prompt: c.prompt.clone(),
+                        ranking: Some(groups),
+                        skip: false,
+                    })?;
                     writeln!(out, "saved").map_err(io)?;
                 }
                 Err(e) => {
@@ -220,9 +261,19 @@ pub fn session(cands: &[Candidates], labels: &mut Labels, input: &mut impl BufRe
     }
 }
 
-fn quit(labels: &Labels, keys: &[String], total: usize, out: &mut impl Write) -> Result<SessionEnd, LabelsError> {
+fn quit(
+    labels: &Labels,
+    keys: &[String],
+    total: usize,
+    out: &mut impl Write,
+) -> Result<SessionEnd, LabelsError> {
     let answered = keys.iter().filter(|k| labels.get(k).is_some()).count();
-    writeln!(out, "Saved {answered}/{total} answers in {}. Run `hone label` again to go on.", labels.path.display()).map_err(LabelsError::Terminal)?;
+    writeln!(
+        out,
+        "Saved {answered}/{total} answers in {}. Run `hone label` again to go on.",
+        labels.path.display()
+    )
+    .map_err(LabelsError::Terminal)?;
     Ok(SessionEnd::Quit { answered, total })
 }
 
@@ -240,7 +291,11 @@ mod tests {
             .map(|i| Candidates {
                 prompt: format!("What is {i} plus 1?"),
                 answer: Some((i + 1).to_string()),
-                responses: vec![format!("{i} plus 1 is {}.", i + 1), "No idea.".into(), format!("{i} plus 1 is 7.")],
+                responses: vec![
+                    format!("{i} plus 1 is {}.", i + 1),
+                    "No idea.".into(),
+                    format!("{i} plus 1 is 7."),
+                ],
                 tokens: vec![5, 3, 5],
                 logprobs: vec![-1.0, -2.0, -3.0],
                 finished: vec![true; 3],
@@ -284,7 +339,10 @@ mod tests {
         let end = session(&c, &mut labels, &mut typed.as_bytes(), &mut out).unwrap();
         assert_eq!(end, SessionEnd::Quit { answered: 2, total: 4 });
         let shown = String::from_utf8(out).unwrap();
-        assert!(shown.contains("[1/4] What is 0 plus 1?") && shown.contains("  2. No idea."), "{shown}");
+        assert!(
+            shown.contains("[1/4] What is 0 plus 1?") && shown.contains("  2. No idea."),
+            "{shown}"
+        );
         assert!(shown.contains("[2/4] What is 1 plus 1?"), "{shown}");
         assert!(shown.contains("no response 9"), "{shown}");
         assert!(shown.contains("undid your answer to \"What is 1 plus 1?\""), "{shown}");
@@ -303,7 +361,10 @@ mod tests {
         let shown = String::from_utf8(out).unwrap();
         assert!(shown.contains("[3/4] What is 2 plus 1?") && !shown.contains("[1/4]"), "{shown}");
         let mut out = Vec::new();
-        assert_eq!(session(&c, &mut labels, &mut "3 2 1\n".as_bytes(), &mut out).unwrap(), SessionEnd::Complete);
+        assert_eq!(
+            session(&c, &mut labels, &mut "3 2 1\n".as_bytes(), &mut out).unwrap(),
+            SessionEnd::Complete
+        );
         let l = Labels::load(&path).unwrap();
         assert!(l.get(&key(&c[2])).unwrap().skip);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
@@ -313,10 +374,16 @@ mod tests {
     fn a_broken_labels_file_names_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.jsonl");
-        std::fs::write(&path, "{\"key\":\"a\",\"prompt\":\"p\",\"skip\":true}\n{\"key\":\"b\",\"prompt\":\"p\"}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"key\":\"a\",\"prompt\":\"p\",\"skip\":true}\n{\"key\":\"b\",\"prompt\":\"p\"}\n",
+        )
+        .unwrap();
         let err = Labels::load(&path).unwrap_err().to_string();
         assert!(err.contains("labels.jsonl:2: a label has either a `ranking`"), "{err}");
         std::fs::write(&path, "nope\n").unwrap();
-        assert!(Labels::load(&path).unwrap_err().to_string().contains("labels.jsonl:1: not a label"));
+        assert!(
+            Labels::load(&path).unwrap_err().to_string().contains("labels.jsonl:1: not a label")
+        );
     }
 }

@@ -3,29 +3,29 @@
 //! To add a kind: write `src/<kind>.rs` with its params type, a unit struct implementing
 //! [`hone_engine::stage::Stage`] and its tests, then add one line to [`registry`].
 
+pub mod chat_template;
 pub mod command;
 pub mod data;
-pub mod ingest;
-pub mod tinyworld;
-pub mod tokenizer;
-pub mod model;
-pub mod pretrain;
-pub mod chat_template;
-pub mod sft;
 pub mod evaluate;
-pub mod report;
-pub mod sample;
-pub mod rank;
-pub mod labels;
-pub mod reward;
-pub mod ppo;
-mod training;
-#[cfg(test)]
-mod test_support;
 #[cfg(test)]
 mod golden;
+pub mod ingest;
+pub mod labels;
 #[cfg(test)]
 mod load_never_panics;
+pub mod model;
+pub mod ppo;
+pub mod pretrain;
+pub mod rank;
+pub mod report;
+pub mod reward;
+pub mod sample;
+pub mod sft;
+#[cfg(test)]
+mod test_support;
+pub mod tinyworld;
+pub mod tokenizer;
+mod training;
 
 use hone_engine::stage::Registry;
 

@@ -75,7 +75,12 @@ fn seeds() -> Vec<(String, String)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     assert!(out.len() >= 4, "the repo's pipelines: {out:?}");
@@ -85,21 +90,99 @@ fn seeds() -> Vec<(String, String)> {
 
 /// Bytes that trip parsers: broken UTF-8, controls, YAML indicators, interpolation, tags.
 const INJECTIONS: &[&[u8]] = &[
-    b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\0", b"\t", b"\r", b"\r\n", b"\n",
-    "\u{feff}".as_bytes(), "\u{85}".as_bytes(), "\u{2028}".as_bytes(), "\u{202e}".as_bytes(), "é".as_bytes(),
-    "🦀".as_bytes(), "\u{7f}".as_bytes(), "\u{1b}[31m".as_bytes(), b"${", b"${vars.", b"${vars.nope}", b"$${",
-    b"${vars.word", b"}", b"&a ", b"*a", b"*nope", b"&a [*a]", b"!!binary ", b"!!map ", b"!local ", b"? ",
-    b": ", b"- ", b"-", b"{", b"[", b"]", b"{}", b"[]", b"'", b"\"", b"\\", b"#", b"|", b">", b"%YAML 1.2\n---\n",
-    b"---\n", b"\n...\n", b"<<: *a\n", b"~", b"null", b"&", b"*", b"!", b"@", b"`", b",", b"  ", b"\n  - ",
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xe2\x82",
+    b"\0",
+    b"\t",
+    b"\r",
+    b"\r\n",
+    b"\n",
+    "\u{feff}".as_bytes(),
+    "\u{85}".as_bytes(),
+    "\u{2028}".as_bytes(),
+    "\u{202e}".as_bytes(),
+    "é".as_bytes(),
+    "🦀".as_bytes(),
+    "\u{7f}".as_bytes(),
+    "\u{1b}[31m".as_bytes(),
+    b"${",
+    b"${vars.",
+    b"${vars.nope}",
+    b"$${",
+    b"${vars.word",
+    b"}",
+    b"&a ",
+    b"*a",
+    b"*nope",
+    b"&a [*a]",
+    b"!!binary ",
+    b"!!map ",
+    b"!local ",
+    b"? ",
+    b": ",
+    b"- ",
+    b"-",
+    b"{",
+    b"[",
+    b"]",
+    b"{}",
+    b"[]",
+    b"'",
+    b"\"",
+    b"\\",
+    b"#",
+    b"|",
+    b">",
+    b"%YAML 1.2\n---\n",
+    b"---\n",
+    b"\n...\n",
+    b"<<: *a\n",
+    b"~",
+    b"null",
+    b"&",
+    b"*",
+    b"!",
+    b"@",
+    b"`",
+    b",",
+    b"  ",
+    b"\n  - ",
     b"\n    x: 1\n",
 ];
 
 /// Values that are too big, too small or not numbers at all.
 const NUMBERS: &[&str] = &[
-    "0", "-1", "-0", "1e999", "-1e999", ".nan", ".inf", "-.inf", "4294967295", "4294967296", "18446744073709551615",
-    "18446744073709551616", "-9223372036854775809", "99999999999999999999999999999999", "1e-320", "0x7fffffffffffffff",
-    "0o777", "1_000", "3.", "1e400d", "99999999999999999999d", "999999999999999h", "184467440737095516m",
-    "18446744073709551615G", "99999999999999999999T", "1-99:99:99", "4e9", "1.5e308",
+    "0",
+    "-1",
+    "-0",
+    "1e999",
+    "-1e999",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "4294967295",
+    "4294967296",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "99999999999999999999999999999999",
+    "1e-320",
+    "0x7fffffffffffffff",
+    "0o777",
+    "1_000",
+    "3.",
+    "1e400d",
+    "99999999999999999999d",
+    "999999999999999h",
+    "184467440737095516m",
+    "18446744073709551615G",
+    "99999999999999999999T",
+    "1-99:99:99",
+    "4e9",
+    "1.5e308",
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -174,8 +257,15 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         Just(Shape::Tagged),
         Just(Shape::Literal),
     ];
-    let nest = prop_oneof![Just(Nest::Flow), Just(Nest::FlowMap), Just(Nest::BlockSeq), Just(Nest::BlockMap), Just(Nest::Mixed)];
-    let depth = prop_oneof![1usize..8, 60usize..140, 200usize..300, Just(5000usize), Just(100_000usize)];
+    let nest = prop_oneof![
+        Just(Nest::Flow),
+        Just(Nest::FlowMap),
+        Just(Nest::BlockSeq),
+        Just(Nest::BlockMap),
+        Just(Nest::Mixed)
+    ];
+    let depth =
+        prop_oneof![1usize..8, 60usize..140, 200usize..300, Just(5000usize), Just(100_000usize)];
     let tree_value = prop_oneof![
         Just(TreeValue::Null),
         any::<bool>().prop_map(TreeValue::Bool),
@@ -234,7 +324,8 @@ fn set_value(src: &[u8], i: Index, new: &[u8]) -> Vec<u8> {
     // A value on lines of its own is indented under its key.
     let mut indent = b"\n  ".to_vec();
     indent.extend(ls[n].iter().take_while(|&&b| b == b' '));
-    let new: Vec<u8> = new.iter().flat_map(|&b| if b == b'\n' { indent.clone() } else { vec![b] }).collect();
+    let new: Vec<u8> =
+        new.iter().flat_map(|&b| if b == b'\n' { indent.clone() } else { vec![b] }).collect();
     ls[n].truncate(start);
     ls[n].extend_from_slice(&new);
     join(&ls)
@@ -297,7 +388,9 @@ fn tree_value(v: &TreeValue) -> serde_yaml::Value {
         TreeValue::Float(f) => V::Number((*f).into()),
         TreeValue::Str(s) => V::String(s.clone()),
         TreeValue::List(n) => V::Sequence((0..*n).map(|i| V::Number(i.into())).collect()),
-        TreeValue::Map(n) => V::Mapping((0..*n).map(|i| (V::String(format!("k{i}")), V::Number(i.into()))).collect()),
+        TreeValue::Map(n) => {
+            V::Mapping((0..*n).map(|i| (V::String(format!("k{i}")), V::Number(i.into()))).collect())
+        }
     }
 }
 
@@ -380,7 +473,8 @@ fn apply(src: Vec<u8>, m: &Mutation) -> Vec<u8> {
             set_value(&with_anchor, *b, b"*x")
         }
         Mutation::Laughs(levels) => {
-            let mut bomb = b"vars:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_vec();
+            let mut bomb =
+                b"vars:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_vec();
             for l in 1..=*levels {
                 let prev = format!("*l{}", l - 1);
                 let refs = [prev.as_str(); 9].join(", ");
@@ -447,10 +541,12 @@ fn check(dir: &Path, case: usize, bytes: &[u8], outcomes: &Outcomes) -> Result<(
     std::fs::write(&path, bytes).unwrap();
     let registry = crate::registry();
     // Rendering is part of loading for a user: it must not panic either.
-    let outcome = catch_unwind(AssertUnwindSafe(|| spec::load(&path, &registry, &[]).map_err(|e| {
-        let shown = e.to_string();
-        (e, shown)
-    })));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        spec::load(&path, &registry, &[]).map_err(|e| {
+            let shown = e.to_string();
+            (e, shown)
+        })
+    }));
     let shown_input = || String::from_utf8_lossy(bytes).chars().take(3000).collect::<String>();
     let (err, shown) = match outcome {
         Ok(Ok(_)) => {
@@ -459,13 +555,25 @@ fn check(dir: &Path, case: usize, bytes: &[u8], outcomes: &Outcomes) -> Result<(
         }
         Ok(Err(e)) => e,
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            return Err(TestCaseError::fail(format!("the loader panicked: {msg}\n--- input ---\n{}", shown_input())));
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(TestCaseError::fail(format!(
+                "the loader panicked: {msg}\n--- input ---\n{}",
+                shown_input()
+            )));
         }
     };
     let diags = match err {
         LoadError::Invalid(d) => d,
-        LoadError::Io { .. } => return Err(TestCaseError::fail(format!("an existing file gave an I/O error: {shown}\n--- input ---\n{}", shown_input()))),
+        LoadError::Io { .. } => {
+            return Err(TestCaseError::fail(format!(
+                "an existing file gave an I/O error: {shown}\n--- input ---\n{}",
+                shown_input()
+            )));
+        }
     };
     prop_assert!(!diags.items.is_empty(), "an error without a problem: {shown}");
     outcomes.count(if diags.items.iter().any(|d| d.message.starts_with("invalid YAML")) {
@@ -479,7 +587,11 @@ fn check(dir: &Path, case: usize, bytes: &[u8], outcomes: &Outcomes) -> Result<(
     let yaml_lines = hone_engine::diag::source_lines(&text);
     for d in &diags.items {
         let Some(Origin::File { line, col }) = d.origin else {
-            return Err(TestCaseError::fail(format!("a problem without a place in the file: {:?}\n{shown}\n--- input ---\n{}", d, shown_input())));
+            return Err(TestCaseError::fail(format!(
+                "a problem without a place in the file: {:?}\n{shown}\n--- input ---\n{}",
+                d,
+                shown_input()
+            )));
         };
         prop_assert!(
             (1..=yaml_lines.len() + 1).contains(&line),
@@ -489,7 +601,12 @@ fn check(dir: &Path, case: usize, bytes: &[u8], outcomes: &Outcomes) -> Result<(
             shown_input()
         );
         let width = yaml_lines.get(line - 1).map_or(0, |l| l.chars().count());
-        prop_assert!((1..=width + 1).contains(&col), "column {col} is outside line {line} ({width} chars): {}\n{shown}\n--- input ---\n{}", d.message, shown_input());
+        prop_assert!(
+            (1..=width + 1).contains(&col),
+            "column {col} is outside line {line} ({width} chars): {}\n{shown}\n--- input ---\n{}",
+            d.message,
+            shown_input()
+        );
     }
     Ok(())
 }
@@ -500,18 +617,22 @@ fn mutated_pipelines_load_or_fail_with_located_errors() {
     let dir = tempfile::tempdir().unwrap();
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let outcomes = Outcomes::default();
-    let mut runner = TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
+    let mut runner =
+        TestRunner::new(Config { cases: CASES, failure_persistence: None, ..Config::default() });
     let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..=4));
     runner
         .run(&strategy, |(seed, mutations)| {
             let bytes = mutations.iter().fold(seeds[seed].1.clone().into_bytes(), apply);
             let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            check(dir.path(), case, &bytes, &outcomes).map_err(|e| TestCaseError::fail(format!("seed {}, mutations {mutations:?}: {e}", seeds[seed].0)))
+            check(dir.path(), case, &bytes, &outcomes).map_err(|e| {
+                TestCaseError::fail(format!("seed {}, mutations {mutations:?}: {e}", seeds[seed].0))
+            })
         })
         .unwrap();
     let cases = counter.into_inner();
     assert!(cases >= CASES as usize);
-    let counts = [Outcome::Loaded, Outcome::Syntax, Outcome::Params, Outcome::Other].map(|o| (o, outcomes.get(o)));
+    let counts = [Outcome::Loaded, Outcome::Syntax, Outcome::Params, Outcome::Other]
+        .map(|o| (o, outcomes.get(o)));
     eprintln!("{cases} cases: {counts:?}");
     // Each way a load ends is reached by at least 3% of the cases (measured: about 9% load,
     // 51% fail in the YAML, 14% in params, 25% elsewhere).

@@ -110,7 +110,15 @@ mod defaults {
 
 impl Params {
     fn model_config(&self, vocab_size: usize) -> GptConfig {
-        GptConfig { vocab_size, block_size: self.block_size, n_layer: self.n_layer, n_head: self.n_head, n_embd: self.n_embd, bias: self.bias, dropout: self.dropout }
+        GptConfig {
+            vocab_size,
+            block_size: self.block_size,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            bias: self.bias,
+            dropout: self.dropout,
+        }
     }
 }
 
@@ -118,9 +126,11 @@ impl Stage for Pretrain {
     type Params = Params;
     const KIND: &'static str = "pretrain";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "train a GPT (GPT-2 layout) from scratch on a tokenizer's token shards";
+    const ABOUT: &'static str =
+        "train a GPT (GPT-2 layout) from scratch on a tokenizer's token shards";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("tokenizer", ports::TOKENIZER)]);
-    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+    const OUTPUTS: &'static [Port] =
+        &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     fn settings() -> Vec<(&'static str, String)> {
         crate::model::settings()
@@ -128,14 +138,25 @@ impl Stage for Pretrain {
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         // `dropout` is checked with the common params.
-        let mut out: Vec<ParamProblem> =
-            p.model_config(1).problems().into_iter().filter(|(f, _)| *f != "dropout").map(|(field, msg)| ParamProblem::at(&[field], msg)).collect();
+        let mut out: Vec<ParamProblem> = p
+            .model_config(1)
+            .problems()
+            .into_iter()
+            .filter(|(f, _)| *f != "dropout")
+            .map(|(field, msg)| ParamProblem::at(&[field], msg))
+            .collect();
         out.extend(p.common_problems());
         if p.grad_accum == 0 {
-            out.push(ParamProblem::at(&["grad_accum"], "`grad_accum` must be at least 1").help("1 means no accumulation".to_string()));
+            out.push(
+                ParamProblem::at(&["grad_accum"], "`grad_accum` must be at least 1")
+                    .help("1 means no accumulation".to_string()),
+            );
         }
         if p.eval_iters == 0 {
-            out.push(ParamProblem::at(&["eval_iters"], "`eval_iters` must be at least 1").help("the loss estimate averages this many batches".to_string()));
+            out.push(
+                ParamProblem::at(&["eval_iters"], "`eval_iters` must be at least 1")
+                    .help("the loss estimate averages this many batches".to_string()),
+            );
         }
         out
     }
@@ -178,15 +199,26 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
             )));
         }
     }
-    let tokenizer = tokenizers::Tokenizer::from_file(data.tokenizer_json())
-        .map_err(|e| StageError::msg(format!("cannot read `{}`: {e}", data.tokenizer_json().display())))?;
+    let tokenizer = tokenizers::Tokenizer::from_file(data.tokenizer_json()).map_err(|e| {
+        StageError::msg(format!("cannot read `{}`: {e}", data.tokenizer_json().display()))
+    })?;
     let eot_token = tokenizer.id_to_token(data.meta.eot_id);
 
     let params = ParamStore::seeded(cx.seed);
-    let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu)).map_err(crate::model::ModelError::from)?;
+    let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu))
+        .map_err(crate::model::ModelError::from)?;
     let common = p.common();
-    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], training::fingerprint::<Pretrain>(p, cx, &cfg))?;
-    tracing::info!(params = cfg.n_params(), from_step = trainer.step, steps = p.steps, "pretraining");
+    let mut trainer = Trainer::new(
+        cx,
+        vec![common.group("model", params.vars())],
+        training::fingerprint::<Pretrain>(p, cx, &cfg),
+    )?;
+    tracing::info!(
+        params = cfg.n_params(),
+        from_step = trainer.step,
+        steps = p.steps,
+        "pretraining"
+    );
     cx.metric("params", cfg.n_params() as u64);
 
     let done = trainer.run(&common.settings(), &mut Objective { p, seed: cx.seed, data, model })?;
@@ -209,14 +241,24 @@ impl training::Objective for Objective<'_> {
     type Eval = (f64, f64);
 
     /// The mean loss of `grad_accum` batches, their gradients summed.
-    fn step(&mut self, vars: &[(String, Var)], _step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        _step: u64,
+        rng: &mut Rng,
+    ) -> Result<StepOut, StageError> {
         let (p, model) = (self.p, &self.model);
         let mut total: Option<Grads> = None;
         let mut loss_sum = 0.0;
         for _ in 0..p.grad_accum {
             let (x, y) = batch(&self.data.train, p.batch_size, p.block_size, rng)?;
-            let loss = model.loss(&x, &y, &mut Dropout::train(p.dropout, rng)).map_err(crate::model::ModelError::from)?;
-            let (value, g) = gradients_of(&(loss / p.grad_accum as f64).map_err(crate::model::ModelError::from)?, vars)?;
+            let loss = model
+                .loss(&x, &y, &mut Dropout::train(p.dropout, rng))
+                .map_err(crate::model::ModelError::from)?;
+            let (value, g) = gradients_of(
+                &(loss / p.grad_accum as f64).map_err(crate::model::ModelError::from)?,
+                vars,
+            )?;
             loss_sum += value;
             match &mut total {
                 None => total = Some(g),
@@ -224,11 +266,20 @@ impl training::Objective for Objective<'_> {
             }
         }
         let grads = total.expect("grad_accum >= 1");
-        Ok(StepOut { loss: loss_sum, grads, tokens: p.batch_size * p.block_size * p.grad_accum, stats: Vec::new() })
+        Ok(StepOut {
+            loss: loss_sum,
+            grads,
+            tokens: p.batch_size * p.block_size * p.grad_accum,
+            stats: Vec::new(),
+        })
     }
 
     /// Loss estimates on `eval_iters` fixed batches of train and val.
-    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, (f64, f64)), StageError> {
         let model = &self.model;
         let est = |shard: &TokenShard| -> Result<f64, StageError> {
             // The same batches every time: estimates at different steps compare like for like.
@@ -237,20 +288,29 @@ impl training::Objective for Objective<'_> {
             for _ in 0..self.p.eval_iters {
                 cx.check_cancelled()?;
                 let (x, y) = batch(shard, self.p.batch_size, self.p.block_size, &mut rng)?;
-                let l = model.loss(&x, &y, &mut Dropout::off()).and_then(|l| l.to_scalar::<f32>()).map_err(crate::model::ModelError::from)?;
+                let l = model
+                    .loss(&x, &y, &mut Dropout::off())
+                    .and_then(|l| l.to_scalar::<f32>())
+                    .map_err(crate::model::ModelError::from)?;
                 sum += f64::from(l);
             }
             Ok(sum / self.p.eval_iters as f64)
         };
         let (train, val) = (est(&self.data.train)?, est(&self.data.val)?);
         cx.metric("val_loss", val);
-        let line = serde_json::to_string(&EvalLine { step, train_loss: train, val_loss: val }).expect("finite numbers serialise");
+        let line = serde_json::to_string(&EvalLine { step, train_loss: train, val_loss: val })
+            .expect("finite numbers serialise");
         Ok((Some(line), (train, val)))
     }
 }
 
 /// `b` random windows of `t + 1` tokens: inputs (b, t) and next-token targets (b, t).
-fn batch(shard: &TokenShard, b: usize, t: usize, rng: &mut Rng) -> Result<(Tensor, Tensor), StageError> {
+fn batch(
+    shard: &TokenShard,
+    b: usize,
+    t: usize,
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor), StageError> {
     let (mut x, mut y) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
     for _ in 0..b {
         let i = rng.below(shard.len() - t);
@@ -280,7 +340,8 @@ mod tests {
         dir: tempfile::TempDir,
     }
 
-    const TEXT: &str = "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log. ";
+    const TEXT: &str =
+        "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log. ";
 
     impl Bench {
         fn new() -> Bench {
@@ -293,7 +354,16 @@ mod tests {
             }
             let mut val = enc(TEXT);
             val.push(eot);
-            write_artifact(&dir.path().join("fixture"), crate::model::shards::TokenizerKind::Char, vocab, eot, &json, &train, &val).unwrap();
+            write_artifact(
+                &dir.path().join("fixture"),
+                crate::model::shards::TokenizerKind::Char,
+                vocab,
+                eot,
+                &json,
+                &train,
+                &val,
+            )
+            .unwrap();
             Bench { dir }
         }
 
@@ -325,10 +395,15 @@ mod tests {
                 "name: t\nseed: {seed}\nstages:\n  tok:\n    uses: command\n    with: {{ cmd: 'cp fixture/* \"$HONE_OUT\"/', deps: [fixture] }}\n  base:\n    uses: pretrain\n    inputs: {{ tokenizer: tok }}\n    with: {{ {} }}\n",
                 with.join(", ")
             );
-            spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+            spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+                .unwrap_or_else(|e| panic!("{e}"))
         }
 
-        fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
+        fn run(
+            &self,
+            p: &spec::Pipeline,
+            on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
+        ) -> (RunSummary, Vec<Event>) {
             test_support::run(self.dir.path(), p, on_event)
         }
 
@@ -342,7 +417,11 @@ mod tests {
     }
 
     fn metric_lines(dir: &Path) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -352,29 +431,54 @@ mod tests {
         let (summary, events) = b.run(&p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
         let out = b.output(&p);
-        for f in ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg"] {
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "metrics.jsonl",
+            "loss.svg",
+        ] {
             assert!(out.join(f).is_file(), "missing {f}");
         }
         let lines = metric_lines(&out);
         let evals: Vec<f64> = lines.iter().filter_map(|l| l["val_loss"].as_f64()).collect();
-        let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
+        let steps: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l.get("loss").is_some()).collect();
         assert_eq!(steps.len(), 40);
         assert_eq!(evals.len(), 5, "evaluations at 0, 10, 20, 30 and the end");
         // ln(vocab) ≈ 2.9 at the start; the repetitive text is quickly learnt.
         assert!(evals[0] > 2.5, "{evals:?}");
-        assert!(evals.windows(2).all(|w| w[1] < w[0]) && evals[4] < 0.7 * evals[0], "validation loss did not fall: {evals:?}");
+        assert!(
+            evals.windows(2).all(|w| w[1] < w[0]) && evals[4] < 0.7 * evals[0],
+            "validation loss did not fall: {evals:?}"
+        );
         let first = steps[0]["loss"].as_f64().unwrap();
         let last = steps[39]["loss"].as_f64().unwrap();
         assert!(last < 0.7 * first, "training loss {first} -> {last}");
         assert!(steps[0]["lr"].as_f64().unwrap() < steps[5]["lr"].as_f64().unwrap(), "warmup");
         // Progress per step, with the total for an ETA; final metrics.
-        let progress: Vec<u64> = events.iter().filter_map(|e| if let Event::Progress { stage, done, total: Some(40), .. } = e { (stage == "base").then_some(*done) } else { None }).collect();
+        let progress: Vec<u64> = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Progress { stage, done, total: Some(40), .. } = e {
+                    (stage == "base").then_some(*done)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(progress, (1..=40).collect::<Vec<_>>());
         let finished = test_support::finished_metrics(&events, "base");
         assert_eq!(finished["val_loss"].as_f64(), Some(evals[4]));
         // The exported model loads and continues the text.
         let mut text = String::new();
-        let done = crate::model::sample::generate_text(&out, "the c", &Default::default(), 3, |t| text.push_str(t)).unwrap();
+        let done =
+            crate::model::sample::generate_text(&out, "the c", &Default::default(), 3, |t| {
+                text.push_str(t)
+            })
+            .unwrap();
         assert!(done.new_tokens > 0 && !text.is_empty());
         // A second run is a cache hit.
         let (again, _) = b.run(&p, quiet);
@@ -391,7 +495,10 @@ mod tests {
         }
         assert_eq!(weights(&a.output(&pa)), weights(&b.output(&pb)));
         assert_ne!(weights(&a.output(&pa)), weights(&c.output(&pc)));
-        assert_eq!(std::fs::read(a.output(&pa).join("metrics.jsonl")).unwrap(), std::fs::read(b.output(&pb).join("metrics.jsonl")).unwrap());
+        assert_eq!(
+            std::fs::read(a.output(&pa).join("metrics.jsonl")).unwrap(),
+            std::fs::read(b.output(&pb).join("metrics.jsonl")).unwrap()
+        );
     }
 
     /// One worker thread or two (the fused kernels split rows, and the matrix products output
@@ -404,7 +511,14 @@ mod tests {
             .into_iter()
             .map(|threads| {
                 let b = Bench::new();
-                let with: &[(&str, &str)] = &[("steps", "6"), ("eval_every", "3"), ("threads", threads), ("n_embd", "64"), ("n_head", "4"), ("batch_size", "16")];
+                let with: &[(&str, &str)] = &[
+                    ("steps", "6"),
+                    ("eval_every", "3"),
+                    ("threads", threads),
+                    ("n_embd", "64"),
+                    ("n_head", "4"),
+                    ("batch_size", "16"),
+                ];
                 let p = b.pipeline(7, with);
                 assert!(b.run(&p, quiet).0.ok());
                 (weights(&b.output(&p)), std::fs::read(b.output(&p).join("metrics.jsonl")).unwrap())
@@ -420,7 +534,8 @@ mod tests {
     /// and gradients are accumulated so that every piece of state matters.
     #[test]
     fn a_stopped_or_killed_run_resumes_to_identical_weights() {
-        let with: &[(&str, &str)] = &[("dropout", "0.1"), ("grad_accum", "2"), ("steps", "24"), ("eval_every", "8")];
+        let with: &[(&str, &str)] =
+            &[("dropout", "0.1"), ("grad_accum", "2"), ("steps", "24"), ("eval_every", "8")];
         let whole = Bench::new();
         let pw = whole.pipeline(7, with);
         assert!(whole.run(&pw, quiet).0.ok());
@@ -441,17 +556,30 @@ mod tests {
             assert!(!first.ok(), "{how}: the first run should not finish");
             let (second, events) = b.run(&p, quiet);
             assert!(second.ok(), "{how}: {:?}", second.failed);
-            let first_step = events.iter().find_map(|e| if let Event::Progress { done, .. } = e { Some(*done) } else { None });
+            let first_step = events.iter().find_map(|e| {
+                if let Event::Progress { done, .. } = e { Some(*done) } else { None }
+            });
             assert_eq!(first_step, Some(resumes_at), "{how}: did not resume from its checkpoint");
-            assert_eq!(weights(&b.output(&p)), weights(&whole.output(&pw)), "{how}: weights differ from the uninterrupted run");
-            assert_eq!(metric_lines(&b.output(&p)), metric_lines(&whole.output(&pw)), "{how}: metrics differ");
+            assert_eq!(
+                weights(&b.output(&p)),
+                weights(&whole.output(&pw)),
+                "{how}: weights differ from the uninterrupted run"
+            );
+            assert_eq!(
+                metric_lines(&b.output(&p)),
+                metric_lines(&whole.output(&pw)),
+                "{how}: metrics differ"
+            );
         }
     }
 
     #[test]
     fn divergence_stops_with_the_step_number() {
         let b = Bench::new();
-        let p = b.pipeline(7, &[("lr", "1e30"), ("min_lr", "1e30"), ("warmup_steps", "0"), ("grad_clip", "0")]);
+        let p = b.pipeline(
+            7,
+            &[("lr", "1e30"), ("min_lr", "1e30"), ("warmup_steps", "0"), ("grad_clip", "0")],
+        );
         let (summary, _) = b.run(&p, quiet);
         let (_, err, _) = &summary.failed[0];
         // Step 1 sends the weights to ±1e30; step 2's gradients overflow.
@@ -462,11 +590,21 @@ mod tests {
     fn bad_params_are_reported_at_their_key() {
         let b = Bench::new();
         let src = "name: t\nstages:\n  tok: { uses: command, with: { cmd: 'true' } }\n  base:\n    uses: pretrain\n    inputs: { tokenizer: tok }\n    with: { n_embd: 30, n_head: 4, min_lr: 1.0, lr_decay: 3 }\n";
-        let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[]).err().unwrap().to_string();
+        let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("lr_decay"), "{err}");
         let src = src.replace(", lr_decay: 3", "");
-        let err = spec::load_str(&b.dir.path().join("p.yaml"), src, &crate::registry(), &[]).err().unwrap().to_string();
-        assert!(err.contains("multiple of `n_head`") && err.contains("`min_lr` (1) must be between 0 and `lr`"), "{err}");
+        let err = spec::load_str(&b.dir.path().join("p.yaml"), src, &crate::registry(), &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("multiple of `n_head`")
+                && err.contains("`min_lr` (1) must be between 0 and `lr`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -475,6 +613,9 @@ mod tests {
         let p = b.pipeline(7, &[("block_size", "200")]);
         let (summary, _) = b.run(&p, quiet);
         let (_, err, _) = &summary.failed[0];
-        assert!(err.contains("val.bin") && err.contains("block_size 200 needs at least 201"), "{err}");
+        assert!(
+            err.contains("val.bin") && err.contains("block_size 200 needs at least 201"),
+            "{err}"
+        );
     }
 }

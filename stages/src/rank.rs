@@ -85,11 +85,16 @@ impl Params {
 /// pipeline's directory), when the stage is a `rank` stage with `labeler: human`.
 pub fn human_labels(kind: &str, canonical: &Value) -> Result<String, String> {
     if kind != Rank::KIND {
-        return Err(format!("it is a `{kind}` stage; `hone label` ranks the candidates of a `rank` stage with `labeler: human`"));
+        return Err(format!(
+            "it is a `{kind}` stage; `hone label` ranks the candidates of a `rank` stage with `labeler: human`"
+        ));
     }
     let p: Params = serde_json::from_value(canonical.clone()).map_err(|e| e.to_string())?;
     if p.labeler != Labeler::Human {
-        return Err(format!("its labeler is `{}`; `hone label` is for `labeler: human`", serde_json::to_value(p.labeler).expect("plain enum").as_str().unwrap_or("?")));
+        return Err(format!(
+            "its labeler is `{}`; `hone label` is for `labeler: human`",
+            serde_json::to_value(p.labeler).expect("plain enum").as_str().unwrap_or("?")
+        ));
     }
     Ok(p.labels_path().to_string())
 }
@@ -105,9 +110,10 @@ impl Stage for Rank {
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         match p.labeler {
-            Labeler::File if p.path.as_deref().is_none_or(|s| s.trim().is_empty()) => {
-                out.push(ParamProblem::at(&["path"], "`labeler: file` needs `path`, the JSONL file to read").help("e.g. `path: data/preferences.jsonl`"))
-            }
+            Labeler::File if p.path.as_deref().is_none_or(|s| s.trim().is_empty()) => out.push(
+                ParamProblem::at(&["path"], "`labeler: file` needs `path`, the JSONL file to read")
+                    .help("e.g. `path: data/preferences.jsonl`"),
+            ),
             _ => {}
         }
         if p.labeler != Labeler::File {
@@ -145,11 +151,20 @@ impl Stage for Rank {
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         let cands = match (p.labeler, cx.input("candidates")) {
             (Labeler::File, Some(_)) => {
-                return Err(StageError::msg("`labeler: file` reads `path`, not candidates: remove `inputs: { candidates: ... }` or choose another labeler"));
+                return Err(StageError::msg(
+                    "`labeler: file` reads `path`, not candidates: remove `inputs: { candidates: ... }` or choose another labeler",
+                ));
             }
             (Labeler::File, None) => None,
-            (_, None) => return Err(StageError::msg("input `candidates` is not wired: give the `sample` stage whose responses to rank, e.g. `inputs: { candidates: sample }`")),
-            (_, Some(dir)) => Some(candidates::read_dir(dir).map_err(|e| StageError::msg(format!("input `candidates`: {e}")))?),
+            (_, None) => {
+                return Err(StageError::msg(
+                    "input `candidates` is not wired: give the `sample` stage whose responses to rank, e.g. `inputs: { candidates: sample }`",
+                ));
+            }
+            (_, Some(dir)) => Some(
+                candidates::read_dir(dir)
+                    .map_err(|e| StageError::msg(format!("input `candidates`: {e}")))?,
+            ),
         };
         let out = match p.labeler {
             Labeler::Program => by_program(cands.as_deref().expect("wired")),
@@ -174,7 +189,8 @@ fn by_program(cands: &[Candidates]) -> Outcome {
     let rankings = cands
         .iter()
         .map(|c| {
-            let groups = crate::tinyworld::rank_groups(&c.prompt, c.answer.as_deref(), &c.responses);
+            let groups =
+                crate::tinyworld::rank_groups(&c.prompt, c.answer.as_deref(), &c.responses);
             all_tied += usize::from(groups.len() < 2);
             Ranking { prompt: c.prompt.clone(), responses: c.responses.clone(), ranking: groups }
         })
@@ -186,7 +202,8 @@ fn by_program(cands: &[Candidates]) -> Outcome {
 
 fn by_person(p: &Params, cx: &RunCx, cands: &[Candidates]) -> Result<Outcome, StageError> {
     let rel = p.labels_path();
-    let labels = Labels::load(&cx.workspace.join(rel)).map_err(|e| StageError::msg(e.to_string()))?;
+    let labels =
+        Labels::load(&cx.workspace.join(rel)).map_err(|e| StageError::msg(e.to_string()))?;
     let waiting = cands.iter().filter(|c| labels.get(&labels::key(c)).is_none()).count();
     if waiting > 0 {
         return Err(StageError::AwaitingInput(format!(
@@ -202,7 +219,11 @@ fn by_person(p: &Params, cx: &RunCx, cands: &[Candidates]) -> Result<Outcome, St
         match &l.ranking {
             None => skipped.push(("skipped by the labeler".to_string(), c.prompt.clone())),
             Some(groups) => {
-                let r = Ranking { prompt: c.prompt.clone(), responses: c.responses.clone(), ranking: groups.clone() };
+                let r = Ranking {
+                    prompt: c.prompt.clone(),
+                    responses: c.responses.clone(),
+                    ranking: groups.clone(),
+                };
                 r.check().map_err(|e| StageError::msg(format!("labels `{rel}`: the answer for {:?} does not fit its {} responses: {e}\n   = help: delete that line and run `hone label {}` again", c.prompt, c.responses.len(), cx.stage_id)))?;
                 rankings.push(r);
             }
@@ -215,14 +236,19 @@ fn by_person(p: &Params, cx: &RunCx, cands: &[Candidates]) -> Result<Outcome, St
 
 fn from_file(p: &Params, cx: &RunCx) -> Result<Outcome, StageError> {
     let rel = p.path.as_deref().expect("validated");
-    let read = preferences::read(&cx.workspace.join(rel), p.format).map_err(|e| StageError::msg(e.to_string()))?;
+    let read = preferences::read(&cx.workspace.join(rel), p.format)
+        .map_err(|e| StageError::msg(e.to_string()))?;
     let lines = read.rankings.len() + read.skipped.len();
     if read.rankings.is_empty() {
         let mut why: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &read.skipped {
             *why.entry(s.reason).or_default() += 1;
         }
-        let first = read.skipped.first().map(|s| format!("; line {}: {}: {}", s.line, s.reason, s.detail)).unwrap_or_default();
+        let first = read
+            .skipped
+            .first()
+            .map(|s| format!("; line {}: {}: {}", s.line, s.reason, s.detail))
+            .unwrap_or_default();
         return Err(StageError::msg(format!(
             "`{rel}` has no usable ranking or preference pair ({lines} lines: {why:?}{first})\n   = help: lines are {{\"prompt\", \"chosen\", \"rejected\"}}, {{\"chosen\", \"rejected\"}} (implicit prompt or Anthropic HH transcripts) or {{\"prompt\", \"responses\", \"ranking\"}}"
         )));
@@ -230,7 +256,11 @@ fn from_file(p: &Params, cx: &RunCx) -> Result<Outcome, StageError> {
     for s in &read.skipped {
         tracing::info!("`{rel}` line {}: skipped ({}): {}", s.line, s.reason, s.detail);
     }
-    let skipped = read.skipped.iter().map(|s| (s.reason.to_string(), format!("line {}: {}", s.line, s.detail))).collect();
+    let skipped = read
+        .skipped
+        .iter()
+        .map(|s| (s.reason.to_string(), format!("line {}: {}", s.line, s.detail)))
+        .collect();
     let mut extra = serde_json::Map::new();
     extra.insert("path".into(), rel.into());
     extra.insert("forms".into(), json!(read.forms));
@@ -260,13 +290,22 @@ fn write(p: &Params, cx: &RunCx, o: Outcome) -> Result<(), StageError> {
     meta.as_object_mut().expect("an object").extend(o.extra);
     let mut buf = Vec::new();
     rankings::write(&mut buf, &o.rankings).map_err(StageError::io("cannot encode the rankings"))?;
-    std::fs::write(cx.out_dir.join(rankings::FILE), buf).map_err(StageError::io(format!("cannot write `{}`", rankings::FILE)))?;
-    std::fs::write(cx.out_dir.join("meta.json"), serde_json::to_string_pretty(&meta).expect("plain data") + "\n").map_err(StageError::io("cannot write `meta.json`"))?;
+    std::fs::write(cx.out_dir.join(rankings::FILE), buf)
+        .map_err(StageError::io(format!("cannot write `{}`", rankings::FILE)))?;
+    std::fs::write(
+        cx.out_dir.join("meta.json"),
+        serde_json::to_string_pretty(&meta).expect("plain data") + "\n",
+    )
+    .map_err(StageError::io("cannot write `meta.json`"))?;
     cx.metric("ranked", o.rankings.len() as u64);
     cx.metric("pairs", pairs as u64);
     cx.metric("skipped", o.skipped.len() as u64);
     if !o.skipped.is_empty() {
-        tracing::warn!("{} of {} left out: {reasons:?} (see meta.json)", o.skipped.len(), o.prompts);
+        tracing::warn!(
+            "{} of {} left out: {reasons:?} (see meta.json)",
+            o.skipped.len(),
+            o.prompts
+        );
     }
     Ok(())
 }
@@ -296,14 +335,17 @@ mod tests {
             let yaml = format!(
                 "name: t\nstages:\n  cands: {{ uses: command, with: {{ cmd: \"cp cands.jsonl $HONE_OUT/candidates.jsonl\", deps: [cands.jsonl] }} }}\n  rank: {{ uses: rank, inputs: {{ candidates: cands }}, with: {with} }}\n"
             );
-            spec::load_str(&self.path().join("pipeline.yaml"), yaml, &crate::registry(), &[]).map_err(|e| e.to_string())
+            spec::load_str(&self.path().join("pipeline.yaml"), yaml, &crate::registry(), &[])
+                .map_err(|e| e.to_string())
         }
         fn run(&self, with: &str) -> hone_engine::exec::RunSummary {
             test_support::run(self.path(), &self.pipeline(with).unwrap(), quiet).0
         }
         fn output(&self, with: &str) -> (Vec<Ranking>, Value) {
             let out = test_support::output(self.path(), &self.pipeline(with).unwrap(), "rank");
-            let meta = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+            let meta =
+                serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap())
+                    .unwrap();
             (rankings::read_dir(&out).unwrap(), meta)
         }
     }
@@ -322,7 +364,11 @@ mod tests {
 
     fn two() -> Vec<Candidates> {
         vec![
-            cand("What is 2 plus 2?", Some("4"), &["2 plus 2 is 5.", "2 plus 2 is 4.", "2 plus 2 is 4.", "4"]),
+            cand(
+                "What is 2 plus 2?",
+                Some("4"),
+                &["2 plus 2 is 5.", "2 plus 2 is 4.", "2 plus 2 is 4.", "4"],
+            ),
             cand("Hello!", None, &["Hello! How can I help you today?", "Whatever."]),
         ]
     }
@@ -338,7 +384,10 @@ mod tests {
         assert_eq!(r[0].responses, two()[0].responses);
         // 2 + 2 + 1 pairs from the first prompt (the tie gives none), 1 from the second.
         assert_eq!(meta["pairs"], 6);
-        assert_eq!((meta["labeler"].as_str(), meta["ranked"].as_u64(), meta["skipped"].as_u64()), (Some("program"), Some(2), Some(0)));
+        assert_eq!(
+            (meta["labeler"].as_str(), meta["ranked"].as_u64(), meta["skipped"].as_u64()),
+            (Some("program"), Some(2), Some(0))
+        );
     }
 
     /// `hone run` stops before a human `rank` (upstream cached), goes on once every prompt has
@@ -350,17 +399,35 @@ mod tests {
         let with = "{ labeler: human, labels: my/labels.jsonl }";
         let s = ws.run(with);
         assert_eq!(s.ran, ["cands"]);
-        assert_eq!(s.awaiting, [("rank".to_string(), "2 of 2 prompts await ranking: run `hone label rank`".to_string())]);
+        assert_eq!(
+            s.awaiting,
+            [(
+                "rank".to_string(),
+                "2 of 2 prompts await ranking: run `hone label rank`".to_string()
+            )]
+        );
         assert!(!s.ok() && s.failed.is_empty());
         let path = ws.path().join("my/labels.jsonl");
         let mut labels = Labels::load(&path).unwrap();
-        let label = |c: &Candidates, ranking: Option<Vec<Vec<usize>>>| labels::Label { key: labels::key(c), prompt: c.prompt.clone(), skip: ranking.is_none(), ranking };
+        let label = |c: &Candidates, ranking: Option<Vec<Vec<usize>>>| labels::Label {
+            key: labels::key(c),
+            prompt: c.prompt.clone(),
+            skip: ranking.is_none(),
+            ranking,
+        };
         labels.push(label(&c[0], Some(vec![vec![1, 2], vec![3], vec![0]]))).unwrap();
         let s = ws.run(with);
-        assert_eq!((s.cached.as_slice(), s.awaiting[0].1.as_str()), (&["cands".to_string()][..], "1 of 2 prompts await ranking: run `hone label rank`"));
+        assert_eq!(
+            (s.cached.as_slice(), s.awaiting[0].1.as_str()),
+            (&["cands".to_string()][..], "1 of 2 prompts await ranking: run `hone label rank`")
+        );
         labels.push(label(&c[1], None)).unwrap();
         let s = ws.run(with);
-        assert_eq!((s.ran.as_slice(), s.cached.as_slice()), (&["rank".to_string()][..], &["cands".to_string()][..]), "{s:?}");
+        assert_eq!(
+            (s.ran.as_slice(), s.cached.as_slice()),
+            (&["rank".to_string()][..], &["cands".to_string()][..]),
+            "{s:?}"
+        );
         let (r, meta) = ws.output(with);
         assert_eq!(r.len(), 1, "the skipped prompt has no line");
         assert_eq!(r[0].ranking, vec![vec![1, 2], vec![3], vec![0]]);
@@ -369,14 +436,22 @@ mod tests {
         // One label changed: `rank` reruns, `cands` stays cached.
         labels.push(label(&c[0], Some(vec![vec![3], vec![1, 2], vec![0]]))).unwrap();
         let s = ws.run(with);
-        assert_eq!((s.ran.as_slice(), s.cached.as_slice()), (&["rank".to_string()][..], &["cands".to_string()][..]));
+        assert_eq!(
+            (s.ran.as_slice(), s.cached.as_slice()),
+            (&["rank".to_string()][..], &["cands".to_string()][..])
+        );
         assert_eq!(ws.output(with).0[0].ranking, vec![vec![3], vec![1, 2], vec![0]]);
         // A label that does not fit its candidates (edited by hand) is an error naming it.
-        let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+        let mut lines: Vec<String> =
+            std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
         lines[1] = lines[1].replace("[[3],[1,2],[0]]", "[[3],[1,2]]");
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let s = ws.run(with);
-        assert!(s.failed[0].1.contains("does not fit its 4 responses") && s.failed[0].1.contains("leaves out response 0"), "{s:?}");
+        assert!(
+            s.failed[0].1.contains("does not fit its 4 responses")
+                && s.failed[0].1.contains("leaves out response 0"),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -390,20 +465,30 @@ mod tests {
         ];
         std::fs::write(ws.path().join("prefs.jsonl"), prefs.join("\n")).unwrap();
         let yaml = "name: t\nstages:\n  rank: { uses: rank, with: { labeler: file, path: prefs.jsonl } }\n";
-        let p = spec::load_str(&ws.path().join("pipeline.yaml"), yaml.into(), &crate::registry(), &[]).unwrap();
+        let p =
+            spec::load_str(&ws.path().join("pipeline.yaml"), yaml.into(), &crate::registry(), &[])
+                .unwrap();
         let (s, _) = test_support::run(ws.path(), &p, quiet);
         assert!(s.ok(), "{s:?}");
         let out = test_support::output(ws.path(), &p, "rank");
         let r = rankings::read_dir(&out).unwrap();
         assert_eq!(r, vec![Ranking::preference("Hi", "Hello!", "Go away."); 2]);
-        let meta: Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+        let meta: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["skipped_reasons"], json!({ "identical responses": 1, "not JSON": 1 }));
-        assert!(meta["skipped_examples"]["not JSON"][0].as_str().unwrap().starts_with("line 4: "), "{meta}");
+        assert!(
+            meta["skipped_examples"]["not JSON"][0].as_str().unwrap().starts_with("line 4: "),
+            "{meta}"
+        );
         assert_eq!(meta["forms"], json!({ "hh": 1, "trl": 1 }));
         // Nothing usable: a failure that says why.
         std::fs::write(ws.path().join("prefs.jsonl"), "{\"text\": \"x\"}\n").unwrap();
         let (s, _) = test_support::run(ws.path(), &p, quiet);
-        assert!(s.failed[0].1.contains("has no usable ranking or preference pair") && s.failed[0].1.contains("line 1: not a ranking"), "{s:?}");
+        assert!(
+            s.failed[0].1.contains("has no usable ranking or preference pair")
+                && s.failed[0].1.contains("line 1: not a ranking"),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -419,7 +504,11 @@ mod tests {
             assert!(err.contains(want), "{with}: {err}");
         }
         assert_eq!(human_labels("rank", &json!({ "labeler": "human" })).unwrap(), DEFAULT_LABELS);
-        assert!(human_labels("rank", &json!({ "labeler": "program" })).unwrap_err().contains("`labeler: human`"));
+        assert!(
+            human_labels("rank", &json!({ "labeler": "program" }))
+                .unwrap_err()
+                .contains("`labeler: human`")
+        );
         assert!(human_labels("sample", &json!({})).unwrap_err().contains("a `sample` stage"));
     }
 }

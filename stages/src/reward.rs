@@ -62,7 +62,9 @@ use crate::model::ops::Dropout;
 use crate::model::rng::{Rng, Stream};
 use crate::model::{Gpt, ModelError, ParamStore};
 use crate::ports;
-use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
+use crate::training::{
+    self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
+};
 
 pub struct Reward;
 
@@ -141,8 +143,12 @@ impl Stage for Reward {
     /// 2: the chat template's content prefix.
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("rankings", ports::RANKINGS)]);
-    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::REWARD_MODEL), Port::required("metrics", ports::METRICS)];
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::required("model", ports::MODEL),
+        Port::required("rankings", ports::RANKINGS),
+    ]);
+    const OUTPUTS: &'static [Port] =
+        &[Port::required("model", ports::REWARD_MODEL), Port::required("metrics", ports::METRICS)];
 
     fn settings() -> Vec<(&'static str, String)> {
         crate::model::settings()
@@ -151,16 +157,43 @@ impl Stage for Reward {
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = p.common_problems();
         if !(0.0..1.0).contains(&p.val_fraction) {
-            out.push(ParamProblem::at(&["val_fraction"], format!("`val_fraction` must be in [0, 1), not {}", p.val_fraction)).help("0.1 holds out a tenth of the prompts".to_string()));
+            out.push(
+                ParamProblem::at(
+                    &["val_fraction"],
+                    format!("`val_fraction` must be in [0, 1), not {}", p.val_fraction),
+                )
+                .help("0.1 holds out a tenth of the prompts".to_string()),
+            );
         }
         if !(p.backbone_lr >= 0.0 && p.backbone_lr.is_finite()) {
-            out.push(ParamProblem::at(&["backbone_lr"], format!("`backbone_lr` must be 0 or more, not {}", p.backbone_lr)).help("1 trains the backbone at `lr`, 0 freezes it".to_string()));
+            out.push(
+                ParamProblem::at(
+                    &["backbone_lr"],
+                    format!("`backbone_lr` must be 0 or more, not {}", p.backbone_lr),
+                )
+                .help("1 trains the backbone at `lr`, 0 freezes it".to_string()),
+            );
         }
         if !(p.likelihood >= 0.0 && p.likelihood.is_finite()) {
-            out.push(ParamProblem::at(&["likelihood"], format!("`likelihood` must be 0 or more, not {}", p.likelihood)).help("0 scores with the head alone; 1 to 10 adds the answer's mean log-probability".to_string()));
+            out.push(
+                ParamProblem::at(
+                    &["likelihood"],
+                    format!("`likelihood` must be 0 or more, not {}", p.likelihood),
+                )
+                .help(
+                    "0 scores with the head alone; 1 to 10 adds the answer's mean log-probability"
+                        .to_string(),
+                ),
+            );
         }
         if !(p.center_rewards >= 0.0 && p.center_rewards.is_finite()) {
-            out.push(ParamProblem::at(&["center_rewards"], format!("`center_rewards` must be 0 or more, not {}", p.center_rewards)).help("TRL suggests 0.01; 0 turns it off".to_string()));
+            out.push(
+                ParamProblem::at(
+                    &["center_rewards"],
+                    format!("`center_rewards` must be 0 or more, not {}", p.center_rewards),
+                )
+                .help("TRL suggests 0.01; 0 turns it off".to_string()),
+            );
         }
         out
     }
@@ -200,26 +233,43 @@ pub(crate) struct DataCounts {
 
 /// The conversation a response is scored as (what `sft` trains on).
 pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
-    [Message { role: Role::User, content: prompt.to_string() }, Message { role: Role::Assistant, content: response.to_string() }]
+    [
+        Message { role: Role::User, content: prompt.to_string() },
+        Message { role: Role::Assistant, content: response.to_string() },
+    ]
 }
 
 /// The tokens of `prompt` + `response` as scored, and where the answer starts in them (its
 /// first assistant token: after the prompt and the assistant header).
-fn tokens(tok: &ChatTokenizer, prompt: &str, response: &str) -> Result<(Vec<u32>, usize), ModelError> {
+fn tokens(
+    tok: &ChatTokenizer,
+    prompt: &str,
+    response: &str,
+) -> Result<(Vec<u32>, usize), ModelError> {
     let e = tok.encode(&conversation(prompt, response), false)?;
     let start = e.assistant.iter().position(|&a| a).unwrap_or(e.ids.len());
     Ok((e.ids, start))
 }
 
 /// [`tokens`], or `None` when longer than `max_len`.
-pub fn encode(tok: &ChatTokenizer, prompt: &str, response: &str, max_len: usize) -> Result<Option<(Vec<u32>, usize)>, ModelError> {
+pub fn encode(
+    tok: &ChatTokenizer,
+    prompt: &str,
+    response: &str,
+    max_len: usize,
+) -> Result<Option<(Vec<u32>, usize)>, ModelError> {
     let (ids, start) = tokens(tok, prompt, response)?;
     Ok((ids.len() <= max_len).then_some((ids, start)))
 }
 
 /// A ranking as an [`Example`] (responses that do not fit `max_len` left out, counted in
 /// `too_long`), or `None` when no pair is left.
-pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long: &mut usize) -> Result<Option<Example>, ModelError> {
+pub(crate) fn example(
+    tok: &ChatTokenizer,
+    r: &Ranking,
+    max_len: usize,
+    too_long: &mut usize,
+) -> Result<Option<Example>, ModelError> {
     let (mut rows, mut responses, mut start) = (Vec::new(), Vec::new(), 0);
     let mut row_of = vec![None; r.responses.len()];
     for (i, response) in r.responses.iter().enumerate() {
@@ -234,29 +284,45 @@ pub(crate) fn example(tok: &ChatTokenizer, r: &Ranking, max_len: usize, too_long
             None => *too_long += 1,
         }
     }
-    let pairs: Vec<(usize, usize)> = r.pairs().into_iter().filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?))).collect();
+    let pairs: Vec<(usize, usize)> = r
+        .pairs()
+        .into_iter()
+        .filter_map(|p| Some((row_of[p.chosen]?, row_of[p.rejected]?)))
+        .collect();
     Ok((!pairs.is_empty()).then_some(Example { rows, pairs, responses, start }))
 }
 
 /// The prompts held out: a seeded shuffle of the distinct prompts, the first
 /// `round(n · fraction)` of them (at least one when `fraction > 0`, never all).
 fn held_out(rankings: &[Ranking], fraction: f64, seed: u64) -> BTreeSet<&str> {
-    let mut prompts: Vec<&str> = rankings.iter().map(|r| r.prompt.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut prompts: Vec<&str> =
+        rankings.iter().map(|r| r.prompt.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut rng = Rng::new(seed, Stream::Eval);
     for i in (1..prompts.len()).rev() {
         prompts.swap(i, rng.below(i + 1));
     }
     let n = prompts.len();
-    let k = if fraction > 0.0 && n > 1 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let k = if fraction > 0.0 && n > 1 {
+        ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
+    } else {
+        0
+    };
     prompts.into_iter().take(k).collect()
 }
 
 /// `-log σ(r_better - r_worse)` per pair, weighted (weights summing to 1: each prompt's pairs
 /// share its weight), plus `center · mean((r_better + r_worse)²)`: the loss of a batch whose
 /// responses scored `scores` (N).
-pub fn pairwise_loss(scores: &Tensor, pairs: &[(usize, usize)], weights: &[f64], center: f64) -> candle_core::Result<Tensor> {
+pub fn pairwise_loss(
+    scores: &Tensor,
+    pairs: &[(usize, usize)],
+    weights: &[f64],
+    center: f64,
+) -> candle_core::Result<Tensor> {
     let dev = scores.device();
-    let idx = |f: fn(&(usize, usize)) -> usize| Tensor::new(pairs.iter().map(|p| f(p) as u32).collect::<Vec<_>>(), dev);
+    let idx = |f: fn(&(usize, usize)) -> usize| {
+        Tensor::new(pairs.iter().map(|p| f(p) as u32).collect::<Vec<_>>(), dev)
+    };
     let better = scores.index_select(&idx(|p| p.0)?, 0)?;
     let worse = scores.index_select(&idx(|p| p.1)?, 0)?;
     let d = (&better - &worse)?;
@@ -332,7 +398,9 @@ impl Likelihood {
     fn span(&self, row: &[u32], start: usize) -> Result<(usize, usize), ModelError> {
         match row.iter().rposition(|&t| t == self.im_end) {
             Some(end) if start >= 1 && end >= start => Ok((start, end)),
-            _ => Err(ModelError::Invalid("a scored row has no assistant answer closed by `<|im_end|>`".into())),
+            _ => Err(ModelError::Invalid(
+                "a scored row has no assistant answer closed by `<|im_end|>`".into(),
+            )),
         }
     }
 }
@@ -340,7 +408,13 @@ impl Likelihood {
 impl RewardModel {
     /// The scores (N) of `rows`, right-padded with `pad` into one batch; row `i`'s answer
     /// starts at `starts[i]` ([`answer_start`]; read by the likelihood term only).
-    pub(crate) fn scores(&self, rows: &[&Vec<u32>], starts: &[usize], pad: u32, drop: &mut Dropout) -> Result<Tensor, ModelError> {
+    pub(crate) fn scores(
+        &self,
+        rows: &[&Vec<u32>],
+        starts: &[usize],
+        pad: u32,
+        drop: &mut Dropout,
+    ) -> Result<Tensor, ModelError> {
         let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
         let mut x = Vec::with_capacity(rows.len() * t);
         for r in rows {
@@ -354,7 +428,10 @@ impl RewardModel {
         let head = self.head.at(&hidden, &last)?;
         let Some(l) = &self.likelihood else { return Ok(head) };
         if starts.len() != n {
-            return Err(ModelError::Invalid(format!("{} answer starts for {n} rows", starts.len())));
+            return Err(ModelError::Invalid(format!(
+                "{} answer starts for {n} rows",
+                starts.len()
+            )));
         }
         // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
         // start - 1..end, each weighted 1/(its count) so that a row's weights sum to 1.
@@ -369,8 +446,12 @@ impl RewardModel {
             }
         }
         let logits = self.gpt.lm_head(&hidden.reshape((n * t, ()))?)?;
-        let lp = crate::model::ops::token_log_probs(&logits, &Tensor::from_vec(targets, n * t, &Device::Cpu)?)?;
-        let mean = (lp * Tensor::from_vec(weights, n * t, &Device::Cpu)?)?.reshape((n, t))?.sum(1)?;
+        let lp = crate::model::ops::token_log_probs(
+            &logits,
+            &Tensor::from_vec(targets, n * t, &Device::Cpu)?,
+        )?;
+        let mean =
+            (lp * Tensor::from_vec(weights, n * t, &Device::Cpu)?)?.reshape((n, t))?.sum(1)?;
         Ok((head + (mean * l.weight)?)?)
     }
 }
@@ -378,7 +459,8 @@ impl RewardModel {
 /// The scores of every row of `examples`, in order, without dropout.
 fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<f32>, ModelError> {
     let rows: Vec<&Vec<u32>> = examples.iter().flat_map(|e| &e.rows).collect();
-    let starts: Vec<usize> = examples.iter().flat_map(|e| std::iter::repeat_n(e.start, e.rows.len())).collect();
+    let starts: Vec<usize> =
+        examples.iter().flat_map(|e| std::iter::repeat_n(e.start, e.rows.len())).collect();
     Ok(model.scores(&rows, &starts, pad, &mut Dropout::off())?.to_vec1::<f32>()?)
 }
 
@@ -387,7 +469,8 @@ fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<
 type Batch<'e> = (Vec<&'e Vec<u32>>, Vec<usize>, Vec<(usize, usize)>, Vec<f64>);
 
 fn gather<'e>(examples: &[&'e Example]) -> Batch<'e> {
-    let (mut rows, mut starts, mut pairs, mut weights) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut starts, mut pairs, mut weights) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for e in examples {
         let base = rows.len();
         rows.extend(e.rows.iter());
@@ -425,13 +508,24 @@ impl training::Objective for Objective<'_> {
     /// The held-out pairs' statistics (none without held-out prompts).
     type Eval = Option<PairStats>;
 
-    fn step(&mut self, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        step: u64,
+        rng: &mut Rng,
+    ) -> Result<StepOut, StageError> {
         let b = self.p.batch_size as u64;
         let idx: Vec<usize> = (0..b).map(|i| self.order.at(step * b + i)).collect();
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.train[i]).collect();
         let (rows, starts, pairs, weights) = gather(&examples);
-        let scores = self.model.scores(&rows, &starts, self.pad, &mut Dropout::train(self.p.dropout, rng))?;
-        let loss = pairwise_loss(&scores, &pairs, &weights, self.p.center_rewards).map_err(ModelError::from)?;
+        let scores = self.model.scores(
+            &rows,
+            &starts,
+            self.pad,
+            &mut Dropout::train(self.p.dropout, rng),
+        )?;
+        let loss = pairwise_loss(&scores, &pairs, &weights, self.p.center_rewards)
+            .map_err(ModelError::from)?;
         let (loss, grads) = gradients_of(&loss, vars)?;
         let values = scores.to_vec1::<f32>().map_err(ModelError::from)?;
         let mut s = PairStats::default();
@@ -445,7 +539,11 @@ impl training::Objective for Objective<'_> {
         Ok(StepOut { loss, grads, tokens: rows.iter().map(|r| r.len()).sum(), stats })
     }
 
-    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, Option<PairStats>), StageError> {
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, Option<PairStats>), StageError> {
         if self.val.is_empty() {
             return Ok((None, None));
         }
@@ -460,7 +558,14 @@ impl training::Objective for Objective<'_> {
                 at += e.rows.len();
             }
         }
-        let line = EvalLine { step, val_loss: s.weighted_nll, val_accuracy: s.accuracy(), val_margin: s.chosen() - s.rejected(), val_chosen: s.chosen(), val_rejected: s.rejected() };
+        let line = EvalLine {
+            step,
+            val_loss: s.weighted_nll,
+            val_accuracy: s.accuracy(),
+            val_margin: s.chosen() - s.rejected(),
+            val_chosen: s.chosen(),
+            val_rejected: s.rejected(),
+        };
         if !line.val_loss.is_finite() {
             return Ok((None, Some(s)));
         }
@@ -472,16 +577,26 @@ impl training::Objective for Objective<'_> {
 
 fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let model_dir = cx.required_input("model")?;
-    let loaded = export::load(model_dir, DType::F32).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let loaded = export::load(model_dir, DType::F32)
+        .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
     let mut cfg = loaded.config.clone();
     let tok_path = model_dir.join(export::TOKENIZER);
-    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
-    let all = rankings::read_dir(cx.required_input("rankings")?).map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
+    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size)
+        .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let all = rankings::read_dir(cx.required_input("rankings")?)
+        .map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
     if all.is_empty() {
-        return Err(StageError::msg("input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)"));
+        return Err(StageError::msg(
+            "input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)",
+        ));
     }
     let val_prompts = held_out(&all, p.val_fraction, cx.seed);
-    let mut counts = DataCounts { rankings: all.len(), prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(), val_prompts: val_prompts.len(), ..DataCounts::default() };
+    let mut counts = DataCounts {
+        rankings: all.len(),
+        prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(),
+        val_prompts: val_prompts.len(),
+        ..DataCounts::default()
+    };
     counts.train_prompts = counts.prompts - counts.val_prompts;
     let (mut train_set, mut val_set, mut val_rankings) = (Vec::new(), Vec::new(), Vec::new());
     for r in &all {
@@ -499,18 +614,34 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     if train_set.is_empty() {
         return Err(StageError::msg(format!(
             "no ranking of input `rankings` gives a training pair: {} rankings without a pair ({} responses too long for the model's {} tokens, the rest all tied), {} held out",
-            counts.no_pairs, counts.too_long, cfg.block_size, val_set.len()
+            counts.no_pairs,
+            counts.too_long,
+            cfg.block_size,
+            val_set.len()
         )));
     }
     if counts.too_long > 0 {
-        tracing::warn!(too_long = counts.too_long, "responses longer than the model's {} tokens left out", cfg.block_size);
+        tracing::warn!(
+            too_long = counts.too_long,
+            "responses longer than the model's {} tokens left out",
+            cfg.block_size
+        );
     }
-    for (k, v) in [("train_pairs", counts.train_pairs), ("val_pairs", counts.val_pairs), ("too_long", counts.too_long), ("no_pairs", counts.no_pairs)] {
+    for (k, v) in [
+        ("train_pairs", counts.train_pairs),
+        ("val_pairs", counts.val_pairs),
+        ("too_long", counts.too_long),
+        ("no_pairs", counts.no_pairs),
+    ] {
         cx.metric(k, v as u64);
     }
 
     let head_params = ParamStore::seeded(cx.seed);
-    let head = ScalarHead::new(cfg.n_embd, head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE)).map_err(ModelError::from)?;
+    let head = ScalarHead::new(
+        cfg.n_embd,
+        head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE),
+    )
+    .map_err(ModelError::from)?;
     let backbone = loaded.params;
     let common = p.common();
     // One group at `lr`; with another `backbone_lr`, the head's group first (its rate is
@@ -529,8 +660,21 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Reward>(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
     let likelihood = Likelihood::new(p.likelihood, tok.im_end);
-    let mut objective = Objective { p, model: RewardModel { gpt: loaded.model, head, likelihood }, train: train_set, val: val_set, pad: tok.end_of_text, order };
-    tracing::info!(train_pairs = counts.train_pairs, val_pairs = counts.val_pairs, from_step = trainer.step, steps = p.steps, "training a reward model");
+    let mut objective = Objective {
+        p,
+        model: RewardModel { gpt: loaded.model, head, likelihood },
+        train: train_set,
+        val: val_set,
+        pad: tok.end_of_text,
+        order,
+    };
+    tracing::info!(
+        train_pairs = counts.train_pairs,
+        val_pairs = counts.val_pairs,
+        from_step = trainer.step,
+        steps = p.steps,
+        "training a reward model"
+    );
 
     let done = trainer.run(&common.settings(), &mut objective)?;
     cx.metric("loss", done.loss);
@@ -542,14 +686,21 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let mut scores = Vec::new();
     for chunk in objective.train.chunks(p.batch_size).chain(objective.val.chunks(p.batch_size)) {
         cx.check_cancelled()?;
-        scores.extend(scores_of(&objective.model, chunk, objective.pad)?.into_iter().map(f64::from));
+        scores
+            .extend(scores_of(&objective.model, chunk, objective.pad)?.into_iter().map(f64::from));
     }
     // The held-out pairs as the final model scores them (the val ones are the last scores).
     let mut val_pairs = String::new();
     let mut at = scores.len() - objective.val.iter().map(|e| e.rows.len()).sum::<usize>();
     for (e, r) in objective.val.iter().zip(&val_rankings) {
         for &(b, w) in &e.pairs {
-            let line = ValPair { prompt: &r.prompt, better: &r.responses[e.responses[b]], worse: &r.responses[e.responses[w]], better_score: scores[at + b], worse_score: scores[at + w] };
+            let line = ValPair {
+                prompt: &r.prompt,
+                better: &r.responses[e.responses[b]],
+                worse: &r.responses[e.responses[w]],
+                better_score: scores[at + b],
+                worse_score: scores[at + w],
+            };
             val_pairs.push_str(&(serde_json::to_string(&line).expect("plain data") + "\n"));
         }
         at += e.rows.len();
@@ -561,14 +712,19 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     cfg.dropout = 0.0;
-    let params: Vec<(String, Tensor)> = backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
+    let params: Vec<(String, Tensor)> =
+        backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
     export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end), p.likelihood)?;
     crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))?;
     write(out, VAL_PAIRS, &val_pairs)?;
-    write(out, REWARD_JSON, &(serde_json::to_string_pretty(&reward_json).expect("plain data") + "\n"))
+    write(
+        out,
+        REWARD_JSON,
+        &(serde_json::to_string_pretty(&reward_json).expect("plain data") + "\n"),
+    )
 }
 
 /// A reward model loaded for scoring (`hone score`, and PPO).
@@ -584,9 +740,13 @@ pub struct Scorer {
 pub enum ScoreError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("the answer is empty: a reward model scores an answer to the prompt\n   = help: give the answer to score")]
+    #[error(
+        "the answer is empty: a reward model scores an answer to the prompt\n   = help: give the answer to score"
+    )]
     EmptyAnswer,
-    #[error("the prompt and answer take {tokens} tokens, more than the reward model's {block_size}\n   = help: score a shorter answer")]
+    #[error(
+        "the prompt and answer take {tokens} tokens, more than the reward model's {block_size}\n   = help: score a shorter answer"
+    )]
     TooLong { tokens: usize, block_size: usize },
 }
 
@@ -596,12 +756,20 @@ impl Scorer {
         let r = export::load_reward(dir, DType::F32)?;
         let tok_path = dir.join(export::TOKENIZER);
         if !tok_path.exists() {
-            return Err(ModelError::format(dir, format!("no `{}` beside the reward model", export::TOKENIZER)));
+            return Err(ModelError::format(
+                dir,
+                format!("no `{}` beside the reward model", export::TOKENIZER),
+            ));
         }
         let tok = ChatTokenizer::from_file(&tok_path, r.backbone.config.vocab_size)?;
         let block_size = r.backbone.config.block_size;
         let likelihood = Likelihood::new(r.likelihood, tok.im_end);
-        Ok(Scorer { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, tok, pad: r.pad_token_id, block_size })
+        Ok(Scorer {
+            model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
+            tok,
+            pad: r.pad_token_id,
+            block_size,
+        })
     }
 
     /// The raw reward of `answer` to `prompt`.

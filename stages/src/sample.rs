@@ -95,20 +95,33 @@ impl Stage for Sample {
     /// 2: the decoder sums with fused multiply-adds (other last bits of the logits).
     /// 3: the chat template's content prefix.
     const VERSION: u32 = 3;
-    const ABOUT: &'static str = "K responses per prompt from a chat model (batched, seeded), for ranking";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("prompts", ports::PROMPTS)]);
+    const ABOUT: &'static str =
+        "K responses per prompt from a chat model (batched, seeded), for ranking";
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::required("model", ports::MODEL),
+        Port::required("prompts", ports::PROMPTS),
+    ]);
     const OUTPUTS: &'static [Port] = &[Port::required("candidates", ports::CANDIDATES)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
         if p.k < 2 {
-            out.push(ParamProblem::at(&["k"], format!("`k` must be at least 2, not {}: a ranking compares responses", p.k)).help("InstructGPT ranks 4 to 9 responses per prompt"));
+            out.push(
+                ParamProblem::at(
+                    &["k"],
+                    format!("`k` must be at least 2, not {}: a ranking compares responses", p.k),
+                )
+                .help("InstructGPT ranks 4 to 9 responses per prompt"),
+            );
         }
         if p.max_new_tokens == 0 {
             out.push(ParamProblem::at(&["max_new_tokens"], "`max_new_tokens` must be at least 1"));
         }
         if p.batch_size == 0 {
-            out.push(ParamProblem::at(&["batch_size"], "`batch_size` must be at least 1").help("64 sequences per step suits a CPU"));
+            out.push(
+                ParamProblem::at(&["batch_size"], "`batch_size` must be at least 1")
+                    .help("64 sequences per step suits a CPU"),
+            );
         }
         for problem in options(p).problems() {
             let field = if problem.starts_with("temperature") { "temperature" } else { "top_p" };
@@ -123,7 +136,14 @@ impl Stage for Sample {
 }
 
 fn options(p: &Params) -> SampleOptions {
-    SampleOptions { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, max_new_tokens: p.max_new_tokens, seed: 0, stop_at: None }
+    SampleOptions {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        max_new_tokens: p.max_new_tokens,
+        seed: 0,
+        stop_at: None,
+    }
 }
 
 /// Where finished prompts are kept until the stage ends (in the checkpoint directory).
@@ -139,7 +159,10 @@ struct Done {
 /// Prompts finished by an earlier, stopped run; a torn last line (a kill mid-write) is ignored.
 fn resume(path: &Path) -> BTreeMap<usize, Candidates> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str::<Done>(l).ok()).map(|d| (d.index, d.candidates)).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Done>(l).ok())
+        .map(|d| (d.index, d.candidates))
+        .collect()
 }
 
 /// Collects the K responses of each prompt; a prompt is written out when all are done.
@@ -174,10 +197,17 @@ impl Collector<'_> {
             logprobs: sampled.iter().map(Sampled::logprob_sum).collect(),
             finished: sampled.iter().map(|s| s.finished).collect(),
         };
-        let line = serde_json::to_string(&Done { index, candidates: c.clone() }).expect("plain data");
-        writeln!(self.partial, "{line}").and_then(|()| self.partial.flush()).map_err(StageError::io("cannot save a finished prompt in the checkpoint directory"))?;
+        let line =
+            serde_json::to_string(&Done { index, candidates: c.clone() }).expect("plain data");
+        writeln!(self.partial, "{line}")
+            .and_then(|()| self.partial.flush())
+            .map_err(StageError::io("cannot save a finished prompt in the checkpoint directory"))?;
         self.done.insert(index, c);
-        self.cx.progress(self.done.len() as u64, Some(self.total as u64), format!("{}/{} prompts", self.done.len(), self.total));
+        self.cx.progress(
+            self.done.len() as u64,
+            Some(self.total as u64),
+            format!("{}/{} prompts", self.done.len(), self.total),
+        );
         Ok(())
     }
 }
@@ -189,7 +219,13 @@ impl Observer for Collector<'_> {
         let slots = self.pending.entry(group).or_insert_with(|| vec![None; self.k]);
         slots[j] = Some(sampled.clone());
         if slots.iter().all(Option::is_some) {
-            let all = self.pending.remove(&group).expect("present").into_iter().map(|s| s.expect("all done")).collect();
+            let all = self
+                .pending
+                .remove(&group)
+                .expect("present")
+                .into_iter()
+                .map(|s| s.expect("all done"))
+                .collect();
             if let Err(e) = self.finish(group, all) {
                 self.failed.get_or_insert(e);
             }
@@ -202,7 +238,8 @@ impl Observer for Collector<'_> {
 
 fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let model_dir = cx.required_input("model")?;
-    let m = ChatModel::load(model_dir).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let m =
+        ChatModel::load(model_dir).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
     if !m.is_chat {
         return Err(StageError::msg(
             "input `model` is not a chat model (its tokenizer_config.json has no chat_template)\n   = help: wire `model` to an `sft` stage: responses to rank come from the fine-tuned model",
@@ -220,7 +257,8 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let mut encoded = Vec::new();
     let mut too_long = Vec::new();
     for (i, pr) in prompts.iter().enumerate() {
-        let ids = m.tok.encode(&[Message { role: Role::User, content: pr.prompt.clone() }], true)?.ids;
+        let ids =
+            m.tok.encode(&[Message { role: Role::User, content: pr.prompt.clone() }], true)?.ids;
         if ids.len() >= block {
             too_long.push(i);
         } else {
@@ -228,27 +266,46 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         }
     }
     if encoded.is_empty() {
-        return Err(StageError::msg(format!("every prompt is longer than the model's {block}-token window: none can be answered")));
+        return Err(StageError::msg(format!(
+            "every prompt is longer than the model's {block}-token window: none can be answered"
+        )));
     }
     let partial_path = cx.checkpoint_dir.join(PARTIAL);
     let resumed = resume(&partial_path);
-    let todo: Vec<&(usize, Vec<u32>)> = encoded.iter().filter(|(i, _)| !resumed.contains_key(i)).collect();
+    let todo: Vec<&(usize, Vec<u32>)> =
+        encoded.iter().filter(|(i, _)| !resumed.contains_key(i)).collect();
     if !resumed.is_empty() {
-        tracing::info!("resuming: {} of {} prompts were sampled by an earlier run", resumed.len(), encoded.len());
+        tracing::info!(
+            "resuming: {} of {} prompts were sampled by an earlier run",
+            resumed.len(),
+            encoded.len()
+        );
     }
     let requests: Vec<Request> = todo
         .iter()
-        .flat_map(|(i, ids)| (0..p.k).map(move |j| Request { prompt: ids.clone(), seed: row_seed(cx.seed, (i * p.k + j) as u64) }))
+        .flat_map(|(i, ids)| {
+            (0..p.k).map(move |j| Request {
+                prompt: ids.clone(),
+                seed: row_seed(cx.seed, (i * p.k + j) as u64),
+            })
+        })
         .collect();
     let group_prompt: Vec<usize> = todo.iter().map(|(i, _)| *i).collect();
     // Rewrite the partial file with the complete lines only (a kill may have torn the last).
     let mut text = String::new();
     for (index, c) in &resumed {
-        text.push_str(&serde_json::to_string(&Done { index: *index, candidates: c.clone() }).expect("plain data"));
+        text.push_str(
+            &serde_json::to_string(&Done { index: *index, candidates: c.clone() })
+                .expect("plain data"),
+        );
         text.push('\n');
     }
-    std::fs::write(&partial_path, text).map_err(StageError::io("cannot write in the checkpoint directory"))?;
-    let partial = std::fs::OpenOptions::new().append(true).open(&partial_path).map_err(StageError::io("cannot open the checkpoint file"))?;
+    std::fs::write(&partial_path, text)
+        .map_err(StageError::io("cannot write in the checkpoint directory"))?;
+    let partial = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&partial_path)
+        .map_err(StageError::io("cannot open the checkpoint file"))?;
     let mut c = Collector {
         cx,
         m: &m,
@@ -284,7 +341,8 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         tokens += cand.tokens.iter().sum::<usize>();
         finished_n += cand.finished.iter().filter(|f| **f).count();
     }
-    let model_digest = hone_engine::digest::hash_tree(model_dir).map_err(StageError::io("input `model`: cannot hash it"))?;
+    let model_digest = hone_engine::digest::hash_tree(model_dir)
+        .map_err(StageError::io("input `model`: cannot hash it"))?;
     let meta = json!({
         "model": model_digest.short(),
         "k": p.k,
@@ -300,19 +358,31 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         "skipped_too_long": too_long.len(),
         "skipped_examples": too_long.iter().take(3).map(|&i| prompts[i].prompt.clone()).collect::<Vec<_>>(),
     });
-    let write = |name: &str, text: &str| std::fs::write(cx.out_dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")));
+    let write = |name: &str, text: &str| {
+        std::fs::write(cx.out_dir.join(name), text)
+            .map_err(StageError::io(format!("cannot write `{name}`")))
+    };
     write(candidates::FILE, &lines)?;
     write("meta.json", &(serde_json::to_string_pretty(&meta).expect("plain data") + "\n"))?;
     cx.metric("responses", responses as u64);
-    cx.metric("finished_share", if responses == 0 { 0.0 } else { finished_n as f64 / responses as f64 });
+    cx.metric(
+        "finished_share",
+        if responses == 0 { 0.0 } else { finished_n as f64 / responses as f64 },
+    );
     cx.metric("mean_tokens", if responses == 0 { 0.0 } else { tokens as f64 / responses as f64 });
     if seconds > 0.0 && new_tokens > 0 {
         let rate = new_tokens as f64 / seconds;
         cx.metric("tokens_per_second", (rate * 10.0).round() / 10.0);
-        tracing::info!("sampled {new_tokens} tokens in {seconds:.2} s: {rate:.0} tokens/s, batches of {}", p.batch_size);
+        tracing::info!(
+            "sampled {new_tokens} tokens in {seconds:.2} s: {rate:.0} tokens/s, batches of {}",
+            p.batch_size
+        );
     }
     if !too_long.is_empty() {
-        tracing::warn!("{} prompt(s) left out: longer than the model's {block}-token window", too_long.len());
+        tracing::warn!(
+            "{} prompt(s) left out: longer than the model's {block}-token window",
+            too_long.len()
+        );
     }
     Ok(())
 }
@@ -330,7 +400,13 @@ mod tests {
     use serde_json::Value;
     use std::sync::atomic::Ordering;
 
-    const PROMPTS: [&str; 5] = ["hi", "what is 2+2?", "sky?", "name?", "a very long prompt that does not fit the window at all, not even close"];
+    const PROMPTS: [&str; 5] = [
+        "hi",
+        "what is 2+2?",
+        "sky?",
+        "name?",
+        "a very long prompt that does not fit the window at all, not even close",
+    ];
 
     /// A workspace with a tiny untrained chat model in `model/` and prompt records in
     /// `prompts/`, copied in by `command` stages.
@@ -344,21 +420,40 @@ mod tests {
             let (json, vocab) = test_tokenizer(&PROMPTS.concat());
             let model = dir.path().join("model");
             std::fs::create_dir_all(&model).unwrap();
-            let cfg = GptConfig { vocab_size: vocab, block_size: 40, n_layer: 1, n_head: 2, n_embd: 16, bias: true, dropout: 0.0 };
+            let cfg = GptConfig {
+                vocab_size: vocab,
+                block_size: 40,
+                n_layer: 1,
+                n_head: 2,
+                n_embd: 16,
+                bias: true,
+                dropout: 0.0,
+            };
             let ps = ParamStore::seeded(3);
             Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
             // Larger weights so that responses vary and some end early.
             for (_, v) in ps.vars() {
                 v.set(&(v.as_tensor() * 10.0).unwrap()).unwrap();
             }
-            export::save(&model, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
+            export::save(&model, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0)))
+                .unwrap();
             std::fs::write(model.join("tokenizer.json"), json).unwrap();
             if chat {
-                std::fs::write(model.join("tokenizer_config.json"), serde_json::json!({ "chat_template": JINJA }).to_string()).unwrap();
+                std::fs::write(
+                    model.join("tokenizer_config.json"),
+                    serde_json::json!({ "chat_template": JINJA }).to_string(),
+                )
+                .unwrap();
             }
             let prompts = dir.path().join("prompts");
             std::fs::create_dir_all(&prompts).unwrap();
-            let lines: String = PROMPTS.iter().enumerate().map(|(i, p)| format!("{}\n", json!({ "prompt": p, "answer": (i == 1).then_some("4") }))).collect();
+            let lines: String = PROMPTS
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    format!("{}\n", json!({ "prompt": p, "answer": (i == 1).then_some("4") }))
+                })
+                .collect();
             std::fs::write(prompts.join("train.jsonl"), lines).unwrap();
             std::fs::write(prompts.join("val.jsonl"), "").unwrap();
             std::fs::write(prompts.join("meta.json"), r#"{"format": "prompt"}"#).unwrap();
@@ -369,12 +464,15 @@ mod tests {
             let src = format!(
                 "name: t\nseed: 5\nstages:\n  model: {{ uses: command, with: {{ cmd: 'cp model/* \"$HONE_OUT\"/', deps: [model] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  sample: {{ uses: sample, inputs: {{ model: model, prompts: prompts }}, with: {{ k: 3, max_new_tokens: 8, {with} }} }}\n"
             );
-            spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+            spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+                .unwrap_or_else(|e| panic!("{e}"))
         }
 
         fn output(&self, with: &str) -> (String, Value) {
             let out = test_support::output(self.dir.path(), &self.pipeline(with), "sample");
-            let meta = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+            let meta =
+                serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap())
+                    .unwrap();
             (std::fs::read_to_string(out.join(candidates::FILE)).unwrap(), meta)
         }
     }
@@ -382,12 +480,21 @@ mod tests {
     #[test]
     fn k_responses_per_prompt_the_same_for_any_batch_size_and_thread_count() {
         let ws = Ws::new(true);
-        let (s, events) = test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 2, threads: 1"), quiet);
+        let (s, events) =
+            test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 2, threads: 1"), quiet);
         assert!(s.ok(), "{s:?}");
         let (text, meta) = ws.output("batch_size: 2, threads: 1");
-        let c = candidates::read_dir(&test_support::output(ws.dir.path(), &ws.pipeline("batch_size: 2, threads: 1"), "sample")).unwrap();
+        let c = candidates::read_dir(&test_support::output(
+            ws.dir.path(),
+            &ws.pipeline("batch_size: 2, threads: 1"),
+            "sample",
+        ))
+        .unwrap();
         assert_eq!(c.len(), 4, "the prompt longer than the window is left out");
-        assert_eq!((meta["skipped_too_long"].as_u64(), meta["k"].as_u64(), meta["prompts"].as_u64()), (Some(1), Some(3), Some(4)));
+        assert_eq!(
+            (meta["skipped_too_long"].as_u64(), meta["k"].as_u64(), meta["prompts"].as_u64()),
+            (Some(1), Some(3), Some(4))
+        );
         assert_eq!(c[1].answer.as_deref(), Some("4"));
         assert!(c[0].answer.is_none());
         for cand in &c {
@@ -395,16 +502,30 @@ mod tests {
             for j in 0..3 {
                 assert!(cand.tokens[j] >= 1 && cand.tokens[j] <= 8, "{cand:?}");
                 assert!(cand.logprobs[j] < 0.0);
-                assert!(cand.finished[j] || cand.tokens[j] == 8, "an unfinished response ran to the limit: {cand:?}");
+                assert!(
+                    cand.finished[j] || cand.tokens[j] == 8,
+                    "an unfinished response ran to the limit: {cand:?}"
+                );
             }
         }
-        assert!(c.iter().flat_map(|c| &c.finished).any(|f| *f) && c.iter().flat_map(|c| &c.finished).any(|f| !*f), "{c:?}");
-        let distinct: std::collections::BTreeSet<&String> = c.iter().flat_map(|c| &c.responses).collect();
+        assert!(
+            c.iter().flat_map(|c| &c.finished).any(|f| *f)
+                && c.iter().flat_map(|c| &c.finished).any(|f| !*f),
+            "{c:?}"
+        );
+        let distinct: std::collections::BTreeSet<&String> =
+            c.iter().flat_map(|c| &c.responses).collect();
         assert!(distinct.len() > 4, "responses differ: {distinct:?}");
-        let progress = events.iter().filter(|e| matches!(e, Event::Progress { stage, total: Some(4), .. } if stage == "sample")).count();
+        let progress = events
+            .iter()
+            .filter(
+                |e| matches!(e, Event::Progress { stage, total: Some(4), .. } if stage == "sample"),
+            )
+            .count();
         assert_eq!(progress, 4, "one progress event per prompt");
         // Another batch size and thread count: the same bytes.
-        let (s, _) = test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 64, threads: 2"), quiet);
+        let (s, _) =
+            test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 64, threads: 2"), quiet);
         assert!(s.ok(), "{s:?}");
         assert_eq!(ws.output("batch_size: 64, threads: 2").0, text);
     }
@@ -420,7 +541,10 @@ mod tests {
                 cancel.store(true, Ordering::SeqCst);
             }
         });
-        assert!(s.failed.iter().any(|(id, msg, _)| id == "sample" && msg.contains("stopped")), "{s:?}");
+        assert!(
+            s.failed.iter().any(|(id, msg, _)| id == "sample" && msg.contains("stopped")),
+            "{s:?}"
+        );
         let (s, events) = test_support::run(ws.dir.path(), &p, quiet);
         assert!(s.ok(), "{s:?}");
         let first = events.iter().find_map(|e| match e {
@@ -439,10 +563,21 @@ mod tests {
     fn a_base_model_and_bad_params_are_errors() {
         let ws = Ws::new(false);
         let (s, _) = test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 2"), quiet);
-        assert!(s.failed.iter().any(|(_, msg, _)| msg.contains("is not a chat model") && msg.contains("`sft` stage")), "{s:?}");
+        assert!(
+            s.failed
+                .iter()
+                .any(|(_, msg, _)| msg.contains("is not a chat model")
+                    && msg.contains("`sft` stage")),
+            "{s:?}"
+        );
         let bad = |with: &str| {
-            let src = format!("name: t\nstages:\n  m: {{ uses: command, with: {{ cmd: 'true' }} }}\n  sample: {{ uses: sample, inputs: {{ model: m, prompts: m }}, with: {with} }}\n");
-            spec::load_str(&ws.dir.path().join("p.yaml"), src, &crate::registry(), &[]).map(|_| ()).unwrap_err().to_string()
+            let src = format!(
+                "name: t\nstages:\n  m: {{ uses: command, with: {{ cmd: 'true' }} }}\n  sample: {{ uses: sample, inputs: {{ model: m, prompts: m }}, with: {with} }}\n"
+            );
+            spec::load_str(&ws.dir.path().join("p.yaml"), src, &crate::registry(), &[])
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad("{ k: 1 }").contains("`k` must be at least 2"));
         assert!(bad("{ top_p: 0 }").contains("top_p must be in (0, 1]"));

@@ -54,7 +54,9 @@ use crate::model::ops::{self, Dropout};
 use crate::model::rng::Rng;
 use crate::model::{Gpt, ModelError};
 use crate::ports;
-use crate::training::{self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write};
+use crate::training::{
+    self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
+};
 
 pub struct Sft;
 
@@ -128,9 +130,14 @@ impl Stage for Sft {
     const KIND: &'static str = "sft";
     /// 2: a space between each message's role line and content (`chat_template::CONTENT_PREFIX`).
     const VERSION: u32 = 2;
-    const ABOUT: &'static str = "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::required("model", ports::MODEL), Port::required("data", ports::CHAT_DATA)]);
-    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+    const ABOUT: &'static str =
+        "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::required("model", ports::MODEL),
+        Port::required("data", ports::CHAT_DATA),
+    ]);
+    const OUTPUTS: &'static [Port] =
+        &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     fn settings() -> Vec<(&'static str, String)> {
         crate::model::settings()
@@ -139,10 +146,19 @@ impl Stage for Sft {
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = p.common_problems();
         if p.block_size == 1 {
-            out.push(ParamProblem::at(&["block_size"], "`block_size` must be at least 2 (or 0: the model's)").help("0 uses the model's context window".to_string()));
+            out.push(
+                ParamProblem::at(
+                    &["block_size"],
+                    "`block_size` must be at least 2 (or 0: the model's)",
+                )
+                .help("0 uses the model's context window".to_string()),
+            );
         }
         if p.eval_records == 0 {
-            out.push(ParamProblem::at(&["eval_records"], "`eval_records` must be at least 1").help("the validation loss averages over this many conversations".to_string()));
+            out.push(
+                ParamProblem::at(&["eval_records"], "`eval_records` must be at least 1")
+                    .help("the validation loss averages over this many conversations".to_string()),
+            );
         }
         out
     }
@@ -186,7 +202,12 @@ pub(crate) enum Fit {
     NoAssistant,
 }
 
-pub(crate) fn fit(tok: &ChatTokenizer, messages: &[Message], max_len: usize, loss: LossOn) -> Result<Fit, ModelError> {
+pub(crate) fn fit(
+    tok: &ChatTokenizer,
+    messages: &[Message],
+    max_len: usize,
+    loss: LossOn,
+) -> Result<Fit, ModelError> {
     let mut e = tok.encode(messages, false)?;
     let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant);
     if loss == LossOn::Assistant && last_assistant.is_none() {
@@ -197,7 +218,9 @@ pub(crate) fn fit(tok: &ChatTokenizer, messages: &[Message], max_len: usize, los
     }
     // The end of the last assistant message that fits whole (any message with `loss: all`
     // and no assistant message at all).
-    let cut = (0..messages.len()).rev().find(|&i| (messages[i].role == Role::Assistant || last_assistant.is_none()) && e.ends[i] <= max_len);
+    let cut = (0..messages.len()).rev().find(|&i| {
+        (messages[i].role == Role::Assistant || last_assistant.is_none()) && e.ends[i] <= max_len
+    });
     let Some(i) = cut else { return Ok(Fit::TooLong) };
     let end = e.ends[i];
     e.ids.truncate(end);
@@ -207,28 +230,44 @@ pub(crate) fn fit(tok: &ChatTokenizer, messages: &[Message], max_len: usize, los
 }
 
 fn row_of(e: &Encoded, loss: LossOn) -> Row {
-    let weights = e.assistant[1..].iter().map(|&a| if a || loss == LossOn::All { 1.0 } else { 0.0 }).collect();
+    let weights = e.assistant[1..]
+        .iter()
+        .map(|&a| if a || loss == LossOn::All { 1.0 } else { 0.0 })
+        .collect();
     Row { ids: e.ids.clone(), weights }
 }
 
 /// Rows from a split's conversations, with the counts; `packing` lays them end to end.
-pub(crate) fn build_rows(tok: &ChatTokenizer, convs: &[(String, Vec<Message>)], max_len: usize, loss: LossOn, packing: bool) -> Result<(Vec<Row>, DataCounts), StageError> {
+pub(crate) fn build_rows(
+    tok: &ChatTokenizer,
+    convs: &[(String, Vec<Message>)],
+    max_len: usize,
+    loss: LossOn,
+    packing: bool,
+) -> Result<(Vec<Row>, DataCounts), StageError> {
     let mut counts = DataCounts { conversations: convs.len(), ..DataCounts::default() };
     let mut fitted = Vec::new();
     for (at, messages) in convs {
-        let e = match fit(tok, messages, max_len, loss).map_err(|e| StageError::msg(format!("{at}: {e}")))? {
+        let e = match fit(tok, messages, max_len, loss)
+            .map_err(|e| StageError::msg(format!("{at}: {e}")))?
+        {
             Fit::Whole(e) => e,
             Fit::Truncated(e) => {
                 counts.truncated += 1;
                 if counts.truncated <= EXAMPLES {
-                    tracing::info!("{at}: longer than {max_len} tokens; kept its first {} messages (up to an assistant message's end)", e.ends.len());
+                    tracing::info!(
+                        "{at}: longer than {max_len} tokens; kept its first {} messages (up to an assistant message's end)",
+                        e.ends.len()
+                    );
                 }
                 e
             }
             Fit::TooLong => {
                 counts.dropped += 1;
                 if counts.dropped <= EXAMPLES {
-                    tracing::info!("{at}: left out: its first assistant message ends past {max_len} tokens");
+                    tracing::info!(
+                        "{at}: left out: its first assistant message ends past {max_len} tokens"
+                    );
                 }
                 continue;
             }
@@ -255,7 +294,8 @@ pub(crate) fn build_rows(tok: &ChatTokenizer, convs: &[(String, Vec<Message>)], 
     }
     rows.retain(|r| r.weights.iter().any(|&w| w > 0.0));
     counts.rows = rows.len();
-    counts.scored_tokens = rows.iter().map(|r| r.weights.iter().filter(|&&w| w > 0.0).count()).sum();
+    counts.scored_tokens =
+        rows.iter().map(|r| r.weights.iter().filter(|&&w| w > 0.0).count()).sum();
     Ok((rows, counts))
 }
 
@@ -263,7 +303,8 @@ pub(crate) fn build_rows(tok: &ChatTokenizer, convs: &[(String, Vec<Message>)], 
 fn batch(rows: &[&Row], pad: u32) -> Result<(Tensor, Tensor, Tensor), ModelError> {
     let t = rows.iter().map(|r| r.ids.len() - 1).max().unwrap_or(1);
     let b = rows.len();
-    let (mut x, mut y, mut w) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+    let (mut x, mut y, mut w) =
+        (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
     for r in rows {
         let n = r.ids.len() - 1;
         x.extend_from_slice(&r.ids[..n]);
@@ -274,11 +315,21 @@ fn batch(rows: &[&Row], pad: u32) -> Result<(Tensor, Tensor, Tensor), ModelError
         w.extend(std::iter::repeat_n(0.0f32, t - n));
     }
     let dev = Device::Cpu;
-    Ok((Tensor::from_vec(x, (b, t), &dev)?, Tensor::from_vec(y, (b, t), &dev)?, Tensor::from_vec(w, b * t, &dev)?))
+    Ok((
+        Tensor::from_vec(x, (b, t), &dev)?,
+        Tensor::from_vec(y, (b, t), &dev)?,
+        Tensor::from_vec(w, b * t, &dev)?,
+    ))
 }
 
 /// Weighted mean loss of a batch.
-fn masked_loss(model: &Gpt, x: &Tensor, y: &Tensor, w: &Tensor, drop: &mut Dropout) -> Result<(Tensor, Tensor), ModelError> {
+fn masked_loss(
+    model: &Gpt,
+    x: &Tensor,
+    y: &Tensor,
+    w: &Tensor,
+    drop: &mut Dropout,
+) -> Result<(Tensor, Tensor), ModelError> {
     let logits = model.forward(x, drop)?;
     let (b, t, v) = logits.dims3()?;
     let flat = logits.reshape((b * t, v))?;
@@ -321,9 +372,14 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let cfg = loaded.config.clone();
     let tok_path = model_dir.join(export::TOKENIZER);
     if !tok_path.exists() {
-        return Err(StageError::msg(format!("input `model`: no `{}` in `{}`: sft needs the model's tokenizer", export::TOKENIZER, model_dir.display())));
+        return Err(StageError::msg(format!(
+            "input `model`: no `{}` in `{}`: sft needs the model's tokenizer",
+            export::TOKENIZER,
+            model_dir.display()
+        )));
     }
-    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size).map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size)
+        .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
     let block = if p.block_size == 0 { cfg.block_size } else { p.block_size };
     if block > cfg.block_size {
         return Err(StageError::msg(format!(
@@ -334,7 +390,8 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let [train_convs, val_convs] = read_corpus(cx.required_input("data")?)?;
     let (train_rows, counts) = build_rows(&tok, &train_convs, block + 1, p.loss, p.packing)?;
     let val_take = val_convs.len().min(p.eval_records);
-    let (val_rows, val_counts) = build_rows(&tok, &val_convs[..val_take], block + 1, p.loss, false)?;
+    let (val_rows, val_counts) =
+        build_rows(&tok, &val_convs[..val_take], block + 1, p.loss, false)?;
     if train_rows.is_empty() {
         return Err(StageError::msg(format!(
             "no conversation of input `data` can be trained on: {} too long for {block} tokens, {} without an assistant message",
@@ -342,18 +399,44 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         )));
     }
     if counts.truncated + counts.dropped > 0 {
-        tracing::warn!(truncated = counts.truncated, dropped = counts.dropped, "conversations longer than {} tokens", block + 1);
+        tracing::warn!(
+            truncated = counts.truncated,
+            dropped = counts.dropped,
+            "conversations longer than {} tokens",
+            block + 1
+        );
     }
-    for (k, v) in [("truncated", counts.truncated), ("dropped", counts.dropped), ("no_assistant", counts.no_assistant), ("train_rows", counts.rows)] {
+    for (k, v) in [
+        ("truncated", counts.truncated),
+        ("dropped", counts.dropped),
+        ("no_assistant", counts.no_assistant),
+        ("train_rows", counts.rows),
+    ] {
         cx.metric(k, v as u64);
     }
     let data_json = serde_json::json!({ "block_size": block, "train": counts, "val": val_counts });
 
     let common = p.common();
     let params = loaded.params;
-    let mut trainer = Trainer::new(cx, vec![common.group("model", params.vars())], training::fingerprint::<Sft>(p, cx, &cfg))?;
-    let mut objective = Objective { p, model: loaded.model, order: EpochOrder::new(cx.seed, train_rows.len()), train: train_rows, val: val_rows, pad: tok.end_of_text };
-    tracing::info!(rows = objective.train.len(), from_step = trainer.step, steps = p.steps, "fine-tuning");
+    let mut trainer = Trainer::new(
+        cx,
+        vec![common.group("model", params.vars())],
+        training::fingerprint::<Sft>(p, cx, &cfg),
+    )?;
+    let mut objective = Objective {
+        p,
+        model: loaded.model,
+        order: EpochOrder::new(cx.seed, train_rows.len()),
+        train: train_rows,
+        val: val_rows,
+        pad: tok.end_of_text,
+    };
+    tracing::info!(
+        rows = objective.train.len(),
+        from_step = trainer.step,
+        steps = p.steps,
+        "fine-tuning"
+    );
 
     let done = trainer.run(&common.settings(), &mut objective)?;
     let (val_loss, val_acc) = done.eval;
@@ -363,7 +446,10 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     // Sampling stops at the end of the assistant's message.
-    let generation = GenerationConfig { bos_token_id: Some(tok.end_of_text), ..GenerationConfig::defaults(Some(tok.im_end)) };
+    let generation = GenerationConfig {
+        bos_token_id: Some(tok.end_of_text),
+        ..GenerationConfig::defaults(Some(tok.im_end))
+    };
     export::save(out, &cfg, &params.snapshot(), &generation)?;
     write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
@@ -376,19 +462,29 @@ impl training::Objective for Objective<'_> {
     type Eval = (f64, f64);
 
     /// One batch of `batch_size` rows, the next in the epoch order.
-    fn step(&mut self, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<StepOut, StageError> {
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        step: u64,
+        rng: &mut Rng,
+    ) -> Result<StepOut, StageError> {
         let b = self.p.batch_size as u64;
         let idx: Vec<usize> = (0..b).map(|i| self.order.at(step * b + i)).collect();
         let rows: Vec<&Row> = idx.iter().map(|&i| &self.train[i]).collect();
         let n_tokens = rows.iter().map(|r| r.ids.len() - 1).sum();
         let (x, y, w) = batch(&rows, self.pad)?;
-        let (loss, _) = masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
+        let (loss, _) =
+            masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
         let (loss, grads) = gradients_of(&loss, vars)?;
         Ok(StepOut { loss, grads, tokens: n_tokens, stats: Vec::new() })
     }
 
     /// Validation loss and mean token accuracy over the scored tokens of the validation rows.
-    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, (f64, f64)), StageError> {
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, (f64, f64)), StageError> {
         let model = &self.model;
         if self.val.is_empty() {
             return Ok((None, (f64::NAN, f64::NAN)));
@@ -399,12 +495,26 @@ impl training::Objective for Objective<'_> {
             let rows: Vec<&Row> = chunk.iter().collect();
             let (x, y, w) = batch(&rows, self.pad)?;
             let (loss, logits) = masked_loss(model, &x, &y, &w, &mut Dropout::off())?;
-            let total = f64::from(w.sum_all().and_then(|s| s.to_scalar::<f32>()).map_err(ModelError::from)?);
+            let total = f64::from(
+                w.sum_all().and_then(|s| s.to_scalar::<f32>()).map_err(ModelError::from)?,
+            );
             nll += f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?) * total;
             count += total;
-            let pred = logits.argmax(D::Minus1).and_then(|a| a.to_vec1::<u32>()).map_err(ModelError::from)?;
-            let (y, w) = (y.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(ModelError::from)?, w.to_vec1::<f32>().map_err(ModelError::from)?);
-            right += pred.iter().zip(&y).zip(&w).filter(|((p, t), _)| p == t).map(|(_, &w)| f64::from(w)).sum::<f64>();
+            let pred = logits
+                .argmax(D::Minus1)
+                .and_then(|a| a.to_vec1::<u32>())
+                .map_err(ModelError::from)?;
+            let (y, w) = (
+                y.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(ModelError::from)?,
+                w.to_vec1::<f32>().map_err(ModelError::from)?,
+            );
+            right += pred
+                .iter()
+                .zip(&y)
+                .zip(&w)
+                .filter(|((p, t), _)| p == t)
+                .map(|(_, &w)| f64::from(w))
+                .sum::<f64>();
         }
         let (val_loss, val_accuracy) = (nll / count, right / count);
         if !val_loss.is_finite() {
@@ -412,15 +522,21 @@ impl training::Objective for Objective<'_> {
         }
         cx.metric("val_loss", val_loss);
         cx.metric("val_accuracy", val_accuracy);
-        let line = serde_json::to_string(&EvalLine { step, val_loss, val_accuracy }).expect("finite numbers serialise");
+        let line = serde_json::to_string(&EvalLine { step, val_loss, val_accuracy })
+            .expect("finite numbers serialise");
         Ok((Some(line), (val_loss, val_accuracy)))
     }
 }
 
 /// `tokenizer.json` and a `tokenizer_config.json` with the chat template, so that
 /// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML.
-pub fn write_tokenizer(dir: &Path, tokenizer_json: &Path, block_size: usize) -> Result<(), StageError> {
-    std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER)).map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
+pub fn write_tokenizer(
+    dir: &Path,
+    tokenizer_json: &Path,
+    block_size: usize,
+) -> Result<(), StageError> {
+    std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER))
+        .map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
     let cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": block_size,
@@ -430,7 +546,11 @@ pub fn write_tokenizer(dir: &Path, tokenizer_json: &Path, block_size: usize) -> 
         "pad_token": chat_template::END_OF_TEXT,
         "chat_template": chat_template::JINJA,
     });
-    write(dir, export::TOKENIZER_CONFIG, &(serde_json::to_string_pretty(&cfg).expect("plain data") + "\n"))
+    write(
+        dir,
+        export::TOKENIZER_CONFIG,
+        &(serde_json::to_string_pretty(&cfg).expect("plain data") + "\n"),
+    )
 }
 
 #[cfg(test)]

@@ -24,12 +24,17 @@ pub(crate) fn workspace(files: &[(&str, &[u8])]) -> tempfile::TempDir {
 /// Loads `yaml` as the pipeline file `pipeline.yaml` of the workspace at `dir` (the file is
 /// not written); the problems as `hone` prints them.
 pub(crate) fn load(dir: &Path, yaml: &str) -> Result<spec::Pipeline, String> {
-    spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[]).map_err(|e| e.to_string())
+    spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), &[])
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `p` in the workspace at `dir`; `on_event` sees every event and may set the cancel
 /// flag. The summary and all events.
-pub(crate) fn run(dir: &Path, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
+pub(crate) fn run(
+    dir: &Path,
+    p: &spec::Pipeline,
+    on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
+) -> (RunSummary, Vec<Event>) {
     let ws = Workspace::open(dir).unwrap();
     let cancel = AtomicBool::new(false);
     let events = Mutex::new(Vec::new());
@@ -37,7 +42,9 @@ pub(crate) fn run(dir: &Path, p: &spec::Pipeline, on_event: impl Fn(&Event, &Ato
         on_event(&e, &cancel);
         events.lock().unwrap().push(e);
     };
-    let summary = exec::run(&ws, p, &RunOptions { jobs: 1, ..RunOptions::default() }, &sink, &cancel).unwrap();
+    let summary =
+        exec::run(&ws, p, &RunOptions { jobs: 1, ..RunOptions::default() }, &sink, &cancel)
+            .unwrap();
     (summary, events.into_inner().unwrap())
 }
 
@@ -49,7 +56,10 @@ pub(crate) fn output(dir: &Path, p: &spec::Pipeline, stage: &str) -> PathBuf {
 }
 
 /// The metrics `stage` finished with, from a run's events.
-pub(crate) fn finished_metrics(events: &[Event], stage: &str) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn finished_metrics(
+    events: &[Event],
+    stage: &str,
+) -> serde_json::Map<String, serde_json::Value> {
     events
         .iter()
         .find_map(|e| match e {

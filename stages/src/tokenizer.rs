@@ -104,10 +104,15 @@ impl Stage for Tokenizer {
         let mut seen = std::collections::BTreeSet::new();
         for t in &p.special_tokens {
             if t.is_empty() {
-                problems.push(ParamProblem::at(&["special_tokens"], "a special token is empty").help("remove it"));
+                problems.push(
+                    ParamProblem::at(&["special_tokens"], "a special token is empty")
+                        .help("remove it"),
+                );
             } else if !seen.insert(t.as_str()) {
-                problems
-                    .push(ParamProblem::at(&["special_tokens"], format!("`{t}` is listed twice")).help("list it once"));
+                problems.push(
+                    ParamProblem::at(&["special_tokens"], format!("`{t}` is listed twice"))
+                        .help("list it once"),
+                );
             }
         }
         for required in REQUIRED_SPECIALS {
@@ -132,7 +137,10 @@ impl Stage for Tokenizer {
                     .help(format!("use at least {floor}; 512 suits a tiny model")),
                 );
             } else if v > u32::MAX as usize {
-                problems.push(ParamProblem::at(&["vocab_size"], format!("vocab_size {v} does not fit 32-bit ids")));
+                problems.push(ParamProblem::at(
+                    &["vocab_size"],
+                    format!("vocab_size {v} does not fit 32-bit ids"),
+                ));
             }
         }
         problems
@@ -142,7 +150,12 @@ impl Stage for Tokenizer {
         let corpus = cx.required_input("corpus")?;
         let progress = |done: u64, total: Option<u64>, what: &str| cx.progress(done, total, what);
         let cancelled = || cx.is_cancelled();
-        let made = write_artifact(p, corpus, cx.out_dir, &Hooks { progress: &progress, cancelled: &cancelled })?;
+        let made = write_artifact(
+            p,
+            corpus,
+            cx.out_dir,
+            &Hooks { progress: &progress, cancelled: &cancelled },
+        )?;
         cx.metric("vocab_size", made.meta.vocab_size);
         cx.metric("train_tokens", made.meta.train_tokens);
         cx.metric("val_tokens", made.meta.val_tokens);
@@ -150,7 +163,10 @@ impl Stage for Tokenizer {
         if made.train.tokens > made.train.documents {
             // Text bytes per token (separators excluded): how much the tokenizer compresses.
             let content = made.train.tokens - made.train.documents;
-            cx.metric("bytes_per_token", (made.train.bytes as f64 / content as f64 * 1000.0).round() / 1000.0);
+            cx.metric(
+                "bytes_per_token",
+                (made.train.bytes as f64 / content as f64 * 1000.0).round() / 1000.0,
+            );
         }
         Ok(())
     }
@@ -168,24 +184,34 @@ pub(crate) struct Made {
 }
 
 /// Trains on `corpus` and writes the whole artifact into `out`.
-pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hooks) -> Result<Made, StageError> {
+pub(crate) fn write_artifact(
+    p: &Params,
+    corpus: &Path,
+    out: &Path,
+    hooks: &Hooks,
+) -> Result<Made, StageError> {
     let corpus = Corpus::open(corpus, "corpus")?;
     let trained = match p.kind {
         Kind::Bpe => train_bpe(p, &corpus, hooks)?,
         Kind::Char => train_char(p, &corpus, hooks)?,
     };
     let json_path = out.join("tokenizer.json");
-    trained.save(&json_path, true).map_err(|e| StageError::msg(format!("cannot write tokenizer.json: {e}")))?;
+    trained
+        .save(&json_path, true)
+        .map_err(|e| StageError::msg(format!("cannot write tokenizer.json: {e}")))?;
     // Encode with what was written, so the shards are exactly what the file produces.
-    let tok = HfTokenizer::from_file(&json_path)
-        .map_err(|e| StageError::msg(format!("the tokenizer.json just written does not load: {e}")))?;
+    let tok = HfTokenizer::from_file(&json_path).map_err(|e| {
+        StageError::msg(format!("the tokenizer.json just written does not load: {e}"))
+    })?;
 
     let vocab_size = tok.get_vocab_size(true);
     let special_tokens: BTreeMap<String, u32> = p
         .special_tokens
         .iter()
         .map(|t| {
-            let id = tok.token_to_id(t).ok_or_else(|| StageError::msg(format!("special token `{t}` has no id")))?;
+            let id = tok
+                .token_to_id(t)
+                .ok_or_else(|| StageError::msg(format!("special token `{t}` has no id")))?;
             Ok((t.clone(), id))
         })
         .collect::<Result<_, StageError>>()?;
@@ -194,8 +220,24 @@ pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hook
 
     let total = corpus.count(Split::Train).zip(corpus.count(Split::Val)).map(|(t, v)| t + v);
     let mut progress = Progress { hooks, total, done: 0 };
-    let train_stats = encode_split(&tok, &corpus, Split::Train, &out.join(shards::TRAIN), dtype, eot_id, &mut progress)?;
-    let val_stats = encode_split(&tok, &corpus, Split::Val, &out.join(shards::VAL), dtype, eot_id, &mut progress)?;
+    let train_stats = encode_split(
+        &tok,
+        &corpus,
+        Split::Train,
+        &out.join(shards::TRAIN),
+        dtype,
+        eot_id,
+        &mut progress,
+    )?;
+    let val_stats = encode_split(
+        &tok,
+        &corpus,
+        Split::Val,
+        &out.join(shards::VAL),
+        dtype,
+        eot_id,
+        &mut progress,
+    )?;
 
     let meta = ShardMeta {
         kind: p.kind,
@@ -208,7 +250,8 @@ pub(crate) fn write_artifact(p: &Params, corpus: &Path, out: &Path, hooks: &Hook
     };
     let mut json = serde_json::to_string_pretty(&meta).expect("meta serialises");
     json.push('\n');
-    std::fs::write(out.join(shards::META), json).map_err(StageError::io("cannot write meta.json"))?;
+    std::fs::write(out.join(shards::META), json)
+        .map_err(StageError::io("cannot write meta.json"))?;
     Ok(Made { meta, train: train_stats })
 }
 
@@ -319,7 +362,8 @@ fn train_bpe(p: &Params, corpus: &Corpus, hooks: &Hooks) -> Result<HfTokenizer, 
     let mut empty = true;
     with_texts(corpus, hooks, |texts| {
         let texts = texts.inspect(|_| empty = false);
-        tok.train(&mut trainer, texts).map_err(|e| StageError::msg(format!("BPE training failed: {e}")))?;
+        tok.train(&mut trainer, texts)
+            .map_err(|e| StageError::msg(format!("BPE training failed: {e}")))?;
         Ok(())
     })?;
     if empty {
@@ -394,7 +438,8 @@ fn encode_split(
     progress: &mut Progress<'_>,
 ) -> Result<SplitStats, StageError> {
     let name = dst.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let mut out = BufWriter::new(File::create(dst).map_err(StageError::io(format!("cannot create {name}")))?);
+    let mut out =
+        BufWriter::new(File::create(dst).map_err(StageError::io(format!("cannot create {name}")))?);
     let mut stats = SplitStats { documents: 0, tokens: 0, bytes: 0 };
     let mut texts = Texts::open(corpus, split)?;
     let mut batch: Vec<String> = Vec::new();
@@ -425,7 +470,8 @@ fn encode_split(
                 .map_err(|e| StageError::msg(format!("encoding {name} failed: {e}")))?;
             for enc in encodings {
                 for &id in enc.get_ids().iter().chain(std::iter::once(&eot)) {
-                    write_id(&mut out, id, dtype).map_err(StageError::io(format!("cannot write {name}")))?;
+                    write_id(&mut out, id, dtype)
+                        .map_err(StageError::io(format!("cannot write {name}")))?;
                 }
                 stats.tokens += enc.get_ids().len() as u64 + 1;
                 stats.documents += 1;
@@ -445,8 +491,8 @@ fn write_id(out: &mut impl Write, id: u32, dtype: Dtype) -> std::io::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
     use crate::model::shards::read_shard;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::test_support::{self, quiet};
@@ -463,7 +509,8 @@ mod tests {
     }
 
     fn write_corpus(dir: &Path, train: &[Value], val: &[Value]) {
-        let lines = |records: &[Value]| records.iter().map(|r| format!("{r}\n")).collect::<String>();
+        let lines =
+            |records: &[Value]| records.iter().map(|r| format!("{r}\n")).collect::<String>();
         std::fs::write(dir.join("train.jsonl"), lines(train)).unwrap();
         std::fs::write(dir.join("val.jsonl"), lines(val)).unwrap();
         let meta = json!({ "format": "text", "train": train.len(), "val": val.len() });
@@ -494,7 +541,11 @@ mod tests {
     }
 
     /// Builds an artifact from `train`/`val` text docs; returns (corpus dir, out dir, result).
-    fn build(p: &Params, train: &[String], val: &[String]) -> (tempfile::TempDir, tempfile::TempDir, Made) {
+    fn build(
+        p: &Params,
+        train: &[String],
+        val: &[String],
+    ) -> (tempfile::TempDir, tempfile::TempDir, Made) {
         let corpus = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let records = |d: &[String]| d.iter().map(|t| json!({ "text": t })).collect::<Vec<_>>();
@@ -547,7 +598,8 @@ mod tests {
                     1 => s.push_str(["   ", "\n\n", "\t", "\r\n"][r.below(4)]),
                     _ => {
                         let (lo, hi) = RANGES[r.below(RANGES.len())];
-                        if let Some(c) = char::from_u32(lo + r.below((hi - lo + 1) as usize) as u32) {
+                        if let Some(c) = char::from_u32(lo + r.below((hi - lo + 1) as usize) as u32)
+                        {
                             s.push(c);
                         }
                     }
@@ -581,7 +633,11 @@ mod tests {
         let ratio = made.train.bytes as f64 / content_tokens as f64;
         assert!(ratio > 1.6, "BPE should compress English text; {ratio:.2} bytes per token");
         let tok = load(out.path());
-        assert_eq!(tok.encode(" the", false).unwrap().get_ids().len(), 1, "` the` should be one merged token");
+        assert_eq!(
+            tok.encode(" the", false).unwrap().get_ids().len(),
+            1,
+            "` the` should be one merged token"
+        );
 
         let ascii: Vec<String> = vec!["abc abc".into()];
         let (_c, out, made) = build(&params(Kind::Char, None), &ascii, &ascii);
@@ -627,7 +683,8 @@ mod tests {
         for kind in [Kind::Bpe, Kind::Char] {
             let (_c, out, made) = build(&params(kind, None), &docs, &docs[..5]);
             let alone = tempfile::tempdir().unwrap();
-            std::fs::copy(out.path().join("tokenizer.json"), alone.path().join("tokenizer.json")).unwrap();
+            std::fs::copy(out.path().join("tokenizer.json"), alone.path().join("tokenizer.json"))
+                .unwrap();
             drop(out);
             let tok = HfTokenizer::from_file(alone.path().join("tokenizer.json")).unwrap();
             assert_eq!(tok.get_vocab_size(true), made.meta.vocab_size);
@@ -636,11 +693,17 @@ mod tests {
                 assert_eq!(made.meta.special_tokens[*special], i as u32);
             }
             assert_eq!(made.meta.eot_id, 0);
-            let json: Value =
-                serde_json::from_slice(&std::fs::read(alone.path().join("tokenizer.json")).unwrap()).unwrap();
+            let json: Value = serde_json::from_slice(
+                &std::fs::read(alone.path().join("tokenizer.json")).unwrap(),
+            )
+            .unwrap();
             assert_eq!(json["model"]["type"], "BPE");
-            let added: Vec<&str> =
-                json["added_tokens"].as_array().unwrap().iter().map(|t| t["content"].as_str().unwrap()).collect();
+            let added: Vec<&str> = json["added_tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["content"].as_str().unwrap())
+                .collect();
             assert_eq!(added, REQUIRED_SPECIALS);
             assert!(json["added_tokens"].as_array().unwrap().iter().all(|t| t["special"] == true));
         }
@@ -649,7 +712,10 @@ mod tests {
     /// Splits a shard at the end-of-text id and decodes each document.
     fn decode_shard(tok: &HfTokenizer, ids: &[u32], eot: u32) -> Vec<String> {
         assert_eq!(ids.last(), Some(&eot), "a shard ends with <|endoftext|>");
-        ids[..ids.len() - 1].split(|&i| i == eot).map(|doc| tok.decode(doc, false).unwrap()).collect()
+        ids[..ids.len() - 1]
+            .split(|&i| i == eot)
+            .map(|doc| tok.decode(doc, false).unwrap())
+            .collect()
     }
 
     #[test]
@@ -659,14 +725,18 @@ mod tests {
             let (_c, out, made) = build(&params(kind, None), &docs[..300], &docs[300..]);
             let tok = load(out.path());
             let meta: ShardMeta =
-                serde_json::from_slice(&std::fs::read(out.path().join("meta.json")).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(out.path().join("meta.json")).unwrap())
+                    .unwrap();
             assert_eq!(meta, made.meta);
             assert_eq!(meta.dtype, Dtype::U16);
             let train = read_shard(&out.path().join("train.bin"), meta.dtype).unwrap();
             let val = read_shard(&out.path().join("val.bin"), meta.dtype).unwrap();
             assert_eq!(train.len() as u64, meta.train_tokens);
             assert_eq!(val.len() as u64, meta.val_tokens);
-            assert_eq!(std::fs::metadata(out.path().join("train.bin")).unwrap().len(), 2 * meta.train_tokens);
+            assert_eq!(
+                std::fs::metadata(out.path().join("train.bin")).unwrap().len(),
+                2 * meta.train_tokens
+            );
             assert_eq!(decode_shard(&tok, &train, meta.eot_id), docs[..300], "{kind:?} train");
             assert_eq!(decode_shard(&tok, &val, meta.eot_id), docs[300..], "{kind:?} val");
         }
@@ -682,12 +752,21 @@ mod tests {
             json!({ "prompt": "Say hi.", "chosen": "Hi!", "rejected": "No." }),
         ];
         write_corpus(corpus.path(), &train, &[json!({ "prompt": "Count to 3." })]);
-        let made = write_artifact(&params(Kind::Bpe, Some(300)), corpus.path(), out.path(), &QUIET).unwrap();
+        let made = write_artifact(&params(Kind::Bpe, Some(300)), corpus.path(), out.path(), &QUIET)
+            .unwrap();
         let tok = load(out.path());
         let ids = read_shard(&out.path().join("train.bin"), made.meta.dtype).unwrap();
         assert_eq!(
             decode_shard(&tok, &ids, made.meta.eot_id),
-            ["Hi!", "Hello! How can I help?", "What is 2 plus 2?", "2 plus 2 is 4.", "Say hi.", "Hi!", "No."]
+            [
+                "Hi!",
+                "Hello! How can I help?",
+                "What is 2 plus 2?",
+                "2 plus 2 is 4.",
+                "Say hi.",
+                "Hi!",
+                "No."
+            ]
         );
         let val = read_shard(&out.path().join("val.bin"), made.meta.dtype).unwrap();
         assert_eq!(decode_shard(&tok, &val, made.meta.eot_id), ["Count to 3."]);
@@ -714,15 +793,17 @@ mod tests {
     #[test]
     fn a_vocabulary_over_65536_tokens_writes_u32_shards() {
         // 81,476 distinct CJK and Hangul characters, each its own char token.
-        let chars: Vec<char> = [(0x4e00, 0x9fff), (0xac00, 0xd7a3), (0x3400, 0x4dbf), (0x20000, 0x2a6df)]
-            .iter()
-            .flat_map(|&(lo, hi)| (lo..=hi).filter_map(char::from_u32))
-            .collect();
+        let chars: Vec<char> =
+            [(0x4e00, 0x9fff), (0xac00, 0xd7a3), (0x3400, 0x4dbf), (0x20000, 0x2a6df)]
+                .iter()
+                .flat_map(|&(lo, hi)| (lo..=hi).filter_map(char::from_u32))
+                .collect();
         let docs: Vec<String> = chars.chunks(2000).map(|c| c.iter().collect()).collect();
         let (_c, out, made) = build(&params(Kind::Char, None), &docs, &docs[..1]);
         assert_eq!(made.meta.vocab_size, 3 + chars.len() + 256);
         assert_eq!(made.meta.dtype, Dtype::U32);
-        let meta: Value = serde_json::from_slice(&std::fs::read(out.path().join("meta.json")).unwrap()).unwrap();
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["dtype"], "u32");
         let ids = read_shard(&out.path().join("train.bin"), Dtype::U32).unwrap();
         assert!(ids.iter().any(|&i| i > u16::MAX as u32));
@@ -731,20 +812,25 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let problems = |p: &Params| Tokenizer::validate(p).into_iter().map(|p| p.message).collect::<Vec<_>>();
+        let problems =
+            |p: &Params| Tokenizer::validate(p).into_iter().map(|p| p.message).collect::<Vec<_>>();
         assert!(problems(&params(Kind::Bpe, Some(512))).is_empty());
         let small = problems(&params(Kind::Bpe, Some(100)));
         assert!(small.len() == 1 && small[0].contains("vocab_size 100"), "{small:?}");
         let mut p = params(Kind::Bpe, None);
-        p.special_tokens = vec!["<|endoftext|>".into(), "<|pad|>".into(), "<|pad|>".into(), "".into()];
+        p.special_tokens =
+            vec!["<|endoftext|>".into(), "<|pad|>".into(), "<|pad|>".into(), "".into()];
         let got = problems(&p);
         assert!(got.iter().any(|m| m.contains("`<|pad|>` is listed twice")), "{got:?}");
         assert!(got.iter().any(|m| m.contains("empty")), "{got:?}");
         assert!(got.iter().any(|m| m.contains("`<|im_start|>` is missing")), "{got:?}");
         assert!(got.iter().any(|m| m.contains("`<|im_end|>` is missing")), "{got:?}");
-        let unknown = serde_json::from_value::<Params>(json!({ "vocab": 512 })).unwrap_err().to_string();
+        let unknown =
+            serde_json::from_value::<Params>(json!({ "vocab": 512 })).unwrap_err().to_string();
         assert!(unknown.contains("unknown field `vocab`"), "{unknown}");
-        let kind = serde_json::from_value::<Params>(json!({ "kind": "wordpiece" })).unwrap_err().to_string();
+        let kind = serde_json::from_value::<Params>(json!({ "kind": "wordpiece" }))
+            .unwrap_err()
+            .to_string();
         assert!(kind.contains("bpe") && kind.contains("char"), "{kind}");
     }
 
@@ -765,7 +851,10 @@ mod tests {
         let e = run("{\"text\": \"ok\"}\n{not json\n", Some(""));
         assert!(e.contains("input `corpus` train.jsonl:2: invalid JSON"), "{e}");
         let e = run("\n{\"text\": \"ok\"}\n{\"title\": \"x\"}\n", Some(""));
-        assert!(e.contains("input `corpus` train.jsonl:3: no field says what the record is"), "{e}");
+        assert!(
+            e.contains("input `corpus` train.jsonl:3: no field says what the record is"),
+            "{e}"
+        );
         let e = run("{\"text\": 5}\n", Some(""));
         assert!(e.contains("`text` must be a string"), "{e}");
         let e = run("{\"messages\": [{\"role\": \"user\"}]}\n", Some(""));
@@ -823,7 +912,9 @@ stages:
 
         for (stage, kind) in [("tok", "bpe"), ("chars", "char")] {
             let artifact = test_support::output(dir.path(), &p, stage);
-            let meta: ShardMeta = serde_json::from_slice(&std::fs::read(artifact.join("meta.json")).unwrap()).unwrap();
+            let meta: ShardMeta =
+                serde_json::from_slice(&std::fs::read(artifact.join("meta.json")).unwrap())
+                    .unwrap();
             assert_eq!(serde_json::to_value(meta.kind).unwrap(), kind);
             let tok = HfTokenizer::from_file(artifact.join("tokenizer.json")).unwrap();
             let ids = read_shard(&artifact.join("train.bin"), meta.dtype).unwrap();
@@ -851,7 +942,9 @@ stages:
             "inputs: { corpus: corpus }\n    with: { kind: char }",
             "inputs: { corpus: tok }\n    with: { kind: char, vocab_size: 10 }",
         );
-        let Err(e) = test_support::load(Path::new("."), &bad) else { panic!("a tokenizer fed from a tokenizer was accepted") };
+        let Err(e) = test_support::load(Path::new("."), &bad) else {
+            panic!("a tokenizer fed from a tokenizer was accepted")
+        };
         assert!(e.contains("tokenizer") && e.contains("corpus"), "{e}");
         assert!(e.contains("vocab_size 10"), "{e}");
     }

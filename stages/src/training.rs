@@ -53,10 +53,19 @@ pub(crate) trait Objective {
     /// The gradients of the optimizer step after `step` steps, for `vars` (every trained
     /// parameter, in order), with the loss and statistics. `rng` is the training stream
     /// (batches, dropout), saved in checkpoints.
-    fn step(&mut self, vars: &[(String, Var)], step: u64, rng: &mut Rng) -> Result<StepOut, StageError>;
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        step: u64,
+        rng: &mut Rng,
+    ) -> Result<StepOut, StageError>;
     /// Evaluates after `step` steps: the line for metrics.jsonl (none to record nothing) and
     /// the result. Long evaluations call `cx.check_cancelled()` between batches.
-    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, Self::Eval), StageError>;
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, Self::Eval), StageError>;
     /// State of the objective's own that a resumed run needs (a rollout buffer, a KL
     /// controller): saved in every checkpoint.
     fn state(&self) -> Result<ObjectiveState, StageError> {
@@ -64,7 +73,11 @@ pub(crate) trait Objective {
     }
     /// Restores [`Objective::state`] from a checkpoint.
     fn restore(&mut self, state: ObjectiveState) -> Result<(), String> {
-        if state.is_empty() { Ok(()) } else { Err("it holds objective state this stage does not use".into()) }
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err("it holds objective state this stage does not use".into())
+        }
     }
 }
 
@@ -209,23 +222,68 @@ impl Common {
                 out.push(ParamProblem::at(&[field], msg).help(help));
             }
         };
-        need(self.batch_size > 0, "batch_size", "`batch_size` must be at least 1".into(), format!("the default is {batch_size}"));
-        need(self.steps > 0, "steps", "`steps` must be at least 1".into(), format!("the default is {steps}"));
-        need(self.lr > 0.0 && self.lr.is_finite(), "lr", format!("`lr` must be positive, not {}", self.lr), format!("the default is {lr:e}"));
+        need(
+            self.batch_size > 0,
+            "batch_size",
+            "`batch_size` must be at least 1".into(),
+            format!("the default is {batch_size}"),
+        );
+        need(
+            self.steps > 0,
+            "steps",
+            "`steps` must be at least 1".into(),
+            format!("the default is {steps}"),
+        );
+        need(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "lr",
+            format!("`lr` must be positive, not {}", self.lr),
+            format!("the default is {lr:e}"),
+        );
         let min_lr = format!("`min_lr` ({}) must be between 0 and `lr` ({})", self.min_lr, self.lr);
-        need(self.min_lr >= 0.0 && self.min_lr <= self.lr, "min_lr", min_lr, "the cosine decay ends here; nanoGPT uses lr / 10".into());
-        need(self.weight_decay >= 0.0, "weight_decay", format!("`weight_decay` must not be negative, not {}", self.weight_decay), "0 turns it off".into());
-        need(self.grad_clip >= 0.0, "grad_clip", format!("`grad_clip` must not be negative, not {}", self.grad_clip), "0 turns clipping off".into());
-        need((0.0..1.0).contains(&self.dropout), "dropout", format!("`dropout` must be in [0, 1), not {}", self.dropout), "0 turns it off".into());
+        need(
+            self.min_lr >= 0.0 && self.min_lr <= self.lr,
+            "min_lr",
+            min_lr,
+            "the cosine decay ends here; nanoGPT uses lr / 10".into(),
+        );
+        need(
+            self.weight_decay >= 0.0,
+            "weight_decay",
+            format!("`weight_decay` must not be negative, not {}", self.weight_decay),
+            "0 turns it off".into(),
+        );
+        need(
+            self.grad_clip >= 0.0,
+            "grad_clip",
+            format!("`grad_clip` must not be negative, not {}", self.grad_clip),
+            "0 turns clipping off".into(),
+        );
+        need(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout",
+            format!("`dropout` must be in [0, 1), not {}", self.dropout),
+            "0 turns it off".into(),
+        );
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            need((0.0..1.0).contains(&b), name, format!("`{name}` must be in [0, 1), not {b}"), "nanoGPT uses 0.9 and 0.99".into());
+            need(
+                (0.0..1.0).contains(&b),
+                name,
+                format!("`{name}` must be in [0, 1), not {b}"),
+                "nanoGPT uses 0.9 and 0.99".into(),
+            );
         }
         out
     }
 
     /// Linear warmup, then cosine from `lr` to `min_lr` at the last step.
     pub fn schedule(&self) -> LrSchedule {
-        LrSchedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, decay_steps: self.steps }
+        LrSchedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            decay_steps: self.steps,
+        }
     }
 
     pub fn adamw(&self) -> AdamWConfig {
@@ -238,7 +296,12 @@ impl Common {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings { steps: self.steps, grad_clip: self.grad_clip, eval_every: self.eval_every, checkpoint_every: self.checkpoint_every }
+        Settings {
+            steps: self.steps,
+            grad_clip: self.grad_clip,
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
+        }
     }
 }
 
@@ -298,19 +361,47 @@ pub(crate) struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A trainer for these parameter groups, continuing from the stage's checkpoint when
     /// there is one with the same `fingerprint`. Parameter names must be unique across groups.
-    pub fn new(cx: &'a RunCx<'a>, groups: Vec<ParamGroup>, fingerprint: String) -> Result<Self, StageError> {
+    pub fn new(
+        cx: &'a RunCx<'a>,
+        groups: Vec<ParamGroup>,
+        fingerprint: String,
+    ) -> Result<Self, StageError> {
         crate::model::kernels::tune_allocator();
         let mut vars: Vec<(String, Var)> = Vec::new();
         for g in &groups {
             if let Some((name, _)) = g.vars.iter().find(|(n, _)| vars.iter().any(|(m, _)| m == n)) {
-                return Err(StageError::msg(format!("parameter `{name}` is trained twice (group `{}`)", g.name)));
+                return Err(StageError::msg(format!(
+                    "parameter `{name}` is trained twice (group `{}`)",
+                    g.name
+                )));
             }
             vars.extend(g.vars.iter().cloned());
         }
-        let opt = AdamW::with_groups(groups.iter().map(|g| (g.vars.as_slice(), g.adamw.clone())).collect());
-        let groups = groups.into_iter().map(|g| GroupInfo { name: g.name, schedule: g.schedule }).collect();
-        let mut t = Trainer { cx, vars, groups, opt, rng: Rng::new(cx.seed, Stream::Train), step: 0, history: String::new(), fingerprint, resumed: None };
-        t.resumed = Checkpoint::resume(cx.checkpoint_dir, &t.fingerprint, &t.vars, &mut t.opt, &mut t.rng, &mut t.step, &mut t.history)?;
+        let opt = AdamW::with_groups(
+            groups.iter().map(|g| (g.vars.as_slice(), g.adamw.clone())).collect(),
+        );
+        let groups =
+            groups.into_iter().map(|g| GroupInfo { name: g.name, schedule: g.schedule }).collect();
+        let mut t = Trainer {
+            cx,
+            vars,
+            groups,
+            opt,
+            rng: Rng::new(cx.seed, Stream::Train),
+            step: 0,
+            history: String::new(),
+            fingerprint,
+            resumed: None,
+        };
+        t.resumed = Checkpoint::resume(
+            cx.checkpoint_dir,
+            &t.fingerprint,
+            &t.vars,
+            &mut t.opt,
+            &mut t.rng,
+            &mut t.step,
+            &mut t.history,
+        )?;
         Ok(t)
     }
 
@@ -321,10 +412,19 @@ impl<'a> Trainer<'a> {
 
     /// Trains up to `s.steps` steps and evaluates at the end. Stopped, it saves a checkpoint
     /// and returns [`StageError::Cancelled`].
-    pub fn run<O: Objective>(&mut self, s: &Settings, obj: &mut O) -> Result<Finished<O::Eval>, StageError> {
+    pub fn run<O: Objective>(
+        &mut self,
+        s: &Settings,
+        obj: &mut O,
+    ) -> Result<Finished<O::Eval>, StageError> {
         let cx = self.cx;
         if let Some(state) = self.resumed.take() {
-            obj.restore(state).map_err(|m| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", cx.checkpoint_dir.join(crate::model::checkpoint::FILE).display())))?;
+            obj.restore(state).map_err(|m| {
+                StageError::msg(format!(
+                    "cannot resume from `{}`: {m}; delete it to start over",
+                    cx.checkpoint_dir.join(crate::model::checkpoint::FILE).display()
+                ))
+            })?;
         }
         let (started, first) = (Instant::now(), self.step);
         let (mut tokens, mut last_loss, mut step_ms) = (0usize, f64::NAN, Vec::new());
@@ -336,14 +436,26 @@ impl<'a> Trainer<'a> {
                 .groups
                 .iter()
                 .enumerate()
-                .map(|(i, g)| (if i == 0 { "lr".to_string() } else { format!("lr/{}", g.name) }, g.schedule.at(self.step)))
+                .map(|(i, g)| {
+                    (
+                        if i == 0 { "lr".to_string() } else { format!("lr/{}", g.name) },
+                        g.schedule.at(self.step),
+                    )
+                })
                 .collect();
             let t0 = Instant::now();
             let (out, norm) = self.train_step(s, obj, &lrs)?;
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             (tokens, last_loss) = (tokens + out.tokens, out.loss);
-            let line = StepLine { step: self.step, loss: out.loss, stats: &out.stats, lrs: &lrs, grad_norm: norm };
-            writeln!(self.history, "{}", serde_json::to_string(&line).expect("numbers serialise")).unwrap();
+            let line = StepLine {
+                step: self.step,
+                loss: out.loss,
+                stats: &out.stats,
+                lrs: &lrs,
+                grad_norm: norm,
+            };
+            writeln!(self.history, "{}", serde_json::to_string(&line).expect("numbers serialise"))
+                .unwrap();
             let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let mut shown = format!("loss {:.4}", out.loss);
             for (k, v) in out.stats.iter().take(3) {
@@ -354,7 +466,10 @@ impl<'a> Trainer<'a> {
                 self.save(obj)?;
                 return Err(StageError::Cancelled);
             }
-            if s.checkpoint_every > 0 && self.step.is_multiple_of(s.checkpoint_every) && self.step < s.steps {
+            if s.checkpoint_every > 0
+                && self.step.is_multiple_of(s.checkpoint_every)
+                && self.step < s.steps
+            {
                 self.save(obj)?;
             }
         }
@@ -362,29 +477,55 @@ impl<'a> Trainer<'a> {
         let eval = self.evaluate(obj)?;
         if last_loss.is_nan() {
             // Resumed from a checkpoint taken at the very end: report the last recorded loss.
-            last_loss = self.history.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()).unwrap_or(f64::NAN);
+            last_loss = self
+                .history
+                .lines()
+                .rev()
+                .find_map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).ok()?.get("loss")?.as_f64()
+                })
+                .unwrap_or(f64::NAN);
         }
         Ok(Finished { loss: last_loss, eval })
     }
 
     fn save<O: Objective>(&self, obj: &O) -> Result<(), StageError> {
         let state = obj.state()?;
-        Checkpoint::capture(self.step, &self.vars, &self.opt, &self.rng, &self.fingerprint, &self.history, state)?.save(self.cx.checkpoint_dir)?;
+        Checkpoint::capture(
+            self.step,
+            &self.vars,
+            &self.opt,
+            &self.rng,
+            &self.fingerprint,
+            &self.history,
+            state,
+        )?
+        .save(self.cx.checkpoint_dir)?;
         Ok(())
     }
 
     /// One optimizer step at the groups' rates `lrs`: what the objective found and the
     /// gradient norm.
-    fn train_step<O: Objective>(&mut self, s: &Settings, obj: &mut O, lrs: &[(String, f64)]) -> Result<(StepOut, f64), StageError> {
+    fn train_step<O: Objective>(
+        &mut self,
+        s: &Settings,
+        obj: &mut O,
+        lrs: &[(String, f64)],
+    ) -> Result<(StepOut, f64), StageError> {
         let mut out = obj.step(&self.vars, self.step, &mut self.rng)?;
         let step = self.step + 1;
         let lr = self.groups[0].schedule.lr;
         if !out.loss.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the loss is {}\n   = help: lower `lr` (now {lr:e}), or set `grad_clip`", out.loss)));
+            return Err(StageError::msg(format!(
+                "training diverged at step {step}: the loss is {}\n   = help: lower `lr` (now {lr:e}), or set `grad_clip`",
+                out.loss
+            )));
         }
         let norm = if s.grad_clip > 0.0 { out.grads.clip(s.grad_clip) } else { out.grads.norm() };
         if !norm.is_finite() {
-            return Err(StageError::msg(format!("training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {lr:e})")));
+            return Err(StageError::msg(format!(
+                "training diverged at step {step}: the gradient norm is {norm}\n   = help: lower `lr` (now {lr:e})"
+            )));
         }
         let rates: Vec<f64> = lrs.iter().map(|(_, r)| *r).collect();
         self.opt.step_groups(&out.grads, &rates)?;
@@ -431,7 +572,10 @@ impl EpochOrder {
         let epoch = k / n;
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut order: Vec<usize> = (0..self.n).collect();
-            let mut rng = Rng::new(self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15), Stream::Train);
+            let mut rng = Rng::new(
+                self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                Stream::Train,
+            );
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i + 1));
             }
@@ -445,7 +589,8 @@ impl EpochOrder {
 /// checkpoint from other settings is not resumed (the checkpoint directory is per stage key,
 /// so this is a second guard).
 pub(crate) fn fingerprint<S: Stage>(params: &S::Params, cx: &RunCx, model: &GptConfig) -> String {
-    serde_json::json!({ "params": params, "seed": cx.seed, "model": model, "version": S::VERSION }).to_string()
+    serde_json::json!({ "params": params, "seed": cx.seed, "model": model, "version": S::VERSION })
+        .to_string()
 }
 
 /// What a model stage asks a cluster for by default: a core per worker thread (`threads: 0`
@@ -461,7 +606,10 @@ pub(crate) fn resources(threads: usize) -> hone_engine::resources::Resources {
 /// Runs `f` on a pool of `threads` worker threads (0: the current pool), inside the
 /// caller's tracing span (which routes events to the stage's log). For every kind that runs
 /// the model (training and evaluation).
-pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> Result<R, StageError> + Send) -> Result<R, StageError> {
+pub(crate) fn on_threads<R: Send>(
+    threads: usize,
+    f: impl FnOnce() -> Result<R, StageError> + Send,
+) -> Result<R, StageError> {
     if threads == 0 {
         return f();
     }
@@ -474,7 +622,10 @@ pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> Result<R, 
 }
 
 /// The loss value and the gradients of `loss` for `vars`.
-pub(crate) fn gradients_of(loss: &Tensor, vars: &[(String, Var)]) -> Result<(f64, Grads), StageError> {
+pub(crate) fn gradients_of(
+    loss: &Tensor,
+    vars: &[(String, Var)],
+) -> Result<(f64, Grads), StageError> {
     let value = f64::from(loss.to_scalar::<f32>().map_err(ModelError::from)?);
     Ok((value, Grads::collect(&loss.backward().map_err(ModelError::from)?, vars)?))
 }
@@ -489,7 +640,13 @@ fn log_timing(step_ms: &mut [f64], tokens_per_step: f64) {
     let timed = &mut step_ms[2..];
     timed.sort_by(f64::total_cmp);
     let median = timed[timed.len() / 2];
-    tracing::info!(steps_timed = timed.len(), ms_per_step_median = format!("{median:.2}"), ms_per_step_min = format!("{:.2}", timed[0]), tokens_per_s = format!("{:.0}", tokens_per_step / median * 1e3), "step timing");
+    tracing::info!(
+        steps_timed = timed.len(),
+        ms_per_step_median = format!("{median:.2}"),
+        ms_per_step_min = format!("{:.2}", timed[0]),
+        tokens_per_s = format!("{:.0}", tokens_per_step / median * 1e3),
+        "step timing"
+    );
 }
 
 pub(crate) fn human(x: f64) -> String {
@@ -522,23 +679,56 @@ pub(crate) fn loss_svg(history: &str) -> String {
     let (w, h, m) = (640.0, 400.0, 50.0);
     let all = train.iter().chain(&val);
     let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
-    let (lo, hi) = all.map(|p| p.1).filter(|l| l.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
+    let (lo, hi) = all
+        .map(|p| p.1)
+        .filter(|l| l.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
     let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
     let sx = |x: f64| m + x / max_x * (w - 2.0 * m);
     let sy = |y: f64| h - m - (y - lo) / (hi - lo) * (h - 2.0 * m);
-    let path = |pts: &[(f64, f64)]| pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect::<Vec<_>>().join(" ");
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+    let path = |pts: &[(f64, f64)]| {
+        pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect::<Vec<_>>().join(" ")
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    );
     writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>").unwrap();
-    writeln!(s, "<path d=\"M{m},{m} V{} H{}\" stroke=\"black\" fill=\"none\"/>", h - m, w - m).unwrap();
+    writeln!(s, "<path d=\"M{m},{m} V{} H{}\" stroke=\"black\" fill=\"none\"/>", h - m, w - m)
+        .unwrap();
     for k in 0..=4 {
         let y = lo + (hi - lo) * f64::from(k) / 4.0;
-        writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.2}</text>", m - 4.0, sy(y) + 4.0).unwrap();
+        writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y:.2}</text>",
+            m - 4.0,
+            sy(y) + 4.0
+        )
+        .unwrap();
     }
-    writeln!(s, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">step (0 to {max_x})</text>", w / 2.0, h - m / 3.0).unwrap();
-    writeln!(s, "<polyline points=\"{}\" stroke=\"#1f77b4\" fill=\"none\"/>", path(&train)).unwrap();
-    writeln!(s, "<polyline points=\"{}\" stroke=\"#d62728\" stroke-width=\"2\" fill=\"none\"/>", path(&val)).unwrap();
-    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">train loss</text>", w - m - 140.0, m).unwrap();
-    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">val loss</text>", w - m - 140.0, m + 16.0).unwrap();
+    writeln!(
+        s,
+        "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">step (0 to {max_x})</text>",
+        w / 2.0,
+        h - m / 3.0
+    )
+    .unwrap();
+    writeln!(s, "<polyline points=\"{}\" stroke=\"#1f77b4\" fill=\"none\"/>", path(&train))
+        .unwrap();
+    writeln!(
+        s,
+        "<polyline points=\"{}\" stroke=\"#d62728\" stroke-width=\"2\" fill=\"none\"/>",
+        path(&val)
+    )
+    .unwrap();
+    writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">train loss</text>", w - m - 140.0, m)
+        .unwrap();
+    writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">val loss</text>",
+        w - m - 140.0,
+        m + 16.0
+    )
+    .unwrap();
     s.push_str("</svg>\n");
     s
 }

@@ -17,7 +17,8 @@ fn verify_catches_a_flipped_byte_and_the_next_run_recomputes_it() {
     ws.hone(&["run"]).ok();
     ws.hone(&["cache", "verify"]).ok().stdout_has("2 ok, 0 corrupt");
     // Flip one byte of a's output inside the store.
-    let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "a", "--json"]).ok().stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "a", "--json"]).ok().stdout).unwrap();
     let file = std::path::PathBuf::from(v["output"].as_str().unwrap()).join("a");
     let mut perm = std::fs::metadata(&file).unwrap().permissions();
     assert!(perm.readonly(), "stored files are read-only");
@@ -29,7 +30,13 @@ fn verify_catches_a_flipped_byte_and_the_next_run_recomputes_it() {
     std::fs::write(&file, bytes).unwrap();
 
     let out = ws.hone(&["cache", "verify"]).code(1);
-    assert!(out.stdout.contains("corrupt:") && out.stdout.contains("stage `a`") && out.stdout.contains("1 corrupt"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("corrupt:")
+            && out.stdout.contains("stage `a`")
+            && out.stdout.contains("1 corrupt"),
+        "{}",
+        out.stdout
+    );
     let out = ws.hone(&["run"]).ok();
     assert_eq!(out.ran(), ids(&["a"]));
     // a reproduced the right bytes, so b stays cached.

@@ -2,7 +2,8 @@
 
 use crate::support::Ws;
 
-const QA: [(&str, &str); 4] = [("hi", "hello!"), ("name?", "i am bob."), ("2+2?", "4."), ("sky?", "blue.")];
+const QA: [(&str, &str); 4] =
+    [("hi", "hello!"), ("name?", "i am bob."), ("2+2?", "4."), ("sky?", "blue.")];
 
 /// Text to pretrain on (numbered so that the split puts some in validation), the
 /// conversations to fine-tune on, and prompts to evaluate with.
@@ -13,7 +14,10 @@ fn workspace() -> Ws {
         notes.push_str(&format!("note {i}: hi hello! name? i am bob. 2+2? 4. sky? blue.\n\n"));
     }
     let chat: String = QA.iter().map(|(q, a)| format!("{{\"messages\": [{{\"role\": \"user\", \"content\": \"{q}\"}}, {{\"role\": \"assistant\", \"content\": \"{a}\"}}]}}\n")).collect();
-    ws.write("notes.txt", &notes).write("chat.jsonl", &chat).write("prompts.jsonl", "{\"prompt\": \"2+2?\", \"answer\": \"4\"}\n{\"prompt\": \"hi\"}\n");
+    ws.write("notes.txt", &notes).write("chat.jsonl", &chat).write(
+        "prompts.jsonl",
+        "{\"prompt\": \"2+2?\", \"answer\": \"4\"}\n{\"prompt\": \"hi\"}\n",
+    );
     ws.write(
         "pipeline.yaml",
         r#"
@@ -52,31 +56,65 @@ fn chat_prompt_answers_with_the_fine_tuned_reply_and_evaluate_compares_models() 
     // The comparison table has both models; the SFT model gets the one graded prompt right.
     let eval = ws.hone(&["show", "eval", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&eval.stdout).unwrap();
-    let report = std::fs::read_to_string(std::path::Path::new(v["output"].as_str().unwrap()).join("report.md")).unwrap();
+    let report = std::fs::read_to_string(
+        std::path::Path::new(v["output"].as_str().unwrap()).join("report.md"),
+    )
+    .unwrap();
     assert!(report.contains("| sft | chat | 100.0% | 1 / 1 |"), "{report}");
     // The base model is graded 2-shot on the two training conversations that are not graded prompts.
     assert!(report.contains("| base | plain, 2-shot |"), "{report}");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(v["output"].as_str().unwrap()).join("report.json")).unwrap()).unwrap();
-    let mut questions: Vec<&str> = json["few_shot_examples"].as_array().unwrap().iter().map(|s| s["question"].as_str().unwrap()).collect();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(v["output"].as_str().unwrap()).join("report.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut questions: Vec<&str> = json["few_shot_examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["question"].as_str().unwrap())
+        .collect();
     questions.sort();
     assert_eq!(questions, ["name?", "sky?"], "{json}");
     // Interactive: commands and replies streamed to stdout.
-    let mut child = ws.cmd(&["chat", "--stage", "sft", "-t", "0"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hi\n/reset\nsky?\n/nope\n/system be brief\n/quit\n").unwrap();
+    let mut child = ws
+        .cmd(&["chat", "--stage", "sft", "-t", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"hi\n/reset\nsky?\n/nope\n/system be brief\n/quit\n",
+    )
+    .unwrap();
     let out = crate::support::Out::from(child.wait_with_output().unwrap()).ok();
     let replies: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("> ")).collect();
     assert_eq!(
         replies,
-        ["hello!", "(conversation reset)", "blue.", "(unknown command /nope: use /system TEXT, /reset or /quit)", "(system message set; conversation reset)", ""],
+        [
+            "hello!",
+            "(conversation reset)",
+            "blue.",
+            "(unknown command /nope: use /system TEXT, /reset or /quit)",
+            "(system message set; conversation reset)",
+            ""
+        ],
         "{}",
         out.stdout
     );
     // Sampling flags go through the same overrides as `hone generate`, checked the same way.
-    let short = ws.hone(&["chat", "--stage", "sft", "--prompt", "name?", "-t", "0", "--max-tokens", "2"]).ok();
+    let short = ws
+        .hone(&["chat", "--stage", "sft", "--prompt", "name?", "-t", "0", "--max-tokens", "2"])
+        .ok();
     // Two tokens: the template's space before the reply (not printed), then "i".
     assert_eq!(short.stdout, "i\n");
     for cmd in ["chat", "generate"] {
-        ws.hone(&[cmd, "--stage", "sft", "--prompt", "hi", "--top-p", "0"]).code(2).stderr_has("top_p must be in (0, 1], not 0");
+        ws.hone(&[cmd, "--stage", "sft", "--prompt", "hi", "--top-p", "0"])
+            .code(2)
+            .stderr_has("top_p must be in (0, 1], not 0");
     }
     // A base model is not a chat model.
     ws.hone(&["chat", "--stage", "base", "--prompt", "hi"]).code(1).stderr_has("not a chat model");

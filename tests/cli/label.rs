@@ -44,27 +44,49 @@ fn label_in_a_terminal(ws: &Ws, typed: &str) -> Out {
 }
 
 fn labels(ws: &Ws) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(ws.path().join("labels.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(ws.path().join("labels.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn run_waits_for_labels_that_survive_quit_and_kill() {
     let ws = workspace();
     // The run stops before `rank` with its own exit code; `cands` is kept.
-    let out = ws.hone(&["run"]).code(5).stderr_has("3 of 3 prompts await ranking: run `hone label rank`");
+    let out =
+        ws.hone(&["run"]).code(5).stderr_has("3 of 3 prompts await ranking: run `hone label rank`");
     assert_eq!(out.ran(), ids(&["cands"]));
-    assert!(out.stderr.contains("skipped after: input stage `rank` awaits input"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("skipped after: input stage `rank` awaits input"),
+        "{}",
+        out.stderr
+    );
 
     // A terminal session: help, a mistake, one answer, then quit.
     let out = label_in_a_terminal(&ws, "h\n1 4\n1 3 2\nq\n").code(0);
-    for shown in ["[1/3] What is 2 plus 2?", "2. 5", "Tie equally good ones", "there is no response 4", "[2/3] Hello!", "Saved 1/3 answers"] {
+    for shown in [
+        "[1/3] What is 2 plus 2?",
+        "2. 5",
+        "Tie equally good ones",
+        "there is no response 4",
+        "[2/3] Hello!",
+        "Saved 1/3 answers",
+    ] {
         assert!(out.stdout.contains(shown), "the terminal lacks {shown:?}:\n{}", out.stdout);
     }
     assert_eq!(labels(&ws).len(), 1);
     assert_eq!(labels(&ws)[0]["ranking"], serde_json::json!([[0], [2], [1]]));
 
     // Killed half-way: the answer given before the kill is on disk.
-    let mut child = Command::new(hone_bin()).args(["label", "rank"]).current_dir(ws.path()).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(hone_bin())
+        .args(["label", "rank"])
+        .current_dir(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"1 2\n").unwrap();
     stdin.flush().unwrap();
@@ -82,7 +104,11 @@ fn run_waits_for_labels_that_survive_quit_and_kill() {
 
     // Resumed at the third prompt; ties; the session ends when all are answered.
     let out = label_in_a_terminal(&ws, "2=3 1\n").code(0);
-    assert!(out.stdout.contains("[3/3] What colour is the sky?") && !out.stdout.contains("[1/3]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("[3/3] What colour is the sky?") && !out.stdout.contains("[1/3]"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("All 3 prompts are answered"), "{}", out.stdout);
     assert_eq!(labels(&ws)[2]["ranking"], serde_json::json!([[1, 2], [0]]));
 
@@ -93,7 +119,9 @@ fn run_waits_for_labels_that_survive_quit_and_kill() {
     // Changing one label reruns `rank` and what follows it, not `cands`.
     let out = label_in_a_terminal(&ws, "").code(0);
     assert!(out.stdout.contains("All 3 prompts are answered"), "{}", out.stdout);
-    let text = std::fs::read_to_string(ws.path().join("labels.jsonl")).unwrap().replace("[[1,2],[0]]", "[[0],[1,2]]");
+    let text = std::fs::read_to_string(ws.path().join("labels.jsonl"))
+        .unwrap()
+        .replace("[[1,2],[0]]", "[[0],[1,2]]");
     std::fs::write(ws.path().join("labels.jsonl"), text).unwrap();
     let out = ws.hone(&["run"]).ok();
     assert_eq!(out.ran(), ids(&["after", "rank"]), "{}", out.stderr);
@@ -103,8 +131,13 @@ fn run_waits_for_labels_that_survive_quit_and_kill() {
 #[test]
 fn label_refuses_stages_it_cannot_label() {
     let ws = workspace();
-    ws.hone(&["label", "cands"]).code(4).stderr_has("cannot label stage `cands`: it is a `command` stage");
+    ws.hone(&["label", "cands"])
+        .code(4)
+        .stderr_has("cannot label stage `cands`: it is a `command` stage");
     ws.hone(&["label", "rnak"]).code(4).stderr_has("did you mean `rank`?");
     // The candidates must exist first.
-    ws.hone(&["label", "rank"]).code(4).stderr_has("stage `cands` has no up-to-date output").stderr_has("hone run --until cands");
+    ws.hone(&["label", "rank"])
+        .code(4)
+        .stderr_has("stage `cands` has no up-to-date output")
+        .stderr_has("hone run --until cands");
 }

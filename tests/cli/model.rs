@@ -4,7 +4,9 @@
 use crate::support::{Ws, ids};
 
 fn tiny_lm(ws: &Ws) {
-    let text: String = (0..200).map(|i| format!("{{\"text\": \"the cat sat on the mat number {i}.\"}}\n")).collect();
+    let text: String = (0..200)
+        .map(|i| format!("{{\"text\": \"the cat sat on the mat number {i}.\"}}\n"))
+        .collect();
     ws.write("docs.jsonl", &text);
     ws.write(
         "pipeline.yaml",
@@ -18,7 +20,13 @@ fn pretrain_then_generate_reproducibly_and_export() {
     tiny_lm(&ws);
     let out = ws.hone(&["run"]).ok();
     assert_eq!(out.ran(), ids(&["base", "corpus", "tok"]));
-    let sample = |seed: &str| ws.hone(&["generate", "--stage", "base", "-p", "the cat", "-n", "20", "--seed", seed, "-t", "1.0"]).ok().stdout;
+    let sample = |seed: &str| {
+        ws.hone(&[
+            "generate", "--stage", "base", "-p", "the cat", "-n", "20", "--seed", seed, "-t", "1.0",
+        ])
+        .ok()
+        .stdout
+    };
     let a = sample("1");
     assert!(a.starts_with("the cat") && a.len() > "the cat".len(), "{a}");
     assert_eq!(a, sample("1"), "same seed, same text");
@@ -27,7 +35,12 @@ fn pretrain_then_generate_reproducibly_and_export() {
         assert!(ws.path().join("model").join(f).exists(), "missing {f}");
     }
     // A model directory works as well as a stage id.
-    assert_eq!(ws.hone(&["generate", "model", "-p", "the cat", "-n", "20", "--seed", "1", "-t", "1.0"]).ok().stdout, a);
+    assert_eq!(
+        ws.hone(&["generate", "model", "-p", "the cat", "-n", "20", "--seed", "1", "-t", "1.0"])
+            .ok()
+            .stdout,
+        a
+    );
     assert_eq!(ws.hone(&["run"]).ok().cached(), ids(&["base", "corpus", "tok"]));
 }
 
@@ -35,6 +48,8 @@ fn pretrain_then_generate_reproducibly_and_export() {
 fn generate_needs_an_up_to_date_model() {
     let ws = Ws::new();
     tiny_lm(&ws);
-    ws.hone(&["generate", "--stage", "base", "-p", "x"]).code(4).stderr_has("run `hone run --until base` first");
+    ws.hone(&["generate", "--stage", "base", "-p", "x"])
+        .code(4)
+        .stderr_has("run `hone run --until base` first");
     ws.hone(&["generate", "nowhere", "-p", "x"]).code(1);
 }

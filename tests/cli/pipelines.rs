@@ -11,7 +11,8 @@ fn every_shipped_pipeline_loads_and_plans() {
         if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
             n += 1;
             let ws = Ws::new();
-            let out = ws.hone(&["plan", p.to_str().unwrap(), "--workspace", ws.path().to_str().unwrap()]);
+            let out =
+                ws.hone(&["plan", p.to_str().unwrap(), "--workspace", ws.path().to_str().unwrap()]);
             assert_eq!(out.code, 0, "{} does not plan:\n{}", p.display(), out.stderr);
         }
     }
@@ -28,7 +29,10 @@ fn the_same_seed_gives_the_same_digests_in_fresh_workspaces() {
             let p = pipeline.to_str().unwrap();
             ws.hone(&["run", p, "--workspace", &w]).ok();
             let show = |id: &str| {
-                let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", id, p, "--workspace", &w, "--json"]).ok().stdout).unwrap();
+                let v: serde_json::Value = serde_json::from_str(
+                    &ws.hone(&["show", id, p, "--workspace", &w, "--json"]).ok().stdout,
+                )
+                .unwrap();
                 v["artifact"].as_str().unwrap().to_string()
             };
             (show("corpus"), show("tokenizer"))

@@ -9,7 +9,9 @@ fn dist(name: &str) -> std::path::PathBuf {
 
 /// A corpus filtered by a plugin, a tokenizer on it, and an unrelated stage.
 fn pipeline(ws: &Ws, with: &str) {
-    let docs: String = (0..40).map(|i| format!("{{\"text\": \"document number {i} has some words in it\"}}\n")).collect();
+    let docs: String = (0..40)
+        .map(|i| format!("{{\"text\": \"document number {i} has some words in it\"}}\n"))
+        .collect();
     ws.write("docs.jsonl", &(docs + "{\"text\": \"too short\"}\n"));
     ws.write(
         "pipeline.yaml",
@@ -33,7 +35,11 @@ fn a_plugin_filters_and_editing_it_reruns_only_its_stage() {
     let ws = Ws::new();
     pipeline(&ws, "{ min_words: 4 }");
     let out = ws.hone(&["run"]).ok();
-    assert!(out.stderr.contains("filter.wasm:plugin: dropped=1 kept=40 reasons.fewer than 4 words=1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("filter.wasm:plugin: dropped=1 kept=40 reasons.fewer than 4 words=1"),
+        "{}",
+        out.stderr
+    );
     edit_plugin(&ws);
     let plan = ws.hone(&["plan", "--json"]).ok().plan();
     assert_eq!(plan[0].0, "corpus");
@@ -65,7 +71,11 @@ fn a_file_that_is_not_a_component_is_refused() {
     pipeline(&ws, "{ min_words: 4 }");
     ws.write("plugin.wasm", "not wasm at all");
     let out = ws.hone(&["run", "--until", "corpus"]).code(1);
-    assert!(out.stderr.contains("FAILED  corpus") && out.stderr.contains("plugin.wasm"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("FAILED  corpus") && out.stderr.contains("plugin.wasm"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The README's `hone plugin new my-filter` (plugin_host's scaffold test builds such a crate).

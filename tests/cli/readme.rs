@@ -40,19 +40,35 @@ fn commands(readme: &str) -> Vec<String> {
 /// Runs `cmd` with `sh -c` in `ws`, `hone` being the binary under test; stdin is empty.
 fn sh(ws: &Ws, cmd: &str) -> Out {
     let script = format!("hone() {{ \"$HONE_BIN\" \"$@\"; }}\n{cmd}");
-    Out::from(Command::new("sh").arg("-c").arg(script).env("HONE_BIN", hone_bin()).env_remove("HONE_LOG").current_dir(ws.path()).output().unwrap())
+    Out::from(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("HONE_BIN", hone_bin())
+            .env_remove("HONE_LOG")
+            .current_dir(ws.path())
+            .output()
+            .unwrap(),
+    )
 }
 
 /// A directory like the repository, with the smoke pipeline as `./pipeline.yaml`.
 fn scratch() -> Ws {
     let ws = Ws::new();
     let plugins = format!("{}/plugins/", repo().display());
-    let smoke = std::fs::read_to_string(repo().join("pipelines/smoke.yaml")).unwrap().replace("../plugins/", &plugins);
+    let smoke = std::fs::read_to_string(repo().join("pipelines/smoke.yaml"))
+        .unwrap()
+        .replace("../plugins/", &plugins);
     ws.write("pipeline.yaml", &smoke);
     for f in ["commands.yaml", "data.yaml"] {
-        ws.write(&format!("pipelines/{f}"), &std::fs::read_to_string(repo().join("pipelines").join(f)).unwrap());
+        ws.write(
+            &format!("pipelines/{f}"),
+            &std::fs::read_to_string(repo().join("pipelines").join(f)).unwrap(),
+        );
     }
-    let book: String = (0..40).map(|i| format!("Chapter {i} begins on a quiet morning by the river.\n\n")).collect();
+    let book: String = (0..40)
+        .map(|i| format!("Chapter {i} begins on a quiet morning by the river.\n\n"))
+        .collect();
     ws.write("book.txt", &book);
     ws
 }
@@ -62,37 +78,78 @@ fn every_readme_command_runs_as_written() {
     let readme = readme();
     let cmds = commands(&readme);
     // The tour: report, chat, a changed param planned then run, back to the file, watch.
-    for step in ["hone report", "hone chat --stage sft --prompt", "hone plan -s stages.sft.with.lr=", "hone run -s stages.sft.with.lr=", "hone run", "hone chat --stage sft", "hone watch"] {
-        assert!(cmds.iter().any(|c| c.starts_with(step)), "the README's tour lacks `{step}`: {cmds:?}");
+    for step in [
+        "hone report",
+        "hone chat --stage sft --prompt",
+        "hone plan -s stages.sft.with.lr=",
+        "hone run -s stages.sft.with.lr=",
+        "hone run",
+        "hone chat --stage sft",
+        "hone watch",
+    ] {
+        assert!(
+            cmds.iter().any(|c| c.starts_with(step)),
+            "the README's tour lacks `{step}`: {cmds:?}"
+        );
     }
     let ws = scratch();
     // The main job, `cargo run --release -- run` in the repository.
     sh(&ws, "hone run").ok();
     for cmd in cmds.iter().filter(|c| *c != "hone watch") {
         let out = sh(&ws, cmd);
-        assert_eq!(out.code, 0, "README command `{cmd}` failed:\n--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "README command `{cmd}` failed:\n--- stdout\n{}\n--- stderr\n{}",
+            out.stdout, out.stderr
+        );
         match cmd.as_str() {
             "hone report" => assert!(Path::new(out.stdout.trim()).is_file(), "{}", out.stdout),
             c if c.starts_with("hone plan -s stages.sft.with.lr=") => {
                 // The output the README quotes under the command.
-                let quoted = readme.lines().skip_while(|l| !l.starts_with(c)).skip(1).take_while(|l| l.starts_with("#   "));
+                let quoted = readme
+                    .lines()
+                    .skip_while(|l| !l.starts_with(c))
+                    .skip(1)
+                    .take_while(|l| l.starts_with("#   "));
                 for line in quoted.map(|l| l.trim_start_matches("#   ")) {
-                    assert!(out.stdout.lines().any(|o| o.trim_end() == line), "`{c}` does not print {line:?}:\n{}", out.stdout);
+                    assert!(
+                        out.stdout.lines().any(|o| o.trim_end() == line),
+                        "`{c}` does not print {line:?}:\n{}",
+                        out.stdout
+                    );
                 }
             }
             c if c.starts_with("hone run -s stages.sft.with.lr=") => {
-                assert!(out.ran().contains(&"sft".to_string()) && out.ran().contains(&"eval".to_string()), "{}", out.stderr);
+                assert!(
+                    out.ran().contains(&"sft".to_string())
+                        && out.ran().contains(&"eval".to_string()),
+                    "{}",
+                    out.stderr
+                );
                 assert!(out.cached().contains(&"base".to_string()), "{}", out.stderr);
             }
-            "hone run" => assert!(out.ran().is_empty() && out.cached().contains(&"sft".to_string()), "back to the file's values: {}", out.stderr),
-            c if c.starts_with("hone chat --stage sft --prompt") => assert!(!out.stdout.trim().is_empty()),
+            "hone run" => assert!(
+                out.ran().is_empty() && out.cached().contains(&"sft".to_string()),
+                "back to the file's values: {}",
+                out.stderr
+            ),
+            c if c.starts_with("hone chat --stage sft --prompt") => {
+                assert!(!out.stdout.trim().is_empty())
+            }
             _ => {}
         }
     }
     // Adding the README's WASM filter line to the corpus stage: corpus and all after it will run.
-    let filter = readme.lines().find(|l| l.trim_start().starts_with("- wasm: ../plugins/dist/pii-redact.wasm")).expect("the README adds pii-redact");
+    let filter = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("- wasm: ../plugins/dist/pii-redact.wasm"))
+        .expect("the README adds pii-redact");
     let filter = filter.replace("../plugins/", &format!("{}/plugins/", repo().display()));
-    let yaml = ws.read("pipeline.yaml").replacen("      - builtin: dedup-exact\n", &format!("      - builtin: dedup-exact\n{filter}\n"), 1);
+    let yaml = ws.read("pipeline.yaml").replacen(
+        "      - builtin: dedup-exact\n",
+        &format!("      - builtin: dedup-exact\n{filter}\n"),
+        1,
+    );
     ws.write("pipeline.yaml", &yaml);
     let plan = sh(&ws, "hone plan --json").ok().plan();
     let runs = |id: &str| plan.iter().any(|(s, a, _)| s == id && a == "run");

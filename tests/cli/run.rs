@@ -51,7 +51,8 @@ fn editing_a_dep_reruns_exactly_its_dependents() {
     ws.hone(&["run"]).ok();
     ws.write("a.txt", "alpha two\n");
     let plan = ws.hone(&["plan", "--json"]).ok().plan();
-    let actions: Vec<(&str, &str)> = plan.iter().map(|(id, a, _)| (id.as_str(), a.as_str())).collect();
+    let actions: Vec<(&str, &str)> =
+        plan.iter().map(|(id, a, _)| (id.as_str(), a.as_str())).collect();
     assert_eq!(actions, [("a", "run"), ("b", "cached"), ("c", "run"), ("d", "run")]);
     assert_eq!(plan[0].2, ["dep `a.txt` changed"]);
     let out = ws.hone(&["run"]).ok();
@@ -96,7 +97,9 @@ fn plan_says_why_params_inputs_and_forces() {
     let plan = ws.hone(&["plan", "--json"]).ok().plan();
     assert_eq!(plan[0].2, ["never ran"]);
     ws.hone(&["run"]).ok();
-    let out = ws.hone(&["plan", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c", "--force", "b"]).ok();
+    let out = ws
+        .hone(&["plan", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c", "--force", "b"])
+        .ok();
     assert!(out.stdout.contains("forced (--force)"), "{}", out.stdout);
     assert!(
         out.stdout.contains(r#"param `cmd` changed from "tr a-z A-Z < $HONE_IN_x/a > $HONE_OUT/c" to "rev < $HONE_IN_x/a > $HONE_OUT/c""#),
@@ -104,8 +107,12 @@ fn plan_says_why_params_inputs_and_forces() {
         out.stdout
     );
     // Run the changed c; d then sees a changed input.
-    ws.hone(&["run", "--until", "c", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c"]).ok();
-    let plan = ws.hone(&["plan", "--json", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c"]).ok().plan();
+    ws.hone(&["run", "--until", "c", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c"])
+        .ok();
+    let plan = ws
+        .hone(&["plan", "--json", "-s", "stages.c.with.cmd=rev < $HONE_IN_x/a > $HONE_OUT/c"])
+        .ok()
+        .plan();
     assert_eq!(plan[3].1, "run");
     assert!(plan[3].2[0].starts_with("input `c` changed ("), "{:?}", plan[3].2);
     let out = ws.hone(&["run", "--force", "b"]).ok();
@@ -122,8 +129,13 @@ fn vars_and_overrides_change_the_key() {
     ws.hone(&["run"]).ok();
     let out = ws.hone(&["run", "-s", "vars.word=bye"]).ok();
     assert_eq!(out.ran(), ids(&["s"]));
-    let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "s", "--json", "-s", "vars.word=bye"]).ok().stdout).unwrap();
-    assert_eq!(std::fs::read_to_string(format!("{}/w", v["output"].as_str().unwrap())).unwrap(), "bye\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "s", "--json", "-s", "vars.word=bye"]).ok().stdout)
+            .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/w", v["output"].as_str().unwrap())).unwrap(),
+        "bye\n"
+    );
     // Back to the original value: a cache hit, not a rerun.
     assert_eq!(ws.hone(&["run"]).ok().cached(), ids(&["s"]));
 }
@@ -151,7 +163,11 @@ stages:
     assert!(out.stderr.contains("FAILED  bad: command exited with status 7"), "{}", out.stderr);
     assert!(out.stderr.contains("disk on fire"), "{}", out.stderr);
     assert!(out.stderr.contains("skipped after: input stage `bad` failed"), "{}", out.stderr);
-    let log_line = out.stderr.lines().find(|l| l.contains("stage `bad` failed; its log: ")).expect("names the log");
+    let log_line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("stage `bad` failed; its log: "))
+        .expect("names the log");
     let log = log_line.split("its log: ").nth(1).unwrap();
     let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("some output") && text.contains("disk on fire"), "{text}");
@@ -167,7 +183,11 @@ stages:
 fn only_runs_the_named_stages_and_needs_their_inputs_cached() {
     let ws = diamond();
     let out = ws.hone(&["run", "--only", "c"]).code(1);
-    assert!(out.stderr.contains("input stage `a` is not selected and has no cached output"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("input stage `a` is not selected and has no cached output"),
+        "{}",
+        out.stderr
+    );
     ws.hone(&["run", "--only", "a"]).ok();
     let out = ws.hone(&["run", "--only", "c"]).ok();
     assert_eq!(out.ran(), ids(&["c"]));
@@ -222,16 +242,21 @@ stages:
     child.wait().unwrap();
     assert_eq!(ws.objects(), 1, "only the finished stage is stored");
     std::fs::remove_file(ws.path().join("started")).unwrap();
-    ws.write(
-        "pipeline.yaml",
-        &ws.read("pipeline.yaml").replace("sleep 30", "sleep 0"),
-    );
+    ws.write("pipeline.yaml", &ws.read("pipeline.yaml").replace("sleep 30", "sleep 0"));
     let out = ws.hone(&["run"]).ok();
     assert_eq!(out.cached(), ids(&["quick"]));
     assert_eq!(out.ran(), ids(&["slow"]));
-    assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 0, "staging of the killed run was cleaned");
-    let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "slow", "--json"]).ok().stdout).unwrap();
-    assert_eq!(std::fs::read_to_string(format!("{}/part", v["output"].as_str().unwrap())).unwrap(), "done\n");
+    assert_eq!(
+        std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(),
+        0,
+        "staging of the killed run was cleaned"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "slow", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{}/part", v["output"].as_str().unwrap())).unwrap(),
+        "done\n"
+    );
 }
 
 #[test]
@@ -246,8 +271,17 @@ fn concurrent_runs_on_one_workspace_queue_and_do_the_work_once() {
     let busy = ws.hone(&["run", "--no-wait"]).code(4);
     assert!(busy.stderr.contains("another hone run is using the workspace"), "{}", busy.stderr);
     // It names the holder, and how to break a lock whose host died.
-    assert!(busy.stderr.contains(&format!("pid {} on host ", first.id())) && busy.stderr.contains("lease renewed"), "{}", busy.stderr);
-    assert!(busy.stderr.contains("its lock expires 60 s after its last renewal; or delete `"), "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains(&format!("pid {} on host ", first.id()))
+            && busy.stderr.contains("lease renewed"),
+        "{}",
+        busy.stderr
+    );
+    assert!(
+        busy.stderr.contains("its lock expires 60 s after its last renewal; or delete `"),
+        "{}",
+        busy.stderr
+    );
     let second = ws.cmd(&["run"]).output().unwrap();
     let first = first.wait_with_output().unwrap();
     let (first, second): (crate::support::Out, crate::support::Out) = (first.into(), second.into());
@@ -263,7 +297,8 @@ fn concurrent_runs_on_one_workspace_queue_and_do_the_work_once() {
 fn json_events_are_one_object_per_line() {
     let ws = diamond();
     let out = ws.hone(&["run", "--json"]).ok();
-    let events: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> =
+        out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.first().unwrap()["event"], "run_started");
     assert_eq!(events.last().unwrap()["event"], "run_finished");
     assert_eq!(events.last().unwrap()["ran"], 4);
@@ -277,13 +312,20 @@ fn show_export_graph_and_kinds() {
     ws.hone(&["export", "d", "out"]).code(4).stderr_has("run `hone run --until d` first");
     ws.hone(&["run"]).ok();
     let show = ws.hone(&["show", "d"]).ok();
-    assert!(show.stdout.contains("state:    cached") && show.stdout.contains("log:      "), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("state:    cached") && show.stdout.contains("log:      "),
+        "{}",
+        show.stdout
+    );
     ws.hone(&["export", "d", "out"]).ok();
     assert_eq!(ws.read("out/d"), "ALPHA\nbeta\n");
     ws.hone(&["export", "d", "out"]).code(4).stderr_has("is not an empty directory");
     ws.hone(&["show", "dd"]).code(4).stderr_has("did you mean `d`?");
     let dot = ws.hone(&["graph"]).ok().stdout;
-    assert!(dot.starts_with("digraph \"diamond\"") && dot.contains("\"c\" -> \"d\" [label=\"c\"]"), "{dot}");
+    assert!(
+        dot.starts_with("digraph \"diamond\"") && dot.contains("\"c\" -> \"d\" [label=\"c\"]"),
+        "{dot}"
+    );
     let mermaid = ws.hone(&["graph", "--format", "mermaid"]).ok().stdout;
     assert!(mermaid.contains("s_a -->|x| s_c"), "{mermaid}");
     ws.hone(&["kinds", "command"]).ok().stdout_has("params:  cmd, deps, env");
@@ -295,7 +337,8 @@ fn outputs_are_stored_by_rename_not_copy() {
     // The stage notes the inode of the file it wrote (outside its outputs).
     ws.write("pipeline.yaml", "stages:\n  s:\n    uses: command\n    with: { cmd: \"echo x > $HONE_OUT/f; stat -c %i $HONE_OUT/f > ino.txt\" }\n");
     ws.hone(&["run"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "s", "--json"]).ok().stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "s", "--json"]).ok().stdout).unwrap();
     let stored = std::path::PathBuf::from(v["output"].as_str().unwrap()).join("f");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(ws.read("ino.txt").trim(), std::fs::metadata(stored).unwrap().ino().to_string());
@@ -325,7 +368,13 @@ fn ctrl_c_stops_a_running_stage_and_exits_130() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stopped = Instant::now();
-    assert!(std::process::Command::new("kill").args(["-s", "INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-s", "INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out: crate::support::Out = child.wait_with_output().unwrap().into();
     assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?} to stop", stopped.elapsed());
     let out = out.code(130);
@@ -340,8 +389,14 @@ fn ctrl_c_stops_a_running_stage_and_exits_130() {
 #[test]
 fn a_malformed_record_fails_ingest_with_file_and_line() {
     let ws = Ws::new();
-    ws.write("data.jsonl", "{\"text\": \"one fine line of text\"}\n{\"text\": oops}\n{\"txt\": \"x\"}\n");
-    ws.write("pipeline.yaml", "stages:\n  c:\n    uses: ingest\n    with: { source: data.jsonl }\n");
+    ws.write(
+        "data.jsonl",
+        "{\"text\": \"one fine line of text\"}\n{\"text\": oops}\n{\"txt\": \"x\"}\n",
+    );
+    ws.write(
+        "pipeline.yaml",
+        "stages:\n  c:\n    uses: ingest\n    with: { source: data.jsonl }\n",
+    );
     let out = ws.hone(&["run"]).code(1);
     assert!(out.stderr.contains("data.jsonl:2:"), "{}", out.stderr);
     let out = ws.hone(&["run", "-s", "stages.c.with.on_error=skip"]).ok();
@@ -358,7 +413,13 @@ fn a_lock_whose_lease_expired_is_taken_over_and_a_live_one_is_named() {
         "pipeline.yaml",
         "stages:\n  quick: { uses: command, with: { cmd: \"echo q > $HONE_OUT/q\" } }\n  slow: { uses: command, with: { cmd: \"touch started; sleep 30; echo > $HONE_OUT/s\" } }\n",
     );
-    let mut a = ws.cmd(&["run"]).env("HONE_HOSTNAME", "node-a").env("HONE_LEASE_SECS", "2").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut a = ws
+        .cmd(&["run"])
+        .env("HONE_HOSTNAME", "node-a")
+        .env("HONE_LEASE_SECS", "2")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while !ws.path().join("started").exists() {
         assert!(t.elapsed() < Duration::from_secs(20), "stage never started");
@@ -371,18 +432,40 @@ fn a_lock_whose_lease_expired_is_taken_over_and_a_live_one_is_named() {
     assert!(busy.stderr.contains("expires 2 s after its last renewal"), "{}", busy.stderr);
     let lock: serde_json::Value = serde_json::from_str(&ws.read(".hone/lock")).unwrap();
     assert_eq!((lock["host"].as_str(), lock["lease_secs"].as_u64()), (Some("node-a"), Some(2)));
-    assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 1, "its staging stays");
+    assert_eq!(
+        std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(),
+        1,
+        "its staging stays"
+    );
 
     // node-a stops renewing: the lock is taken over once the lease runs out.
-    let stop = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &a.id().to_string()]).status().unwrap().success());
+    let stop = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &a.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
     stop("-STOP");
     let t = Instant::now();
     let out = ws.hone(&["run", "--only", "quick"]).ok();
     assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
     assert!(out.stderr.contains("waiting for it to finish"), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("took over the workspace lock of pid {} on host node-a", a.id())) && out.stderr.contains("its lease expired"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("took over the workspace lock of pid {} on host node-a", a.id()))
+            && out.stderr.contains("its lease expired"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.cached(), ids(&["quick"]));
-    assert_eq!(std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(), 0, "the expired staging was cleaned");
+    assert_eq!(
+        std::fs::read_dir(ws.path().join(".hone/tmp")).unwrap().count(),
+        0,
+        "the expired staging was cleaned"
+    );
     assert!(!ws.path().join(".hone/lock").exists(), "released");
     stop("-KILL");
     a.wait().unwrap();

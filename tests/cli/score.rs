@@ -39,24 +39,39 @@ stages:
 #[test]
 fn score_prints_the_reward_and_its_sigmoid_and_explains_bad_uses() {
     let ws = workspace();
-    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "yes!"]).code(4).stderr_has("run `hone run --until reward` first");
+    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "yes!"])
+        .code(4)
+        .stderr_has("run `hone run --until reward` first");
     ws.hone(&["run"]).ok();
-    let json = ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "yes!", "--json"]).ok().stdout;
+    let json =
+        ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "yes!", "--json"]).ok().stdout;
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let (r, s) = (v["reward"].as_f64().unwrap(), v["score"].as_f64().unwrap());
     assert!((s - 1.0 / (1.0 + (-r).exp())).abs() < 1e-12 && s > 0.0 && s < 1.0, "{json}");
     let text = ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "yes!"]).ok().stdout;
     assert_eq!(text, format!("reward {r:.4}  σ(r) {s:.4}\n"));
     // Another answer, another score; a model directory scores as the stage does.
-    let other = ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "no", "--json"]).ok().stdout;
+    let other =
+        ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "no", "--json"]).ok().stdout;
     assert_ne!(other, json);
     ws.hone(&["export", "reward", "rm"]).ok();
     assert_eq!(ws.hone(&["score", "rm", "-p", "hi", "-a", "yes!", "--json"]).ok().stdout, json);
     // Errors: a language model, an empty answer, an unknown stage, a missing directory.
-    ws.hone(&["score", "--stage", "base", "-p", "hi", "-a", "yes!"]).code(1).stderr_has("not a reward model").stderr_has("GPT2LMHeadModel");
-    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "  "]).code(2).stderr_has("the answer is empty");
-    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", &"x".repeat(60)]).code(2).stderr_has("more than the reward model's 48");
-    ws.hone(&["score", "--stage", "nope", "-p", "hi", "-a", "yes!"]).code(4).stderr_has("no stage `nope`");
-    ws.hone(&["score", "nowhere", "-p", "hi", "-a", "yes!"]).code(1).stderr_has("not a model directory");
+    ws.hone(&["score", "--stage", "base", "-p", "hi", "-a", "yes!"])
+        .code(1)
+        .stderr_has("not a reward model")
+        .stderr_has("GPT2LMHeadModel");
+    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", "  "])
+        .code(2)
+        .stderr_has("the answer is empty");
+    ws.hone(&["score", "--stage", "reward", "-p", "hi", "-a", &"x".repeat(60)])
+        .code(2)
+        .stderr_has("more than the reward model's 48");
+    ws.hone(&["score", "--stage", "nope", "-p", "hi", "-a", "yes!"])
+        .code(4)
+        .stderr_has("no stage `nope`");
+    ws.hone(&["score", "nowhere", "-p", "hi", "-a", "yes!"])
+        .code(1)
+        .stderr_has("not a model directory");
     ws.hone(&["score", "--stage", "reward", "-p", "hi"]).code(2).stderr_has("--answer");
 }

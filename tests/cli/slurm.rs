@@ -31,7 +31,10 @@ fn hone(ws: &Ws, args: &[&str]) -> Out {
 }
 
 fn events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}"))).collect()
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}")))
+        .collect()
 }
 
 fn with<'a>(ev: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
@@ -48,7 +51,10 @@ fn set(v: &[&str]) -> BTreeSet<String> {
 
 /// The job id each stage was submitted as.
 fn job_of(ev: &[serde_json::Value], stage: &str) -> String {
-    with(ev, "stage_submitted").iter().find(|e| e["stage"] == stage).unwrap_or_else(|| panic!("`{stage}` was not submitted"))["job"]
+    with(ev, "stage_submitted")
+        .iter()
+        .find(|e| e["stage"] == stage)
+        .unwrap_or_else(|| panic!("`{stage}` was not submitted"))["job"]
         .as_str()
         .unwrap()
         .to_string()
@@ -61,7 +67,10 @@ fn scontrol(job: &str) -> String {
 
 /// Objects in a store: what two runs of one pipeline must share exactly.
 fn objects(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir.join(".hone/objects")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(dir.join(".hone/objects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// `src` fans out to `left` and `right`, which `join` reads; `src` takes a moment so the
@@ -86,9 +95,16 @@ fn fan_out_and_join_run_as_dependent_jobs_and_store_the_same_bytes_as_a_local_ru
     let out = hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok();
     let ev = events(&out.stdout);
     assert_eq!(stages(&ev, "stage_submitted"), set(&["src", "left", "right", "join"]));
-    let (src, left, right, join) = (job_of(&ev, "src"), job_of(&ev, "left"), job_of(&ev, "right"), job_of(&ev, "join"));
+    let (src, left, right, join) =
+        (job_of(&ev, "src"), job_of(&ev, "left"), job_of(&ev, "right"), job_of(&ev, "join"));
     // Slurm holds the DAG: each job waits on the jobs making its inputs.
-    let deps = |job: &str| scontrol(job).split_whitespace().find(|f| f.starts_with("Dependency=")).unwrap_or("").to_string();
+    let deps = |job: &str| {
+        scontrol(job)
+            .split_whitespace()
+            .find(|f| f.starts_with("Dependency="))
+            .unwrap_or("")
+            .to_string()
+    };
     assert!(deps(&left).contains(&format!("afterok:{src}")), "{}", scontrol(&left));
     assert!(deps(&right).contains(&format!("afterok:{src}")), "{}", scontrol(&right));
     let dj = deps(&join);
@@ -98,8 +114,10 @@ fn fan_out_and_join_run_as_dependent_jobs_and_store_the_same_bytes_as_a_local_ru
     // `hone status` follows the detached jobs to the end.
     let t0 = Instant::now();
     loop {
-        let st: serde_json::Value = serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
-        let states: Vec<&str> = st["jobs"].as_array().unwrap().iter().map(|j| j["state"].as_str().unwrap()).collect();
+        let st: serde_json::Value =
+            serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+        let states: Vec<&str> =
+            st["jobs"].as_array().unwrap().iter().map(|j| j["state"].as_str().unwrap()).collect();
         if states.iter().all(|s| *s == "COMPLETED") {
             break;
         }
@@ -136,7 +154,8 @@ stages:
 "#;
 
 #[test]
-fn a_failing_job_fails_its_stage_with_job_and_log_slurm_cancels_dependents_and_a_rerun_submits_only_what_is_missing() {
+fn a_failing_job_fails_its_stage_with_job_and_log_slurm_cancels_dependents_and_a_rerun_submits_only_what_is_missing()
+ {
     if !slurm() {
         return;
     }
@@ -155,12 +174,30 @@ fn a_failing_job_fails_its_stage_with_job_and_log_slurm_cancels_dependents_and_a
     let skipped = with(&ev, "stage_skipped");
     assert_eq!(skipped.len(), 1, "{}", out.stdout);
     assert_eq!(skipped[0]["stage"], "c");
-    assert!(skipped[0]["because"].as_str().unwrap().contains("input stage `b` failed; Slurm cancelled job"), "{}", skipped[0]);
+    assert!(
+        skipped[0]["because"]
+            .as_str()
+            .unwrap()
+            .contains("input stage `b` failed; Slurm cancelled job"),
+        "{}",
+        skipped[0]
+    );
     assert!(scontrol(&job_of(&ev, "c")).contains("DependencyNeverSatisfied"));
     assert_eq!(stages(&ev, "stage_finished"), set(&["a", "d"]));
 
     // Fixed: only b and c are submitted; a and d stay cached.
-    let out = hone(&ws, &["run", "--executor", "slurm", "--json", "-s", "stages.b.with.cmd=echo fixed > $HONE_OUT/b"]).ok();
+    let out = hone(
+        &ws,
+        &[
+            "run",
+            "--executor",
+            "slurm",
+            "--json",
+            "-s",
+            "stages.b.with.cmd=echo fixed > $HONE_OUT/b",
+        ],
+    )
+    .ok();
     let ev = events(&out.stdout);
     assert_eq!(stages(&ev, "stage_submitted"), set(&["b", "c"]));
     assert_eq!(stages(&ev, "stage_cached"), set(&["a", "d"]));
@@ -177,7 +214,13 @@ fn a_cancelled_job_fails_its_stage_and_skips_its_dependents() {
         "pipeline.yaml",
         "name: slow\nstages:\n  slow: { uses: command, with: { cmd: \"sleep 60; echo > $HONE_OUT/x\" } }\n  after: { uses: command, inputs: { s: slow }, with: { cmd: \"cp -r $HONE_IN_s $HONE_OUT/y\" } }\n",
     );
-    let mut child = ws.cmd(&["run", "--executor", "slurm", "--json"]).env("HONE_SLURM_POLL_MS", "200").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ws
+        .cmd(&["run", "--executor", "slurm", "--json"])
+        .env("HONE_SLURM_POLL_MS", "200")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     // Once `slow` runs, someone cancels its job.
@@ -210,7 +253,13 @@ fn the_smoke_training_pipeline_runs_through_slurm_to_the_same_artifacts() {
     let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.yaml");
     let (onslurm, local) = (Ws::new(), Ws::new());
     let run = |ws: &Ws, extra: &[&str]| {
-        let mut args = vec!["run", yaml.to_str().unwrap(), "--workspace", ws.path().to_str().unwrap(), "--json"];
+        let mut args = vec![
+            "run",
+            yaml.to_str().unwrap(),
+            "--workspace",
+            ws.path().to_str().unwrap(),
+            "--json",
+        ];
         args.extend(extra);
         events(&hone(ws, &args).ok().stdout)
     };
@@ -226,7 +275,10 @@ fn the_smoke_training_pipeline_runs_through_slurm_to_the_same_artifacts() {
 
 /// The stage each event of `kind` names, with its job.
 fn jobs_of(ev: &[serde_json::Value], kind: &str) -> std::collections::BTreeMap<String, String> {
-    with(ev, kind).iter().map(|e| (e["stage"].as_str().unwrap().to_string(), e["job"].as_str().unwrap().to_string())).collect()
+    with(ev, kind)
+        .iter()
+        .map(|e| (e["stage"].as_str().unwrap().to_string(), e["job"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 #[test]
@@ -235,15 +287,27 @@ fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_t
         return;
     }
     let ws = Ws::new();
-    ws.write("pipeline.yaml", &FAN.replace("name: fan", "name: again").replace("sleep 2", "sleep 5")).write("words.txt", "alpha\nbeta\ngamma\ndelta\n");
-    let first = events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout);
+    ws.write(
+        "pipeline.yaml",
+        &FAN.replace("name: fan", "name: again").replace("sleep 2", "sleep 5"),
+    )
+    .write("words.txt", "alpha\nbeta\ngamma\ndelta\n");
+    let first =
+        events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout);
     let submitted = jobs_of(&first, "stage_submitted");
     assert_eq!(submitted.len(), 4);
 
     // A local run meanwhile computes again what it starts: it says so (here `src`, changed to
     // fail at once, so that it stores nothing).
-    let local = ws.hone(&["run", "--executor", "local", "--only", "src", "-s", "stages.src.with.cmd=exit 3"]).code(1);
-    assert!(local.stderr.contains("Slurm jobs of an earlier submission are still computing") && local.stderr.contains(&format!("`src` (job {})", submitted["src"])), "{}", local.stderr);
+    let local = ws
+        .hone(&["run", "--executor", "local", "--only", "src", "-s", "stages.src.with.cmd=exit 3"])
+        .code(1);
+    assert!(
+        local.stderr.contains("Slurm jobs of an earlier submission are still computing")
+            && local.stderr.contains(&format!("`src` (job {})", submitted["src"])),
+        "{}",
+        local.stderr
+    );
 
     // While `src` still sleeps and the others wait on it, a rerun follows the same four jobs.
     let out = hone(&ws, &["run", "--executor", "slurm", "--json"]).ok();
@@ -252,20 +316,40 @@ fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_t
     assert_eq!(jobs_of(&ev, "stage_followed"), submitted);
     assert_eq!(stages(&ev, "stage_finished"), set(&["src", "left", "right", "join"]));
     assert_eq!(ws.objects(), 4);
-    let st: serde_json::Value = serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
-    let listed: Vec<&str> = st["jobs"].as_array().unwrap().iter().map(|j| j["job"].as_str().unwrap()).collect();
+    let st: serde_json::Value =
+        serde_json::from_str(&hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+    let listed: Vec<&str> =
+        st["jobs"].as_array().unwrap().iter().map(|j| j["job"].as_str().unwrap()).collect();
     assert_eq!(listed.len(), 4, "{st}");
-    assert!(listed.iter().all(|j| submitted.values().any(|s| s == j)), "the newest submission lists the followed jobs: {st}");
+    assert!(
+        listed.iter().all(|j| submitted.values().any(|s| s == j)),
+        "the newest submission lists the followed jobs: {st}"
+    );
     // The stage's log is the followed job's (this run's log path links to it).
-    let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "join", "--json"]).ok().stdout).unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "join", "--json"]).ok().stdout).unwrap();
     let log = std::fs::read_to_string(shown["log"].as_str().unwrap()).unwrap();
     assert!(log.contains("hone: stage `join`"), "{log}");
 
     // New words: all four rerun, detached. A rerun with `join` changed follows src, left and
     // right, and submits join anew after their jobs, reading their results.
     ws.write("words.txt", "one\ntwo\nthree\nfour\n");
-    let second = jobs_of(&events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout), "stage_submitted");
-    let out = hone(&ws, &["run", "--executor", "slurm", "--json", "-s", "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j"]).ok();
+    let second = jobs_of(
+        &events(&hone(&ws, &["run", "--executor", "slurm", "--detach", "--json"]).ok().stdout),
+        "stage_submitted",
+    );
+    let out = hone(
+        &ws,
+        &[
+            "run",
+            "--executor",
+            "slurm",
+            "--json",
+            "-s",
+            "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j",
+        ],
+    )
+    .ok();
     let ev = events(&out.stdout);
     let followed = jobs_of(&ev, "stage_followed");
     assert_eq!(followed.keys().collect::<Vec<_>>(), ["left", "right", "src"], "{}", out.stdout);
@@ -273,12 +357,34 @@ fn a_rerun_during_a_detached_submission_follows_its_jobs_instead_of_submitting_t
     let join = with(&ev, "stage_submitted");
     assert_eq!(join.len(), 1, "{}", out.stdout);
     assert_eq!(join[0]["stage"], "join");
-    let after: BTreeSet<&str> = join[0]["after"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let after: BTreeSet<&str> =
+        join[0]["after"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(after, [second["left"].as_str(), second["right"].as_str()].into_iter().collect());
-    assert!(join[0]["reasons"].to_string().contains(&format!("Slurm job {} of an earlier submission computes it with other params or inputs", second["join"])), "{}", join[0]);
+    assert!(
+        join[0]["reasons"].to_string().contains(&format!(
+            "Slurm job {} of an earlier submission computes it with other params or inputs",
+            second["join"]
+        )),
+        "{}",
+        join[0]
+    );
     assert_eq!(stages(&ev, "stage_finished"), set(&["src", "left", "right", "join"]));
-    let shown: serde_json::Value = serde_json::from_str(&ws.hone(&["show", "join", "--json", "-s", "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j"]).ok().stdout).unwrap();
-    assert_eq!(std::fs::read_to_string(Path::new(shown["output"].as_str().unwrap()).join("j")).unwrap(), "THREE\nFOUR\none\ntwo\n");
+    let shown: serde_json::Value = serde_json::from_str(
+        &ws.hone(&[
+            "show",
+            "join",
+            "--json",
+            "-s",
+            "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j",
+        ])
+        .ok()
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(shown["output"].as_str().unwrap()).join("j")).unwrap(),
+        "THREE\nFOUR\none\ntwo\n"
+    );
 }
 
 /// Stand-ins for `sbatch`, `squeue` and `scancel` in a directory put first on `PATH`: `sbatch`
@@ -295,8 +401,18 @@ impl FakeSlurm {
         let dir = tempfile::tempdir().unwrap();
         let log = "echo \"$(basename \"$0\") $*\" >> \"$(dirname \"$0\")/calls\"";
         let scripts = [
-            ("sbatch", format!("{log}\nn=$(( $(cat \"$(dirname \"$0\")/next\") + 1 ))\necho $n > \"$(dirname \"$0\")/next\"\necho $n\n")),
-            ("squeue", format!("{log}\nfor a; do ids=$a; done\nstate=$(cat \"$(dirname \"$0\")/state\")\nif [ -n \"$state\" ]; then for id in $(echo \"$ids\" | tr , ' '); do echo \"$id|$state\"; done; fi\n")),
+            (
+                "sbatch",
+                format!(
+                    "{log}\nn=$(( $(cat \"$(dirname \"$0\")/next\") + 1 ))\necho $n > \"$(dirname \"$0\")/next\"\necho $n\n"
+                ),
+            ),
+            (
+                "squeue",
+                format!(
+                    "{log}\nfor a; do ids=$a; done\nstate=$(cat \"$(dirname \"$0\")/state\")\nif [ -n \"$state\" ]; then for id in $(echo \"$ids\" | tr , ' '); do echo \"$id|$state\"; done; fi\n"
+                ),
+            ),
             ("scancel", log.to_string()),
         ];
         for (name, body) in scripts {
@@ -322,7 +438,8 @@ impl FakeSlurm {
 
     /// `hone ARGS` in `ws` with the stand-ins first on `PATH`, polling every 10 ms.
     fn hone(&self, ws: &Ws, args: &[&str]) -> Out {
-        let path = format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default());
+        let path =
+            format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default());
         Out::from(ws.cmd(args).env("PATH", path).env("HONE_SLURM_POLL_MS", "10").output().unwrap())
     }
 }
@@ -337,20 +454,36 @@ fn runs_that_start_nothing_ask_slurm_nothing_and_leave_no_submission() {
         "pipeline.yaml",
         "name: two\nstages:\n  slow: { uses: command, with: { cmd: \"echo s > $HONE_OUT/s\" } }\n  quick: { uses: command, with: { cmd: \"echo q > $HONE_OUT/q\" } }\n",
     );
-    fake.hone(&ws, &["run", "--executor", "slurm", "--detach", "--only", "slow"]).ok().stderr_has("left running as Slurm jobs 101");
+    fake.hone(&ws, &["run", "--executor", "slurm", "--detach", "--only", "slow"])
+        .ok()
+        .stderr_has("left running as Slurm jobs 101");
     let submissions = || std::fs::read_dir(ws.path().join(".hone/slurm")).unwrap().count();
     assert_eq!(submissions(), 1);
     // Slurm's `None` reason is no reason.
-    let st: serde_json::Value = serde_json::from_str(&fake.hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
-    assert_eq!((&st["jobs"][0]["job"], &st["jobs"][0]["state"], &st["jobs"][0]["reason"]), (&"101".into(), &"RUNNING".into(), &"".into()), "{st}");
+    let st: serde_json::Value =
+        serde_json::from_str(&fake.hone(&ws, &["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        (&st["jobs"][0]["job"], &st["jobs"][0]["state"], &st["jobs"][0]["reason"]),
+        (&"101".into(), &"RUNNING".into(), &"".into()),
+        "{st}"
+    );
     fake.hone(&ws, &["status"]).ok().stdout_has("  RUNNING    slow                 job 101\n");
 
     let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
     assert_eq!(out.ran(), ["quick"]);
-    assert!(out.stderr.contains("Slurm jobs of an earlier submission are still computing `slow` (job 101)"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Slurm jobs of an earlier submission are still computing `slow` (job 101)"),
+        "{}",
+        out.stderr
+    );
 
     let asked = fake.calls();
-    assert_eq!(asked.lines().filter(|l| l.starts_with("squeue")).count(), 3, "two for `status`, one for the run: {asked}");
+    assert_eq!(
+        asked.lines().filter(|l| l.starts_with("squeue")).count(),
+        3,
+        "two for `status`, one for the run: {asked}"
+    );
     let out = fake.hone(&ws, &["run", "--only", "quick"]).ok();
     assert_eq!(out.cached(), ["quick"]);
     assert!(!out.stderr.contains("Slurm jobs"), "{}", out.stderr);

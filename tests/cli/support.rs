@@ -66,13 +66,21 @@ impl From<Output> for Out {
 impl Out {
     #[track_caller]
     pub fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "expected success\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn code(self, code: i32) -> Out {
-        assert_eq!(self.code, code, "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "hone panicked:\n{}", self.stderr);
         self
     }
@@ -111,7 +119,8 @@ impl Out {
 
     /// `hone plan --json` as (id, action, reasons).
     pub fn plan(&self) -> Vec<(String, String, Vec<String>)> {
-        let v: serde_json::Value = serde_json::from_str(&self.stdout).expect("plan --json prints JSON");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.stdout).expect("plan --json prints JSON");
         v["stages"]
             .as_array()
             .unwrap()
@@ -120,7 +129,12 @@ impl Out {
                 (
                     s["id"].as_str().unwrap().to_string(),
                     s["action"].as_str().unwrap().to_string(),
-                    s["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect(),
+                    s["reasons"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.as_str().unwrap().to_string())
+                        .collect(),
                 )
             })
             .collect()
@@ -144,7 +158,9 @@ pub fn system_part(part: &str, available: bool, how: &str, require: &str) -> boo
     }
     assert!(!env_flag(require), "{part} is not available here, and {require} is set: {how}");
     let test = std::thread::current().name().unwrap_or("a test").to_string();
-    let note = format!("\nSKIPPED {test}: {part} is not available here. To run it: {how}. ({require}=1 makes this a failure.)\n");
+    let note = format!(
+        "\nSKIPPED {test}: {part} is not available here. To run it: {how}. ({require}=1 makes this a failure.)\n"
+    );
     // Not eprintln!: the harness captures that and shows it only for failing tests.
     use std::io::Write;
     let _ = std::io::stderr().write_all(note.as_bytes());

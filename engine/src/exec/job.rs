@@ -76,7 +76,9 @@ pub enum JobError {
     Read { path: PathBuf, message: String },
     #[error("this hone has no stage kind `{0}`; run the jobs with the hone that submitted them")]
     UnknownKind(String),
-    #[error("this hone has `{kind}` v{have}, the job was planned with v{want}; run the jobs with the hone that submitted them")]
+    #[error(
+        "this hone has `{kind}` v{have}, the job was planned with v{want}; run the jobs with the hone that submitted them"
+    )]
     Version { kind: String, have: u32, want: u32 },
     #[error("the job's params for `{kind}` are invalid here: {message}")]
     Params { kind: String, message: String },
@@ -93,7 +95,13 @@ pub enum JobError {
 impl StageJob {
     /// The job for stage `i`, whose finished inputs are in `artifacts` (the others are made by
     /// jobs of the same submission).
-    pub fn new(ws: &Workspace, p: &Pipeline, i: usize, artifacts: &[Option<ArtifactDigest>], force: bool) -> StageJob {
+    pub fn new(
+        ws: &Workspace,
+        p: &Pipeline,
+        i: usize,
+        artifacts: &[Option<ArtifactDigest>],
+        force: bool,
+    ) -> StageJob {
         let s = &p.stages[i];
         let inputs = s
             .inputs
@@ -127,8 +135,10 @@ impl StageJob {
     }
 
     pub fn read(path: &Path) -> Result<StageJob, JobError> {
-        let bytes = std::fs::read(path).map_err(|e| JobError::Read { path: path.to_path_buf(), message: e.to_string() })?;
-        serde_json::from_slice(&bytes).map_err(|e| JobError::Read { path: path.to_path_buf(), message: e.to_string() })
+        let bytes = std::fs::read(path)
+            .map_err(|e| JobError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| JobError::Read { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Where this job's result goes, if it is part of a submission.
@@ -159,7 +169,10 @@ pub fn execute(
     if let Some(dir) = log.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = std::fs::write(log, format!("hone: stage `{}` ({} v{}) key {}\n", job.stage, kind.kind(), kind.version(), key));
+    let _ = std::fs::write(
+        log,
+        format!("hone: stage `{}` ({} v{}) key {}\n", job.stage, kind.kind(), kind.version(), key),
+    );
     let span = tracing::info_span!("stage", stage = %job.stage, log = %log.display());
     let _entered = span.enter();
     let staging = match ws.store.stage(key) {
@@ -168,10 +181,16 @@ pub fn execute(
     };
     let checkpoint = ws.store.checkpoint_dir(&key);
     if let Err(e) = std::fs::create_dir_all(&checkpoint) {
-        return failed(format!("cannot create checkpoint directory `{}`: {e}", checkpoint.display()));
+        return failed(format!(
+            "cannot create checkpoint directory `{}`: {e}",
+            checkpoint.display()
+        ));
     }
-    let inputs: BTreeMap<String, Vec<PathBuf>> =
-        m.inputs.iter().map(|(port, arts)| (port.clone(), arts.iter().map(|a| ws.store.object_path(a)).collect())).collect();
+    let inputs: BTreeMap<String, Vec<PathBuf>> = m
+        .inputs
+        .iter()
+        .map(|(port, arts)| (port.clone(), arts.iter().map(|a| ws.store.object_path(a)).collect()))
+        .collect();
     let cx = RunCx {
         stage_id: &job.stage,
         workspace: ws.base(),
@@ -198,7 +217,10 @@ pub fn execute(
                 Err(e) => failed(format!("cannot store its outputs: {e}")),
             }
         }
-        Ok(Err(StageError::Cancelled)) => failed("stopped before it finished; it resumes from its last checkpoint on the next run".into()),
+        Ok(Err(StageError::Cancelled)) => failed(
+            "stopped before it finished; it resumes from its last checkpoint on the next run"
+                .into(),
+        ),
         Ok(Err(StageError::AwaitingInput(message))) => Outcome::Awaiting { message },
         Ok(Err(e)) => failed(e.to_string()),
         Err(panic) => {
@@ -207,11 +229,16 @@ pub fn execute(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            failed(format!("internal error (panic) in stage kind `{}`: {what}; please report it", kind.kind()))
+            failed(format!(
+                "internal error (panic) in stage kind `{}`: {what}; please report it",
+                kind.kind()
+            ))
         }
     };
     match &outcome {
-        Outcome::Ran { record, .. } => tracing::info!(artifact = %record.artifact, seconds, "finished"),
+        Outcome::Ran { record, .. } => {
+            tracing::info!(artifact = %record.artifact, seconds, "finished")
+        }
         // The reporter shows failures; this line is for the stage log.
         Outcome::Failed { error, .. } => tracing::info!("failed: {error}"),
         Outcome::Awaiting { message } => tracing::info!("awaiting input: {message}"),
@@ -224,20 +251,37 @@ pub fn execute(
 /// the workspace): resolve its inputs, compute its key, and run it unless the key is stored.
 /// A finished job records its result for dependent jobs and the stage's state for `hone
 /// status`, and reports [`Event`]s as it goes.
-pub fn run_job(job: &StageJob, registry: &Registry, sink: &dyn EventSink, cancel: &AtomicBool) -> Result<Outcome, JobError> {
+pub fn run_job(
+    job: &StageJob,
+    registry: &Registry,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<Outcome, JobError> {
     let kind = registry.get(&job.kind).ok_or_else(|| JobError::UnknownKind(job.kind.clone()))?;
     if kind.version() != job.version {
-        return Err(JobError::Version { kind: job.kind.clone(), have: kind.version(), want: job.version });
+        return Err(JobError::Version {
+            kind: job.kind.clone(),
+            have: kind.version(),
+            want: job.version,
+        });
     }
     let bad = |message: String| JobError::Params { kind: job.kind.clone(), message };
     let value = serde_yaml::to_value(&job.params).map_err(|e| bad(e.to_string()))?;
-    let node = crate::yaml::Node::from_value(&value, &crate::yaml::Origin::Flag(format!("the job's params for `{}`", job.stage)));
+    let node = crate::yaml::Node::from_value(
+        &value,
+        &crate::yaml::Origin::Flag(format!("the job's params for `{}`", job.stage)),
+    );
     let params = kind.check(&node).map_err(|e| match e {
         CheckError::Invalid(e) => bad(e.message),
-        CheckError::Problems(ps) => bad(ps.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ")),
+        CheckError::Problems(ps) => {
+            bad(ps.into_iter().map(|p| p.message).collect::<Vec<_>>().join("; "))
+        }
     })?;
     if params.canonical != job.params {
-        return Err(bad(format!("they read back as {} instead of {}", params.canonical, job.params)));
+        return Err(bad(format!(
+            "they read back as {} instead of {}",
+            params.canonical, job.params
+        )));
     }
     let ws = Workspace::open(&job.workspace)?.with_base(&job.base);
 
@@ -248,11 +292,17 @@ pub fn run_job(job: &StageJob, registry: &Registry, sink: &dyn EventSink, cancel
             arts.push(match input {
                 JobInput::Artifact(a) => *a,
                 JobInput::Upstream(stage) => {
-                    let dir = job.results.as_ref().ok_or_else(|| JobError::NoResults(stage.clone()))?;
+                    let dir =
+                        job.results.as_ref().ok_or_else(|| JobError::NoResults(stage.clone()))?;
                     let path = result_path(dir, stage);
-                    let upstream = |message: String| JobError::Upstream { stage: stage.clone(), path: path.clone(), message };
+                    let upstream = |message: String| JobError::Upstream {
+                        stage: stage.clone(),
+                        path: path.clone(),
+                        message,
+                    };
                     let bytes = std::fs::read(&path).map_err(|e| upstream(e.to_string()))?;
-                    let r: JobResult = serde_json::from_slice(&bytes).map_err(|e| upstream(e.to_string()))?;
+                    let r: JobResult =
+                        serde_json::from_slice(&bytes).map_err(|e| upstream(e.to_string()))?;
                     r.artifact
                 }
             });
@@ -260,8 +310,17 @@ pub fn run_job(job: &StageJob, registry: &Registry, sink: &dyn EventSink, cancel
         inputs.insert(port.clone(), arts);
     }
     let hasher = |path: &Path| ws.hash_path(path);
-    let deps = kind.external_deps(&params, &DepCx { workspace: ws.base(), hasher: &hasher }).map_err(|e| JobError::Deps(e.to_string()))?;
-    let m = KeyManifest { kind: job.kind.clone(), version: job.version, params: job.params.clone(), seed: job.seed, inputs, deps: deps.into_iter().collect() };
+    let deps = kind
+        .external_deps(&params, &DepCx { workspace: ws.base(), hasher: &hasher })
+        .map_err(|e| JobError::Deps(e.to_string()))?;
+    let m = KeyManifest {
+        kind: job.kind.clone(),
+        version: job.version,
+        params: job.params.clone(),
+        seed: job.seed,
+        inputs,
+        deps: deps.into_iter().collect(),
+    };
     let key = m.key();
     let before = ws.store.state(&job.pipeline, &job.stage);
 
@@ -272,7 +331,12 @@ pub fn run_job(job: &StageJob, registry: &Registry, sink: &dyn EventSink, cancel
         sink.emit(Event::StageCached { stage: job.stage.clone(), key, artifact: record.artifact });
         return Ok(Outcome::Cached { record });
     }
-    sink.emit(Event::StageStarted { stage: job.stage.clone(), key, log: job.log.clone(), reasons: Vec::new() });
+    sink.emit(Event::StageStarted {
+        stage: job.stage.clone(),
+        key,
+        log: job.log.clone(),
+        reasons: Vec::new(),
+    });
     let outcome = execute(&ws, kind, &params, job, m, key, sink, cancel);
     match &outcome {
         Outcome::Ran { record, seconds } => {
@@ -286,21 +350,35 @@ pub fn run_job(job: &StageJob, registry: &Registry, sink: &dyn EventSink, cancel
                 metrics: record.metrics.clone(),
             });
         }
-        Outcome::Failed { error, log } => {
-            sink.emit(Event::StageFailed { stage: job.stage.clone(), error: error.clone(), log: log.clone().unwrap_or_default() })
-        }
+        Outcome::Failed { error, log } => sink.emit(Event::StageFailed {
+            stage: job.stage.clone(),
+            error: error.clone(),
+            log: log.clone().unwrap_or_default(),
+        }),
         _ => {}
     }
     Ok(outcome)
 }
 
 /// Record a finished job: its result for dependent jobs, then the stage's state.
-fn finish(ws: &Workspace, job: &StageJob, key: &StageKey, artifact: ArtifactDigest, log: Option<PathBuf>, before: Option<&StageState>) -> Result<(), JobError> {
+fn finish(
+    ws: &Workspace,
+    job: &StageJob,
+    key: &StageKey,
+    artifact: ArtifactDigest,
+    log: Option<PathBuf>,
+    before: Option<&StageState>,
+) -> Result<(), JobError> {
     if let Some(path) = job.result_path() {
         let r = JobResult { key: *key, artifact };
         write_atomic(&path, &serde_json::to_vec(&r).expect("result serialises"))?;
     }
     let log = log.or_else(|| before.filter(|b| b.key == *key).and_then(|b| b.log.clone()));
-    ws.store.set_state(&job.pipeline, &job.stage, &StageState { key: *key, artifact, log }, before)?;
+    ws.store.set_state(
+        &job.pipeline,
+        &job.stage,
+        &StageState { key: *key, artifact, log },
+        before,
+    )?;
     Ok(())
 }

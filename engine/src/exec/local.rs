@@ -20,7 +20,13 @@ pub struct Local<'scope, 'env> {
 }
 
 impl<'scope, 'env> Local<'scope, 'env> {
-    pub fn new(scope: &'scope Scope<'scope, 'env>, ws: &'env Workspace, sink: &'env dyn EventSink, cancel: &'env AtomicBool, jobs: usize) -> Self {
+    pub fn new(
+        scope: &'scope Scope<'scope, 'env>,
+        ws: &'env Workspace,
+        sink: &'env dyn EventSink,
+        cancel: &'env AtomicBool,
+        jobs: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         Local { scope, ws, sink, cancel, jobs: jobs.max(1), running: 0, tx, rx }
     }
@@ -32,8 +38,10 @@ impl<'scope, 'env> Executor<'env> for Local<'scope, 'env> {
     }
 
     fn start(&mut self, l: Launch<'env>) -> Result<JobId, String> {
-        let (m, key) = l.manifest.ok_or("the local executor starts a stage only once its inputs exist")?;
-        let (ws, sink, cancel, tx, spec, job, i) = (self.ws, self.sink, self.cancel, self.tx.clone(), l.spec, l.job, l.index);
+        let (m, key) =
+            l.manifest.ok_or("the local executor starts a stage only once its inputs exist")?;
+        let (ws, sink, cancel, tx, spec, job, i) =
+            (self.ws, self.sink, self.cancel, self.tx.clone(), l.spec, l.job, l.index);
         self.running += 1;
         self.scope.spawn(move || {
             let outcome = job::execute(ws, spec.kind, &spec.params, &job, m, key, sink, cancel);

@@ -94,7 +94,10 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
 }
 
 fn run_cmd(cmd: &str, args: &[String]) -> Result<String, SlurmError> {
-    let out = Command::new(cmd).args(args).output().map_err(|source| SlurmError::Spawn { cmd: cmd.into(), source })?;
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|source| SlurmError::Spawn { cmd: cmd.into(), source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(SlurmError::Failed { cmd: format!("{cmd} {}", args.join(" ")), stderr });
@@ -107,11 +110,22 @@ fn run_cmd(cmd: &str, args: &[String]) -> Result<String, SlurmError> {
 pub fn job_states(jobs: &[String]) -> Result<JobStates, SlurmError> {
     let mut out = JobStates::new();
     for chunk in jobs.chunks(500) {
-        let args = ["-h".to_string(), "-t".into(), "all".into(), "-o".into(), "%i|%T|%r".into(), "-j".into(), chunk.join(",")];
+        let args = [
+            "-h".to_string(),
+            "-t".into(),
+            "all".into(),
+            "-o".into(),
+            "%i|%T|%r".into(),
+            "-j".into(),
+            chunk.join(","),
+        ];
         for line in run_cmd("squeue", &args)?.lines() {
             let mut f = line.trim().splitn(3, '|');
             if let (Some(id), Some(state), reason) = (f.next(), f.next(), f.next()) {
-                out.insert(id.to_string(), (state.to_string(), reason.filter(|r| *r != "None").unwrap_or("").to_string()));
+                out.insert(
+                    id.to_string(),
+                    (state.to_string(), reason.filter(|r| *r != "None").unwrap_or("").to_string()),
+                );
             }
         }
     }
@@ -127,7 +141,15 @@ pub fn cancel_jobs(jobs: &[String]) -> Result<(), SlurmError> {
 }
 
 /// The `sbatch` flags for one stage: identity, files, dependencies, then where and with what.
-pub fn sbatch_args(spec: &ExecutorSpec, name: &str, events: &Path, log: &Path, dir: &Path, r: &Resources, after: &[String]) -> Vec<String> {
+pub fn sbatch_args(
+    spec: &ExecutorSpec,
+    name: &str,
+    events: &Path,
+    log: &Path,
+    dir: &Path,
+    r: &Resources,
+    after: &[String],
+) -> Vec<String> {
     let mut a = vec![
         "--parsable".to_string(),
         format!("--job-name={name}"),
@@ -169,7 +191,17 @@ pub fn sbatch_args(spec: &ExecutorSpec, name: &str, events: &Path, log: &Path, d
 fn terminal(state: &str) -> bool {
     matches!(
         state,
-        "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" | "DEADLINE" | "PREEMPTED" | "SPECIAL_EXIT" | "REVOKED"
+        "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "OUT_OF_MEMORY"
+            | "NODE_FAIL"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "PREEMPTED"
+            | "SPECIAL_EXIT"
+            | "REVOKED"
     )
 }
 
@@ -224,8 +256,24 @@ impl<'a> Slurm<'a> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let id = format!("{}-{:03}-{}", now.as_secs(), now.subsec_millis(), std::process::id());
         let dir = submissions_dir(ws).join(id);
-        let submission = Submission { pipeline: pipeline.to_string(), created_unix: now.as_secs(), jobs: Vec::new() };
-        Slurm { ws, opts, sink, cancel, on_interrupt, dir, submission, jobs: Vec::new(), done: VecDeque::new(), stopping: None, earlier: None }
+        let submission = Submission {
+            pipeline: pipeline.to_string(),
+            created_unix: now.as_secs(),
+            jobs: Vec::new(),
+        };
+        Slurm {
+            ws,
+            opts,
+            sink,
+            cancel,
+            on_interrupt,
+            dir,
+            submission,
+            jobs: Vec::new(),
+            done: VecDeque::new(),
+            stopping: None,
+            earlier: None,
+        }
     }
 
     fn submit(&mut self, l: Launch<'_>) -> Result<JobId, SlurmError> {
@@ -235,30 +283,60 @@ impl<'a> Slurm<'a> {
         let job_file = self.dir.join(format!("{stage}.job.json"));
         write_atomic(&job_file, &serde_json::to_vec_pretty(&job).expect("job serialises"))?;
         let script = self.dir.join(format!("{stage}.sh"));
-        let body = format!("#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {} exec-stage {}\n", job.pipeline, sh_quote(&self.opts.hone), sh_quote(&job_file));
+        let body = format!(
+            "#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {} exec-stage {}\n",
+            job.pipeline,
+            sh_quote(&self.opts.hone),
+            sh_quote(&job_file)
+        );
         std::fs::write(&script, body).map_err(io_at(&script))?;
         if let Some(d) = job.log.parent() {
             std::fs::create_dir_all(d).map_err(io_at(d))?;
         }
         let events = self.dir.join(format!("{stage}.events.jsonl"));
         let name = format!("hone:{}:{stage}", job.pipeline);
-        let mut args = sbatch_args(&self.opts.spec, &name, &events, &job.log, &job.base, &job.resources, &l.after);
+        let mut args = sbatch_args(
+            &self.opts.spec,
+            &name,
+            &events,
+            &job.log,
+            &job.base,
+            &job.resources,
+            &l.after,
+        );
         args.push(script.display().to_string());
         let out = run_cmd("sbatch", &args)?;
         // `--parsable` prints `jobid` or `jobid;cluster`.
         let id = out.trim().split(';').next().unwrap_or("").to_string();
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SlurmError::Failed { cmd: "sbatch".into(), stderr: format!("unexpected output {out:?}") });
+            return Err(SlurmError::Failed {
+                cmd: "sbatch".into(),
+                stderr: format!("unexpected output {out:?}"),
+            });
         }
-        self.sink.emit(Event::StageSubmitted { stage: stage.clone(), job: id.clone(), log: job.log.clone(), reasons: l.reasons, after: l.after.clone() });
+        self.sink.emit(Event::StageSubmitted {
+            stage: stage.clone(),
+            job: id.clone(),
+            log: job.log.clone(),
+            reasons: l.reasons,
+            after: l.after.clone(),
+        });
         let result = super::job::result_path(&self.dir, &stage);
-        self.track(l.index, SubmittedJob { stage, job: id.clone(), log: job.log, events, result, after: l.after })?;
+        self.track(
+            l.index,
+            SubmittedJob { stage, job: id.clone(), log: job.log, events, result, after: l.after },
+        )?;
         Ok(id)
     }
 
     /// Record a job in this submission and follow it.
     fn track(&mut self, index: usize, j: SubmittedJob) -> Result<(), SlurmError> {
-        let after_stages: Vec<String> = self.jobs.iter().filter(|t| j.after.contains(&t.job)).map(|t| t.stage.clone()).collect();
+        let after_stages: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|t| j.after.contains(&t.job))
+            .map(|t| t.stage.clone())
+            .collect();
         self.jobs.push(Tracked {
             index,
             stage: j.stage.clone(),
@@ -274,7 +352,10 @@ impl<'a> Slurm<'a> {
         });
         self.submission.jobs.push(j);
         let path = self.dir.join("submission.json");
-        Ok(write_atomic(&path, &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"))?)
+        Ok(write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"),
+        )?)
     }
 
     /// The job of an earlier submission still in flight for this stage, if it does the same work.
@@ -288,7 +369,8 @@ impl<'a> Slurm<'a> {
             self.earlier = Some(found);
         }
         let earlier = self.earlier.as_ref()?.get(&l.job.stage)?.clone();
-        let same = !l.job.force && StageJob::read(&earlier.job_file()).is_ok_and(|old| self.same_work(&l.job, &old));
+        let same = !l.job.force
+            && StageJob::read(&earlier.job_file()).is_ok_and(|old| self.same_work(&l.job, &old));
         Some(if same { Ok(earlier) } else { Err(earlier.job) })
     }
 
@@ -296,8 +378,25 @@ impl<'a> Slurm<'a> {
     /// and the same inputs, where an input still being made is the result file it will be
     /// read from (this run's producer for `new`, its own submission's for `old`).
     fn same_work(&self, new: &StageJob, old: &StageJob) -> bool {
-        let same = (&new.pipeline, &new.stage, &new.kind, new.version, &new.params, new.seed, &new.workspace, &new.base)
-            == (&old.pipeline, &old.stage, &old.kind, old.version, &old.params, old.seed, &old.workspace, &old.base);
+        let same = (
+            &new.pipeline,
+            &new.stage,
+            &new.kind,
+            new.version,
+            &new.params,
+            new.seed,
+            &new.workspace,
+            &new.base,
+        ) == (
+            &old.pipeline,
+            &old.stage,
+            &old.kind,
+            old.version,
+            &old.params,
+            old.seed,
+            &old.workspace,
+            &old.base,
+        );
         if !same || new.inputs.len() != old.inputs.len() {
             return false;
         }
@@ -315,7 +414,9 @@ impl<'a> Slurm<'a> {
                     };
                     let b = match (b, &old.results) {
                         (JobInput::Artifact(x), _) => Settled::Artifact(*x),
-                        (JobInput::Upstream(s), Some(dir)) => Settled::of(&super::job::result_path(dir, s)),
+                        (JobInput::Upstream(s), Some(dir)) => {
+                            Settled::of(&super::job::result_path(dir, s))
+                        }
                         (JobInput::Upstream(_), None) => return false,
                     };
                     a == b
@@ -333,7 +434,12 @@ impl<'a> Slurm<'a> {
         }
         std::os::unix::fs::symlink(&j.log, &l.job.log).map_err(io_at(&l.job.log))?;
         let submission = j.result.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.sink.emit(Event::StageFollowed { stage: j.stage.clone(), job: j.job.clone(), submission, log: j.log.clone() });
+        self.sink.emit(Event::StageFollowed {
+            stage: j.stage.clone(),
+            job: j.job.clone(),
+            submission,
+            log: j.log.clone(),
+        });
         let id = j.job.clone();
         // Its inputs' jobs are this run's producers of them (followed too, or it would not be).
         self.track(l.index, SubmittedJob { after: l.after.clone(), ..j })?;
@@ -357,7 +463,9 @@ impl<'a> Slurm<'a> {
             let Ok(ev) = serde_json::from_str::<Event>(line) else { continue };
             match ev {
                 Event::Progress { .. } | Event::Metric { .. } => self.sink.emit(ev),
-                Event::StageFinished { .. } | Event::StageCached { .. } | Event::StageFailed { .. } => t.last = Some(ev),
+                Event::StageFinished { .. }
+                | Event::StageCached { .. }
+                | Event::StageFailed { .. } => t.last = Some(ev),
                 _ => {}
             }
         }
@@ -371,21 +479,48 @@ impl<'a> Slurm<'a> {
             (Some(Event::StageFinished { key, seconds, .. }), _) => {
                 lookup(*key).map(|record| Outcome::Ran { record, seconds: *seconds })
             }
-            (Some(Event::StageCached { key, .. }), _) => lookup(*key).map(|record| Outcome::Cached { record }),
+            (Some(Event::StageCached { key, .. }), _) => {
+                lookup(*key).map(|record| Outcome::Cached { record })
+            }
             (_, "CANCELLED") if reason.contains("Dependency") => Some(Outcome::Skipped {
-                because: format!("input stage {} failed; Slurm cancelled job {}", list(&t.after_stages), t.job),
+                because: format!(
+                    "input stage {} failed; Slurm cancelled job {}",
+                    list(&t.after_stages),
+                    t.job
+                ),
             }),
-            (_, "CANCELLED") if self.stopping == Some(true) => {
-                Some(Outcome::Skipped { because: format!("the run was stopped (Slurm job {} cancelled)", t.job) })
+            (_, "CANCELLED") if self.stopping == Some(true) => Some(Outcome::Skipped {
+                because: format!("the run was stopped (Slurm job {} cancelled)", t.job),
+            }),
+            (_, "CANCELLED") => {
+                Some(Outcome::Failed { error: format!("Slurm job {} was cancelled", t.job), log })
             }
-            (_, "CANCELLED") => Some(Outcome::Failed { error: format!("Slurm job {} was cancelled", t.job), log }),
-            (Some(Event::StageFailed { error, .. }), _) => Some(Outcome::Failed { error: format!("{error} (Slurm job {})", t.job), log }),
+            (Some(Event::StageFailed { error, .. }), _) => {
+                Some(Outcome::Failed { error: format!("{error} (Slurm job {})", t.job), log })
+            }
             (_, "COMPLETED") => None, // its last events may not be visible yet
-            (_, "TIMEOUT") => Some(Outcome::Failed { error: format!("Slurm job {} hit its time limit; raise `time:` in `resources:`", t.job), log }),
-            (_, "OUT_OF_MEMORY") => {
-                Some(Outcome::Failed { error: format!("Slurm job {} ran out of memory; raise `memory:` in `resources:`", t.job), log })
-            }
-            (_, s) => Some(Outcome::Failed { error: format!("Slurm job {} ended {s}{}", t.job, if reason.is_empty() { String::new() } else { format!(" ({reason})") }), log }),
+            (_, "TIMEOUT") => Some(Outcome::Failed {
+                error: format!(
+                    "Slurm job {} hit its time limit; raise `time:` in `resources:`",
+                    t.job
+                ),
+                log,
+            }),
+            (_, "OUT_OF_MEMORY") => Some(Outcome::Failed {
+                error: format!(
+                    "Slurm job {} ran out of memory; raise `memory:` in `resources:`",
+                    t.job
+                ),
+                log,
+            }),
+            (_, s) => Some(Outcome::Failed {
+                error: format!(
+                    "Slurm job {} ended {s}{}",
+                    t.job,
+                    if reason.is_empty() { String::new() } else { format!(" ({reason})") }
+                ),
+                log,
+            }),
         }
     }
 
@@ -403,7 +538,12 @@ impl<'a> Slurm<'a> {
                 None => ("UNKNOWN".to_string(), String::new()),
             };
             if state != t.state {
-                self.sink.emit(Event::JobState { stage: t.stage.clone(), job: t.job.clone(), state: state.clone(), reason: reason.clone() });
+                self.sink.emit(Event::JobState {
+                    stage: t.stage.clone(),
+                    job: t.job.clone(),
+                    state: state.clone(),
+                    reason: reason.clone(),
+                });
                 self.jobs[k].state = state.clone();
             }
             let t = &self.jobs[k];
@@ -414,9 +554,13 @@ impl<'a> Slurm<'a> {
             let ended = if terminal(&state) {
                 match self.outcome(t, &state, &reason) {
                     Some(o) => Some(o),
-                    None if t.unknown_polls >= 10 => {
-                        Some(Outcome::Failed { error: format!("Slurm job {} completed but its stage left no result", t.job), log: Some(t.log.clone()) })
-                    }
+                    None if t.unknown_polls >= 10 => Some(Outcome::Failed {
+                        error: format!(
+                            "Slurm job {} completed but its stage left no result",
+                            t.job
+                        ),
+                        log: Some(t.log.clone()),
+                    }),
                     None => {
                         self.jobs[k].unknown_polls += 1;
                         None
@@ -482,10 +626,17 @@ impl<'a, 'p> Executor<'p> for Slurm<'a> {
 
     fn start(&mut self, mut launch: Launch<'p>) -> Result<JobId, String> {
         let stage = launch.job.stage.clone();
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot submit `{stage}` to Slurm: {}", io_at(&self.dir)(e)))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot submit `{stage}` to Slurm: {}", io_at(&self.dir)(e)))?;
         match self.earlier_job(&launch) {
-            Some(Ok(j)) => return self.follow(&launch, j).map_err(|e| format!("cannot follow the earlier job of `{stage}`: {e}")),
-            Some(Err(job)) => launch.reasons.push(format!("Slurm job {job} of an earlier submission computes it with other params or inputs")),
+            Some(Ok(j)) => {
+                return self
+                    .follow(&launch, j)
+                    .map_err(|e| format!("cannot follow the earlier job of `{stage}`: {e}"));
+            }
+            Some(Err(job)) => launch.reasons.push(format!(
+                "Slurm job {job} of an earlier submission computes it with other params or inputs"
+            )),
             None => {}
         }
         self.submit(launch).map_err(|e| format!("cannot submit `{stage}` to Slurm: {e}"))
@@ -545,15 +696,26 @@ impl Settled {
 /// The jobs of earlier submissions of `pipeline` that Slurm still has queued or running and
 /// that left no result yet, by stage (the newest one where several are). Asks Slurm only
 /// when there are such jobs.
-pub fn in_flight(ws: &Workspace, pipeline: &str) -> Result<BTreeMap<String, SubmittedJob>, SlurmError> {
-    let open: Vec<SubmittedJob> =
-        submissions(ws).into_iter().filter(|(_, s)| s.pipeline == pipeline).flat_map(|(_, s)| s.jobs).filter(|j| !j.result.exists()).collect();
+pub fn in_flight(
+    ws: &Workspace,
+    pipeline: &str,
+) -> Result<BTreeMap<String, SubmittedJob>, SlurmError> {
+    let open: Vec<SubmittedJob> = submissions(ws)
+        .into_iter()
+        .filter(|(_, s)| s.pipeline == pipeline)
+        .flat_map(|(_, s)| s.jobs)
+        .filter(|j| !j.result.exists())
+        .collect();
     if open.is_empty() {
         return Ok(BTreeMap::new());
     }
     let ids: Vec<String> = open.iter().map(|j| j.job.clone()).collect();
     let states = job_states(&ids)?;
-    Ok(open.into_iter().filter(|j| states.get(&j.job).is_some_and(|(s, _)| !terminal(s))).map(|j| (j.stage.clone(), j)).collect())
+    Ok(open
+        .into_iter()
+        .filter(|j| states.get(&j.job).is_some_and(|(s, _)| !terminal(s)))
+        .map(|j| (j.stage.clone(), j))
+        .collect())
 }
 
 /// Where submissions are kept.
@@ -568,7 +730,9 @@ pub fn submissions(ws: &Workspace) -> Vec<(PathBuf, Submission)> {
         .flatten()
         .flatten()
         .filter_map(|e| {
-            let s: Submission = serde_json::from_slice(&std::fs::read(e.path().join("submission.json")).ok()?).ok()?;
+            let s: Submission =
+                serde_json::from_slice(&std::fs::read(e.path().join("submission.json")).ok()?)
+                    .ok()?;
             Some((e.path(), s))
         })
         .collect();
@@ -600,8 +764,21 @@ mod tests {
             sbatch: vec!["--qos=high".into()],
             ..Default::default()
         };
-        let r = Resources { cpus: Some(4), memory: Some("16g".into()), gpus: Some(1), time: Some("2h".into()) };
-        let a = sbatch_args(&spec, "hone:p:s", Path::new("/w/e.jsonl"), Path::new("/w/s.log"), Path::new("/w"), &r, &["12".into(), "13".into()]);
+        let r = Resources {
+            cpus: Some(4),
+            memory: Some("16g".into()),
+            gpus: Some(1),
+            time: Some("2h".into()),
+        };
+        let a = sbatch_args(
+            &spec,
+            "hone:p:s",
+            Path::new("/w/e.jsonl"),
+            Path::new("/w/s.log"),
+            Path::new("/w"),
+            &r,
+            &["12".into(), "13".into()],
+        );
         for want in [
             "--parsable",
             "--job-name=hone:p:s",
@@ -620,8 +797,21 @@ mod tests {
             assert!(a.contains(&want.to_string()), "{want} not in {a:?}");
         }
         assert_eq!(a.last().map(String::as_str), Some("--qos=high"));
-        let none = sbatch_args(&ExecutorSpec::default(), "n", Path::new("e"), Path::new("l"), Path::new("."), &Resources::default(), &[]);
-        assert!(!none.iter().any(|f| f.starts_with("--dependency") || f.starts_with("--mem") || f.starts_with("--partition")), "{none:?}");
+        let none = sbatch_args(
+            &ExecutorSpec::default(),
+            "n",
+            Path::new("e"),
+            Path::new("l"),
+            Path::new("."),
+            &Resources::default(),
+            &[],
+        );
+        assert!(
+            !none.iter().any(|f| f.starts_with("--dependency")
+                || f.starts_with("--mem")
+                || f.starts_with("--partition")),
+            "{none:?}"
+        );
     }
 
     #[test]

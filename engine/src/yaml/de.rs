@@ -8,7 +8,10 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
+};
 
 use super::{Node, NodeKind, Origin, PathSeg};
 
@@ -119,12 +122,21 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         let (node, path) = (self.node, self.path.clone());
         v.visit_newtype_struct(self).map_err(|e| e.at(node, &path))
     }
 
-    fn deserialize_enum<V: Visitor<'de>>(self, _name: &'static str, _variants: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
         let r = match &self.node.kind {
             // `kind: bpe`: a unit variant.
             NodeKind::Scalar { .. } => match self.node.to_value() {
@@ -132,16 +144,24 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                 _ => Err(de::Error::invalid_type(de::Unexpected::Other(self.node.type_name()), &v)),
             },
             // `{ variant: value }`
-            NodeKind::Map(entries) if entries.len() == 1 => v.visit_enum(Enum { de: &self, key: &entries[0].0, value: &entries[0].1 }),
+            NodeKind::Map(entries) if entries.len() == 1 => {
+                v.visit_enum(Enum { de: &self, key: &entries[0].0, value: &entries[0].1 })
+            }
             _ => Err(de::Error::invalid_type(de::Unexpected::Other(self.node.type_name()), &v)),
         };
         r.map_err(|e| e.at(self.node, &self.path))
     }
 
     /// A struct is written as a mapping (serde would also take a list of its fields in order).
-    fn deserialize_struct<V: Visitor<'de>>(self, _name: &'static str, _fields: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
         if let NodeKind::Seq(_) = self.node.kind {
-            return Err(<DeError as de::Error>::invalid_type(de::Unexpected::Seq, &v).at(self.node, &self.path));
+            return Err(<DeError as de::Error>::invalid_type(de::Unexpected::Seq, &v)
+                .at(self.node, &self.path));
         }
         self.deserialize_any(v)
     }
@@ -165,7 +185,10 @@ struct Seq<'a, 'b> {
 impl<'de> SeqAccess<'de> for Seq<'_, '_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         let Some(item) = self.items.get(self.next) else { return Ok(None) };
         let child = self.de.child(item, PathSeg::Index(self.next));
         self.next += 1;
@@ -186,14 +209,19 @@ struct Map<'a, 'b> {
 impl Map<'_, '_> {
     fn key_seg(&self, i: usize) -> PathSeg {
         let k = &self.entries[i].0;
-        PathSeg::Key(k.as_str().map(str::to_string).unwrap_or_else(|| format!("{:?}", k.to_value())))
+        PathSeg::Key(
+            k.as_str().map(str::to_string).unwrap_or_else(|| format!("{:?}", k.to_value())),
+        )
     }
 }
 
 impl<'de> MapAccess<'de> for Map<'_, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some((key, _)) = self.entries.get(self.next) else { return Ok(None) };
         // A key's path is the entry's: an unknown field points at the key that names it.
         let child = self.de.child(key, self.key_seg(self.next));
@@ -222,7 +250,10 @@ impl<'a, 'b, 'de> EnumAccess<'de> for Enum<'a, 'b> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
         let name = PathSeg::Key(self.key.as_str().unwrap_or_default().to_string());
         let variant = seed.deserialize(self.de.child(self.key, name.clone()))?;
         Ok((variant, self.de.child(self.value, name)))
@@ -236,7 +267,11 @@ impl<'de> VariantAccess<'de> for NodeDe<'_> {
         if self.node.is_null() {
             Ok(())
         } else {
-            Err(<DeError as de::Error>::custom(format!("expected nothing after a unit variant, found {}", self.node.type_name())).at(self.node, &self.path))
+            Err(<DeError as de::Error>::custom(format!(
+                "expected nothing after a unit variant, found {}",
+                self.node.type_name()
+            ))
+            .at(self.node, &self.path))
         }
     }
 
@@ -248,7 +283,11 @@ impl<'de> VariantAccess<'de> for NodeDe<'_> {
         de::Deserializer::deserialize_seq(self, v)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_map(self, v)
     }
 }
@@ -301,8 +340,14 @@ mod tests {
     #[test]
     fn typed_values_as_serde_yaml_types_them() {
         let p = de("n: 3\nlr: 1\nname: \"7\"\nkind: b\nlist: [{x: -2}]\n").unwrap();
-        assert_eq!(p, P { n: 3, lr: 1.0, name: Some("7".into()), kind: Kind::B, list: vec![Item { x: -2 }] });
-        assert_eq!(de("n: 1\nkind: { weighted: 0.5 }\nname: ~\n").unwrap().kind, Kind::Weighted(0.5));
+        assert_eq!(
+            p,
+            P { n: 3, lr: 1.0, name: Some("7".into()), kind: Kind::B, list: vec![Item { x: -2 }] }
+        );
+        assert_eq!(
+            de("n: 1\nkind: { weighted: 0.5 }\nname: ~\n").unwrap().kind,
+            Kind::Weighted(0.5)
+        );
         assert_eq!(de("n: 1\nname:\n").unwrap().name, None);
     }
 
@@ -310,7 +355,10 @@ mod tests {
     fn errors_point_at_the_node_with_its_path() {
         let e = de("n: 3\nlist:\n  - x: 1\n  - x: nope\n").unwrap_err();
         assert_eq!(at(&e), (4, 8));
-        assert_eq!(e.path, vec![PathSeg::Key("list".into()), PathSeg::Index(1), PathSeg::Key("x".into())]);
+        assert_eq!(
+            e.path,
+            vec![PathSeg::Key("list".into()), PathSeg::Index(1), PathSeg::Key("x".into())]
+        );
         assert!(e.message.contains("invalid type: string \"nope\", expected i64"), "{e}");
 
         let e = de("n: 3\nlsit: []\n").unwrap_err();

@@ -32,7 +32,10 @@ fn main() {
     let docs = corpus(n_docs);
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let bytes: usize = docs.iter().map(String::len).sum();
-    println!("corpus: {n_docs} documents, {:.2} MB; thread CPU time, fastest of {rounds} interleaved rounds; default limits (fuel on)\n", bytes as f64 / 1e6);
+    println!(
+        "corpus: {n_docs} documents, {:.2} MB; thread CPU time, fastest of {rounds} interleaved rounds; default limits (fuel on)\n",
+        bytes as f64 / 1e6
+    );
 
     println!("| filter | run | docs/s | MB/s | time vs native |");
     println!("|---|---|---:|---:|---:|");
@@ -72,28 +75,53 @@ fn main() {
         let mut code = Vec::new();
         for _ in 0..21 {
             let start = Instant::now();
-            let f = PluginFilter::load(&path, config, Limits::default(), cache.path()).expect("load");
+            let f =
+                PluginFilter::load(&path, config, Limits::default(), cache.path()).expect("load");
             warm.push(start.elapsed());
             assert_eq!(f.load_report().code, CodeSource::Cache);
             code.push(f.load_report().code_time);
         }
-        println!("| {name} | {} | {} | {} |", ms(cold), ms(median(&mut warm)), ms(median(&mut code)));
+        println!(
+            "| {name} | {} | {} | {} |",
+            ms(cold),
+            ms(median(&mut warm)),
+            ms(median(&mut code))
+        );
     }
 }
 
 /// Native vs WASM at each batch size, as table rows. Each run is timed in CPU time of this
 /// thread (time spent descheduled on a busy machine does not count), the runs are interleaved
 /// round by round and each reports its fastest round. WASM verdicts must equal native ones.
-fn report(name: &str, wasm: &Path, config: &str, docs: &[&str], bytes: usize, rounds: usize, mut native: impl FnMut() -> Vec<Verdict>) {
+fn report(
+    name: &str,
+    wasm: &Path,
+    config: &str,
+    docs: &[&str],
+    bytes: usize,
+    rounds: usize,
+    mut native: impl FnMut() -> Vec<Verdict>,
+) {
     let cache = tempfile::tempdir().expect("temp dir");
     let sizes = [1, 64, 1024];
     let mut filters: Vec<PluginFilter> = sizes
         .iter()
-        .map(|&batch_size| PluginFilter::load(wasm, config, Limits { batch_size, ..Limits::default() }, cache.path()).expect("load plugin"))
+        .map(|&batch_size| {
+            PluginFilter::load(
+                wasm,
+                config,
+                Limits { batch_size, ..Limits::default() },
+                cache.path(),
+            )
+            .expect("load plugin")
+        })
         .collect();
     let expected = native();
     for f in &mut filters {
-        assert!(f.filter(docs).expect("filter") == expected, "{name}: WASM verdicts differ from native");
+        assert!(
+            f.filter(docs).expect("filter") == expected,
+            "{name}: WASM verdicts differ from native"
+        );
     }
     let mut best = vec![Duration::MAX; 1 + sizes.len()];
     for _ in 0..rounds {
@@ -114,7 +142,12 @@ fn report(name: &str, wasm: &Path, config: &str, docs: &[&str], bytes: usize, ro
 
 fn row(name: &str, run: &str, n: usize, bytes: usize, t: Duration, native: Duration) {
     let s = t.as_secs_f64();
-    println!("| {name} | {run} | {:.0} | {:.1} | {:.2}× |", n as f64 / s, bytes as f64 / 1e6 / s, s / native.as_secs_f64());
+    println!(
+        "| {name} | {run} | {:.0} | {:.1} | {:.2}× |",
+        n as f64 / s,
+        bytes as f64 / 1e6 / s,
+        s / native.as_secs_f64()
+    );
 }
 
 /// CPU time consumed by the calling thread.
@@ -139,10 +172,38 @@ fn ms(d: Duration) -> String {
 /// with an e-mail address and a phone number, every sixteenth in French. Deterministic.
 fn corpus(n: usize) -> Vec<String> {
     const EN: &[&str] = &[
-        "the", "model", "reads", "a", "corpus", "of", "text", "and", "it", "was", "trained", "with", "care", "on",
-        "data", "that", "we", "filter", "for", "quality", "before", "tokenizing", "is", "this", "what", "they", "want",
+        "the",
+        "model",
+        "reads",
+        "a",
+        "corpus",
+        "of",
+        "text",
+        "and",
+        "it",
+        "was",
+        "trained",
+        "with",
+        "care",
+        "on",
+        "data",
+        "that",
+        "we",
+        "filter",
+        "for",
+        "quality",
+        "before",
+        "tokenizing",
+        "is",
+        "this",
+        "what",
+        "they",
+        "want",
     ];
-    const FR: &[&str] = &["le", "modèle", "lit", "un", "corpus", "de", "texte", "et", "il", "est", "très", "bon", "pour", "nous"];
+    const FR: &[&str] = &[
+        "le", "modèle", "lit", "un", "corpus", "de", "texte", "et", "il", "est", "très", "bon",
+        "pour", "nous",
+    ];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = move || {
         state ^= state << 13;
@@ -158,7 +219,11 @@ fn corpus(n: usize) -> Vec<String> {
                 doc.push_str(words[(next() % words.len() as u64) as usize]);
                 doc.push(if next() % 12 == 0 { '.' } else { ' ' });
                 if i % 8 == 3 && doc.len() > 500 && !doc.contains('@') {
-                    doc.push_str(&format!("contact user{i}@example.org or +1 (555) {:03}-{:04} ", i % 1000, next() % 10_000));
+                    doc.push_str(&format!(
+                        "contact user{i}@example.org or +1 (555) {:03}-{:04} ",
+                        i % 1000,
+                        next() % 10_000
+                    ));
                 }
             }
             doc

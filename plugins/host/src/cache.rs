@@ -84,11 +84,22 @@ pub(crate) fn entry_path(engine: &Engine, digest: &[u8; 32], cache_dir: &Path) -
     cache_dir.join(format!("{}.cwasm", h.0.finalize().to_hex()))
 }
 
-pub(crate) fn load(engine: &Engine, wasm: &[u8], digest: &[u8; 32], cache_dir: &Path, path: &Path) -> Result<Loaded, PluginError> {
+pub(crate) fn load(
+    engine: &Engine,
+    wasm: &[u8],
+    digest: &[u8; 32],
+    cache_dir: &Path,
+    path: &Path,
+) -> Result<Loaded, PluginError> {
     let entry = entry_path(engine, digest, cache_dir);
     let start = Instant::now();
     if let Some(component) = read_entry(engine, &entry) {
-        return Ok(Loaded { component, source: CodeSource::Cache, took: start.elapsed(), pending: None });
+        return Ok(Loaded {
+            component,
+            source: CodeSource::Cache,
+            took: start.elapsed(),
+            pending: None,
+        });
     }
     let code = engine
         .precompile_component(wasm)
@@ -96,7 +107,12 @@ pub(crate) fn load(engine: &Engine, wasm: &[u8], digest: &[u8; 32], cache_dir: &
     // SAFETY: `code` was produced just now by this engine's `precompile_component`.
     let component = unsafe { Component::deserialize(engine, &code) }
         .map_err(|e| PluginError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") })?;
-    Ok(Loaded { component, source: CodeSource::Compiled, took: start.elapsed(), pending: Some((entry, code)) })
+    Ok(Loaded {
+        component,
+        source: CodeSource::Compiled,
+        took: start.elapsed(),
+        pending: Some((entry, code)),
+    })
 }
 
 fn read_entry(engine: &Engine, entry: &Path) -> Option<Component> {

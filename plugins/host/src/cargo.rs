@@ -33,7 +33,11 @@ pub struct BuiltPlugin {
 /// When the toolchain lacks the `wasm32-wasip2` target, it is installed with `rustup target
 /// add` (as rustup would for a `rust-toolchain.toml` that names it) and the build is retried
 /// once; without rustup the error says how to install it.
-pub fn build_crate(dir: &Path, workspace: bool, target_dir: Option<&Path>) -> Result<Vec<BuiltPlugin>, PluginError> {
+pub fn build_crate(
+    dir: &Path,
+    workspace: bool,
+    target_dir: Option<&Path>,
+) -> Result<Vec<BuiltPlugin>, PluginError> {
     let manifest = dir.join("Cargo.toml");
     let fail = |message: String| PluginError::Build { dir: dir.to_path_buf(), message };
     if !manifest.is_file() {
@@ -58,7 +62,9 @@ enum Build {
 impl Build {
     fn message(self) -> String {
         match self {
-            Build::NoTarget(m) => format!("{m}\n  = help: install the target: `rustup target add {TARGET}`"),
+            Build::NoTarget(m) => {
+                format!("{m}\n  = help: install the target: `rustup target add {TARGET}`")
+            }
             Build::Failed(m) => m,
         }
     }
@@ -78,16 +84,30 @@ fn add_target(dir: &Path) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("`rustup target add {TARGET}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "`rustup target add {TARGET}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
-fn cargo_build(manifest: &Path, workspace: bool, target_dir: Option<&Path>) -> Result<Vec<BuiltPlugin>, Build> {
+fn cargo_build(
+    manifest: &Path,
+    workspace: bool,
+    target_dir: Option<&Path>,
+) -> Result<Vec<BuiltPlugin>, Build> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", TARGET, "--message-format", "json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(manifest);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+        "--message-format",
+        "json-render-diagnostics",
+    ])
+    .arg("--manifest-path")
+    .arg(manifest);
     if workspace {
         cmd.arg("--workspace");
     }
@@ -114,7 +134,9 @@ fn cargo_build(manifest: &Path, workspace: bool, target_dir: Option<&Path>) -> R
         Vec::from(tail).join("\n")
     });
     let mut built = Vec::new();
-    for line in std::io::BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+    for line in
+        std::io::BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok)
+    {
         if let Some(b) = artifact(&line) {
             built.push(b);
         }
@@ -123,11 +145,15 @@ fn cargo_build(manifest: &Path, workspace: bool, target_dir: Option<&Path>) -> R
     let stderr = errors.join().unwrap_or_default();
     if !status.success() {
         let message = format!("cargo exited with {status}:\n{stderr}");
-        let no_target = stderr.contains("target may not be installed") || stderr.contains("can't find crate for `core`");
+        let no_target = stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `core`");
         return Err(if no_target { Build::NoTarget(message) } else { Build::Failed(message) });
     }
     if built.is_empty() {
-        return Err(Build::Failed("the build produced no `.wasm`: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`".into()));
+        return Err(Build::Failed(
+            "the build produced no `.wasm`: a plugin crate needs `[lib] crate-type = [\"cdylib\"]`"
+                .into(),
+        ));
     }
     Ok(built)
 }
@@ -150,7 +176,9 @@ fn artifact(line: &str) -> Option<BuiltPlugin> {
         kind: Vec<String>,
     }
     let msg: Msg = serde_json::from_str(line).ok()?;
-    let target = msg.target.filter(|t| msg.reason == "compiler-artifact" && t.kind.iter().any(|k| k == "cdylib"))?;
+    let target = msg
+        .target
+        .filter(|t| msg.reason == "compiler-artifact" && t.kind.iter().any(|k| k == "cdylib"))?;
     let wasm = msg.filenames.into_iter().find(|f| f.extension().is_some_and(|e| e == "wasm"))?;
     Some(BuiltPlugin { name: target.name, manifest: msg.manifest_path, wasm })
 }

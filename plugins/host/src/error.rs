@@ -46,7 +46,9 @@ pub enum PluginError {
     #[error("cannot read plugin `{path}`: {source}")]
     Read { path: PathBuf, source: std::io::Error },
 
-    #[error("plugin `{path}` is not a WebAssembly file\n  = help: give a `.wasm` component or a plugin crate directory")]
+    #[error(
+        "plugin `{path}` is not a WebAssembly file\n  = help: give a `.wasm` component or a plugin crate directory"
+    )]
     NotWasm { path: PathBuf },
 
     #[error(
@@ -98,7 +100,9 @@ pub enum PluginError {
     #[error("{site}: the plugin called exit({code}){output}")]
     Exit { site: Site, code: i32, output: Output },
 
-    #[error("{site}: returned {got} verdicts for {expected} documents (a plugin must return exactly one per document, in order)")]
+    #[error(
+        "{site}: returned {got} verdicts for {expected} documents (a plugin must return exactly one per document, in order)"
+    )]
     VerdictCount { site: Site, got: usize, expected: usize },
 
     #[error("building plugin crate `{dir}` for wasm32-wasip2 failed: {message}")]

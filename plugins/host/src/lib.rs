@@ -90,7 +90,12 @@ impl Default for Limits {
     /// filter needs, far below "hangs"); batches of 64 documents, past which the per-call
     /// overhead no longer shows.
     fn default() -> Limits {
-        Limits { memory_bytes: 256 << 20, fuel_per_batch: 100_000_000, fuel_per_byte: 1_000, batch_size: 64 }
+        Limits {
+            memory_bytes: 256 << 20,
+            fuel_per_batch: 100_000_000,
+            fuel_per_byte: 1_000,
+            batch_size: 64,
+        }
     }
 }
 
@@ -129,7 +134,9 @@ fn resolve(path: &Path) -> Result<PathBuf, PluginError> {
         1 => Ok(built.remove(0).wasm),
         n => Err(PluginError::Build {
             dir: path.to_path_buf(),
-            message: format!("the build produced {n} components; point at one crate, not a workspace"),
+            message: format!(
+                "the build produced {n} components; point at one crate, not a workspace"
+            ),
         }),
     }
 }
@@ -183,9 +190,15 @@ impl PluginFilter {
     /// `wasm32-wasip2`), instantiate it and pass it `config_json` (`{}` for none) once.
     /// Compiled code is cached in `cache_dir`; nothing is cached for a plugin that fails to
     /// load.
-    pub fn load(path: &Path, config_json: &str, limits: Limits, cache_dir: &Path) -> Result<PluginFilter, PluginError> {
+    pub fn load(
+        path: &Path,
+        config_json: &str,
+        limits: Limits,
+        cache_dir: &Path,
+    ) -> Result<PluginFilter, PluginError> {
         let path = resolve(path)?;
-        let wasm = std::fs::read(&path).map_err(|source| PluginError::Read { path: path.clone(), source })?;
+        let wasm = std::fs::read(&path)
+            .map_err(|source| PluginError::Read { path: path.clone(), source })?;
         check_header(&path, &wasm)?;
         let digest = *blake3::hash(&wasm).as_bytes();
         let host = cache::host()?;
@@ -202,9 +215,22 @@ impl PluginFilter {
         let start = Instant::now();
         let (live, name, version) = core.instantiate(true)?;
         core.label = format!("`{name} {version}` ({})", core.path.display()).into();
-        let report = LoadReport { code: loaded.source, code_time: loaded.took, instantiate_time: start.elapsed() };
+        let report = LoadReport {
+            code: loaded.source,
+            code_time: loaded.took,
+            instantiate_time: start.elapsed(),
+        };
         loaded.persist();
-        Ok(PluginFilter { core, live: Some(live), name, version, digest, report, batches: 0, docs_seen: 0 })
+        Ok(PluginFilter {
+            core,
+            live: Some(live),
+            name,
+            version,
+            digest,
+            report,
+            batches: 0,
+            docs_seen: 0,
+        })
     }
 
     /// blake3 of the `.wasm` bytes.
@@ -251,7 +277,10 @@ impl PluginFilter {
         self.batches += 1;
         self.docs_seen += docs.len() as u64;
         let label = self.core.label.clone();
-        let site = |doc| Site { plugin: label.to_string(), call: Call::Batch { batch, first, len: docs.len() as u64, doc } };
+        let site = |doc| Site {
+            plugin: label.to_string(),
+            call: Call::Batch { batch, first, len: docs.len() as u64, doc },
+        };
         let mut live = match self.live.take() {
             Some(live) => live,
             // The last batch failed: start over from the pre-instantiated component.
@@ -263,9 +292,14 @@ impl PluginFilter {
                 self.live = Some(live);
                 Ok(verdicts.into_iter().map(Verdict::from).collect())
             }
-            Ok(verdicts) => Err(PluginError::VerdictCount { site: site(None), got: verdicts.len(), expected: docs.len() }),
+            Ok(verdicts) => Err(PluginError::VerdictCount {
+                site: site(None),
+                got: verdicts.len(),
+                expected: docs.len(),
+            }),
             Err(e) => {
-                let err = self.core.classify(e, &mut live.store, site(None), self.core.budget(docs));
+                let err =
+                    self.core.classify(e, &mut live.store, site(None), self.core.budget(docs));
                 drop(live);
                 Err(match err {
                     PluginError::Trap { .. } | PluginError::Exit { .. } if docs.len() > 1 => {
@@ -280,12 +314,23 @@ impl PluginFilter {
     /// After a trap in a batch, find the first document that traps on its own (traps are
     /// usually data-dependent), so the error can name it. Only for plain traps: for a loop or
     /// a memory bomb this would cost a whole budget per document.
-    fn isolate(&self, docs: &[&str], first: u64, site: impl Fn(Option<u64>) -> Site) -> Option<PluginError> {
+    fn isolate(
+        &self,
+        docs: &[&str],
+        first: u64,
+        site: impl Fn(Option<u64>) -> Site,
+    ) -> Option<PluginError> {
         let mut live = self.core.instantiate(false).ok()?.0;
         for (k, doc) in docs.iter().enumerate() {
             if let Err(e) = self.core.call(&mut live, &[doc]) {
-                let err = self.core.classify(e, &mut live.store, site(Some(first + k as u64)), self.core.budget(&[doc]));
-                return matches!(err, PluginError::Trap { .. } | PluginError::Exit { .. }).then_some(err);
+                let err = self.core.classify(
+                    e,
+                    &mut live.store,
+                    site(Some(first + k as u64)),
+                    self.core.budget(&[doc]),
+                );
+                return matches!(err, PluginError::Trap { .. } | PluginError::Exit { .. })
+                    .then_some(err);
             }
         }
         None
@@ -298,12 +343,16 @@ impl Core {
     fn instantiate(&self, ask: bool) -> Result<(Live, String, String), PluginError> {
         let host = cache::host()?;
         let mut label = self.label.clone();
-        let mut store = Store::new(&host.engine, Sandbox::new(label.clone(), self.limits.memory_bytes));
+        let mut store =
+            Store::new(&host.engine, Sandbox::new(label.clone(), self.limits.memory_bytes));
         store.limiter(|s| &mut s.limiter);
         let fuel = self.limits.fuel_per_batch;
         store.set_fuel(fuel).map_err(|e| PluginError::Engine { reason: e.to_string() })?;
         let site = |label: &str| Site { plugin: label.to_string(), call: Call::Init };
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &mut store, site(&label), fuel))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, &mut store, site(&label), fuel))?;
         let func = |store: &mut Store<Sandbox>, idx: &ComponentExportIndex| {
             instance.get_func(&mut *store, idx).expect("export checked at load")
         };
@@ -314,9 +363,17 @@ impl Core {
         };
         let (mut name, mut version) = (String::new(), String::new());
         if ask {
-            for (export, idx, out) in [("name", &self.exports.name, &mut name), ("version", &self.exports.version, &mut version)] {
-                let f = func(&mut store, idx).typed::<(), (String,)>(&store).map_err(|e| bad_type(export, e))?;
-                *out = f.call(&mut store, ()).map_err(|e| self.classify(e, &mut store, site(&label), fuel))?.0;
+            for (export, idx, out) in [
+                ("name", &self.exports.name, &mut name),
+                ("version", &self.exports.version, &mut version),
+            ] {
+                let f = func(&mut store, idx)
+                    .typed::<(), (String,)>(&store)
+                    .map_err(|e| bad_type(export, e))?;
+                *out = f
+                    .call(&mut store, ())
+                    .map_err(|e| self.classify(e, &mut store, site(&label), fuel))?
+                    .0;
             }
             (name, version) = (printable(&name, 64), printable(&version, 32));
             // From here on, errors and log lines name the plugin as it names itself.
@@ -324,13 +381,21 @@ impl Core {
             store.data_mut().set_plugin(label.clone());
         }
         let filter = func(&mut store, &self.exports.filter);
-        filter.typed::<(&[&str],), (Vec<GuestVerdict>,)>(&store).map_err(|e| bad_type("filter", e))?;
+        filter
+            .typed::<(&[&str],), (Vec<GuestVerdict>,)>(&store)
+            .map_err(|e| bad_type("filter", e))?;
         let init = func(&mut store, &self.exports.init)
             .typed::<(&str,), (Result<(), String>,)>(&store)
             .map_err(|e| bad_type("init", e))?;
         match init.call(&mut store, (&self.config,)) {
             Ok((Ok(()),)) => {}
-            Ok((Err(message),)) => return Err(PluginError::Config { site: site(&label), message, config: self.config.clone() }),
+            Ok((Err(message),)) => {
+                return Err(PluginError::Config {
+                    site: site(&label),
+                    message,
+                    config: self.config.clone(),
+                });
+            }
             Err(e) => return Err(self.classify(e, &mut store, site(&label), fuel)),
         }
         forward_output(&label, &store);
@@ -350,7 +415,13 @@ impl Core {
     }
 
     /// Turn a failed call into the error that says why.
-    fn classify(&self, e: wasmtime::Error, store: &mut Store<Sandbox>, site: Site, fuel: u64) -> PluginError {
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &mut Store<Sandbox>,
+        site: Site,
+        fuel: u64,
+    ) -> PluginError {
         let output = Output(store.data().output.take());
         let limit = store.data().limiter.limit();
         if let Some(requested) = store.data_mut().limiter.denied.take() {
@@ -411,14 +482,20 @@ fn printable(s: &str, max: usize) -> String {
 /// that says what they are instead.
 fn check_header(path: &Path, wasm: &[u8]) -> Result<(), PluginError> {
     match wasm.get(..8) {
-        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(PluginError::NotComponent { path: path.to_path_buf() }),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            Err(PluginError::NotComponent { path: path.to_path_buf() })
+        }
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
         _ => Err(PluginError::NotWasm { path: path.to_path_buf() }),
     }
 }
 
 /// Find the plugin interface and its four functions, or say what the component exports.
-fn exports(engine: &wasmtime::Engine, component: &Component, path: &Path) -> Result<Exports, PluginError> {
+fn exports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    path: &Path,
+) -> Result<Exports, PluginError> {
     let Some(iface) = component.get_export_index(None, PLUGIN_INTERFACE) else {
         let ty = component.component_type();
         let names: Vec<String> = ty.exports(engine).map(|(n, _)| format!("`{n}`")).collect();
@@ -432,11 +509,20 @@ fn exports(engine: &wasmtime::Engine, component: &Component, path: &Path) -> Res
             reason: "is missing".into(),
         })
     };
-    Ok(Exports { name: func("name")?, version: func("version")?, init: func("init")?, filter: func("filter")? })
+    Ok(Exports {
+        name: func("name")?,
+        version: func("version")?,
+        init: func("init")?,
+        filter: func("filter")?,
+    })
 }
 
 /// Refuse the capabilities hone never grants by name, before the linker's generic message.
-fn check_imports(engine: &wasmtime::Engine, component: &Component, path: &Path) -> Result<(), PluginError> {
+fn check_imports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    path: &Path,
+) -> Result<(), PluginError> {
     let ty = component.component_type();
     let forbidden: Vec<String> = ty
         .imports(engine)

@@ -100,9 +100,16 @@ impl log::Host for Sandbox {
 /// The linker every plugin is instantiated with: exactly the grants listed in the module doc.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Sandbox>> {
     let mut l = Linker::<Sandbox>::new(engine);
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(&mut l, |s| &mut s.table)?;
-    wasi_sync::io::poll::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(&mut l, |s| &mut s.table)?;
-    wasi_sync::io::streams::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(&mut l, |s| &mut s.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(
+        &mut l,
+        |s| &mut s.table,
+    )?;
+    wasi_sync::io::poll::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(&mut l, |s| {
+        &mut s.table
+    })?;
+    wasi_sync::io::streams::add_to_linker::<Sandbox, HasSelf<ResourceTable>>(&mut l, |s| {
+        &mut s.table
+    })?;
     random::random::add_to_linker::<Sandbox, WasiRandom>(&mut l, |s| s.wasi.random())?;
     random::insecure::add_to_linker::<Sandbox, WasiRandom>(&mut l, |s| s.wasi.random())?;
     random::insecure_seed::add_to_linker::<Sandbox, WasiRandom>(&mut l, |s| s.wasi.random())?;
@@ -135,7 +142,12 @@ impl MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.limit {
             self.denied = Some(desired as u64);
             // An error (not `Ok(false)`) traps at once: a Rust guest would otherwise abort
@@ -145,7 +157,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -212,7 +229,11 @@ impl OutputStream for Captured {
 }
 
 impl tokio::io::AsyncWrite for Captured {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -122,9 +122,11 @@ pub fn create(parent: &Path, name: &str) -> Result<PathBuf, PluginError> {
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(p) = path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| fail(format!("cannot create `{}`: {e}", p.display())))?;
+            std::fs::create_dir_all(p)
+                .map_err(|e| fail(format!("cannot create `{}`: {e}", p.display())))?;
         }
-        std::fs::write(&path, text).map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
     }
     Ok(dir)
 }

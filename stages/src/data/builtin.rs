@@ -21,17 +21,38 @@ pub struct Builtin {
 
 /// Every built-in data set, in one list.
 pub const BUILTINS: &[Builtin] = &[
-    Builtin { name: "tinyworld/pretrain", version: TINYWORLD_VERSION, format: Format::Text, records: |seed| tinyworld("pretrain", seed) },
-    Builtin { name: "tinyworld/chat", version: TINYWORLD_VERSION, format: Format::Chat, records: |seed| tinyworld("chat", seed) },
-    Builtin { name: "tinyworld/prompts", version: TINYWORLD_VERSION, format: Format::Prompt, records: |seed| tinyworld("prompts", seed) },
-    Builtin { name: "tinyworld/rl-prompts", version: TINYWORLD_VERSION, format: Format::Prompt, records: |seed| tinyworld("rl-prompts", seed) },
+    Builtin {
+        name: "tinyworld/pretrain",
+        version: TINYWORLD_VERSION,
+        format: Format::Text,
+        records: |seed| tinyworld("pretrain", seed),
+    },
+    Builtin {
+        name: "tinyworld/chat",
+        version: TINYWORLD_VERSION,
+        format: Format::Chat,
+        records: |seed| tinyworld("chat", seed),
+    },
+    Builtin {
+        name: "tinyworld/prompts",
+        version: TINYWORLD_VERSION,
+        format: Format::Prompt,
+        records: |seed| tinyworld("prompts", seed),
+    },
+    Builtin {
+        name: "tinyworld/rl-prompts",
+        version: TINYWORLD_VERSION,
+        format: Format::Prompt,
+        records: |seed| tinyworld("rl-prompts", seed),
+    },
 ];
 
 /// Bump when `crate::tinyworld` generates different records (the golden test below says so).
 const TINYWORLD_VERSION: u32 = 4;
 
 fn tinyworld(name: &str, seed: u64) -> Result<Vec<Value>, String> {
-    crate::tinyworld::dataset(name, seed).ok_or_else(|| format!("tinyworld has no data set `{name}`"))
+    crate::tinyworld::dataset(name, seed)
+        .ok_or_else(|| format!("tinyworld has no data set `{name}`"))
 }
 
 /// Data sets that exist only in tests, to exercise `builtin:` sources.
@@ -40,7 +61,11 @@ const TEST_BUILTINS: &[Builtin] = &[Builtin {
     name: "test/numbers",
     version: 1,
     format: Format::Text,
-    records: |seed| Ok((0..20).map(|i| serde_json::json!({ "text": format!("Number {i} of seed {seed}.") })).collect()),
+    records: |seed| {
+        Ok((0..20)
+            .map(|i| serde_json::json!({ "text": format!("Number {i} of seed {seed}.") }))
+            .collect())
+    },
 }];
 #[cfg(not(test))]
 const TEST_BUILTINS: &[Builtin] = &[];
@@ -76,9 +101,14 @@ pub fn unknown_message(name: &str) -> String {
     let known = if names.is_empty() {
         "this build of hone has none".to_string()
     } else {
-        format!("known: {}", names.iter().map(|n| format!("`builtin:{n}`")).collect::<Vec<_>>().join(", "))
+        format!(
+            "known: {}",
+            names.iter().map(|n| format!("`builtin:{n}`")).collect::<Vec<_>>().join(", ")
+        )
     };
-    let hint = hone_engine::suggest::did_you_mean(name, names.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+    let hint = hone_engine::suggest::did_you_mean(name, names.iter().copied())
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
     format!("unknown built-in data set `builtin:{name}`{hint}; {known}")
 }
 
@@ -109,7 +139,9 @@ mod tests {
     #[test]
     fn tinyworld_data_matches_its_version() {
         let mut h = blake3::Hasher::new();
-        for name in ["tinyworld/pretrain", "tinyworld/chat", "tinyworld/prompts", "tinyworld/rl-prompts"] {
+        for name in
+            ["tinyworld/pretrain", "tinyworld/chat", "tinyworld/prompts", "tinyworld/rl-prompts"]
+        {
             for r in builtin_records(name, 1234).unwrap().unwrap() {
                 h.update(r.to_string().as_bytes());
             }
@@ -122,6 +154,10 @@ mod tests {
             (4, "36808105c8769acbd70fe232ed748cc8536c7089ab463d1f4a8d32d38f8060b1"),
         ];
         let want = pinned.iter().find(|(v, _)| *v == TINYWORLD_VERSION).map(|(_, d)| *d);
-        assert_eq!(Some(got.as_str()), want, "tinyworld's records changed: bump TINYWORLD_VERSION and pin the new digest");
+        assert_eq!(
+            Some(got.as_str()),
+            want,
+            "tinyworld's records changed: bump TINYWORLD_VERSION and pin the new digest"
+        );
     }
 }

@@ -43,9 +43,15 @@ impl Candidates {
     /// The per-response lists have one entry per response.
     pub fn check(&self) -> Result<(), String> {
         let k = self.responses.len();
-        for (name, n) in [("tokens", self.tokens.len()), ("logprobs", self.logprobs.len()), ("finished", self.finished.len())] {
+        for (name, n) in [
+            ("tokens", self.tokens.len()),
+            ("logprobs", self.logprobs.len()),
+            ("finished", self.finished.len()),
+        ] {
             if n != k {
-                return Err(format!("`{name}` has {n} entries for {k} responses: give one per response"));
+                return Err(format!(
+                    "`{name}` has {n} entries for {k} responses: give one per response"
+                ));
             }
         }
         Ok(())
@@ -63,11 +69,18 @@ pub fn parse_line(line: &str) -> Result<Candidates, String> {
 /// Reads the candidates of a `candidates` artifact (its [`FILE`]); blank lines are skipped.
 pub fn read_dir(dir: &Path) -> Result<Vec<Candidates>, CandidatesError> {
     let path = dir.join(FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| CandidatesError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| CandidatesError::Io { path: path.clone(), source })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_line(l).map_err(|message| CandidatesError::Record { path: path.clone(), line: i + 1, message }))
+        .map(|(i, l)| {
+            parse_line(l).map_err(|message| CandidatesError::Record {
+                path: path.clone(),
+                line: i + 1,
+                message,
+            })
+        })
         .collect()
 }
 
@@ -100,6 +113,9 @@ mod tests {
         let bad = to_line(&c).replace("\"tokens\":[7,2]", "\"tokens\":[7]");
         std::fs::write(dir.path().join(FILE), to_line(&c) + &bad).unwrap();
         let err = read_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("candidates.jsonl:2: `tokens` has 1 entries for 2 responses"), "{err}");
+        assert!(
+            err.contains("candidates.jsonl:2: `tokens` has 1 entries for 2 responses"),
+            "{err}"
+        );
     }
 }

@@ -168,13 +168,30 @@ impl Corpus {
     /// The records of `split`, streamed, with their line numbers.
     pub fn records(&self, split: Split) -> Result<Records, StageError> {
         let path = self.dir.join(split.file());
-        let file = File::open(&path).map_err(StageError::io(format!("input `{}`: cannot open `{}`", self.port, path.display())))?;
-        Ok(Records { reader: BufReader::new(file), port: self.port.clone(), file: split.file(), line_no: 0, line: String::new(), read: 0 })
+        let file = File::open(&path).map_err(StageError::io(format!(
+            "input `{}`: cannot open `{}`",
+            self.port,
+            path.display()
+        )))?;
+        Ok(Records {
+            reader: BufReader::new(file),
+            port: self.port.clone(),
+            file: split.file(),
+            line_no: 0,
+            line: String::new(),
+            read: 0,
+        })
     }
 
     /// Every record of `split`, which must all be of `format`: `take` turns each into what
     /// the caller keeps (`None` for a record of another format).
-    fn typed<T>(&self, split: Split, format: Format, stage: &str, mut take: impl FnMut(String, Record) -> Option<T>) -> Result<Vec<T>, StageError> {
+    fn typed<T>(
+        &self,
+        split: Split,
+        format: Format,
+        stage: &str,
+        mut take: impl FnMut(String, Record) -> Option<T>,
+    ) -> Result<Vec<T>, StageError> {
         self.expect(format, stage)?;
         let mut out = Vec::new();
         for item in self.records(split)? {
@@ -224,8 +241,16 @@ fn describe(format: Format) -> &'static str {
 }
 
 fn wire_help(port: &str, format: Format) -> String {
-    let example = builtin::BUILTINS.iter().find(|b| b.format == format).map(|b| format!(", e.g. `source: builtin:{}`", b.name)).unwrap_or_default();
-    format!("wire `{port}` to an `ingest` stage of {} records (`format: {}`){example}", format.name(), format.name())
+    let example = builtin::BUILTINS
+        .iter()
+        .find(|b| b.format == format)
+        .map(|b| format!(", e.g. `source: builtin:{}`", b.name))
+        .unwrap_or_default();
+    format!(
+        "wire `{port}` to an `ingest` stage of {} records (`format: {}`){example}",
+        format.name(),
+        format.name()
+    )
 }
 
 /// The records of one file of a corpus: `(line number, record)`, blank lines skipped.
@@ -248,7 +273,12 @@ impl Iterator for Records {
             match self.reader.read_line(&mut self.line) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(e) => return Some(Err(StageError::Io { context: format!("input `{}`: cannot read `{}`", self.port, self.file), source: e })),
+                Err(e) => {
+                    return Some(Err(StageError::Io {
+                        context: format!("input `{}`: cannot read `{}`", self.port, self.file),
+                        source: e,
+                    }));
+                }
             }
             self.line_no += 1;
             let line = self.line.trim();
@@ -297,17 +327,27 @@ mod tests {
         assert_eq!(p[0].answer, Some(serde_json::json!(4)));
         assert_eq!(p[1].at, "input `prompts` train.jsonl:3");
         let e = c.chats(Split::Train, "sft").unwrap_err().to_string();
-        assert!(e.contains("input `prompts` is a prompt corpus, but sft needs conversations"), "{e}");
+        assert!(
+            e.contains("input `prompts` is a prompt corpus, but sft needs conversations"),
+            "{e}"
+        );
         assert!(e.contains("builtin:tinyworld/chat"), "{e}");
     }
 
     #[test]
     fn without_meta_every_record_is_checked() {
-        let d = corpus("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{\"text\": \"t\"}\n", "", None);
+        let d = corpus(
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n{\"text\": \"t\"}\n",
+            "",
+            None,
+        );
         let c = Corpus::open(d.path(), "data").unwrap();
         assert_eq!(c.count(Split::Train), None);
         let e = c.chats(Split::Train, "sft").unwrap_err().to_string();
-        assert!(e.starts_with("input `data` train.jsonl:2: a text record, but sft needs conversations"), "{e}");
+        assert!(
+            e.starts_with("input `data` train.jsonl:2: a text record, but sft needs conversations"),
+            "{e}"
+        );
         assert_eq!(c.chats(Split::Val, "sft").unwrap(), vec![]);
     }
 
@@ -316,7 +356,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("train.jsonl"), "{\"text\": \"a\"}\nnot json\n").unwrap();
         let e = Corpus::open(d.path(), "corpus").unwrap_err().to_string();
-        assert!(e.contains("input `corpus` is not a corpus: it has no `val.jsonl`") && e.contains("ingest"), "{e}");
+        assert!(
+            e.contains("input `corpus` is not a corpus: it has no `val.jsonl`")
+                && e.contains("ingest"),
+            "{e}"
+        );
         std::fs::write(d.path().join("val.jsonl"), "").unwrap();
         std::fs::write(d.path().join(META), "[1]").unwrap();
         let e = Corpus::open(d.path(), "corpus").unwrap_err().to_string();

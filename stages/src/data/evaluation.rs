@@ -91,7 +91,12 @@ impl EvalReport {
     /// accuracy, mean reward (`-` without a reward model) and mean response length.
     pub fn table(&self) -> String {
         let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
-        let mut rows = vec![["model".to_string(), "answer accuracy".into(), "mean reward".into(), "mean length".into()]];
+        let mut rows = vec![[
+            "model".to_string(),
+            "answer accuracy".into(),
+            "mean reward".into(),
+            "mean length".into(),
+        ]];
         for m in &self.models {
             let reward = m.mean_reward.map_or("-".to_string(), |r| format!("{r:.3}"));
             rows.push([m.name.clone(), pct(m.accuracy), reward, format!("{:.1}", m.mean_length)]);
@@ -101,7 +106,17 @@ impl EvalReport {
         let mut out = String::new();
         for r in &rows {
             // The model's name to the left, the figures to the right.
-            let line = format!("{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]);
+            let line = format!(
+                "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            );
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -140,7 +155,11 @@ mod tests {
             prompts: 10,
             max_new_tokens: 32,
             temperature: 0.0,
-            models: vec![row("base", Some(0.1), None, 9.4), row("sft", Some(0.681), Some(-1.5), 12.0), row("ppo", None, Some(0.25), 10.0)],
+            models: vec![
+                row("base", Some(0.1), None, 9.4),
+                row("sft", Some(0.681), Some(-1.5), 12.0),
+                row("ppo", None, Some(0.25), 10.0),
+            ],
             few_shot_examples: Vec::new(),
         };
         assert_eq!(
@@ -169,7 +188,10 @@ mod tests {
             unscored,
         };
         for models in [
-            vec![row("base", "plain", None, 0), ModelScore { accuracy: None, graded: 0, correct: 0, ..row("sft", "chat", None, 0) }],
+            vec![
+                row("base", "plain", None, 0),
+                ModelScore { accuracy: None, graded: 0, correct: 0, ..row("sft", "chat", None, 0) },
+            ],
             vec![row("sft", "chat", Some(-0.5), 1), row("ppo", "chat", Some(1.5), 0)],
         ] {
             let report = Report {
@@ -177,10 +199,14 @@ mod tests {
                 max_new_tokens: 16,
                 temperature: 0.0,
                 models,
-                few_shot_examples: vec![Shot { question: "What is 2 plus 2?".into(), answer: "4.".into() }],
+                few_shot_examples: vec![Shot {
+                    question: "What is 2 plus 2?".into(),
+                    answer: "4.".into(),
+                }],
             };
             let written = serde_json::to_string_pretty(&report).unwrap();
-            let read: EvalReport = serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}\n{written}"));
+            let read: EvalReport =
+                serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}\n{written}"));
             assert_eq!(serde_json::to_string_pretty(&read).unwrap(), written);
         }
     }

@@ -119,8 +119,12 @@ impl Record {
         match self {
             Record::Text { text, .. } => Cow::Borrowed(text),
             Record::Prompt { prompt, .. } => Cow::Borrowed(prompt),
-            Record::Chat { messages, .. } => Cow::Owned(messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n")),
-            Record::Preference { prompt, chosen, rejected, .. } => Cow::Owned(format!("{prompt}\n\n{chosen}\n\n{rejected}")),
+            Record::Chat { messages, .. } => Cow::Owned(
+                messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n"),
+            ),
+            Record::Preference { prompt, chosen, rejected, .. } => {
+                Cow::Owned(format!("{prompt}\n\n{chosen}\n\n{rejected}"))
+            }
         }
     }
 
@@ -141,7 +145,9 @@ impl Record {
             Record::Text { text, .. } => text.len(),
             Record::Prompt { prompt, .. } => prompt.len(),
             Record::Chat { messages, .. } => messages.iter().map(|m| m.content.len()).sum(),
-            Record::Preference { prompt, chosen, rejected, .. } => prompt.len() + chosen.len() + rejected.len(),
+            Record::Preference { prompt, chosen, rejected, .. } => {
+                prompt.len() + chosen.len() + rejected.len()
+            }
         }
     }
 
@@ -183,7 +189,10 @@ pub fn from_value(v: Value) -> Result<Record, String> {
         let completion = obj.remove("completion").expect("present");
         let messages = match (prompt, completion) {
             (Value::String(p), Value::String(c)) => {
-                vec![Message { role: Role::User, content: p }, Message { role: Role::Assistant, content: c }]
+                vec![
+                    Message { role: Role::User, content: p },
+                    Message { role: Role::Assistant, content: c },
+                ]
             }
             (p @ Value::Array(_), c @ Value::Array(_)) => {
                 let mut m = messages(p, "prompt")?;
@@ -207,7 +216,10 @@ pub fn from_value(v: Value) -> Result<Record, String> {
             None | Some(Value::Null) => None,
             Some(a @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Some(a),
             Some(a) => {
-                return Err(format!("`answer` must be a string, number or boolean, found {}", kind_of(&a)));
+                return Err(format!(
+                    "`answer` must be a string, number or boolean, found {}",
+                    kind_of(&a)
+                ));
             }
         };
         Record::Prompt { prompt, answer, meta: None }
@@ -231,7 +243,10 @@ fn with_meta(mut record: Record, mut rest: Map<String, Value>) -> Record {
     };
     meta.extend(rest);
     let slot = match &mut record {
-        Record::Text { meta, .. } | Record::Chat { meta, .. } | Record::Prompt { meta, .. } | Record::Preference { meta, .. } => meta,
+        Record::Text { meta, .. }
+        | Record::Chat { meta, .. }
+        | Record::Prompt { meta, .. }
+        | Record::Preference { meta, .. } => meta,
     };
     *slot = (!meta.is_empty()).then_some(meta);
     record
@@ -257,7 +272,10 @@ fn string(v: Value, field: &str) -> Result<String, String> {
 
 fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
     let Value::Array(items) = v else {
-        return Err(format!("`{field}` must be a list of {{role, content}} messages, found {}", kind_of(&v)));
+        return Err(format!(
+            "`{field}` must be a list of {{role, content}} messages, found {}",
+            kind_of(&v)
+        ));
     };
     if items.is_empty() {
         return Err(format!("`{field}` is an empty list"));
@@ -267,7 +285,10 @@ fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
         .enumerate()
         .map(|(i, m)| {
             let Value::Object(mut m) = m else {
-                return Err(format!("`{field}[{i}]` must be an object with `role` and `content`, found {}", kind_of(&m)));
+                return Err(format!(
+                    "`{field}[{i}]` must be an object with `role` and `content`, found {}",
+                    kind_of(&m)
+                ));
             };
             let role = match m.remove("role") {
                 Some(Value::String(r)) => match r.as_str() {
@@ -275,11 +296,16 @@ fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
                     "user" => Role::User,
                     "assistant" => Role::Assistant,
                     _ => {
-                        return Err(format!("`{field}[{i}].role` is `{r}`: expected `system`, `user` or `assistant`"));
+                        return Err(format!(
+                            "`{field}[{i}].role` is `{r}`: expected `system`, `user` or `assistant`"
+                        ));
                     }
                 },
                 Some(other) => {
-                    return Err(format!("`{field}[{i}].role` must be a string, found {}", kind_of(&other)));
+                    return Err(format!(
+                        "`{field}[{i}].role` must be a string, found {}",
+                        kind_of(&other)
+                    ));
                 }
                 None => return Err(format!("`{field}[{i}]` has no `role`")),
             };
@@ -296,14 +322,19 @@ const HH_ASSISTANT: &str = "\n\nAssistant:";
 const HH_HUMAN: &str = "\n\nHuman:";
 
 fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
-    let chosen = obj.remove("chosen").ok_or("a preference record needs `chosen` beside `rejected`")?;
-    let rejected = obj.remove("rejected").ok_or("a preference record needs `rejected` beside `chosen`")?;
+    let chosen =
+        obj.remove("chosen").ok_or("a preference record needs `chosen` beside `rejected`")?;
+    let rejected =
+        obj.remove("rejected").ok_or("a preference record needs `rejected` beside `chosen`")?;
     let prompt = match obj.remove("prompt") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(p @ Value::Array(_)) => Some(render_turns(&messages(p, "prompt")?)),
         Some(other) => {
-            return Err(format!("`prompt` must be a string or a list of messages, found {}", kind_of(&other)));
+            return Err(format!(
+                "`prompt` must be a string or a list of messages, found {}",
+                kind_of(&other)
+            ));
         }
     };
     let (prompt, chosen, rejected) = match (chosen, rejected) {
@@ -320,7 +351,10 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
                     return Err("`chosen` holds only the response: add a `prompt` field, or the prompt's turns before it".into());
                 }
                 None if c_prefix != r_prefix => {
-                    return Err("`chosen` and `rejected` differ before their final assistant message".into());
+                    return Err(
+                        "`chosen` and `rejected` differ before their final assistant message"
+                            .into(),
+                    );
                 }
                 None => render_turns(&c_prefix),
             };
@@ -376,11 +410,15 @@ fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), St
     let (c_prefix, c) = hh_final_turn(chosen, "chosen")?;
     let (r_prefix, r) = hh_final_turn(rejected, "rejected")?;
     if c_prefix != r_prefix {
-        return Err("`chosen` and `rejected` transcripts differ before their final \"Assistant:\" turn".into());
+        return Err(
+            "`chosen` and `rejected` transcripts differ before their final \"Assistant:\" turn"
+                .into(),
+        );
     }
     let prefix = c_prefix.trim_start_matches('\n');
-    let single =
-        prefix.strip_prefix(HH_HUMAN.trim_start_matches('\n')).filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
+    let single = prefix
+        .strip_prefix(HH_HUMAN.trim_start_matches('\n'))
+        .filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
     let prompt = match single {
         Some(turn) => turn.trim().to_string(),
         None => prefix.trim().to_string(),
@@ -452,12 +490,21 @@ impl<R: Read> Read for Counting<R> {
 const BUF: usize = 1 << 16;
 
 /// Opens a file as a decompressed stream; `read` counts the compressed bytes consumed.
-pub fn open(path: &Path, compression: Compression, read: Arc<AtomicU64>) -> io::Result<Box<dyn BufRead>> {
+pub fn open(
+    path: &Path,
+    compression: Compression,
+    read: Arc<AtomicU64>,
+) -> io::Result<Box<dyn BufRead>> {
     let file = Counting { inner: File::open(path)?, count: read };
     Ok(match compression {
         Compression::None => Box::new(BufReader::with_capacity(BUF, file)),
-        Compression::Gzip => Box::new(BufReader::with_capacity(BUF, flate2::read::MultiGzDecoder::new(BufReader::new(file)))),
-        Compression::Zstd => Box::new(BufReader::with_capacity(BUF, zstd::stream::read::Decoder::new(file)?)),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+        )),
+        Compression::Zstd => {
+            Box::new(BufReader::with_capacity(BUF, zstd::stream::read::Decoder::new(file)?))
+        }
     })
 }
 
@@ -546,7 +593,11 @@ impl RecordReader {
                     text.push_str(s);
                 }
                 Err(e) if bad.is_none() => {
-                    bad = Some(format!("invalid UTF-8 on line {} at byte {}", self.line, e.valid_up_to() + 1));
+                    bad = Some(format!(
+                        "invalid UTF-8 on line {} at byte {}",
+                        self.line,
+                        e.valid_up_to() + 1
+                    ));
                 }
                 Err(_) => {}
             }
@@ -596,7 +647,8 @@ mod tests {
             record(json!({"text": "hi", "id": 3, "meta": {"src": "web"}})).unwrap(),
             json!({"text": "hi", "meta": {"id": 3, "src": "web"}})
         );
-        let line = serde_json::to_string(&from_value(json!({"text": "hi", "id": 3})).unwrap()).unwrap();
+        let line =
+            serde_json::to_string(&from_value(json!({"text": "hi", "id": 3})).unwrap()).unwrap();
         assert_eq!(line, r#"{"text":"hi","meta":{"id":3}}"#);
     }
 
@@ -620,7 +672,10 @@ mod tests {
             record(json!({"prompt": "What is 7 plus 5?", "answer": "12"})).unwrap(),
             json!({"prompt": "What is 7 plus 5?", "answer": "12"})
         );
-        assert_eq!(record(json!({"prompt": "2+2?", "answer": 4})).unwrap(), json!({"prompt": "2+2?", "answer": 4}));
+        assert_eq!(
+            record(json!({"prompt": "2+2?", "answer": 4})).unwrap(),
+            json!({"prompt": "2+2?", "answer": 4})
+        );
         assert_eq!(record(json!({"prompt": "Say hi."})).unwrap(), json!({"prompt": "Say hi."}));
     }
 
@@ -635,7 +690,10 @@ mod tests {
             "chosen": "\n\nHuman: What colour is the sky?\n\nAssistant: It is blue.",
             "rejected": "\n\nHuman: What colour is the sky?\n\nAssistant: Go away."
         });
-        assert_eq!(record(hh).unwrap(), json!({"prompt": "What colour is the sky?", "chosen": "It is blue.", "rejected": "Go away."}));
+        assert_eq!(
+            record(hh).unwrap(),
+            json!({"prompt": "What colour is the sky?", "chosen": "It is blue.", "rejected": "Go away."})
+        );
         // Several turns stay a transcript up to the final assistant turn.
         let hh = json!({
             "chosen": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?\n\nAssistant: Blue.",
@@ -650,21 +708,34 @@ mod tests {
             "chosen": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Blue."}],
             "rejected": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Green."}]
         });
-        assert_eq!(record(conv).unwrap(), json!({"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."}));
+        assert_eq!(
+            record(conv).unwrap(),
+            json!({"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."})
+        );
     }
 
     #[test]
     fn malformed_records_say_what_is_wrong() {
         let err = |v: Value| record(v).unwrap_err();
         assert!(err(json!([1])).contains("must be a JSON object, found a list"));
-        assert!(err(json!({"title": "x"})).contains("no field says what the record is") && err(json!({"title": "x"})).contains("`title`"));
+        assert!(
+            err(json!({"title": "x"})).contains("no field says what the record is")
+                && err(json!({"title": "x"})).contains("`title`")
+        );
         assert!(err(json!({"text": 5})).contains("`text` must be a string, found a number"));
         assert!(err(json!({"messages": []})).contains("empty list"));
-        assert!(err(json!({"messages": [{"role": "bot", "content": "x"}]})).contains("`messages[0].role` is `bot`"));
-        assert!(err(json!({"messages": [{"role": "user"}]})).contains("`messages[0]` has no `content`"));
+        assert!(
+            err(json!({"messages": [{"role": "bot", "content": "x"}]}))
+                .contains("`messages[0].role` is `bot`")
+        );
+        assert!(
+            err(json!({"messages": [{"role": "user"}]})).contains("`messages[0]` has no `content`")
+        );
         assert!(err(json!({"completion": "x"})).contains("needs a `prompt`"));
         assert!(err(json!({"chosen": "a"})).contains("needs `rejected`"));
-        assert!(err(json!({"chosen": "a", "rejected": "b"})).contains("not an Anthropic HH transcript"));
+        assert!(
+            err(json!({"chosen": "a", "rejected": "b"})).contains("not an Anthropic HH transcript")
+        );
         assert!(err(json!({"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"})).contains("differ"));
         assert!(err(json!({"prompt": "q", "answer": [1]})).contains("`answer` must be"));
         assert!(parse_json("{\"text\": ").unwrap_err().starts_with("invalid JSON"));
@@ -673,12 +744,19 @@ mod tests {
     #[test]
     fn classifies_file_names() {
         assert_eq!(classify(Path::new("a/b.TXT")).unwrap(), (FileKind::Text, Compression::None));
-        assert_eq!(classify(Path::new("b.jsonl.gz")).unwrap(), (FileKind::JsonLines, Compression::Gzip));
+        assert_eq!(
+            classify(Path::new("b.jsonl.gz")).unwrap(),
+            (FileKind::JsonLines, Compression::Gzip)
+        );
         assert_eq!(classify(Path::new("b.txt.zst")).unwrap(), (FileKind::Text, Compression::Zstd));
         assert!(classify(Path::new("b.csv")).unwrap_err().contains("unsupported file type"));
     }
 
-    fn read_all(bytes: &[u8], kind: FileKind, split: TxtSplit) -> Vec<(usize, Result<String, String>)> {
+    fn read_all(
+        bytes: &[u8],
+        kind: FileKind,
+        split: TxtSplit,
+    ) -> Vec<(usize, Result<String, String>)> {
         let mut r = RecordReader::new(Box::new(io::Cursor::new(bytes.to_vec())), kind, split);
         let mut out = Vec::new();
         while let Some((line, item)) = r.next_item().unwrap() {
@@ -694,17 +772,24 @@ mod tests {
             read_all(src, FileKind::Text, TxtSplit::BlankLine),
             vec![(1, Ok("First line\nsame doc".into())), (5, Ok("Second doc".into()))]
         );
-        assert_eq!(read_all(src, FileKind::Text, TxtSplit::File), vec![(1, Ok("First line\nsame doc\n\n  \nSecond doc\n\n\n".into()))]);
+        assert_eq!(
+            read_all(src, FileKind::Text, TxtSplit::File),
+            vec![(1, Ok("First line\nsame doc\n\n  \nSecond doc\n\n\n".into()))]
+        );
         let bad = b"ok\n\nfine\nbad \xFF here\nmore\n\nlast";
         let items = read_all(bad, FileKind::Text, TxtSplit::BlankLine);
         assert_eq!(items[1], (3, Err("invalid UTF-8 on line 4 at byte 5".into())));
         assert_eq!(items[2], (7, Ok("last".into())));
-        assert_eq!(read_all(bad, FileKind::Text, TxtSplit::File), vec![(4, Err("invalid UTF-8".into()))]);
+        assert_eq!(
+            read_all(bad, FileKind::Text, TxtSplit::File),
+            vec![(4, Err("invalid UTF-8".into()))]
+        );
     }
 
     #[test]
     fn jsonl_lines_with_numbers() {
-        let src = b"{\"text\": \"a\"}\n\n{\"text\": \nnot json\n{\"text\": \"\xFF\"}\n{\"text\": \"b\"}";
+        let src =
+            b"{\"text\": \"a\"}\n\n{\"text\": \nnot json\n{\"text\": \"\xFF\"}\n{\"text\": \"b\"}";
         let items = read_all(src, FileKind::JsonLines, TxtSplit::BlankLine);
         let lines: Vec<usize> = items.iter().map(|i| i.0).collect();
         assert_eq!(lines, vec![1, 3, 4, 5, 6]);
@@ -720,7 +805,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body = b"{\"text\": \"one\"}\n{\"text\": \"two\"}\n";
         let gz = dir.path().join("a.jsonl.gz");
-        let mut e = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::default());
+        let mut e = flate2::write::GzEncoder::new(
+            File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
         e.write_all(body).unwrap();
         e.finish().unwrap();
         let zst = dir.path().join("a.jsonl.zst");
@@ -728,7 +816,11 @@ mod tests {
         for path in [gz, zst] {
             let (kind, compression) = classify(&path).unwrap();
             let count = Arc::new(AtomicU64::new(0));
-            let mut r = RecordReader::new(open(&path, compression, count.clone()).unwrap(), kind, TxtSplit::File);
+            let mut r = RecordReader::new(
+                open(&path, compression, count.clone()).unwrap(),
+                kind,
+                TxtSplit::File,
+            );
             let mut texts = Vec::new();
             while let Some((_, item)) = r.next_item().unwrap() {
                 texts.push(item.unwrap().filter_text().into_owned());
@@ -739,7 +831,11 @@ mod tests {
         // A corrupt stream is an I/O error, not a panic.
         let broken = dir.path().join("b.jsonl.gz");
         std::fs::write(&broken, b"\x1f\x8b\x08\x00garbage").unwrap();
-        let mut r = RecordReader::new(open(&broken, Compression::Gzip, Default::default()).unwrap(), FileKind::JsonLines, TxtSplit::File);
+        let mut r = RecordReader::new(
+            open(&broken, Compression::Gzip, Default::default()).unwrap(),
+            FileKind::JsonLines,
+            TxtSplit::File,
+        );
         assert!(r.next_item().is_err());
     }
 }

@@ -87,7 +87,8 @@ pub enum PreferencesError {
 
 /// Reads a preference file (see the module doc).
 pub fn read(path: &Path, format: Format) -> Result<Read, PreferencesError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PreferencesError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| PreferencesError::Io { path: path.to_path_buf(), source })?;
     Ok(parse(&text, format))
 }
 
@@ -146,7 +147,10 @@ fn detect(v: &Value) -> Option<Format> {
     } else if has("chosen") && has("rejected") {
         if has("prompt") {
             Some(Format::Trl)
-        } else if v["chosen"].as_str().is_some_and(|c| c.starts_with(HUMAN) || c.starts_with(HUMAN.trim_start())) {
+        } else if v["chosen"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(HUMAN) || c.starts_with(HUMAN.trim_start()))
+        {
             Some(Format::Hh)
         } else {
             Some(Format::Implicit)
@@ -162,7 +166,9 @@ type Parsed = Result<Ranking, (&'static str, String)>;
 fn text<'a>(v: &'a Value, key: &str) -> Result<&'a str, (&'static str, String)> {
     match v.get(key) {
         Some(Value::String(s)) => Ok(s),
-        Some(Value::Array(_)) => Err((CONVERSATIONAL, format!("`{key}` is a list of messages; hone reads text fields"))),
+        Some(Value::Array(_)) => {
+            Err((CONVERSATIONAL, format!("`{key}` is a list of messages; hone reads text fields")))
+        }
         Some(other) => Err((UNKNOWN, format!("`{key}` is {other}, not text"))),
         None => Err((UNKNOWN, format!("no `{key}` field"))),
     }
@@ -192,13 +198,21 @@ fn implicit(v: &Value) -> Parsed {
     if c.trim() == r.trim() {
         return pair("", c, r);
     }
-    let mut cut = c.char_indices().zip(r.chars()).find(|((_, a), b)| a != b).map(|((i, _), _)| i).unwrap_or(c.len().min(r.len()));
+    let mut cut = c
+        .char_indices()
+        .zip(r.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or(c.len().min(r.len()));
     if c[..cut].ends_with(' ') {
         cut -= 1;
     }
     let prompt = &c[..cut];
     if prompt.trim().is_empty() {
-        return Err((NO_PROMPT, format!("chosen {:?} and rejected {:?} share no beginning", clip(c), clip(r))));
+        return Err((
+            NO_PROMPT,
+            format!("chosen {:?} and rejected {:?} share no beginning", clip(c), clip(r)),
+        ));
     }
     pair(prompt, &c[cut..], &r[cut..])
 }
@@ -206,14 +220,30 @@ fn implicit(v: &Value) -> Parsed {
 /// An Anthropic HH pair (see the module doc).
 fn hh(v: &Value) -> Parsed {
     let (c, r) = (text(v, "chosen")?, text(v, "rejected")?);
-    let split = |t: &str| t.rfind(ASSISTANT).map(|i| (t[..i].to_string(), t[i + ASSISTANT.len()..].to_string()));
+    let split = |t: &str| {
+        t.rfind(ASSISTANT).map(|i| (t[..i].to_string(), t[i + ASSISTANT.len()..].to_string()))
+    };
     let (Some((pc, rc)), Some((pr, rr))) = (split(c), split(r)) else {
-        return Err((HH_NO_ASSISTANT, format!("a transcript has no `\\n\\nAssistant:` turn: {:?}", clip(if split(c).is_none() { c } else { r }))));
+        return Err((
+            HH_NO_ASSISTANT,
+            format!(
+                "a transcript has no `\\n\\nAssistant:` turn: {:?}",
+                clip(if split(c).is_none() { c } else { r })
+            ),
+        ));
     };
     if pc != pr {
-        return Err((HH_DIFFER, format!("the conversations before the last answer differ: {:?} vs {:?}", clip(&pc), clip(&pr))));
+        return Err((
+            HH_DIFFER,
+            format!(
+                "the conversations before the last answer differ: {:?} vs {:?}",
+                clip(&pc),
+                clip(&pr)
+            ),
+        ));
     }
-    let body = pc.strip_prefix(HUMAN).or_else(|| pc.strip_prefix(HUMAN.trim_start())).unwrap_or(&pc);
+    let body =
+        pc.strip_prefix(HUMAN).or_else(|| pc.strip_prefix(HUMAN.trim_start())).unwrap_or(&pc);
     let prompt = if body.contains(ASSISTANT) {
         // Several exchanges: the transcript, without its leading blank lines.
         pc.trim_start().to_string()
@@ -251,7 +281,8 @@ mod tests {
 
     #[test]
     fn trl_explicit_prompt() {
-        let r = one(r#"{"prompt": "What is 2 plus 2?", "chosen": " 2 plus 2 is 4.", "rejected": "5"}"#);
+        let r =
+            one(r#"{"prompt": "What is 2 plus 2?", "chosen": " 2 plus 2 is 4.", "rejected": "5"}"#);
         assert_eq!(r, Ranking::preference("What is 2 plus 2?", "2 plus 2 is 4.", "5"));
     }
 
@@ -270,7 +301,9 @@ mod tests {
 
     #[test]
     fn anthropic_hh_single_and_multi_turn() {
-        let r = one(r#"{"chosen": "\n\nHuman: What colour is the sky?\n\nAssistant: It is blue.", "rejected": "\n\nHuman: What colour is the sky?\n\nAssistant: Go away."}"#);
+        let r = one(
+            r#"{"chosen": "\n\nHuman: What colour is the sky?\n\nAssistant: It is blue.", "rejected": "\n\nHuman: What colour is the sky?\n\nAssistant: Go away."}"#,
+        );
         assert_eq!(r, Ranking::preference("What colour is the sky?", "It is blue.", "Go away."));
         let multi = r#"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: And 2 plus 2?\n\nAssistant: 4.", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: And 2 plus 2?\n\nAssistant: 5."}"#;
         let r = one(multi);
@@ -282,15 +315,30 @@ mod tests {
     fn each_quirk_is_skipped_with_its_reason() {
         let cases = [
             // HH transcripts that differ before the last assistant turn.
-            (r#"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant: Bye!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away.\n\nHuman: Bye\n\nAssistant: Bye!"}"#, HH_DIFFER),
-            (r#"{"chosen": "\n\nHuman: Hi", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#, HH_NO_ASSISTANT),
+            (
+                r#"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant: Bye!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away.\n\nHuman: Bye\n\nAssistant: Bye!"}"#,
+                HH_DIFFER,
+            ),
+            (
+                r#"{"chosen": "\n\nHuman: Hi", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#,
+                HH_NO_ASSISTANT,
+            ),
             // Empty and identical answers, in each form.
-            (r#"{"chosen": "\n\nHuman: Hi\n\nAssistant:", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#, EMPTY),
-            (r#"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#, IDENTICAL),
+            (
+                r#"{"chosen": "\n\nHuman: Hi\n\nAssistant:", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#,
+                EMPTY,
+            ),
+            (
+                r#"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}"#,
+                IDENTICAL,
+            ),
             (r#"{"prompt": "Hi", "chosen": "", "rejected": "Hello"}"#, EMPTY),
             (r#"{"prompt": "Hi", "chosen": "Hello", "rejected": " Hello "}"#, IDENTICAL),
             (r#"{"chosen": "Same text", "rejected": "Same text"}"#, IDENTICAL),
-            (r#"{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Go"}]}"#, CONVERSATIONAL),
+            (
+                r#"{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Go"}]}"#,
+                CONVERSATIONAL,
+            ),
             (r#"{"prompt": "p", "responses": ["a", "b"], "ranking": [[0]]}"#, BAD_RANKING),
             (r#"{"text": "hello"}"#, UNKNOWN),
             (r#"{"prompt": "Hi", "chosen": 3, "rejected": "Hello"}"#, UNKNOWN),
@@ -318,10 +366,14 @@ mod tests {
         let r = parse(&text, Format::Auto);
         assert_eq!(r.rankings.len(), 3);
         assert_eq!(r.rankings[0].ranking, vec![vec![2], vec![0, 1]]);
-        assert_eq!(r.skipped.iter().map(|s| (s.line, s.reason)).collect::<Vec<_>>(), vec![(4, IDENTICAL), (6, NOT_JSON)]);
+        assert_eq!(
+            r.skipped.iter().map(|s| (s.line, s.reason)).collect::<Vec<_>>(),
+            vec![(4, IDENTICAL), (6, NOT_JSON)]
+        );
         assert_eq!(r.forms, BTreeMap::from([("rankings", 1), ("trl", 1), ("hh", 1)]));
         // A forced format reads every line as that form.
-        let forced = parse(r#"{"prompt": "x", "chosen": "x a", "rejected": "x b"}"#, Format::Implicit);
+        let forced =
+            parse(r#"{"prompt": "x", "chosen": "x a", "rejected": "x b"}"#, Format::Implicit);
         assert_eq!(forced.rankings, vec![Ranking::preference("x", "a", "b")]);
     }
 }

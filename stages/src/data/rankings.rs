@@ -47,8 +47,16 @@ pub enum RankingsError {
 
 impl Ranking {
     /// A preference pair as a ranking: `chosen` over `rejected`.
-    pub fn preference(prompt: impl Into<String>, chosen: impl Into<String>, rejected: impl Into<String>) -> Ranking {
-        Ranking { prompt: prompt.into(), responses: vec![chosen.into(), rejected.into()], ranking: vec![vec![0], vec![1]] }
+    pub fn preference(
+        prompt: impl Into<String>,
+        chosen: impl Into<String>,
+        rejected: impl Into<String>,
+    ) -> Ranking {
+        Ranking {
+            prompt: prompt.into(),
+            responses: vec![chosen.into(), rejected.into()],
+            ranking: vec![vec![0], vec![1]],
+        }
     }
 
     /// Checks that the groups partition the responses: every index in range, each exactly
@@ -61,7 +69,9 @@ impl Ranking {
         let mut seen = vec![false; n];
         for (g, group) in self.ranking.iter().enumerate() {
             if group.is_empty() {
-                return Err(format!("`ranking` group {g} is empty: each group names at least one response"));
+                return Err(format!(
+                    "`ranking` group {g} is empty: each group names at least one response"
+                ));
             }
             for &i in group {
                 if i >= n {
@@ -71,7 +81,9 @@ impl Ranking {
                     ));
                 }
                 if std::mem::replace(&mut seen[i], true) {
-                    return Err(format!("`ranking` names response {i} twice: each response belongs to one group"));
+                    return Err(format!(
+                        "`ranking` names response {i} twice: each response belongs to one group"
+                    ));
                 }
             }
         }
@@ -101,7 +113,9 @@ impl Ranking {
 
 /// Parses and checks one line of `rankings.jsonl`.
 pub fn parse_line(line: &str) -> Result<Ranking, String> {
-    let r: Ranking = serde_json::from_str(line).map_err(|e| format!("not a ranking record ({e}); expected {{\"prompt\", \"responses\", \"ranking\"}}"))?;
+    let r: Ranking = serde_json::from_str(line).map_err(|e| {
+        format!("not a ranking record ({e}); expected {{\"prompt\", \"responses\", \"ranking\"}}")
+    })?;
     r.check()?;
     Ok(r)
 }
@@ -109,11 +123,18 @@ pub fn parse_line(line: &str) -> Result<Ranking, String> {
 /// Reads a `rankings.jsonl` file; blank lines are skipped. The first bad record is an error
 /// naming the file and its line.
 pub fn read(path: &Path) -> Result<Vec<Ranking>, RankingsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RankingsError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| RankingsError::Io { path: path.to_path_buf(), source })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_line(l).map_err(|message| RankingsError::Record { path: path.to_path_buf(), line: i + 1, message }))
+        .map(|(i, l)| {
+            parse_line(l).map_err(|message| RankingsError::Record {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            })
+        })
         .collect()
 }
 
@@ -175,7 +196,9 @@ mod tests {
     #[test]
     fn checks_that_groups_partition_the_responses() {
         let err = |r: Ranking| r.check().unwrap_err();
-        assert!(err(ranking(3, &[&[0], &[3]])).contains("names response 3, but there are 3 responses"));
+        assert!(
+            err(ranking(3, &[&[0], &[3]])).contains("names response 3, but there are 3 responses")
+        );
         assert!(err(ranking(3, &[&[0, 1], &[1, 2]])).contains("names response 1 twice"));
         assert!(err(ranking(3, &[&[0], &[2]])).contains("leaves out response 1"));
         assert!(err(ranking(2, &[&[0], &[], &[1]])).contains("group 1 is empty"));
@@ -185,7 +208,8 @@ mod tests {
     #[test]
     fn write_then_read_gives_the_same_rankings() {
         let dir = tempfile::tempdir().unwrap();
-        let rs = vec![ranking(3, &[&[1], &[0, 2]]), Ranking::preference("q \"quoted\"\n", "a", "b")];
+        let rs =
+            vec![ranking(3, &[&[1], &[0, 2]]), Ranking::preference("q \"quoted\"\n", "a", "b")];
         let mut buf = Vec::new();
         write(&mut buf, &rs).unwrap();
         std::fs::write(dir.path().join(FILE), &buf).unwrap();
@@ -199,9 +223,15 @@ mod tests {
         let path = dir.path().join(FILE);
         let good = r#"{"prompt": "p", "responses": ["a", "b"], "ranking": [[1], [0]]}"#;
         let cases = [
-            (r#"{"prompt": "p", "responses": ["a", "b"], "ranking": [[2], [0]]}"#, "names response 2"),
+            (
+                r#"{"prompt": "p", "responses": ["a", "b"], "ranking": [[2], [0]]}"#,
+                "names response 2",
+            ),
             (r#"{"prompt": "p", "responses": ["a", "b"]}"#, "missing field `ranking`"),
-            (r#"{"prompt": "p", "responses": ["a"], "ranking": [[0]], "extra": 1}"#, "unknown field `extra`"),
+            (
+                r#"{"prompt": "p", "responses": ["a"], "ranking": [[0]], "extra": 1}"#,
+                "unknown field `extra`",
+            ),
             ("not json", "not a ranking record"),
         ];
         for (bad, want) in cases {
@@ -213,6 +243,10 @@ mod tests {
             assert!(msg.contains(want), "{msg} should say {want}");
         }
         let missing = read(&dir.path().join("nope.jsonl")).unwrap_err();
-        assert!(matches!(missing, RankingsError::Io { .. }) && missing.to_string().contains("nope.jsonl"), "{missing}");
+        assert!(
+            matches!(missing, RankingsError::Io { .. })
+                && missing.to_string().contains("nope.jsonl"),
+            "{missing}"
+        );
     }
 }

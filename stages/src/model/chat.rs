@@ -13,8 +13,8 @@ use std::path::Path;
 
 use candle_core::DType;
 
-use super::export::{self, GenerationConfig};
 use super::decoder::Decoder;
+use super::export::{self, GenerationConfig};
 use super::sample::{Overrides, SampleOptions, generate_streamed};
 use super::{GptConfig, ModelError, Result};
 use crate::chat_template::{CONTENT_PREFIX, ChatTokenizer};
@@ -49,24 +49,40 @@ impl ChatModel {
         let loaded = export::load(dir, DType::F32)?;
         let tok_path = dir.join(export::TOKENIZER);
         if !tok_path.exists() {
-            return Err(ModelError::format(dir, format!("no `{}` beside the model: hone needs it to turn text into tokens", export::TOKENIZER)));
+            return Err(ModelError::format(
+                dir,
+                format!(
+                    "no `{}` beside the model: hone needs it to turn text into tokens",
+                    export::TOKENIZER
+                ),
+            ));
         }
         let tok = ChatTokenizer::from_file(&tok_path, loaded.config.vocab_size)?;
         let cfg_path = dir.join(TOKENIZER_CONFIG);
         let is_chat = match std::fs::read_to_string(&cfg_path) {
             Ok(text) => {
-                let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
                 v.get("chat_template").is_some_and(|t| t.is_string())
             }
             Err(_) => false,
         };
         let decoder = Decoder::from_store(&loaded.config, &loaded.params)?;
-        Ok(ChatModel { decoder, config: loaded.config, generation: loaded.generation, tok, is_chat })
+        Ok(ChatModel {
+            decoder,
+            config: loaded.config,
+            generation: loaded.generation,
+            tok,
+            is_chat,
+        })
     }
 
     /// Sampling options from `generation_config.json`, stopping at `<|im_end|>`.
     pub fn options(&self, seed: u64) -> SampleOptions {
-        SampleOptions { stop_at: Some(self.tok.im_end), ..SampleOptions::from_config(&self.generation, seed) }
+        SampleOptions {
+            stop_at: Some(self.tok.im_end),
+            ..SampleOptions::from_config(&self.generation, seed)
+        }
     }
 
     /// [`ChatModel::options`] with what a user overrides (`hone chat --temperature 0`), checked.
@@ -75,13 +91,19 @@ impl ChatModel {
     }
 
     /// The assistant's next message after `messages`, streamed to `on_text` as it is sampled.
-    pub fn reply(&self, messages: &[Message], o: &SampleOptions, mut on_text: impl FnMut(&str)) -> Result<Reply> {
+    pub fn reply(
+        &self,
+        messages: &[Message],
+        o: &SampleOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Reply> {
         let block = self.config.block_size;
         let room = o.max_new_tokens.clamp(1, (block / 4).max(1));
         let system = usize::from(messages.first().is_some_and(|m| m.role == Role::System));
         let mut dropped = 0;
         let ids = loop {
-            let kept: Vec<Message> = messages[..system].iter().chain(&messages[system + dropped..]).cloned().collect();
+            let kept: Vec<Message> =
+                messages[..system].iter().chain(&messages[system + dropped..]).cloned().collect();
             let enc = self.tok.encode(&kept, true)?;
             if enc.ids.len() + room <= block {
                 break enc.ids;
@@ -99,7 +121,9 @@ impl ChatModel {
             }
             // Drop whole exchanges: what is kept starts with a user message.
             dropped += 1;
-            while system + dropped + 1 < messages.len() && messages[system + dropped].role != Role::User {
+            while system + dropped + 1 < messages.len()
+                && messages[system + dropped].role != Role::User
+            {
                 dropped += 1;
             }
         };
@@ -110,14 +134,21 @@ impl ChatModel {
         let stops = [self.tok.end_of_text, self.tok.im_start];
         // The reply starts with the template's content prefix: it is not part of the message.
         let mut prefix = CONTENT_PREFIX;
-        let new = generate_streamed(&self.decoder, &ids, &o, &stops, |t| stream.step(t), |piece| {
-            let (kept, rest) = strip_partly(piece, prefix);
-            prefix = rest;
-            text.push_str(kept);
-            if !kept.is_empty() {
-                on_text(kept);
-            }
-        })?;
+        let new = generate_streamed(
+            &self.decoder,
+            &ids,
+            &o,
+            &stops,
+            |t| stream.step(t),
+            |piece| {
+                let (kept, rest) = strip_partly(piece, prefix);
+                prefix = rest;
+                text.push_str(kept);
+                if !kept.is_empty() {
+                    on_text(kept);
+                }
+            },
+        )?;
         Ok(Reply { text, tokens: new.len(), prompt_tokens: ids.len(), dropped_messages: dropped })
     }
 }
@@ -149,7 +180,13 @@ impl Session {
     }
 
     /// Sends `user`, streams the reply, and keeps both in the history.
-    pub fn say(&mut self, model: &ChatModel, user: &str, o: &SampleOptions, on_text: impl FnMut(&str)) -> Result<Reply> {
+    pub fn say(
+        &mut self,
+        model: &ChatModel,
+        user: &str,
+        o: &SampleOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Reply> {
         self.history.push(Message { role: Role::User, content: user.to_string() });
         match model.reply(&self.messages(), o, on_text) {
             Ok(r) => {
@@ -172,7 +209,13 @@ impl Session {
 /// `/reset` forgets the conversation, `/system TEXT` sets the system message (and starts
 /// over), `/quit` or end of input ends. Each turn samples with its own seed (`o.seed` plus
 /// the turn number), so a scripted session is reproducible.
-pub fn repl(m: &ChatModel, o: &SampleOptions, system: Option<String>, input: impl std::io::BufRead, out: &mut impl std::io::Write) -> Result<()> {
+pub fn repl(
+    m: &ChatModel,
+    o: &SampleOptions,
+    system: Option<String>,
+    input: impl std::io::BufRead,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
     let io = |e: std::io::Error| ModelError::Invalid(format!("terminal: {e}"));
     let mut session = Session { system, history: Vec::new() };
     let mut turn = 0u64;
@@ -194,9 +237,15 @@ pub fn repl(m: &ChatModel, o: &SampleOptions, system: Option<String>, input: imp
             let sys = sys.trim();
             session.system = (!sys.is_empty()).then(|| sys.to_string());
             session.reset();
-            writeln!(out, "(system message {}; conversation reset)", if sys.is_empty() { "cleared" } else { "set" }).map_err(io)?;
+            writeln!(
+                out,
+                "(system message {}; conversation reset)",
+                if sys.is_empty() { "cleared" } else { "set" }
+            )
+            .map_err(io)?;
         } else if text.starts_with('/') {
-            writeln!(out, "(unknown command {text}: use /system TEXT, /reset or /quit)").map_err(io)?;
+            writeln!(out, "(unknown command {text}: use /system TEXT, /reset or /quit)")
+                .map_err(io)?;
         } else if !text.is_empty() {
             turn += 1;
             let o = SampleOptions { seed: o.seed.wrapping_add(turn), ..o.clone() };

@@ -74,7 +74,10 @@ impl Checkpoint {
             history: self.history.clone(),
             objective: self.objective.json.clone(),
         };
-        let meta = HashMap::from([("hone".to_string(), serde_json::to_string(&meta).expect("plain data serialises"))]);
+        let meta = HashMap::from([(
+            "hone".to_string(),
+            serde_json::to_string(&meta).expect("plain data serialises"),
+        )]);
         let tensors = self
             .params
             .iter()
@@ -82,8 +85,10 @@ impl Checkpoint {
             .chain(self.adam.m.iter().map(|(n, t)| (format!("{ADAM_M}{n}"), t)))
             .chain(self.adam.v.iter().map(|(n, t)| (format!("{ADAM_V}{n}"), t)))
             .chain(self.objective.tensors.iter().map(|(n, t)| (format!("{OBJECTIVE}{n}"), t)));
-        let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| ModelError::format(&path, e.to_string()))?;
-        hone_engine::store::write_atomic(&path, &bytes).map_err(|e| ModelError::format(&path, format!("cannot write the checkpoint: {e}")))
+        let bytes = safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| ModelError::format(&path, e.to_string()))?;
+        hone_engine::store::write_atomic(&path, &bytes)
+            .map_err(|e| ModelError::format(&path, format!("cannot write the checkpoint: {e}")))
     }
 
     /// The checkpoint in `dir`, if there is one.
@@ -94,14 +99,22 @@ impl Checkpoint {
         }
         let bytes = std::fs::read(&path).map_err(ModelError::io(&path))?;
         let bad = |m: String| ModelError::format(&path, m);
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = header.metadata().as_ref().and_then(|m| m.get("hone")).ok_or_else(|| bad("no hone metadata".into()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("hone"))
+            .ok_or_else(|| bad("no hone metadata".into()))?;
         let meta: Meta = serde_json::from_str(meta).map_err(|e| bad(e.to_string()))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
         let mut sorted: Vec<(String, Tensor)> = tensors.into_iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let take = |prefix: &str| -> Vec<(String, Tensor)> {
-            sorted.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|n| (n.to_string(), t.clone()))).collect()
+            sorted
+                .iter()
+                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
+                .collect()
         };
         Ok(Some(Checkpoint {
             step: meta.step,
@@ -114,7 +127,6 @@ impl Checkpoint {
         }))
     }
 }
-
 
 /// Capture and restore the state of a training run (`pretrain`, `sft`, …): one place for
 /// what a checkpoint holds and how a resume checks it.
@@ -160,13 +172,23 @@ impl Checkpoint {
             tracing::warn!("ignoring a checkpoint in {} made with other settings", dir.display());
             return Ok(None);
         }
-        let bad = |m: String| StageError::msg(format!("cannot resume from `{}`: {m}; delete it to start over", dir.join(FILE).display()));
+        let bad = |m: String| {
+            StageError::msg(format!(
+                "cannot resume from `{}`: {m}; delete it to start over",
+                dir.join(FILE).display()
+            ))
+        };
         for (name, var) in vars {
-            let (_, t) = ck.params.iter().find(|(n, _)| n == name).ok_or_else(|| bad(format!("no parameter `{name}`")))?;
+            let (_, t) = ck
+                .params
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| bad(format!("no parameter `{name}`")))?;
             var.set(t).map_err(|e| bad(format!("parameter `{name}`: {e}")))?;
         }
         opt.load_state(&ck.adam).map_err(bad)?;
-        *rng = super::rng::Rng::from_state(&ck.rng).ok_or_else(|| bad("its RNG state is malformed".into()))?;
+        *rng = super::rng::Rng::from_state(&ck.rng)
+            .ok_or_else(|| bad("its RNG state is malformed".into()))?;
         *step = ck.step;
         *history = ck.history;
         tracing::info!(step = ck.step, "resuming from a checkpoint");
@@ -188,25 +210,46 @@ mod tests {
         let ck = Checkpoint {
             step: 42,
             params: vec![("b".into(), t(&[1.5, f32::MIN_POSITIVE])), ("a".into(), t(&[-0.0]))],
-            adam: AdamState { t: 42, m: vec![("a".into(), t(&[0.25])), ("b".into(), t(&[1.0, 2.0]))], v: vec![("a".into(), t(&[3.0])), ("b".into(), t(&[4.0, 5.0]))] },
+            adam: AdamState {
+                t: 42,
+                m: vec![("a".into(), t(&[0.25])), ("b".into(), t(&[1.0, 2.0]))],
+                v: vec![("a".into(), t(&[3.0])), ("b".into(), t(&[4.0, 5.0]))],
+            },
             rng: rng.state(),
             fingerprint: "fp".into(),
             history: "{\"step\":1}\n".into(),
-            objective: ObjectiveState { json: serde_json::json!({ "kl_coef": 0.15 }), tensors: vec![("buffer".into(), t(&[7.0, -1.0]))] },
+            objective: ObjectiveState {
+                json: serde_json::json!({ "kl_coef": 0.15 }),
+                tensors: vec![("buffer".into(), t(&[7.0, -1.0]))],
+            },
         };
         assert!(Checkpoint::load(dir.path()).unwrap().is_none());
         ck.save(dir.path()).unwrap();
         let back = Checkpoint::load(dir.path()).unwrap().unwrap();
-        assert_eq!((back.step, back.adam.t, back.fingerprint.as_str(), back.history.as_str()), (42, 42, "fp", "{\"step\":1}\n"));
+        assert_eq!(
+            (back.step, back.adam.t, back.fingerprint.as_str(), back.history.as_str()),
+            (42, 42, "fp", "{\"step\":1}\n")
+        );
         assert_eq!(back.rng, rng.state());
         let bits = |list: &[(String, Tensor)], name: &str| {
-            list.iter().find(|(n, _)| n == name).unwrap().1.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            list.iter()
+                .find(|(n, _)| n == name)
+                .unwrap()
+                .1
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
         };
         assert_eq!(bits(&back.params, "b"), vec![1.5f32.to_bits(), f32::MIN_POSITIVE.to_bits()]);
         assert_eq!(bits(&back.params, "a"), vec![(-0.0f32).to_bits()]);
         assert_eq!(bits(&back.adam.v, "b"), vec![4.0f32.to_bits(), 5.0f32.to_bits()]);
         assert_eq!(back.objective.json, serde_json::json!({ "kl_coef": 0.15 }));
-        assert_eq!(bits(&back.objective.tensors, "buffer"), vec![7.0f32.to_bits(), (-1.0f32).to_bits()]);
+        assert_eq!(
+            bits(&back.objective.tensors, "buffer"),
+            vec![7.0f32.to_bits(), (-1.0f32).to_bits()]
+        );
         // Only the checkpoint file is left: no temporary files.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

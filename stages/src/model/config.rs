@@ -32,13 +32,25 @@ impl GptConfig {
     /// Problems with the numbers, as `(field, message)`.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
-        for (name, v) in [("vocab_size", self.vocab_size), ("block_size", self.block_size), ("n_layer", self.n_layer), ("n_head", self.n_head), ("n_embd", self.n_embd)] {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("block_size", self.block_size),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+        ] {
             if v == 0 {
                 p.push((name, format!("`{name}` must be at least 1")));
             }
         }
         if self.n_head > 0 && !self.n_embd.is_multiple_of(self.n_head) {
-            p.push(("n_embd", format!("`n_embd` ({}) must be a multiple of `n_head` ({})", self.n_embd, self.n_head)));
+            p.push((
+                "n_embd",
+                format!(
+                    "`n_embd` ({}) must be a multiple of `n_head` ({})",
+                    self.n_embd, self.n_head
+                ),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             p.push(("dropout", format!("`dropout` must be in [0, 1), not {}", self.dropout)));
@@ -51,7 +63,11 @@ impl GptConfig {
         let (c, l) = (self.n_embd, self.n_layer);
         let b = usize::from(self.bias);
         let ln = c + b * c;
-        let block = 2 * ln + (3 * c * c + b * 3 * c) + (c * c + b * c) + (4 * c * c + b * 4 * c) + (4 * c * c + b * c);
+        let block = 2 * ln
+            + (3 * c * c + b * 3 * c)
+            + (c * c + b * c)
+            + (4 * c * c + b * 4 * c)
+            + (4 * c * c + b * c);
         self.vocab_size * c + self.block_size * c + l * block + ln
     }
 }

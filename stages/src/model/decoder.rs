@@ -111,17 +111,33 @@ impl Decoder {
         super::kernels::tune_allocator();
         let by_name: HashMap<&str, &Tensor> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let get = |name: &str, dims: &[usize]| -> Result<Vec<f32>> {
-            let t = by_name.get(name).ok_or_else(|| ModelError::Invalid(format!("the model has no parameter `{name}`")))?;
+            let t = by_name.get(name).ok_or_else(|| {
+                ModelError::Invalid(format!("the model has no parameter `{name}`"))
+            })?;
             if t.dims() != dims {
-                return Err(ModelError::Invalid(format!("parameter `{name}` has shape {:?}, expected {dims:?}", t.dims())));
+                return Err(ModelError::Invalid(format!(
+                    "parameter `{name}` has shape {:?}, expected {dims:?}",
+                    t.dims()
+                )));
             }
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
-        let opt = |name: &str, n: usize| if cfg.bias { get(name, &[n]).map(Some) } else { Ok(None) };
+        let opt =
+            |name: &str, n: usize| if cfg.bias { get(name, &[n]).map(Some) } else { Ok(None) };
         let dense = |p: &str, inp: usize, out: usize| -> Result<Packed> {
-            Ok(Packed::new(&get(&format!("{p}.weight"), &[out, inp])?, opt(&format!("{p}.bias"), out)?.as_deref(), inp, out))
+            Ok(Packed::new(
+                &get(&format!("{p}.weight"), &[out, inp])?,
+                opt(&format!("{p}.bias"), out)?.as_deref(),
+                inp,
+                out,
+            ))
         };
-        let norm = |p: &str| -> Result<Norm> { Ok(Norm { w: get(&format!("{p}.weight"), &[cfg.n_embd])?, b: opt(&format!("{p}.bias"), cfg.n_embd)? }) };
+        let norm = |p: &str| -> Result<Norm> {
+            Ok(Norm {
+                w: get(&format!("{p}.weight"), &[cfg.n_embd])?,
+                b: opt(&format!("{p}.bias"), cfg.n_embd)?,
+            })
+        };
         let c = cfg.n_embd;
         let layers = (0..cfg.n_layer)
             .map(|i| {
@@ -138,7 +154,12 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         Ok(Decoder {
             cfg: cfg.clone(),
-            wte: Packed::new(&get("transformer.wte.weight", &[cfg.vocab_size, c])?, None, c, cfg.vocab_size),
+            wte: Packed::new(
+                &get("transformer.wte.weight", &[cfg.vocab_size, c])?,
+                None,
+                c,
+                cfg.vocab_size,
+            ),
             wpe: get("transformer.wpe.weight", &[cfg.block_size, c])?,
             layers,
             ln_f: norm("transformer.ln_f")?,
@@ -147,7 +168,8 @@ impl Decoder {
 
     /// From the current values of a model's parameters.
     pub fn from_store(cfg: &GptConfig, params: &ParamStore) -> Result<Decoder> {
-        let tensors: Vec<(String, Tensor)> = params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let tensors: Vec<(String, Tensor)> =
+            params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         Decoder::new(cfg, &tensors)
     }
 
@@ -170,13 +192,20 @@ impl Decoder {
         let mut entries = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             if row.tokens.is_empty() {
-                return Err(ModelError::Invalid(format!("row {r} has no token: feed each sequence at least one token")));
+                return Err(ModelError::Invalid(format!(
+                    "row {r} has no token: feed each sequence at least one token"
+                )));
             }
             if row.cache.len + row.tokens.len() > block {
-                return Err(ModelError::Invalid(format!("{} positions given but the model's block_size is {block}", row.cache.len + row.tokens.len())));
+                return Err(ModelError::Invalid(format!(
+                    "{} positions given but the model's block_size is {block}",
+                    row.cache.len + row.tokens.len()
+                )));
             }
             if let Some(&bad) = row.tokens.iter().find(|&&t| t as usize >= vocab) {
-                return Err(ModelError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+                return Err(ModelError::Invalid(format!(
+                    "token id {bad} is outside the model's vocabulary of {vocab}"
+                )));
             }
             entries.extend((0..row.tokens.len()).map(|i| (r, row.cache.len + i)));
         }
@@ -196,7 +225,8 @@ impl Decoder {
         // Rows or entries split over the threads when the step is large enough.
         let parallel = n * c * block >= PAR_WORK && rayon::current_num_threads() > 1;
         // The step's buffers, reused by every layer.
-        let (mut normed, mut qkv, mut y, mut h) = (vec![0f32; n * c], vec![0f32; n * 3 * c], vec![0f32; n * c], vec![0f32; n * 4 * c]);
+        let (mut normed, mut qkv, mut y, mut h) =
+            (vec![0f32; n * c], vec![0f32; n * 3 * c], vec![0f32; n * c], vec![0f32; n * 4 * c]);
         for (l, layer) in self.layers.iter().enumerate() {
             norm(&x, &layer.ln_1, &mut normed, parallel);
             layer.c_attn.forward_into(&normed, &mut qkv, Then::Store);
@@ -211,8 +241,13 @@ impl Decoder {
             }
             let push = |(cache, q): (&mut RowCache, &[f32])| {
                 for (i, e_qkv) in q.chunks_exact(3 * c).enumerate() {
-                    let (keys, values) = (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
-                    for ((k, v), (key, value)) in cache.k[l * heads..].iter_mut().zip(&mut cache.v[l * heads..]).zip(keys.zip(values)) {
+                    let (keys, values) =
+                        (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
+                    for ((k, v), (key, value)) in cache.k[l * heads..]
+                        .iter_mut()
+                        .zip(&mut cache.v[l * heads..])
+                        .zip(keys.zip(values))
+                    {
                         push_key(k, cache.len + i, key);
                         v.extend_from_slice(value);
                     }
@@ -227,7 +262,14 @@ impl Decoder {
             let attend = |scores: &mut Vec<f32>, (e, out): (usize, &mut [f32])| {
                 let (r, pos) = entries[e];
                 let layer = l * heads..(l + 1) * heads;
-                attention(&qkv[e * 3 * c..][..c], &caches[r].k[layer.clone()], &caches[r].v[layer], pos + 1, scores, out)
+                attention(
+                    &qkv[e * 3 * c..][..c],
+                    &caches[r].k[layer.clone()],
+                    &caches[r].v[layer],
+                    pos + 1,
+                    scores,
+                    out,
+                )
             };
             if parallel {
                 y.par_chunks_mut(c).enumerate().for_each_init(Vec::new, attend);
@@ -298,7 +340,14 @@ fn norm_row(row: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
 /// in `d` order, [`KT`] positions per vector; the output `Σ_t p_t v_t` by fused multiply-adds
 /// in `t` order, then divided by `Σ_t p_t` (in [`simd::sum`]'s lanes).
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn attention(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], len: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+fn attention(
+    q: &[f32],
+    k: &[Vec<f32>],
+    v: &[Vec<f32>],
+    len: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let hd = q.len() / k.len();
     let scale = 1.0 / (hd as f32).sqrt();
     let tiles = len.div_ceil(KT);
@@ -340,7 +389,13 @@ fn attention(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], len: usize, scores: &mut
 /// `out[j] = inv · Σ_t p_t v[t · c + j]` for `j < W` (fused multiply-adds in `t` order);
 /// returns `W`.
 #[inline(always)]
-fn weighted_sum<const W: usize>(p: &[f32], v: &[f32], c: usize, inv: f32, out: &mut [f32]) -> usize {
+fn weighted_sum<const W: usize>(
+    p: &[f32],
+    v: &[f32],
+    c: usize,
+    inv: f32,
+    out: &mut [f32],
+) -> usize {
     let mut acc = [0f32; W];
     for (t, &s) in p.iter().enumerate() {
         for (a, &vv) in acc.iter_mut().zip(&v[t * c..][..W]) {
@@ -381,13 +436,35 @@ pub(crate) mod tests {
 
     /// A 12-position model (candle's and the decoder's) with weights 20× the init.
     pub(crate) fn tiny(seed: u64, bias: bool) -> (Gpt, Decoder) {
-        model(GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 20, bias, dropout: 0.0 }, seed)
+        model(
+            GptConfig {
+                vocab_size: 17,
+                block_size: 12,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 20,
+                bias,
+                dropout: 0.0,
+            },
+            seed,
+        )
     }
 
     /// A 48-position model: attention takes its four-tile path (more than 32 positions), heads
     /// of 12 its 8-wide and 1-wide output blocks, and the head's 37 tokens three panels.
     fn long(seed: u64) -> (Gpt, Decoder) {
-        model(GptConfig { vocab_size: 37, block_size: 48, n_layer: 2, n_head: 3, n_embd: 36, bias: true, dropout: 0.0 }, seed)
+        model(
+            GptConfig {
+                vocab_size: 37,
+                block_size: 48,
+                n_layer: 2,
+                n_head: 3,
+                n_embd: 36,
+                bias: true,
+                dropout: 0.0,
+            },
+            seed,
+        )
     }
 
     fn model(cfg: GptConfig, seed: u64) -> (Gpt, Decoder) {
@@ -428,9 +505,13 @@ pub(crate) mod tests {
                 assert!(worst < 1e-4, "bias {bias}, position {}: {worst}", i + 3);
             }
             // Past the window, and outside the vocabulary: errors, not wrong numbers.
-            let err = d.forward(&mut [Row { cache: &mut cache, tokens: &[1] }]).unwrap_err().to_string();
+            let err =
+                d.forward(&mut [Row { cache: &mut cache, tokens: &[1] }]).unwrap_err().to_string();
             assert!(err.contains("block_size is 12"), "{err}");
-            let err = d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &[17] }]).unwrap_err().to_string();
+            let err = d
+                .forward(&mut [Row { cache: &mut d.new_cache(), tokens: &[17] }])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("outside the model's vocabulary of 17"), "{err}");
         }
     }
@@ -439,20 +520,56 @@ pub(crate) mod tests {
     /// a row fed no token.
     #[test]
     fn bad_parameters_configs_and_rows_are_errors() {
-        let cfg = GptConfig { vocab_size: 17, block_size: 12, n_layer: 2, n_head: 2, n_embd: 20, bias: true, dropout: 0.0 };
+        let cfg = GptConfig {
+            vocab_size: 17,
+            block_size: 12,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 20,
+            bias: true,
+            dropout: 0.0,
+        };
         let ps = ParamStore::seeded(1);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        let params: Vec<(String, Tensor)> = ps.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        let err = |params: &[(String, Tensor)], cfg: &GptConfig| Decoder::new(cfg, params).err().expect("an error").to_string();
-        let without: Vec<_> = params.iter().filter(|(n, _)| n != "transformer.h.1.mlp.c_fc.bias").cloned().collect();
-        assert_eq!(err(&without, &cfg), "the model has no parameter `transformer.h.1.mlp.c_fc.bias`");
-        let reshaped: Vec<_> = params.iter().map(|(n, t)| (n.clone(), if n == "transformer.wpe.weight" { t.narrow(0, 0, 6).unwrap() } else { t.clone() })).collect();
-        assert_eq!(err(&reshaped, &cfg), "parameter `transformer.wpe.weight` has shape [6, 20], expected [12, 20]");
+        let params: Vec<(String, Tensor)> =
+            ps.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let err = |params: &[(String, Tensor)], cfg: &GptConfig| {
+            Decoder::new(cfg, params).err().expect("an error").to_string()
+        };
+        let without: Vec<_> =
+            params.iter().filter(|(n, _)| n != "transformer.h.1.mlp.c_fc.bias").cloned().collect();
+        assert_eq!(
+            err(&without, &cfg),
+            "the model has no parameter `transformer.h.1.mlp.c_fc.bias`"
+        );
+        let reshaped: Vec<_> = params
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    if n == "transformer.wpe.weight" {
+                        t.narrow(0, 0, 6).unwrap()
+                    } else {
+                        t.clone()
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            err(&reshaped, &cfg),
+            "parameter `transformer.wpe.weight` has shape [6, 20], expected [12, 20]"
+        );
         let e = err(&params, &GptConfig { n_head: 3, ..cfg.clone() });
-        assert!(e.starts_with("invalid model config: ") && e.contains("multiple of `n_head`"), "{e}");
+        assert!(
+            e.starts_with("invalid model config: ") && e.contains("multiple of `n_head`"),
+            "{e}"
+        );
         let d = Decoder::new(&cfg, &params).unwrap();
         let (mut a, mut b) = (d.new_cache(), d.new_cache());
-        let e = d.forward(&mut [Row { cache: &mut a, tokens: &[1] }, Row { cache: &mut b, tokens: &[] }]).unwrap_err().to_string();
+        let e = d
+            .forward(&mut [Row { cache: &mut a, tokens: &[1] }, Row { cache: &mut b, tokens: &[] }])
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "row 1 has no token: feed each sequence at least one token");
         assert!(a.is_empty(), "a failed step caches nothing");
     }
@@ -461,9 +578,15 @@ pub(crate) mod tests {
     /// each step, and the cache.
     fn token_by_token(d: &Decoder, seq: &[u32], prompt: usize) -> (Vec<Vec<f32>>, RowCache) {
         let mut cache = d.new_cache();
-        let mut got = vec![d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..prompt] }]).unwrap().remove(0)];
+        let mut got = vec![
+            d.forward(&mut [Row { cache: &mut cache, tokens: &seq[..prompt] }]).unwrap().remove(0),
+        ];
         for t in prompt..seq.len() {
-            got.push(d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }]).unwrap().remove(0));
+            got.push(
+                d.forward(&mut [Row { cache: &mut cache, tokens: &seq[t..t + 1] }])
+                    .unwrap()
+                    .remove(0),
+            );
         }
         (got, cache)
     }
@@ -473,7 +596,8 @@ pub(crate) mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut caches: Vec<RowCache> = prompts.iter().map(|_| d.new_cache()).collect();
-            let mut rows: Vec<Row> = caches.iter_mut().zip(prompts).map(|(cache, p)| Row { cache, tokens: p }).collect();
+            let mut rows: Vec<Row> =
+                caches.iter_mut().zip(prompts).map(|(cache, p)| Row { cache, tokens: p }).collect();
             d.forward(&mut rows).unwrap()
         })
     }
@@ -491,11 +615,17 @@ pub(crate) mod tests {
             let worst = rel_diff(g, &full[i + 29]);
             assert!(worst < 1e-4, "position {}: {worst}", i + 29);
         }
-        assert_eq!(stepwise.last(), d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &seq }]).unwrap().first(), "one step or token by token");
+        assert_eq!(
+            stepwise.last(),
+            d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &seq }]).unwrap().first(),
+            "one step or token by token"
+        );
         // Lengths 1..=48 around the tile and group boundaries, 9 rows (two blocks of 4 and one
         // alone in the linear layers).
-        let prompts: Vec<Vec<u32>> = [1, 7, 8, 9, 31, 32, 33, 40, 48].iter().map(|&n| seq[48 - n..].to_vec()).collect();
-        let alone: Vec<Vec<f32>> = prompts.iter().map(|p| together(&d, std::slice::from_ref(p), 1).remove(0)).collect();
+        let prompts: Vec<Vec<u32>> =
+            [1, 7, 8, 9, 31, 32, 33, 40, 48].iter().map(|&n| seq[48 - n..].to_vec()).collect();
+        let alone: Vec<Vec<f32>> =
+            prompts.iter().map(|p| together(&d, std::slice::from_ref(p), 1).remove(0)).collect();
         for threads in [1, 2, 3] {
             assert_eq!(together(&d, &prompts, threads), alone, "{threads} threads");
         }
@@ -506,8 +636,15 @@ pub(crate) mod tests {
     #[test]
     fn a_row_gets_the_same_bits_alone_in_a_batch_and_on_any_thread_count() {
         let (_, d) = tiny(4, true);
-        let prompts: Vec<Vec<u32>> = (0..7).map(|i| (0..(1 + i % 5)).map(|j| ((i * 5 + j * 3) % 17) as u32).collect()).collect();
-        let alone: Vec<Vec<f32>> = prompts.iter().map(|p| d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: p }]).unwrap().remove(0)).collect();
+        let prompts: Vec<Vec<u32>> = (0..7)
+            .map(|i| (0..(1 + i % 5)).map(|j| ((i * 5 + j * 3) % 17) as u32).collect())
+            .collect();
+        let alone: Vec<Vec<f32>> = prompts
+            .iter()
+            .map(|p| {
+                d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: p }]).unwrap().remove(0)
+            })
+            .collect();
         for threads in [1, 3] {
             assert_eq!(together(&d, &prompts, threads), alone, "{threads} threads");
         }
@@ -515,6 +652,9 @@ pub(crate) mod tests {
         let big: Vec<Vec<u32>> = (0..96).map(|i| vec![(i % 17) as u32, 3, 5, 7, 11, 13]).collect();
         let one = together(&d, &big, 1);
         assert_eq!(one, together(&d, &big, 4));
-        assert_eq!(one[5], d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &big[5] }]).unwrap()[0]);
+        assert_eq!(
+            one[5],
+            d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &big[5] }]).unwrap()[0]
+        );
     }
 }

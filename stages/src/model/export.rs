@@ -34,7 +34,8 @@ pub const TOKENIZER: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 
 /// Layers GPT-2 implements as `Conv1D`: their weights are stored transposed.
-const CONV1D: [&str; 4] = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"];
+const CONV1D: [&str; 4] =
+    ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"];
 
 fn is_conv1d(name: &str) -> bool {
     CONV1D.iter().any(|s| name.ends_with(s))
@@ -143,14 +144,30 @@ fn default_max_new() -> usize {
 impl GenerationConfig {
     /// nanoGPT's `sample.py` defaults.
     pub fn defaults(eot: Option<u32>) -> GenerationConfig {
-        GenerationConfig { bos_token_id: eot, eos_token_id: eot, do_sample: true, temperature: 0.8, top_k: 200, top_p: 1.0, max_new_tokens: 256 }
+        GenerationConfig {
+            bos_token_id: eot,
+            eos_token_id: eot,
+            do_sample: true,
+            temperature: 0.8,
+            top_k: 200,
+            top_p: 1.0,
+            max_new_tokens: 256,
+        }
     }
 }
 
 /// Writes the weights and both configs into `dir`. `params` are hone's (nanoGPT layout).
-pub fn save(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], generation: &GenerationConfig) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    cfg: &GptConfig,
+    params: &[(String, Tensor)],
+    generation: &GenerationConfig,
+) -> Result<()> {
     save_weights(dir, cfg, params)?;
-    write_json(&dir.join(CONFIG), &hf_config(cfg, "GPT2LMHeadModel", generation.bos_token_id, generation.eos_token_id))?;
+    write_json(
+        &dir.join(CONFIG),
+        &hf_config(cfg, "GPT2LMHeadModel", generation.bos_token_id, generation.eos_token_id),
+    )?;
     write_json(&dir.join(GENERATION_CONFIG), generation)
 }
 
@@ -160,7 +177,14 @@ pub const REWARD_ARCHITECTURE: &str = "GPT2ForSequenceClassification";
 
 /// Writes a reward model: the backbone and `score.weight` in `params`, and a `config.json`
 /// for `GPT2ForSequenceClassification` with one label and `pad_token_id`.
-pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad_token_id: u32, eos_token_id: Option<u32>, likelihood: f64) -> Result<()> {
+pub fn save_reward(
+    dir: &Path,
+    cfg: &GptConfig,
+    params: &[(String, Tensor)],
+    pad_token_id: u32,
+    eos_token_id: Option<u32>,
+    likelihood: f64,
+) -> Result<()> {
     if !params.iter().any(|(n, _)| n == &format!("{SCORE}.weight")) {
         return Err(ModelError::Invalid(format!("a reward model needs `{SCORE}.weight`")));
     }
@@ -169,7 +193,8 @@ pub fn save_reward(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)], pad
     hf.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
     hf.label2id = Some([("LABEL_0".to_string(), 0)].into());
     hf.pad_token_id = Some(pad_token_id);
-    hf.hone = Some(HoneExtra { bias: cfg.bias, likelihood: (likelihood != 0.0).then_some(likelihood) });
+    hf.hone =
+        Some(HoneExtra { bias: cfg.bias, likelihood: (likelihood != 0.0).then_some(likelihood) });
     write_json(&dir.join(CONFIG), &hf)
 }
 
@@ -177,10 +202,16 @@ fn save_weights(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)]) -> Res
     let tensors = to_hf(cfg, params)?;
     let path = dir.join(WEIGHTS);
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &path).map_err(|e| ModelError::format(&path, e.to_string()))
+    safetensors::serialize_to_file(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &path)
+        .map_err(|e| ModelError::format(&path, e.to_string()))
 }
 
-fn hf_config(cfg: &GptConfig, architecture: &str, bos_token_id: Option<u32>, eos_token_id: Option<u32>) -> HfConfig {
+fn hf_config(
+    cfg: &GptConfig,
+    architecture: &str,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<u32>,
+) -> HfConfig {
     HfConfig {
         architectures: vec![architecture.into()],
         model_type: "gpt2".into(),
@@ -267,15 +298,30 @@ pub struct LoadedReward {
 /// Reads a reward model directory ([`save_reward`]; HF's `GPT2ForSequenceClassification`
 /// with one label). A language model is an error that says so.
 pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
-    let (hf, backbone, head) = load_with(dir, dtype, true, |cfg, vb| ScalarHead::new(cfg.n_embd, vb.pp(SCORE)).map(Some).or(Ok(None)))?;
+    let (hf, backbone, head) = load_with(dir, dtype, true, |cfg, vb| {
+        ScalarHead::new(cfg.n_embd, vb.pp(SCORE)).map(Some).or(Ok(None))
+    })?;
     let cfg_path = dir.join(CONFIG);
-    let not_reward = |why: String| ModelError::format(&cfg_path, format!("not a reward model: {why}\n   = help: score with the output of a `reward` stage"));
+    let not_reward = |why: String| {
+        ModelError::format(
+            &cfg_path,
+            format!(
+                "not a reward model: {why}\n   = help: score with the output of a `reward` stage"
+            ),
+        )
+    };
     let labels = hf.id2label.as_ref().map_or(0, |l| l.len());
     if labels != 1 {
         return Err(not_reward(format!("it has {labels} labels, a reward model has one")));
     }
-    let head = head.ok_or_else(|| not_reward(format!("its weights have no `{SCORE}.weight` of shape [1, {}]", backbone.config.n_embd)))?;
-    let pad_token_id = hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
+    let head = head.ok_or_else(|| {
+        not_reward(format!(
+            "its weights have no `{SCORE}.weight` of shape [1, {}]",
+            backbone.config.n_embd
+        ))
+    })?;
+    let pad_token_id =
+        hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
     // JSON holds no infinite or NaN number: any weight read is finite.
     let likelihood = hf.hone.as_ref().and_then(|h| h.likelihood).unwrap_or(0.0);
     Ok(LoadedReward { backbone, head, pad_token_id, likelihood })
@@ -284,14 +330,25 @@ pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
 /// Reads a model directory, a reward model (`GPT2ForSequenceClassification`) or not as
 /// `reward` says; `extra` builds more modules from the same parameters (a head) before the
 /// check that every tensor in the file was used.
-fn load_with<T>(dir: &Path, dtype: DType, reward: bool, extra: impl FnOnce(&GptConfig, VarBuilder) -> candle_core::Result<T>) -> Result<(HfConfig, Loaded, T)> {
+fn load_with<T>(
+    dir: &Path,
+    dtype: DType,
+    reward: bool,
+    extra: impl FnOnce(&GptConfig, VarBuilder) -> candle_core::Result<T>,
+) -> Result<(HfConfig, Loaded, T)> {
     let cfg_path = dir.join(CONFIG);
     if !cfg_path.exists() {
         return Err(ModelError::format(dir, format!("not a model directory: no `{CONFIG}` in it")));
     }
     let text = std::fs::read_to_string(&cfg_path).map_err(ModelError::io(&cfg_path))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
-    if hf.model_type != "gpt2" || hf.activation_function != "gelu" || hf.n_inner.is_some_and(|n| n != 4 * hf.n_embd) || !hf.tie_word_embeddings || !hf.scale_attn_weights {
+    let hf: HfConfig =
+        serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
+    if hf.model_type != "gpt2"
+        || hf.activation_function != "gelu"
+        || hf.n_inner.is_some_and(|n| n != 4 * hf.n_embd)
+        || !hf.tie_word_embeddings
+        || !hf.scale_attn_weights
+    {
         return Err(ModelError::format(
             &cfg_path,
             format!(
@@ -301,13 +358,24 @@ fn load_with<T>(dir: &Path, dtype: DType, reward: bool, extra: impl FnOnce(&GptC
         ));
     }
     if (hf.layer_norm_epsilon - LN_EPS).abs() > 1e-12 {
-        return Err(ModelError::format(&cfg_path, format!("layer_norm_epsilon {} is not supported (hone uses {LN_EPS})", hf.layer_norm_epsilon)));
+        return Err(ModelError::format(
+            &cfg_path,
+            format!(
+                "layer_norm_epsilon {} is not supported (hone uses {LN_EPS})",
+                hf.layer_norm_epsilon
+            ),
+        ));
     }
     if hf.architectures.iter().any(|a| a == REWARD_ARCHITECTURE) != reward {
         let msg = if reward {
-            format!("not a reward model: its architectures are {:?}, not [{REWARD_ARCHITECTURE:?}]\n   = help: score with the output of a `reward` stage", hf.architectures)
+            format!(
+                "not a reward model: its architectures are {:?}, not [{REWARD_ARCHITECTURE:?}]\n   = help: score with the output of a `reward` stage",
+                hf.architectures
+            )
         } else {
-            format!("a reward model ({REWARD_ARCHITECTURE}), not a language model: it scores text but does not write it\n   = help: use it with `hone score`, or give a `pretrain`, `sft` or `ppo` stage's output")
+            format!(
+                "a reward model ({REWARD_ARCHITECTURE}), not a language model: it scores text but does not write it\n   = help: use it with `hone score`, or give a `pretrain`, `sft` or `ppo` stage's output"
+            )
         };
         return Err(ModelError::format(&cfg_path, msg));
     }
@@ -327,15 +395,20 @@ fn load_with<T>(dir: &Path, dtype: DType, reward: bool, extra: impl FnOnce(&GptC
     if !w_path.exists() {
         return Err(ModelError::format(dir, format!("no `{WEIGHTS}` beside `{CONFIG}`")));
     }
-    let hf_tensors = candle_core::safetensors::load(&w_path, &Device::Cpu).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let hf_tensors = candle_core::safetensors::load(&w_path, &Device::Cpu)
+        .map_err(|e| ModelError::format(&w_path, e.to_string()))?;
     let tensors = from_hf(&config, hf_tensors).map_err(|m| ModelError::format(&w_path, m))?;
     let params = ParamStore::from_tensors(tensors);
     let vb = params.var_builder(dtype, &Device::Cpu);
-    let model = Gpt::new(&config, vb.clone()).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
+    let model =
+        Gpt::new(&config, vb.clone()).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
     let more = extra(&config, vb).map_err(|e| ModelError::format(&w_path, e.to_string()))?;
     let unused = params.unused();
     if !unused.is_empty() {
-        return Err(ModelError::format(&w_path, format!("tensors the model does not use: {}", unused.join(", "))));
+        return Err(ModelError::format(
+            &w_path,
+            format!("tensors the model does not use: {}", unused.join(", ")),
+        ));
     }
     let gen_path = dir.join(GENERATION_CONFIG);
     let generation = if gen_path.exists() {
@@ -348,21 +421,38 @@ fn load_with<T>(dir: &Path, dtype: DType, reward: bool, extra: impl FnOnce(&GptC
 }
 
 /// GPT-2's tensors → hone's; the inverse of [`to_hf`].
-fn from_hf(cfg: &GptConfig, tensors: HashMap<String, Tensor>) -> std::result::Result<HashMap<String, Tensor>, String> {
+fn from_hf(
+    cfg: &GptConfig,
+    tensors: HashMap<String, Tensor>,
+) -> std::result::Result<HashMap<String, Tensor>, String> {
     let mut out = HashMap::new();
     for (name, t) in tensors {
         // Buffers older transformers saved, and the tied head: not parameters.
-        if name == "lm_head.weight" || name.ends_with(".attn.bias") && t.rank() == 4 || name.ends_with(".attn.masked_bias") {
+        if name == "lm_head.weight"
+            || name.ends_with(".attn.bias") && t.rank() == 4
+            || name.ends_with(".attn.masked_bias")
+        {
             continue;
         }
         if !cfg.bias && name.ends_with(".bias") {
-            let max = t.abs().and_then(|a| a.max_all()).and_then(|m| m.to_dtype(DType::F32)).and_then(|m| m.to_scalar::<f32>()).map_err(|e| e.to_string())?;
+            let max = t
+                .abs()
+                .and_then(|a| a.max_all())
+                .and_then(|m| m.to_dtype(DType::F32))
+                .and_then(|m| m.to_scalar::<f32>())
+                .map_err(|e| e.to_string())?;
             if max != 0.0 {
-                return Err(format!("`{name}` is not zero but config.json says the model has no biases"));
+                return Err(format!(
+                    "`{name}` is not zero but config.json says the model has no biases"
+                ));
             }
             continue;
         }
-        let t = if is_conv1d(&name) { t.t().and_then(|t| t.contiguous()).map_err(|e| e.to_string())? } else { t };
+        let t = if is_conv1d(&name) {
+            t.t().and_then(|t| t.contiguous()).map_err(|e| e.to_string())?
+        } else {
+            t
+        };
         out.insert(name, t);
     }
     Ok(out)
@@ -376,7 +466,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Copies `tokenizer.json` into the model directory and writes a `tokenizer_config.json`
 /// so that `AutoTokenizer.from_pretrained(dir)` finds it too.
-pub fn save_tokenizer(dir: &Path, tokenizer_json: &Path, eot_token: Option<String>, block_size: usize) -> Result<()> {
+pub fn save_tokenizer(
+    dir: &Path,
+    tokenizer_json: &Path,
+    eot_token: Option<String>,
+    block_size: usize,
+) -> Result<()> {
     std::fs::copy(tokenizer_json, dir.join(TOKENIZER)).map_err(ModelError::io(tokenizer_json))?;
     let mut cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -403,7 +498,8 @@ mod tests {
         for (i, (_, v)) in ps.vars().iter().enumerate() {
             if v.rank() == 1 {
                 let n = v.elem_count();
-                let vals: Vec<f32> = (0..n).map(|j| 0.01 * ((i * 7 + j) % 11) as f32 - 0.03).collect();
+                let vals: Vec<f32> =
+                    (0..n).map(|j| 0.01 * ((i * 7 + j) % 11) as f32 - 0.03).collect();
                 v.set(&Tensor::from_vec(vals, n, &Device::Cpu).unwrap()).unwrap();
             }
         }
@@ -413,9 +509,21 @@ mod tests {
     #[test]
     fn exported_names_and_shapes_are_gpt2s() {
         for bias in [true, false] {
-            let cfg = GptConfig { vocab_size: 11, block_size: 6, n_layer: 2, n_head: 2, n_embd: 8, bias, dropout: 0.0 };
+            let cfg = GptConfig {
+                vocab_size: 11,
+                block_size: 6,
+                n_layer: 2,
+                n_head: 2,
+                n_embd: 8,
+                bias,
+                dropout: 0.0,
+            };
             let (_, ps) = model(&cfg, 1);
-            let hf: HashMap<String, Vec<usize>> = to_hf(&cfg, &ps.snapshot()).unwrap().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
+            let hf: HashMap<String, Vec<usize>> = to_hf(&cfg, &ps.snapshot())
+                .unwrap()
+                .into_iter()
+                .map(|(n, t)| (n, t.dims().to_vec()))
+                .collect();
             let c = 8;
             let mut want: HashMap<String, Vec<usize>> = HashMap::from([
                 ("transformer.wte.weight".into(), vec![11, c]),
@@ -457,13 +565,28 @@ mod tests {
             assert_eq!(loaded.config, cfg);
             assert_eq!(loaded.generation, gen_cfg);
             let x = Tensor::new(&[[1u32, 5, 12, 0, 3, 3, 7]], &Device::Cpu).unwrap();
-            let a = m.forward(&x, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let b = loaded.model.forward(&x, &mut Dropout::off()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let a = m
+                .forward(&x, &mut Dropout::off())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = loaded
+                .model
+                .forward(&x, &mut Dropout::off())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert_eq!(a, b, "bias = {bias}");
             // The weights round-trip bit for bit, in the same order.
             let names = |p: &ParamStore| p.vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>();
             assert_eq!(names(&ps), names(&loaded.params));
-            let hf: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG)).unwrap()).unwrap();
+            let hf: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG)).unwrap())
+                    .unwrap();
             assert_eq!(hf["architectures"][0], "GPT2LMHeadModel");
             assert_eq!(hf["n_positions"], 8);
             assert_eq!(hf["activation_function"], "gelu");
@@ -480,7 +603,10 @@ mod tests {
         save(dir.path(), &cfg, &ps.snapshot(), &GenerationConfig::defaults(None)).unwrap();
         // A model saved bias-free whose bias is then edited to non-zero.
         let mut t = candle_core::safetensors::load(dir.path().join(WEIGHTS), &Device::Cpu).unwrap();
-        t.insert("transformer.ln_f.bias".into(), Tensor::ones(8, DType::F32, &Device::Cpu).unwrap());
+        t.insert(
+            "transformer.ln_f.bias".into(),
+            Tensor::ones(8, DType::F32, &Device::Cpu).unwrap(),
+        );
         candle_core::safetensors::save(&t, dir.path().join(WEIGHTS)).unwrap();
         let err = load(dir.path(), DType::F32).err().unwrap().to_string();
         assert!(err.contains("transformer.ln_f.bias") && err.contains("no biases"), "{err}");

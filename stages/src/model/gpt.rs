@@ -29,9 +29,19 @@ impl Gpt {
             candle_core::bail!("invalid model config: {msg}")
         }
         let vb = vb.pp("transformer");
-        let wte = vb.pp("wte").get_with_hints((cfg.vocab_size, cfg.n_embd), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
-        let wpe = vb.pp("wpe").get_with_hints((cfg.block_size, cfg.n_embd), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
-        let h = (0..cfg.n_layer).map(|i| Block::new(cfg, vb.pp("h").pp(i))).collect::<Result<Vec<_>>>()?;
+        let wte = vb.pp("wte").get_with_hints(
+            (cfg.vocab_size, cfg.n_embd),
+            "weight",
+            Init::Randn { mean: 0.0, stdev: INIT_STD },
+        )?;
+        let wpe = vb.pp("wpe").get_with_hints(
+            (cfg.block_size, cfg.n_embd),
+            "weight",
+            Init::Randn { mean: 0.0, stdev: INIT_STD },
+        )?;
+        let h = (0..cfg.n_layer)
+            .map(|i| Block::new(cfg, vb.pp("h").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(cfg.n_embd, cfg.bias, vb.pp("ln_f"))?;
         Ok(Gpt { cfg: cfg.clone(), wte, wpe, h, ln_f })
     }
@@ -50,7 +60,10 @@ impl Gpt {
     pub fn hidden(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         let (b, t) = idx.dims2()?;
         if t > self.cfg.block_size {
-            candle_core::bail!("{t} positions given but the model's block_size is {}", self.cfg.block_size)
+            candle_core::bail!(
+                "{t} positions given but the model's block_size is {}",
+                self.cfg.block_size
+            )
         }
         let c = self.cfg.n_embd;
         let tok = self.wte.index_select(&idx.flatten_all()?, 0)?.reshape((b, t, c))?;
@@ -71,11 +84,18 @@ impl Gpt {
     /// `log p(targets[b, t] | idx[b, ..=t])` (B, T) for `idx` and `targets` (both (B, T)),
     /// from the logits divided by `temperature` (1: the model's own distribution; sampling at
     /// another temperature must score at that one too), with gradients.
-    pub fn token_log_probs(&self, idx: &Tensor, targets: &Tensor, temperature: f64, drop: &mut Dropout) -> Result<Tensor> {
+    pub fn token_log_probs(
+        &self,
+        idx: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+        drop: &mut Dropout,
+    ) -> Result<Tensor> {
         let logits = self.forward(idx, drop)?;
         let logits = if temperature == 1.0 { logits } else { (logits / temperature)? };
         let (b, t, v) = logits.dims3()?;
-        ops::token_log_probs(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)?.reshape((b, t))
+        ops::token_log_probs(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)?
+            .reshape((b, t))
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both (B, T)).
@@ -110,7 +130,15 @@ mod tests {
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         let vars = ps.vars();
         let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(&names[..4], &["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias"]);
+        assert_eq!(
+            &names[..4],
+            &[
+                "transformer.wte.weight",
+                "transformer.wpe.weight",
+                "transformer.h.0.ln_1.weight",
+                "transformer.h.0.ln_1.bias"
+            ]
+        );
         assert!(names.contains(&"transformer.h.1.attn.c_attn.weight"));
         assert!(names.contains(&"transformer.h.1.mlp.c_proj.bias"));
         assert_eq!(names.last(), Some(&"transformer.ln_f.bias"));
@@ -121,10 +149,20 @@ mod tests {
         assert_eq!(total, cfg.n_params());
         // nanoGPT's scaled init for residual projections.
         let std = |n: &str| {
-            let v = vars.iter().find(|(m, _)| m == n).unwrap().1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let v = vars
+                .iter()
+                .find(|(m, _)| m == n)
+                .unwrap()
+                .1
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt()
         };
-        assert!(std("transformer.h.0.mlp.c_proj.weight") < 0.8 * std("transformer.h.0.mlp.c_fc.weight"));
+        assert!(
+            std("transformer.h.0.mlp.c_proj.weight") < 0.8 * std("transformer.h.0.mlp.c_fc.weight")
+        );
     }
 
     #[test]
@@ -157,14 +195,31 @@ mod tests {
             let vars = ps.vars();
             let x = ids(&[1, 2, 3, 4, 0, 6, 5, 5, 2, 1, 10, 9, 8, 7], 2);
             let y = ids(&[2, 3, 4, 0, 6, 5, 5, 2, 1, 3, 9, 8, 7, 6], 2);
-            let mask = Tensor::new(&[0f32, 0., 1., 1., 1., 1., 1., 0., 1., 1., 1., 1., 0., 1.], &Device::Cpu).unwrap();
+            let mask = Tensor::new(
+                &[0f32, 0., 1., 1., 1., 1., 1., 0., 1., 1., 1., 1., 0., 1.],
+                &Device::Cpu,
+            )
+            .unwrap();
             let run = |plain: bool| {
                 with_plain_ops(plain, || {
                     let logits = gpt.forward(&x, &mut Dropout::off()).unwrap();
                     let loss = gpt.loss(&x, &y, &mut Dropout::off()).unwrap();
-                    let masked = cross_entropy(&logits.reshape((14, 11)).unwrap(), &y.flatten_all().unwrap(), Some(&mask)).unwrap();
-                    let grads = |l: &Tensor| crate::model::optim::Grads::collect(&l.backward().unwrap(), &vars).unwrap();
-                    (logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(), loss.to_scalar::<f32>().unwrap(), grads(&loss), masked.to_scalar::<f32>().unwrap(), grads(&masked))
+                    let masked = cross_entropy(
+                        &logits.reshape((14, 11)).unwrap(),
+                        &y.flatten_all().unwrap(),
+                        Some(&mask),
+                    )
+                    .unwrap();
+                    let grads = |l: &Tensor| {
+                        crate::model::optim::Grads::collect(&l.backward().unwrap(), &vars).unwrap()
+                    };
+                    (
+                        logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                        loss.to_scalar::<f32>().unwrap(),
+                        grads(&loss),
+                        masked.to_scalar::<f32>().unwrap(),
+                        grads(&masked),
+                    )
                 })
             };
             let (fused, plain) = (run(false), run(true));
@@ -176,7 +231,10 @@ mod tests {
             };
             close(&fused.0, &plain.0, "logits");
             close(&[fused.1, fused.3], &[plain.1, plain.3], "loss");
-            for (g, name) in [(&fused.2, &plain.2), (&fused.4, &plain.4)].into_iter().zip(["loss", "masked loss"]) {
+            for (g, name) in [(&fused.2, &plain.2), (&fused.4, &plain.4)]
+                .into_iter()
+                .zip(["loss", "masked loss"])
+            {
                 assert_eq!(g.0.0.len(), vars.len());
                 for ((a, b), (n, _)) in g.0.0.iter().zip(&g.1.0).zip(&vars) {
                     close(a, b, &format!("{name} gradient of {n}"));
@@ -202,8 +260,17 @@ mod tests {
             assert_eq!(lp.dims(), &[2, 5]);
             let logits = (gpt.forward(&x, &mut Dropout::off()).unwrap() / temperature).unwrap();
             let lse = plain::logsumexp_last_dim(&logits).unwrap();
-            let want = logits.broadcast_sub(&lse).unwrap().gather(&y.unsqueeze(2).unwrap(), 2).unwrap().squeeze(2).unwrap();
-            let (a, b) = (lp.flatten_all().unwrap().to_vec1::<f64>().unwrap(), want.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            let want = logits
+                .broadcast_sub(&lse)
+                .unwrap()
+                .gather(&y.unsqueeze(2).unwrap(), 2)
+                .unwrap()
+                .squeeze(2)
+                .unwrap();
+            let (a, b) = (
+                lp.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            );
             for (u, v) in a.iter().zip(&b) {
                 assert!((u - v).abs() < 1e-10 && *u < 0.0, "{u} vs {v}");
             }
@@ -221,7 +288,10 @@ mod tests {
         let ps = ParamStore::seeded(4);
         let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         assert!(gpt.forward(&ids(&[3, 1, 4, 1, 5, 8, 2, 6], 1), &mut Dropout::off()).is_ok());
-        let err = gpt.forward(&ids(&[3, 1, 4, 1, 5, 8, 2, 6, 0], 1), &mut Dropout::off()).unwrap_err().to_string();
+        let err = gpt
+            .forward(&ids(&[3, 1, 4, 1, 5, 8, 2, 6, 0], 1), &mut Dropout::off())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("9 positions given but the model's block_size is 8"), "{err}");
     }
 }

@@ -30,7 +30,9 @@ pub fn check_tol(inputs: &[Var], f: impl Fn(&[Var]) -> Result<Tensor>, tol: f64)
     }
     let out = f(inputs).unwrap();
     let proj = randn(out.dims(), 1.0, 99).as_detached_tensor();
-    let loss = |vs: &[Var]| -> f64 { (f(vs).unwrap() * &proj).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() };
+    let loss = |vs: &[Var]| -> f64 {
+        (f(vs).unwrap() * &proj).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
     let grads = (out * &proj).unwrap().sum_all().unwrap().backward().unwrap();
     let mut compared = 0;
     for (i, v) in inputs.iter().enumerate() {
@@ -52,7 +54,10 @@ pub fn check_tol(inputs: &[Var], f: impl Fn(&[Var]) -> Result<Tensor>, tol: f64)
             v.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu).unwrap()).unwrap();
             let a = analytic[j];
             let err = (a - numeric).abs() / numeric.abs().max(a.abs()).max(1.0);
-            assert!(err < tol, "input {i} entry {j}: analytic gradient {a} vs finite difference {numeric} (error {err:e})");
+            assert!(
+                err < tol,
+                "input {i} entry {j}: analytic gradient {a} vs finite difference {numeric} (error {err:e})"
+            );
             compared += 1;
         }
     }

@@ -24,7 +24,11 @@ impl ScalarHead {
     /// `weight` (1, n_embd) under `vb` (e.g. `vb.pp("score")` gives `score.weight`), drawn
     /// from N(0, [`ScalarHead::init_std`]²) when it is created fresh.
     pub fn new(n_embd: usize, vb: VarBuilder) -> Result<ScalarHead> {
-        let weight = vb.get_with_hints((1, n_embd), "weight", Init::Randn { mean: 0.0, stdev: Self::init_std(n_embd) })?;
+        let weight = vb.get_with_hints(
+            (1, n_embd),
+            "weight",
+            Init::Randn { mean: 0.0, stdev: Self::init_std(n_embd) },
+        )?;
         Ok(ScalarHead { weight })
     }
 
@@ -43,8 +47,10 @@ impl ScalarHead {
         if let Some(p) = positions.iter().find(|&&p| p >= t) {
             candle_core::bail!("position {p} is past the {t} positions of the rows")
         }
-        let rows: Vec<u32> = positions.iter().enumerate().map(|(i, &p)| (i * t + p) as u32).collect();
-        let picked = hidden.reshape((b * t, c))?.index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?;
+        let rows: Vec<u32> =
+            positions.iter().enumerate().map(|(i, &p)| (i * t + p) as u32).collect();
+        let picked =
+            hidden.reshape((b * t, c))?.index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?;
         ops::linear(&picked, &self.weight, None)?.squeeze(1)
     }
 }
@@ -59,16 +65,23 @@ mod tests {
     #[test]
     fn reads_the_given_positions_with_gradients() {
         let ps = ParamStore::seeded(1);
-        let head = ScalarHead::new(4, ps.var_builder(DType::F64, &Device::Cpu).pp("score")).unwrap();
+        let head =
+            ScalarHead::new(4, ps.var_builder(DType::F64, &Device::Cpu).pp("score")).unwrap();
         assert_eq!(ps.vars()[0].0, "score.weight");
         let h = randn(&[2, 3, 4], 1.0, 5);
         let all = head.per_position(h.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
         let at = head.at(h.as_tensor(), &[2, 0]).unwrap().to_vec1::<f64>().unwrap();
         assert_eq!(at, vec![all[0][2], all[1][0]]);
         let w = ps.vars()[0].1.clone();
-        check(&[h.clone(), w.clone()], |v| ScalarHead { weight: v[1].as_tensor().clone() }.at(v[0].as_tensor(), &[1, 2]));
-        check(&[h, w], |v| ScalarHead { weight: v[1].as_tensor().clone() }.per_position(v[0].as_tensor()));
-        assert!(head.at(&Tensor::zeros((2, 3, 4), DType::F64, &Device::Cpu).unwrap(), &[3, 0]).is_err());
+        check(&[h.clone(), w.clone()], |v| {
+            ScalarHead { weight: v[1].as_tensor().clone() }.at(v[0].as_tensor(), &[1, 2])
+        });
+        check(&[h, w], |v| {
+            ScalarHead { weight: v[1].as_tensor().clone() }.per_position(v[0].as_tensor())
+        });
+        assert!(
+            head.at(&Tensor::zeros((2, 3, 4), DType::F64, &Device::Cpu).unwrap(), &[3, 0]).is_err()
+        );
     }
 
     #[test]

@@ -41,7 +41,8 @@ impl Linear {
 
 /// A linear layer with nanoGPT's init: weights N(0, std²), biases zero.
 fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, vb: VarBuilder) -> Result<Linear> {
-    let weight = vb.get_with_hints((d_out, d_in), "weight", Init::Randn { mean: 0.0, stdev: std })?;
+    let weight =
+        vb.get_with_hints((d_out, d_in), "weight", Init::Randn { mean: 0.0, stdev: std })?;
     let bias = if bias { Some(vb.get_with_hints(d_out, "bias", Init::Const(0.0))?) } else { None };
     Ok(Linear { weight, bias })
 }
@@ -69,7 +70,8 @@ impl CausalSelfAttention {
 
     /// `x`: (B, T, C), all positions at once, fused.
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        let y = ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?;
+        let y =
+            ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?;
         drop.apply(&y)
     }
 }
@@ -82,7 +84,10 @@ pub struct Mlp {
 impl Mlp {
     pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.n_embd;
-        Ok(Mlp { c_fc: linear(c, 4 * c, cfg.bias, INIT_STD, vb.pp("c_fc"))?, c_proj: linear(4 * c, c, cfg.bias, proj_std(cfg), vb.pp("c_proj"))? })
+        Ok(Mlp {
+            c_fc: linear(c, 4 * c, cfg.bias, INIT_STD, vb.pp("c_fc"))?,
+            c_proj: linear(4 * c, c, cfg.bias, proj_std(cfg), vb.pp("c_proj"))?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
@@ -163,7 +168,11 @@ mod tests {
         let x = randn(&[2, 3, 8], 1.0, 3);
         let all: Vec<Var> = std::iter::once(x).chain(params).collect();
         // GELU-erf's backward in candle is accurate to ~1e-6 (see ops::tests).
-        crate::model::gradcheck::check_tol(&all, |v| mlp.forward(v[0].as_tensor(), &mut Dropout::off()), 1e-5);
+        crate::model::gradcheck::check_tol(
+            &all,
+            |v| mlp.forward(v[0].as_tensor(), &mut Dropout::off()),
+            1e-5,
+        );
     }
 
     #[test]
@@ -173,6 +182,10 @@ mod tests {
         assert_eq!(params.len(), 12);
         let x = randn(&[2, 4, 8], 1.0, 4);
         let all: Vec<Var> = std::iter::once(x).chain(params).collect();
-        crate::model::gradcheck::check_tol(&all, |v| block.forward(v[0].as_tensor(), &mut Dropout::off()), 1e-5);
+        crate::model::gradcheck::check_tol(
+            &all,
+            |v| block.forward(v[0].as_tensor(), &mut Dropout::off()),
+            1e-5,
+        );
     }
 }

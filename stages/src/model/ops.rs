@@ -26,7 +26,11 @@ thread_local! {
 /// Whether the plain candle ops run instead of the fused kernels on this thread.
 pub fn plain_ops() -> bool {
     static ENV: OnceLock<bool> = OnceLock::new();
-    PLAIN_OVERRIDE.with(Cell::get).unwrap_or_else(|| *ENV.get_or_init(|| std::env::var("HONE_PLAIN_OPS").is_ok_and(|v| !v.is_empty() && v != "0")))
+    PLAIN_OVERRIDE.with(Cell::get).unwrap_or_else(|| {
+        *ENV.get_or_init(|| {
+            std::env::var("HONE_PLAIN_OPS").is_ok_and(|v| !v.is_empty() && v != "0")
+        })
+    })
 }
 
 /// Runs `f` with the plain ops (`true`) or the fused kernels (`false`) on this thread,
@@ -65,7 +69,11 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 /// A block's MLP, `gelu(x W_fcᵀ + b_fc) W_projᵀ + b_proj`: one fused node when there are
 /// no biases, else linear, GELU, linear.
-pub fn mlp(x: &Tensor, fc: (&Tensor, Option<&Tensor>), proj: (&Tensor, Option<&Tensor>)) -> Result<Tensor> {
+pub fn mlp(
+    x: &Tensor,
+    fc: (&Tensor, Option<&Tensor>),
+    proj: (&Tensor, Option<&Tensor>),
+) -> Result<Tensor> {
     if !plain_ops() && fc.1.is_none() && proj.1.is_none() {
         return kernels::mlp::mlp(x, fc.0, proj.0);
     }
@@ -76,7 +84,13 @@ pub fn mlp(x: &Tensor, fc: (&Tensor, Option<&Tensor>), proj: (&Tensor, Option<&T
 /// projection `W_attn` (3C, C) and output projection `W_proj` (C, C): one fused node when
 /// there are no biases and no attention dropout, else linear, [`causal_self_attention`],
 /// linear.
-pub fn self_attention(x: &Tensor, attn: (&Tensor, Option<&Tensor>), proj: (&Tensor, Option<&Tensor>), n_head: usize, dropout: &mut Dropout) -> Result<Tensor> {
+pub fn self_attention(
+    x: &Tensor,
+    attn: (&Tensor, Option<&Tensor>),
+    proj: (&Tensor, Option<&Tensor>),
+    n_head: usize,
+    dropout: &mut Dropout,
+) -> Result<Tensor> {
     if !plain_ops() && !dropout.active() && attn.1.is_none() && proj.1.is_none() {
         return kernels::self_attention::self_attention(x, attn.0, proj.0, n_head);
     }
@@ -105,7 +119,12 @@ pub mod plain {
 
     /// Layer norm over the last dimension: `(x - mean) / sqrt(var + eps) * weight (+ bias)`,
     /// with the biased variance, as PyTorch computes it.
-    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn layer_norm(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -138,19 +157,32 @@ pub mod plain {
     }
 
     /// Causal scaled dot-product attention from matmuls, mask, softmax (see [`super::causal_attention`]).
-    pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
+    pub fn causal_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor> {
         let (_, _, t_q, hd) = q.dims4()?;
         let t_k = k.dim(2)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?;
         // A single new query (generation with a cache) may see every key: no mask needed.
-        let att = if t_q > 1 { att.broadcast_add(&causal_mask(t_q, t_k - t_q, q.dtype(), q.device())?)? } else { att };
+        let att = if t_q > 1 {
+            att.broadcast_add(&causal_mask(t_q, t_k - t_q, q.dtype(), q.device())?)?
+        } else {
+            att
+        };
         let att = dropout.apply(&softmax_last_dim(&att)?)?;
         att.matmul(v)
     }
 
     /// Cross-entropy from logsumexp and gather (see [`super::cross_entropy`]).
-    pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    pub fn cross_entropy(
+        logits: &Tensor,
+        targets: &Tensor,
+        weights: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let lse = logsumexp_last_dim(logits)?;
         let picked = logits.gather(&targets.unsqueeze(1)?, 1)?;
         let nll = (lse - picked)?.squeeze(1)?;
@@ -162,13 +194,20 @@ pub mod plain {
 /// `offset + t_q` keys: 0 where a query may look, -inf in its future.
 pub fn causal_mask(t_q: usize, offset: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let t_k = offset + t_q;
-    let mask: Vec<f32> = (0..t_q).flat_map(|i| (0..t_k).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask: Vec<f32> = (0..t_q)
+        .flat_map(|i| (0..t_k).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
     Tensor::from_vec(mask, (t_q, t_k), device)?.to_dtype(dtype)
 }
 
 /// Causal scaled dot-product attention. `q`: (B, H, Tq, hd); `k`, `v`: (B, H, Tk, hd) where
 /// the queries are the last `Tq` of the `Tk` positions. Returns (B, H, Tq, hd).
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dropout: &mut Dropout,
+) -> Result<Tensor> {
     if plain_ops() {
         return plain::causal_attention(q, k, v, dropout);
     }
@@ -187,7 +226,9 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize, dropout: &mut Dropout)
     }
     let (b, t, c3) = qkv.dims3()?;
     let c = c3 / 3;
-    let heads = |i: usize| qkv.narrow(2, i * c, c)?.reshape((b, t, n_head, c / n_head))?.transpose(1, 2)?.contiguous();
+    let heads = |i: usize| {
+        qkv.narrow(2, i * c, c)?.reshape((b, t, n_head, c / n_head))?.transpose(1, 2)?.contiguous()
+    };
     let y = causal_attention(&heads(0)?, &heads(1)?, &heads(2)?, dropout)?;
     y.transpose(1, 2)?.reshape((b, t, c))
 }
@@ -195,7 +236,11 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize, dropout: &mut Dropout)
 /// Mean cross-entropy of `logits` (N, V) against `targets` (N, u32). With `weights` (N), the
 /// weighted mean `sum(w * nll) / sum(w)`: weight 0 leaves a position out (prompt tokens in
 /// fine-tuning), which `candle_nn::loss::cross_entropy` cannot do.
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
     if plain_ops() {
         return plain::cross_entropy(logits, targets, weights);
     }
@@ -242,9 +287,12 @@ impl<'a> Dropout<'a> {
     }
 
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
-        let Some(rng) = self.rng.as_deref_mut().filter(|_| self.p > 0.0) else { return Ok(x.clone()) };
+        let Some(rng) = self.rng.as_deref_mut().filter(|_| self.p > 0.0) else {
+            return Ok(x.clone());
+        };
         let (p, keep) = (self.p as f32, (1.0 / (1.0 - self.p)) as f32);
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { keep }).collect();
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { keep }).collect();
         x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)
     }
 }
@@ -268,15 +316,19 @@ mod tests {
         // Forward: one row by hand.
         let y = layer_norm(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()), 1e-5).unwrap();
         let xs = x.as_tensor().to_vec2::<f64>().unwrap();
-        let (ws, bs) = (w.as_tensor().to_vec1::<f64>().unwrap(), b.as_tensor().to_vec1::<f64>().unwrap());
+        let (ws, bs) =
+            (w.as_tensor().to_vec1::<f64>().unwrap(), b.as_tensor().to_vec1::<f64>().unwrap());
         let mean = xs[1].iter().sum::<f64>() / 5.0;
         let var = xs[1].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0;
-        let want: Vec<f64> = (0..5).map(|i| (xs[1][i] - mean) / (var + 1e-5).sqrt() * ws[i] + bs[i]).collect();
+        let want: Vec<f64> =
+            (0..5).map(|i| (xs[1][i] - mean) / (var + 1e-5).sqrt() * ws[i] + bs[i]).collect();
         let got = y.to_vec2::<f64>().unwrap()[1].clone();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-12, "{got:?} vs {want:?}");
         }
-        check(&[x, w, b], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5));
+        check(&[x, w, b], |v| {
+            layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5)
+        });
     }
 
     #[test]
@@ -299,16 +351,39 @@ mod tests {
 
     #[test]
     fn attention_is_causal_and_its_gradient_is_right() {
-        let (q, k, v) = (randn(&[2, 2, 5, 3], 1.0, 6), randn(&[2, 2, 5, 3], 1.0, 7), randn(&[2, 2, 5, 3], 1.0, 8));
-        check(&[q.clone(), k.clone(), v.clone()], |t| causal_attention(t[0].as_tensor(), t[1].as_tensor(), t[2].as_tensor(), &mut Dropout::off()));
+        let (q, k, v) = (
+            randn(&[2, 2, 5, 3], 1.0, 6),
+            randn(&[2, 2, 5, 3], 1.0, 7),
+            randn(&[2, 2, 5, 3], 1.0, 8),
+        );
+        check(&[q.clone(), k.clone(), v.clone()], |t| {
+            causal_attention(
+                t[0].as_tensor(),
+                t[1].as_tensor(),
+                t[2].as_tensor(),
+                &mut Dropout::off(),
+            )
+        });
         // Changing the last key/value must not change any earlier output.
-        let y0 = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mut Dropout::off()).unwrap();
+        let y0 = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mut Dropout::off())
+            .unwrap();
         let v2 = v.as_tensor().narrow(2, 0, 4).unwrap();
-        let v2 = Tensor::cat(&[&v2, &(v.as_tensor().narrow(2, 4, 1).unwrap() + 100.0).unwrap()], 2).unwrap();
+        let v2 = Tensor::cat(&[&v2, &(v.as_tensor().narrow(2, 4, 1).unwrap() + 100.0).unwrap()], 2)
+            .unwrap();
         let y1 = causal_attention(q.as_tensor(), k.as_tensor(), &v2, &mut Dropout::off()).unwrap();
-        let diff = (y0.narrow(2, 0, 4).unwrap() - y1.narrow(2, 0, 4).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (y0.narrow(2, 0, 4).unwrap() - y1.narrow(2, 0, 4).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert_eq!(diff.to_scalar::<f64>().unwrap(), 0.0);
-        let last = (y0.narrow(2, 4, 1).unwrap() - y1.narrow(2, 4, 1).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        let last = (y0.narrow(2, 4, 1).unwrap() - y1.narrow(2, 4, 1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(last.to_scalar::<f64>().unwrap() > 1.0);
     }
 
@@ -316,7 +391,8 @@ mod tests {
     fn cross_entropy_matches_the_formula_and_its_gradient_is_right() {
         let logits = randn(&[6, 5], 2.0, 9);
         let targets = Tensor::new(&[0u32, 4, 2, 2, 1, 3], &dev()).unwrap();
-        let l = cross_entropy(logits.as_tensor(), &targets, None).unwrap().to_scalar::<f64>().unwrap();
+        let l =
+            cross_entropy(logits.as_tensor(), &targets, None).unwrap().to_scalar::<f64>().unwrap();
         let rows = logits.as_tensor().to_vec2::<f64>().unwrap();
         let want = [0usize, 4, 2, 2, 1, 3]
             .iter()
@@ -328,7 +404,10 @@ mod tests {
         check(std::slice::from_ref(&logits), |v| cross_entropy(v[0].as_tensor(), &targets, None));
         // Weighted: zero weight drops a row.
         let w = Tensor::new(&[1.0f64, 0.0, 1.0, 0.0, 1.0, 1.0], &dev()).unwrap();
-        let lw = cross_entropy(logits.as_tensor(), &targets, Some(&w)).unwrap().to_scalar::<f64>().unwrap();
+        let lw = cross_entropy(logits.as_tensor(), &targets, Some(&w))
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         let want_w = [0usize, 2, 4, 5]
             .iter()
             .map(|&i| {
@@ -347,13 +426,30 @@ mod tests {
         with_plain_ops(true, || {
             assert!(plain_ops());
             let (x, w, b) = (randn(&[3, 5], 1.0, 1), randn(&[5], 1.0, 2), randn(&[5], 1.0, 3));
-            check(&[x, w, b], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5));
-            let (q, k, v) = (randn(&[2, 2, 5, 3], 1.0, 6), randn(&[2, 2, 5, 3], 1.0, 7), randn(&[2, 2, 5, 3], 1.0, 8));
-            check(&[q, k, v], |t| causal_attention(t[0].as_tensor(), t[1].as_tensor(), t[2].as_tensor(), &mut Dropout::off()));
+            check(&[x, w, b], |v| {
+                layer_norm(v[0].as_tensor(), v[1].as_tensor(), Some(v[2].as_tensor()), 1e-5)
+            });
+            let (q, k, v) = (
+                randn(&[2, 2, 5, 3], 1.0, 6),
+                randn(&[2, 2, 5, 3], 1.0, 7),
+                randn(&[2, 2, 5, 3], 1.0, 8),
+            );
+            check(&[q, k, v], |t| {
+                causal_attention(
+                    t[0].as_tensor(),
+                    t[1].as_tensor(),
+                    t[2].as_tensor(),
+                    &mut Dropout::off(),
+                )
+            });
             let logits = randn(&[6, 5], 2.0, 9);
             let targets = Tensor::new(&[0u32, 4, 2, 2, 1, 3], &dev()).unwrap();
             check(&[logits], |v| cross_entropy(v[0].as_tensor(), &targets, None));
-            crate::model::gradcheck::check_tol(&[randn(&[16], 2.0, 5)], |v| gelu(v[0].as_tensor()), 1e-5);
+            crate::model::gradcheck::check_tol(
+                &[randn(&[16], 2.0, 5)],
+                |v| gelu(v[0].as_tensor()),
+                1e-5,
+            );
         });
         assert!(with_plain_ops(false, || !plain_ops()));
     }
@@ -372,7 +468,10 @@ mod tests {
         assert!((180..320).contains(&zeros), "{zeros} dropped of 1000 at p = 0.25");
         // The mask is drawn in f32: 1/0.75 to f32 precision.
         assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
-        assert_eq!(Dropout::off().apply(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), vec![1.0; 1000]);
+        assert_eq!(
+            Dropout::off().apply(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(),
+            vec![1.0; 1000]
+        );
         // The gradient is the mask itself.
         let mut rng = Rng::new(1, Stream::Train);
         let y = Dropout::train(0.25, &mut rng).apply(x.as_tensor()).unwrap();

@@ -145,9 +145,15 @@ impl InplaceOp1 for Update<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("AdamW: a parameter is not contiguous") };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("AdamW: a parameter is not contiguous")
+        };
         if end - start != self.g.len() {
-            candle_core::bail!("AdamW: parameter of {} values, gradient of {}", end - start, self.g.len())
+            candle_core::bail!(
+                "AdamW: parameter of {} values, gradient of {}",
+                end - start,
+                self.g.len()
+            )
         }
         match storage {
             CpuStorage::F32(p) => self.apply(&mut p[start..end], |x| x, |x| x),
@@ -190,7 +196,13 @@ impl AdamW {
         for (group, (vars, cfg)) in groups.into_iter().enumerate() {
             for (name, var) in vars {
                 names.push(name.clone());
-                slots.push(Slot { var: var.clone(), group, decay: var.rank() >= 2, m: vec![0.0; var.elem_count()], v: vec![0.0; var.elem_count()] });
+                slots.push(Slot {
+                    var: var.clone(),
+                    group,
+                    decay: var.rank() >= 2,
+                    m: vec![0.0; var.elem_count()],
+                    v: vec![0.0; var.elem_count()],
+                });
             }
             cfgs.push(cfg);
         }
@@ -199,7 +211,12 @@ impl AdamW {
 
     /// Names of the parameters that get weight decay.
     pub fn decayed(&self) -> Vec<&str> {
-        self.names.iter().zip(&self.slots).filter(|(_, s)| s.decay).map(|(n, _)| n.as_str()).collect()
+        self.names
+            .iter()
+            .zip(&self.slots)
+            .filter(|(_, s)| s.decay)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     /// One step of a single-group optimizer at rate `lr`.
@@ -210,10 +227,18 @@ impl AdamW {
     /// One step, group `i` at rate `lrs[i]`; `grads` in the parameters' order.
     pub fn step_groups(&mut self, grads: &Grads, lrs: &[f64]) -> Result<()> {
         if lrs.len() != self.groups.len() {
-            return Err(super::ModelError::Invalid(format!("{} learning rates for {} parameter groups", lrs.len(), self.groups.len())));
+            return Err(super::ModelError::Invalid(format!(
+                "{} learning rates for {} parameter groups",
+                lrs.len(),
+                self.groups.len()
+            )));
         }
         if grads.0.len() != self.slots.len() {
-            return Err(super::ModelError::Invalid(format!("{} gradients for {} parameters", grads.0.len(), self.slots.len())));
+            return Err(super::ModelError::Invalid(format!(
+                "{} gradients for {} parameters",
+                grads.0.len(),
+                self.slots.len()
+            )));
         }
         self.t += 1;
         for (slot, g) in self.slots.iter_mut().zip(&grads.0) {
@@ -224,11 +249,25 @@ impl AdamW {
             let step_size = (lr / bc1) as f32;
             let (b1f, b2f, eps) = (b1 as f32, b2 as f32, cfg.eps as f32);
             if g.len() != slot.m.len() {
-                return Err(super::ModelError::Invalid(format!("a gradient of {} values for a parameter of {}", g.len(), slot.m.len())));
+                return Err(super::ModelError::Invalid(format!(
+                    "a gradient of {} values for a parameter of {}",
+                    g.len(),
+                    slot.m.len()
+                )));
             }
             // In place, one pass over each parameter and its moments (no copies of the weights).
             let decay = if slot.decay { (1.0 - lr * cfg.weight_decay) as f32 } else { 1.0 };
-            let update = Update { g, m: RefCell::new(&mut slot.m), v: RefCell::new(&mut slot.v), decay, b1: b1f, b2: b2f, eps, step_size, bc2_sqrt };
+            let update = Update {
+                g,
+                m: RefCell::new(&mut slot.m),
+                v: RefCell::new(&mut slot.v),
+                decay,
+                b1: b1f,
+                b2: b2f,
+                eps,
+                step_size,
+                bc2_sqrt,
+            };
             slot.var.as_tensor().inplace_op1(&update)?;
         }
         Ok(())
@@ -246,10 +285,19 @@ impl AdamW {
 
     /// Restores [`AdamW::state`]; every parameter's moments must be there with its shape.
     pub fn load_state(&mut self, state: &AdamState) -> std::result::Result<(), String> {
-        let find = |list: &[(String, Tensor)], name: &str, shape: &candle_core::Shape| -> std::result::Result<Vec<f32>, String> {
-            let (_, t) = list.iter().find(|(n, _)| n == name).ok_or_else(|| format!("no optimizer state for `{name}`"))?;
+        let find = |list: &[(String, Tensor)],
+                    name: &str,
+                    shape: &candle_core::Shape|
+         -> std::result::Result<Vec<f32>, String> {
+            let (_, t) = list
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| format!("no optimizer state for `{name}`"))?;
             if t.shape() != shape {
-                return Err(format!("optimizer state for `{name}` has shape {:?}, expected {shape:?}", t.shape()));
+                return Err(format!(
+                    "optimizer state for `{name}` has shape {:?}, expected {shape:?}",
+                    t.shape()
+                ));
             }
             t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())
         };
@@ -299,7 +347,8 @@ mod tests {
         let cfg = AdamWConfig::new(0.9, 0.99, 0.1);
         let mut opt = AdamW::new(&vars, cfg);
         assert_eq!(opt.decayed(), vec!["w"]);
-        let grads = [Grads(vec![vec![0.1, -0.2], vec![0.3]]), Grads(vec![vec![-0.05, 0.4], vec![0.1]])];
+        let grads =
+            [Grads(vec![vec![0.1, -0.2], vec![0.3]]), Grads(vec![vec![-0.05, 0.4], vec![0.1]])];
         let lr = 0.01;
         // Reference in f64.
         let reference = |p0: f64, gs: [f64; 2], decay: bool| {
@@ -345,7 +394,10 @@ mod tests {
             (vec![("a".to_string(), a)], vec![("b".to_string(), b)])
         };
         let (cfg_a, cfg_b) = (AdamWConfig::new(0.9, 0.99, 0.1), AdamWConfig::new(0.8, 0.95, 0.0));
-        let grads = [Grads(vec![vec![0.1, -0.2, 0.3, 0.05], vec![0.5, -0.1]]), Grads(vec![vec![-0.3, 0.1, 0.2, 0.4], vec![-0.2, 0.3]])];
+        let grads = [
+            Grads(vec![vec![0.1, -0.2, 0.3, 0.05], vec![0.5, -0.1]]),
+            Grads(vec![vec![-0.3, 0.1, 0.2, 0.4], vec![-0.2, 0.3]]),
+        ];
         let (ga, gb) = make();
         let mut both = AdamW::with_groups(vec![(&ga, cfg_a.clone()), (&gb, cfg_b.clone())]);
         let (sa, sb) = make();
@@ -355,7 +407,9 @@ mod tests {
             one.step(&Grads(vec![g.0[0].clone()]), 1e-2).unwrap();
             two.step(&Grads(vec![g.0[1].clone()]), 3e-3).unwrap();
         }
-        let values = |v: &[(String, Var)]| v[0].1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let values = |v: &[(String, Var)]| {
+            v[0].1.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         assert_eq!(values(&ga), values(&sa));
         assert_eq!(values(&gb), values(&sb));
         assert_ne!(values(&ga), vec![1.0, -2.0, 0.5, 3.0]);

@@ -62,7 +62,11 @@ impl ParamStore {
         match &inner.source {
             Source::Init(_) => Vec::new(),
             Source::Tensors(t) => {
-                let mut names: Vec<String> = t.keys().filter(|k| !inner.vars.iter().any(|(n, _)| n == *k)).cloned().collect();
+                let mut names: Vec<String> = t
+                    .keys()
+                    .filter(|k| !inner.vars.iter().any(|(n, _)| n == *k))
+                    .cloned()
+                    .collect();
                 names.sort();
                 names
             }
@@ -76,20 +80,35 @@ impl ParamStore {
 }
 
 impl SimpleBackend for ParamStore {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let mut inner = self.inner.lock().unwrap();
         if let Some((_, v)) = inner.vars.iter().find(|(n, _)| n == name) {
             if v.shape() != &shape {
-                candle_core::bail!("parameter `{name}` asked for twice with shapes {shape:?} and {:?}", v.shape())
+                candle_core::bail!(
+                    "parameter `{name}` asked for twice with shapes {shape:?} and {:?}",
+                    v.shape()
+                )
             }
             return Ok(v.as_tensor().clone());
         }
         let value = match &mut inner.source {
             Source::Init(rng) => draw(rng, &shape, init, dtype, dev)?,
             Source::Tensors(t) => {
-                let Some(t) = t.get(name) else { candle_core::bail!("no tensor `{name}` in the saved model") };
+                let Some(t) = t.get(name) else {
+                    candle_core::bail!("no tensor `{name}` in the saved model")
+                };
                 if t.shape() != &shape {
-                    candle_core::bail!("tensor `{name}` has shape {:?}, the model needs {shape:?}", t.shape())
+                    candle_core::bail!(
+                        "tensor `{name}` has shape {:?}, the model needs {shape:?}",
+                        t.shape()
+                    )
                 }
                 t.to_dtype(dtype)?.to_device(dev)?
             }
@@ -101,7 +120,12 @@ impl SimpleBackend for ParamStore {
         Ok(t)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("parameter `{name}` needs a shape")
     }
 
@@ -114,12 +138,20 @@ impl SimpleBackend for ParamStore {
     }
 }
 
-fn draw(rng: &mut Rng, shape: &Shape, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+fn draw(
+    rng: &mut Rng,
+    shape: &Shape,
+    init: Init,
+    dtype: DType,
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
     let n = shape.elem_count();
     let values: Vec<f64> = match init {
         Init::Const(c) => vec![c; n],
         Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * rng.normal()).collect(),
-        Init::Uniform { lo, up } => (0..n).map(|_| lo + (up - lo) * f64::from(rng.uniform())).collect(),
+        Init::Uniform { lo, up } => {
+            (0..n).map(|_| lo + (up - lo) * f64::from(rng.uniform())).collect()
+        }
         other => candle_core::bail!("init {other:?} is not supported by hone's parameter store"),
     };
     Tensor::from_vec(values, shape.clone(), dev)?.to_dtype(dtype)
@@ -134,9 +166,14 @@ mod tests {
         let make = |seed| {
             let ps = ParamStore::seeded(seed);
             let vb = ps.var_builder(DType::F32, &Device::Cpu);
-            vb.pp("a").get_with_hints((3, 4), "weight", Init::Randn { mean: 0.0, stdev: 0.02 }).unwrap();
+            vb.pp("a")
+                .get_with_hints((3, 4), "weight", Init::Randn { mean: 0.0, stdev: 0.02 })
+                .unwrap();
             vb.pp("a").get_with_hints(4, "bias", Init::Const(0.0)).unwrap();
-            ps.snapshot().into_iter().map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect::<Vec<_>>()
+            ps.snapshot()
+                .into_iter()
+                .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect::<Vec<_>>()
         };
         let (a, b, c) = (make(1), make(1), make(2));
         assert_eq!(a, b);
@@ -150,7 +187,10 @@ mod tests {
     #[test]
     fn loading_checks_names_and_shapes() {
         let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
-        let ps = ParamStore::from_tensors(HashMap::from([("w".to_string(), t.clone()), ("extra".to_string(), t)]));
+        let ps = ParamStore::from_tensors(HashMap::from([
+            ("w".to_string(), t.clone()),
+            ("extra".to_string(), t),
+        ]));
         let vb = ps.var_builder(DType::F32, &Device::Cpu);
         assert!(vb.get((2, 2), "w").is_ok());
         assert!(vb.get((2, 3), "w").is_err());

@@ -92,6 +92,9 @@ mod tests {
         let xs: Vec<usize> = (0..50).map(|_| a.below(1 << 30)).collect();
         let ys: Vec<usize> = (0..50).map(|_| b.below(1 << 30)).collect();
         assert_eq!(xs, ys);
-        assert_ne!(Rng::new(7, Stream::Train).below(1 << 30), Rng::new(7, Stream::Eval).below(1 << 30));
+        assert_ne!(
+            Rng::new(7, Stream::Train).below(1 << 30),
+            Rng::new(7, Stream::Eval).below(1 << 30)
+        );
     }
 }

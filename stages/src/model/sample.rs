@@ -86,7 +86,11 @@ fn top(logits: &[f32], m: usize) -> Vec<usize> {
 }
 
 fn argmax(logits: &[f32]) -> usize {
-    logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+        .0
 }
 
 /// Draws `u · total` from `weights` (token id, weight) in order.
@@ -240,7 +244,15 @@ impl Seq {
     fn new(dec: &Decoder, row: usize, r: &Request) -> Seq {
         // A prompt longer than the window keeps its end.
         let fed = r.prompt.len().saturating_sub(dec.config().block_size);
-        Seq { row, cache: dec.new_cache(), context: r.prompt.clone(), fed, rng: Rng::new(r.seed, Stream::Sample), out: Sampled::default(), done: false }
+        Seq {
+            row,
+            cache: dec.new_cache(),
+            context: r.prompt.clone(),
+            fed,
+            rng: Rng::new(r.seed, Stream::Sample),
+            out: Sampled::default(),
+            done: false,
+        }
     }
 
     /// Makes room for the unfed tokens: past the window, keep its last half and start over.
@@ -259,7 +271,14 @@ const PAR_ROWS: usize = 8;
 /// Samples every request (see the module doc): at most `max_rows` sequences per step, each
 /// stopping at a token of `stops` or `o.stop_at`, or after `o.max_new_tokens`. `None` when
 /// the observer cancelled.
-pub fn sample_batch(dec: &Decoder, requests: &[Request], o: &SampleOptions, stops: &[u32], max_rows: usize, obs: &mut impl Observer) -> Result<Option<Vec<Sampled>>> {
+pub fn sample_batch(
+    dec: &Decoder,
+    requests: &[Request],
+    o: &SampleOptions,
+    stops: &[u32],
+    max_rows: usize,
+    obs: &mut impl Observer,
+) -> Result<Option<Vec<Sampled>>> {
     if let Some(p) = o.problems().first() {
         return Err(ModelError::Invalid(p.clone()));
     }
@@ -290,12 +309,16 @@ pub fn sample_batch(dec: &Decoder, requests: &[Request], o: &SampleOptions, stop
             s.fit_window(dec);
         }
         let logits = {
-            let mut rows: Vec<Row> = active.iter_mut().map(|s| Row { cache: &mut s.cache, tokens: &s.context[s.fed..] }).collect();
+            let mut rows: Vec<Row> = active
+                .iter_mut()
+                .map(|s| Row { cache: &mut s.cache, tokens: &s.context[s.fed..] })
+                .collect();
             dec.forward(&mut rows)?
         };
         // Each row draws from its own stream: in parallel when there are several.
         let draw = |(s, logits): (&mut Seq, &Vec<f32>)| pick_scored(logits, o, &mut s.rng);
-        let picks: Vec<(u32, f32)> = if active.len() >= PAR_ROWS && rayon::current_num_threads() > 1 {
+        let picks: Vec<(u32, f32)> = if active.len() >= PAR_ROWS && rayon::current_num_threads() > 1
+        {
             active.par_iter_mut().zip(&logits).map(draw).collect()
         } else {
             active.iter_mut().zip(&logits).map(draw).collect()
@@ -336,17 +359,29 @@ impl<F: FnMut(u32) -> bool> Observer for Stream1<F> {
 
 /// Samples up to `max_new_tokens` after `prompt` with seed `o.seed`, calling `on_token` with
 /// each new token (return `false` to stop). Returns the new tokens (without a stop token).
-pub fn generate(dec: &Decoder, prompt: &[u32], o: &SampleOptions, on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
+pub fn generate(
+    dec: &Decoder,
+    prompt: &[u32],
+    o: &SampleOptions,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
     generate_until(dec, prompt, o, &[], on_token)
 }
 
 /// [`generate`], also stopping at the tokens of `stops`.
-fn generate_until(dec: &Decoder, prompt: &[u32], o: &SampleOptions, stops: &[u32], on_token: impl FnMut(u32) -> bool) -> Result<Vec<u32>> {
+fn generate_until(
+    dec: &Decoder,
+    prompt: &[u32],
+    o: &SampleOptions,
+    stops: &[u32],
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         return Err(ModelError::Invalid("the prompt is empty: give at least one token".into()));
     }
     let req = [Request { prompt: prompt.to_vec(), seed: o.seed }];
-    let mut out = sample_batch(dec, &req, o, stops, 1, &mut Stream1(on_token))?.expect("never cancelled");
+    let mut out =
+        sample_batch(dec, &req, o, stops, 1, &mut Stream1(on_token))?.expect("never cancelled");
     Ok(out.remove(0).text_tokens().to_vec())
 }
 
@@ -381,30 +416,54 @@ impl Overrides {
 
 /// Loads the model in `dir` with its `tokenizer.json`, and streams the text sampled after
 /// `prompt` to `on_text` piece by piece. An empty prompt starts from `<|endoftext|>`.
-pub fn generate_text(dir: &Path, prompt: &str, over: &Overrides, seed: u64, on_text: impl FnMut(&str)) -> Result<Generated> {
+pub fn generate_text(
+    dir: &Path,
+    prompt: &str,
+    over: &Overrides,
+    seed: u64,
+    on_text: impl FnMut(&str),
+) -> Result<Generated> {
     let loaded = export::load(dir, DType::F32)?;
     let tok_path = dir.join(export::TOKENIZER);
     if !tok_path.exists() {
-        return Err(ModelError::format(dir, format!("no `{}` beside the model: hone needs it to turn text into tokens", export::TOKENIZER)));
+        return Err(ModelError::format(
+            dir,
+            format!(
+                "no `{}` beside the model: hone needs it to turn text into tokens",
+                export::TOKENIZER
+            ),
+        ));
     }
-    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::format(&tok_path, e.to_string()))?;
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| ModelError::format(&tok_path, e.to_string()))?;
     let o = over.apply(SampleOptions::from_config(&loaded.generation, seed))?;
     let mut ids = if prompt.is_empty() {
         Vec::new()
     } else {
-        tokenizer.encode(prompt, false).map_err(|e| ModelError::Invalid(format!("cannot tokenize the prompt: {e}")))?.get_ids().to_vec()
+        tokenizer
+            .encode(prompt, false)
+            .map_err(|e| ModelError::Invalid(format!("cannot tokenize the prompt: {e}")))?
+            .get_ids()
+            .to_vec()
     };
     if ids.is_empty() && !prompt.is_empty() {
         // A tokenizer without an unknown token drops what it does not know.
-        return Err(ModelError::Invalid(format!("the prompt {prompt:?} has no token the model's tokenizer knows")));
+        return Err(ModelError::Invalid(format!(
+            "the prompt {prompt:?} has no token the model's tokenizer knows"
+        )));
     }
     if ids.is_empty() {
         let start = loaded.generation.bos_token_id.or(loaded.generation.eos_token_id);
-        ids.push(start.ok_or_else(|| ModelError::Invalid("give a prompt: the model has no start token to begin from".into()))?);
+        ids.push(start.ok_or_else(|| {
+            ModelError::Invalid("give a prompt: the model has no start token to begin from".into())
+        })?);
     }
     let vocab = loaded.config.vocab_size;
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-        return Err(ModelError::Invalid(format!("the tokenizer gave id {bad}, outside the model's vocabulary of {vocab}: is `{}` the model's own tokenizer?", tok_path.display())));
+        return Err(ModelError::Invalid(format!(
+            "the tokenizer gave id {bad}, outside the model's vocabulary of {vocab}: is `{}` the model's own tokenizer?",
+            tok_path.display()
+        )));
     }
     let mut stream = tokenizer.decode_stream(true);
     let dec = Decoder::from_store(&loaded.config, &loaded.params)?;
@@ -424,17 +483,15 @@ pub fn generate_streamed(
     mut on_text: impl FnMut(&str),
 ) -> Result<Vec<u32>> {
     let mut failed = None;
-    let new = generate_until(dec, prompt, o, stops, |t| {
-        match decode(t) {
-            Ok(Some(text)) => {
-                on_text(&text);
-                true
-            }
-            Ok(None) => true,
-            Err(e) => {
-                failed = Some(e.to_string());
-                false
-            }
+    let new = generate_until(dec, prompt, o, stops, |t| match decode(t) {
+        Ok(Some(text)) => {
+            on_text(&text);
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            failed = Some(e.to_string());
+            false
         }
     })?;
     match failed {
@@ -491,8 +548,15 @@ mod tests {
                 order.truncate(o.top_k);
             }
             let max = f64::from(logits[order[0]]);
-            let w: Vec<f64> = order.iter().map(|&i| ((f64::from(logits[i]) - max) / o.temperature).exp()).collect();
-            let total: f64 = if o.top_k > 0 { w.iter().sum() } else { logits.iter().map(|&l| ((f64::from(l) - max) / o.temperature).exp()).sum() };
+            let w: Vec<f64> = order
+                .iter()
+                .map(|&i| ((f64::from(logits[i]) - max) / o.temperature).exp())
+                .collect();
+            let total: f64 = if o.top_k > 0 {
+                w.iter().sum()
+            } else {
+                logits.iter().map(|&l| ((f64::from(l) - max) / o.temperature).exp()).sum()
+            };
             let mut probs: Vec<f64> = w.iter().map(|x| x / total).collect();
             let mut cum = 0.0;
             if let Some(k) = probs.iter().position(|&p| {
@@ -514,11 +578,22 @@ mod tests {
         let mut r = Rng::new(5, Stream::Init);
         // 500 logits in 40 distinct values: many ties.
         let logits: Vec<f32> = (0..500).map(|_| (r.below(40) as f32) / 8.0).collect();
-        for (k, p, t) in [(5, 1.0, 1.0), (50, 0.9, 0.7), (0, 0.3, 1.0), (0, 0.95, 2.0), (0, 0.999, 5.0), (499, 0.5, 1.0)] {
+        for (k, p, t) in [
+            (5, 1.0, 1.0),
+            (50, 0.9, 0.7),
+            (0, 0.3, 1.0),
+            (0, 0.95, 2.0),
+            (0, 0.999, 5.0),
+            (499, 0.5, 1.0),
+        ] {
             let o = opts(t, k, p, 0);
             let (mut a, mut b) = (Rng::new(9, Stream::Sample), Rng::new(9, Stream::Sample));
             for _ in 0..300 {
-                assert_eq!(pick(&logits, &o, &mut a), by_sorting(&logits, &o, &mut b), "top_k {k} top_p {p} T {t}");
+                assert_eq!(
+                    pick(&logits, &o, &mut a),
+                    by_sorting(&logits, &o, &mut b),
+                    "top_k {k} top_p {p} T {t}"
+                );
             }
         }
     }
@@ -536,7 +611,12 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-6);
         // pick_scored's log-prob is logprob's, bit for bit, whatever the options.
         let logits: Vec<f32> = (0..300).map(|i| ((i * 7919) % 613) as f32 / 41.0 - 6.0).collect();
-        for o in [opts(0.0, 0, 1.0, 0), opts(0.7, 0, 1.0, 0), opts(1.3, 20, 1.0, 0), opts(1.0, 0, 0.8, 0)] {
+        for o in [
+            opts(0.0, 0, 1.0, 0),
+            opts(0.7, 0, 1.0, 0),
+            opts(1.3, 20, 1.0, 0),
+            opts(1.0, 0, 0.8, 0),
+        ] {
             let mut rng = Rng::new(2, Stream::Sample);
             for _ in 0..50 {
                 let (token, lp) = pick_scored(&logits, &o, &mut rng);
@@ -556,7 +636,13 @@ mod tests {
         // Stopping at a token ends the sample before it.
         let stop = a[5];
         let first = a.iter().position(|&t| t == stop).unwrap();
-        let stopped = generate(&d, &[1, 2, 3], &SampleOptions { stop_at: Some(stop), ..opts(3.0, 0, 1.0, 11) }, |_| true).unwrap();
+        let stopped = generate(
+            &d,
+            &[1, 2, 3],
+            &SampleOptions { stop_at: Some(stop), ..opts(3.0, 0, 1.0, 11) },
+            |_| true,
+        )
+        .unwrap();
         assert_eq!(stopped, a[..first].to_vec());
     }
 
@@ -566,21 +652,54 @@ mod tests {
     #[test]
     fn batched_sampling_equals_one_at_a_time() {
         let (_, d) = tiny_model(7);
-        let requests: Vec<Request> =
-            (0..11u64).map(|i| Request { prompt: (0..1 + i % 6).map(|j| ((i * 7 + j * 3) % 17) as u32).collect(), seed: row_seed(42, i) }).collect();
+        let requests: Vec<Request> = (0..11u64)
+            .map(|i| Request {
+                prompt: (0..1 + i % 6).map(|j| ((i * 7 + j * 3) % 17) as u32).collect(),
+                seed: row_seed(42, i),
+            })
+            .collect();
         let o = SampleOptions { stop_at: Some(4), max_new_tokens: 30, ..opts(1.0, 8, 0.9, 0) };
-        let alone: Vec<Sampled> = requests.iter().map(|r| sample_batch(&d, std::slice::from_ref(r), &o, &[3], 1, &mut ()).unwrap().unwrap().remove(0)).collect();
-        assert!(alone.iter().any(|s| s.finished) && alone.iter().any(|s| !s.finished), "some stop, some run to the limit: {:?}", alone.iter().map(|s| (s.finished, s.tokens.clone())).collect::<Vec<_>>());
+        let alone: Vec<Sampled> = requests
+            .iter()
+            .map(|r| {
+                sample_batch(&d, std::slice::from_ref(r), &o, &[3], 1, &mut ())
+                    .unwrap()
+                    .unwrap()
+                    .remove(0)
+            })
+            .collect();
+        assert!(
+            alone.iter().any(|s| s.finished) && alone.iter().any(|s| !s.finished),
+            "some stop, some run to the limit: {:?}",
+            alone.iter().map(|s| (s.finished, s.tokens.clone())).collect::<Vec<_>>()
+        );
         assert!(alone.iter().any(|s| s.tokens.len() + 6 > 12), "some roll over the window");
         assert!(alone.iter().all(|s| s.tokens.len() == s.logprobs.len() && s.logprobs.iter().all(|l| *l <= 0.0)));
         for (threads, rows) in [(1, 4), (1, 64), (3, 3), (2, 11)] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let batched = pool.install(|| sample_batch(&d, &requests, &o, &[3], rows, &mut ()).unwrap().unwrap());
+            let batched = pool
+                .install(|| sample_batch(&d, &requests, &o, &[3], rows, &mut ()).unwrap().unwrap());
             assert_eq!(batched, alone, "{threads} threads, {rows} rows per step");
         }
         // The streamed single-sequence API gives the same tokens as its request alone.
-        let one = generate(&d, &requests[3].prompt, &SampleOptions { seed: requests[3].seed, stop_at: None, ..o.clone() }, |_| true).unwrap();
-        let alone3 = sample_batch(&d, &requests[3..4], &SampleOptions { stop_at: None, ..o.clone() }, &[], 1, &mut ()).unwrap().unwrap().remove(0);
+        let one = generate(
+            &d,
+            &requests[3].prompt,
+            &SampleOptions { seed: requests[3].seed, stop_at: None, ..o.clone() },
+            |_| true,
+        )
+        .unwrap();
+        let alone3 = sample_batch(
+            &d,
+            &requests[3..4],
+            &SampleOptions { stop_at: None, ..o.clone() },
+            &[],
+            1,
+            &mut (),
+        )
+        .unwrap()
+        .unwrap()
+        .remove(0);
         assert_eq!(one, alone3.tokens);
     }
 
@@ -591,13 +710,25 @@ mod tests {
         let (m, d) = tiny_model(6);
         let prompt = [4u32, 8, 15, 16, 2, 3, 1, 0, 9, 9, 9, 9, 9, 1, 2]; // longer than the block
         let o = SampleOptions { max_new_tokens: 40, ..opts(0.0, 0, 1.0, 0) };
-        let got = sample_batch(&d, &[Request { prompt: prompt.to_vec(), seed: 0 }], &o, &[], 1, &mut ()).unwrap().unwrap().remove(0);
+        let got =
+            sample_batch(&d, &[Request { prompt: prompt.to_vec(), seed: 0 }], &o, &[], 1, &mut ())
+                .unwrap()
+                .unwrap()
+                .remove(0);
         let mut ctx = prompt.to_vec();
         let mut start = ctx.len() - 12;
         for (i, &tok) in got.tokens.iter().enumerate() {
             let window = &ctx[start..];
             let ids = Tensor::from_slice(window, (1, window.len()), &Device::Cpu).unwrap();
-            let logits = m.forward(&ids, &mut Dropout::off()).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap().pop().unwrap();
+            let logits = m
+                .forward(&ids, &mut Dropout::off())
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+                .pop()
+                .unwrap();
             assert_eq!(tok, argmax(&logits) as u32, "token {i}");
             assert!((got.logprobs[i] - logprob(&logits, tok, 1.0)).abs() < 1e-3, "token {i}");
             ctx.push(tok);
@@ -611,11 +742,35 @@ mod tests {
     #[test]
     fn bad_requests_are_errors() {
         let (_, d) = tiny_model(1);
-        let err = sample_batch(&d, &[Request { prompt: vec![1], seed: 0 }, Request { prompt: vec![], seed: 0 }], &opts(1.0, 0, 1.0, 0), &[], 4, &mut ()).unwrap_err();
+        let err = sample_batch(
+            &d,
+            &[Request { prompt: vec![1], seed: 0 }, Request { prompt: vec![], seed: 0 }],
+            &opts(1.0, 0, 1.0, 0),
+            &[],
+            4,
+            &mut (),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("prompt 1 is empty"), "{err}");
-        let err = sample_batch(&d, &[Request { prompt: vec![1], seed: 0 }], &opts(1.0, 0, 1.5, 0), &[], 4, &mut ()).unwrap_err();
+        let err = sample_batch(
+            &d,
+            &[Request { prompt: vec![1], seed: 0 }],
+            &opts(1.0, 0, 1.5, 0),
+            &[],
+            4,
+            &mut (),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("top_p must be in (0, 1]"), "{err}");
-        let err = sample_batch(&d, &[Request { prompt: vec![99], seed: 0 }], &opts(1.0, 0, 1.0, 0), &[], 4, &mut ()).unwrap_err();
+        let err = sample_batch(
+            &d,
+            &[Request { prompt: vec![99], seed: 0 }],
+            &opts(1.0, 0, 1.0, 0),
+            &[],
+            4,
+            &mut (),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("outside the model's vocabulary"), "{err}");
         let err = generate(&d, &[], &opts(1.0, 0, 1.0, 0), |_| true).unwrap_err();
         assert_eq!(err.to_string(), "the prompt is empty: give at least one token");
@@ -627,7 +782,10 @@ mod tests {
             n += 1;
             if n < 3 { Ok(Some(format!("<{t}>"))) } else { Err("no such token".into()) }
         };
-        let err = generate_streamed(&d, &[1, 2], &opts(1.0, 0, 1.0, 0), &[], decode, |piece| text.push_str(piece)).unwrap_err();
+        let err = generate_streamed(&d, &[1, 2], &opts(1.0, 0, 1.0, 0), &[], decode, |piece| {
+            text.push_str(piece)
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "cannot decode a sampled token: no such token");
         assert_eq!(text.matches('<').count(), 2, "{text}");
     }

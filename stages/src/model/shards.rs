@@ -80,8 +80,12 @@ pub fn read_shard(path: &Path, dtype: Dtype) -> std::io::Result<Vec<u32>> {
         ));
     }
     Ok(match dtype {
-        Dtype::U16 => bytes.chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Dtype::U32 => bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::U16 => {
+            bytes.chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))).collect()
+        }
+        Dtype::U32 => {
+            bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
     })
 }
 
@@ -100,16 +104,30 @@ impl TokenShard {
         let bytes = file.metadata().map_err(ModelError::io(path))?.len();
         let width = if wide { 4 } else { 2 };
         if bytes % width != 0 {
-            return Err(ModelError::format(path, format!("{bytes} bytes is not a whole number of {width}-byte token ids")));
+            return Err(ModelError::format(
+                path,
+                format!("{bytes} bytes is not a whole number of {width}-byte token ids"),
+            ));
         }
         if bytes / width != expected {
-            return Err(ModelError::format(path, format!("holds {} tokens but meta.json says {expected}", bytes / width)));
+            return Err(ModelError::format(
+                path,
+                format!("holds {} tokens but meta.json says {expected}", bytes / width),
+            ));
         }
         // SAFETY: the store makes artifacts read-only; nothing writes the file while mapped.
-        let map = if bytes == 0 { None } else { Some(unsafe { Mmap::map(&file) }.map_err(ModelError::io(path))?) };
-        let shard = TokenShard { map, wide, len: (bytes / width) as usize, path: path.to_path_buf() };
+        let map = if bytes == 0 {
+            None
+        } else {
+            Some(unsafe { Mmap::map(&file) }.map_err(ModelError::io(path))?)
+        };
+        let shard =
+            TokenShard { map, wide, len: (bytes / width) as usize, path: path.to_path_buf() };
         if let Some(i) = (0..shard.len).find(|&i| shard.get(i) as usize >= vocab) {
-            return Err(ModelError::format(path, format!("token {i} has id {} but vocab_size (meta.json) is {vocab}", shard.get(i))));
+            return Err(ModelError::format(
+                path,
+                format!("token {i} has id {} but vocab_size (meta.json) is {vocab}", shard.get(i)),
+            ));
         }
         Ok(shard)
     }
@@ -149,13 +167,20 @@ impl TokenData {
     pub fn open(dir: &Path) -> Result<TokenData> {
         let meta_path = dir.join(META);
         let text = std::fs::read_to_string(&meta_path).map_err(ModelError::io(&meta_path))?;
-        let meta: ShardMeta = serde_json::from_str(&text).map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
+        let meta: ShardMeta = serde_json::from_str(&text)
+            .map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
         let wide = meta.dtype == Dtype::U32;
         if meta.vocab_size == 0 || (!wide && meta.vocab_size > 1 << 16) {
-            return Err(ModelError::format(&meta_path, format!("vocab_size {} does not fit dtype {}", meta.vocab_size, meta.dtype)));
+            return Err(ModelError::format(
+                &meta_path,
+                format!("vocab_size {} does not fit dtype {}", meta.vocab_size, meta.dtype),
+            ));
         }
         if meta.eot_id as usize >= meta.vocab_size {
-            return Err(ModelError::format(&meta_path, format!("eot_id {} is not below vocab_size {}", meta.eot_id, meta.vocab_size)));
+            return Err(ModelError::format(
+                &meta_path,
+                format!("eot_id {} is not below vocab_size {}", meta.eot_id, meta.vocab_size),
+            ));
         }
         let train = TokenShard::open(&dir.join(TRAIN), wide, meta.train_tokens, meta.vocab_size)?;
         let val = TokenShard::open(&dir.join(VAL), wide, meta.val_tokens, meta.vocab_size)?;
@@ -168,7 +193,15 @@ impl TokenData {
 }
 
 /// Writes a tokenizer artifact (tests and the benchmark's data preparation).
-pub fn write_artifact(dir: &Path, kind: TokenizerKind, vocab_size: usize, eot_id: u32, tokenizer_json: &str, train: &[u32], val: &[u32]) -> std::io::Result<()> {
+pub fn write_artifact(
+    dir: &Path,
+    kind: TokenizerKind,
+    vocab_size: usize,
+    eot_id: u32,
+    tokenizer_json: &str,
+    train: &[u32],
+    val: &[u32],
+) -> std::io::Result<()> {
     let dtype = Dtype::for_vocab(vocab_size);
     let encode = |ids: &[u32]| -> Vec<u8> {
         match dtype {
@@ -201,8 +234,12 @@ pub fn char_tokenizer(text: &str) -> (String, usize, u32, impl Fn(&str) -> Vec<u
     chars.sort_unstable();
     chars.dedup();
     let eot = chars.len() as u32;
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        chars.iter().enumerate().map(|(i, c)| (c.to_string(), i.into())).chain(std::iter::once(("<|endoftext|>".to_string(), eot.into()))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i.into()))
+        .chain(std::iter::once(("<|endoftext|>".to_string(), eot.into())))
+        .collect();
     let json = serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -215,7 +252,8 @@ pub fn char_tokenizer(text: &str) -> (String, usize, u32, impl Fn(&str) -> Vec<u
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
                   "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": []}
     });
-    let index: std::collections::HashMap<char, u32> = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+    let index: std::collections::HashMap<char, u32> =
+        chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
     let encode = move |s: &str| s.chars().map(|c| index[&c]).collect();
     (serde_json::to_string_pretty(&json).unwrap(), chars.len() + 1, eot, encode)
 }
@@ -230,7 +268,8 @@ mod tests {
         let (json, vocab, eot, enc) = char_tokenizer("hello world");
         let mut train = enc("hello");
         train.push(eot);
-        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &train, &enc("world")).unwrap();
+        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &train, &enc("world"))
+            .unwrap();
         let d = TokenData::open(dir.path()).unwrap();
         assert_eq!(d.train.len(), 6);
         let mut got = Vec::new();
@@ -242,7 +281,16 @@ mod tests {
         assert_eq!(tok.encode("low", false).unwrap().get_ids(), enc("low").as_slice());
 
         // An id past the vocabulary names the file and the position.
-        write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &[1, 2, 99], &enc("world")).unwrap();
+        write_artifact(
+            dir.path(),
+            TokenizerKind::Char,
+            vocab,
+            eot,
+            &json,
+            &[1, 2, 99],
+            &enc("world"),
+        )
+        .unwrap();
         let err = TokenData::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("train.bin") && err.contains("token 2 has id 99"), "{err}");
         // A size that disagrees with meta.json.
@@ -250,6 +298,9 @@ mod tests {
         write_artifact(dir.path(), TokenizerKind::Char, vocab, eot, &json, &[1], &[1]).unwrap();
         std::fs::write(dir.path().join(VAL), [0u8; 6]).unwrap();
         let err = TokenData::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("val.bin") && err.contains("holds 3 tokens but meta.json says 1"), "{err}");
+        assert!(
+            err.contains("val.bin") && err.contains("holds 3 tokens but meta.json says 1"),
+            "{err}"
+        );
     }
 }

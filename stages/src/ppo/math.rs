@@ -61,7 +61,13 @@ pub struct TokenRewards {
 /// The per-token rewards of one response: `logp`/`ref_logp` are its tokens' log-probs under
 /// the policy that sampled it and the frozen reference; `score` is the reward model's (already
 /// penalised) score, given to the last token.
-pub fn token_rewards(logp: &[f64], ref_logp: &[f64], score: f64, beta: f64, est: KlEstimator) -> TokenRewards {
+pub fn token_rewards(
+    logp: &[f64],
+    ref_logp: &[f64],
+    score: f64,
+    beta: f64,
+    est: KlEstimator,
+) -> TokenRewards {
     assert_eq!(logp.len(), ref_logp.len(), "one reference log-prob per token");
     let kl: Vec<f64> = logp.iter().zip(ref_logp).map(|(&p, &r)| est.per_token(p, r)).collect();
     let mut rewards: Vec<f64> = kl.iter().map(|k| -beta * k).collect();
@@ -141,7 +147,13 @@ pub struct PolicyLoss {
 
 /// PPO's clipped surrogate objective (as a loss) over padded (B, T) `logp` (the policy now,
 /// with gradients), `old_logp` (at the rollout), `advantages` and `mask` (1 for real tokens).
-pub fn policy_loss(logp: &Tensor, old_logp: &Tensor, advantages: &Tensor, mask: &Tensor, clip: f64) -> Result<PolicyLoss> {
+pub fn policy_loss(
+    logp: &Tensor,
+    old_logp: &Tensor,
+    advantages: &Tensor,
+    mask: &Tensor,
+    clip: f64,
+) -> Result<PolicyLoss> {
     let log_ratio = (logp - old_logp)?;
     let ratio = log_ratio.exp()?;
     let unclipped = (advantages.neg()? * &ratio)?;
@@ -166,12 +178,21 @@ pub struct ValueLoss {
 
 /// The clipped value loss over padded (B, T) `values` (now, with gradients), `old_values` (at
 /// the rollout), `returns` and `mask`.
-pub fn value_loss(values: &Tensor, old_values: &Tensor, returns: &Tensor, mask: &Tensor, clip: f64) -> Result<ValueLoss> {
+pub fn value_loss(
+    values: &Tensor,
+    old_values: &Tensor,
+    returns: &Tensor,
+    mask: &Tensor,
+    clip: f64,
+) -> Result<ValueLoss> {
     let clipped_values = (old_values + (values - old_values)?.clamp(-clip, clip)?)?;
     let unclipped = (values - returns)?.sqr()?;
     let clipped = (clipped_values - returns)?.sqr()?;
     let loss = (masked_mean(&unclipped.maximum(&clipped)?, mask)? * 0.5)?;
-    Ok(ValueLoss { loss, clip_frac: scalar(&masked_mean(&clipped.gt(&unclipped)?.to_dtype(mask.dtype())?, mask)?)? })
+    Ok(ValueLoss {
+        loss,
+        clip_frac: scalar(&masked_mean(&clipped.gt(&unclipped)?.to_dtype(mask.dtype())?, mask)?)?,
+    })
 }
 
 /// The entropy of the softmax of `logits` over the last dimension, per row:
@@ -197,7 +218,11 @@ pub fn explained_variance(values: &[Vec<f64>], returns: &[Vec<f64>]) -> Option<f
     if var_r.is_nan() || var_r <= 0.0 {
         return None;
     }
-    let diff: Vec<Vec<f64>> = returns.iter().zip(values).map(|(r, v)| r.iter().zip(v).map(|(a, b)| a - b).collect()).collect();
+    let diff: Vec<Vec<f64>> = returns
+        .iter()
+        .zip(values)
+        .map(|(r, v)| r.iter().zip(v).map(|(a, b)| a - b).collect())
+        .collect();
     Some(1.0 - pop(&diff) / var_r)
 }
 
@@ -359,12 +384,16 @@ mod tests {
         close(out.approx_kl, 0.5 * (0.0 + 1.5f64.ln().powi(2) + 0.5f64.ln().powi(2) + 0.01) / 4.0);
         close(out.ratio, (1.0 + 1.5 + 0.5 + e01) / 4.0);
         let g = out.loss.backward().unwrap();
-        close_all(&vec(g.get(logp.as_tensor()).unwrap()), &[-1.0 / 4.0, 0.0, 0.0, 2.0 * e01 / 4.0, 0.0]);
+        close_all(
+            &vec(g.get(logp.as_tensor()).unwrap()),
+            &[-1.0 / 4.0, 0.0, 0.0, 2.0 * e01 / 4.0, 0.0],
+        );
         // Away from the clip's edges the gradient matches finite differences.
         let adv = t(&[0.7, -0.4, 1.3, -2.0]);
         let mask = t(&[1.0, 1.0, 0.0, 1.0]);
         let old = t(&[-1.0, -2.0, -0.5, -3.0]);
-        let l = Var::from_tensor(&(old.clone() + randn(&[4], 0.3, 3).as_tensor()).unwrap()).unwrap();
+        let l =
+            Var::from_tensor(&(old.clone() + randn(&[4], 0.3, 3).as_tensor()).unwrap()).unwrap();
         check(&[l], |v| Ok(policy_loss(v[0].as_tensor(), &old, &adv, &mask, 0.2)?.loss));
     }
 
@@ -376,7 +405,14 @@ mod tests {
     #[test]
     fn clipped_value_loss_by_hand() {
         let v = var(&[1.0, 0.6, 0.0, 9.0]);
-        let out = value_loss(v.as_tensor(), &t(&[0.5, 0.5, 0.5, 0.0]), &t(&[2.0, 0.0, 1.0, -9.0]), &t(&[1.0, 1.0, 1.0, 0.0]), 0.2).unwrap();
+        let out = value_loss(
+            v.as_tensor(),
+            &t(&[0.5, 0.5, 0.5, 0.0]),
+            &t(&[2.0, 0.0, 1.0, -9.0]),
+            &t(&[1.0, 1.0, 1.0, 0.0]),
+            0.2,
+        )
+        .unwrap();
         close(out.loss.to_scalar::<f64>().unwrap(), 0.5 * (1.69 + 0.36 + 1.0) / 3.0);
         close(out.clip_frac, 1.0 / 3.0);
         let g = out.loss.backward().unwrap();
@@ -385,7 +421,9 @@ mod tests {
 
     #[test]
     fn entropy_by_hand_and_its_gradient() {
-        let h = vec(&entropy(&Tensor::new(&[[0.0f64, 0.0], [0.0, 3f64.ln()]], &Device::Cpu).unwrap()).unwrap());
+        let h =
+            vec(&entropy(&Tensor::new(&[[0.0f64, 0.0], [0.0, 3f64.ln()]], &Device::Cpu).unwrap())
+                .unwrap());
         // [½, ½] → ln 2; [¼, ¾] → −(¼ ln ¼ + ¾ ln ¾).
         close_all(&h, &[2f64.ln(), -(0.25 * 0.25f64.ln() + 0.75 * 0.75f64.ln())]);
         check(&[randn(&[3, 5], 2.0, 7)], |v| entropy(v[0].as_tensor()));
@@ -398,7 +436,10 @@ mod tests {
         close(explained_variance(&ret, &ret).unwrap(), 1.0);
         close(explained_variance(&[vec![3.0, 3.0], vec![3.0, 3.0]], &ret).unwrap(), 0.0);
         // Var(R) = (4 + 1 + 0 + 9)/4 = 3.5; R − V = [1, 0, 1, 0]: Var 0.25 → 1 − 0.25/3.5.
-        close(explained_variance(&[vec![0.0, 2.0], vec![2.0, 6.0]], &ret).unwrap(), 1.0 - 0.25 / 3.5);
+        close(
+            explained_variance(&[vec![0.0, 2.0], vec![2.0, 6.0]], &ret).unwrap(),
+            1.0 - 0.25 / 3.5,
+        );
         assert_eq!(explained_variance(&[vec![0.0]], &[vec![1.0]]), None);
     }
 
@@ -423,7 +464,8 @@ mod tests {
         // The state round-trips through JSON (checkpoints) bit for bit.
         for x in [c.beta(), 0.1 + 0.2, 1e-300, 0.2 * 1.00512 * 1.00256 * 0.99488] {
             let k = KlControl::Fixed { beta: x };
-            let back: KlControl = serde_json::from_str(&serde_json::to_string(&k).unwrap()).unwrap();
+            let back: KlControl =
+                serde_json::from_str(&serde_json::to_string(&k).unwrap()).unwrap();
             assert_eq!(back.beta().to_bits(), x.to_bits());
         }
         let back: KlControl = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();

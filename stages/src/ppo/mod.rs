@@ -92,7 +92,9 @@ use crate::model::sample::{self, Request, SampleOptions};
 use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
 use crate::ports;
 use crate::reward::{self, RewardModel};
-use crate::training::{self, EpochOrder, ParamGroup, StepOut, Trainer, loss_svg, training_params, write};
+use crate::training::{
+    self, EpochOrder, ParamGroup, StepOut, Trainer, loss_svg, training_params, write,
+};
 use math::{KlControl, KlEstimator};
 
 pub struct Ppo;
@@ -264,7 +266,8 @@ impl Stage for Ppo {
         Port::optional("reward", ports::REWARD_MODEL),
         Port::required("prompts", ports::PROMPTS),
     ]);
-    const OUTPUTS: &'static [Port] = &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+    const OUTPUTS: &'static [Port] =
+        &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
 
     /// The reference, critic, reward model and update run the model ops (`HONE_PLAIN_OPS`).
     fn settings() -> Vec<(&'static str, String)> {
@@ -278,35 +281,141 @@ impl Stage for Ppo {
                 out.push(ParamProblem::at(&[field], msg).help(help.to_string()));
             }
         };
-        need(p.rollouts > 0, "rollouts", "`rollouts` must be at least 1".into(), "TRL samples 64 answers per iteration");
-        need(p.batch_size == 0 || p.rollouts.is_multiple_of(p.batch_size), "rollouts", format!("`rollouts` ({}) must be a multiple of `batch_size` ({})", p.rollouts, p.batch_size), "each iteration's answers are split into minibatches of `batch_size`");
+        need(
+            p.rollouts > 0,
+            "rollouts",
+            "`rollouts` must be at least 1".into(),
+            "TRL samples 64 answers per iteration",
+        );
+        need(
+            p.batch_size == 0 || p.rollouts.is_multiple_of(p.batch_size),
+            "rollouts",
+            format!(
+                "`rollouts` ({}) must be a multiple of `batch_size` ({})",
+                p.rollouts, p.batch_size
+            ),
+            "each iteration's answers are split into minibatches of `batch_size`",
+        );
         need(p.epochs > 0, "epochs", "`epochs` must be at least 1".into(), "OpenAI uses 4");
         let per = p.steps_per_iteration();
-        need(per == 0 || p.steps.is_multiple_of(per), "steps", format!("`steps` ({}) must be a whole number of iterations of {per} steps (epochs {} × rollouts {} / batch_size {})", p.steps, p.epochs, p.rollouts, p.batch_size), &format!("try {}", (p.steps / per.max(1)).max(1) * per));
-        need(p.max_new_tokens > 0, "max_new_tokens", "`max_new_tokens` must be at least 1".into(), "tinyworld answers take about 20 tokens");
-        need(p.temperature > 0.0 && p.temperature.is_finite(), "temperature", format!("`temperature` must be positive, not {}", p.temperature), "PPO samples; TRL uses 0.7");
-        need(p.kl_coef >= 0.0 && p.kl_coef.is_finite(), "kl_coef", format!("`kl_coef` must not be negative, not {}", p.kl_coef), "TRL uses 0.05");
+        need(
+            per == 0 || p.steps.is_multiple_of(per),
+            "steps",
+            format!(
+                "`steps` ({}) must be a whole number of iterations of {per} steps (epochs {} × rollouts {} / batch_size {})",
+                p.steps, p.epochs, p.rollouts, p.batch_size
+            ),
+            &format!("try {}", (p.steps / per.max(1)).max(1) * per),
+        );
+        need(
+            p.max_new_tokens > 0,
+            "max_new_tokens",
+            "`max_new_tokens` must be at least 1".into(),
+            "tinyworld answers take about 20 tokens",
+        );
+        need(
+            p.temperature > 0.0 && p.temperature.is_finite(),
+            "temperature",
+            format!("`temperature` must be positive, not {}", p.temperature),
+            "PPO samples; TRL uses 0.7",
+        );
+        need(
+            p.kl_coef >= 0.0 && p.kl_coef.is_finite(),
+            "kl_coef",
+            format!("`kl_coef` must not be negative, not {}", p.kl_coef),
+            "TRL uses 0.05",
+        );
         if let Some(t) = p.kl_target {
-            need(t > 0.0 && t.is_finite(), "kl_target", format!("`kl_target` must be positive, not {t}"), "OpenAI aims at 6 nats");
-            need(p.kl_coef > 0.0, "kl_coef", "an adaptive β needs a positive `kl_coef` to start from".into(), "OpenAI starts at 0.15");
+            need(
+                t > 0.0 && t.is_finite(),
+                "kl_target",
+                format!("`kl_target` must be positive, not {t}"),
+                "OpenAI aims at 6 nats",
+            );
+            need(
+                p.kl_coef > 0.0,
+                "kl_coef",
+                "an adaptive β needs a positive `kl_coef` to start from".into(),
+                "OpenAI starts at 0.15",
+            );
         }
-        need(p.kl_horizon > 0.0, "kl_horizon", format!("`kl_horizon` must be positive, not {}", p.kl_horizon), "OpenAI uses 10000");
-        need(p.max_kl > 0.0, "max_kl", format!("`max_kl` must be positive, not {}", p.max_kl), "the KL per answer at which the run stops as a blow-up");
-        need((0.0..=1.0).contains(&p.gamma), "gamma", format!("`gamma` must be in [0, 1], not {}", p.gamma), "1 for language models");
-        need((0.0..=1.0).contains(&p.lam), "lam", format!("`lam` must be in [0, 1], not {}", p.lam), "0.95 as TRL");
-        need(p.clip > 0.0, "clip", format!("`clip` must be positive, not {}", p.clip), "0.2 as the PPO paper");
-        need(p.value_clip > 0.0, "value_clip", format!("`value_clip` must be positive, not {}", p.value_clip), "0.2 as TRL");
-        need(p.vf_coef >= 0.0, "vf_coef", format!("`vf_coef` must not be negative, not {}", p.vf_coef), "0.1 as TRL");
-        need(p.entropy_coef >= 0.0, "entropy_coef", format!("`entropy_coef` must not be negative, not {}", p.entropy_coef), "0 turns the bonus off");
+        need(
+            p.kl_horizon > 0.0,
+            "kl_horizon",
+            format!("`kl_horizon` must be positive, not {}", p.kl_horizon),
+            "OpenAI uses 10000",
+        );
+        need(
+            p.max_kl > 0.0,
+            "max_kl",
+            format!("`max_kl` must be positive, not {}", p.max_kl),
+            "the KL per answer at which the run stops as a blow-up",
+        );
+        need(
+            (0.0..=1.0).contains(&p.gamma),
+            "gamma",
+            format!("`gamma` must be in [0, 1], not {}", p.gamma),
+            "1 for language models",
+        );
+        need(
+            (0.0..=1.0).contains(&p.lam),
+            "lam",
+            format!("`lam` must be in [0, 1], not {}", p.lam),
+            "0.95 as TRL",
+        );
+        need(
+            p.clip > 0.0,
+            "clip",
+            format!("`clip` must be positive, not {}", p.clip),
+            "0.2 as the PPO paper",
+        );
+        need(
+            p.value_clip > 0.0,
+            "value_clip",
+            format!("`value_clip` must be positive, not {}", p.value_clip),
+            "0.2 as TRL",
+        );
+        need(
+            p.vf_coef >= 0.0,
+            "vf_coef",
+            format!("`vf_coef` must not be negative, not {}", p.vf_coef),
+            "0.1 as TRL",
+        );
+        need(
+            p.entropy_coef >= 0.0,
+            "entropy_coef",
+            format!("`entropy_coef` must not be negative, not {}", p.entropy_coef),
+            "0 turns the bonus off",
+        );
         if let Some(v) = p.value_lr {
-            need(v > 0.0 && v.is_finite(), "value_lr", format!("`value_lr` must be positive, not {v}"), "leave it out to use `lr`");
+            need(
+                v > 0.0 && v.is_finite(),
+                "value_lr",
+                format!("`value_lr` must be positive, not {v}"),
+                "leave it out to use `lr`",
+            );
         }
         if let Some(c) = p.score_clip {
-            need(c > 0.0, "score_clip", format!("`score_clip` must be positive, not {c}"), "DeepSpeed-Chat clips at 5");
+            need(
+                c > 0.0,
+                "score_clip",
+                format!("`score_clip` must be positive, not {c}"),
+                "DeepSpeed-Chat clips at 5",
+            );
         }
-        need(p.missing_eos_penalty >= 0.0, "missing_eos_penalty", format!("`missing_eos_penalty` must not be negative, not {}", p.missing_eos_penalty), "0 turns it off; TRL suggests 1");
+        need(
+            p.missing_eos_penalty >= 0.0,
+            "missing_eos_penalty",
+            format!("`missing_eos_penalty` must not be negative, not {}", p.missing_eos_penalty),
+            "0 turns it off; TRL suggests 1",
+        );
         if let Some(t) = &p.reward_contains {
-            need(!t.is_empty(), "reward_contains", "`reward_contains` is empty".into(), "give the text an answer is rewarded for containing");
+            need(
+                !t.is_empty(),
+                "reward_contains",
+                "`reward_contains` is empty".into(),
+                "give the text an answer is rewarded for containing",
+            );
         }
         out
     }
@@ -355,7 +464,15 @@ struct Rollout {
 }
 
 /// The minibatch statistics averaged over an iteration (TRL's `_avg` names).
-const MB_STATS: [&str; 7] = ["policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "policy/entropy_avg", "val/ratio"];
+const MB_STATS: [&str; 7] = [
+    "policy/approxkl_avg",
+    "policy/clipfrac_avg",
+    "loss/policy_avg",
+    "loss/value_avg",
+    "val/clipfrac_avg",
+    "policy/entropy_avg",
+    "val/ratio",
+];
 
 /// Times of the iteration in progress: (iteration, started, rollout s, scoring s).
 type Clock = (u64, Instant, f64, f64);
@@ -404,7 +521,11 @@ fn layout(rows: &[(&[u32], &[u32])], pad: u32) -> candle_core::Result<(Tensor, T
         }
     }
     let dev = Device::Cpu;
-    Ok((Tensor::from_vec(x, (rows.len(), t), &dev)?, Tensor::new(at, &dev)?, Tensor::new(targets, &dev)?))
+    Ok((
+        Tensor::from_vec(x, (rows.len(), t), &dev)?,
+        Tensor::new(at, &dev)?,
+        Tensor::new(targets, &dev)?,
+    ))
 }
 
 /// Cuts rows of these lengths, shortest first, into at most `max_groups` runs that are each
@@ -448,7 +569,12 @@ fn length_groups(lens: &[usize], max_groups: usize) -> (Vec<usize>, Vec<usize>) 
 }
 
 /// Per answer token: the logits (N, V) at `temperature` of the position that predicts it.
-fn answer_logits(gpt: &Gpt, x: &Tensor, at: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+fn answer_logits(
+    gpt: &Gpt,
+    x: &Tensor,
+    at: &Tensor,
+    temperature: f64,
+) -> candle_core::Result<Tensor> {
     let h = gpt.hidden(x, &mut Dropout::off())?;
     let (b, t, c) = h.dims3()?;
     let logits = gpt.lm_head(&h.reshape((b * t, c))?.index_select(at, 0)?)?;
@@ -490,7 +616,10 @@ fn to_f64(t: &Tensor) -> Result<Vec<f64>, StageError> {
 /// A seeded order of `n` items for an iteration's epoch (a function of both: nothing to
 /// checkpoint).
 fn minibatch_order(seed: u64, iteration: u64, epoch: usize, n: usize) -> Vec<usize> {
-    let mut rng = Rng::new(sample::row_seed(seed ^ 0x5050_4F00, iteration * 1_000_003 + epoch as u64), Stream::Train);
+    let mut rng = Rng::new(
+        sample::row_seed(seed ^ 0x5050_4F00, iteration * 1_000_003 + epoch as u64),
+        Stream::Train,
+    );
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         order.swap(i, rng.below(i + 1));
@@ -500,26 +629,55 @@ fn minibatch_order(seed: u64, iteration: u64, epoch: usize, n: usize) -> Vec<usi
 
 impl Objective<'_> {
     fn sample_options(&self, temperature: f64) -> SampleOptions {
-        SampleOptions { temperature, top_k: 0, top_p: 1.0, max_new_tokens: self.p.max_new_tokens, seed: 0, stop_at: Some(self.tok.im_end) }
+        SampleOptions {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            max_new_tokens: self.p.max_new_tokens,
+            seed: 0,
+            stop_at: Some(self.tok.im_end),
+        }
     }
 
     /// Answers `prompts` with the policy as it is now: tokens, their log-probs, finished.
-    fn answer(&self, prompts: &[&Prompt], seeds: impl Fn(usize) -> u64, temperature: f64, cx_cancelled: &dyn Fn() -> bool) -> Result<Vec<sample::Sampled>, StageError> {
+    fn answer(
+        &self,
+        prompts: &[&Prompt],
+        seeds: impl Fn(usize) -> u64,
+        temperature: f64,
+        cx_cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<sample::Sampled>, StageError> {
         let dec = Decoder::from_store(&self.cfg, &self.policy_params).map_err(err)?;
-        let requests: Vec<Request> = prompts.iter().enumerate().map(|(i, p)| Request { prompt: p.ids.clone(), seed: seeds(i) }).collect();
+        let requests: Vec<Request> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Request { prompt: p.ids.clone(), seed: seeds(i) })
+            .collect();
         struct Cancel<'c>(&'c dyn Fn() -> bool);
         impl sample::Observer for Cancel<'_> {
             fn cancelled(&self) -> bool {
                 (self.0)()
             }
         }
-        sample::sample_batch(&dec, &requests, &self.sample_options(temperature), &[], requests.len(), &mut Cancel(cx_cancelled))
-            .map_err(err)?
-            .ok_or(StageError::Cancelled)
+        sample::sample_batch(
+            &dec,
+            &requests,
+            &self.sample_options(temperature),
+            &[],
+            requests.len(),
+            &mut Cancel(cx_cancelled),
+        )
+        .map_err(err)?
+        .ok_or(StageError::Cancelled)
     }
 
     /// The scores (scaled, clipped; not yet penalised) of `answers` to `prompts`.
-    fn scores(&self, prompts: &[&Prompt], answers: &[&[u32]], finished: &[bool]) -> Result<Vec<f64>, StageError> {
+    fn scores(
+        &self,
+        prompts: &[&Prompt],
+        answers: &[&[u32]],
+        finished: &[bool],
+    ) -> Result<Vec<f64>, StageError> {
         let texts: Vec<String> = answers
             .iter()
             .zip(finished)
@@ -527,7 +685,9 @@ impl Objective<'_> {
             .collect::<Result<_, _>>()
             .map_err(err)?;
         let raw = match &self.scorer {
-            Scorer::Contains(s) => texts.iter().map(|t| if t.contains(s.as_str()) { 1.0 } else { 0.0 }).collect(),
+            Scorer::Contains(s) => {
+                texts.iter().map(|t| if t.contains(s.as_str()) { 1.0 } else { 0.0 }).collect()
+            }
             Scorer::Model { model, pad, .. } => {
                 let block = self.cfg.block_size;
                 let newline = self.tok.text_ids("\n").map_err(err)?;
@@ -557,10 +717,18 @@ impl Objective<'_> {
                 let size = self.p.batch_size.max(1);
                 for (chunk, starts) in rows.chunks(size).zip(starts.chunks(size)) {
                     if let Some(r) = chunk.iter().find(|r| r.len() > block) {
-                        return Err(StageError::msg(format!("an answer to score is {} tokens, more than the reward model's {block}\n   = help: lower `max_new_tokens`", r.len())));
+                        return Err(StageError::msg(format!(
+                            "an answer to score is {} tokens, more than the reward model's {block}\n   = help: lower `max_new_tokens`",
+                            r.len()
+                        )));
                     }
                     let chunk: Vec<&Vec<u32>> = chunk.iter().collect();
-                    out.extend(to_f64(&model.scores(&chunk, starts, *pad, &mut Dropout::off())?)?);
+                    out.extend(to_f64(&model.scores(
+                        &chunk,
+                        starts,
+                        *pad,
+                        &mut Dropout::off(),
+                    )?)?);
                 }
                 out
             }
@@ -590,7 +758,12 @@ impl Objective<'_> {
         let r = p.rollouts as u64;
         let idx: Vec<usize> = (0..r).map(|i| self.order.at(it * r + i)).collect();
         let prompts: Vec<&Prompt> = idx.iter().map(|&i| &self.train[i]).collect();
-        let sampled = self.answer(&prompts, |i| sample::row_seed(self.seed, it * r + i as u64), p.temperature, &|| false)?;
+        let sampled = self.answer(
+            &prompts,
+            |i| sample::row_seed(self.seed, it * r + i as u64),
+            p.temperature,
+            &|| false,
+        )?;
         let rollout_s = started.elapsed().as_secs_f64();
 
         // Scoring: the reference's log-probs, the critic's values, the reward model's scores.
@@ -609,12 +782,17 @@ impl Objective<'_> {
             .chunks(p.batch_size)
             .zip(answers_by_len.chunks(p.batch_size))
             .map(|(chunk_p, chunk_a)| {
-                let rows: Vec<(&[u32], &[u32])> = chunk_p.iter().zip(chunk_a).map(|(p, a)| (p.ids.as_slice(), *a)).collect();
+                let rows: Vec<(&[u32], &[u32])> =
+                    chunk_p.iter().zip(chunk_a).map(|(p, a)| (p.ids.as_slice(), *a)).collect();
                 layout(&rows, self.tok.end_of_text).map_err(err)
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Three models, no shared state: side by side.
-        let per_token = |f: &(dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync)| -> Result<Vec<Vec<f64>>, StageError> {
+        let per_token = |f: &(
+                              dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>
+                                  + Sync
+                          )|
+         -> Result<Vec<Vec<f64>>, StageError> {
             let mut flat = Vec::new();
             for (x, at, targets) in &layouts {
                 flat.extend(to_f64(&f(x, at, targets).map_err(err)?)?);
@@ -624,18 +802,35 @@ impl Objective<'_> {
         let ((ref_logp, old_values), scores) = rayon::join(
             || {
                 rayon::join(
-                    || per_token(&|x, at, targets| ops::token_log_probs(&answer_logits(&self.reference, x, at, p.temperature)?, targets)),
+                    || {
+                        per_token(&|x, at, targets| {
+                            ops::token_log_probs(
+                                &answer_logits(&self.reference, x, at, p.temperature)?,
+                                targets,
+                            )
+                        })
+                    },
                     || per_token(&|x, at, _| values(&self.critic, x, at)),
                 )
             },
             || self.scores(&by_len, &answers_by_len, &finished_by_len),
         );
-        let (ref_logp, old_values, scores) = (unpermute(&order, ref_logp?), unpermute(&order, old_values?), unpermute(&order, scores?));
+        let (ref_logp, old_values, scores) = (
+            unpermute(&order, ref_logp?),
+            unpermute(&order, old_values?),
+            unpermute(&order, scores?),
+        );
         let scoring_s = t0.elapsed().as_secs_f64();
         let beta = self.kl.beta();
-        let old_logp: Vec<Vec<f64>> = sampled.iter().map(|s| s.logprobs.iter().map(|&l| f64::from(l)).collect()).collect();
+        let old_logp: Vec<Vec<f64>> =
+            sampled.iter().map(|s| s.logprobs.iter().map(|&l| f64::from(l)).collect()).collect();
         if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-            return Err(StageError::msg(format!("PPO stopped at iteration {}: the score of answer {} is {}\n   = help: check the reward model (`hone score`)", it + 1, i + 1, scores[i])));
+            return Err(StageError::msg(format!(
+                "PPO stopped at iteration {}: the score of answer {} is {}\n   = help: check the reward model (`hone score`)",
+                it + 1,
+                i + 1,
+                scores[i]
+            )));
         }
 
         // Per-token rewards, GAE, whitening.
@@ -698,7 +893,8 @@ impl Objective<'_> {
                 returns: returns[i].clone(),
             })
             .collect();
-        self.rollout = Some(Rollout { iteration: it, answers, sums: vec![0.0; MB_STATS.len() + 1] });
+        self.rollout =
+            Some(Rollout { iteration: it, answers, sums: vec![0.0; MB_STATS.len() + 1] });
         self.clock = Some((it, started, rollout_s, scoring_s));
         Ok(stats)
     }
@@ -720,26 +916,40 @@ impl Objective<'_> {
 
     /// The losses of one minibatch (answers `idx` of the rollout): the total loss, its
     /// gradients, the tokens and the statistics in [`MB_STATS`] order (less the `_avg`).
-    fn minibatch(&self, idx: &[usize], vars: &[(String, Var)]) -> Result<(f64, crate::model::optim::Grads, usize, [f64; 7]), StageError> {
+    fn minibatch(
+        &self,
+        idx: &[usize],
+        vars: &[(String, Var)],
+    ) -> Result<(f64, crate::model::optim::Grads, usize, [f64; 7]), StageError> {
         let p = self.p;
         let ro = self.rollout.as_ref().expect("a rollout before its minibatches");
         let answers: Vec<&Answer> = idx.iter().map(|&i| &ro.answers[i]).collect();
-        let lens: Vec<usize> = answers.iter().map(|a| self.train[a.prompt].ids.len() + a.tokens.len()).collect();
+        let lens: Vec<usize> =
+            answers.iter().map(|a| self.train[a.prompt].ids.len() + a.tokens.len()).collect();
         let (order, ends) = length_groups(&lens, UPDATE_GROUPS);
         let answers: Vec<&Answer> = order.iter().map(|&i| answers[i]).collect();
         let mut layouts = Vec::with_capacity(ends.len());
         let mut start = 0;
         for &end in &ends {
-            let rows: Vec<(&[u32], &[u32])> = answers[start..end].iter().map(|a| (self.train[a.prompt].ids.as_slice(), a.tokens.as_slice())).collect();
+            let rows: Vec<(&[u32], &[u32])> = answers[start..end]
+                .iter()
+                .map(|a| (self.train[a.prompt].ids.as_slice(), a.tokens.as_slice()))
+                .collect();
             layouts.push(layout(&rows, self.tok.end_of_text).map_err(err)?);
             start = end;
         }
-        let targets = Tensor::cat(&layouts.iter().map(|l| &l.2).collect::<Vec<_>>(), 0).map_err(err)?;
+        let targets =
+            Tensor::cat(&layouts.iter().map(|l| &l.2).collect::<Vec<_>>(), 0).map_err(err)?;
         let flat = |f: fn(&Answer) -> &Vec<f64>| -> Result<Tensor, StageError> {
             let v: Vec<f32> = answers.iter().flat_map(|a| f(a).iter().map(|&x| x as f32)).collect();
             Tensor::new(v, &Device::Cpu).map_err(err)
         };
-        let (old_logp, old_values, adv, returns) = (flat(|a| &a.old_logp)?, flat(|a| &a.old_values)?, flat(|a| &a.advantages)?, flat(|a| &a.returns)?);
+        let (old_logp, old_values, adv, returns) = (
+            flat(|a| &a.old_logp)?,
+            flat(|a| &a.old_values)?,
+            flat(|a| &a.advantages)?,
+            flat(|a| &a.returns)?,
+        );
         let n = targets.dim(0).map_err(err)?;
         let mask = Tensor::ones(n, DType::F32, &Device::Cpu).map_err(err)?;
 
@@ -748,12 +958,23 @@ impl Objective<'_> {
         // of their sum: each graph's nodes are visited in the same order).
         let (policy, critic) = rayon::join(
             || -> Result<_, StageError> {
-                let logits = layouts.iter().map(|(x, at, _)| answer_logits(&self.policy, x, at, p.temperature)).collect::<candle_core::Result<Vec<_>>>().map_err(err)?;
+                let logits = layouts
+                    .iter()
+                    .map(|(x, at, _)| answer_logits(&self.policy, x, at, p.temperature))
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(err)?;
                 let logits = Tensor::cat(&logits, 0).map_err(err)?;
                 let logp = ops::token_log_probs(&logits, &targets).map_err(err)?;
                 let pg = math::policy_loss(&logp, &old_logp, &adv, &mask, p.clip).map_err(err)?;
-                let entropy = math::entropy(&if p.entropy_coef > 0.0 { logits } else { logits.detach() }).map_err(err)?.mean_all().map_err(err)?;
-                let bonus = (p.entropy_coef > 0.0).then(|| &entropy * p.entropy_coef).transpose().map_err(err)?;
+                let entropy =
+                    math::entropy(&if p.entropy_coef > 0.0 { logits } else { logits.detach() })
+                        .map_err(err)?
+                        .mean_all()
+                        .map_err(err)?;
+                let bonus = (p.entropy_coef > 0.0)
+                    .then(|| &entropy * p.entropy_coef)
+                    .transpose()
+                    .map_err(err)?;
                 let grads = match &bonus {
                     Some(b) => (&pg.loss - b).and_then(|l| l.backward()),
                     None => pg.loss.backward(),
@@ -762,9 +983,14 @@ impl Objective<'_> {
                 Ok((pg, entropy, bonus, grads))
             },
             || -> Result<_, StageError> {
-                let v = layouts.iter().map(|(x, at, _)| values(&self.critic, x, at)).collect::<candle_core::Result<Vec<_>>>().map_err(err)?;
+                let v = layouts
+                    .iter()
+                    .map(|(x, at, _)| values(&self.critic, x, at))
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(err)?;
                 let v = Tensor::cat(&v, 0).map_err(err)?;
-                let vf = math::value_loss(&v, &old_values, &returns, &mask, p.value_clip).map_err(err)?;
+                let vf = math::value_loss(&v, &old_values, &returns, &mask, p.value_clip)
+                    .map_err(err)?;
                 let weighted = (&vf.loss * p.vf_coef).map_err(err)?;
                 let grads = weighted.backward().map_err(err)?;
                 Ok((vf, weighted, grads))
@@ -775,11 +1001,18 @@ impl Objective<'_> {
         if let Some(b) = &bonus {
             loss = (loss - b).map_err(err)?;
         }
-        let scalar = |t: &Tensor| t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(err);
+        let scalar =
+            |t: &Tensor| t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(err);
         let (pg_loss, vf_loss, ent) = (scalar(&pg.loss)?, scalar(&vf.loss)?, scalar(&entropy)?);
         let total = f64::from(loss.to_scalar::<f32>().map_err(err)?);
-        let grads = crate::model::optim::Grads::collect_from(&[&policy_grads, &critic_grads], vars).map_err(err)?;
-        Ok((total, grads, n, [pg.approx_kl, pg.clip_frac, pg_loss, vf_loss, vf.clip_frac, ent, pg.ratio]))
+        let grads = crate::model::optim::Grads::collect_from(&[&policy_grads, &critic_grads], vars)
+            .map_err(err)?;
+        Ok((
+            total,
+            grads,
+            n,
+            [pg.approx_kl, pg.clip_frac, pg_loss, vf_loss, vf.clip_frac, ent, pg.ratio],
+        ))
     }
 
     /// Greedy answers to the first `eval_prompts` held-out prompts: their mean score (as
@@ -795,7 +1028,10 @@ impl Objective<'_> {
         let finished: Vec<bool> = sampled.iter().map(|s| s.finished).collect();
         let scores = self.scores(&prompts, &answers, &finished)?;
         let n = k as f64;
-        Ok(Some((scores.iter().sum::<f64>() / n, answers.iter().map(|a| a.len() as f64).sum::<f64>() / n)))
+        Ok(Some((
+            scores.iter().sum::<f64>() / n,
+            answers.iter().map(|a| a.len() as f64).sum::<f64>() / n,
+        )))
     }
 }
 
@@ -810,7 +1046,12 @@ impl training::Objective for Objective<'_> {
     /// The held-out mean score and answer length.
     type Eval = Option<(f64, f64)>;
 
-    fn step(&mut self, vars: &[(String, Var)], step: u64, _rng: &mut Rng) -> Result<StepOut, StageError> {
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        step: u64,
+        _rng: &mut Rng,
+    ) -> Result<StepOut, StageError> {
         let p = self.p;
         let per = p.steps_per_iteration();
         let (it, within) = (step / per, step % per);
@@ -840,21 +1081,36 @@ impl training::Objective for Objective<'_> {
             *s += v;
         }
         *ro.sums.last_mut().expect("a count") += 1.0;
-        stats.extend([("loss/policy", mb_stats[2]), ("loss/value", mb_stats[3]), ("policy/approxkl", mb_stats[0]), ("policy/clipfrac", mb_stats[1])].map(|(k, v)| (k.to_string(), v)));
+        stats.extend(
+            [
+                ("loss/policy", mb_stats[2]),
+                ("loss/value", mb_stats[3]),
+                ("policy/approxkl", mb_stats[0]),
+                ("policy/clipfrac", mb_stats[1]),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
         if within + 1 == per {
             let count = *ro.sums.last().expect("a count");
-            let avg: Vec<(String, f64)> = MB_STATS.iter().zip(&ro.sums).map(|(k, s)| (k.to_string(), s / count)).collect();
+            let avg: Vec<(String, f64)> =
+                MB_STATS.iter().zip(&ro.sums).map(|(k, s)| (k.to_string(), s / count)).collect();
             self.last.extend(avg.iter().cloned());
             stats.extend(avg);
         }
         Ok(StepOut { loss, grads, tokens, stats })
     }
 
-    fn evaluate(&mut self, step: u64, cx: &RunCx) -> Result<(Option<String>, Self::Eval), StageError> {
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, Self::Eval), StageError> {
         if self.clock.is_some_and(|(it, ..)| (it + 1) * self.p.steps_per_iteration() == step) {
             self.close_clock();
         }
-        let Some((val_reward, val_length)) = self.held_out(&|| cx.is_cancelled())? else { return Ok((None, None)) };
+        let Some((val_reward, val_length)) = self.held_out(&|| cx.is_cancelled())? else {
+            return Ok((None, None));
+        };
         cx.metric("val_reward", val_reward);
         let line = serde_json::to_string(&EvalLine { step, val_reward, val_length }).ok();
         Ok((line.filter(|_| val_reward.is_finite()), Some((val_reward, val_length))))
@@ -867,10 +1123,25 @@ impl training::Objective for Objective<'_> {
             json["iteration"] = r.iteration.into();
             let dev = Device::Cpu;
             let u32s = |v: Vec<u32>| Tensor::new(v, &dev).map_err(err);
-            let f64s = |f: fn(&Answer) -> &Vec<f64>| Tensor::new(r.answers.iter().flat_map(|a| f(a).iter().copied()).collect::<Vec<f64>>(), &dev).map_err(err);
-            tensors.push(("prompt".to_string(), u32s(r.answers.iter().map(|a| a.prompt as u32).collect())?));
-            tensors.push(("length".to_string(), u32s(r.answers.iter().map(|a| a.tokens.len() as u32).collect())?));
-            tensors.push(("tokens".to_string(), u32s(r.answers.iter().flat_map(|a| a.tokens.iter().copied()).collect())?));
+            let f64s = |f: fn(&Answer) -> &Vec<f64>| {
+                Tensor::new(
+                    r.answers.iter().flat_map(|a| f(a).iter().copied()).collect::<Vec<f64>>(),
+                    &dev,
+                )
+                .map_err(err)
+            };
+            tensors.push((
+                "prompt".to_string(),
+                u32s(r.answers.iter().map(|a| a.prompt as u32).collect())?,
+            ));
+            tensors.push((
+                "length".to_string(),
+                u32s(r.answers.iter().map(|a| a.tokens.len() as u32).collect())?,
+            ));
+            tensors.push((
+                "tokens".to_string(),
+                u32s(r.answers.iter().flat_map(|a| a.tokens.iter().copied()).collect())?,
+            ));
             tensors.push(("old_logp".to_string(), f64s(|a| &a.old_logp)?));
             tensors.push(("old_values".to_string(), f64s(|a| &a.old_values)?));
             tensors.push(("advantages".to_string(), f64s(|a| &a.advantages)?));
@@ -881,15 +1152,33 @@ impl training::Objective for Objective<'_> {
     }
 
     fn restore(&mut self, state: ObjectiveState) -> Result<(), String> {
-        self.kl = serde_json::from_value(state.json.get("kl").cloned().unwrap_or_default()).map_err(|e| format!("its KL controller: {e}"))?;
-        let Some(iteration) = state.json.get("iteration").and_then(serde_json::Value::as_u64) else { return Ok(()) };
-        let get = |name: &str| state.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or(format!("no rollout `{name}`"));
-        let u32s = |name: &str| get(name)?.to_vec1::<u32>().map_err(|e| format!("rollout `{name}`: {e}"));
-        let f64s = |name: &str| get(name)?.to_vec1::<f64>().map_err(|e| format!("rollout `{name}`: {e}"));
+        self.kl = serde_json::from_value(state.json.get("kl").cloned().unwrap_or_default())
+            .map_err(|e| format!("its KL controller: {e}"))?;
+        let Some(iteration) = state.json.get("iteration").and_then(serde_json::Value::as_u64)
+        else {
+            return Ok(());
+        };
+        let get = |name: &str| {
+            state
+                .tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or(format!("no rollout `{name}`"))
+        };
+        let u32s =
+            |name: &str| get(name)?.to_vec1::<u32>().map_err(|e| format!("rollout `{name}`: {e}"));
+        let f64s =
+            |name: &str| get(name)?.to_vec1::<f64>().map_err(|e| format!("rollout `{name}`: {e}"));
         let (prompts, lengths, tokens) = (u32s("prompt")?, u32s("length")?, u32s("tokens")?);
-        let (old_logp, old_values, advantages, returns) = (f64s("old_logp")?, f64s("old_values")?, f64s("advantages")?, f64s("returns")?);
+        let (old_logp, old_values, advantages, returns) =
+            (f64s("old_logp")?, f64s("old_values")?, f64s("advantages")?, f64s("returns")?);
         let total: usize = lengths.iter().map(|&l| l as usize).sum();
-        if prompts.len() != lengths.len() || [tokens.len(), old_logp.len(), old_values.len(), advantages.len(), returns.len()].iter().any(|&l| l != total) {
+        if prompts.len() != lengths.len()
+            || [tokens.len(), old_logp.len(), old_values.len(), advantages.len(), returns.len()]
+                .iter()
+                .any(|&l| l != total)
+        {
             return Err("its rollout's arrays disagree in length".into());
         }
         if let Some(&bad) = prompts.iter().find(|&&i| i as usize >= self.train.len()) {
@@ -922,11 +1211,19 @@ impl training::Objective for Objective<'_> {
 
 /// The prompts of `split` as ChatML up to the assistant's header, those that leave room for
 /// `max_new_tokens` (and the reward model's closing tokens) in the context; how many did not.
-fn encode_prompts(tok: &ChatTokenizer, dir: &Path, split: Split, room: usize) -> Result<(Vec<Prompt>, usize), StageError> {
+fn encode_prompts(
+    tok: &ChatTokenizer,
+    dir: &Path,
+    split: Split,
+    room: usize,
+) -> Result<(Vec<Prompt>, usize), StageError> {
     let mut out = Vec::new();
     let mut too_long = 0;
     for p in Corpus::open(dir, "prompts")?.prompts(split, Ppo::KIND)? {
-        let ids = tok.encode(&[Message { role: Role::User, content: p.prompt.clone() }], true).map_err(err)?.ids;
+        let ids = tok
+            .encode(&[Message { role: Role::User, content: p.prompt.clone() }], true)
+            .map_err(err)?
+            .ids;
         if ids.len() > room {
             too_long += 1;
         } else {
@@ -951,31 +1248,62 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         )));
     }
     let ((critic, critic_vars), scorer) = match (&p.reward_contains, cx.input("reward")) {
-        (Some(_), Some(_)) => return Err(StageError::msg("both `reward_contains` and the input `reward` are given: PPO optimises one reward\n   = help: remove one")),
-        (None, None) => return Err(StageError::msg("no reward: the input `reward` is not wired\n   = help: wire a reward model (`inputs: { reward: <a reward stage> }`), or set `reward_contains` for a toy rule")),
+        (Some(_), Some(_)) => {
+            return Err(StageError::msg(
+                "both `reward_contains` and the input `reward` are given: PPO optimises one reward\n   = help: remove one",
+            ));
+        }
+        (None, None) => {
+            return Err(StageError::msg(
+                "no reward: the input `reward` is not wired\n   = help: wire a reward model (`inputs: { reward: <a reward stage> }`), or set `reward_contains` for a toy rule",
+            ));
+        }
         (Some(text), None) => {
             // The critic: the policy's backbone and a fresh head.
             let c = export::load(model_dir, DType::F32).map_err(in_model)?;
             let head_params = ParamStore::seeded(cx.seed);
-            let head = ScalarHead::new(cfg.n_embd, head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE)).map_err(err)?;
+            let head = ScalarHead::new(
+                cfg.n_embd,
+                head_params.var_builder(DType::F32, &Device::Cpu).pp(export::SCORE),
+            )
+            .map_err(err)?;
             let vars = c.params.vars().into_iter().chain(head_params.vars()).collect();
-            ((RewardModel { gpt: c.model, head, likelihood: None }, vars), Scorer::Contains(text.clone()))
+            (
+                (RewardModel { gpt: c.model, head, likelihood: None }, vars),
+                Scorer::Contains(text.clone()),
+            )
         }
         (None, Some(dir)) => {
             let in_reward = |e: ModelError| StageError::msg(format!("input `reward`: {e}"));
             let c = export::load_reward(dir, DType::F32).map_err(in_reward)?;
-            if c.backbone.config.vocab_size != cfg.vocab_size || c.backbone.config.block_size < cfg.block_size {
+            if c.backbone.config.vocab_size != cfg.vocab_size
+                || c.backbone.config.block_size < cfg.block_size
+            {
                 return Err(StageError::msg(format!(
                     "input `reward`: the reward model reads {} tokens of a {}-token vocabulary, the policy writes {} of {}\n   = help: train the reward model from this policy's SFT model",
-                    c.backbone.config.block_size, c.backbone.config.vocab_size, cfg.block_size, cfg.vocab_size
+                    c.backbone.config.block_size,
+                    c.backbone.config.vocab_size,
+                    cfg.block_size,
+                    cfg.vocab_size
                 )));
             }
             let r = export::load_reward(dir, DType::F32).map_err(in_reward)?;
-            let norm = if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
+            let norm =
+                if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
             let likelihood = reward::Likelihood::new(r.likelihood, tok.im_end);
-            let scorer = Scorer::Model { model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood }, pad: r.pad_token_id, norm };
+            let scorer = Scorer::Model {
+                model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
+                pad: r.pad_token_id,
+                norm,
+            };
             // The critic: the reward model's backbone and head (its value is the head alone).
-            ((RewardModel { gpt: c.backbone.model, head: c.head, likelihood: None }, c.backbone.params.vars()), scorer)
+            (
+                (
+                    RewardModel { gpt: c.backbone.model, head: c.head, likelihood: None },
+                    c.backbone.params.vars(),
+                ),
+                scorer,
+            )
         }
     };
     // The answer and the reward model's closing `<|im_end|>\n` must fit after the prompt.
@@ -984,7 +1312,10 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let (train_prompts, long_train) = encode_prompts(&tok, prompts_dir, Split::Train, room)?;
     let (val_prompts, long_val) = encode_prompts(&tok, prompts_dir, Split::Val, room)?;
     if long_train + long_val > 0 {
-        tracing::warn!(left_out = long_train + long_val, "prompts longer than {room} tokens (the context less `max_new_tokens`) left out");
+        tracing::warn!(
+            left_out = long_train + long_val,
+            "prompts longer than {room} tokens (the context less `max_new_tokens`) left out"
+        );
     }
     if train_prompts.is_empty() {
         return Err(StageError::msg(format!(
@@ -996,10 +1327,16 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let common = p.common();
     let value_lr = p.value_lr.unwrap_or(p.lr);
-    let value_schedule = LrSchedule { lr: value_lr, min_lr: p.min_lr * value_lr / p.lr, ..common.schedule() };
+    let value_schedule =
+        LrSchedule { lr: value_lr, min_lr: p.min_lr * value_lr / p.lr, ..common.schedule() };
     let groups = vec![
         common.group("policy", loaded.params.vars()),
-        ParamGroup { name: "value", vars: critic_vars.into_iter().map(|(n, v)| (format!("critic.{n}"), v)).collect(), adamw: common.adamw(), schedule: value_schedule },
+        ParamGroup {
+            name: "value",
+            vars: critic_vars.into_iter().map(|(n, v)| (format!("critic.{n}"), v)).collect(),
+            adamw: common.adamw(),
+            schedule: value_schedule,
+        },
     ];
     let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Ppo>(p, cx, &cfg))?;
     let kl = match p.kl_target {
@@ -1025,7 +1362,14 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         clock: None,
         last: Vec::new(),
     };
-    tracing::info!(train_prompts = n_train, val_prompts = objective.val.len(), from_step = trainer.step, steps = p.steps, iterations = p.steps / p.steps_per_iteration(), "PPO");
+    tracing::info!(
+        train_prompts = n_train,
+        val_prompts = objective.val.len(),
+        from_step = trainer.step,
+        steps = p.steps,
+        iterations = p.steps / p.steps_per_iteration(),
+        "PPO"
+    );
     let done = trainer.run(&common.settings(), &mut objective)?;
     objective.close_clock();
     for (k, v) in &objective.last {
@@ -1033,7 +1377,10 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     }
 
     let out = cx.out_dir;
-    let generation = GenerationConfig { bos_token_id: Some(objective.tok.end_of_text), ..GenerationConfig::defaults(Some(objective.tok.im_end)) };
+    let generation = GenerationConfig {
+        bos_token_id: Some(objective.tok.end_of_text),
+        ..GenerationConfig::defaults(Some(objective.tok.im_end))
+    };
     export::save(out, &cfg, &objective.policy_params.snapshot(), &generation)?;
     crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
@@ -1053,10 +1400,17 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 /// The reward model's mean and standard deviation on the SFT model's answers (`reward.json`).
 fn reference_stats(dir: &Path) -> Result<(f64, f64), StageError> {
     let path = dir.join(reward::REWARD_JSON);
-    let text = std::fs::read_to_string(&path).map_err(StageError::io(format!("input `reward`: `score: normalized` needs `{}`", path.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| StageError::msg(format!("`{}`: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(StageError::io(format!(
+        "input `reward`: `score: normalized` needs `{}`",
+        path.display()
+    )))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StageError::msg(format!("`{}`: {e}", path.display())))?;
     match (v["reference_mean"].as_f64(), v["reference_std"].as_f64()) {
         (Some(m), Some(s)) if s > 0.0 => Ok((m, s)),
-        _ => Err(StageError::msg(format!("`{}` has no `reference_mean` and positive `reference_std`\n   = help: use `score: raw` or `sigmoid`", path.display()))),
+        _ => Err(StageError::msg(format!(
+            "`{}` has no `reference_mean` and positive `reference_std`\n   = help: use `score: raw` or `sigmoid`",
+            path.display()
+        ))),
     }
 }

@@ -26,17 +26,35 @@ impl Bench {
         let (json, vocab) = test_tokenizer(ALPHABET);
         let sft = dir.path().join("sft");
         std::fs::create_dir_all(&sft).unwrap();
-        let cfg = GptConfig { vocab_size: vocab, block_size: 32, n_layer: 2, n_head: 2, n_embd: 32, bias: true, dropout: 0.0 };
+        let cfg = GptConfig {
+            vocab_size: vocab,
+            block_size: 32,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            bias: true,
+            dropout: 0.0,
+        };
         let ps = ParamStore::seeded(3);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), &json).unwrap();
         let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
-        export::save(&sft, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(tok.im_end))).unwrap();
-        crate::sft::write_tokenizer(&sft, &dir.path().join("tokenizer.json"), cfg.block_size).unwrap();
+        export::save(&sft, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(tok.im_end)))
+            .unwrap();
+        crate::sft::write_tokenizer(&sft, &dir.path().join("tokenizer.json"), cfg.block_size)
+            .unwrap();
         let prompts = dir.path().join("prompts");
         std::fs::create_dir_all(&prompts).unwrap();
-        let lines = |qs: &[&str]| qs.iter().map(|q| format!("{}\n", serde_json::json!({ "prompt": q }))).collect::<String>();
-        std::fs::write(prompts.join("train.jsonl"), lines(&["hi", "who?", "why?", "sky", "sea", "cat", "dog", "ok"])).unwrap();
+        let lines = |qs: &[&str]| {
+            qs.iter()
+                .map(|q| format!("{}\n", serde_json::json!({ "prompt": q })))
+                .collect::<String>()
+        };
+        std::fs::write(
+            prompts.join("train.jsonl"),
+            lines(&["hi", "who?", "why?", "sky", "sea", "cat", "dog", "ok"]),
+        )
+        .unwrap();
         std::fs::write(prompts.join("val.jsonl"), lines(&["yes", "no"])).unwrap();
         std::fs::write(prompts.join("meta.json"), r#"{"format": "prompt"}"#).unwrap();
         Bench { dir }
@@ -46,7 +64,8 @@ impl Bench {
         let src = format!(
             "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, prompts: prompts }}\n    with: {{ threads: 1, {with} }}\n"
         );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A reward model in `rm/`: the SFT model's backbone, the score head `score(n_embd)`,
@@ -57,8 +76,20 @@ impl Bench {
         params.push((format!("{}.weight", export::SCORE), score(sft.config.n_embd)));
         let rm = self.dir.path().join("rm");
         std::fs::create_dir_all(&rm).unwrap();
-        let tok = ChatTokenizer::from_file(&self.dir.path().join("tokenizer.json"), sft.config.vocab_size).unwrap();
-        export::save_reward(&rm, &sft.config, &params, tok.end_of_text, Some(tok.im_end), likelihood).unwrap();
+        let tok = ChatTokenizer::from_file(
+            &self.dir.path().join("tokenizer.json"),
+            sft.config.vocab_size,
+        )
+        .unwrap();
+        export::save_reward(
+            &rm,
+            &sft.config,
+            &params,
+            tok.end_of_text,
+            Some(tok.im_end),
+            likelihood,
+        )
+        .unwrap();
     }
 
     /// A pipeline whose `ppo` stage scores with the reward model in `rm/`; `with` is its params.
@@ -66,10 +97,15 @@ impl Bench {
         let src = format!(
             "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ {with} }}\n"
         );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
+    fn run(
+        &self,
+        p: &spec::Pipeline,
+        on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
+    ) -> (RunSummary, Vec<Event>) {
         test_support::run(self.dir.path(), p, on_event)
     }
 
@@ -79,7 +115,11 @@ impl Bench {
 }
 
 fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Iterations of 2 epochs × 16 answers / 8 per minibatch = 4 steps.
@@ -95,23 +135,51 @@ fn a_toy_reward_rises_within_a_few_iterations_at_a_bounded_kl() {
     let (summary, _) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
     let out = b.output(&p);
-    for f in ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg", "ppo.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "ppo.json",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let lines = metrics(&out);
-    let iters: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("objective/scores").is_some()).collect();
+    let iters: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("objective/scores").is_some()).collect();
     assert_eq!(iters.len(), 12, "one rollout line per iteration");
     for l in &iters {
-        for k in ["objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward", "beta", "answer_length", "val/finished"] {
+        for k in [
+            "objective/kl",
+            "objective/entropy",
+            "objective/non_score_reward",
+            "objective/rlhf_reward",
+            "beta",
+            "answer_length",
+            "val/finished",
+        ] {
             assert!(l[k].is_number(), "{k} missing in {l}");
         }
     }
-    let ends: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("policy/approxkl_avg").is_some()).collect();
+    let ends: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("policy/approxkl_avg").is_some()).collect();
     assert_eq!(ends.len(), 12);
-    for k in ["policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg", "policy/entropy_avg", "val/ratio"] {
+    for k in [
+        "policy/clipfrac_avg",
+        "loss/policy_avg",
+        "loss/value_avg",
+        "val/clipfrac_avg",
+        "policy/entropy_avg",
+        "val/ratio",
+    ] {
         assert!(ends.iter().all(|l| l[k].is_number()), "{k}");
     }
-    let score = |ls: &[&serde_json::Value]| ls.iter().map(|l| l["objective/scores"].as_f64().unwrap()).sum::<f64>() / ls.len() as f64;
+    let score = |ls: &[&serde_json::Value]| {
+        ls.iter().map(|l| l["objective/scores"].as_f64().unwrap()).sum::<f64>() / ls.len() as f64
+    };
     let (first, last) = (score(&iters[..2]), score(&iters[9..]));
     assert!(last > first + 0.3 && last > 0.6, "mean reward {first:.2} -> {last:.2}: {iters:?}");
     let max_kl = iters.iter().map(|l| l["objective/kl"].as_f64().unwrap()).fold(0.0, f64::max);
@@ -119,7 +187,10 @@ fn a_toy_reward_rises_within_a_few_iterations_at_a_bounded_kl() {
     // The first minibatch scores the sampler's own tokens: the ratio is 1 (the same
     // temperature in both places), nothing is clipped.
     let step0 = &lines.iter().find(|l| l["step"] == 1 && l.get("loss/policy").is_some()).unwrap();
-    assert!(step0["policy/approxkl"].as_f64().unwrap() < 1e-6 && step0["policy/clipfrac"] == 0.0, "{step0}");
+    assert!(
+        step0["policy/approxkl"].as_f64().unwrap() < 1e-6 && step0["policy/clipfrac"] == 0.0,
+        "{step0}"
+    );
     // Held-out evaluations at 0, 24 and the end.
     assert_eq!(lines.iter().filter(|l| l.get("val_reward").is_some()).count(), 3);
     let m = crate::model::chat::ChatModel::load(&out).unwrap();
@@ -130,7 +201,9 @@ fn a_toy_reward_rises_within_a_few_iterations_at_a_bounded_kl() {
 /// on and the KL controller included) and ends with the bytes of an uninterrupted run.
 #[test]
 fn a_stopped_run_resumes_to_the_same_bytes() {
-    let with = format!("{TOY}, steps: 16, eval_every: 8, checkpoint_every: 4, kl_target: 1.0, kl_horizon: 100");
+    let with = format!(
+        "{TOY}, steps: 16, eval_every: 8, checkpoint_every: 4, kl_target: 1.0, kl_horizon: 100"
+    );
     let whole = Bench::new();
     let pw = whole.pipeline(&with);
     assert!(whole.run(&pw, quiet).0.ok());
@@ -146,14 +219,21 @@ fn a_stopped_run_resumes_to_the_same_bytes() {
     assert!(!first.ok());
     let (second, events) = b.run(&p, quiet);
     assert!(second.ok(), "{:?}", second.failed);
-    let resumed = events.iter().find_map(|e| if let Event::Progress { stage, done, .. } = e { (stage == "ppo").then_some(*done) } else { None });
+    let resumed = events.iter().find_map(|e| {
+        if let Event::Progress { stage, done, .. } = e {
+            (stage == "ppo").then_some(*done)
+        } else {
+            None
+        }
+    });
     assert_eq!(resumed, Some(7), "resumed mid-iteration, after step 6");
     let read = |d: PathBuf, f: &str| std::fs::read(d.join(f)).unwrap();
     for f in ["model.safetensors", "metrics.jsonl", "ppo.json"] {
         assert_eq!(read(b.output(&p), f), read(whole.output(&pw), f), "{f}");
     }
     // β moved (the adaptive controller ran) and is the same.
-    let betas: Vec<f64> = metrics(&whole.output(&pw)).iter().filter_map(|l| l["beta"].as_f64()).collect();
+    let betas: Vec<f64> =
+        metrics(&whole.output(&pw)).iter().filter_map(|l| l["beta"].as_f64()).collect();
     assert!(betas.windows(2).any(|w| w[0] != w[1]), "{betas:?}");
 }
 
@@ -163,15 +243,33 @@ fn a_stopped_run_resumes_to_the_same_bytes() {
 fn one_thread_or_two_give_the_same_bytes() {
     let run = |threads: usize| {
         let b = Bench::new();
-        b.reward_model(|n| Tensor::arange(0u32, n as u32, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().affine(0.01, -0.1).unwrap().reshape((1, n)).unwrap(), 0.5);
-        let p = b.pipeline_with_rm(&format!("threads: {threads}, {}, steps: 8, eval_every: 0", TOY.replace("reward_contains: a, ", "")));
+        b.reward_model(
+            |n| {
+                Tensor::arange(0u32, n as u32, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .affine(0.01, -0.1)
+                    .unwrap()
+                    .reshape((1, n))
+                    .unwrap()
+            },
+            0.5,
+        );
+        let p = b.pipeline_with_rm(&format!(
+            "threads: {threads}, {}, steps: 8, eval_every: 0",
+            TOY.replace("reward_contains: a, ", "")
+        ));
         let (summary, _) = b.run(&p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
         let out = test_support::output(b.dir.path(), &p, "ppo");
-        ["model.safetensors", "metrics.jsonl", "ppo.json"].map(|f| std::fs::read(out.join(f)).unwrap())
+        ["model.safetensors", "metrics.jsonl", "ppo.json"]
+            .map(|f| std::fs::read(out.join(f)).unwrap())
     };
     let (one, two) = (run(1), run(2));
-    for (f, (a, b)) in ["model.safetensors", "metrics.jsonl", "ppo.json"].iter().zip(one.iter().zip(&two)) {
+    for (f, (a, b)) in
+        ["model.safetensors", "metrics.jsonl", "ppo.json"].iter().zip(one.iter().zip(&two))
+    {
         assert!(a == b, "{f} differs between 1 and 2 threads");
     }
 }
@@ -180,12 +278,24 @@ fn one_thread_or_two_give_the_same_bytes() {
 #[test]
 fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
     let b = Bench::new();
-    let p = b.pipeline(&format!("{}, lr: 0.2, min_lr: 0.2, steps: 16, max_kl: 0.5, eval_every: 0", TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")));
+    let p = b.pipeline(&format!(
+        "{}, lr: 0.2, min_lr: 0.2, steps: 16, max_kl: 0.5, eval_every: 0",
+        TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")
+    ));
     let (summary, _) = b.run(&p, quiet);
     assert!(!summary.ok());
     let err = &summary.failed[0].1;
-    assert!(err.contains("PPO stopped at iteration") && err.contains("max_kl") && err.contains("kl_coef") && err.contains("lower `lr`"), "{err}");
-    assert!(!err.contains("iteration 1:"), "the first iteration samples from the reference itself: {err}");
+    assert!(
+        err.contains("PPO stopped at iteration")
+            && err.contains("max_kl")
+            && err.contains("kl_coef")
+            && err.contains("lower `lr`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("iteration 1:"),
+        "the first iteration samples from the reference itself: {err}"
+    );
 }
 
 /// A reward model that scores NaN (the SFT model's backbone, a NaN score head) stops the stage
@@ -194,11 +304,18 @@ fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
 fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
     let b = Bench::new();
     b.reward_model(|n| Tensor::full(f32::NAN, (1, n), &Device::Cpu).unwrap(), 0.0);
-    let p = b.pipeline_with_rm(&format!("threads: 1, {}, steps: 8, eval_every: 0", TOY.replace("reward_contains: a, ", "")));
+    let p = b.pipeline_with_rm(&format!(
+        "threads: 1, {}, steps: 8, eval_every: 0",
+        TOY.replace("reward_contains: a, ", "")
+    ));
     let (summary, _) = b.run(&p, quiet);
     assert!(!summary.ok());
     let err = &summary.failed[0].1;
-    assert!(err.starts_with("PPO stopped at iteration 1: the score of answer 1 is NaN") && err.contains("hone score"), "{err}");
+    assert!(
+        err.starts_with("PPO stopped at iteration 1: the score of answer 1 is NaN")
+            && err.contains("hone score"),
+        "{err}"
+    );
 }
 
 /// Steps so large that the policy's weights overflow: the stage stops at the first non-finite
@@ -206,25 +323,40 @@ fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
 #[test]
 fn a_nan_blow_up_stops_with_the_iteration_and_what_to_change() {
     let b = Bench::new();
-    let p = b.pipeline(&format!("{}, lr: 1e30, min_lr: 1e30, steps: 8, max_kl: 1e300, eval_every: 0", TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")));
+    let p = b.pipeline(&format!(
+        "{}, lr: 1e30, min_lr: 1e30, steps: 8, max_kl: 1e300, eval_every: 0",
+        TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")
+    ));
     let (summary, _) = b.run(&p, quiet);
     assert!(!summary.ok());
     let err = &summary.failed[0].1;
     // The first step moves every weight by about `lr`; the second minibatch's loss is NaN.
-    assert!(err.starts_with("PPO diverged at iteration 1 (step 2): the policy loss is NaN") && err.contains("lower `lr` (now 1e30)"), "{err}");
+    assert!(
+        err.starts_with("PPO diverged at iteration 1 (step 2): the policy loss is NaN")
+            && err.contains("lower `lr` (now 1e30)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_params_and_wiring_are_explained() {
     let b = Bench::new();
     let load = |with: &str| {
-        let src = format!("name: t\nstages:\n  m: {{ uses: command, with: {{ cmd: 'true' }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: m, prompts: m }}\n    with: {{ {with} }}\n");
-        spec::load_str(&b.dir.path().join("p.yaml"), src, &crate::registry(), &[]).err().map(|e| e.to_string()).unwrap_or_default()
+        let src = format!(
+            "name: t\nstages:\n  m: {{ uses: command, with: {{ cmd: 'true' }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: m, prompts: m }}\n    with: {{ {with} }}\n"
+        );
+        spec::load_str(&b.dir.path().join("p.yaml"), src, &crate::registry(), &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     };
     let err = load("rollouts: 10, batch_size: 4");
     assert!(err.contains("`rollouts` (10) must be a multiple of `batch_size` (4)"), "{err}");
     let err = load("rollouts: 16, batch_size: 8, epochs: 2, steps: 10");
-    assert!(err.contains("whole number of iterations of 4 steps") && err.contains("try 8"), "{err}");
+    assert!(
+        err.contains("whole number of iterations of 4 steps") && err.contains("try 8"),
+        "{err}"
+    );
     let err = load("kl_target: -1");
     assert!(err.contains("`kl_target` must be positive"), "{err}");
     let err = load("kl_estimator: k2");
@@ -237,7 +369,9 @@ fn bad_params_and_wiring_are_explained() {
     let err = &summary.failed[0].1;
     assert!(err.contains("no reward") && err.contains("reward_contains"), "{err}");
     // Answers too long for the context.
-    let p = b.pipeline("reward_contains: a, rollouts: 16, batch_size: 8, epochs: 2, steps: 4, max_new_tokens: 30");
+    let p = b.pipeline(
+        "reward_contains: a, rollouts: 16, batch_size: 8, epochs: 2, steps: 4, max_new_tokens: 30",
+    );
     let (summary, _) = b.run(&p, quiet);
     let err = &summary.failed[0].1;
     assert!(err.contains("max_new_tokens"), "{err}");
@@ -249,7 +383,10 @@ fn bad_params_and_wiring_are_explained() {
 #[test]
 fn plain_ops_are_in_the_key() {
     use crate::model::ops::with_plain_ops;
-    assert!(with_plain_ops(false, Ppo::settings).is_empty(), "keys stay as they were when it is not set");
+    assert!(
+        with_plain_ops(false, Ppo::settings).is_empty(),
+        "keys stay as they were when it is not set"
+    );
     assert_eq!(with_plain_ops(true, Ppo::settings), [("HONE_PLAIN_OPS", "1".to_string())]);
 }
 

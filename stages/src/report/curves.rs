@@ -103,7 +103,11 @@ pub fn group(name: &str) -> String {
             break;
         }
     }
-    if base == "loss" || base.ends_with("_loss") || base.starts_with("loss/") || base.ends_with("/loss") {
+    if base == "loss"
+        || base.ends_with("_loss")
+        || base.starts_with("loss/")
+        || base.ends_with("/loss")
+    {
         return "loss".into();
     }
     if matches!(base.rsplit('/').next(), Some("chosen" | "rejected")) {
@@ -126,7 +130,10 @@ mod tests {
         let (charts, unreadable) = charts(metrics);
         assert_eq!(unreadable, 1);
         let titles: Vec<&str> = charts.iter().map(|c| c.title.as_str()).collect();
-        assert_eq!(titles, ["loss", "lr", "grad_norm", "accuracy", "objective/kl", "objective/scores"]);
+        assert_eq!(
+            titles,
+            ["loss", "lr", "grad_norm", "accuracy", "objective/kl", "objective/scores"]
+        );
         let names = |c: &Chart| c.series.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&charts[0]), ["loss", "loss/value_avg", "val_loss"]);
         assert_eq!(charts[0].series[2].points, [(2.0, 2.7)]);
@@ -140,14 +147,20 @@ mod tests {
     fn a_reward_models_series_pair_up() {
         let line = r#"{"step":1,"loss":0.7,"accuracy":0.5,"margin":0.1,"rewards/chosen":0.2,"rewards/rejected":0.1,"val_loss":0.69,"val_accuracy":0.6,"val_margin":0.2,"val_chosen":0.3,"val_rejected":0.1}"#;
         let (charts, _) = charts(line);
-        let got: Vec<(String, Vec<String>)> = charts.iter().map(|c| (c.title.clone(), c.series.iter().map(|s| s.name.clone()).collect())).collect();
+        let got: Vec<(String, Vec<String>)> = charts
+            .iter()
+            .map(|c| (c.title.clone(), c.series.iter().map(|s| s.name.clone()).collect()))
+            .collect();
         let want = [
             ("loss", vec!["loss", "val_loss"]),
             ("accuracy", vec!["accuracy", "val_accuracy"]),
             ("margin", vec!["margin", "val_margin"]),
             ("rewards", vec!["rewards/chosen", "rewards/rejected", "val_chosen", "val_rejected"]),
         ];
-        let want: Vec<(String, Vec<String>)> = want.iter().map(|(t, s)| (t.to_string(), s.iter().map(|x| x.to_string()).collect())).collect();
+        let want: Vec<(String, Vec<String>)> = want
+            .iter()
+            .map(|(t, s)| (t.to_string(), s.iter().map(|x| x.to_string()).collect()))
+            .collect();
         assert_eq!(got, want);
     }
 

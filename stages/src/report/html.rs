@@ -70,9 +70,20 @@ pub fn render(r: &Report) -> String {
     let mut h = String::new();
     let name = esc(&r.pipeline);
     h.push_str("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n");
-    writeln!(h, "<title>hone report: {name}</title>\n<style>\n{}</style>\n</head>\n<body>", style()).unwrap();
+    writeln!(
+        h,
+        "<title>hone report: {name}</title>\n<style>\n{}</style>\n</head>\n<body>",
+        style()
+    )
+    .unwrap();
     writeln!(h, "<h1>{name}</h1>").unwrap();
-    writeln!(h, "<p class=\"meta\">pipeline <code>{}</code> · store <code>{}</code></p>", esc(&r.file.display().to_string()), esc(&r.workspace.join(".hone").display().to_string())).unwrap();
+    writeln!(
+        h,
+        "<p class=\"meta\">pipeline <code>{}</code> · store <code>{}</code></p>",
+        esc(&r.file.display().to_string()),
+        esc(&r.workspace.join(".hone").display().to_string())
+    )
+    .unwrap();
     h.push_str("<nav><a href=\"#stages\">Stages</a><a href=\"#curves\">Training curves</a><a href=\"#data\">Data</a><a href=\"#evaluation\">Evaluation</a><a href=\"#samples\">Sample conversations</a></nav>\n");
     stages(r, &mut h);
     curves(&r.curves, r, &mut h);
@@ -92,19 +103,28 @@ fn stages(r: &Report, h: &mut String) {
             None => counts.push((s.state, 1)),
         }
     }
-    let summary: Vec<String> = counts.iter().map(|(st, n)| format!("<span class=\"pill {}\">{n} {}</span>", st.class(), st.label())).collect();
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(st, n)| format!("<span class=\"pill {}\">{n} {}</span>", st.class(), st.label()))
+        .collect();
     writeln!(h, "<p>{} stages: {}</p>", r.stages.len(), summary.join(" ")).unwrap();
     writeln!(h, "<div class=\"dag-wrap\">{}</div>", svg::dag(&r.stages)).unwrap();
     h.push_str("<table class=\"stages\">\n<tr><th>stage</th><th>kind</th><th>state</th><th>time</th><th>cache</th><th>key</th></tr>\n");
     for s in &r.stages {
         let time = s.seconds.map(duration).unwrap_or_else(|| "–".into());
         let cache = match (&s.artifact, s.reasons.is_empty()) {
-            (Some(a), _) => format!("up to date: output <code title=\"{}\">{}</code>", a.to_hex(), a.short()),
+            (Some(a), _) => {
+                format!("up to date: output <code title=\"{}\">{}</code>", a.to_hex(), a.short())
+            }
             (None, false) => format!("will run: {}", esc(&s.reasons.join("; "))),
             (None, true) => "will run".into(),
         };
-        let key = s.key.map_or_else(|| "–".to_string(), |k| format!("<code title=\"{}\">{}</code>", k.to_hex(), k.short()));
-        let mut state = format!("<span class=\"pill {}\">{}</span>", s.state.class(), s.state.label());
+        let key = s.key.map_or_else(
+            || "–".to_string(),
+            |k| format!("<code title=\"{}\">{}</code>", k.to_hex(), k.short()),
+        );
+        let mut state =
+            format!("<span class=\"pill {}\">{}</span>", s.state.class(), s.state.label());
         if let Some(e) = &s.error {
             write!(state, "<pre>{}</pre>", esc(e)).unwrap();
         }
@@ -122,7 +142,13 @@ fn curves(views: &[CurvesView], r: &Report, h: &mut String) {
         h.push_str("<p class=\"note\">No stage with an up-to-date output logged metrics (<code>metrics.jsonl</code>).</p>\n");
     }
     for v in views {
-        writeln!(h, "<h3 id=\"curves-{id}\">{id} <span class=\"note\">({})</span></h3>", esc(&v.kind), id = esc(&v.stage)).unwrap();
+        writeln!(
+            h,
+            "<h3 id=\"curves-{id}\">{id} <span class=\"note\">({})</span></h3>",
+            esc(&v.kind),
+            id = esc(&v.stage)
+        )
+        .unwrap();
         if v.unreadable > 0 {
             writeln!(h, "<p class=\"note\">{} line(s) of metrics.jsonl were not JSON objects and are left out.</p>", v.unreadable).unwrap();
         }
@@ -132,9 +158,19 @@ fn curves(views: &[CurvesView], r: &Report, h: &mut String) {
         }
         h.push_str("</div>\n");
     }
-    let waiting: Vec<String> = r.stages.iter().filter(|s| s.output.is_none()).map(|s| format!("{} ({})", esc(&s.id), s.state.label())).collect();
+    let waiting: Vec<String> = r
+        .stages
+        .iter()
+        .filter(|s| s.output.is_none())
+        .map(|s| format!("{} ({})", esc(&s.id), s.state.label()))
+        .collect();
     if !waiting.is_empty() {
-        writeln!(h, "<p class=\"note\">Without an up-to-date output, so not shown here: {}.</p>", waiting.join(", ")).unwrap();
+        writeln!(
+            h,
+            "<p class=\"note\">Without an up-to-date output, so not shown here: {}.</p>",
+            waiting.join(", ")
+        )
+        .unwrap();
     }
     h.push_str("</section>\n");
 }
@@ -145,8 +181,15 @@ fn data(views: &[DataView], h: &mut String) {
         h.push_str("<p class=\"note\">No ingest stage has an up-to-date output.</p>\n");
     }
     for d in views {
-        writeln!(h, "<h3 id=\"data-{id}\">{id} <span class=\"note\">({} records)</span></h3>", esc(&d.format), id = esc(&d.stage)).unwrap();
-        let sources: Vec<String> = d.sources.iter().map(|(s, n)| format!("<code>{}</code> ({n})", esc(s))).collect();
+        writeln!(
+            h,
+            "<h3 id=\"data-{id}\">{id} <span class=\"note\">({} records)</span></h3>",
+            esc(&d.format),
+            id = esc(&d.stage)
+        )
+        .unwrap();
+        let sources: Vec<String> =
+            d.sources.iter().map(|(s, n)| format!("<code>{}</code> ({n})", esc(s))).collect();
         writeln!(
             h,
             "<p>{} records read from {}: {} train, {} validation; {} empty, {} malformed skipped.</p>",
@@ -164,7 +207,8 @@ fn data(views: &[DataView], h: &mut String) {
         }
         h.push_str("<table class=\"filters\">\n<tr><th>filter</th><th>kept</th><th>rewritten</th><th>dropped</th><th>why dropped</th></tr>\n");
         for f in &d.filters {
-            let why: Vec<String> = f.reasons.iter().map(|(k, n)| format!("{} {n}", esc(k))).collect();
+            let why: Vec<String> =
+                f.reasons.iter().map(|(k, n)| format!("{} {n}", esc(k))).collect();
             writeln!(
                 h,
                 "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
@@ -202,7 +246,9 @@ fn number(f: f64) -> String {
 fn cell(column: &str, v: &Value) -> (String, bool) {
     match v {
         Value::Null => ("n/a".into(), true),
-        Value::Number(n) if column.contains("accuracy") => (n.as_f64().map_or_else(|| n.to_string(), |f| format!("{:.1}%", 100.0 * f)), true),
+        Value::Number(n) if column.contains("accuracy") => {
+            (n.as_f64().map_or_else(|| n.to_string(), |f| format!("{:.1}%", 100.0 * f)), true)
+        }
         Value::Number(n) if n.is_f64() => (number(n.as_f64().unwrap_or(f64::NAN)), true),
         Value::Number(n) => (n.to_string(), true),
         Value::String(s) => (esc(s), false),
@@ -217,7 +263,11 @@ fn evaluation(views: &[EvalView], h: &mut String) {
     }
     for e in views {
         writeln!(h, "<h3 id=\"eval-{id}\">{id}</h3>", id = esc(&e.stage)).unwrap();
-        let settings: Vec<String> = e.settings.iter().map(|(k, v)| format!("{} {}", esc(&k.replace('_', " ")), cell(k, v).0)).collect();
+        let settings: Vec<String> = e
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{} {}", esc(&k.replace('_', " ")), cell(k, v).0))
+            .collect();
         if !settings.is_empty() {
             writeln!(h, "<p class=\"note\">{}</p>", settings.join(" · ")).unwrap();
         }
@@ -259,7 +309,13 @@ fn samples(views: &[EvalView], h: &mut String) {
                     Some(false) => "<span class=\"bad\" title=\"wrong\">✗</span>",
                     None => "",
                 };
-                writeln!(h, "<tr><th>{}</th><td>{}</td><td>{mark}</td></tr>", esc(model), esc(response)).unwrap();
+                writeln!(
+                    h,
+                    "<tr><th>{}</th><td>{}</td><td>{mark}</td></tr>",
+                    esc(model),
+                    esc(response)
+                )
+                .unwrap();
             }
             h.push_str("</table>\n</div>\n");
         }

@@ -40,7 +40,9 @@ pub enum ReportError {
     Engine(#[from] hone_engine::EngineError),
     #[error(transparent)]
     Store(#[from] hone_engine::store::StoreError),
-    #[error("cannot write the report to `{path}`: {source}\n   = help: pass a writable file with -o FILE")]
+    #[error(
+        "cannot write the report to `{path}`: {source}\n   = help: pass a writable file with -o FILE"
+    )]
     Write { path: PathBuf, source: std::io::Error },
 }
 
@@ -199,7 +201,8 @@ pub fn gather(ws: &Workspace, p: &Pipeline) -> Result<Report, ReportError> {
             (Action::Cached, Some(k)) => ws.store.lookup(&k)?,
             _ => None,
         };
-        let last = last.get(&s.id).filter(|l| l.key.is_none() || l.key == sp.key || sp.key.is_none());
+        let last =
+            last.get(&s.id).filter(|l| l.key.is_none() || l.key == sp.key || sp.key.is_none());
         let state = match (&record, last.map(|l| l.outcome)) {
             (Some(_), Some(Outcome::Ran)) => State::Ran,
             (Some(_), _) => State::Cached,
@@ -222,7 +225,9 @@ pub fn gather(ws: &Workspace, p: &Pipeline) -> Result<Report, ReportError> {
             seconds: record.as_ref().map(|r| r.seconds),
             output: record.as_ref().map(|r| ws.store.object_path(&r.artifact)),
             error: last.filter(|_| failed).and_then(|l| l.error.clone()),
-            log: last.and_then(|l| l.log.clone()).or_else(|| ws.store.state(&p.name, &s.id).and_then(|st| st.log)),
+            log: last
+                .and_then(|l| l.log.clone())
+                .or_else(|| ws.store.state(&p.name, &s.id).and_then(|st| st.log)),
         };
         if let Some(dir) = &view.output {
             read_outputs(&view, dir, &mut report);
@@ -237,7 +242,12 @@ fn read_outputs(s: &StageView, dir: &Path, report: &mut Report) {
     if let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) {
         let (charts, unreadable) = curves::charts(&text);
         if !charts.is_empty() || unreadable > 0 {
-            report.curves.push(CurvesView { stage: s.id.clone(), kind: s.kind.clone(), charts, unreadable });
+            report.curves.push(CurvesView {
+                stage: s.id.clone(),
+                kind: s.kind.clone(),
+                charts,
+                unreadable,
+            });
         }
     }
     if let Some(meta) = IngestMeta::read(dir) {
@@ -255,7 +265,13 @@ fn data_view(stage: &str, meta: IngestMeta) -> DataView {
         .map(|f| {
             let mut reasons: Vec<(String, u64)> = f.reasons.into_iter().collect();
             reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            FilterView { name: f.filter, kept: f.kept, rewritten: f.rewritten, dropped: f.dropped, reasons }
+            FilterView {
+                name: f.filter,
+                kept: f.kept,
+                rewritten: f.rewritten,
+                dropped: f.dropped,
+                reasons,
+            }
         })
         .collect();
     DataView {
@@ -287,11 +303,15 @@ fn eval_view(stage: &str, report: &EvalReport, answers: Vec<Answer>) -> EvalView
         })
         .collect();
     // The known columns in reading order, then any others by name.
-    const ORDER: [&str; 7] = ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length"];
+    const ORDER: [&str; 7] =
+        ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length"];
     let mut columns: Vec<String> = models.iter().flat_map(|m| m.keys().cloned()).collect();
     columns.sort_by_key(|c| (ORDER.iter().position(|o| o == c).unwrap_or(ORDER.len()), c.clone()));
     columns.dedup();
-    let rows = models.iter().map(|m| columns.iter().map(|c| m.get(c).cloned().unwrap_or(Value::Null)).collect()).collect();
+    let rows = models
+        .iter()
+        .map(|m| columns.iter().map(|c| m.get(c).cloned().unwrap_or(Value::Null)).collect())
+        .collect();
     EvalView { stage: stage.to_string(), settings, columns, rows, samples: samples(answers) }
 }
 
@@ -303,14 +323,19 @@ fn samples(answers: Vec<Answer>) -> Vec<Sample> {
         let i = match by_prompt.iter().position(|s| s.prompt == a.prompt) {
             Some(i) => i,
             None => {
-                by_prompt.push(Sample { prompt: a.prompt, answer: a.answer, responses: Vec::new() });
+                by_prompt.push(Sample {
+                    prompt: a.prompt,
+                    answer: a.answer,
+                    responses: Vec::new(),
+                });
                 by_prompt.len() - 1
             }
         };
         by_prompt[i].responses.push((a.model, a.response, a.correct));
     }
     // Mostly graded prompts, and one without an answer (a greeting, a story) when there is one.
-    let (mut shown, ungraded): (Vec<Sample>, Vec<Sample>) = by_prompt.into_iter().partition(|s| s.answer.is_some());
+    let (mut shown, ungraded): (Vec<Sample>, Vec<Sample>) =
+        by_prompt.into_iter().partition(|s| s.answer.is_some());
     shown.truncate(SAMPLE_PROMPTS - ungraded.len().min(1));
     shown.extend(ungraded.into_iter().take(SAMPLE_PROMPTS - shown.len()));
     shown
@@ -323,7 +348,10 @@ pub fn render(report: &Report) -> String {
 
 /// Where `write` puts the page of pipeline `name` when no path is given.
 pub fn default_path(ws: &Workspace, name: &str) -> PathBuf {
-    let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let file: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
     ws.store.root().join("reports").join(format!("{file}.html"))
 }
 

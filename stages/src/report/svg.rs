@@ -4,10 +4,13 @@
 use std::fmt::Write as _;
 
 use super::html::esc;
-use super::{Chart, State, StageView};
+use super::{Chart, StageView, State};
 
 /// Colours of the series, in order (matplotlib's tab10).
-const COLOURS: [&str; 10] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const COLOURS: [&str; 10] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
 
 /// Points drawn per series at most: longer series are thinned evenly (keeping the last).
 const MAX_POINTS: usize = 600;
@@ -22,7 +25,11 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let mag = 10f64.powf(raw.log10().floor());
     // The round step nearest to the raw one (by ratio).
     let far = |s: f64| (s / raw).ln().abs();
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).min_by(|a, b| far(*a).total_cmp(&far(*b))).expect("candidates");
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .min_by(|a, b| far(*a).total_cmp(&far(*b)))
+        .expect("candidates");
     let first = (lo / step).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
     (first..=last).map(|k| k as f64 * step).collect()
@@ -45,7 +52,11 @@ pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
 }
 
 fn tick_label(v: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize + usize::from(step_needs_extra_digit(step)) };
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize + usize::from(step_needs_extra_digit(step))
+    };
     format!("{v:.decimals$}")
 }
 
@@ -55,7 +66,8 @@ fn step_needs_extra_digit(step: f64) -> bool {
 }
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -93,32 +105,79 @@ pub fn line_chart(chart: &Chart) -> String {
     let title = esc(&chart.title);
     writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{title}">"#).unwrap();
     writeln!(s, "<title>{title}</title>").unwrap();
-    writeln!(s, r#"<text x="{}" y="18" text-anchor="middle" class="title">{title}</text>"#, w / 2.0).unwrap();
+    writeln!(
+        s,
+        r#"<text x="{}" y="18" text-anchor="middle" class="title">{title}</text>"#,
+        w / 2.0
+    )
+    .unwrap();
     // Grid and tick labels.
     for (&y, label) in yt.iter().zip(tick_labels(&yt)) {
         let py = sy(y);
-        writeln!(s, r#"<line x1="{left}" x2="{:.1}" y1="{py:.1}" y2="{py:.1}" class="grid"/>"#, w - right).unwrap();
-        writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="tick">{label}</text>"#, left - 5.0, py + 4.0).unwrap();
+        writeln!(
+            s,
+            r#"<line x1="{left}" x2="{:.1}" y1="{py:.1}" y2="{py:.1}" class="grid"/>"#,
+            w - right
+        )
+        .unwrap();
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="tick">{label}</text>"#,
+            left - 5.0,
+            py + 4.0
+        )
+        .unwrap();
     }
     for (&x, label) in xt.iter().zip(tick_labels(&xt)) {
         let px = sx(x);
-        writeln!(s, r#"<line x1="{px:.1}" x2="{px:.1}" y1="{:.1}" y2="{:.1}" class="axis"/>"#, h - bottom, h - bottom + 4.0).unwrap();
-        writeln!(s, r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle" class="tick">{label}</text>"#, h - bottom + 16.0).unwrap();
+        writeln!(
+            s,
+            r#"<line x1="{px:.1}" x2="{px:.1}" y1="{:.1}" y2="{:.1}" class="axis"/>"#,
+            h - bottom,
+            h - bottom + 4.0
+        )
+        .unwrap();
+        writeln!(
+            s,
+            r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle" class="tick">{label}</text>"#,
+            h - bottom + 16.0
+        )
+        .unwrap();
     }
     // Axes and their labels.
-    writeln!(s, r#"<path d="M{left},{top} V{:.1} H{:.1}" class="axis" fill="none"/>"#, h - bottom, w - right).unwrap();
-    writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="label">{}</text>"#, left + (w - left - right) / 2.0, h - bottom + 32.0, esc(&chart.x_label)).unwrap();
+    writeln!(
+        s,
+        r#"<path d="M{left},{top} V{:.1} H{:.1}" class="axis" fill="none"/>"#,
+        h - bottom,
+        w - right
+    )
+    .unwrap();
+    writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="label">{}</text>"#,
+        left + (w - left - right) / 2.0,
+        h - bottom + 32.0,
+        esc(&chart.x_label)
+    )
+    .unwrap();
     let cy = top + (h - top - bottom) / 2.0;
     writeln!(s, r#"<text x="14" y="{cy:.1}" text-anchor="middle" class="label" transform="rotate(-90 14 {cy:.1})">{title}</text>"#).unwrap();
     // Series.
     for (i, series) in chart.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let pts = thin(&series.points);
-        let coords: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+        let coords: Vec<String> =
+            pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
         writeln!(s, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="1.5"><title>{}</title></polyline>"#, coords.join(" "), esc(&series.name)).unwrap();
         if pts.len() <= DOTS_UP_TO {
             for &(x, y) in &pts {
-                writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{colour}"/>"#, sx(x), sy(y)).unwrap();
+                writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{colour}"/>"#,
+                    sx(x),
+                    sy(y)
+                )
+                .unwrap();
             }
         }
     }
@@ -128,7 +187,13 @@ pub fn line_chart(chart: &Chart) -> String {
         let colour = COLOURS[i % COLOURS.len()];
         let ly = h - 8.0;
         writeln!(s, r#"<line x1="{lx:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="3"/>"#, lx + 16.0, ly - 4.0, ly - 4.0).unwrap();
-        writeln!(s, r#"<text x="{:.1}" y="{ly:.1}" class="legend">{}</text>"#, lx + 20.0, esc(&series.name)).unwrap();
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{ly:.1}" class="legend">{}</text>"#,
+            lx + 20.0,
+            esc(&series.name)
+        )
+        .unwrap();
         lx += 34.0 + 7.0 * series.name.chars().count() as f64;
     }
     s.push_str("</svg>\n");
@@ -143,7 +208,8 @@ pub fn dag(stages: &[StageView]) -> String {
     // Stages come in an order where inputs precede their readers (the pipeline is acyclic).
     for _ in 0..stages.len() {
         for (i, s) in stages.iter().enumerate() {
-            column[i] = s.inputs.iter().filter_map(|d| index(d)).map(|d| column[d] + 1).max().unwrap_or(0);
+            column[i] =
+                s.inputs.iter().filter_map(|d| index(d)).map(|d| column[d] + 1).max().unwrap_or(0);
         }
     }
     let columns = column.iter().max().map_or(0, |m| m + 1);
@@ -173,11 +239,41 @@ pub fn dag(stages: &[StageView]) -> String {
     for (i, st) in stages.iter().enumerate() {
         let (x, y) = at(i);
         let time = st.seconds.map(super::html::duration).unwrap_or_default();
-        writeln!(s, r#"<g class="node {}"><title>{} ({}): {}</title>"#, st.state.class(), esc(&st.id), esc(&st.kind), st.state.label()).unwrap();
+        writeln!(
+            s,
+            r#"<g class="node {}"><title>{} ({}): {}</title>"#,
+            st.state.class(),
+            esc(&st.id),
+            esc(&st.kind),
+            st.state.label()
+        )
+        .unwrap();
         writeln!(s, r#"<rect x="{x:.1}" y="{y:.1}" width="{bw}" height="{bh}" rx="6"/>"#).unwrap();
-        writeln!(s, r#"<text x="{:.1}" y="{:.1}" class="id">{}</text>"#, x + 8.0, y + 18.0, esc(&truncate(&st.id, 18))).unwrap();
-        writeln!(s, r#"<text x="{:.1}" y="{:.1}" class="kind">{}</text>"#, x + 8.0, y + 34.0, esc(&truncate(&st.kind, 20))).unwrap();
-        writeln!(s, r#"<text x="{:.1}" y="{:.1}" class="state">{}{}</text>"#, x + 8.0, y + 50.0, st.state.label(), if time.is_empty() { String::new() } else { format!(" · {time}") }).unwrap();
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="id">{}</text>"#,
+            x + 8.0,
+            y + 18.0,
+            esc(&truncate(&st.id, 18))
+        )
+        .unwrap();
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="kind">{}</text>"#,
+            x + 8.0,
+            y + 34.0,
+            esc(&truncate(&st.kind, 20))
+        )
+        .unwrap();
+        writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" class="state">{}{}</text>"#,
+            x + 8.0,
+            y + 50.0,
+            st.state.label(),
+            if time.is_empty() { String::new() } else { format!(" · {time}") }
+        )
+        .unwrap();
         s.push_str("</g>\n");
     }
     s.push_str("</svg>\n");
@@ -185,7 +281,11 @@ pub fn dag(stages: &[StageView]) -> String {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 /// The colour of each state's boxes (used by the page's style sheet).

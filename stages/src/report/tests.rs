@@ -60,14 +60,20 @@ fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
-    for (name, text) in [("meta.json", META), ("metrics.jsonl", METRICS), ("report.json", REPORT), ("answers.jsonl", ANSWERS)] {
+    for (name, text) in [
+        ("meta.json", META),
+        ("metrics.jsonl", METRICS),
+        ("report.json", REPORT),
+        ("answers.jsonl", ANSWERS),
+    ] {
         std::fs::write(files.join(name), text).unwrap();
     }
     dir
 }
 
 fn load(dir: &Path, yaml: &str, overrides: &[String]) -> spec::Pipeline {
-    spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), overrides).unwrap()
+    spec::load_str(&dir.join("pipeline.yaml"), yaml.to_string(), &crate::registry(), overrides)
+        .unwrap()
 }
 
 fn states(r: &Report) -> Vec<(&str, State)> {
@@ -84,7 +90,11 @@ fn assert_well_formed(page: &str) {
         let at = &rest[i..];
         if let Some(after) = at.strip_prefix('&') {
             let end = at.find(';').expect("entity ends with ;");
-            assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"].contains(&&at[..=end]), "bad entity {}", &at[..end.min(12)]);
+            assert!(
+                ["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"].contains(&&at[..=end]),
+                "bad entity {}",
+                &at[..end.min(12)]
+            );
             rest = after;
             continue;
         }
@@ -107,28 +117,60 @@ fn states_follow_the_last_run_and_the_current_params() {
     let ws = Workspace::open(dir.path()).unwrap();
     let p = load(dir.path(), PIPELINE, &[]);
     let before = gather(&ws, &p).unwrap();
-    assert!(before.stages.iter().all(|s| s.state == State::NeverRan && s.output.is_none()), "{:?}", states(&before));
+    assert!(
+        before.stages.iter().all(|s| s.state == State::NeverRan && s.output.is_none()),
+        "{:?}",
+        states(&before)
+    );
     assert!(before.curves.is_empty() && before.data.is_empty() && before.evals.is_empty());
 
     run(dir.path(), &p, quiet);
     let r = gather(&ws, &p).unwrap();
     use State::*;
-    assert_eq!(states(&r), [("data", Ran), ("train", Ran), ("eval", Ran), ("broken", Failed), ("after", Skipped)]);
+    assert_eq!(
+        states(&r),
+        [("data", Ran), ("train", Ran), ("eval", Ran), ("broken", Failed), ("after", Skipped)]
+    );
     let broken = &r.stages[3];
     assert!(broken.error.as_deref().unwrap().contains("no <such> & thing"), "{:?}", broken.error);
     assert!(broken.log.as_ref().is_some_and(|l| l.exists()));
     assert!(r.stages[4].error.as_deref().unwrap().contains("`broken`"), "{:?}", r.stages[4].error);
     assert_eq!(r.stages[2].inputs, ["train"]);
-    assert!(r.stages[..3].iter().all(|s| s.key.is_some() && s.artifact.is_some() && s.seconds.is_some()));
+    assert!(
+        r.stages[..3]
+            .iter()
+            .all(|s| s.key.is_some() && s.artifact.is_some() && s.seconds.is_some())
+    );
 
     run(dir.path(), &p, quiet);
-    assert_eq!(states(&gather(&ws, &p).unwrap())[..3], [("data", Cached), ("train", Cached), ("eval", Cached)]);
+    assert_eq!(
+        states(&gather(&ws, &p).unwrap())[..3],
+        [("data", Cached), ("train", Cached), ("eval", Cached)]
+    );
 
     // A changed param: the stage and what reads it are out of date; a new stage never ran.
-    let changed = load(dir.path(), &format!("{PIPELINE}  extra:\n    uses: command\n    with: {{ cmd: \"true\" }}\n"), &["stages.train.with.cmd=cp files/metrics.jsonl $HONE_OUT/ && true".to_string()]);
+    let changed = load(
+        dir.path(),
+        &format!("{PIPELINE}  extra:\n    uses: command\n    with: {{ cmd: \"true\" }}\n"),
+        &["stages.train.with.cmd=cp files/metrics.jsonl $HONE_OUT/ && true".to_string()],
+    );
     let r = gather(&ws, &changed).unwrap();
-    assert_eq!(states(&r), [("data", Cached), ("train", OutOfDate), ("eval", OutOfDate), ("broken", Failed), ("after", Skipped), ("extra", NeverRan)]);
-    assert!(r.stages[1].reasons.iter().any(|x| x.contains("param `cmd` changed")), "{:?}", r.stages[1].reasons);
+    assert_eq!(
+        states(&r),
+        [
+            ("data", Cached),
+            ("train", OutOfDate),
+            ("eval", OutOfDate),
+            ("broken", Failed),
+            ("after", Skipped),
+            ("extra", NeverRan)
+        ]
+    );
+    assert!(
+        r.stages[1].reasons.iter().any(|x| x.contains("param `cmd` changed")),
+        "{:?}",
+        r.stages[1].reasons
+    );
     assert_eq!(r.curves.len(), 0, "no curves from an out-of-date stage");
     assert_eq!(r.data.len(), 1);
 }
@@ -151,12 +193,32 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
     assert_eq!(d.filters[0].reasons, [("too-few-words".to_string(), 20)]);
     // Evaluation: one row per model; every prompt with both models' answers.
     let e = &r.evals[0];
-    assert_eq!(e.columns, ["name", "format", "accuracy", "correct", "graded", "prompts", "mean_length", "fewer_shots", "shots"]);
-    assert_eq!(e.settings.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["prompts", "max_new_tokens", "temperature"]);
+    assert_eq!(
+        e.columns,
+        [
+            "name",
+            "format",
+            "accuracy",
+            "correct",
+            "graded",
+            "prompts",
+            "mean_length",
+            "fewer_shots",
+            "shots"
+        ]
+    );
+    assert_eq!(
+        e.settings.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["prompts", "max_new_tokens", "temperature"]
+    );
     assert_eq!(e.rows.len(), 2);
     assert_eq!(e.samples.len(), 3);
     assert_eq!(e.samples[0].responses.len(), 2);
-    assert_eq!(e.samples.last().unwrap().prompt, "Hello!", "the ungraded prompt comes after the graded ones");
+    assert_eq!(
+        e.samples.last().unwrap().prompt,
+        "Hello!",
+        "the ungraded prompt comes after the graded ones"
+    );
 
     let page = render(&r);
     assert_well_formed(&page);
@@ -177,12 +239,18 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
     ] {
         assert!(page.contains(needle), "page lacks {needle:?}");
     }
-    assert_eq!(page.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\"").count(), 3);
+    assert_eq!(
+        page.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\"").count(),
+        3
+    );
     assert_eq!(page.matches("class=\"node ").count(), 5);
     for stage in ["data", "train", "eval"] {
         assert!(page.contains(&format!("<title>{stage} (command): ran</title>")), "{stage}");
     }
-    assert!(page.contains("<title>broken (command): failed</title>") && page.contains("<title>after (command): skipped</title>"));
+    assert!(
+        page.contains("<title>broken (command): failed</title>")
+            && page.contains("<title>after (command): skipped</title>")
+    );
     // Self-contained: no scripts, nothing fetched.
     for banned in ["<script", "src=", "http://", "https://", "@import", "url(http"] {
         let allowed = page.matches("xmlns=\"http://www.w3.org/").count();
@@ -200,7 +268,12 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
 
 #[test]
 fn the_well_formedness_check_catches_broken_markup() {
-    for bad in ["<!DOCTYPE html>\n<p><b>x</p></b>", "<!DOCTYPE html>\n<p>a & b</p>", "<!DOCTYPE html>\n<p class=\"x>y</p>", "<!DOCTYPE html>\n<div>"] {
+    for bad in [
+        "<!DOCTYPE html>\n<p><b>x</p></b>",
+        "<!DOCTYPE html>\n<p>a & b</p>",
+        "<!DOCTYPE html>\n<p class=\"x>y</p>",
+        "<!DOCTYPE html>\n<div>",
+    ] {
         assert!(std::panic::catch_unwind(|| assert_well_formed(bad)).is_err(), "{bad}");
     }
 }

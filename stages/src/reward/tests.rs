@@ -21,13 +21,19 @@ const LETTERS: &[u8] = b"abcdefghij";
 
 fn rankings(n: usize, seed: u64) -> Vec<Ranking> {
     let mut rng = Rng::new(seed, Stream::Train);
-    let mut word = |len: usize| (0..len).map(|_| LETTERS[rng.below(LETTERS.len())] as char).collect::<String>();
+    let mut word = |len: usize| {
+        (0..len).map(|_| LETTERS[rng.below(LETTERS.len())] as char).collect::<String>()
+    };
     (0..n)
         .map(|i| {
             let prompt = format!("{}{i}?", word(2));
             // Four answers, the first one or two with the keyword (then shuffled by index).
             let good = 1 + i % 2;
-            let mut responses: Vec<String> = (0..4).map(|k| if k < good { format!("{}{KEYWORD}{}", word(3), word(2)) } else { word(7) }).collect();
+            let mut responses: Vec<String> = (0..4)
+                .map(
+                    |k| if k < good { format!("{}{KEYWORD}{}", word(3), word(2)) } else { word(7) },
+                )
+                .collect();
             responses.rotate_left(i % 4);
             let (mut better, mut worse) = (Vec::new(), Vec::new());
             for (k, r) in responses.iter().enumerate() {
@@ -50,7 +56,15 @@ impl Bench {
         let (json, vocab) = test_tokenizer("abcdefghijklmnopqrstuvwxyz0123456789?");
         let base = dir.path().join("base");
         std::fs::create_dir_all(&base).unwrap();
-        let cfg = GptConfig { vocab_size: vocab, block_size: 48, n_layer: 2, n_head: 2, n_embd: 32, bias: true, dropout: 0.0 };
+        let cfg = GptConfig {
+            vocab_size: vocab,
+            block_size: 48,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            bias: true,
+            dropout: 0.0,
+        };
         let ps = ParamStore::seeded(3);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         export::save(&base, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
@@ -67,10 +81,15 @@ impl Bench {
         let src = format!(
             "name: t\nseed: 5\nstages:\n  base: {{ uses: command, with: {{ cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] }} }}\n  rank: {{ uses: command, with: {{ cmd: 'cp rank/* \"$HONE_OUT\"/', deps: [rank] }} }}\n  reward:\n    uses: reward\n    inputs: {{ model: base, rankings: rank }}\n    with: {{ threads: 1, {with} }}\n"
         );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap_or_else(|e| panic!("{e}"))
+        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn run(&self, p: &spec::Pipeline, on_event: impl Fn(&Event, &AtomicBool) + Send + Sync) -> (RunSummary, Vec<Event>) {
+    fn run(
+        &self,
+        p: &spec::Pipeline,
+        on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
+    ) -> (RunSummary, Vec<Event>) {
         test_support::run(self.dir.path(), p, on_event)
     }
 
@@ -80,7 +99,11 @@ impl Bench {
 }
 
 fn metric_lines(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The loss and its gradient for three scores and three weighted pairs, against the
@@ -98,7 +121,9 @@ fn the_pairwise_loss_and_its_gradient_match_a_hand_computation() {
         let grads = loss.backward().unwrap();
         let g = grads.get(scores.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
         // d = 1.5, 2.5, 1.0.
-        let mut want_loss = 0.5 * (1.0 + (-1.5f64).exp()).ln() + 0.25 * (1.0 + (-2.5f64).exp()).ln() + 0.25 * (1.0 + (-1.0f64).exp()).ln();
+        let mut want_loss = 0.5 * (1.0 + (-1.5f64).exp()).ln()
+            + 0.25 * (1.0 + (-2.5f64).exp()).ln()
+            + 0.25 * (1.0 + (-1.0f64).exp()).ln();
         let mut want = [
             -0.5 * sig(-1.5) + 0.25 * sig(-1.0),
             0.5 * sig(-1.5) + 0.25 * sig(-2.5),
@@ -128,7 +153,11 @@ fn rankings_become_examples_with_every_pair_and_long_answers_left_out() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
     let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
-    let r = Ranking { prompt: "q?".into(), responses: vec!["a".into(), "b".repeat(40), "c".into(), "d".into()], ranking: vec![vec![2], vec![0, 1], vec![3]] };
+    let r = Ranking {
+        prompt: "q?".into(),
+        responses: vec!["a".into(), "b".repeat(40), "c".into(), "d".into()],
+        ranking: vec![vec![2], vec![0, 1], vec![3]],
+    };
     let mut too_long = 0;
     let e = example(&tok, &r, 48, &mut too_long).unwrap().unwrap();
     // Response 1 is dropped: rows are 0, 2, 3 → 0, 1, 2; pairs 2>0, 2>3, 0>3 (not 2>1, 1>3).
@@ -138,10 +167,21 @@ fn rankings_become_examples_with_every_pair_and_long_answers_left_out() {
     assert_eq!(e.responses, vec![0, 2, 3]);
     assert_eq!(e.start, tok.encode(&conversation("q?", "")[..1], true).unwrap().ids.len());
     assert_eq!(e.rows[0], tok.encode(&conversation("q?", "a"), false).unwrap().ids);
-    let tied = Ranking { prompt: "q?".into(), responses: vec!["a".into(), "b".into()], ranking: vec![vec![0, 1]] };
+    let tied = Ranking {
+        prompt: "q?".into(),
+        responses: vec!["a".into(), "b".into()],
+        ranking: vec![vec![0, 1]],
+    };
     assert_eq!(example(&tok, &tied, 48, &mut too_long).unwrap(), None);
     // The split holds out whole prompts: the same share, seeded.
-    let rs: Vec<Ranking> = (0..20).flat_map(|i| [Ranking::preference(format!("p{i}"), "a", "b"), Ranking::preference(format!("p{i}"), "c", "d")]).collect();
+    let rs: Vec<Ranking> = (0..20)
+        .flat_map(|i| {
+            [
+                Ranking::preference(format!("p{i}"), "a", "b"),
+                Ranking::preference(format!("p{i}"), "c", "d"),
+            ]
+        })
+        .collect();
     let held = held_out(&rs, 0.25, 1);
     assert_eq!(held.len(), 5);
     assert_eq!(held, held_out(&rs, 0.25, 1));
@@ -160,52 +200,106 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
     let (summary, events) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
     let out = b.output(&p);
-    for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg", "data.json", REWARD_JSON, VAL_PAIRS] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "data.json",
+        REWARD_JSON,
+        VAL_PAIRS,
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let lines = metric_lines(&out);
     let evals: Vec<f64> = lines.iter().filter_map(|l| l["val_accuracy"].as_f64()).collect();
     assert_eq!(evals.len(), 4, "evaluations at 0, 50, 100 and the end: {evals:?}");
     assert!(evals[3] >= 0.97, "held-out pair accuracy {evals:?}");
-    let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("grad_norm").is_some()).collect();
+    let steps: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("grad_norm").is_some()).collect();
     assert_eq!(steps.len(), 150);
     let keys: Vec<&str> = steps[0].as_object().unwrap().keys().map(String::as_str).collect();
-    for k in ["step", "loss", "accuracy", "margin", "rewards/chosen", "rewards/rejected", "lr", "grad_norm"] {
+    for k in [
+        "step",
+        "loss",
+        "accuracy",
+        "margin",
+        "rewards/chosen",
+        "rewards/rejected",
+        "lr",
+        "grad_norm",
+    ] {
         assert!(keys.contains(&k), "{k} missing from {keys:?}");
     }
     let last = lines.iter().rev().find(|l| l.get("val_margin").is_some()).unwrap();
-    assert!(last["val_margin"].as_f64().unwrap() > 1.0 && last["val_chosen"].as_f64() > last["val_rejected"].as_f64(), "{last}");
+    assert!(
+        last["val_margin"].as_f64().unwrap() > 1.0
+            && last["val_chosen"].as_f64() > last["val_rejected"].as_f64(),
+        "{last}"
+    );
     // 12 of 48 prompts held out; a prompt with one good answer gives 3 pairs, with two 4.
-    let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
-    assert_eq!((data["prompts"].as_u64(), data["val_prompts"].as_u64(), data["too_long"].as_u64()), (Some(48), Some(12), Some(0)), "{data}");
-    assert_eq!(data["train_pairs"].as_u64().unwrap() + data["val_pairs"].as_u64().unwrap(), 24 * 3 + 24 * 4);
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
+    assert_eq!(
+        (data["prompts"].as_u64(), data["val_prompts"].as_u64(), data["too_long"].as_u64()),
+        (Some(48), Some(12), Some(0)),
+        "{data}"
+    );
+    assert_eq!(
+        data["train_pairs"].as_u64().unwrap() + data["val_pairs"].as_u64().unwrap(),
+        24 * 3 + 24 * 4
+    );
     let finished = test_support::finished_metrics(&events, "reward");
     assert_eq!(finished["val_accuracy"].as_f64(), Some(evals[3]));
     // val_pairs.jsonl: each held-out pair with its scores, as `Scorer` gives them; the share
     // ranked right is the final val_accuracy.
-    let pairs: Vec<serde_json::Value> = std::fs::read_to_string(out.join(VAL_PAIRS)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let pairs: Vec<serde_json::Value> = std::fs::read_to_string(out.join(VAL_PAIRS))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(pairs.len() as u64, data["val_pairs"].as_u64().unwrap());
-    let right = pairs.iter().filter(|p| p["better_score"].as_f64() > p["worse_score"].as_f64()).count();
+    let right =
+        pairs.iter().filter(|p| p["better_score"].as_f64() > p["worse_score"].as_f64()).count();
     assert_eq!(right as f64 / pairs.len() as f64, evals[3]);
-    assert!(pairs.iter().all(|p| p["better"].as_str().unwrap().contains(KEYWORD) && !p["worse"].as_str().unwrap().contains(KEYWORD)), "{pairs:?}");
+    assert!(
+        pairs.iter().all(|p| p["better"].as_str().unwrap().contains(KEYWORD)
+            && !p["worse"].as_str().unwrap().contains(KEYWORD)),
+        "{pairs:?}"
+    );
     let scorer_ = Scorer::load(&out).unwrap();
-    let s = scorer_.score(pairs[0]["prompt"].as_str().unwrap(), pairs[0]["better"].as_str().unwrap()).unwrap();
+    let s = scorer_
+        .score(pairs[0]["prompt"].as_str().unwrap(), pairs[0]["better"].as_str().unwrap())
+        .unwrap();
     assert!((s - pairs[0]["better_score"].as_f64().unwrap()).abs() < 1e-4, "{s} vs {}", pairs[0]);
     // The reward model scores new answers: the keyword wins; σ(r) is in (0, 1).
     let scorer = Scorer::load(&out).unwrap();
-    let (good, bad) = (scorer.score("zz?", "abcokde").unwrap(), scorer.score("zz?", "abcfhde").unwrap());
+    let (good, bad) =
+        (scorer.score("zz?", "abcokde").unwrap(), scorer.score("zz?", "abcfhde").unwrap());
     assert!(good > bad, "{good} vs {bad}");
     assert!(sigmoid(good) > 0.0 && sigmoid(good) < 1.0);
     assert!(matches!(scorer.score("zz?", "  "), Err(ScoreError::EmptyAnswer)));
-    assert!(matches!(scorer.score("zz?", &"a".repeat(60)), Err(ScoreError::TooLong { block_size: 48, .. })));
+    assert!(matches!(
+        scorer.score("zz?", &"a".repeat(60)),
+        Err(ScoreError::TooLong { block_size: 48, .. })
+    ));
     // reward.json: the mean score of the rankings' answers, as `Scorer` gives them.
-    let rj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(REWARD_JSON)).unwrap()).unwrap();
+    let rj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(REWARD_JSON)).unwrap()).unwrap();
     assert_eq!(rj["responses"], 48 * 4);
-    let all: Vec<f64> = rankings(48, 1).iter().flat_map(|r| r.responses.iter().map(|a| scorer.score(&r.prompt, a).unwrap()).collect::<Vec<_>>()).collect();
+    let all: Vec<f64> = rankings(48, 1)
+        .iter()
+        .flat_map(|r| {
+            r.responses.iter().map(|a| scorer.score(&r.prompt, a).unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
     let mean = all.iter().sum::<f64>() / all.len() as f64;
     assert!((rj["reference_mean"].as_f64().unwrap() - mean).abs() < 1e-4, "{rj} vs {mean}");
     // The HF layout of a sequence classifier.
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "GPT2ForSequenceClassification");
     assert_eq!(cfg["id2label"].as_object().unwrap().len(), 1);
     assert_eq!(cfg["pad_token_id"], 0);
@@ -239,10 +333,20 @@ fn a_stopped_run_resumes_to_identical_bytes() {
     assert!(!first.ok());
     let (second, events) = b.run(&p, quiet);
     assert!(second.ok(), "{:?}", second.failed);
-    let resumed = events.iter().find_map(|e| if let Event::Progress { stage, done, .. } = e { (stage == "reward").then_some(*done) } else { None });
+    let resumed = events.iter().find_map(|e| {
+        if let Event::Progress { stage, done, .. } = e {
+            (stage == "reward").then_some(*done)
+        } else {
+            None
+        }
+    });
     assert_eq!(resumed, Some(7));
     for f in ["model.safetensors", "metrics.jsonl", REWARD_JSON, "config.json"] {
-        assert_eq!(std::fs::read(b.output(&p).join(f)).unwrap(), std::fs::read(whole.output(&pw).join(f)).unwrap(), "{f}");
+        assert_eq!(
+            std::fs::read(b.output(&p).join(f)).unwrap(),
+            std::fs::read(whole.output(&pw).join(f)).unwrap(),
+            "{f}"
+        );
     }
 }
 
@@ -256,16 +360,40 @@ fn bad_rankings_and_params_are_located() {
     let (summary, _) = b.run(&b.pipeline("steps: 2"), quiet);
     let (stage, err, _) = &summary.failed[0];
     assert_eq!(stage, "reward");
-    assert!(err.contains("input `rankings`") && err.contains("rankings.jsonl:3:") && err.contains("names response 2"), "{err}");
+    assert!(
+        err.contains("input `rankings`")
+            && err.contains("rankings.jsonl:3:")
+            && err.contains("names response 2"),
+        "{err}"
+    );
     // No pair at all: all tied.
-    let tied: Vec<Ranking> = (0..3).map(|i| Ranking { prompt: format!("p{i}"), responses: vec!["a".into(), "b".into()], ranking: vec![vec![0, 1]] }).collect();
+    let tied: Vec<Ranking> = (0..3)
+        .map(|i| Ranking {
+            prompt: format!("p{i}"),
+            responses: vec!["a".into(), "b".into()],
+            ranking: vec![vec![0, 1]],
+        })
+        .collect();
     let b = Bench::new(&tied);
     let (summary, _) = b.run(&b.pipeline("steps: 2"), quiet);
-    assert!(summary.failed[0].1.contains("no ranking of input `rankings` gives a training pair"), "{:?}", summary.failed);
+    assert!(
+        summary.failed[0].1.contains("no ranking of input `rankings` gives a training pair"),
+        "{:?}",
+        summary.failed
+    );
     // Params, at load time.
     let src = "name: t\nstages:\n  m: { uses: command, with: { cmd: 'true' } }\n  reward:\n    uses: reward\n    inputs: { model: m, rankings: m }\n    with: { val_fraction: 1.5, center_rewards: -1, lr: 0, likelihood: -1 }\n";
-    let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[]).err().unwrap().to_string();
-    assert!(err.contains("`val_fraction` must be in [0, 1)") && err.contains("`center_rewards` must be 0 or more") && err.contains("`lr` must be positive") && err.contains("`likelihood` must be 0 or more"), "{err}");
+    let err = spec::load_str(&b.dir.path().join("p.yaml"), src.into(), &crate::registry(), &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`val_fraction` must be in [0, 1)")
+            && err.contains("`center_rewards` must be 0 or more")
+            && err.contains("`lr` must be positive")
+            && err.contains("`likelihood` must be 0 or more"),
+        "{err}"
+    );
 }
 
 /// `backbone_lr` puts the backbone in its own parameter group: frozen at 0 (the exported
@@ -273,19 +401,32 @@ fn bad_rankings_and_params_are_located() {
 #[test]
 fn the_backbone_can_train_slower_or_not_at_all() {
     let rs = rankings(8, 4);
-    let base_weights = |b: &Bench| candle_core::safetensors::load(b.dir.path().join("base/model.safetensors"), &Device::Cpu).unwrap();
+    let base_weights = |b: &Bench| {
+        candle_core::safetensors::load(b.dir.path().join("base/model.safetensors"), &Device::Cpu)
+            .unwrap()
+    };
     for (backbone_lr, frozen) in [("0", true), ("0.5", false)] {
         let b = Bench::new(&rs);
         let p = b.pipeline(&format!("batch_size: 2, steps: 3, warmup_steps: 0, lr: 1e-2, min_lr: 1e-2, eval_every: 0, backbone_lr: {backbone_lr}"));
         let (summary, _) = b.run(&p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
         let out = b.output(&p);
-        let (before, after) = (base_weights(&b), candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap());
-        let same = |n: &str| before[n].flatten_all().unwrap().to_vec1::<f32>().unwrap() == after[n].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (before, after) = (
+            base_weights(&b),
+            candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap(),
+        );
+        let same = |n: &str| {
+            before[n].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == after[n].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         assert_eq!(same("transformer.h.0.mlp.c_fc.weight"), frozen, "backbone_lr {backbone_lr}");
         let line = &metric_lines(&out)[0];
         assert_eq!(line["lr"].as_f64(), Some(1e-2));
-        assert_eq!(line.get("lr/backbone").and_then(|v| v.as_f64()), (!frozen).then_some(5e-3), "{line}");
+        assert_eq!(
+            line.get("lr/backbone").and_then(|v| v.as_f64()),
+            (!frozen).then_some(5e-3),
+            "{line}"
+        );
     }
 }
 
@@ -300,25 +441,39 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     let (summary, _) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
     let out = b.output(&p);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["hone"]["likelihood"], 2.5, "{cfg}");
     let scorer = Scorer::load(&out).unwrap();
     let r = export::load_reward(&out, DType::F32).unwrap();
     assert_eq!(r.likelihood, 2.5);
-    let tok = ChatTokenizer::from_file(&out.join("tokenizer.json"), r.backbone.config.vocab_size).unwrap();
+    let tok = ChatTokenizer::from_file(&out.join("tokenizer.json"), r.backbone.config.vocab_size)
+        .unwrap();
     let head_only = RewardModel { gpt: r.backbone.model, head: r.head, likelihood: None };
     for (prompt, answer) in [("ab1?", "cdokef"), ("ij2?", "a"), ("x?", "abcdefghij")] {
         let e = tok.encode(&conversation(prompt, answer), false).unwrap();
         let start = e.assistant.iter().position(|&a| a).unwrap();
         // The prompt's tokens with the assistant header (what PPO's rollouts start from).
         assert_eq!(tok.encode(&conversation(prompt, "")[..1], true).unwrap().ids.len(), start);
-        let head = head_only.scores(&[&e.ids], &[start], r.pad_token_id, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0];
+        let head = head_only
+            .scores(&[&e.ids], &[start], r.pad_token_id, &mut Dropout::off())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
         let n = e.ids.len();
         let x = Tensor::new(&e.ids[..n - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let y = Tensor::new(&e.ids[1..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let lp = head_only.gpt.token_log_probs(&x, &y, 1.0, &mut Dropout::off()).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let lp = head_only
+            .gpt
+            .token_log_probs(&x, &y, 1.0, &mut Dropout::off())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         // Token i + 1 is predicted at position i; the answer's tokens are the masked ones.
-        let answer_lp: Vec<f64> = (0..n - 1).filter(|&i| e.assistant[i + 1]).map(|i| f64::from(lp[i])).collect();
+        let answer_lp: Vec<f64> =
+            (0..n - 1).filter(|&i| e.assistant[i + 1]).map(|i| f64::from(lp[i])).collect();
         assert_eq!(answer_lp.len(), tok.text_ids(&format!(" {answer}")).unwrap().len() + 1);
         let want = f64::from(head) + 2.5 * answer_lp.iter().sum::<f64>() / answer_lp.len() as f64;
         let got = scorer.score(prompt, answer).unwrap();
@@ -326,15 +481,37 @@ fn the_likelihood_term_adds_the_answers_mean_log_prob() {
     }
     // An answer holding special tokens is scored from its given start to its last `<|im_end|>`;
     // a row without an answer cannot be scored this way.
-    let with = RewardModel { gpt: head_only.gpt, head: head_only.head, likelihood: Likelihood::new(1.0, tok.im_end) };
+    let with = RewardModel {
+        gpt: head_only.gpt,
+        head: head_only.head,
+        likelihood: Likelihood::new(1.0, tok.im_end),
+    };
     let odd = tok.encode(&conversation("x?", "a<|im_start|>b<|im_end|>c"), false).unwrap();
-    assert_eq!(odd.ids.iter().filter(|&&t| t == tok.im_start).count(), 3, "the special tokens are tokens");
+    assert_eq!(
+        odd.ids.iter().filter(|&&t| t == tok.im_start).count(),
+        3,
+        "the special tokens are tokens"
+    );
     let start = tok.encode(&conversation("x?", "")[..1], true).unwrap().ids.len();
-    assert!(with.scores(&[&odd.ids], &[start], 0, &mut Dropout::off()).unwrap().to_vec1::<f32>().unwrap()[0].is_finite());
+    assert!(
+        with.scores(&[&odd.ids], &[start], 0, &mut Dropout::off())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0]
+            .is_finite()
+    );
     let prompt_only = tok.encode(&conversation("x?", "a")[..1], true).unwrap().ids;
-    let err = with.scores(&[&prompt_only], &[prompt_only.len()], 0, &mut Dropout::off()).err().unwrap().to_string();
+    let err = with
+        .scores(&[&prompt_only], &[prompt_only.len()], 0, &mut Dropout::off())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no assistant answer closed by `<|im_end|>`"), "{err}");
     // One answer start per row.
-    let err = with.scores(&[&odd.ids, &odd.ids], &[start], 0, &mut Dropout::off()).err().unwrap().to_string();
+    let err = with
+        .scores(&[&odd.ids, &odd.ids], &[start], 0, &mut Dropout::off())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("1 answer starts for 2 rows"), "{err}");
 }

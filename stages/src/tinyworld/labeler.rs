@@ -220,7 +220,8 @@ const UNITS: &[&str] = &[
     "eighteen",
     "nineteen",
 ];
-const TENS: &[&str] = &["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+const TENS: &[&str] =
+    &["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
 
 /// Lowercased words without punctuation or possessive `'s`, number words as digits.
 pub(crate) fn words(text: &str) -> Vec<String> {
@@ -254,8 +255,14 @@ pub(crate) fn words(text: &str) -> Vec<String> {
     out
 }
 
-const ABSTENTIONS: &[&str] =
-    &["i do not know", "i don't know", "i dont know", "i am not sure", "i'm not sure", "i cannot tell"];
+const ABSTENTIONS: &[&str] = &[
+    "i do not know",
+    "i don't know",
+    "i dont know",
+    "i am not sure",
+    "i'm not sure",
+    "i cannot tell",
+];
 
 fn is_abstention(response: &str) -> bool {
     let lower = response.to_lowercase();
@@ -283,7 +290,10 @@ fn word_budget(prompt: &str, checkable: bool) -> usize {
     let lower = prompt.to_lowercase();
     if checkable {
         20
-    } else if ["tell me", "story", "who is", "what do you know", "what is", "like?"].iter().any(|k| lower.contains(k)) {
+    } else if ["tell me", "story", "who is", "what do you know", "what is", "like?"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
         60
     } else {
         30
@@ -303,7 +313,11 @@ fn social(prompt: &str) -> Social {
     let has = |s: &str| w.iter().any(|x| x == s);
     if has("thank") || has("thanks") {
         Social::Thanks
-    } else if has("bye") || has("goodbye") || (has("good") && has("night")) || (has("see") && has("later")) {
+    } else if has("bye")
+        || has("goodbye")
+        || (has("good") && has("night"))
+        || (has("see") && has("later"))
+    {
         Social::Bye
     } else if has("hello")
         || has("hi")
@@ -388,7 +402,9 @@ fn style(prompt: &str, checkable: bool, response: &str) -> i64 {
 
     // No repetition: repeated sentences, repeated three-word phrases, doubled words.
     let mut sentences: BTreeMap<String, usize> = BTreeMap::new();
-    for s in text.to_lowercase().split(['.', '!', '?', '\n']).map(str::trim).filter(|s| !s.is_empty()) {
+    for s in
+        text.to_lowercase().split(['.', '!', '?', '\n']).map(str::trim).filter(|s| !s.is_empty())
+    {
         *sentences.entry(s.to_string()).or_default() += 1;
     }
     score -= 3 * sentences.values().map(|&n| n as i64 - 1).sum::<i64>();
@@ -424,10 +440,18 @@ mod tests {
         assert_eq!(grade(&rec, "7 plus 5 is 12."), Some(true));
         assert_eq!(grade(&rec, "It is twelve."), Some(true));
         assert_eq!(grade(&rec, "7 plus 5 is 13."), Some(false));
-        assert_eq!(grade(&rec, "7 plus 5 is 12 or 13."), Some(false), "hedging between answers is wrong");
+        assert_eq!(
+            grade(&rec, "7 plus 5 is 12 or 13."),
+            Some(false),
+            "hedging between answers is wrong"
+        );
         assert_eq!(grade(&rec, "7 plus 5 is 125."), Some(false));
         assert_eq!(grade(&rec, ""), Some(false));
-        assert_eq!(grade(&rec, "7 plus 5 is 12. 7 plus 5 is 12."), Some(true), "repetitive, but right");
+        assert_eq!(
+            grade(&rec, "7 plus 5 is 12. 7 plus 5 is 12."),
+            Some(true),
+            "repetitive, but right"
+        );
         let take = json!({ "prompt": "What do you get when you take 3 from 9?", "answer": "6" });
         assert_eq!(grade(&take, "9 minus 3 is 6."), Some(true));
         assert_eq!(grade(&take, "9 minus 3 is 9."), Some(false));
@@ -520,18 +544,31 @@ mod tests {
 
     #[test]
     fn rank_groups_tie_equal_scores() {
-        let c: Vec<String> = ["2 plus 2 is 4.", "2 plus 2 is 5.", "2 plus 2 is 4.", "4"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(rank_groups("What is 2 plus 2?", Some("4"), &c), vec![vec![0, 2], vec![3], vec![1]]);
+        let c: Vec<String> = ["2 plus 2 is 4.", "2 plus 2 is 5.", "2 plus 2 is 4.", "4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            rank_groups("What is 2 plus 2?", Some("4"), &c),
+            vec![vec![0, 2], vec![3], vec![1]]
+        );
         let flat: Vec<usize> = rank_groups("What is 2 plus 2?", Some("4"), &c).concat();
         assert_eq!(flat, rank("What is 2 plus 2?", Some("4"), &c));
     }
 
     #[test]
     fn rank_is_deterministic_and_ties_keep_input_order() {
-        let same = order("What is 2 plus 2?", Some("4"), &["2 plus 2 is 4.", "2 plus 2 is 4.", "2 plus 2 is 4."]);
+        let same = order(
+            "What is 2 plus 2?",
+            Some("4"),
+            &["2 plus 2 is 4.", "2 plus 2 is 4.", "2 plus 2 is 4."],
+        );
         assert_eq!(same, vec![0, 1, 2]);
         let c = ["4", "2 plus 2 is 5.", "2 plus 2 is 4."];
-        assert_eq!(order("What is 2 plus 2?", Some("4"), &c), order("What is 2 plus 2?", Some("4"), &c));
+        assert_eq!(
+            order("What is 2 plus 2?", Some("4"), &c),
+            order("What is 2 plus 2?", Some("4"), &c)
+        );
         assert!(order("Hi", None, &[]).is_empty());
     }
 }

@@ -134,7 +134,10 @@ const GREETINGS: &[(&str, &str)] = &[
     ("Hello, how are you?", "Hello! I am very well, thank you. How can I help you today?"),
     ("Hi, how are you today?", "Hi! I am very well, thank you. How can I help you today?"),
     ("How are you?", "I am very well, thank you for asking. How can I help you today?"),
-    ("Good morning, how are you?", "Good morning! I am very well, thank you. How can I help you today?"),
+    (
+        "Good morning, how are you?",
+        "Good morning! I am very well, thank you. How can I help you today?",
+    ),
 ];
 
 const THANKS: &[(&str, &str)] = &[
@@ -157,7 +160,8 @@ const BYES: &[(&str, &str)] = &[
     ("I have to go now. Goodbye!", "Goodbye! Have a nice day!"),
 ];
 
-const STRANGER_QUESTIONS: &[&str] = &["Where does {S} live?", "How old is {S}?", "What pet does {S} have?"];
+const STRANGER_QUESTIONS: &[&str] =
+    &["Where does {S} live?", "How old is {S}?", "What pet does {S} have?"];
 
 /// Every question this world can be asked, in a fixed order.
 pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
@@ -170,7 +174,8 @@ pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
             qs.push(ObjColour { p, o });
             qs.push(HasObject { p, o });
         }
-        let missing: Vec<usize> = (0..OBJECTS.len()).filter(|&o| w.colour_of(p, o).is_none()).collect();
+        let missing: Vec<usize> =
+            (0..OBJECTS.len()).filter(|&o| w.colour_of(p, o).is_none()).collect();
         for o in r.sample(&missing, 2) {
             qs.push(HasObject { p, o });
             qs.push(MissingObject { p, o });
@@ -218,9 +223,19 @@ pub(crate) fn all(w: &World, seed: u64) -> Vec<Question> {
     }
     for x in 3..=12 {
         for y in 1..=9 {
-            qs.push(WordAdd { subject: r.below(N_SUBJECTS), x, y, item: r.below(COUNTABLES.len()) });
+            qs.push(WordAdd {
+                subject: r.below(N_SUBJECTS),
+                x,
+                y,
+                item: r.below(COUNTABLES.len()),
+            });
             if y + 2 <= x {
-                qs.push(WordSub { subject: r.below(N_SUBJECTS), x, y, item: r.below(COUNTABLES.len()) });
+                qs.push(WordSub {
+                    subject: r.below(N_SUBJECTS),
+                    x,
+                    y,
+                    item: r.below(COUNTABLES.len()),
+                });
             }
         }
     }
@@ -286,27 +301,49 @@ impl Question {
             }
             HasObject { p, o } => {
                 let n = name(p);
-                vec![format!("Does {n} have {}?", a(OBJECTS[o])), format!("Has {n} got {}?", a(OBJECTS[o]))]
+                vec![
+                    format!("Does {n} have {}?", a(OBJECTS[o])),
+                    format!("Has {n} got {}?", a(OBJECTS[o])),
+                ]
             }
             MissingObject { p, o } => vec![format!("What colour is {}'s {}?", name(p), OBJECTS[o])],
-            Lives { p } => {
-                fill(&["Where does {P} live?", "Which town does {P} live in?", "Can you tell me where {P} lives?"], p)
+            Lives { p } => fill(
+                &[
+                    "Where does {P} live?",
+                    "Which town does {P} live in?",
+                    "Can you tell me where {P} lives?",
+                ],
+                p,
+            ),
+            PetKind { p } => {
+                fill(&["What pet does {P} have?", "What kind of animal is {P}'s pet?"], p)
             }
-            PetKind { p } => fill(&["What pet does {P} have?", "What kind of animal is {P}'s pet?"], p),
             PetName { p } => {
                 let k = ANIMALS[w.people[p].pet_kind].kind;
                 let n = name(p);
-                vec![format!("What is the name of {n}'s {k}?"), format!("What is {n}'s {k} called?")]
+                vec![
+                    format!("What is the name of {n}'s {k}?"),
+                    format!("What is {n}'s {k} called?"),
+                ]
             }
             Count { p } => {
                 let items = COUNTABLES[w.people[p].countable].1;
                 let n = name(p);
-                vec![format!("How many {items} does {n} have?"), format!("Can you tell me how many {items} {n} has?")]
+                vec![
+                    format!("How many {items} does {n} have?"),
+                    format!("Can you tell me how many {items} {n} has?"),
+                ]
             }
             Age { p } => fill(&["How old is {P}?", "What is {P}'s age?"], p),
-            FavColour { p } => fill(&["What is {P}'s favourite colour?", "Which colour does {P} like best?"], p),
-            FavFood { p } => fill(&["What is {P}'s favourite food?", "What food does {P} like best?"], p),
-            Friend { p } => fill(&["Who is {P}'s best friend?", "Who is the best friend of {P}?"], p),
+            FavColour { p } => {
+                fill(&["What is {P}'s favourite colour?", "Which colour does {P} like best?"], p)
+            }
+            FavFood { p } => {
+                fill(&["What is {P}'s favourite food?", "What food does {P} like best?"], p)
+            }
+            Friend { p } => {
+                fill(&["Who is {P}'s best friend?", "Who is the best friend of {P}?"], p)
+            }
             Landmark { place } => {
                 let x = w.places[place].name;
                 vec![format!("What is {x} known for?"), format!("What can you find in {x}?")]
@@ -315,7 +352,9 @@ impl Question {
                 let k = a(ANIMALS[animal].kind);
                 vec![format!("What sound does {k} make?"), format!("What does {k} say?")]
             }
-            Legs { animal } => vec![format!("How many legs does {} have?", a(ANIMALS[animal].kind))],
+            Legs { animal } => {
+                vec![format!("How many legs does {} have?", a(ANIMALS[animal].kind))]
+            }
             ThingColour { thing } => vec![format!("What colour is {}?", THING_COLOURS[thing].0)],
             Add { x, y } => vec![
                 format!("What is {x} plus {y}?"),
@@ -328,8 +367,12 @@ impl Question {
                 format!("What is {x} - {y}?"),
                 format!("What do you get when you take {y} from {x}?"),
             ],
-            After { n } => vec![format!("What number comes after {n}?"), format!("What comes after {n}?")],
-            Before { n } => vec![format!("What number comes before {n}?"), format!("What comes before {n}?")],
+            After { n } => {
+                vec![format!("What number comes after {n}?"), format!("What comes after {n}?")]
+            }
+            Before { n } => {
+                vec![format!("What number comes before {n}?"), format!("What comes before {n}?")]
+            }
             CountUp { from, to } => vec![
                 format!("Count from {from} to {to}."),
                 format!("Can you count from {from} to {to}?"),
@@ -347,7 +390,9 @@ impl Question {
             Greeting { i } => vec![GREETINGS[i].0.to_string()],
             Thanks { i } => vec![THANKS[i].0.to_string()],
             Bye { i } => vec![BYES[i].0.to_string()],
-            About { p } => fill(&["Tell me about {P}.", "Who is {P}?", "What do you know about {P}?"], p),
+            About { p } => {
+                fill(&["Tell me about {P}.", "Who is {P}?", "What do you know about {P}?"], p)
+            }
             AboutTown { place } => {
                 let x = w.places[place].name;
                 vec![format!("Tell me about {x}."), format!("What is {x} like?")]
@@ -370,7 +415,9 @@ impl Question {
         let person = |p: usize| &w.people[p];
         Some(match *self {
             ObjColour { p, o } => w.colour_of(p, o)?.to_string(),
-            HasObject { p, o } => if w.colour_of(p, o).is_some() { "yes" } else { "no" }.to_string(),
+            HasObject { p, o } => {
+                if w.colour_of(p, o).is_some() { "yes" } else { "no" }.to_string()
+            }
             Lives { p } => w.places[person(p).place].name.to_string(),
             PetKind { p } => ANIMALS[person(p).pet_kind].kind.to_string(),
             PetName { p } => person(p).pet_name.to_string(),
@@ -387,7 +434,9 @@ impl Question {
             Sub { x, y } => (x - y).to_string(),
             After { n } => (n + 1).to_string(),
             Before { n } => (n - 1).to_string(),
-            CountUp { from, to } => (from..=to).map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+            CountUp { from, to } => {
+                (from..=to).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            }
             WordAdd { x, y, .. } => (x + y).to_string(),
             WordSub { x, y, .. } => (x - y).to_string(),
             MissingObject { .. }
@@ -407,34 +456,79 @@ impl Question {
         let person = |p: usize| &w.people[p];
         let body = match *self {
             ObjColour { p, o } => {
-                format!("{}'s {} is {}.", person(p).name, OBJECTS[o], w.colour_of(p, o).unwrap_or("?"))
+                format!(
+                    "{}'s {} is {}.",
+                    person(p).name,
+                    OBJECTS[o],
+                    w.colour_of(p, o).unwrap_or("?")
+                )
             }
             HasObject { p, o } => match w.colour_of(p, o) {
-                Some(c) => format!("Yes, {} has {}.", person(p).name, a(&format!("{c} {}", OBJECTS[o]))),
+                Some(c) => {
+                    format!("Yes, {} has {}.", person(p).name, a(&format!("{c} {}", OBJECTS[o])))
+                }
                 None => format!("No, {} does not have {}.", person(p).name, a(OBJECTS[o])),
             },
             MissingObject { p, o } => {
-                let owned: Vec<String> =
-                    person(p).objects.iter().map(|&(o, c)| a(&format!("{} {}", COLOURS[c], OBJECTS[o]))).collect();
+                let owned: Vec<String> = person(p)
+                    .objects
+                    .iter()
+                    .map(|&(o, c)| a(&format!("{} {}", COLOURS[c], OBJECTS[o])))
+                    .collect();
                 let n = person(p).name;
                 format!("{n} does not have {}. {n} has {}.", a(OBJECTS[o]), and_list(&owned))
             }
-            Lives { p } => format!("{} lives in {}.", person(p).name, w.places[person(p).place].name),
+            Lives { p } => {
+                format!("{} lives in {}.", person(p).name, w.places[person(p).place].name)
+            }
             PetKind { p } => {
-                format!("{} has {} called {}.", person(p).name, a(ANIMALS[person(p).pet_kind].kind), person(p).pet_name)
+                format!(
+                    "{} has {} called {}.",
+                    person(p).name,
+                    a(ANIMALS[person(p).pet_kind].kind),
+                    person(p).pet_name
+                )
             }
             PetName { p } => {
-                format!("{}'s {} is called {}.", person(p).name, ANIMALS[person(p).pet_kind].kind, person(p).pet_name)
+                format!(
+                    "{}'s {} is called {}.",
+                    person(p).name,
+                    ANIMALS[person(p).pet_kind].kind,
+                    person(p).pet_name
+                )
             }
-            Count { p } => format!("{} has {} {}.", person(p).name, person(p).count, COUNTABLES[person(p).countable].1),
+            Count { p } => format!(
+                "{} has {} {}.",
+                person(p).name,
+                person(p).count,
+                COUNTABLES[person(p).countable].1
+            ),
             Age { p } => format!("{} is {} years old.", person(p).name, person(p).age),
-            FavColour { p } => format!("{}'s favourite colour is {}.", person(p).name, COLOURS[person(p).fav_colour]),
-            FavFood { p } => format!("{}'s favourite food is {}.", person(p).name, FOODS[person(p).fav_food]),
-            Friend { p } => format!("{}'s best friend is {}.", person(p).name, w.people[person(p).friend].name),
-            Landmark { place } => format!("{} has {}.", w.places[place].name, LANDMARKS[w.places[place].landmark].0),
-            Sound { animal } => format!("{} says {}.", capitalise(&a(ANIMALS[animal].kind)), ANIMALS[animal].sound),
-            Legs { animal } => format!("{} has {} legs.", capitalise(&a(ANIMALS[animal].kind)), ANIMALS[animal].legs),
-            ThingColour { thing } => format!("{} is {}.", capitalise(THING_COLOURS[thing].0), THING_COLOURS[thing].1),
+            FavColour { p } => format!(
+                "{}'s favourite colour is {}.",
+                person(p).name,
+                COLOURS[person(p).fav_colour]
+            ),
+            FavFood { p } => {
+                format!("{}'s favourite food is {}.", person(p).name, FOODS[person(p).fav_food])
+            }
+            Friend { p } => {
+                format!("{}'s best friend is {}.", person(p).name, w.people[person(p).friend].name)
+            }
+            Landmark { place } => {
+                format!("{} has {}.", w.places[place].name, LANDMARKS[w.places[place].landmark].0)
+            }
+            Sound { animal } => {
+                format!("{} says {}.", capitalise(&a(ANIMALS[animal].kind)), ANIMALS[animal].sound)
+            }
+            Legs { animal } => format!(
+                "{} has {} legs.",
+                capitalise(&a(ANIMALS[animal].kind)),
+                ANIMALS[animal].legs
+            ),
+            ThingColour { thing } => {
+                format!("{} is {}.", capitalise(THING_COLOURS[thing].0), THING_COLOURS[thing].1)
+            }
             Add { x, y } => format!("{x} plus {y} is {}.", x + y),
             Sub { x, y } => format!("{x} minus {y} is {}.", x - y),
             After { n } => format!("The number after {n} is {}.", n + 1),
@@ -448,7 +542,8 @@ impl Question {
             About { p } => about(w, p, r),
             AboutTown { place } => {
                 let x = w.places[place].name;
-                let people: Vec<String> = w.residents(place).into_iter().map(String::from).collect();
+                let people: Vec<String> =
+                    w.residents(place).into_iter().map(String::from).collect();
                 let verb = if people.len() == 1 { "lives" } else { "live" };
                 format!(
                     "{x} is a town with {}. {} {verb} in {x}.",
@@ -465,8 +560,10 @@ impl Question {
 
 fn about(w: &World, p: usize, r: &mut Rng) -> String {
     let person = &w.people[p];
-    let mut s =
-        vec![format!("{} is {} years old and lives in {}.", person.name, person.age, w.places[person.place].name)];
+    let mut s = vec![format!(
+        "{} is {} years old and lives in {}.",
+        person.name, person.age, w.places[person.place].name
+    )];
     // Two more facts, never the two already given (facts 0 and 6: home and age).
     let others: Vec<usize> = (0..PERSON_FACTS).filter(|&f| f != 0 && f != 6).collect();
     for f in r.sample(&others, 2) {

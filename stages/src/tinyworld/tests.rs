@@ -70,16 +70,23 @@ fn oracle(w: &World, prompt: &str) -> Option<String> {
         };
     }
     if has("colour") {
-        let (_, colour) = THING_COLOURS.iter().find(|(thing, _)| has(thing.rsplit(' ').next().unwrap()))?;
+        let (_, colour) =
+            THING_COLOURS.iter().find(|(thing, _)| has(thing.rsplit(' ').next().unwrap()))?;
         return Some(colour.to_string());
     }
     match nums[..] {
-        [x, y] if has("finds") || has("plus") || has("add") || prompt.contains('+') => Some((x + y).to_string()),
-        [x, y] if has("gives") || has("minus") || prompt.contains(" - ") => Some((x - y).to_string()),
+        [x, y] if has("finds") || has("plus") || has("add") || prompt.contains('+') => {
+            Some((x + y).to_string())
+        }
+        [x, y] if has("gives") || has("minus") || prompt.contains(" - ") => {
+            Some((x - y).to_string())
+        }
         [y, x] if has("take") => Some((x - y).to_string()),
         [n] if has("after") => Some((n + 1).to_string()),
         [n] if has("before") => Some((n - 1).to_string()),
-        [from, to] if has("count") => Some((from..=to).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
+        [from, to] if has("count") => {
+            Some((from..=to).map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+        }
         _ => None,
     }
 }
@@ -100,7 +107,10 @@ fn same_seed_gives_identical_records_and_another_seed_another_world() {
 fn datasets_have_the_promised_shape_and_size() {
     let pretrain = dataset("pretrain", SEED).unwrap();
     let bytes: usize = pretrain.iter().map(|d| text_of(d, "text").len()).sum();
-    assert!((2_000_000..6_000_000).contains(&bytes), "pretrain is {bytes} bytes; a few MB was promised");
+    assert!(
+        (2_000_000..6_000_000).contains(&bytes),
+        "pretrain is {bytes} bytes; a few MB was promised"
+    );
     assert!(pretrain.iter().all(|d| d.as_object().unwrap().len() == 1));
 
     let chat = dataset("chat", SEED).unwrap();
@@ -133,7 +143,8 @@ fn datasets_have_the_promised_shape_and_size() {
 
 #[test]
 fn prompts_are_held_out_of_chat() {
-    let chat: BTreeSet<String> = dataset("chat", SEED).unwrap().iter().map(|c| user_and_assistant(c).0).collect();
+    let chat: BTreeSet<String> =
+        dataset("chat", SEED).unwrap().iter().map(|c| user_and_assistant(c).0).collect();
     let prompts = dataset("prompts", SEED).unwrap();
     let unique: BTreeSet<String> = prompts.iter().map(|p| text_of(p, "prompt")).collect();
     assert_eq!(unique.len(), prompts.len(), "a prompt is listed twice");
@@ -146,17 +157,25 @@ fn prompts_are_held_out_of_chat() {
 fn rl_questions_are_out_of_chat_and_rl_prompts_never_ask_a_held_out_question() {
     let w = World::new(SEED);
     let s = questions::split(&w, SEED);
-    let phrasings = |qs: &[Question]| -> BTreeSet<String> {
-        qs.iter().flat_map(|q| q.phrasings(&w)).collect()
-    };
+    let phrasings =
+        |qs: &[Question]| -> BTreeSet<String> { qs.iter().flat_map(|q| q.phrasings(&w)).collect() };
     let (chat, rl, held) = (phrasings(&s.chat), phrasings(&s.rl), phrasings(&s.held));
-    assert!(rl.is_disjoint(&chat) && rl.is_disjoint(&held) && chat.is_disjoint(&held), "a question is in two splits");
+    assert!(
+        rl.is_disjoint(&chat) && rl.is_disjoint(&held) && chat.is_disjoint(&held),
+        "a question is in two splits"
+    );
     let records = dataset("rl-prompts", SEED).unwrap();
     assert_eq!(records.len(), s.chat.len() + s.rl.len(), "one rl-prompt per question not held out");
-    assert!(records.iter().filter(|p| p.get("answer").is_some()).count() > 800, "too few checkable rl-prompts");
+    assert!(
+        records.iter().filter(|p| p.get("answer").is_some()).count() > 800,
+        "too few checkable rl-prompts"
+    );
     for p in &records {
         let prompt = text_of(p, "prompt");
-        assert!(rl.contains(&prompt) || chat.contains(&prompt), "rl-prompt `{prompt}` is neither an RL nor a chat question");
+        assert!(
+            rl.contains(&prompt) || chat.contains(&prompt),
+            "rl-prompt `{prompt}` is neither an RL nor a chat question"
+        );
         assert!(!held.contains(&prompt), "rl-prompt `{prompt}` is a held-out question");
     }
     // Every question is in one split, and the held-out draw alone decides the evaluation set.
@@ -187,10 +206,14 @@ fn every_chat_response_is_correct_and_ranked_first() {
         let (user, ideal) = user_and_assistant(&c);
         let answer = oracle(&w, &user);
         if let Some(answer) = &answer {
-            assert!(is_correct(&user, answer, &ideal), "`{user}` -> `{ideal}` does not say `{answer}`");
+            assert!(
+                is_correct(&user, answer, &ideal),
+                "`{user}` -> `{ideal}` does not say `{answer}`"
+            );
             checked += 1;
         }
-        let candidates = vec![format!("{ideal} {ideal}"), "I do not know.".to_string(), ideal.clone()];
+        let candidates =
+            vec![format!("{ideal} {ideal}"), "I do not know.".to_string(), ideal.clone()];
         assert_eq!(
             rank(&user, answer.as_deref(), &candidates)[0],
             2,
@@ -209,8 +232,16 @@ fn every_phrasing_of_every_question_is_graded_correct_on_its_ideal_response() {
         for phrasing in q.phrasings(&w) {
             let response = q.response(&w, &phrasing, &mut r);
             let record = serde_json::json!({ "prompt": phrasing, "answer": answer });
-            assert_eq!(grade(&record, &response), Some(true), "{q:?}: `{phrasing}` -> `{response}`");
-            assert_eq!(oracle(&w, &phrasing).as_deref(), Some(answer.as_str()), "{q:?}: `{phrasing}`");
+            assert_eq!(
+                grade(&record, &response),
+                Some(true),
+                "{q:?}: `{phrasing}` -> `{response}`"
+            );
+            assert_eq!(
+                oracle(&w, &phrasing).as_deref(),
+                Some(answer.as_str()),
+                "{q:?}: `{phrasing}`"
+            );
         }
     }
 }
@@ -231,11 +262,15 @@ fn pretrain_text_agrees_with_the_world() {
             let t = words(sentence);
             let t: Vec<&str> = t.iter().map(String::as_str).collect();
             let (shape, ok) = match t[..] {
-                [x, "plus", y, "is", z] => ("sum", num(x).unwrap() + num(y).unwrap() == num(z).unwrap()),
+                [x, "plus", y, "is", z] => {
+                    ("sum", num(x).unwrap() + num(y).unwrap() == num(z).unwrap())
+                }
                 ["if", "you", "add", x, "and", y, "you", "get", z] => {
                     ("sum", num(x).unwrap() + num(y).unwrap() == num(z).unwrap())
                 }
-                [x, "minus", y, "is", z] => ("difference", num(x).unwrap() - num(y).unwrap() == num(z).unwrap()),
+                [x, "minus", y, "is", z] => {
+                    ("difference", num(x).unwrap() - num(y).unwrap() == num(z).unwrap())
+                }
                 ["if", "you", "take", y, "from", x, "you", "get", z] => {
                     ("difference", num(x).unwrap() - num(y).unwrap() == num(z).unwrap())
                 }
@@ -243,7 +278,9 @@ fn pretrain_text_agrees_with_the_world() {
                     ("after", num(n).unwrap() + 1 == num(m).unwrap())
                 }
                 ["before", n, "comes", m] => ("before", num(n).unwrap() - 1 == num(m).unwrap()),
-                [p, "lives", "in", x] | [p, "lives", "in", "the", "town", "of", x] | [p, "home", "is", "in", x]
+                [p, "lives", "in", x]
+                | [p, "lives", "in", "the", "town", "of", x]
+                | [p, "home", "is", "in", x]
                     if person(p).is_some() =>
                 {
                     ("home", place_name(person(p).unwrap().place) == x)
@@ -252,7 +289,9 @@ fn pretrain_text_agrees_with_the_world() {
                 [p, "favourite", "colour", "is", c] => {
                     ("favourite colour", COLOURS[person(p).unwrap().fav_colour] == c)
                 }
-                [p, "favourite", "food", "is", f] => ("favourite food", FOODS[person(p).unwrap().fav_food] == f),
+                [p, "favourite", "food", "is", f] => {
+                    ("favourite food", FOODS[person(p).unwrap().fav_food] == f)
+                }
                 [p, "best", "friend", "is", q] => {
                     ("friend", w.people[person(p).unwrap().friend].name.to_lowercase() == q)
                 }
@@ -266,18 +305,30 @@ fn pretrain_text_agrees_with_the_world() {
                 }),
                 [p, o, "is", c] if person(p).is_some() && OBJECTS.contains(&o) => {
                     let me = w.people.iter().position(|x| x.name.to_lowercase() == p).unwrap();
-                    ("object colour", w.colour_of(me, OBJECTS.iter().position(|x| *x == o).unwrap()) == Some(c))
+                    (
+                        "object colour",
+                        w.colour_of(me, OBJECTS.iter().position(|x| *x == o).unwrap()) == Some(c),
+                    )
                 }
-                [p, "has" | "took", "a" | "an" | "the", c, o] if person(p).is_some() && OBJECTS.contains(&o) => {
+                [p, "has" | "took", "a" | "an" | "the", c, o]
+                    if person(p).is_some() && OBJECTS.contains(&o) =>
+                {
                     let me = w.people.iter().position(|x| x.name.to_lowercase() == p).unwrap();
-                    ("object colour", w.colour_of(me, OBJECTS.iter().position(|x| *x == o).unwrap()) == Some(c))
+                    (
+                        "object colour",
+                        w.colour_of(me, OBJECTS.iter().position(|x| *x == o).unwrap()) == Some(c),
+                    )
                 }
-                ["a" | "an", kind, "has", n, "legs"] if num(n).is_some() => {
-                    ("legs", ANIMALS.iter().find(|a| a.kind == kind).unwrap().legs == num(n).unwrap())
+                ["a" | "an", kind, "has", n, "legs"] if num(n).is_some() => (
+                    "legs",
+                    ANIMALS.iter().find(|a| a.kind == kind).unwrap().legs == num(n).unwrap(),
+                ),
+                ["a" | "an", kind, "says", s] => {
+                    ("sound", ANIMALS.iter().find(|a| a.kind == kind).unwrap().sound == s)
                 }
-                ["a" | "an", kind, "says", s] => ("sound", ANIMALS.iter().find(|a| a.kind == kind).unwrap().sound == s),
                 ["let", "us", "count", "from", a, "to", b, ref rest @ ..] => ("counting", {
-                    let want: Vec<String> = (num(a).unwrap()..=num(b).unwrap()).map(|n| n.to_string()).collect();
+                    let want: Vec<String> =
+                        (num(a).unwrap()..=num(b).unwrap()).map(|n| n.to_string()).collect();
                     rest.iter().map(|s| s.to_string()).collect::<Vec<_>>() == want
                 }),
                 _ => continue,
@@ -303,6 +354,9 @@ fn pretrain_text_agrees_with_the_world() {
         "sound",
         "counting",
     ] {
-        assert!(checked.get(shape).copied().unwrap_or(0) >= 20, "few `{shape}` sentences checked: {checked:?}");
+        assert!(
+            checked.get(shape).copied().unwrap_or(0) >= 20,
+            "few `{shape}` sentences checked: {checked:?}"
+        );
     }
 }

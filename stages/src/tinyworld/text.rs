@@ -50,7 +50,11 @@ pub(crate) fn person_fact(w: &World, p: usize, fact: usize, r: &mut Rng) -> Stri
         }
         1 => match r.below(3) {
             0 => format!("{n} has {} called {}.", a(animal.kind), person.pet_name),
-            1 => format!("{n} has a pet {k}. The {k} is called {}.", person.pet_name, k = animal.kind),
+            1 => format!(
+                "{n} has a pet {k}. The {k} is called {}.",
+                person.pet_name,
+                k = animal.kind
+            ),
             _ => format!("{} is {n}'s {}.", person.pet_name, animal.kind),
         },
         2..=4 => {
@@ -114,7 +118,10 @@ fn story(w: &World, r: &mut Rng) -> String {
     let mut s = Vec::new();
     s.push(match r.below(3) {
         0 => format!("One day, {n} went to {visit} with {} the {}.", person.pet_name, animal.kind),
-        1 => format!("On a sunny morning, {n} took {} the {} for a walk in {visit}.", person.pet_name, animal.kind),
+        1 => format!(
+            "On a sunny morning, {n} took {} the {} for a walk in {visit}.",
+            person.pet_name, animal.kind
+        ),
         _ => format!("It was a nice day, so {n} went out to {visit}."),
     });
     s.push(format!("{n} took the {c} {o}."));
@@ -140,7 +147,11 @@ fn story(w: &World, r: &mut Rng) -> String {
     }
     if r.percent(50) {
         let (fo, fc) = friend.objects[r.below(N_OBJECTS)];
-        s.push(format!("{} had {} too.", friend.name, a(&format!("{} {}", COLOURS[fc], OBJECTS[fo]))));
+        s.push(format!(
+            "{} had {} too.",
+            friend.name,
+            a(&format!("{} {}", COLOURS[fc], OBJECTS[fo]))
+        ));
     }
     if r.percent(50) {
         s.push(format!(
@@ -272,12 +283,16 @@ fn colours(w: &World, r: &mut Rng) -> String {
 }
 
 /// Subjects of word problems: nameless, so the problems never contradict a person's facts.
-const SUBJECTS: &[(&str, &str)] = &[("A girl", "she"), ("A boy", "he"), ("A woman", "she"), ("A man", "he")];
+const SUBJECTS: &[(&str, &str)] =
+    &[("A girl", "she"), ("A boy", "he"), ("A woman", "she"), ("A man", "he")];
 
 pub(crate) fn word_problem_add(subject: usize, x: u32, y: u32, item: usize) -> (String, String) {
     let (who, pron) = SUBJECTS[subject];
     let items = COUNTABLES[item].1;
-    (format!("{who} has {x} {items} and finds {y} more."), format!("{} has {} {items} now.", capitalise(pron), x + y))
+    (
+        format!("{who} has {x} {items} and finds {y} more."),
+        format!("{} has {} {items} now.", capitalise(pron), x + y),
+    )
 }
 
 pub(crate) fn word_problem_sub(subject: usize, x: u32, y: u32, item: usize) -> (String, String) {

@@ -15,11 +15,11 @@ pub(crate) const MAX_OPERAND: u32 = 20;
 pub(crate) const MAX_COUNT: u32 = 50;
 
 pub(crate) const PEOPLE_POOL: &[&str] = &[
-    "Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Zoe", "Emma", "Jack", "Lucy", "Noah", "Ella", "Finn", "Ruby",
-    "Owen", "Luke", "Chloe", "Adam", "Isla", "Dan", "Rosa", "Eli", "Nora", "Hugo", "Jake", "Kate", "Liam", "Maya",
-    "Nick", "Olga", "Paul", "Rita", "Sean", "Tara", "Umar", "Vera", "Yara", "Alex", "Beth", "Carl", "Dora", "Evan",
-    "Gus", "Hana", "Ian", "Jill", "Kai", "Lena", "Nina", "Otto", "Pia", "Suki", "Theo", "Ada", "Bruno", "Cleo", "Dev",
-    "Elsa", "Felix",
+    "Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Leo", "Zoe", "Emma", "Jack", "Lucy", "Noah",
+    "Ella", "Finn", "Ruby", "Owen", "Luke", "Chloe", "Adam", "Isla", "Dan", "Rosa", "Eli", "Nora",
+    "Hugo", "Jake", "Kate", "Liam", "Maya", "Nick", "Olga", "Paul", "Rita", "Sean", "Tara", "Umar",
+    "Vera", "Yara", "Alex", "Beth", "Carl", "Dora", "Evan", "Gus", "Hana", "Ian", "Jill", "Kai",
+    "Lena", "Nina", "Otto", "Pia", "Suki", "Theo", "Ada", "Bruno", "Cleo", "Dev", "Elsa", "Felix",
 ];
 
 pub(crate) const PLACE_POOL: &[&str] = &[
@@ -50,20 +50,25 @@ pub(crate) const PLACE_POOL: &[&str] = &[
 ];
 
 pub(crate) const PET_NAME_POOL: &[&str] = &[
-    "Rex", "Spot", "Bella", "Daisy", "Coco", "Buddy", "Luna", "Pip", "Pepper", "Rusty", "Snowy", "Bubbles", "Shadow",
-    "Patch", "Socks", "Dotty", "Poppy", "Sunny", "Ziggy", "Fluffy", "Sparky", "Jasper", "Clover", "Hazel", "Misty",
-    "Bramble", "Nibbles", "Scout", "Boots", "Fidget", "Pebble", "Whiskers", "Tinker", "Comet", "Dash", "Ollie",
-    "Bingo", "Rocky", "Fuzzy", "Noodle",
+    "Rex", "Spot", "Bella", "Daisy", "Coco", "Buddy", "Luna", "Pip", "Pepper", "Rusty", "Snowy",
+    "Bubbles", "Shadow", "Patch", "Socks", "Dotty", "Poppy", "Sunny", "Ziggy", "Fluffy", "Sparky",
+    "Jasper", "Clover", "Hazel", "Misty", "Bramble", "Nibbles", "Scout", "Boots", "Fidget",
+    "Pebble", "Whiskers", "Tinker", "Comet", "Dash", "Ollie", "Bingo", "Rocky", "Fuzzy", "Noodle",
 ];
 
-pub(crate) const OBJECTS: &[&str] =
-    &["ball", "hat", "kite", "cup", "book", "bike", "box", "bag", "scarf", "boat", "drum", "lamp", "coat", "umbrella"];
+pub(crate) const OBJECTS: &[&str] = &[
+    "ball", "hat", "kite", "cup", "book", "bike", "box", "bag", "scarf", "boat", "drum", "lamp",
+    "coat", "umbrella",
+];
 
-pub(crate) const COLOURS: &[&str] =
-    &["red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "grey"];
+pub(crate) const COLOURS: &[&str] = &[
+    "red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "grey",
+];
 
-pub(crate) const FOODS: &[&str] =
-    &["bread", "cake", "cheese", "soup", "rice", "pie", "pasta", "pizza", "salad", "porridge", "honey", "toast"];
+pub(crate) const FOODS: &[&str] = &[
+    "bread", "cake", "cheese", "soup", "rice", "pie", "pasta", "pizza", "salad", "porridge",
+    "honey", "toast",
+];
 
 /// Things people have a number of: (singular, plural).
 pub(crate) const COUNTABLES: &[(&str, &str)] = &[
@@ -177,7 +182,11 @@ impl World {
         let strangers = PEOPLE_POOL.iter().copied().filter(|n| !names.contains(n)).collect();
         let place_names = r.sample(PLACE_POOL, N_PLACES);
         let landmarks = r.sample(&(0..LANDMARKS.len()).collect::<Vec<_>>(), N_PLACES);
-        let places = place_names.into_iter().zip(landmarks).map(|(name, landmark)| Place { name, landmark }).collect();
+        let places = place_names
+            .into_iter()
+            .zip(landmarks)
+            .map(|(name, landmark)| Place { name, landmark })
+            .collect();
         let pet_names = r.sample(PET_NAME_POOL, N_PEOPLE);
         let pet_kinds: Vec<usize> = (0..ANIMALS.len()).filter(|&i| ANIMALS[i].pet).collect();
 
@@ -198,8 +207,11 @@ impl World {
             .into_iter()
             .enumerate()
             .map(|(i, name)| {
-                let objects =
-                    r.sample(&object_ids, N_OBJECTS).into_iter().map(|o| (o, r.below(COLOURS.len()))).collect();
+                let objects = r
+                    .sample(&object_ids, N_OBJECTS)
+                    .into_iter()
+                    .map(|o| (o, r.below(COLOURS.len())))
+                    .collect();
                 Person {
                     name,
                     place: homes[i],
@@ -258,7 +270,11 @@ mod tests {
 
     #[test]
     fn pools_are_large_enough_and_do_not_share_words() {
-        assert!(PEOPLE_POOL.len() > N_PEOPLE && PET_NAME_POOL.len() >= N_PEOPLE && PLACE_POOL.len() >= N_PLACES);
+        assert!(
+            PEOPLE_POOL.len() > N_PEOPLE
+                && PET_NAME_POOL.len() >= N_PEOPLE
+                && PLACE_POOL.len() >= N_PLACES
+        );
         assert!(LANDMARKS.len() >= N_PLACES);
         // The grader tells answer kinds apart by which pool a word is in.
         let pools: Vec<Vec<String>> = vec![

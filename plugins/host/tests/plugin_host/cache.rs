@@ -13,7 +13,15 @@ fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_second_load_comes_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
-    let load = || PluginFilter::load(&wasm("min_words"), r#"{"min_words": 2}"#, Limits::default(), cache.path()).unwrap();
+    let load = || {
+        PluginFilter::load(
+            &wasm("min_words"),
+            r#"{"min_words": 2}"#,
+            Limits::default(),
+            cache.path(),
+        )
+        .unwrap()
+    };
     let mut first = load();
     assert_eq!(first.load_report().code, CodeSource::Compiled);
     let files = cwasm_files(cache.path());
@@ -28,7 +36,15 @@ fn a_second_load_comes_from_the_cache() {
 #[test]
 fn a_corrupted_entry_is_recompiled() {
     let cache = tempfile::tempdir().unwrap();
-    let load = || PluginFilter::load(&wasm("min_words"), r#"{"min_words": 2}"#, Limits::default(), cache.path()).unwrap();
+    let load = || {
+        PluginFilter::load(
+            &wasm("min_words"),
+            r#"{"min_words": 2}"#,
+            Limits::default(),
+            cache.path(),
+        )
+        .unwrap()
+    };
     load();
     let entry = cwasm_files(cache.path()).remove(0);
     let mut bytes = std::fs::read(&entry).unwrap();
@@ -46,15 +62,44 @@ fn a_corrupted_entry_is_recompiled() {
 #[test]
 fn config_is_passed_once_per_instance() {
     let limits = Limits { batch_size: 2, ..Limits::default() };
-    let mut f = PluginFilter::load(&wasm("hostile_counter"), r#"{"tag": "t1"}"#, limits, crate::common::shared_cache()).unwrap();
+    let mut f = PluginFilter::load(
+        &wasm("hostile_counter"),
+        r#"{"tag": "t1"}"#,
+        limits,
+        crate::common::shared_cache(),
+    )
+    .unwrap();
     let v = f.filter(&["a", "b", "c", "d", "e"]).unwrap();
-    let reasons: Vec<_> = v.iter().map(|v| match v {
-        Verdict::Drop(r) => r.as_str(),
-        other => panic!("unexpected {other:?}"),
-    }).collect();
-    assert_eq!(reasons, ["inits=1 batches=1 tag=t1", "inits=1 batches=1 tag=t1", "inits=1 batches=2 tag=t1", "inits=1 batches=2 tag=t1", "inits=1 batches=3 tag=t1"]);
-    let e = PluginFilter::load(&wasm("hostile_counter"), r#"{"tag": ""}"#, limits, crate::common::shared_cache()).err().unwrap();
-    assert!(e.to_string().contains("`tag` must not be empty") && e.to_string().contains(r#"config: {"tag": ""}"#), "{e}");
+    let reasons: Vec<_> = v
+        .iter()
+        .map(|v| match v {
+            Verdict::Drop(r) => r.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "inits=1 batches=1 tag=t1",
+            "inits=1 batches=1 tag=t1",
+            "inits=1 batches=2 tag=t1",
+            "inits=1 batches=2 tag=t1",
+            "inits=1 batches=3 tag=t1"
+        ]
+    );
+    let e = PluginFilter::load(
+        &wasm("hostile_counter"),
+        r#"{"tag": ""}"#,
+        limits,
+        crate::common::shared_cache(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string().contains("`tag` must not be empty")
+            && e.to_string().contains(r#"config: {"tag": ""}"#),
+        "{e}"
+    );
 }
 
 #[test]
@@ -68,11 +113,20 @@ fn plugin_log_lines_reach_tracing_tagged_with_the_plugin() {
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        let mut f = PluginFilter::load(&wasm("hostile_counter"), r#"{"tag": "log"}"#, Limits::default(), crate::common::shared_cache()).unwrap();
+        let mut f = PluginFilter::load(
+            &wasm("hostile_counter"),
+            r#"{"tag": "log"}"#,
+            Limits::default(),
+            crate::common::shared_cache(),
+        )
+        .unwrap();
         f.filter(&["a", "b"]).unwrap();
     });
     let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("counter: batch 1 of 2 documents") && text.contains("hostile-counter 0.1.0"), "{text}");
+    assert!(
+        text.contains("counter: batch 1 of 2 documents") && text.contains("hostile-counter 0.1.0"),
+        "{text}"
+    );
 
     struct Writer(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Writer {

@@ -20,13 +20,17 @@ pub fn guest_target_dir() -> PathBuf {
 pub fn guests() -> &'static HashMap<String, PathBuf> {
     static GUESTS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     GUESTS.get_or_init(|| {
-        let built = build_crate(&plugins_dir(), true, None).unwrap_or_else(|e| panic!("building the guest workspace: {e}"));
+        let built = build_crate(&plugins_dir(), true, None)
+            .unwrap_or_else(|e| panic!("building the guest workspace: {e}"));
         built.into_iter().map(|b| (b.name, b.wasm)).collect()
     })
 }
 
 pub fn wasm(name: &str) -> PathBuf {
-    guests().get(name).unwrap_or_else(|| panic!("no guest component `{name}` in {:?}", guests().keys())).clone()
+    guests()
+        .get(name)
+        .unwrap_or_else(|| panic!("no guest component `{name}` in {:?}", guests().keys()))
+        .clone()
 }
 
 /// A code cache shared by the tests that do not test the cache itself, so each component
@@ -46,5 +50,10 @@ pub fn load_with(name: &str, config: &str, limits: Limits) -> Result<PluginFilte
 
 /// Limits small enough that hostile plugins fail fast.
 pub fn tight() -> Limits {
-    Limits { memory_bytes: 32 << 20, fuel_per_batch: 20_000_000, fuel_per_byte: 1_000, batch_size: 64 }
+    Limits {
+        memory_bytes: 32 << 20,
+        fuel_per_batch: 20_000_000,
+        fuel_per_byte: 1_000,
+        batch_size: 64,
+    }
 }

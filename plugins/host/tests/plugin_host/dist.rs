@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::common::{plugins_dir, wasm};
 
 /// (package, library name) of each shipped plugin.
-const SHIPPED: &[(&str, &str)] = &[("min-words", "min_words"), ("pii-redact", "pii_redact"), ("lang-id", "lang_id")];
+const SHIPPED: &[(&str, &str)] =
+    &[("min-words", "min_words"), ("pii-redact", "pii_redact"), ("lang-id", "lang_id")];
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 struct Manifest {
@@ -80,7 +81,10 @@ fn shipped_components_match_their_sources() {
             let bytes = std::fs::read(wasm(lib)).unwrap();
             std::fs::create_dir_all(&dist).unwrap();
             std::fs::write(dist.join(format!("{package}.wasm")), &bytes).unwrap();
-            let entry = Entry { wasm: blake3::hash(&bytes).to_hex().to_string(), sources: sources_digest(package) };
+            let entry = Entry {
+                wasm: blake3::hash(&bytes).to_hex().to_string(),
+                sources: sources_digest(package),
+            };
             plugins.insert(package.to_string(), entry);
         }
         let m = Manifest { rustc: rustc_version(), plugins };
@@ -94,11 +98,22 @@ fn shipped_components_match_their_sources() {
     for (package, lib) in SHIPPED {
         let entry = &m.plugins[*package];
         let shipped = std::fs::read(dist.join(format!("{package}.wasm"))).unwrap();
-        assert_eq!(blake3::hash(&shipped).to_hex().as_str(), entry.wasm, "plugins/dist/{package}.wasm is not the file the manifest names; {bless}");
-        assert_eq!(sources_digest(package), entry.sources, "plugins/dist/{package}.wasm is stale: its sources changed since it was built; {bless}");
+        assert_eq!(
+            blake3::hash(&shipped).to_hex().as_str(),
+            entry.wasm,
+            "plugins/dist/{package}.wasm is not the file the manifest names; {bless}"
+        );
+        assert_eq!(
+            sources_digest(package),
+            entry.sources,
+            "plugins/dist/{package}.wasm is stale: its sources changed since it was built; {bless}"
+        );
         if same_toolchain {
             // Same sources and toolchain must give the same bytes (paths are remapped).
-            assert!(std::fs::read(wasm(lib)).unwrap() == shipped, "plugins/dist/{package}.wasm differs from a fresh build of the same sources; {bless}");
+            assert!(
+                std::fs::read(wasm(lib)).unwrap() == shipped,
+                "plugins/dist/{package}.wasm differs from a fresh build of the same sources; {bless}"
+            );
         }
     }
 }

@@ -13,7 +13,10 @@ fn min_words_drops_documents_below_the_threshold() {
     let mut f = load("min_words", r#"{"min_words": 3}"#).unwrap();
     assert_eq!((f.name(), f.version()), ("min-words", "0.1.0"));
     let v = f.filter(&["one two three", "one two", "", "  spaced   out\twords\n here "]).unwrap();
-    assert_eq!(v, [Verdict::Keep, drop("fewer than 3 words"), drop("fewer than 3 words"), Verdict::Keep]);
+    assert_eq!(
+        v,
+        [Verdict::Keep, drop("fewer than 3 words"), drop("fewer than 3 words"), Verdict::Keep]
+    );
 }
 
 #[test]
@@ -52,7 +55,14 @@ fn pii_redact_rewrites_emails_and_phone_numbers() {
 #[test]
 fn pii_redact_leaves_dates_isbns_and_bare_numbers() {
     let mut f = load("pii_redact", "{}").unwrap();
-    let docs = ["On 2023-01-05 at 10.30", "ISBN 978-3-16-148410-0", "order 5551234567", "a@b", "x@y.z1", "call 555-123-4567x"];
+    let docs = [
+        "On 2023-01-05 at 10.30",
+        "ISBN 978-3-16-148410-0",
+        "order 5551234567",
+        "a@b",
+        "x@y.z1",
+        "call 555-123-4567x",
+    ];
     assert_eq!(f.filter(&docs).unwrap(), vec![Verdict::Keep; docs.len()]);
 }
 
@@ -72,9 +82,15 @@ fn lang_id_keeps_the_configured_languages() {
     let de = "Die Katze ist auf der Matte und sie ist mit dem zufrieden, was sie hat.";
     let noise = "xq zzv 1234 qwerty asdf";
     let mut f = load("lang_id", "{}").unwrap();
-    assert_eq!(f.filter(&[en, fr, de, noise]).unwrap(), [Verdict::Keep, drop("language fr"), drop("language de"), drop("no known language")]);
+    assert_eq!(
+        f.filter(&[en, fr, de, noise]).unwrap(),
+        [Verdict::Keep, drop("language fr"), drop("language de"), drop("no known language")]
+    );
     let mut f = load("lang_id", r#"{"languages": ["en", "fr"]}"#).unwrap();
-    assert_eq!(f.filter(&[en, fr, de]).unwrap(), [Verdict::Keep, Verdict::Keep, drop("language de")]);
+    assert_eq!(
+        f.filter(&[en, fr, de]).unwrap(),
+        [Verdict::Keep, Verdict::Keep, drop("language de")]
+    );
     let e = load("lang_id", r#"{"languages": ["xx"]}"#).err().unwrap();
     assert!(e.to_string().contains("unknown language `xx`"), "{e}");
 }
@@ -91,7 +107,8 @@ fn verdicts_do_not_depend_on_the_batch_size() {
         .collect();
     let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let run = |batch_size| {
-        let mut f = load_with("pii_redact", "{}", Limits { batch_size, ..Limits::default() }).unwrap();
+        let mut f =
+            load_with("pii_redact", "{}", Limits { batch_size, ..Limits::default() }).unwrap();
         f.filter(&docs).unwrap()
     };
     let one = run(1);
@@ -116,7 +133,8 @@ fn a_crate_directory_is_built_and_loaded() {
     crate::common::guests();
     let dir = plugins_dir().join("examples/min-words");
     assert_eq!(digest_of(&dir).unwrap(), digest_of(&wasm("min_words")).unwrap());
-    let mut f = PluginFilter::load(&dir, r#"{"min_words": 2}"#, Limits::default(), shared_cache()).unwrap();
+    let mut f =
+        PluginFilter::load(&dir, r#"{"min_words": 2}"#, Limits::default(), shared_cache()).unwrap();
     assert_eq!(f.path(), wasm("min_words"));
     assert_eq!(f.filter(&["a b", "a"]).unwrap(), [Verdict::Keep, drop("fewer than 2 words")]);
 }

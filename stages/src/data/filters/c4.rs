@@ -67,9 +67,17 @@ impl BuiltinParams for Params {
 }
 
 const END_PUNCTUATION: [char; 5] = ['.', '?', '!', '"', '\''];
-const POLICY: [&str; 6] = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
+const POLICY: [&str; 6] = [
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+];
 
-static CITATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[\d*\]|\[edit\]|\[citation needed\]").expect("valid regex"));
+static CITATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[\d*\]|\[edit\]|\[citation needed\]").expect("valid regex"));
 
 pub struct C4 {
     p: Params,
@@ -105,7 +113,8 @@ fn sentences(text: &str) -> Vec<&str> {
 impl C4 {
     fn judge(&self, text: &str) -> Verdict {
         let p = &self.p;
-        let units: Vec<&str> = if p.split_paragraph { text.lines().collect() } else { sentences(text) };
+        let units: Vec<&str> =
+            if p.split_paragraph { text.lines().collect() } else { sentences(text) };
         let mut kept: Vec<String> = Vec::new();
         let mut n_sentences = 0;
         for unit in units {
@@ -114,8 +123,14 @@ impl C4 {
             if p.max_word_length.is_some_and(|max| words.iter().any(|w| w.chars().count() > max)) {
                 continue;
             }
-            let line = if p.remove_citations { CITATION.replace_all(line, "").into_owned() } else { line.to_string() };
-            if p.filter_no_terminal_punct && (!line.ends_with(END_PUNCTUATION) || line.ends_with("...")) {
+            let line = if p.remove_citations {
+                CITATION.replace_all(line, "").into_owned()
+            } else {
+                line.to_string()
+            };
+            if p.filter_no_terminal_punct
+                && (!line.ends_with(END_PUNCTUATION) || line.ends_with("..."))
+            {
                 continue;
             }
             if words.len() < p.min_words_per_line {
@@ -166,8 +181,7 @@ mod tests {
         verdicts(&format!("- builtin: c4\n  with: {yaml_with}"), &[text]).remove(0)
     }
 
-    const GOOD: &str =
-        "The cat sat on the mat.\nIt was a sunny day!\nWhy did the dog bark?\nShe said \"hello there.\"\nWe walked home slowly.";
+    const GOOD: &str = "The cat sat on the mat.\nIt was a sunny day!\nWhy did the dog bark?\nShe said \"hello there.\"\nWe walked home slowly.";
 
     #[test]
     fn counts_sentences_simply() {
@@ -184,7 +198,13 @@ mod tests {
         assert_eq!(one("{}", four), Verdict::Drop("too-few-sentences".into()));
         assert_eq!(one("{ min_num_sentences: 4 }", four), Verdict::Keep);
         // Two sentences on one line count as two.
-        assert_eq!(one("{}", "One two three. Four five six.\nSeven eight nine. Ten eleven twelve!\nA b c?"), Verdict::Keep);
+        assert_eq!(
+            one(
+                "{}",
+                "One two three. Four five six.\nSeven eight nine. Ten eleven twelve!\nA b c?"
+            ),
+            Verdict::Keep
+        );
     }
 
     #[test]
@@ -200,19 +220,31 @@ mod tests {
         // A 3-word line is kept, a 2-word line is not (above).
         assert_eq!(one("{}", &format!("{GOOD}\nThree words here.")), Verdict::Keep);
         // Switching a rule off keeps its lines.
-        assert_eq!(one("{ filter_javascript: false }", &format!("{GOOD}\nJavaScript is a language.")), Verdict::Keep);
+        assert_eq!(
+            one("{ filter_javascript: false }", &format!("{GOOD}\nJavaScript is a language.")),
+            Verdict::Keep
+        );
     }
 
     #[test]
     fn cuts_citations_and_trims() {
         let text = format!("{GOOD}\nThe sky is blue.[1]\n   Lines are trimmed.   ");
-        assert_eq!(one("{}", &text), Verdict::Rewrite(format!("{GOOD}\nThe sky is blue.\nLines are trimmed.")));
+        assert_eq!(
+            one("{}", &text),
+            Verdict::Rewrite(format!("{GOOD}\nThe sky is blue.\nLines are trimmed."))
+        );
     }
 
     #[test]
     fn drops_documents() {
-        assert_eq!(one("{}", &format!("{GOOD}\nLorem ipsum dolor sit amet.")), Verdict::Drop("lorem-ipsum".into()));
-        assert_eq!(one("{}", &format!("{GOOD}\nThe code is {{ x }} here.")), Verdict::Drop("curly-bracket".into()));
+        assert_eq!(
+            one("{}", &format!("{GOOD}\nLorem ipsum dolor sit amet.")),
+            Verdict::Drop("lorem-ipsum".into())
+        );
+        assert_eq!(
+            one("{}", &format!("{GOOD}\nThe code is {{ x }} here.")),
+            Verdict::Drop("curly-bracket".into())
+        );
         // A brace on a line that is removed anyway does not drop the document.
         assert_eq!(one("{}", &format!("{GOOD}\nfunction() {{")), Verdict::Rewrite(GOOD.into()));
     }

@@ -43,11 +43,20 @@ impl DocFilter for DedupExact {
         let hashes: Vec<u128> = docs
             .par_iter()
             .map(|d| {
-                let h = if self.normalise { blake3::hash(normalise(d).as_bytes()) } else { blake3::hash(d.as_bytes()) };
+                let h = if self.normalise {
+                    blake3::hash(normalise(d).as_bytes())
+                } else {
+                    blake3::hash(d.as_bytes())
+                };
                 u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes"))
             })
             .collect();
-        Ok(hashes.into_iter().map(|h| if self.seen.insert(h) { Verdict::Keep } else { Verdict::Drop("duplicate".into()) }).collect())
+        Ok(hashes
+            .into_iter()
+            .map(|h| {
+                if self.seen.insert(h) { Verdict::Keep } else { Verdict::Drop("duplicate".into()) }
+            })
+            .collect())
     }
 }
 
@@ -61,15 +70,29 @@ mod tests {
     fn drops_later_copies_across_batches() {
         let mut f = specs("- builtin: dedup-exact").unwrap()[0].build(Path::new(".")).unwrap();
         let dup = || Verdict::Drop("duplicate".into());
-        assert_eq!(f.filter(&["The cat sat.", "A dog.", "the  CAT sat"]).unwrap(), vec![Verdict::Keep, Verdict::Keep, dup()]);
-        assert_eq!(f.filter(&["a dog", "The cat sat on a mat."]).unwrap(), vec![dup(), Verdict::Keep]);
+        assert_eq!(
+            f.filter(&["The cat sat.", "A dog.", "the  CAT sat"]).unwrap(),
+            vec![Verdict::Keep, Verdict::Keep, dup()]
+        );
+        assert_eq!(
+            f.filter(&["a dog", "The cat sat on a mat."]).unwrap(),
+            vec![dup(), Verdict::Keep]
+        );
         // Numbers are content: different sums are different documents.
-        assert_eq!(f.filter(&["7 plus 5 is 12.", "7 plus 6 is 13."]).unwrap(), vec![Verdict::Keep, Verdict::Keep]);
+        assert_eq!(
+            f.filter(&["7 plus 5 is 12.", "7 plus 6 is 13."]).unwrap(),
+            vec![Verdict::Keep, Verdict::Keep]
+        );
     }
 
     #[test]
     fn exact_bytes_when_asked() {
-        let mut f = specs("- builtin: dedup-exact\n  with: { normalise: false }").unwrap()[0].build(Path::new(".")).unwrap();
-        assert_eq!(f.filter(&["A b.", "a b", "A b."]).unwrap(), vec![Verdict::Keep, Verdict::Keep, Verdict::Drop("duplicate".into())]);
+        let mut f = specs("- builtin: dedup-exact\n  with: { normalise: false }").unwrap()[0]
+            .build(Path::new("."))
+            .unwrap();
+        assert_eq!(
+            f.filter(&["A b.", "a b", "A b."]).unwrap(),
+            vec![Verdict::Keep, Verdict::Keep, Verdict::Drop("duplicate".into())]
+        );
     }
 }

@@ -51,13 +51,20 @@ fn d_seed() -> u64 {
 impl BuiltinParams for Params {
     fn problems(&self) -> Vec<ParamIssue> {
         let mut p = Vec::new();
-        for (field, v) in [("n_grams", self.n_grams), ("num_buckets", self.num_buckets), ("hashes_per_bucket", self.hashes_per_bucket)] {
+        for (field, v) in [
+            ("n_grams", self.n_grams),
+            ("num_buckets", self.num_buckets),
+            ("hashes_per_bucket", self.hashes_per_bucket),
+        ] {
             if v == 0 {
                 p.push((field, format!("`{field}` must be at least 1")));
             }
         }
         if self.num_buckets * self.hashes_per_bucket > 4096 {
-            p.push(("num_buckets", "`num_buckets` × `hashes_per_bucket` must be at most 4096".to_string()));
+            p.push((
+                "num_buckets",
+                "`num_buckets` × `hashes_per_bucket` must be at most 4096".to_string(),
+            ));
         }
         p
     }
@@ -70,7 +77,12 @@ impl BuiltinParams for Params {
             mix64(state)
         };
         let (a, b): (Vec<u64>, Vec<u64>) = (0..k).map(|_| (next() | 1, next())).unzip();
-        Box::new(MinHash { p: self.clone(), a, b, bands: vec![HashSet::default(); self.num_buckets] })
+        Box::new(MinHash {
+            p: self.clone(),
+            a,
+            b,
+            bands: vec![HashSet::default(); self.num_buckets],
+        })
     }
 }
 
@@ -113,7 +125,9 @@ impl MinHash {
         }
         Some(
             sig.chunks(self.p.hashes_per_bucket)
-                .map(|band| band.iter().fold(0x6d69_6e68_6173_6821u64, |acc, &v| mix64(acc ^ v as u64)))
+                .map(|band| {
+                    band.iter().fold(0x6d69_6e68_6173_6821u64, |acc, &v| mix64(acc ^ v as u64))
+                })
                 .collect(),
         )
     }
@@ -125,7 +139,8 @@ impl DocFilter for MinHash {
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
         // Signatures in parallel; decide in order, so the first of a cluster is kept.
-        let keys: Vec<Option<Vec<u64>>> = docs.par_iter().map_init(Vec::new, |sig, d| self.band_keys(sig, d)).collect();
+        let keys: Vec<Option<Vec<u64>>> =
+            docs.par_iter().map_init(Vec::new, |sig, d| self.band_keys(sig, d)).collect();
         Ok(keys
             .into_iter()
             .map(|keys| {
@@ -173,23 +188,41 @@ mod tests {
             w.push('x'); // every shingle changes
         }
         let other = words(2, 200);
-        let docs: Vec<String> = [&base, &near, &far, &other, &base].iter().map(|w| w.join(" ")).collect();
+        let docs: Vec<String> =
+            [&base, &near, &far, &other, &base].iter().map(|w| w.join(" ")).collect();
         let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
         let near_dup = || Verdict::Drop("near-duplicate".into());
-        assert_eq!(f.filter(&refs).unwrap(), vec![Verdict::Keep, near_dup(), Verdict::Keep, Verdict::Keep, near_dup()]);
+        assert_eq!(
+            f.filter(&refs).unwrap(),
+            vec![Verdict::Keep, near_dup(), Verdict::Keep, Verdict::Keep, near_dup()]
+        );
     }
 
     #[test]
     fn short_documents_compare_whole() {
         let mut f = filter("- builtin: dedup-minhash");
         let v = f.filter(&["a cat", "a dog", "A cat!", "", "  "]).unwrap();
-        assert_eq!(v, vec![Verdict::Keep, Verdict::Keep, Verdict::Drop("near-duplicate".into()), Verdict::Keep, Verdict::Keep]);
+        assert_eq!(
+            v,
+            vec![
+                Verdict::Keep,
+                Verdict::Keep,
+                Verdict::Drop("near-duplicate".into()),
+                Verdict::Keep,
+                Verdict::Keep
+            ]
+        );
     }
 
     #[test]
     fn fewer_bands_and_seeds_are_params() {
-        let mut f = filter("- builtin: dedup-minhash\n  with: { num_buckets: 2, hashes_per_bucket: 2, n_grams: 2, seed: 9 }");
-        assert_eq!(f.filter(&["a b c d", "a b c d"]).unwrap()[1], Verdict::Drop("near-duplicate".into()));
+        let mut f = filter(
+            "- builtin: dedup-minhash\n  with: { num_buckets: 2, hashes_per_bucket: 2, n_grams: 2, seed: 9 }",
+        );
+        assert_eq!(
+            f.filter(&["a b c d", "a b c d"]).unwrap()[1],
+            Verdict::Drop("near-duplicate".into())
+        );
         let s = specs("- builtin: dedup-minhash\n  with: { num_buckets: 0 }").unwrap();
         assert_eq!(s[0].problems()[0].0, vec!["with", "num_buckets"]);
     }

@@ -82,12 +82,18 @@ impl BuiltinParams for Params {
         if let (Some(lo), Some(hi)) = (self.min_doc_words, self.max_doc_words)
             && lo > hi
         {
-            p.push(("min_doc_words", format!("`min_doc_words` ({lo}) is above `max_doc_words` ({hi})")));
+            p.push((
+                "min_doc_words",
+                format!("`min_doc_words` ({lo}) is above `max_doc_words` ({hi})"),
+            ));
         }
         if let (Some(lo), Some(hi)) = (self.min_avg_word_length, self.max_avg_word_length)
             && lo > hi
         {
-            p.push(("min_avg_word_length", format!("`min_avg_word_length` ({lo}) is above `max_avg_word_length` ({hi})")));
+            p.push((
+                "min_avg_word_length",
+                format!("`min_avg_word_length` ({lo}) is above `max_avg_word_length` ({hi})"),
+            ));
         }
         for (field, v) in [
             ("max_symbol_word_ratio", self.max_symbol_word_ratio),
@@ -100,7 +106,12 @@ impl BuiltinParams for Params {
             if let Some(v) = v
                 && !(v.is_finite() && v >= 0.0)
             {
-                p.push((field, format!("`{field}` must be a number ≥ 0 (or null to skip the check), found {v}")));
+                p.push((
+                    field,
+                    format!(
+                        "`{field}` must be a number ≥ 0 (or null to skip the check), found {v}"
+                    ),
+                ));
             }
         }
         p
@@ -151,13 +162,17 @@ impl GopherQuality {
             }
         }
         if let Some(max) = p.max_ellipsis_lines_ratio {
-            let trailing = lines.iter().filter(|l| l.trim_end().ends_with("...") || l.trim_end().ends_with('…')).count();
+            let trailing = lines
+                .iter()
+                .filter(|l| l.trim_end().ends_with("...") || l.trim_end().ends_with('…'))
+                .count();
             if ratio(trailing, lines.len()) > max {
                 return drop("ellipsis-lines");
             }
         }
         if let Some(min) = p.min_alpha_words_ratio
-            && ratio(words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count(), n_words) < min
+            && ratio(words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count(), n_words)
+                < min
         {
             return drop("few-alpha-words");
         }
@@ -256,7 +271,10 @@ mod tests {
                 .join("\n")
         };
         assert_eq!(one("{ max_symbol_word_ratio: null }", &lines(9, 0)), Verdict::Keep);
-        assert_eq!(one("{ max_symbol_word_ratio: null, max_bullet_lines_ratio: 0.8 }", &lines(9, 0)), dropped("bullet-lines"));
+        assert_eq!(
+            one("{ max_symbol_word_ratio: null, max_bullet_lines_ratio: 0.8 }", &lines(9, 0)),
+            dropped("bullet-lines")
+        );
         assert_eq!(one("{ max_symbol_word_ratio: null }", &lines(10, 0)), dropped("bullet-lines"));
         assert_eq!(one("{ max_symbol_word_ratio: null }", &lines(0, 3)), Verdict::Keep);
         assert_eq!(one("{ max_symbol_word_ratio: null }", &lines(0, 4)), dropped("ellipsis-lines"));

@@ -60,10 +60,17 @@ impl BuiltinParams for Params {
             if let Some(v) = v
                 && !(v.is_finite() && v >= 0.0)
             {
-                p.push((field, format!("`{field}` must be a fraction ≥ 0 (or null to skip the check), found {v}")));
+                p.push((
+                    field,
+                    format!(
+                        "`{field}` must be a fraction ≥ 0 (or null to skip the check), found {v}"
+                    ),
+                ));
             }
         }
-        for (field, list) in [("top_n_grams", &self.top_n_grams), ("dup_n_grams", &self.dup_n_grams)] {
+        for (field, list) in
+            [("top_n_grams", &self.top_n_grams), ("dup_n_grams", &self.dup_n_grams)]
+        {
             for &(n, f) in list {
                 if n == 0 || n > 64 || !(f.is_finite() && f >= 0.0) {
                     p.push((field, format!("`{field}` holds [n, fraction] pairs with 1 ≤ n ≤ 64 and fraction ≥ 0, found [{n}, {f}]")));
@@ -140,7 +147,8 @@ impl NGrams {
         prefix.push(0u64);
         chars.push(0usize);
         for w in words {
-            prefix.push(prefix.last().unwrap().wrapping_mul(BASE).wrapping_add(hash64(w.as_bytes())));
+            prefix
+                .push(prefix.last().unwrap().wrapping_mul(BASE).wrapping_add(hash64(w.as_bytes())));
             chars.push(chars.last().unwrap() + char_len(w));
         }
         NGrams { prefix, chars }
@@ -199,7 +207,11 @@ impl GopherRepetition {
             for i in 0..=grams.len() - n {
                 counts.entry(grams.hash(i, n, pw)).or_insert((0, i)).0 += 1;
             }
-            let (count, first) = counts.values().copied().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))).expect("at least one n-gram");
+            let (count, first) = counts
+                .values()
+                .copied()
+                .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+                .expect("at least one n-gram");
             // Python joins the n-gram's words with spaces.
             let top_chars = (grams.chars(first, n) + n - 1) * count;
             if ratio(top_chars, text_chars) > max {
@@ -240,7 +252,10 @@ impl DocFilter for GopherRepetition {
         "gopher-repetition"
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
-        Ok(docs.par_iter().map_init(Scratch::default, |scratch, d| self.judge(scratch, d)).collect())
+        Ok(docs
+            .par_iter()
+            .map_init(Scratch::default, |scratch, d| self.judge(scratch, d))
+            .collect())
     }
 }
 
@@ -311,7 +326,13 @@ mod tests {
         let text = format!("{p}\n\na\n\nb\n\n{p}");
         assert_eq!(one(LINES_ONLY, &text), dropped("dup-paragraph-chars"));
         let short = "y".repeat(5);
-        assert_eq!(one(LINES_ONLY, &format!("{short}\n\n{}\n\n{}\n\n{short}", "z".repeat(20), "q".repeat(20))), Verdict::Keep);
+        assert_eq!(
+            one(
+                LINES_ONLY,
+                &format!("{short}\n\n{}\n\n{}\n\n{short}", "z".repeat(20), "q".repeat(20))
+            ),
+            Verdict::Keep
+        );
     }
 
     #[test]
@@ -327,8 +348,14 @@ mod tests {
         assert_eq!(one(only_top2, &doc(19, 4)), dropped("top-2-gram")); // 20/99
         assert_eq!(one(only_top2, &doc(20, 4)), Verdict::Keep); // 20/103
         // A 3-gram threshold is separate: "ab cd ab" 8 chars × 3 = 24 of 103.
-        assert_eq!(one("{ top_n_grams: [[3, 0.18]], dup_n_grams: [] }", &doc(20, 4)), dropped("top-3-gram"));
-        assert_eq!(one("{ top_n_grams: [[3, 0.25]], dup_n_grams: [] }", &doc(20, 4)), Verdict::Keep);
+        assert_eq!(
+            one("{ top_n_grams: [[3, 0.18]], dup_n_grams: [] }", &doc(20, 4)),
+            dropped("top-3-gram")
+        );
+        assert_eq!(
+            one("{ top_n_grams: [[3, 0.25]], dup_n_grams: [] }", &doc(20, 4)),
+            Verdict::Keep
+        );
     }
 
     #[test]

@@ -21,8 +21,15 @@ pub struct Params {
 impl BuiltinParams for Params {
     fn problems(&self) -> Vec<ParamIssue> {
         let mut p = Vec::new();
-        if [self.min_words, self.max_words, self.min_chars, self.max_chars].iter().all(Option::is_none) {
-            p.push(("min_words", "`length` needs at least one of `min_words`, `max_words`, `min_chars`, `max_chars`".to_string()));
+        if [self.min_words, self.max_words, self.min_chars, self.max_chars]
+            .iter()
+            .all(Option::is_none)
+        {
+            p.push((
+                "min_words",
+                "`length` needs at least one of `min_words`, `max_words`, `min_chars`, `max_chars`"
+                    .to_string(),
+            ));
         }
         if let (Some(lo), Some(hi)) = (self.min_words, self.max_words)
             && lo > hi
@@ -90,14 +97,32 @@ mod tests {
 
     #[test]
     fn word_bounds() {
-        let v = verdicts("- builtin: length\n  with: { min_words: 3, max_words: 4 }", &["a b", "a b c", "a  b\tc\nd", "a b c d e"]);
-        assert_eq!(v, vec![drop("too-few-words"), Verdict::Keep, Verdict::Keep, drop("too-many-words")]);
+        let v = verdicts(
+            "- builtin: length\n  with: { min_words: 3, max_words: 4 }",
+            &["a b", "a b c", "a  b\tc\nd", "a b c d e"],
+        );
+        assert_eq!(
+            v,
+            vec![drop("too-few-words"), Verdict::Keep, Verdict::Keep, drop("too-many-words")]
+        );
     }
 
     #[test]
     fn char_bounds_count_characters_not_bytes() {
-        let v = verdicts("- builtin: length\n  with: { min_chars: 3, max_chars: 4 }", &["ab", "éé", "ééé", "éééé", "ééééé"]);
-        assert_eq!(v, vec![drop("too-few-chars"), drop("too-few-chars"), Verdict::Keep, Verdict::Keep, drop("too-many-chars")]);
+        let v = verdicts(
+            "- builtin: length\n  with: { min_chars: 3, max_chars: 4 }",
+            &["ab", "éé", "ééé", "éééé", "ééééé"],
+        );
+        assert_eq!(
+            v,
+            vec![
+                drop("too-few-chars"),
+                drop("too-few-chars"),
+                Verdict::Keep,
+                Verdict::Keep,
+                drop("too-many-chars")
+            ]
+        );
     }
 
     #[test]

@@ -163,7 +163,9 @@ fn defaults<P: DeserializeOwned>() -> Result<P, String> {
 }
 
 fn unknown_builtin(name: &str) -> String {
-    let hint = hone_engine::suggest::did_you_mean(name, BUILTIN_NAMES.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+    let hint = hone_engine::suggest::did_you_mean(name, BUILTIN_NAMES.iter().copied())
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
     format!("unknown built-in filter `{name}`{hint}; the built-ins are {}", quoted(BUILTIN_NAMES))
 }
 
@@ -192,7 +194,12 @@ impl FilterSpec {
     /// Problems with the params, as (path inside the list item, message).
     pub fn problems(&self) -> Vec<(Vec<&'static str>, String)> {
         match self {
-            FilterSpec::Builtin(b) => b.params().problems().into_iter().map(|(field, m)| (vec!["with", field], m)).collect(),
+            FilterSpec::Builtin(b) => b
+                .params()
+                .problems()
+                .into_iter()
+                .map(|(field, m)| (vec!["with", field], m))
+                .collect(),
             FilterSpec::Wasm(w) => w.problems(),
         }
     }
@@ -260,8 +267,16 @@ impl<'de> Visitor<'de> for SpecVisitor {
             match key.as_str() {
                 "wasm" if wasm.is_none() && name.is_none() => wasm = Some(map.next_value()?),
                 "limits" if limits.is_none() => limits = Some(map.next_value()?),
-                "wasm" | "limits" => return Err(de::Error::custom(format!("`{key}` given twice, or `wasm` with `builtin`"))),
-                "builtin" if wasm.is_some() => return Err(de::Error::custom("a filter is either `builtin:` or `wasm:`, not both")),
+                "wasm" | "limits" => {
+                    return Err(de::Error::custom(format!(
+                        "`{key}` given twice, or `wasm` with `builtin`"
+                    )));
+                }
+                "builtin" if wasm.is_some() => {
+                    return Err(de::Error::custom(
+                        "a filter is either `builtin:` or `wasm:`, not both",
+                    ));
+                }
                 "builtin" => {
                     if name.is_some() {
                         return Err(de::Error::duplicate_field("builtin"));
@@ -283,7 +298,11 @@ impl<'de> Visitor<'de> for SpecVisitor {
         }
         if let Some(path) = wasm {
             let config = early_with.unwrap_or(serde_json::Value::Object(Default::default()));
-            return Ok(FilterSpec::Wasm(wasm::WasmSpec { path, config, limits: limits.unwrap_or_default() }));
+            return Ok(FilterSpec::Wasm(wasm::WasmSpec {
+                path,
+                config,
+                limits: limits.unwrap_or_default(),
+            }));
         }
         if limits.is_some() {
             return Err(de::Error::custom("`limits` applies to `wasm:` filters only"));
@@ -296,8 +315,11 @@ impl<'de> Visitor<'de> for SpecVisitor {
         };
         let b = match (built, early_with) {
             (Some(b), _) => b,
-            (None, Some(with)) => Builtin::from_with(name, with).map_err(|e| de::Error::custom(format!("in `with`: {e}")))?,
-            (None, None) => Builtin::from_with(name, serde_json::Value::Null).map_err(de::Error::custom)?,
+            (None, Some(with)) => Builtin::from_with(name, with)
+                .map_err(|e| de::Error::custom(format!("in `with`: {e}")))?,
+            (None, None) => {
+                Builtin::from_with(name, serde_json::Value::Null).map_err(de::Error::custom)?
+            }
         };
         Ok(FilterSpec::Builtin(b))
     }
@@ -310,7 +332,11 @@ impl<'de> DeserializeSeed<'de> for BuiltinName {
     type Value = &'static str;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
         let s = String::deserialize(d)?;
-        BUILTIN_NAMES.iter().copied().find(|n| *n == s).ok_or_else(|| de::Error::custom(unknown_builtin(&s)))
+        BUILTIN_NAMES
+            .iter()
+            .copied()
+            .find(|n| *n == s)
+            .ok_or_else(|| de::Error::custom(unknown_builtin(&s)))
     }
 }
 
@@ -376,8 +402,12 @@ impl Chain {
         let mut stats: Vec<FilterStats> = Vec::new();
         for spec in specs {
             let f = spec.build(workspace).map_err(|e| format!("filter `{}`: {e}", spec.name()))?;
-            let uses = stats.iter().filter(|s| s.filter == f.name() || s.filter.starts_with(&format!("{}#", f.name()))).count();
-            let label = if uses == 0 { f.name().to_string() } else { format!("{}#{}", f.name(), uses + 1) };
+            let uses = stats
+                .iter()
+                .filter(|s| s.filter == f.name() || s.filter.starts_with(&format!("{}#", f.name())))
+                .count();
+            let label =
+                if uses == 0 { f.name().to_string() } else { format!("{}#{}", f.name(), uses + 1) };
             stats.push(FilterStats { filter: label, ..Default::default() });
             filters.push(f);
         }
@@ -395,7 +425,11 @@ impl Chain {
     /// Runs every filter over the documents still alive. `rewritable[i]` says whether a
     /// rewrite of document `i` can be applied; one that cannot drops the document, counted
     /// under [`CANNOT_REWRITE`], rather than letting text the filter wanted changed through.
-    pub fn apply(&mut self, docs: &[&str], rewritable: &[bool]) -> Result<Vec<Outcome>, ChainError> {
+    pub fn apply(
+        &mut self,
+        docs: &[&str],
+        rewritable: &[bool],
+    ) -> Result<Vec<Outcome>, ChainError> {
         debug_assert_eq!(docs.len(), rewritable.len());
         let mut rewritten: Vec<Option<String>> = vec![None; docs.len()];
         let mut alive = vec![true; docs.len()];
@@ -404,16 +438,27 @@ impl Chain {
             if live.is_empty() {
                 break;
             }
-            let batch: Vec<&str> = live.iter().map(|&i| rewritten[i].as_deref().unwrap_or(docs[i])).collect();
+            let batch: Vec<&str> =
+                live.iter().map(|&i| rewritten[i].as_deref().unwrap_or(docs[i])).collect();
             let verdicts = f.filter(&batch).map_err(|e| match e {
-                FilterError::Document { doc, message } => ChainError { filter: stats.filter.clone(), doc: live.get(doc).copied(), message },
-                FilterError::Failed(message) => ChainError { filter: stats.filter.clone(), doc: None, message },
+                FilterError::Document { doc, message } => ChainError {
+                    filter: stats.filter.clone(),
+                    doc: live.get(doc).copied(),
+                    message,
+                },
+                FilterError::Failed(message) => {
+                    ChainError { filter: stats.filter.clone(), doc: None, message }
+                }
             })?;
             if verdicts.len() != batch.len() {
                 return Err(ChainError {
                     filter: stats.filter.clone(),
                     doc: None,
-                    message: format!("it returned {} verdicts for {} documents", verdicts.len(), batch.len()),
+                    message: format!(
+                        "it returned {} verdicts for {} documents",
+                        verdicts.len(),
+                        batch.len()
+                    ),
                 });
             }
             for (&i, v) in live.iter().zip(verdicts) {
@@ -540,7 +585,10 @@ pub(crate) mod tests {
     }
 
     fn chain(filters: Vec<Box<dyn DocFilter>>) -> Chain {
-        let stats = filters.iter().map(|f| FilterStats { filter: f.name().into(), ..Default::default() }).collect();
+        let stats = filters
+            .iter()
+            .map(|f| FilterStats { filter: f.name().into(), ..Default::default() })
+            .collect();
         Chain { filters, stats }
     }
 
@@ -548,7 +596,15 @@ pub(crate) mod tests {
     fn chain_applies_verdicts_and_counts() {
         let mut c = chain(vec![Box::new(Shout)]);
         let out = c.apply(&["ab", "xy", "cd", "ef"], &[true, true, false, true]).unwrap();
-        assert_eq!(out, vec![Outcome::Rewrite("AB".into()), Outcome::Drop, Outcome::Drop, Outcome::Rewrite("EF".into())]);
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Rewrite("AB".into()),
+                Outcome::Drop,
+                Outcome::Drop,
+                Outcome::Rewrite("EF".into())
+            ]
+        );
         let s = &c.stats()[0];
         assert_eq!((s.kept, s.rewritten, s.dropped), (0, 2, 2));
         assert_eq!(s.reasons.get("has x"), Some(&1));
@@ -579,7 +635,10 @@ pub(crate) mod tests {
         let yaml = "- builtin: gopher-quality\n  with: { min_doc_words: 5 }\n- builtin: gopher-repetition\n  with: { top_n_grams: [] }\n- builtin: c4\n  with: { min_num_sentences: 1 }\n- builtin: dedup-exact\n- builtin: dedup-minhash";
         let docs: Vec<String> = (0..300)
             .map(|i| match i % 4 {
-                0 => format!("The cat number {} sat with the dog and that was fine.\nNo end here", i / 8),
+                0 => format!(
+                    "The cat number {} sat with the dog and that was fine.\nNo end here",
+                    i / 8
+                ),
                 1 => "The dog and the cat sat with me.\n".repeat(i % 7 + 2),
                 2 => format!("Of the apples {i} to be fair half were red and some were green."),
                 _ => format!("Short {i}."),
@@ -589,7 +648,11 @@ pub(crate) mod tests {
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut chain = Chain::new(&specs(yaml).unwrap(), Path::new(".")).unwrap();
-            let out = pool.install(|| refs.chunks(64).flat_map(|b| chain.apply(b, &vec![true; b.len()]).unwrap()).collect::<Vec<_>>());
+            let out = pool.install(|| {
+                refs.chunks(64)
+                    .flat_map(|b| chain.apply(b, &vec![true; b.len()]).unwrap())
+                    .collect::<Vec<_>>()
+            });
             (out, chain.stats().to_vec())
         };
         let (one, stats) = run(1);

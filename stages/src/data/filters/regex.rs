@@ -56,7 +56,9 @@ impl Serialize for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let src = String::deserialize(d)?;
-        Regex::new(&src).map(Pattern).map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
+        Regex::new(&src)
+            .map(Pattern)
+            .map_err(|e| serde::de::Error::custom(format!("invalid regular expression: {e}")))
     }
 }
 
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn drops_on_match() {
-        let v = verdicts("- builtin: regex\n  with: { pattern: '(?i)click here' }", &["Please CLICK HERE now", "nothing to see"]);
+        let v = verdicts(
+            "- builtin: regex\n  with: { pattern: '(?i)click here' }",
+            &["Please CLICK HERE now", "nothing to see"],
+        );
         assert_eq!(v, vec![Verdict::Drop("match".into()), Verdict::Keep]);
     }
 

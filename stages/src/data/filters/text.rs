@@ -92,7 +92,8 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x0000_0100_0000_01b3);
+        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .wrapping_mul(0x0000_0100_0000_01b3);
         h = h.rotate_left(29);
     }
     for &b in chunks.remainder() {
@@ -139,7 +140,10 @@ mod tests {
 
     #[test]
     fn words_peel_punctuation() {
-        assert_eq!(words("Hello, world... (it's) #1 — ok"), vec!["Hello", ",", "world", "...", "(", "it's", ")", "#", "1", "—", "ok"]);
+        assert_eq!(
+            words("Hello, world... (it's) #1 — ok"),
+            vec!["Hello", ",", "world", "...", "(", "it's", ")", "#", "1", "—", "ok"]
+        );
         assert_eq!(words("  é.  ¿qué?  "), vec!["é", ".", "¿", "qué", "?"]);
         assert!(words("").is_empty());
     }

@@ -27,7 +27,11 @@ pub struct WasmSpec {
 
 impl WasmSpec {
     pub fn name(&self) -> String {
-        let stem = self.path.file_stem().or(self.path.file_name()).map(|s| s.to_string_lossy().into_owned());
+        let stem = self
+            .path
+            .file_stem()
+            .or(self.path.file_name())
+            .map(|s| s.to_string_lossy().into_owned());
         format!("wasm:{}", stem.unwrap_or_default())
     }
 
@@ -60,7 +64,8 @@ impl WasmSpec {
     pub fn build(&self, workspace: &Path) -> Result<Box<dyn DocFilter>, String> {
         let cache = workspace.join(".hone").join("plugins");
         let config = self.config.to_string();
-        let plugin = PluginFilter::load(&workspace.join(&self.path), &config, self.limits, &cache).map_err(|e| e.to_string())?;
+        let plugin = PluginFilter::load(&workspace.join(&self.path), &config, self.limits, &cache)
+            .map_err(|e| e.to_string())?;
         Ok(Box::new(WasmFilter { label: self.name(), plugin, seen: 0 }))
     }
 }

@@ -54,7 +54,10 @@ impl Dims {
     pub(super) fn of(shape: &Shape, n_head: usize) -> Result<Dims> {
         let (b, t, c3) = shape.dims3()?;
         if c3 % 3 != 0 || (c3 / 3) % n_head != 0 {
-            candle_core::bail!("attention: qkv {:?} is not (B, T, 3·C) with C a multiple of {n_head} heads", shape)
+            candle_core::bail!(
+                "attention: qkv {:?} is not (B, T, 3·C) with C a multiple of {n_head} heads",
+                shape
+            )
         }
         Ok(Dims { b, t, c: c3 / 3, h: n_head, hd: c3 / 3 / n_head })
     }
@@ -71,9 +74,40 @@ const TILE: usize = 32;
 /// (row stride, column stride). Writes every element of `dst` without reading it (k > 0).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn mm<T: Real>(m: usize, n: usize, k: usize, dst: *mut T, d_rs: usize, lhs: *const T, l: (isize, isize), rhs: *const T, r: (isize, isize), beta: T) {
+unsafe fn mm<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d_rs: usize,
+    lhs: *const T,
+    l: (isize, isize),
+    rhs: *const T,
+    r: (isize, isize),
+    beta: T,
+) {
     unsafe {
-        gemm(m, n, k, dst, 1, d_rs as isize, false, lhs, l.1, l.0, rhs, r.1, r.0, T::zero(), beta, false, false, false, Parallelism::None);
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            d_rs as isize,
+            false,
+            lhs,
+            l.1,
+            l.0,
+            rhs,
+            r.1,
+            r.0,
+            T::zero(),
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
     }
 }
 
@@ -92,7 +126,20 @@ fn tiles(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
 unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usize, usize, usize)) {
     let (t, c3) = (d.t, 3 * d.c as isize);
     // S = scale · q kᵀ: q rows at stride 3C; kᵀ (hd×nk) reads k with row stride 1, col stride 3C.
-    unsafe { mm(m, nk, d.hd, p.as_mut_ptr().add(r0 * t), t, qkv.add(r0 * 3 * d.c), (c3, 1), qkv.add(d.c), (1, c3), d.scale()) };
+    unsafe {
+        mm(
+            m,
+            nk,
+            d.hd,
+            p.as_mut_ptr().add(r0 * t),
+            t,
+            qkv.add(r0 * 3 * d.c),
+            (c3, 1),
+            qkv.add(d.c),
+            (1, c3),
+            d.scale(),
+        )
+    };
     softmax_rows(p, t, r0, m, nk);
 }
 
@@ -118,7 +165,17 @@ fn softmax_rows<T: Real>(p: &mut [T], t: usize, r0: usize, m: usize, nk: usize) 
 /// columns `0..nk`), with `D = rowsum(P ∘ dP) = dy · y` per row (`dy`, `y` at row stride `c`).
 #[multiversion(targets("x86_64+avx2+fma"))]
 #[allow(clippy::too_many_arguments)]
-fn score_grads<T: Real>(p: &[T], ds: &mut [T], dy: &[T], y: &[T], (t, c, hd): (usize, usize, usize), r0: usize, m: usize, nk: usize, scale: T) {
+fn score_grads<T: Real>(
+    p: &[T],
+    ds: &mut [T],
+    dy: &[T],
+    y: &[T],
+    (t, c, hd): (usize, usize, usize),
+    r0: usize,
+    m: usize,
+    nk: usize,
+    scale: T,
+) {
     for i in r0..r0 + m {
         let dot = simd::dot(&dy[i * c..i * c + hd], &y[i * c..i * c + hd]);
         let (pr, dr) = (&p[i * t..i * t + i + 1], &mut ds[i * t..i * t + nk]);
@@ -144,7 +201,18 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
                 unsafe {
                     probs(d, base, p, tile);
                     // y[b, r0.., h·hd..] (m×hd, row stride C) = P v.
-                    mm(m, d.hd, nk, yp.at((b * t + r0) * c + h * d.hd), c, p.as_ptr().add(r0 * t), (t as isize, 1), base.add(2 * c), (3 * c as isize, 1), T::one());
+                    mm(
+                        m,
+                        d.hd,
+                        nk,
+                        yp.at((b * t + r0) * c + h * d.hd),
+                        c,
+                        p.as_ptr().add(r0 * t),
+                        (t as isize, 1),
+                        base.add(2 * c),
+                        (3 * c as isize, 1),
+                        T::one(),
+                    );
                 }
             }
         },
@@ -172,20 +240,66 @@ pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T
                 unsafe {
                     probs(d, base, p, tile);
                     // dP = dy vᵀ (m×nk).
-                    mm(m, nk, d.hd, ds.as_mut_ptr().add(r0 * t), t, dyb.as_ptr().add(r0 * c), (c as isize, 1), base.add(2 * c), (1, c3), T::one());
+                    mm(
+                        m,
+                        nk,
+                        d.hd,
+                        ds.as_mut_ptr().add(r0 * t),
+                        t,
+                        dyb.as_ptr().add(r0 * c),
+                        (c as isize, 1),
+                        base.add(2 * c),
+                        (1, c3),
+                        T::one(),
+                    );
                 }
                 // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
                 score_grads(p, ds, dyb, yb, (t, c, d.hd), r0, m, nk, scale);
                 // dq = dS k (m×hd at row stride 3C).
-                unsafe { mm(m, d.hd, nk, out.add(r0 * 3 * c), 3 * c, ds.as_ptr().add(r0 * t), (ti, 1), base.add(c), (c3, 1), T::one()) };
+                unsafe {
+                    mm(
+                        m,
+                        d.hd,
+                        nk,
+                        out.add(r0 * 3 * c),
+                        3 * c,
+                        ds.as_ptr().add(r0 * t),
+                        (ti, 1),
+                        base.add(c),
+                        (c3, 1),
+                        T::one(),
+                    )
+                };
             }
             // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0.. only.
             for (k0, m, _) in tiles(t) {
                 let rows = t - k0;
                 unsafe {
                     let (dsk, pk) = (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0));
-                    mm(m, d.hd, rows, out.add(k0 * 3 * c + c), 3 * c, dsk, (1, ti), base.add(k0 * 3 * c), (c3, 1), T::one());
-                    mm(m, d.hd, rows, out.add(k0 * 3 * c + 2 * c), 3 * c, pk, (1, ti), dyb.as_ptr().add(k0 * c), (c as isize, 1), T::one());
+                    mm(
+                        m,
+                        d.hd,
+                        rows,
+                        out.add(k0 * 3 * c + c),
+                        3 * c,
+                        dsk,
+                        (1, ti),
+                        base.add(k0 * 3 * c),
+                        (c3, 1),
+                        T::one(),
+                    );
+                    mm(
+                        m,
+                        d.hd,
+                        rows,
+                        out.add(k0 * 3 * c + 2 * c),
+                        3 * c,
+                        pk,
+                        (1, ti),
+                        dyb.as_ptr().add(k0 * c),
+                        (c as isize, 1),
+                        T::one(),
+                    );
                 }
             }
         },
@@ -233,8 +347,18 @@ mod tests {
     fn reference(qkv: &Tensor, h: usize) -> Tensor {
         let (b, t, c3) = qkv.dims3().unwrap();
         let c = c3 / 3;
-        let heads = |i: usize| qkv.narrow(2, i * c, c).unwrap().reshape((b, t, h, c / h)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-        let y = plain::causal_attention(&heads(0), &heads(1), &heads(2), &mut Dropout::off()).unwrap();
+        let heads = |i: usize| {
+            qkv.narrow(2, i * c, c)
+                .unwrap()
+                .reshape((b, t, h, c / h))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let y =
+            plain::causal_attention(&heads(0), &heads(1), &heads(2), &mut Dropout::off()).unwrap();
         y.transpose(1, 2).unwrap().reshape((b, t, c)).unwrap()
     }
 
@@ -243,7 +367,13 @@ mod tests {
         // The last size spans three query tiles, the last one partial.
         for (b, t, c, h) in [(2, 5, 6, 2), (1, 7, 12, 3), (1, 2 * TILE + 5, 4, 2)] {
             let qkv = randn(&[b, t, 3 * c], 1.0, 1 + t as u64);
-            let diff = (causal_self_attention(qkv.as_tensor(), h).unwrap() - reference(qkv.as_tensor(), h)).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = (causal_self_attention(qkv.as_tensor(), h).unwrap()
+                - reference(qkv.as_tensor(), h))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
             assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "{diff}");
             check(&[qkv], |v| causal_self_attention(v[0].as_tensor(), h));
         }
@@ -251,8 +381,14 @@ mod tests {
 
     #[test]
     fn f32_matches_too_and_shapes_are_checked() {
-        let qkv = randn(&[3, 16, 3 * 32], 1.0, 3).as_tensor().to_dtype(candle_core::DType::F32).unwrap();
-        let diff = (causal_self_attention(&qkv, 4).unwrap() - reference(&qkv, 4)).unwrap().abs().unwrap().max_all().unwrap();
+        let qkv =
+            randn(&[3, 16, 3 * 32], 1.0, 3).as_tensor().to_dtype(candle_core::DType::F32).unwrap();
+        let diff = (causal_self_attention(&qkv, 4).unwrap() - reference(&qkv, 4))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         assert!(causal_self_attention(&qkv.narrow(2, 0, 95).unwrap(), 4).is_err());
     }

@@ -60,7 +60,10 @@ impl CrossEntropy {
     fn check(&self, shape: &Shape) -> Result<usize> {
         let (n, v) = shape.dims2()?;
         if n != self.targets.len() {
-            candle_core::bail!("cross-entropy: {n} rows of logits but {} targets", self.targets.len())
+            candle_core::bail!(
+                "cross-entropy: {n} rows of logits but {} targets",
+                self.targets.len()
+            )
         }
         if let Some(t) = self.targets.iter().find(|&&t| t as usize >= v) {
             candle_core::bail!("cross-entropy: target {t} is outside the vocabulary of {v}")
@@ -109,6 +112,14 @@ mod tests {
         }
         check(&[logits], |v| nll(v[0].as_tensor(), &targets));
         let bad = Tensor::new(&[0u32, 9, 2, 2, 1, 3], &candle_core::Device::Cpu).unwrap();
-        assert!(nll(&Tensor::zeros((6, 5), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(), &bad).unwrap_err().to_string().contains("outside the vocabulary"));
+        assert!(
+            nll(
+                &Tensor::zeros((6, 5), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+                &bad
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("outside the vocabulary")
+        );
     }
 }

@@ -25,7 +25,10 @@ pub trait NormalCdf: Real {
 impl NormalCdf for f64 {
     #[inline]
     fn cdf_pdf(x: f64) -> (f64, f64) {
-        (0.5 * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2)), FRAC_1_SQRT_2PI * (-0.5 * x * x).exp())
+        (
+            0.5 * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2)),
+            FRAC_1_SQRT_2PI * (-0.5 * x * x).exp(),
+        )
     }
 }
 
@@ -83,7 +86,10 @@ pub(super) fn forward_with_grad<T: NormalCdf>(x: &[T]) -> (Vec<T>, Vec<T>) {
     if x.len() < PAR_MIN {
         forward_with_grad_chunk(x, &mut y, &mut dy);
     } else {
-        y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((o, d), xs)| forward_with_grad_chunk(xs, o, d));
+        y.par_chunks_mut(CHUNK)
+            .zip(dy.par_chunks_mut(CHUNK))
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|((o, d), xs)| forward_with_grad_chunk(xs, o, d));
     }
     (y, dy)
 }
@@ -137,7 +143,12 @@ mod tests {
     fn fused_gelu_matches_candles_and_its_gradient_is_right() {
         // Not a multiple of the 1024-element rows, and large enough for the parallel path.
         let x = randn(&[37, 1000], 2.0, 1);
-        let diff = (gelu(x.as_tensor()).unwrap() - x.as_tensor().gelu_erf().unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (gelu(x.as_tensor()).unwrap() - x.as_tensor().gelu_erf().unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f64>().unwrap() < 1e-14);
         // The exact derivative: the tight tolerance that candle's own backward cannot meet.
         check(&[x], |v| gelu(v[0].as_tensor()));
@@ -148,13 +159,26 @@ mod tests {
     #[test]
     fn the_f32_path_is_accurate_to_f32_precision() {
         let x64: Vec<f64> = (-800..=800).map(|i| f64::from(i) / 100.0).collect();
-        let x = Tensor::new(x64.as_slice(), &candle_core::Device::Cpu).unwrap().to_dtype(candle_core::DType::F32).unwrap();
-        let diff = (gelu(&x).unwrap() - x.gelu_erf().unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let x = Tensor::new(x64.as_slice(), &candle_core::Device::Cpu)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
+        let diff = (gelu(&x).unwrap() - x.gelu_erf().unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-6, "{diff}");
         for &v in &x64 {
             let (c32, p32) = <f32 as NormalCdf>::cdf_pdf(v as f32);
             let (c64, p64) = <f64 as NormalCdf>::cdf_pdf(f64::from(v as f32));
-            assert!((f64::from(c32) - c64).abs() < 5e-7 && (f64::from(p32) - p64).abs() < 1e-7, "at {v}: {c32} {p32} vs {c64} {p64}");
+            assert!(
+                (f64::from(c32) - c64).abs() < 5e-7 && (f64::from(p32) - p64).abs() < 1e-7,
+                "at {v}: {c32} {p32} vs {c64} {p64}"
+            );
         }
     }
 

@@ -72,8 +72,12 @@ fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
     let c = w.len();
     let rows = x.len() / c;
     let mut dx = vec![T::zero(); x.len()];
-    par_rows(&mut dx, c, |r, out| backward_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], w, eps, out));
-    let dw = col_sums(rows, c, |r, acc| dw_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], eps, acc));
+    par_rows(&mut dx, c, |r, out| {
+        backward_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], w, eps, out)
+    });
+    let dw = col_sums(rows, c, |r, acc| {
+        dw_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], eps, acc)
+    });
     (dx, dw)
 }
 
@@ -82,10 +86,19 @@ impl CustomOp2 for LayerNorm {
         "hone-layer-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let c = l2.shape().elem_count();
         if l1.dims().last() != Some(&c) {
-            candle_core::bail!("layer norm: input {:?} does not end in the weight's size {c}", l1.shape())
+            candle_core::bail!(
+                "layer norm: input {:?} does not end in the weight's size {c}",
+                l1.shape()
+            )
         }
         let out = float_op!(s1, l1, "layer norm", |x| {
             let w = super::slice(s2, l2, "layer norm weight")?;
@@ -94,7 +107,13 @@ impl CustomOp2 for LayerNorm {
         Ok((out, l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         with_float_data!("layer norm", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
             let (dx, dw) = backward(xs, ws, dys, self.eps);
             Ok((grad(dx, x)?, grad(dw, w)?))
@@ -118,7 +137,14 @@ mod tests {
         let (x, w) = (randn(&[2, 3, 8], 1.5, 1), randn(&[8], 1.0, 2));
         let fused = layer_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
         let reference = plain::layer_norm(x.as_tensor(), w.as_tensor(), None, 1e-5).unwrap();
-        let diff = (fused - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let diff = (fused - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(diff < 1e-12, "{diff}");
         check(&[x, w], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), 1e-5));
     }
@@ -127,6 +153,10 @@ mod tests {
     #[test]
     fn large_inputs_take_the_parallel_path_with_right_gradients() {
         let (x, w) = (randn(&[300, 128], 1.0, 3), randn(&[128], 1.0, 4));
-        crate::model::gradcheck::check_tol(&[x, w], |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), 1e-5), 1e-6);
+        crate::model::gradcheck::check_tol(
+            &[x, w],
+            |v| layer_norm(v[0].as_tensor(), v[1].as_tensor(), 1e-5),
+            1e-6,
+        );
     }
 }

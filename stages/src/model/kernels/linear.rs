@@ -23,17 +23,49 @@ pub struct Linear;
 /// elements), on the pool. The product writes every element without reading it, so the
 /// vector is not zero-filled first.
 #[allow(clippy::too_many_arguments)]
-fn product<T: Real>(m: usize, n: usize, k: usize, lhs: &[T], l: (isize, isize), rhs: &[T], r: (isize, isize)) -> Vec<T> {
+fn product<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[T],
+    l: (isize, isize),
+    rhs: &[T],
+    r: (isize, isize),
+) -> Vec<T> {
     if k == 0 {
         return vec![T::zero(); m * n];
     }
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k >= 1 << 18 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let par = if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     let mut dst = Vec::with_capacity(m * n);
     // SAFETY: the callers pass slices holding m×k and k×n elements at these strides; with
     // `read_dst` false and k > 0, gemm writes all m×n elements of `dst` before `set_len`.
     unsafe {
-        gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, false, lhs.as_ptr(), l.1, l.0, rhs.as_ptr(), r.1, r.0, T::zero(), T::one(), false, false, false, par);
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            l.1,
+            l.0,
+            rhs.as_ptr(),
+            r.1,
+            r.0,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        );
         dst.set_len(m * n);
     }
     dst
@@ -44,17 +76,28 @@ pub(super) fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
     let (out, inp) = w.dims2()?;
     match x.dims().last() {
         Some(&n) if n == inp => Ok((x.elem_count() / inp.max(1), inp, out)),
-        _ => candle_core::bail!("linear: input {x:?} does not end in the weight's input size {inp} (weight {w:?})"),
+        _ => candle_core::bail!(
+            "linear: input {x:?} does not end in the weight's input size {inp} (weight {w:?})"
+        ),
     }
 }
 
-pub(super) fn forward<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
+pub(super) fn forward<T: Real>(
+    x: &[T],
+    w: &[T],
+    (rows, inp, out): (usize, usize, usize),
+) -> Vec<T> {
     // y (rows×out) = x (rows×in) · Wᵀ (in×out): Wᵀ reads W with row stride 1, column stride in.
     product(rows, out, inp, x, (inp as isize, 1), w, (1, inp as isize))
 }
 
 /// (dx, dW).
-pub(super) fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
+pub(super) fn backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    (rows, inp, out): (usize, usize, usize),
+) -> (Vec<T>, Vec<T>) {
     let dx = product(rows, inp, out, dy, (out as isize, 1), w, (inp as isize, 1));
     // dW (out×in) = dyᵀ (out×rows) · x (rows×in).
     let dw = product(out, inp, rows, dy, (1, out as isize), x, (inp as isize, 1));
@@ -66,15 +109,31 @@ impl CustomOp2 for Linear {
         "hone-linear"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let d = dims(l1.shape(), l2.shape())?;
-        let y = float_op!(s1, l1, "linear", |x| storage(forward(x, slice(s2, l2, "linear weight")?, d)));
+        let y = float_op!(s1, l1, "linear", |x| storage(forward(
+            x,
+            slice(s2, l2, "linear weight")?,
+            d
+        )));
         let mut shape = l1.dims().to_vec();
         *shape.last_mut().expect("dims checked") = d.2;
         Ok((y, Shape::from(shape)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let d = dims(x.shape(), w.shape())?;
         with_float_data!("linear", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
             let (dx, dw) = backward(xs, ws, dys, d);
@@ -99,9 +158,17 @@ mod tests {
         for shape in [&[2usize, 3, 5][..], &[4, 5], &[1, 1, 5]] {
             let (x, w) = (randn(shape, 1.0, 5), randn(&[7, 5], 0.5, 6));
             let fused = linear(x.as_tensor(), w.as_tensor()).unwrap();
-            let reference = candle_nn::Linear::new(w.as_tensor().clone(), None).forward(x.as_tensor()).unwrap();
+            let reference =
+                candle_nn::Linear::new(w.as_tensor().clone(), None).forward(x.as_tensor()).unwrap();
             assert_eq!(fused.dims(), reference.dims());
-            let diff = (fused - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let diff = (fused - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             assert!(diff < 1e-12, "{diff}");
             check(&[x, w], |v| linear(v[0].as_tensor(), v[1].as_tensor()));
         }
@@ -111,13 +178,19 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let x = randn(&[6, 50, 64], 1.0, 7).as_tensor().to_dtype(candle_core::DType::F32).unwrap();
-        let w = candle_core::Var::from_tensor(&randn(&[96, 64], 0.5, 8).as_tensor().to_dtype(candle_core::DType::F32).unwrap()).unwrap();
+        let w = candle_core::Var::from_tensor(
+            &randn(&[96, 64], 0.5, 8).as_tensor().to_dtype(candle_core::DType::F32).unwrap(),
+        )
+        .unwrap();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 let y = linear(&x, w.as_tensor()).unwrap();
                 let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-                (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                (
+                    y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    g.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
             })
         };
         assert_eq!(run(1), run(3));
@@ -128,7 +201,8 @@ mod tests {
         let (x, w) = (randn(&[2, 4], 1.0, 1), randn(&[3, 5], 1.0, 2));
         let err = linear(x.as_tensor(), w.as_tensor()).unwrap_err().to_string();
         assert!(err.contains("does not end in the weight's input size 5"), "{err}");
-        let ids = candle_core::Tensor::new(&[[1u32, 2, 3, 4, 5]], &candle_core::Device::Cpu).unwrap();
+        let ids =
+            candle_core::Tensor::new(&[[1u32, 2, 3, 4, 5]], &candle_core::Device::Cpu).unwrap();
         let err = linear(&ids, w.as_tensor()).unwrap_err().to_string();
         assert!(err.contains("linear: only f32 and f64"), "{err}");
     }

@@ -23,13 +23,20 @@ pub struct Mlp {
 fn dims(x: &Shape, w_fc: &Shape, w_proj: &Shape) -> Result<(usize, usize, usize)> {
     let (rows, c, h) = linear::dims(x, w_fc)?;
     if w_proj.dims2()? != (c, h) {
-        candle_core::bail!("mlp: projection {w_proj:?} is not ({c}, {h}) for the input {x:?} and the expansion {w_fc:?}")
+        candle_core::bail!(
+            "mlp: projection {w_proj:?} is not ({c}, {h}) for the input {x:?} and the expansion {w_fc:?}"
+        )
     }
     Ok((rows, c, h))
 }
 
 /// (gelu'(h), g, y).
-fn forward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], (rows, c, h): (usize, usize, usize)) -> (Vec<T>, Vec<T>, Vec<T>) {
+fn forward<T: NormalCdf>(
+    x: &[T],
+    w_fc: &[T],
+    w_proj: &[T],
+    (rows, c, h): (usize, usize, usize),
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let hid = linear::forward(x, w_fc, (rows, c, h));
     let (g, dgelu) = gelu::forward_with_grad(&hid);
     drop(hid);
@@ -39,7 +46,15 @@ fn forward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], (rows, c, h): (usize
 
 /// (dx, dW_fc, dW_proj).
 #[allow(clippy::too_many_arguments)]
-fn backward<T: NormalCdf>(x: &[T], w_fc: &[T], w_proj: &[T], dgelu: &[T], g: &[T], dy: &[T], (rows, c, h): (usize, usize, usize)) -> [Vec<T>; 3] {
+fn backward<T: NormalCdf>(
+    x: &[T],
+    w_fc: &[T],
+    w_proj: &[T],
+    dgelu: &[T],
+    g: &[T],
+    dy: &[T],
+    (rows, c, h): (usize, usize, usize),
+) -> [Vec<T>; 3] {
     let (mut dh, dw_proj) = linear::backward(g, w_proj, dy, (rows, h, c));
     gelu::backward_from_grad(&mut dh, dgelu);
     let (dx, dw_fc) = linear::backward(x, w_fc, &dh, (rows, c, h));
@@ -51,17 +66,33 @@ impl CustomOp3 for Mlp {
         "hone-mlp"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let d = dims(l1.shape(), l2.shape(), l3.shape())?;
         let y = float_op!(s1, l1, "mlp", |x| {
-            let (hid, g, y) = forward(x, slice(s2, l2, "mlp weight")?, slice(s3, l3, "mlp weight")?, d);
+            let (hid, g, y) =
+                forward(x, slice(s2, l2, "mlp weight")?, slice(s3, l3, "mlp weight")?, d);
             self.saved.put(vec![storage(hid), storage(g)]);
             storage(y)
         });
         Ok((y, l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w_fc: &Tensor, w_proj: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w_fc: &Tensor,
+        w_proj: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = dims(x.shape(), w_fc.shape(), w_proj.shape())?;
         let saved = self.saved.take();
         with_float_data!("mlp", x.dtype(), [x, w_fc, w_proj, dy] => |[xs, wf, wp, g]| {
@@ -95,15 +126,17 @@ mod tests {
 
     #[test]
     fn fused_mlp_equals_the_three_ops_and_its_gradient_is_right() {
-        let (x, wf, wp) = (randn(&[2, 3, 4], 1.0, 1), randn(&[16, 4], 0.5, 2), randn(&[4, 16], 0.5, 3));
-        let diff = (mlp(x.as_tensor(), wf.as_tensor(), wp.as_tensor()).unwrap() - reference(x.as_tensor(), wf.as_tensor(), wp.as_tensor()))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let (x, wf, wp) =
+            (randn(&[2, 3, 4], 1.0, 1), randn(&[16, 4], 0.5, 2), randn(&[4, 16], 0.5, 3));
+        let diff = (mlp(x.as_tensor(), wf.as_tensor(), wp.as_tensor()).unwrap()
+            - reference(x.as_tensor(), wf.as_tensor(), wp.as_tensor()))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
         assert!(diff < 1e-12, "{diff}");
         check(&[x, wf, wp], |v| mlp(v[0].as_tensor(), v[1].as_tensor(), v[2].as_tensor()));
     }
@@ -112,11 +145,19 @@ mod tests {
     #[test]
     fn a_second_backward_over_the_same_graph_gives_the_same_gradients() {
         let (x, wf, wp) = (randn(&[3, 4], 1.0, 4), randn(&[8, 4], 0.5, 5), randn(&[4, 8], 0.5, 6));
-        let loss = mlp(x.as_tensor(), wf.as_tensor(), wp.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap();
+        let loss = mlp(x.as_tensor(), wf.as_tensor(), wp.as_tensor())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let (g1, g2) = (loss.backward().unwrap(), loss.backward().unwrap());
         for v in [&x, &wf, &wp] {
             let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
-            assert_eq!(a.flatten_all().unwrap().to_vec1::<f64>().unwrap(), b.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            assert_eq!(
+                a.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+            );
         }
     }
 

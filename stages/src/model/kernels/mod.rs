@@ -57,7 +57,11 @@ impl Real for f64 {
 const PAR_MIN: usize = 32 * 1024;
 
 /// The contiguous data of a CPU storage with this layout.
-pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => candle_core::bail!("{what}: the fused kernel needs a contiguous input"),
@@ -66,7 +70,10 @@ pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str)
 
 /// Runs `f` on the contiguous data of `N` CPU tensors of one element type (each copied
 /// first only if it is strided).
-pub(crate) fn with_all<T: WithDType, R, const N: usize>(ts: [&Tensor; N], f: impl FnOnce([&[T]; N]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_all<T: WithDType, R, const N: usize>(
+    ts: [&Tensor; N],
+    f: impl FnOnce([&[T]; N]) -> Result<R>,
+) -> Result<R> {
     let owned: Vec<Tensor> = ts.iter().map(|t| t.contiguous()).collect::<Result<_>>()?;
     let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
     let mut slices: [&[T]; N] = [&[]; N];
@@ -107,7 +114,11 @@ macro_rules! with_float_data {
 pub(crate) use with_float_data;
 
 /// `out[r*n..(r+1)*n] = f(r, ...)` for every row `r`, in parallel over rows when large.
-pub(crate) fn par_rows<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+pub(crate) fn par_rows<T: Send>(
+    out: &mut [T],
+    n: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
     if out.len() < PAR_MIN {
         out.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
     } else {
@@ -123,7 +134,11 @@ fn chunk_rows(n: usize) -> usize {
 /// Per-column sums over rows of `f(row) -> [T; n]`-style contributions, deterministic:
 /// rows are grouped in fixed chunks (independent of the thread count), each chunk sums its
 /// rows in order into a partial, and the partials are added in chunk order.
-pub(crate) fn col_sums<T: Real>(rows: usize, n: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
+pub(crate) fn col_sums<T: Real>(
+    rows: usize,
+    n: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
     const CHUNK: usize = 64;
     let chunks = rows.div_ceil(CHUNK);
     let partial = |c: usize| {
@@ -133,7 +148,11 @@ pub(crate) fn col_sums<T: Real>(rows: usize, n: usize, f: impl Fn(usize, &mut [T
         }
         acc
     };
-    let partials: Vec<Vec<T>> = if rows * n < PAR_MIN { (0..chunks).map(partial).collect() } else { (0..chunks).into_par_iter().map(partial).collect() };
+    let partials: Vec<Vec<T>> = if rows * n < PAR_MIN {
+        (0..chunks).map(partial).collect()
+    } else {
+        (0..chunks).into_par_iter().map(partial).collect()
+    };
     let mut out = vec![T::zero(); n];
     for p in partials {
         for (o, v) in out.iter_mut().zip(p) {

@@ -92,7 +92,13 @@ impl Packed {
         let rows = x.len() / self.inp.max(1);
         assert_eq!(y.len(), rows * self.out, "{rows} rows of {} outputs", self.out);
         let panels = self.out.div_ceil(NR);
-        let dest = Dest { ptr: y.as_mut_ptr(), len: y.len(), ld: self.out, then, _y: std::marker::PhantomData };
+        let dest = Dest {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+            ld: self.out,
+            then,
+            _y: std::marker::PhantomData,
+        };
         let task = |p: usize| {
             let (w, b) = (&self.w[p * self.inp * NR..][..self.inp * NR], &self.b[p * NR..][..NR]);
             panel(x, rows, self.inp, w, b, &dest.panel(p * NR, NR.min(self.out - p * NR)));
@@ -232,7 +238,10 @@ mod tests {
     use super::*;
 
     fn values(seed: u32, n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 2001).map(|v| v as f32 / 97.0 - 10.3).collect()
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 2001)
+            .map(|v| v as f32 / 97.0 - 10.3)
+            .collect()
     }
 
     /// Every size of block and remainder (rows 1..=9 around MR, features around NR, inputs
@@ -249,13 +258,25 @@ mod tests {
                     let x = values(rows as u32 + 3, rows * inp);
                     let want = reference(&x, &w, bias, inp, out);
                     let got = p.forward(&x);
-                    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{rows} × {inp} → {out}");
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{rows} × {inp} → {out}"
+                    );
                 }
                 // Large enough for the parallel path.
                 let rows = PAR_WORK.div_ceil(inp * out) + 5;
                 let x = values(99, rows * inp);
-                let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| p.forward(&x));
-                let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| p.forward(&x));
+                let one = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap()
+                    .install(|| p.forward(&x));
+                let three = rayon::ThreadPoolBuilder::new()
+                    .num_threads(3)
+                    .build()
+                    .unwrap()
+                    .install(|| p.forward(&x));
                 assert_eq!(one, three);
                 assert_eq!(one, reference(&x, &w, bias, inp, out));
             }
@@ -269,8 +290,17 @@ mod tests {
         let (inp, out, rows) = (128, 40, 9);
         let (w, x) = (values(1, inp * out), values(5, rows * inp));
         let want = reference(&x, &w, None, inp, out);
-        let unfused: Vec<f32> = x.chunks_exact(inp).flat_map(|xr| w.chunks_exact(inp).map(move |wf| xr.iter().zip(wf).fold(0f32, |s, (a, b)| s + a * b))).collect();
-        let lanes: Vec<f32> = x.chunks_exact(inp).flat_map(|xr| w.chunks_exact(inp).map(move |wf| super::super::simd::dot(xr, wf))).collect();
+        let unfused: Vec<f32> = x
+            .chunks_exact(inp)
+            .flat_map(|xr| {
+                w.chunks_exact(inp)
+                    .map(move |wf| xr.iter().zip(wf).fold(0f32, |s, (a, b)| s + a * b))
+            })
+            .collect();
+        let lanes: Vec<f32> = x
+            .chunks_exact(inp)
+            .flat_map(|xr| w.chunks_exact(inp).map(move |wf| super::super::simd::dot(xr, wf)))
+            .collect();
         assert_ne!(unfused, want);
         assert_ne!(lanes, want);
     }
@@ -288,10 +318,18 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut added = before.clone();
             pool.install(|| p.forward_into(&x, &mut added, Then::Add));
-            assert_eq!(added, before.iter().zip(&product).map(|(a, b)| a + b).collect::<Vec<_>>(), "{threads} threads");
+            assert_eq!(
+                added,
+                before.iter().zip(&product).map(|(a, b)| a + b).collect::<Vec<_>>(),
+                "{threads} threads"
+            );
             let mut g = vec![f32::NAN; rows * out];
             pool.install(|| p.forward_into(&x, &mut g, Then::Gelu));
-            assert_eq!(g, product.iter().map(|&v| v * f32::cdf_pdf(v).0).collect::<Vec<_>>(), "{threads} threads");
+            assert_eq!(
+                g,
+                product.iter().map(|&v| v * f32::cdf_pdf(v).0).collect::<Vec<_>>(),
+                "{threads} threads"
+            );
         }
     }
 

@@ -141,7 +141,10 @@ mod tests {
             let (a, b) = (&x[..n], &y[..n]);
             assert!((sum(a) - a.iter().sum::<f64>()).abs() < 1e-12);
             assert!((dot(a, b) - a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>()).abs() < 1e-12);
-            assert!((sum_sq_dev(a, 0.5) - a.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f64>()).abs() < 1e-12);
+            assert!(
+                (sum_sq_dev(a, 0.5) - a.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f64>()).abs()
+                    < 1e-12
+            );
             assert_eq!(max(a), a.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         }
     }

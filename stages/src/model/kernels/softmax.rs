@@ -85,7 +85,10 @@ mod tests {
 
     fn reference(s: &Tensor, scale: f64) -> Tensor {
         let (t_q, t_k) = (s.dim(2).unwrap(), s.dim(3).unwrap());
-        let masked = (s * scale).unwrap().broadcast_add(&causal_mask(t_q, t_k - t_q, s.dtype(), s.device()).unwrap()).unwrap();
+        let masked = (s * scale)
+            .unwrap()
+            .broadcast_add(&causal_mask(t_q, t_k - t_q, s.dtype(), s.device()).unwrap())
+            .unwrap();
         plain::softmax_last_dim(&masked).unwrap()
     }
 
@@ -94,7 +97,13 @@ mod tests {
         // Square (training) and with earlier keys cached (t_k > t_q).
         for (t_q, t_k) in [(5, 5), (3, 7)] {
             let s = randn(&[2, 3, t_q, t_k], 2.0, 1);
-            let diff = (causal_softmax(s.as_tensor(), 0.7).unwrap() - reference(s.as_tensor(), 0.7)).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = (causal_softmax(s.as_tensor(), 0.7).unwrap()
+                - reference(s.as_tensor(), 0.7))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
             assert!(diff.to_scalar::<f64>().unwrap() < 1e-14);
             check(&[s], |v| causal_softmax(v[0].as_tensor(), 0.7));
         }
@@ -103,7 +112,12 @@ mod tests {
     #[test]
     fn large_inputs_take_the_parallel_path_with_right_gradients() {
         let s = randn(&[4, 4, 48, 48], 1.0, 2);
-        let diff = (causal_softmax(s.as_tensor(), 0.3).unwrap() - reference(s.as_tensor(), 0.3)).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (causal_softmax(s.as_tensor(), 0.3).unwrap() - reference(s.as_tensor(), 0.3))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f64>().unwrap() < 1e-14);
         check(&[s], |v| causal_softmax(v[0].as_tensor(), 0.3));
     }
