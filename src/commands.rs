@@ -723,7 +723,7 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
 
 /// `hone score`: the raw reward of an answer and σ(r), the probability-like score in (0, 1).
 fn score(a: ScoreArgs) -> Result<u8, Fatal> {
-    use hone_stages::reward::{ScoreError, Scorer, sigmoid};
+    use hone_stages::rl::reward_model::{ScoreError, Scorer, sigmoid};
     let dir = model_dir(&a.src)?;
     let scorer = Scorer::load(&dir)
         .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_FAILED })?;
@@ -745,8 +745,8 @@ fn label(args: &PipelineArgs, id: &str) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
     let i = find_stage(&p, id)?;
     let s = &p.stages[i];
-    let labels_rel =
-        hone_stages::rank::human_labels(s.kind.kind(), &s.params.canonical).map_err(|e| Fatal {
+    let labels_rel = hone_stages::kinds::rank::human_labels(s.kind.kind(), &s.params.canonical)
+        .map_err(|e| Fatal {
             message: format!("error: cannot label stage `{id}`: {e}"),
             code: EXIT_WORKSPACE,
         })?;

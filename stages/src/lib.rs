@@ -1,54 +1,32 @@
-//! hone-stages: every stage kind hone ships, one file each, registered in [`registry`].
+//! hone-stages: the stage kinds of the ML recipe, and the library they stand on.
 //!
-//! To add a kind: write `src/<kind>.rs` with its params type, a unit struct implementing
-//! [`hone_engine::stage::Stage`] and its tests, then add one line to [`registry`].
+//! - [`kinds`]: one file (or folder) per stage kind, side by side; a kind imports the engine
+//!   and the library below, never another kind. Every kind is listed in [`registry`].
+//! - The library: [`model`] (the GPT, its kernels, the chat template, checkpoints, export),
+//!   [`data`] (record formats, corpora, filters, rankings), `training` (the loop the training
+//!   kinds share), [`rl`] (reward models and the scoring RLHF needs), [`labels`] (`hone
+//!   label`'s store), [`tinyworld`] (the bundled data), [`report`] (`hone report`'s page) and
+//!   [`ports`] (the port types).
+//!
+//! To add a kind: write `src/kinds/<kind>.rs` with its params type, a unit struct
+//! implementing [`hone_engine::stage::Stage`] and its tests, declare it in `kinds/mod.rs`
+//! and add one line to [`registry`]. What two kinds would share goes into the library.
 
-pub mod chat_template;
-pub mod command;
 pub mod data;
-pub mod evaluate;
-#[cfg(test)]
-mod golden;
-pub mod ingest;
+pub mod kinds;
 pub mod labels;
-#[cfg(test)]
-mod load_never_panics;
 pub mod model;
-pub mod ppo;
-pub mod pretrain;
-pub mod rank;
+pub mod ports;
 pub mod report;
-pub mod reward;
-pub mod sample;
-pub mod sft;
+pub mod rl;
 #[cfg(test)]
-mod test_support;
+mod testing;
 pub mod tinyworld;
-pub mod tokenizer;
 mod training;
 
 use hone_engine::stage::Registry;
 
-/// Port types of the ML recipe. The engine only checks that they match: an input takes its
-/// own type or a narrower one.
-pub mod ports {
-    use hone_engine::stage::PortType;
-    /// An `ingest` artifact: `train.jsonl`, `val.jsonl`, `meta.json` (read it with
-    /// [`crate::data::corpus::Corpus`]). Any record format; the narrower types below say which.
-    pub const CORPUS: PortType = PortType::new("corpus");
-    /// A corpus of conversations (`messages`).
-    pub const CHAT_DATA: PortType = PortType::narrows("chat-data", &CORPUS);
-    /// A corpus of prompt records (`prompt`, `answer`?).
-    pub const PROMPTS: PortType = PortType::narrows("prompts", &CORPUS);
-    /// A corpus of preference pairs (`prompt`, `chosen`, `rejected`).
-    pub const PREFERENCES: PortType = PortType::narrows("preferences", &CORPUS);
-    pub const TOKENIZER: PortType = PortType::new("tokenizer");
-    pub const MODEL: PortType = PortType::new("model");
-    pub const CANDIDATES: PortType = PortType::new("candidates");
-    pub const RANKINGS: PortType = PortType::new("rankings");
-    pub const REWARD_MODEL: PortType = PortType::new("reward-model");
-    pub const METRICS: PortType = PortType::new("metrics");
-}
+use kinds::{command, evaluate, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer};
 
 /// Process-wide set-up for running stages, once, first thing in `main`:
 /// - candle's own thread pool gets no extra workers (unless `CANDLE_NUM_THREADS` is set): its

@@ -1,16 +1,17 @@
 //! The loop the training kinds share (not a stage kind itself).
 //!
-//! A stage supplies an [`Objective`]: it owns its models (a GPT; later a policy, a value head
-//! and a frozen reference), makes its batches and computes the gradients of its loss, with
-//! named statistics, and evaluates. The [`Trainer`] owns the rest: the trained parameters in
-//! [`ParamGroup`]s (each with its own AdamW settings and learning-rate schedule), AdamW, the
-//! training RNG, the step count and metrics.jsonl. [`Trainer::run`] resumes from the stage's
-//! checkpoint (the objective's own state included, so a resumed run equals an uninterrupted
-//! one), then takes steps at the scheduled rates with global-norm gradient clipping, stops
-//! with the step number when the loss or the gradient norm stops being finite, evaluates
-//! every `eval_every` steps and at the end, shows progress (loss, statistics, tokens per
-//! second, ETA through the engine), saves checkpoints every `checkpoint_every` steps and when
-//! stopped, and records one line per step in metrics.jsonl:
+//! A stage supplies an [`Objective`]: it owns its models (`pretrain` and `sft` a GPT, `reward`
+//! a backbone and a scalar head, `ppo` a policy, a critic and frozen references), makes its
+//! batches and computes the gradients of its loss, with named statistics, and evaluates. The
+//! [`Trainer`] owns the rest: the trained parameters in [`ParamGroup`]s (each with its own
+//! AdamW settings and learning-rate schedule), AdamW, the training RNG, the step count and
+//! metrics.jsonl. [`Trainer::run`] resumes from the stage's checkpoint (the objective's own
+//! state included, so a resumed run equals an uninterrupted one), then takes steps at the
+//! scheduled rates with global-norm gradient clipping, stops with the step number when the
+//! loss or the gradient norm stops being finite, evaluates every `eval_every` steps and at the
+//! end, shows progress (loss, statistics, tokens per second, ETA through the engine), saves
+//! checkpoints every `checkpoint_every` steps and when stopped, and records one line per step
+//! in metrics.jsonl:
 //! `{"step", "loss", <the objective's statistics>, "lr" (and "lr/<group>"), "grad_norm"}`.
 //!
 //! The params every training kind has (batch size, steps, the schedule, AdamW, clipping,

@@ -9,9 +9,13 @@
 //!
 //! Usage: plugin_bench [DOCS] [ROUNDS]   (defaults: 4096 documents of ~1 KB, 15 rounds)
 
+// The guests' own files, formatted with their own workspace: `cargo fmt` here leaves them be
+// (their built components in plugins/dist are pinned to their sources' digest).
+#[rustfmt::skip]
 #[path = "../../examples/pii-redact/src/redact.rs"]
 mod redact;
 
+#[rustfmt::skip]
 #[path = "../../examples/lang-id/src/detect.rs"]
 mod detect;
 

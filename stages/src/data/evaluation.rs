@@ -133,12 +133,11 @@ pub fn read_answers(dir: &Path) -> Vec<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::{ModelScore, Report, Shot};
 
     /// The terminal table: a header and one aligned row per model; a missing reward is `-`.
     #[test]
     fn table_lines_up_one_row_per_model() {
-        let row = |name: &str, accuracy: Option<f64>, reward: Option<f64>, len: f64| ModelScore {
+        let row = |name: &str, accuracy: Option<f64>, reward: Option<f64>, len: f64| ModelRow {
             name: name.into(),
             format: "chat".into(),
             shots: 0,
@@ -151,7 +150,7 @@ mod tests {
             mean_reward: reward,
             unscored: 0,
         };
-        let r = Report {
+        let r = EvalReport {
             prompts: 10,
             max_new_tokens: 32,
             temperature: 0.0,
@@ -174,7 +173,7 @@ mod tests {
     /// What `evaluate` writes reads back field for field, optional fields absent or not.
     #[test]
     fn reads_what_evaluate_writes() {
-        let row = |name: &str, format: &str, reward: Option<f64>, unscored: usize| ModelScore {
+        let row = |name: &str, format: &str, reward: Option<f64>, unscored: usize| ModelRow {
             name: name.into(),
             format: format.into(),
             shots: if format == "plain" { 3 } else { 0 },
@@ -190,16 +189,16 @@ mod tests {
         for models in [
             vec![
                 row("base", "plain", None, 0),
-                ModelScore { accuracy: None, graded: 0, correct: 0, ..row("sft", "chat", None, 0) },
+                ModelRow { accuracy: None, graded: 0, correct: 0, ..row("sft", "chat", None, 0) },
             ],
             vec![row("sft", "chat", Some(-0.5), 1), row("ppo", "chat", Some(1.5), 0)],
         ] {
-            let report = Report {
+            let report = EvalReport {
                 prompts: 4,
                 max_new_tokens: 16,
                 temperature: 0.0,
                 models,
-                few_shot_examples: vec![Shot {
+                few_shot_examples: vec![Example {
                     question: "What is 2 plus 2?".into(),
                     answer: "4.".into(),
                 }],

@@ -1,7 +1,8 @@
 //! Data for the `ingest` stage: reading and normalising records ([`formats`]), the document
 //! filter chain ([`filters`]), and the data sets hone carries ([`builtin`]); the reader of its
 //! output for the stages after it ([`corpus`]); the RLHF artifacts' record types
-//! ([`candidates`], [`rankings`]) and preference files ([`preferences`]); and what
+//! ([`candidates`], [`rankings`]) and preference files ([`preferences`]); the prompts `sample`
+//! and `evaluate` answer ([`prompts`]); and what
 //! `evaluate` writes, for `hone report` ([`evaluation`]).
 
 pub mod builtin;
@@ -11,4 +12,5 @@ pub mod evaluation;
 pub mod filters;
 pub mod formats;
 pub mod preferences;
+pub mod prompts;
 pub mod rankings;

@@ -1,6 +1,6 @@
 //! Talking to a chat model: [`ChatModel`] loads a model directory whose
 //! `tokenizer_config.json` has a `chat_template` (what `sft` writes) and answers a
-//! conversation in ChatML ([`crate::chat_template`]), streaming the reply and stopping at
+//! conversation in ChatML ([`crate::model::chat_template`]), streaming the reply and stopping at
 //! `<|im_end|>`. `hone chat` and the `evaluate` stage use it.
 //!
 //! A conversation longer than the context window loses its oldest exchanges (a system
@@ -17,8 +17,8 @@ use super::decoder::Decoder;
 use super::export::{self, GenerationConfig};
 use super::sample::{Overrides, SampleOptions, generate_streamed};
 use super::{GptConfig, ModelError, Result};
-use crate::chat_template::{CONTENT_PREFIX, ChatTokenizer};
 use crate::data::formats::{Message, Role};
+use crate::model::chat_template::{CONTENT_PREFIX, ChatTokenizer};
 
 /// `tokenizer_config.json`, where HuggingFace keeps the chat template.
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";

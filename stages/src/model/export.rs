@@ -13,8 +13,9 @@
 //! (1, n_embd) and `config.json` names the architecture, the one label and `pad_token_id`
 //! (transformers pools at the rightmost token that is not the pad token). A reward model
 //! trained with `likelihood: w` scores `score + w · mean log p(answer)` (see
-//! [`crate::reward`]); `config.json` says `"hone": {"likelihood": w}`, and the log-probs are
-//! those of `GPT2LMHeadModel.from_pretrained(dir)` (the same weights, the LM head tied).
+//! [`crate::rl::reward_model`]); `config.json` says `"hone": {"likelihood": w}`, and the
+//! log-probs are those of `GPT2LMHeadModel.from_pretrained(dir)` (the same weights, the LM
+//! head tied).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -54,7 +55,7 @@ struct HfConfig {
     n_head: usize,
     #[serde(default)]
     n_inner: Option<usize>,
-    #[serde(default = "default_activation")]
+    #[serde(default = "defaults::activation")]
     activation_function: String,
     #[serde(default)]
     resid_pdrop: f64,
@@ -62,21 +63,21 @@ struct HfConfig {
     embd_pdrop: f64,
     #[serde(default)]
     attn_pdrop: f64,
-    #[serde(default = "default_eps")]
+    #[serde(default = "defaults::eps")]
     layer_norm_epsilon: f64,
-    #[serde(default = "default_init")]
+    #[serde(default = "defaults::init")]
     initializer_range: f64,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     scale_attn_weights: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     tie_word_embeddings: bool,
     #[serde(default)]
     bos_token_id: Option<u32>,
     #[serde(default)]
     eos_token_id: Option<u32>,
-    #[serde(default = "default_dtype")]
+    #[serde(default = "defaults::dtype")]
     torch_dtype: String,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     use_cache: bool,
     /// A classifier's labels (`GPT2ForSequenceClassification`): one for a reward model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,22 +99,6 @@ struct HoneExtra {
     likelihood: Option<f64>,
 }
 
-fn default_activation() -> String {
-    "gelu_new".into()
-}
-fn default_eps() -> f64 {
-    LN_EPS
-}
-fn default_init() -> f64 {
-    INIT_STD
-}
-fn default_dtype() -> String {
-    "float32".into()
-}
-fn yes() -> bool {
-    true
-}
-
 /// Sampling defaults, kept beside the model (`generation_config.json`) and used by
 /// `hone generate` when no flag overrides them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,23 +107,16 @@ pub struct GenerationConfig {
     pub bos_token_id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<u32>,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub do_sample: bool,
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
     pub temperature: f64,
     #[serde(default)]
     pub top_k: usize,
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
     pub top_p: f64,
-    #[serde(default = "default_max_new")]
+    #[serde(default = "defaults::max_new")]
     pub max_new_tokens: usize,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn default_max_new() -> usize {
-    256
 }
 
 impl GenerationConfig {
@@ -483,6 +461,39 @@ pub fn save_tokenizer(
         cfg["eos_token"] = token.into();
     }
     write_json(&dir.join(TOKENIZER_CONFIG), &cfg)
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    use super::{INIT_STD, LN_EPS};
+
+    pub fn activation() -> String {
+        "gelu_new".into()
+    }
+
+    pub fn dtype() -> String {
+        "float32".into()
+    }
+
+    pub fn eps() -> f64 {
+        LN_EPS
+    }
+
+    pub fn init() -> f64 {
+        INIT_STD
+    }
+
+    pub fn max_new() -> usize {
+        256
+    }
+
+    pub fn one() -> f64 {
+        1.0
+    }
+
+    pub fn yes() -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,11 @@
 //!   a seeded RNG per sequence and the sampled tokens' log-probabilities (`hone generate`,
 //!   `hone chat`, `evaluate`, the `sample` stage).
 //! - [`shards`]: memory-mapped token shards and the tokenizer artifact they come in.
+//! - [`chat_template`]: ChatML, the chat format every stage and tool shares, rendered and
+//!   tokenised with the assistant mask; [`chat`]: a chat model loaded for answering.
 
 pub mod chat;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;

@@ -19,6 +19,7 @@ mod html;
 mod svg;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::path::{Path, PathBuf};
 

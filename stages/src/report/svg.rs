@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::html::esc;
+use super::text::{duration, esc};
 use super::{Chart, StageView, State};
 
 /// Colours of the series, in order (matplotlib's tab10).
@@ -238,7 +238,7 @@ pub fn dag(stages: &[StageView]) -> String {
     }
     for (i, st) in stages.iter().enumerate() {
         let (x, y) = at(i);
-        let time = st.seconds.map(super::html::duration).unwrap_or_default();
+        let time = st.seconds.map(duration).unwrap_or_default();
         writeln!(
             s,
             r#"<g class="node {}"><title>{} ({}): {}</title>"#,

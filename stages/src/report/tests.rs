@@ -9,7 +9,7 @@ use hone_engine::spec;
 use hone_engine::workspace::Workspace;
 
 use super::*;
-use crate::test_support::{quiet, run};
+use crate::testing::support::{quiet, run};
 
 const PIPELINE: &str = r#"
 name: report-test

@@ -10,34 +10,13 @@ use serde::Deserialize;
 /// (code, stop words). Hand-picked frequent function words; a word shared by languages
 /// counts for each of them.
 const LANGUAGES: &[(&str, &str)] = &[
-    (
-        "en",
-        "the of and to in is that it was for on are as with his they at be this have from or had by not but what all were we when your can there an which their said if will would been has who its she he you my them than then these so",
-    ),
-    (
-        "fr",
-        "le la les de des du un une et est en que qui dans pour pas sur au aux avec ce cette il elle ils nous vous je sont mais ou son sa ses leur par plus ne se été être très on",
-    ),
-    (
-        "de",
-        "der die das und ist nicht ein eine zu den dem des mit sich auf für von auch es ich sie er wir ihr wird werden sind war aus bei nach wie oder aber noch nur im dass einen einer",
-    ),
-    (
-        "es",
-        "el la los las de del y que en un una es por con para no se su sus al lo como más pero está son fue este esta muy también hay ya ser tiene sin sobre entre cuando porque",
-    ),
-    (
-        "it",
-        "il lo la gli le di del della che e è un una per non in con sono si da al alla come più ma questo questa anche nel nella ha hanno essere dei delle molto perché quando io noi",
-    ),
-    (
-        "pt",
-        "o a os as de do da dos das e que em um uma para com não por se no na nos mais como mas foi ao ele ela são está seu sua também muito já quando porque isso você",
-    ),
-    (
-        "nl",
-        "de het een en van in is dat op te zijn niet met voor er maar om hij zij ook als aan bij nog door wordt naar uit dan was ze wat ik wij heeft hebben geen deze dit over",
-    ),
+    ("en", "the of and to in is that it was for on are as with his they at be this have from or had by not but what all were we when your can there an which their said if will would been has who its she he you my them than then these so"),
+    ("fr", "le la les de des du un une et est en que qui dans pour pas sur au aux avec ce cette il elle ils nous vous je sont mais ou son sa ses leur par plus ne se été être très on"),
+    ("de", "der die das und ist nicht ein eine zu den dem des mit sich auf für von auch es ich sie er wir ihr wird werden sind war aus bei nach wie oder aber noch nur im dass einen einer"),
+    ("es", "el la los las de del y que en un una es por con para no se su sus al lo como más pero está son fue este esta muy también hay ya ser tiene sin sobre entre cuando porque"),
+    ("it", "il lo la gli le di del della che e è un una per non in con sono si da al alla come più ma questo questa anche nel nella ha hanno essere dei delle molto perché quando io noi"),
+    ("pt", "o a os as de do da dos das e que em um uma para com não por se no na nos mais como mas foi ao ele ela são está seu sua também muito já quando porque isso você"),
+    ("nl", "de het een en van in is dat op te zijn niet met voor er maar om hij zij ook als aan bij nog door wordt naar uit dan was ze wat ik wij heeft hebben geen deze dit over"),
 ];
 
 #[derive(Deserialize)]

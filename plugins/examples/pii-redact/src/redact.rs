@@ -23,12 +23,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            emails: true,
-            phones: true,
-            email_token: "[EMAIL]".into(),
-            phone_token: "[PHONE]".into(),
-        }
+        Config { emails: true, phones: true, email_token: "[EMAIL]".into(), phone_token: "[PHONE]".into() }
     }
 }
 
@@ -57,12 +52,8 @@ impl Redactor {
                 None => break,
             }
             let found = match b[i] {
-                b'@' if self.config.emails => {
-                    email_at(b, i, copied).map(|s| (s, &self.config.email_token))
-                }
-                b'0'..=b'9' | b'+' | b'('
-                    if self.config.phones && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) =>
-                {
+                b'@' if self.config.emails => email_at(b, i, copied).map(|s| (s, &self.config.email_token)),
+                b'0'..=b'9' | b'+' | b'(' if self.config.phones && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) => {
                     phone_at(b, i).map(|s| (s, &self.config.phone_token))
                 }
                 _ => None,

@@ -22,39 +22,26 @@ use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Judge lines (true) or sentences (false).
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub split_paragraph: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub remove_citations: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub filter_no_terminal_punct: bool,
-    #[serde(default = "d_min_num_sentences")]
+    #[serde(default = "defaults::min_num_sentences")]
     pub min_num_sentences: Option<usize>,
-    #[serde(default = "d_min_words_per_line")]
+    #[serde(default = "defaults::min_words_per_line")]
     pub min_words_per_line: usize,
-    #[serde(default = "d_max_word_length")]
+    #[serde(default = "defaults::max_word_length")]
     pub max_word_length: Option<usize>,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub filter_lorem_ipsum: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub filter_javascript: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub filter_curly_bracket: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub filter_policy: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-fn d_min_num_sentences() -> Option<usize> {
-    Some(5)
-}
-fn d_min_words_per_line() -> usize {
-    3
-}
-fn d_max_word_length() -> Option<usize> {
-    Some(1000)
 }
 
 impl BuiltinParams for Params {
@@ -169,6 +156,25 @@ impl DocFilter for C4 {
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
         Ok(docs.par_iter().map(|d| self.judge(d)).collect())
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn max_word_length() -> Option<usize> {
+        Some(1000)
+    }
+
+    pub fn min_num_sentences() -> Option<usize> {
+        Some(5)
+    }
+
+    pub fn min_words_per_line() -> usize {
+        3
+    }
+
+    pub fn yes() -> bool {
+        true
     }
 }
 

@@ -15,12 +15,8 @@ use super::{BuiltinParams, DocFilter, FilterError, Verdict};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Compare normalised text (true) or the exact bytes (false).
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub normalise: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl BuiltinParams for Params {
@@ -57,6 +53,13 @@ impl DocFilter for DedupExact {
                 if self.seen.insert(h) { Verdict::Keep } else { Verdict::Drop("duplicate".into()) }
             })
             .collect())
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn yes() -> bool {
+        true
     }
 }
 

@@ -22,30 +22,17 @@ use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Words per shingle.
-    #[serde(default = "d_n_grams")]
+    #[serde(default = "defaults::n_grams")]
     pub n_grams: usize,
     /// Bands (LSH buckets).
-    #[serde(default = "d_num_buckets")]
+    #[serde(default = "defaults::num_buckets")]
     pub num_buckets: usize,
     /// Hashes per band.
-    #[serde(default = "d_hashes_per_bucket")]
+    #[serde(default = "defaults::hashes_per_bucket")]
     pub hashes_per_bucket: usize,
     /// Seeds the hash permutations.
-    #[serde(default = "d_seed")]
+    #[serde(default = "defaults::seed")]
     pub seed: u64,
-}
-
-fn d_n_grams() -> usize {
-    5
-}
-fn d_num_buckets() -> usize {
-    14
-}
-fn d_hashes_per_bucket() -> usize {
-    8
-}
-fn d_seed() -> u64 {
-    1
 }
 
 impl BuiltinParams for Params {
@@ -156,6 +143,25 @@ impl DocFilter for MinHash {
                 Verdict::Keep
             })
             .collect())
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn hashes_per_bucket() -> usize {
+        8
+    }
+
+    pub fn n_grams() -> usize {
+        5
+    }
+
+    pub fn num_buckets() -> usize {
+        14
+    }
+
+    pub fn seed() -> u64 {
+        1
     }
 }
 

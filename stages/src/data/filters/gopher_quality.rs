@@ -15,65 +15,34 @@ use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Fewest non-symbol words.
-    #[serde(default = "d_min_doc_words")]
+    #[serde(default = "defaults::min_doc_words")]
     pub min_doc_words: Option<usize>,
     /// Most non-symbol words.
-    #[serde(default = "d_max_doc_words")]
+    #[serde(default = "defaults::max_doc_words")]
     pub max_doc_words: Option<usize>,
     /// Bounds on the mean length (characters) of non-symbol words.
-    #[serde(default = "d_min_avg_word_length")]
+    #[serde(default = "defaults::min_avg_word_length")]
     pub min_avg_word_length: Option<f64>,
-    #[serde(default = "d_max_avg_word_length")]
+    #[serde(default = "defaults::max_avg_word_length")]
     pub max_avg_word_length: Option<f64>,
     /// Most `#`, and most `...`/`…`, per word (each).
-    #[serde(default = "d_ratio_0_1")]
+    #[serde(default = "defaults::ratio_0_1")]
     pub max_symbol_word_ratio: Option<f64>,
     /// Most lines starting with a bullet (`•` or `-`), as a fraction of lines.
-    #[serde(default = "d_max_bullet_lines_ratio")]
+    #[serde(default = "defaults::max_bullet_lines_ratio")]
     pub max_bullet_lines_ratio: Option<f64>,
     /// Most lines ending in an ellipsis, as a fraction of lines.
-    #[serde(default = "d_max_ellipsis_lines_ratio")]
+    #[serde(default = "defaults::max_ellipsis_lines_ratio")]
     pub max_ellipsis_lines_ratio: Option<f64>,
     /// Fewest words containing a letter, as a fraction of words (datatrove calls it
     /// `max_non_alpha_words_ratio`, but it is this lower bound).
-    #[serde(default = "d_min_alpha_words_ratio")]
+    #[serde(default = "defaults::min_alpha_words_ratio")]
     pub min_alpha_words_ratio: Option<f64>,
     /// Fewest occurrences of `stop_words` (case-sensitive, as in datatrove).
-    #[serde(default = "d_min_stop_words")]
+    #[serde(default = "defaults::min_stop_words")]
     pub min_stop_words: Option<usize>,
-    #[serde(default = "d_stop_words")]
+    #[serde(default = "defaults::stop_words")]
     pub stop_words: Vec<String>,
-}
-
-fn d_min_doc_words() -> Option<usize> {
-    Some(50)
-}
-fn d_max_doc_words() -> Option<usize> {
-    Some(100_000)
-}
-fn d_min_avg_word_length() -> Option<f64> {
-    Some(3.0)
-}
-fn d_max_avg_word_length() -> Option<f64> {
-    Some(10.0)
-}
-fn d_ratio_0_1() -> Option<f64> {
-    Some(0.1)
-}
-fn d_max_bullet_lines_ratio() -> Option<f64> {
-    Some(0.9)
-}
-fn d_max_ellipsis_lines_ratio() -> Option<f64> {
-    Some(0.3)
-}
-fn d_min_alpha_words_ratio() -> Option<f64> {
-    Some(0.8)
-}
-fn d_min_stop_words() -> Option<usize> {
-    Some(2)
-}
-fn d_stop_words() -> Vec<String> {
-    ["the", "be", "to", "of", "and", "that", "have", "with"].map(String::from).to_vec()
 }
 
 impl BuiltinParams for Params {
@@ -195,6 +164,49 @@ impl DocFilter for GopherQuality {
     }
     fn filter(&mut self, docs: &[&str]) -> Result<Vec<Verdict>, FilterError> {
         Ok(docs.par_iter().map(|d| self.judge(d)).collect())
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn max_avg_word_length() -> Option<f64> {
+        Some(10.0)
+    }
+
+    pub fn max_bullet_lines_ratio() -> Option<f64> {
+        Some(0.9)
+    }
+
+    pub fn max_doc_words() -> Option<usize> {
+        Some(100_000)
+    }
+
+    pub fn max_ellipsis_lines_ratio() -> Option<f64> {
+        Some(0.3)
+    }
+
+    pub fn min_alpha_words_ratio() -> Option<f64> {
+        Some(0.8)
+    }
+
+    pub fn min_avg_word_length() -> Option<f64> {
+        Some(3.0)
+    }
+
+    pub fn min_doc_words() -> Option<usize> {
+        Some(50)
+    }
+
+    pub fn min_stop_words() -> Option<usize> {
+        Some(2)
+    }
+
+    pub fn ratio_0_1() -> Option<f64> {
+        Some(0.1)
+    }
+
+    pub fn stop_words() -> Vec<String> {
+        ["the", "be", "to", "of", "and", "that", "have", "with"].map(String::from).to_vec()
     }
 }
 

@@ -19,33 +19,20 @@ use super::{BuiltinParams, DocFilter, FilterError, ParamIssue, Verdict};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    #[serde(default = "d_0_3")]
+    #[serde(default = "defaults::ratio_0_3")]
     pub dup_line_frac: Option<f64>,
-    #[serde(default = "d_0_3")]
+    #[serde(default = "defaults::ratio_0_3")]
     pub dup_para_frac: Option<f64>,
-    #[serde(default = "d_0_2")]
+    #[serde(default = "defaults::ratio_0_2")]
     pub dup_line_char_frac: Option<f64>,
-    #[serde(default = "d_0_2")]
+    #[serde(default = "defaults::ratio_0_2")]
     pub dup_para_char_frac: Option<f64>,
     /// `[n, max fraction]` pairs for the most frequent n-gram.
-    #[serde(default = "d_top_n_grams")]
+    #[serde(default = "defaults::top_n_grams")]
     pub top_n_grams: Vec<(usize, f64)>,
     /// `[n, max fraction]` pairs for duplicated n-grams.
-    #[serde(default = "d_dup_n_grams")]
+    #[serde(default = "defaults::dup_n_grams")]
     pub dup_n_grams: Vec<(usize, f64)>,
-}
-
-fn d_0_3() -> Option<f64> {
-    Some(0.3)
-}
-fn d_0_2() -> Option<f64> {
-    Some(0.2)
-}
-fn d_top_n_grams() -> Vec<(usize, f64)> {
-    vec![(2, 0.2), (3, 0.18), (4, 0.16)]
-}
-fn d_dup_n_grams() -> Vec<(usize, f64)> {
-    vec![(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
 }
 
 impl BuiltinParams for Params {
@@ -256,6 +243,25 @@ impl DocFilter for GopherRepetition {
             .par_iter()
             .map_init(Scratch::default, |scratch, d| self.judge(scratch, d))
             .collect())
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn ratio_0_2() -> Option<f64> {
+        Some(0.2)
+    }
+
+    pub fn ratio_0_3() -> Option<f64> {
+        Some(0.3)
+    }
+
+    pub fn dup_n_grams() -> Vec<(usize, f64)> {
+        vec![(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+    }
+
+    pub fn top_n_grams() -> Vec<(usize, f64)> {
+        vec![(2, 0.2), (3, 0.18), (4, 0.16)]
     }
 }
 

@@ -47,21 +47,20 @@
 //! Checkpoints, resume and reproducibility work as in `pretrain`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::Serialize;
 
-use crate::chat_template::ChatTokenizer;
-use crate::data::formats::{Message, Role};
 use crate::data::rankings::{self, Ranking};
+use crate::model::chat_template::{self, ChatTokenizer};
 use crate::model::export;
 use crate::model::heads::ScalarHead;
 use crate::model::ops::Dropout;
 use crate::model::rng::{Rng, Stream};
-use crate::model::{Gpt, ModelError, ParamStore};
+use crate::model::{ModelError, ParamStore};
 use crate::ports;
+use crate::rl::reward_model::{Likelihood, REWARD_JSON, RewardModel, encode};
 use crate::training::{
     self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
 };
@@ -122,8 +121,6 @@ mod defaults {
     }
 }
 
-/// The file with the scores' statistics on the rankings' responses.
-pub const REWARD_JSON: &str = "reward.json";
 /// The held-out pairs with the final model's scores, to see which it ranks wrong.
 pub const VAL_PAIRS: &str = "val_pairs.jsonl";
 
@@ -140,7 +137,7 @@ struct ValPair<'a> {
 impl Stage for Reward {
     type Params = Params;
     const KIND: &'static str = "reward";
-    /// 2: the chat template's content prefix.
+    /// Why each bump: docs/kind-versions.md.
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
     const INPUTS: Inputs = Inputs::Fixed(&[
@@ -229,37 +226,6 @@ pub(crate) struct DataCounts {
     pub too_long: usize,
     /// Rankings with no pair left (all tied, or their responses too long).
     pub no_pairs: usize,
-}
-
-/// The conversation a response is scored as (what `sft` trains on).
-pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
-    [
-        Message { role: Role::User, content: prompt.to_string() },
-        Message { role: Role::Assistant, content: response.to_string() },
-    ]
-}
-
-/// The tokens of `prompt` + `response` as scored, and where the answer starts in them (its
-/// first assistant token: after the prompt and the assistant header).
-fn tokens(
-    tok: &ChatTokenizer,
-    prompt: &str,
-    response: &str,
-) -> Result<(Vec<u32>, usize), ModelError> {
-    let e = tok.encode(&conversation(prompt, response), false)?;
-    let start = e.assistant.iter().position(|&a| a).unwrap_or(e.ids.len());
-    Ok((e.ids, start))
-}
-
-/// [`tokens`], or `None` when longer than `max_len`.
-pub fn encode(
-    tok: &ChatTokenizer,
-    prompt: &str,
-    response: &str,
-    max_len: usize,
-) -> Result<Option<(Vec<u32>, usize)>, ModelError> {
-    let (ids, start) = tokens(tok, prompt, response)?;
-    Ok((ids.len() <= max_len).then_some((ids, start)))
 }
 
 /// A ranking as an [`Example`] (responses that do not fit `max_len` left out, counted in
@@ -371,91 +337,6 @@ impl PairStats {
     }
 }
 
-/// The model being trained: backbone and head (PPO's critic and scorer too).
-pub(crate) struct RewardModel {
-    pub gpt: Gpt,
-    pub head: ScalarHead,
-    /// The answer's likelihood term of the score, if any.
-    pub likelihood: Option<Likelihood>,
-}
-
-/// `weight · mean log p(answer)`, the answer being a row's tokens from its start (given)
-/// up to and including its closing `<|im_end|>`.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Likelihood {
-    pub weight: f64,
-    im_end: u32,
-}
-
-impl Likelihood {
-    /// The term with `weight` (the answers closed by `im_end`), or `None` for weight 0.
-    pub(crate) fn new(weight: f64, im_end: u32) -> Option<Likelihood> {
-        (weight != 0.0).then_some(Likelihood { weight, im_end })
-    }
-
-    /// The answer's tokens in `row`, which starts at `start`: `start..=end`, `end` the last
-    /// `<|im_end|>` (the one that closes the answer; an answer may hold special tokens).
-    fn span(&self, row: &[u32], start: usize) -> Result<(usize, usize), ModelError> {
-        match row.iter().rposition(|&t| t == self.im_end) {
-            Some(end) if start >= 1 && end >= start => Ok((start, end)),
-            _ => Err(ModelError::Invalid(
-                "a scored row has no assistant answer closed by `<|im_end|>`".into(),
-            )),
-        }
-    }
-}
-
-impl RewardModel {
-    /// The scores (N) of `rows`, right-padded with `pad` into one batch; row `i`'s answer
-    /// starts at `starts[i]` ([`answer_start`]; read by the likelihood term only).
-    pub(crate) fn scores(
-        &self,
-        rows: &[&Vec<u32>],
-        starts: &[usize],
-        pad: u32,
-        drop: &mut Dropout,
-    ) -> Result<Tensor, ModelError> {
-        let t = rows.iter().map(|r| r.len()).max().unwrap_or(1);
-        let mut x = Vec::with_capacity(rows.len() * t);
-        for r in rows {
-            x.extend_from_slice(r);
-            x.extend(std::iter::repeat_n(pad, t - r.len()));
-        }
-        let n = rows.len();
-        let x = Tensor::from_vec(x, (n, t), &Device::Cpu)?;
-        let last: Vec<usize> = rows.iter().map(|r| r.len() - 1).collect();
-        let hidden = self.gpt.hidden(&x, drop)?;
-        let head = self.head.at(&hidden, &last)?;
-        let Some(l) = &self.likelihood else { return Ok(head) };
-        if starts.len() != n {
-            return Err(ModelError::Invalid(format!(
-                "{} answer starts for {n} rows",
-                starts.len()
-            )));
-        }
-        // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
-        // start - 1..end, each weighted 1/(its count) so that a row's weights sum to 1.
-        let mut targets = vec![pad; n * t];
-        let mut weights = vec![0f32; n * t];
-        for (b, r) in rows.iter().enumerate() {
-            let (start, end) = l.span(r, starts[b])?;
-            let w = 1.0 / (end + 1 - start) as f32;
-            for i in start - 1..end {
-                targets[b * t + i] = r[i + 1];
-                weights[b * t + i] = w;
-            }
-        }
-        let logits = self.gpt.lm_head(&hidden.reshape((n * t, ()))?)?;
-        let lp = crate::model::ops::token_log_probs(
-            &logits,
-            &Tensor::from_vec(targets, n * t, &Device::Cpu)?,
-        )?;
-        let mean =
-            (lp * Tensor::from_vec(weights, n * t, &Device::Cpu)?)?.reshape((n, t))?.sum(1)?;
-        Ok((head + (mean * l.weight)?)?)
-    }
-}
-
 /// The scores of every row of `examples`, in order, without dropout.
 fn scores_of(model: &RewardModel, examples: &[Example], pad: u32) -> Result<Vec<f32>, ModelError> {
     let rows: Vec<&Vec<u32>> = examples.iter().flat_map(|e| &e.rows).collect();
@@ -485,7 +366,7 @@ fn gather<'e>(examples: &[&'e Example]) -> Batch<'e> {
 }
 
 /// The pairwise loss on the rankings, in shuffled epochs of prompts.
-struct Objective<'a> {
+struct PairLoss<'a> {
     p: &'a Params,
     model: RewardModel,
     train: Vec<Example>,
@@ -504,7 +385,7 @@ struct EvalLine {
     val_rejected: f64,
 }
 
-impl training::Objective for Objective<'_> {
+impl training::Objective for PairLoss<'_> {
     /// The held-out pairs' statistics (none without held-out prompts).
     type Eval = Option<PairStats>;
 
@@ -660,7 +541,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let mut trainer = Trainer::new(cx, groups, training::fingerprint::<Reward>(p, cx, &cfg))?;
     let order = EpochOrder::new(cx.seed, train_set.len());
     let likelihood = Likelihood::new(p.likelihood, tok.im_end);
-    let mut objective = Objective {
+    let mut objective = PairLoss {
         p,
         model: RewardModel { gpt: loaded.model, head, likelihood },
         train: train_set,
@@ -715,7 +596,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let params: Vec<(String, Tensor)> =
         backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
     export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end), p.likelihood)?;
-    crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
+    chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))?;
@@ -725,70 +606,6 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         REWARD_JSON,
         &(serde_json::to_string_pretty(&reward_json).expect("plain data") + "\n"),
     )
-}
-
-/// A reward model loaded for scoring (`hone score`, and PPO).
-pub struct Scorer {
-    model: RewardModel,
-    tok: ChatTokenizer,
-    pad: u32,
-    block_size: usize,
-}
-
-/// Why a text could not be scored.
-#[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(
-        "the answer is empty: a reward model scores an answer to the prompt\n   = help: give the answer to score"
-    )]
-    EmptyAnswer,
-    #[error(
-        "the prompt and answer take {tokens} tokens, more than the reward model's {block_size}\n   = help: score a shorter answer"
-    )]
-    TooLong { tokens: usize, block_size: usize },
-}
-
-impl Scorer {
-    /// Loads a reward model directory (a `reward` stage's output).
-    pub fn load(dir: &Path) -> Result<Scorer, ModelError> {
-        let r = export::load_reward(dir, DType::F32)?;
-        let tok_path = dir.join(export::TOKENIZER);
-        if !tok_path.exists() {
-            return Err(ModelError::format(
-                dir,
-                format!("no `{}` beside the reward model", export::TOKENIZER),
-            ));
-        }
-        let tok = ChatTokenizer::from_file(&tok_path, r.backbone.config.vocab_size)?;
-        let block_size = r.backbone.config.block_size;
-        let likelihood = Likelihood::new(r.likelihood, tok.im_end);
-        Ok(Scorer {
-            model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
-            tok,
-            pad: r.pad_token_id,
-            block_size,
-        })
-    }
-
-    /// The raw reward of `answer` to `prompt`.
-    pub fn score(&self, prompt: &str, answer: &str) -> Result<f64, ScoreError> {
-        if answer.trim().is_empty() {
-            return Err(ScoreError::EmptyAnswer);
-        }
-        let (ids, start) = tokens(&self.tok, prompt, answer)?;
-        if ids.len() > self.block_size {
-            return Err(ScoreError::TooLong { tokens: ids.len(), block_size: self.block_size });
-        }
-        let s = self.model.scores(&[&ids], &[start], self.pad, &mut Dropout::off())?;
-        Ok(f64::from(s.to_vec1::<f32>().map_err(ModelError::from)?[0]))
-    }
-}
-
-/// σ(r): the probability-like score in (0, 1).
-pub fn sigmoid(r: f64) -> f64 {
-    1.0 / (1.0 + (-r).exp())
 }
 
 #[cfg(test)]

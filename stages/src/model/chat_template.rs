@@ -22,8 +22,11 @@
 
 use std::path::Path;
 
+use hone_engine::stage::StageError;
+
 use crate::data::formats::{Message, Role};
 use crate::model::ModelError;
+use crate::model::export;
 
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 pub const IM_START: &str = "<|im_start|>";
@@ -40,6 +43,29 @@ pub const CONTENT_PREFIX: &str = " ";
 
 /// ChatML as a HuggingFace `chat_template` (Jinja).
 pub const JINJA: &str = r"{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n ' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// `tokenizer.json` and a `tokenizer_config.json` with the chat template, so that
+/// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML.
+pub fn write_tokenizer(
+    dir: &Path,
+    tokenizer_json: &Path,
+    block_size: usize,
+) -> Result<(), StageError> {
+    std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER))
+        .map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
+    let cfg = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": false,
+        "bos_token": END_OF_TEXT,
+        "eos_token": IM_END,
+        "pad_token": END_OF_TEXT,
+        "chat_template": JINJA,
+    });
+    let text = serde_json::to_string_pretty(&cfg).expect("plain data") + "\n";
+    std::fs::write(dir.join(export::TOKENIZER_CONFIG), text)
+        .map_err(StageError::io(format!("cannot write `{}`", export::TOKENIZER_CONFIG)))
+}
 
 pub fn role_name(r: Role) -> &'static str {
     match r {

@@ -6,7 +6,7 @@
 //! Adding a kind is one line in [`GOLDEN`]: its stage (inputs from the stages above it), its
 //! `VERSION`, and the digest (run the test: the failure prints it).
 
-use crate::test_support::{self, quiet};
+use crate::testing::support::{self, quiet};
 use hone_engine::spec;
 
 /// `(stage YAML, kind VERSION when pinned, output digest)`, in dependency order. The inputs
@@ -113,14 +113,14 @@ fn every_kind_has_a_golden_digest_that_changes_only_with_its_version() {
         &[],
     )
     .unwrap();
-    let (summary, _) = test_support::run(dir.path(), &p, quiet);
+    let (summary, _) = support::run(dir.path(), &p, quiet);
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);
 
     let mut problems = Vec::new();
     for (stage, version, digest) in GOLDEN {
         let id = stage.split(':').next().expect("a stage line starts with its id");
         let s = &p.stages[p.index_of(id).expect("the stage is in the pipeline")];
-        let got = test_support::output_digest(dir.path(), &p, &s.id);
+        let got = support::output_digest(dir.path(), &p, &s.id);
         let kind = s.kind.kind();
         if s.kind.version() != *version {
             problems.push(format!(

@@ -7,65 +7,9 @@
 //!   with: { rollouts: 64, batch_size: 16, epochs: 4, steps: 640, lr: 3e-5 }
 //! ```
 //!
-//! **Models.** The policy starts as the `model` input (the SFT model) and is trained; a frozen
-//! copy of it is the reference. The value function is a separate critic, the reward model's
-//! backbone and score head read at every position, trained with its own learning rate
-//! (`value_lr`): InstructGPT initialises the value function from the reward model, and TRL
-//! and the summarize-from-feedback reproduction keep it a separate network. Chosen over a value
-//! head on the policy's backbone because the value loss then never pulls on the policy's
-//! features (no `vf_coef` trade-off between the two), the critic starts out predicting the
-//! score it will be trained toward, and it matches TRL, so the speed comparison is like for
-//! like. Dropout is off in all four models.
-//!
-//! **An iteration** takes `epochs × rollouts / batch_size` optimizer steps (`steps` must be a
-//! whole number of iterations), in CleanRL's order:
-//! 1. *Rollout*: `rollouts` training prompts (seeded epochs over the `train` split) are answered
-//!    by the policy with the batched, KV-cached sampler at `temperature` (no top-k/top-p, so
-//!    the sampled distribution is the one the log-probs score), at most `max_new_tokens`
-//!    tokens, stopping at `<|im_end|>`; each token's log-prob comes with it.
-//! 2. *Scoring*: the reward model scores each prompt and answer as `hone score` does (the
-//!    ChatML conversation, the head at its last token; the sampled tokens themselves when the
-//!    answer's text re-encodes longer than the context); `score` makes it `raw`, `sigmoid`
-//!    (σ(r), in (0, 1)) or `normalized` (centred and scaled by the reward model's own
-//!    statistics on the SFT model's answers, `reward.json`); `score_clip` clips it; an answer
-//!    that never ends loses `missing_eos_penalty`. The reference's log-probs of the answer
-//!    give the per-token KL (`kl_estimator` k1 or k3), the critic the values.
-//! 3. *Advantages*: per-token reward −β·KLₜ plus the score on the last token (optionally
-//!    whitened, `whiten_rewards`), GAE (`gamma`, `lam`), advantages whitened over the batch.
-//! 4. *Update*: `epochs` passes over the answers in seeded minibatches of `batch_size`: the
-//!    clipped surrogate (`clip`), `vf_coef` × the clipped value loss (`value_clip`), minus
-//!    `entropy_coef` × the entropy; the shared trainer clips the gradient norm (`grad_clip`)
-//!    and steps AdamW (policy group `lr`, critic group `value_lr`). A minibatch is computed
-//!    in two runs of rows sorted by length, each padded to its own longest ([`length_groups`]),
-//!    and the policy's and the critic's losses are differentiated side by side.
-//! 5. *β*: fixed (`kl_coef`), or adapted toward `kl_target` nats per answer over `kl_horizon`
-//!    answers (Ziegler et al.).
-//!
-//! The arithmetic is in [`math`], each piece tested by hand.
-//!
-//! **Logged** in metrics.jsonl under TRL's names, each iteration: `objective/scores`,
-//! `objective/kl`, `objective/entropy`, `objective/non_score_reward`, `objective/rlhf_reward`,
-//! `beta`, `answer_length`, `val/finished` (share of answers that ended), `val/explained_var`
-//! (on the iteration's first step); `policy/approxkl_avg`, `policy/clipfrac_avg`,
-//! `loss/policy_avg`, `loss/value_avg`, `val/clipfrac_avg`, `policy/entropy_avg`, `val/ratio`
-//! (on its last). Every step: `loss`, `loss/policy`, `loss/value`, `policy/approxkl`,
-//! `policy/clipfrac`. Every `eval_every` steps and at the end: `val_reward` (the mean score of
-//! greedy answers to `eval_prompts` held-out prompts, the `val` split: scaled by `score` and
-//! clipped by `score_clip` as in training, without the KL or missing-EOS penalty) and
-//! `val_length`. The stage log has each iteration's rollout, scoring and update times
-//! (`bench/ppo_speed.sh` reads them).
-//!
-//! **Stops** with the iteration named when the KL per answer passes `max_kl` or turns
-//! non-finite, or a score or loss turns non-finite, and says what to change.
-//!
-//! **Checkpoints** hold the policy, the critic, AdamW, the KL controller and (mid-iteration) the
-//! rollout being trained on; sampling seeds and minibatch orders are functions of the
-//! iteration, so a resumed run gives the same bytes as an uninterrupted one.
-//!
-//! **Outputs** (port `model`, a chat model like `sft`'s; and `metrics`): the policy
-//! (`model.safetensors`, `config.json`, `generation_config.json`), the tokenizer with the chat
-//! template, `metrics.jsonl`, `loss.svg` and `ppo.json` (the last iteration's statistics and
-//! the final evaluation).
+//! How it works (the models, an iteration's five steps, what is logged, when it stops,
+//! checkpoints and outputs): `docs/kinds/ppo.md`. The arithmetic is in [`math`], each piece
+//! tested by hand.
 
 pub mod math;
 #[cfg(test)]
@@ -78,9 +22,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::chat_template::ChatTokenizer;
 use crate::data::corpus::{Corpus, Split};
 use crate::data::formats::{Message, Role};
+use crate::model::chat_template::ChatTokenizer;
 use crate::model::checkpoint::ObjectiveState;
 use crate::model::decoder::Decoder;
 use crate::model::export::{self, GenerationConfig};
@@ -91,7 +35,7 @@ use crate::model::rng::{Rng, Stream};
 use crate::model::sample::{self, Request, SampleOptions};
 use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
 use crate::ports;
-use crate::reward::{self, RewardModel};
+use crate::rl::reward_model::{self, RewardModel};
 use crate::training::{
     self, EpochOrder, ParamGroup, StepOut, Trainer, loss_svg, training_params, write,
 };
@@ -257,8 +201,7 @@ impl Params {
 impl Stage for Ppo {
     type Params = Params;
     const KIND: &'static str = "ppo";
-    /// 2: rollouts from the decoder's fused multiply-adds. 3: the chat template's content prefix.
-    /// 4: update minibatches in runs of rows sorted by length; the rollout scored shortest first.
+    /// Why each bump: docs/kind-versions.md.
     const VERSION: u32 = 4;
     const ABOUT: &'static str = "optimise a chat model against a reward model with PPO (KL penalty to the frozen SFT model, GAE, clipped losses)";
     const INPUTS: Inputs = Inputs::Fixed(&[
@@ -477,7 +420,7 @@ const MB_STATS: [&str; 7] = [
 /// Times of the iteration in progress: (iteration, started, rollout s, scoring s).
 type Clock = (u64, Instant, f64, f64);
 
-struct Objective<'a> {
+struct PpoObjective<'a> {
     p: &'a Params,
     seed: u64,
     cfg: GptConfig,
@@ -627,7 +570,7 @@ fn minibatch_order(seed: u64, iteration: u64, epoch: usize, n: usize) -> Vec<usi
     order
 }
 
-impl Objective<'_> {
+impl PpoObjective<'_> {
     fn sample_options(&self, temperature: f64) -> SampleOptions {
         SampleOptions {
             temperature,
@@ -696,7 +639,8 @@ impl Objective<'_> {
                     .zip(&texts)
                     .zip(answers.iter().zip(finished))
                     .map(|((p, t), (a, &f))| {
-                        let ids = self.tok.encode(&reward::conversation(&p.text, t), false)?.ids;
+                        let ids =
+                            self.tok.encode(&reward_model::conversation(&p.text, t), false)?.ids;
                         if ids.len() <= block {
                             return Ok(ids);
                         }
@@ -739,7 +683,7 @@ impl Objective<'_> {
     fn scale(&self, r: f64) -> f64 {
         let s = match (self.p.score, &self.scorer) {
             (ScoreScale::Raw, _) | (_, Scorer::Contains(_)) => r,
-            (ScoreScale::Sigmoid, _) => reward::sigmoid(r),
+            (ScoreScale::Sigmoid, _) => reward_model::sigmoid(r),
             (ScoreScale::Normalized, Scorer::Model { norm: (mean, std), .. }) => (r - mean) / std,
         };
         match self.p.score_clip {
@@ -1016,7 +960,7 @@ impl Objective<'_> {
     }
 
     /// Greedy answers to the first `eval_prompts` held-out prompts: their mean score (as
-    /// [`Objective::scores`] gives it) and length.
+    /// [`PpoObjective::scores`] gives it) and length.
     fn held_out(&self, cancelled: &dyn Fn() -> bool) -> Result<Option<(f64, f64)>, StageError> {
         let k = self.p.eval_prompts.min(self.val.len());
         if k == 0 {
@@ -1042,7 +986,7 @@ struct EvalLine {
     val_length: f64,
 }
 
-impl training::Objective for Objective<'_> {
+impl training::Objective for PpoObjective<'_> {
     /// The held-out mean score and answer length.
     type Eval = Option<(f64, f64)>;
 
@@ -1290,7 +1234,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             let r = export::load_reward(dir, DType::F32).map_err(in_reward)?;
             let norm =
                 if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
-            let likelihood = reward::Likelihood::new(r.likelihood, tok.im_end);
+            let likelihood = reward_model::Likelihood::new(r.likelihood, tok.im_end);
             let scorer = Scorer::Model {
                 model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
                 pad: r.pad_token_id,
@@ -1344,7 +1288,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         None => KlControl::Fixed { beta: p.kl_coef },
     };
     let n_train = train_prompts.len();
-    let mut objective = Objective {
+    let mut objective = PpoObjective {
         p,
         seed: cx.seed,
         cfg: cfg.clone(),
@@ -1382,7 +1326,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         ..GenerationConfig::defaults(Some(objective.tok.im_end))
     };
     export::save(out, &cfg, &objective.policy_params.snapshot(), &generation)?;
-    crate::sft::write_tokenizer(out, &tok_path, cfg.block_size)?;
+    crate::model::chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     let summary = serde_json::json!({
@@ -1399,7 +1343,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
 /// The reward model's mean and standard deviation on the SFT model's answers (`reward.json`).
 fn reference_stats(dir: &Path) -> Result<(f64, f64), StageError> {
-    let path = dir.join(reward::REWARD_JSON);
+    let path = dir.join(reward_model::REWARD_JSON);
     let text = std::fs::read_to_string(&path).map_err(StageError::io(format!(
         "input `reward`: `score: normalized` needs `{}`",
         path.display()

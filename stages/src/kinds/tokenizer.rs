@@ -82,12 +82,8 @@ pub struct Params {
     pub vocab_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_frequency: Option<u64>,
-    #[serde(default = "default_special_tokens")]
+    #[serde(default = "defaults::special_tokens")]
     pub special_tokens: Vec<String>,
-}
-
-fn default_special_tokens() -> Vec<String> {
-    REQUIRED_SPECIALS.iter().map(|s| s.to_string()).collect()
 }
 
 impl Stage for Tokenizer {
@@ -489,13 +485,22 @@ fn write_id(out: &mut impl Write, id: u32, dtype: Dtype) -> std::io::Result<()> 
     }
 }
 
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    use super::REQUIRED_SPECIALS;
+
+    pub fn special_tokens() -> Vec<String> {
+        REQUIRED_SPECIALS.iter().map(|s| s.to_string()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::model::shards::read_shard;
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::test_support::{self, quiet};
+    use crate::testing::support::{self, quiet};
     use crate::tinyworld::rng::Rng;
 
     fn no_progress(_: u64, _: Option<u64>, _: &str) {}
@@ -505,7 +510,7 @@ mod tests {
     const QUIET: Hooks<'static> = Hooks { progress: &no_progress, cancelled: &never };
 
     fn params(kind: Kind, vocab_size: Option<usize>) -> Params {
-        Params { kind, vocab_size, min_frequency: None, special_tokens: default_special_tokens() }
+        Params { kind, vocab_size, min_frequency: None, special_tokens: defaults::special_tokens() }
     }
 
     fn write_corpus(dir: &Path, train: &[Value], val: &[Value]) {
@@ -906,12 +911,12 @@ stages:
     #[test]
     fn runs_through_the_engine_and_is_cached_on_rerun() {
         let dir = tempfile::tempdir().unwrap();
-        let p = test_support::load(dir.path(), PIPELINE).unwrap();
-        let (summary, events) = test_support::run(dir.path(), &p, quiet);
+        let p = support::load(dir.path(), PIPELINE).unwrap();
+        let (summary, events) = support::run(dir.path(), &p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
 
         for (stage, kind) in [("tok", "bpe"), ("chars", "char")] {
-            let artifact = test_support::output(dir.path(), &p, stage);
+            let artifact = support::output(dir.path(), &p, stage);
             let meta: ShardMeta =
                 serde_json::from_slice(&std::fs::read(artifact.join("meta.json")).unwrap())
                     .unwrap();
@@ -925,13 +930,13 @@ stages:
             let val = read_shard(&artifact.join("val.bin"), meta.dtype).unwrap();
             assert_eq!(tok.decode(&val, false).unwrap(), "a cat and a dog<|endoftext|>");
         }
-        let finished = test_support::finished_metrics(&events, "tok");
+        let finished = support::finished_metrics(&events, "tok");
         // Two short documents run out of pairs to merge before 280.
         let v = finished["vocab_size"].as_u64().unwrap();
         assert!(v > 259 && v < 280, "vocab_size {v}");
         assert_eq!(finished["train_documents"], 2);
 
-        let (again, _) = test_support::run(dir.path(), &p, quiet);
+        let (again, _) = support::run(dir.path(), &p, quiet);
         assert!(again.ran.is_empty(), "a rerun with nothing changed ran {:?}", again.ran);
         assert_eq!(again.cached.len(), 3);
     }
@@ -942,7 +947,7 @@ stages:
             "inputs: { corpus: corpus }\n    with: { kind: char }",
             "inputs: { corpus: tok }\n    with: { kind: char, vocab_size: 10 }",
         );
-        let Err(e) = test_support::load(Path::new("."), &bad) else {
+        let Err(e) = support::load(Path::new("."), &bad) else {
             panic!("a tokenizer fed from a tokenizer was accepted")
         };
         assert!(e.contains("tokenizer") && e.contains("corpus"), "{e}");

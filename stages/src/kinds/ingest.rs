@@ -65,15 +65,11 @@ pub struct Params {
     #[serde(default)]
     pub on_error: OnError,
     /// Fraction of records that go to `val.jsonl`.
-    #[serde(default = "default_val_fraction")]
+    #[serde(default = "defaults::val_fraction")]
     pub val_fraction: f64,
     /// Written beside `with:` in the pipeline (see `STAGE_KEYS`).
     #[serde(default)]
     pub filters: Vec<FilterSpec>,
-}
-
-fn default_val_fraction() -> f64 {
-    0.1
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -645,13 +641,20 @@ impl<'a> Job<'a> {
     }
 }
 
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    pub fn val_fraction() -> f64 {
+        0.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hone_engine::events::Event;
     use hone_engine::exec::RunSummary;
 
-    use crate::test_support::{self, quiet, workspace};
+    use crate::testing::support::{self, quiet, workspace};
 
     struct Ran {
         pipeline: hone_engine::spec::Pipeline,
@@ -661,8 +664,8 @@ mod tests {
 
     /// Loads and runs `yaml` in `dir`; a load error as `hone` prints it.
     fn run_pipeline(dir: &Path, yaml: &str) -> Result<Ran, String> {
-        let pipeline = test_support::load(dir, yaml)?;
-        let (summary, events) = test_support::run(dir, &pipeline, quiet);
+        let pipeline = support::load(dir, yaml)?;
+        let (summary, events) = support::run(dir, &pipeline, quiet);
         Ok(Ran { pipeline, summary, events })
     }
 
@@ -704,7 +707,7 @@ mod tests {
         );
         let r = run_pipeline(dir.path(), &yaml).unwrap();
         assert_eq!(r.summary.ran, vec!["corpus"], "{}", failure(&r));
-        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
+        let out = support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         let val = lines(&out.join("val.jsonl"));
         assert_eq!(
@@ -729,7 +732,7 @@ mod tests {
         assert_eq!(meta["filters"][1]["reasons"]["too-few-words"], 1);
         assert_eq!(meta["sources"][0]["source"], "data/a.jsonl");
         // The per-filter counts are metrics, which `hone run` prints.
-        let metrics = test_support::finished_metrics(&r.events, "corpus");
+        let metrics = support::finished_metrics(&r.events, "corpus");
         assert_eq!(metrics["filter.dedup-exact"]["dropped"], 1);
         assert_eq!(metrics["train"], train.len() as u64);
 
@@ -756,7 +759,7 @@ mod tests {
                 .replace("seed: 3", &format!("seed: {seed}"));
             let r = run_pipeline(dir.path(), &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
-            let out = test_support::output(dir.path(), &r.pipeline, "corpus");
+            let out = support::output(dir.path(), &r.pipeline, "corpus");
             let mut val: Vec<String> = lines(&out.join("val.jsonl"))
                 .iter()
                 .map(|v| v["text"].as_str().unwrap().to_string())
@@ -785,7 +788,7 @@ mod tests {
         let artifact = |dir: &Path| {
             let r = run_pipeline(dir, &yaml).unwrap();
             assert!(r.summary.ok(), "{}", failure(&r));
-            test_support::output_digest(dir, &r.pipeline, "corpus")
+            support::output_digest(dir, &r.pipeline, "corpus")
         };
         let (a, b) = (workspace(files), workspace(files));
         assert_eq!(artifact(a.path()), artifact(b.path()));
@@ -806,7 +809,7 @@ mod tests {
         )
         .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
+        let out = support::output(dir.path(), &r.pipeline, "corpus");
         assert_eq!(lines(&out.join("train.jsonl")).len(), 2);
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
@@ -838,7 +841,7 @@ mod tests {
         )
         .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
+        let out = support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         assert_eq!(
             train[0]["messages"][1],
@@ -867,7 +870,7 @@ mod tests {
         let r = run_pipeline(dir.path(), &pipeline("{ source: c.jsonl, val_fraction: 0 }", redact))
             .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let out = test_support::output(dir.path(), &r.pipeline, "corpus");
+        let out = support::output(dir.path(), &r.pipeline, "corpus");
         let train = lines(&out.join("train.jsonl"));
         assert_eq!(train.len(), 1);
         assert_eq!(train[0]["messages"][0]["content"], "hello");
@@ -885,8 +888,7 @@ mod tests {
         )
         .unwrap();
         assert!(r.summary.ok(), "{}", failure(&r));
-        let train =
-            lines(&test_support::output(dir.path(), &r.pipeline, "corpus").join("train.jsonl"));
+        let train = lines(&support::output(dir.path(), &r.pipeline, "corpus").join("train.jsonl"));
         assert_eq!(train.len(), 20);
         assert_eq!(train[2]["text"], "Number 2 of seed 3.");
     }

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Every conversation of the corpus (`messages`, or `prompt`/`completion`, as `ingest`
-//! normalises them) is rendered with the shared template ([`crate::chat_template`]) and
+//! normalises them) is rendered with the shared template ([`crate::model::chat_template`]) and
 //! tokenized with the model's own tokenizer. The loss is the next-token cross-entropy on the
 //! assistant tokens only (each assistant message and its closing `<|im_end|>`), or on every
 //! token with `loss: all`.
@@ -46,9 +46,9 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::chat_template::{self, ChatTokenizer, Encoded};
 use crate::data::corpus::{Corpus, Split};
 use crate::data::formats::{Message, Role};
+use crate::model::chat_template::{self, ChatTokenizer, Encoded};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::{self, Dropout};
 use crate::model::rng::Rng;
@@ -128,7 +128,7 @@ const EXAMPLES: usize = 5;
 impl Stage for Sft {
     type Params = Params;
     const KIND: &'static str = "sft";
-    /// 2: a space between each message's role line and content (`chat_template::CONTENT_PREFIX`).
+    /// Why each bump: docs/kind-versions.md.
     const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
@@ -357,7 +357,7 @@ struct EvalLine {
 }
 
 /// Masked next-token loss on the conversation rows, in shuffled epochs.
-struct Objective<'a> {
+struct AssistantLoss<'a> {
     p: &'a Params,
     model: Gpt,
     train: Vec<Row>,
@@ -423,7 +423,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         vec![common.group("model", params.vars())],
         training::fingerprint::<Sft>(p, cx, &cfg),
     )?;
-    let mut objective = Objective {
+    let mut objective = AssistantLoss {
         p,
         model: loaded.model,
         order: EpochOrder::new(cx.seed, train_rows.len()),
@@ -451,13 +451,13 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         ..GenerationConfig::defaults(Some(tok.im_end))
     };
     export::save(out, &cfg, &params.snapshot(), &generation)?;
-    write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
+    chat_template::write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;
     write(out, "data.json", &(serde_json::to_string_pretty(&data_json).expect("plain data") + "\n"))
 }
 
-impl training::Objective for Objective<'_> {
+impl training::Objective for AssistantLoss<'_> {
     /// Validation loss and token accuracy.
     type Eval = (f64, f64);
 
@@ -526,31 +526,6 @@ impl training::Objective for Objective<'_> {
             .expect("finite numbers serialise");
         Ok((Some(line), (val_loss, val_accuracy)))
     }
-}
-
-/// `tokenizer.json` and a `tokenizer_config.json` with the chat template, so that
-/// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML.
-pub fn write_tokenizer(
-    dir: &Path,
-    tokenizer_json: &Path,
-    block_size: usize,
-) -> Result<(), StageError> {
-    std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER))
-        .map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
-    let cfg = serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": block_size,
-        "clean_up_tokenization_spaces": false,
-        "bos_token": chat_template::END_OF_TEXT,
-        "eos_token": chat_template::IM_END,
-        "pad_token": chat_template::END_OF_TEXT,
-        "chat_template": chat_template::JINJA,
-    });
-    write(
-        dir,
-        export::TOKENIZER_CONFIG,
-        &(serde_json::to_string_pretty(&cfg).expect("plain data") + "\n"),
-    )
 }
 
 #[cfg(test)]

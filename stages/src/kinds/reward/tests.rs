@@ -1,7 +1,7 @@
 //! Tests of the `reward` stage: the loss by hand, and through the engine on a tiny
 //! character-level model that must learn which answers hold a keyword.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hone_engine::events::Event;
@@ -9,10 +9,11 @@ use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
-use crate::chat_template::test_tokenizer;
-use crate::model::GptConfig;
+use crate::model::chat_template::test_tokenizer;
 use crate::model::export::GenerationConfig;
-use crate::test_support::{self, quiet};
+use crate::model::{Gpt, GptConfig};
+use crate::rl::reward_model::{ScoreError, Scorer, conversation, sigmoid};
+use crate::testing::support::{self, quiet};
 
 /// The answers that hold it are better than those that do not.
 const KEYWORD: &str = "ok";
@@ -90,11 +91,11 @@ impl Bench {
         p: &spec::Pipeline,
         on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
     ) -> (RunSummary, Vec<Event>) {
-        test_support::run(self.dir.path(), p, on_event)
+        support::run(self.dir.path(), p, on_event)
     }
 
     fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        test_support::output(self.dir.path(), p, "reward")
+        support::output(self.dir.path(), p, "reward")
     }
 }
 
@@ -251,7 +252,7 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
         data["train_pairs"].as_u64().unwrap() + data["val_pairs"].as_u64().unwrap(),
         24 * 3 + 24 * 4
     );
-    let finished = test_support::finished_metrics(&events, "reward");
+    let finished = support::finished_metrics(&events, "reward");
     assert_eq!(finished["val_accuracy"].as_f64(), Some(evals[3]));
     // val_pairs.jsonl: each held-out pair with its scores, as `Scorer` gives them; the share
     // ranked right is the final val_accuracy.

@@ -9,8 +9,8 @@ use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
-use crate::chat_template::test_tokenizer;
-use crate::test_support::{self, quiet};
+use crate::model::chat_template::test_tokenizer;
+use crate::testing::support::{self, quiet};
 
 /// A workspace with a tiny untrained chat model in `sft/` and prompt records in `prompts/`,
 /// copied in by `command` stages.
@@ -41,8 +41,12 @@ impl Bench {
         let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
         export::save(&sft, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(tok.im_end)))
             .unwrap();
-        crate::sft::write_tokenizer(&sft, &dir.path().join("tokenizer.json"), cfg.block_size)
-            .unwrap();
+        crate::model::chat_template::write_tokenizer(
+            &sft,
+            &dir.path().join("tokenizer.json"),
+            cfg.block_size,
+        )
+        .unwrap();
         let prompts = dir.path().join("prompts");
         std::fs::create_dir_all(&prompts).unwrap();
         let lines = |qs: &[&str]| {
@@ -106,11 +110,11 @@ impl Bench {
         p: &spec::Pipeline,
         on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
     ) -> (RunSummary, Vec<Event>) {
-        test_support::run(self.dir.path(), p, on_event)
+        support::run(self.dir.path(), p, on_event)
     }
 
     fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        test_support::output(self.dir.path(), p, "ppo")
+        support::output(self.dir.path(), p, "ppo")
     }
 }
 
@@ -262,7 +266,7 @@ fn one_thread_or_two_give_the_same_bytes() {
         ));
         let (summary, _) = b.run(&p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
-        let out = test_support::output(b.dir.path(), &p, "ppo");
+        let out = support::output(b.dir.path(), &p, "ppo");
         ["model.safetensors", "metrics.jsonl", "ppo.json"]
             .map(|f| std::fs::read(out.join(f)).unwrap())
     };

@@ -37,7 +37,7 @@ use serde_json::json;
 
 use crate::data::candidates::{self, Candidates};
 use crate::data::formats::{Message, Role};
-use crate::evaluate::{Prompt, Split, read_prompts};
+use crate::data::prompts::{Prompt, Splits, read_prompts};
 use crate::model::chat::ChatModel;
 use crate::model::sample::{Observer, Request, SampleOptions, Sampled, row_seed, sample_batch};
 use crate::ports;
@@ -48,52 +48,35 @@ pub struct Sample;
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Responses per prompt.
-    #[serde(default = "d_k")]
+    #[serde(default = "defaults::k")]
     pub k: usize,
-    #[serde(default = "d_one")]
+    #[serde(default = "defaults::one")]
     pub temperature: f64,
     /// 0 keeps every token.
     #[serde(default)]
     pub top_k: usize,
-    #[serde(default = "d_one")]
+    #[serde(default = "defaults::one")]
     pub top_p: f64,
-    #[serde(default = "d_max_new_tokens")]
+    #[serde(default = "defaults::max_new_tokens")]
     pub max_new_tokens: usize,
     /// Which part of the prompt corpus to answer.
-    #[serde(default = "d_split")]
-    pub split: Split,
+    #[serde(default = "defaults::split")]
+    pub split: Splits,
     /// At most this many prompts (the first ones); 0: all.
     #[serde(default)]
     pub limit: usize,
     /// Sequences sampled together in one step.
-    #[serde(default = "d_batch_size")]
+    #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
     /// Worker threads; 0 uses them all.
     #[serde(default)]
     pub threads: usize,
 }
 
-fn d_k() -> usize {
-    4
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_max_new_tokens() -> usize {
-    48
-}
-fn d_split() -> Split {
-    Split::Train
-}
-fn d_batch_size() -> usize {
-    64
-}
-
 impl Stage for Sample {
     type Params = Params;
     const KIND: &'static str = "sample";
-    /// 2: the decoder sums with fused multiply-adds (other last bits of the logits).
-    /// 3: the chat template's content prefix.
+    /// Why each bump: docs/kind-versions.md.
     const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "K responses per prompt from a chat model (batched, seeded), for ranking";
@@ -245,7 +228,7 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             "input `model` is not a chat model (its tokenizer_config.json has no chat_template)\n   = help: wire `model` to an `sft` stage: responses to rank come from the fine-tuned model",
         ));
     }
-    let mut prompts = read_prompts(cx.required_input("prompts")?, p.split)?;
+    let mut prompts = read_prompts(cx.required_input("prompts")?, p.split, Sample::KIND)?;
     if p.limit > 0 {
         prompts.truncate(p.limit);
     }
@@ -387,13 +370,38 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     Ok(())
 }
 
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    use crate::data::prompts::Splits;
+
+    pub fn batch_size() -> usize {
+        64
+    }
+
+    pub fn k() -> usize {
+        4
+    }
+
+    pub fn max_new_tokens() -> usize {
+        48
+    }
+
+    pub fn one() -> f64 {
+        1.0
+    }
+
+    pub fn split() -> Splits {
+        Splits::Train
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat_template::{JINJA, test_tokenizer};
+    use crate::model::chat_template::{JINJA, test_tokenizer};
     use crate::model::export::{self, GenerationConfig};
     use crate::model::{Gpt, GptConfig, ParamStore};
-    use crate::test_support::{self, quiet};
+    use crate::testing::support::{self, quiet};
     use candle_core::{DType, Device};
     use hone_engine::events::Event;
     use hone_engine::spec;
@@ -469,7 +477,7 @@ mod tests {
         }
 
         fn output(&self, with: &str) -> (String, Value) {
-            let out = test_support::output(self.dir.path(), &self.pipeline(with), "sample");
+            let out = support::output(self.dir.path(), &self.pipeline(with), "sample");
             let meta =
                 serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap())
                     .unwrap();
@@ -481,10 +489,10 @@ mod tests {
     fn k_responses_per_prompt_the_same_for_any_batch_size_and_thread_count() {
         let ws = Ws::new(true);
         let (s, events) =
-            test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 2, threads: 1"), quiet);
+            support::run(ws.dir.path(), &ws.pipeline("batch_size: 2, threads: 1"), quiet);
         assert!(s.ok(), "{s:?}");
         let (text, meta) = ws.output("batch_size: 2, threads: 1");
-        let c = candidates::read_dir(&test_support::output(
+        let c = candidates::read_dir(&support::output(
             ws.dir.path(),
             &ws.pipeline("batch_size: 2, threads: 1"),
             "sample",
@@ -524,8 +532,7 @@ mod tests {
             .count();
         assert_eq!(progress, 4, "one progress event per prompt");
         // Another batch size and thread count: the same bytes.
-        let (s, _) =
-            test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 64, threads: 2"), quiet);
+        let (s, _) = support::run(ws.dir.path(), &ws.pipeline("batch_size: 64, threads: 2"), quiet);
         assert!(s.ok(), "{s:?}");
         assert_eq!(ws.output("batch_size: 64, threads: 2").0, text);
     }
@@ -536,7 +543,7 @@ mod tests {
     fn a_stopped_run_resumes_with_the_prompts_it_had_not_finished() {
         let ws = Ws::new(true);
         let p = ws.pipeline("batch_size: 3");
-        let (s, _) = test_support::run(ws.dir.path(), &p, |e, cancel| {
+        let (s, _) = support::run(ws.dir.path(), &p, |e, cancel| {
             if matches!(e, Event::Progress { stage, .. } if stage == "sample") {
                 cancel.store(true, Ordering::SeqCst);
             }
@@ -545,7 +552,7 @@ mod tests {
             s.failed.iter().any(|(id, msg, _)| id == "sample" && msg.contains("stopped")),
             "{s:?}"
         );
-        let (s, events) = test_support::run(ws.dir.path(), &p, quiet);
+        let (s, events) = support::run(ws.dir.path(), &p, quiet);
         assert!(s.ok(), "{s:?}");
         let first = events.iter().find_map(|e| match e {
             Event::Progress { stage, done, .. } if stage == "sample" => Some(*done),
@@ -554,7 +561,7 @@ mod tests {
         assert!(first.is_some_and(|d| d >= 2), "resumed past the finished prompt: {first:?}");
         let resumed = ws.output("batch_size: 3").0;
         let fresh = Ws::new(true);
-        let (s, _) = test_support::run(fresh.dir.path(), &fresh.pipeline("batch_size: 3"), quiet);
+        let (s, _) = support::run(fresh.dir.path(), &fresh.pipeline("batch_size: 3"), quiet);
         assert!(s.ok());
         assert_eq!(resumed, fresh.output("batch_size: 3").0);
     }
@@ -562,7 +569,7 @@ mod tests {
     #[test]
     fn a_base_model_and_bad_params_are_errors() {
         let ws = Ws::new(false);
-        let (s, _) = test_support::run(ws.dir.path(), &ws.pipeline("batch_size: 2"), quiet);
+        let (s, _) = support::run(ws.dir.path(), &ws.pipeline("batch_size: 2"), quiet);
         assert!(
             s.failed
                 .iter()

@@ -180,7 +180,7 @@ struct EvalLine {
 }
 
 /// Next-token loss on random windows of the shards.
-struct Objective<'a> {
+struct NextToken<'a> {
     p: &'a Params,
     seed: u64,
     data: &'a TokenData,
@@ -221,7 +221,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     );
     cx.metric("params", cfg.n_params() as u64);
 
-    let done = trainer.run(&common.settings(), &mut Objective { p, seed: cx.seed, data, model })?;
+    let done = trainer.run(&common.settings(), &mut NextToken { p, seed: cx.seed, data, model })?;
     let (train_est, val) = done.eval;
     cx.metric("loss", done.loss);
     cx.metric("train_loss", train_est);
@@ -236,7 +236,7 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
     write(out, "loss.svg", &loss_svg(trainer.history()))
 }
 
-impl training::Objective for Objective<'_> {
+impl training::Objective for NextToken<'_> {
     /// Loss estimates on train and val.
     type Eval = (f64, f64);
 
@@ -332,7 +332,7 @@ mod tests {
     use hone_engine::spec;
 
     use crate::model::shards::{char_tokenizer, write_artifact};
-    use crate::test_support::{self, quiet};
+    use crate::testing::support::{self, quiet};
 
     /// A workspace with a tokenizer artifact in `fixture/` (made here, as the tokenizer stage
     /// would) and a pipeline that copies it in with a `command` stage and pretrains on it.
@@ -404,11 +404,11 @@ mod tests {
             p: &spec::Pipeline,
             on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
         ) -> (RunSummary, Vec<Event>) {
-            test_support::run(self.dir.path(), p, on_event)
+            support::run(self.dir.path(), p, on_event)
         }
 
         fn output(&self, p: &spec::Pipeline) -> PathBuf {
-            test_support::output(self.dir.path(), p, "base")
+            support::output(self.dir.path(), p, "base")
         }
     }
 
@@ -470,7 +470,7 @@ mod tests {
             })
             .collect();
         assert_eq!(progress, (1..=40).collect::<Vec<_>>());
-        let finished = test_support::finished_metrics(&events, "base");
+        let finished = support::finished_metrics(&events, "base");
         assert_eq!(finished["val_loss"].as_f64(), Some(evals[4]));
         // The exported model loads and continues the text.
         let mut text = String::new();

@@ -38,7 +38,7 @@
 //! it (an empty answer, which a reward model cannot score, is left out and counted).
 //!
 //! **Outputs** (port `metrics`): `report.md` (a table, one row per model, and the few-shot
-//! examples), `report.json` ([`Report`]) and `answers.jsonl` (one line per model and prompt:
+//! examples), `report.json` ([`EvalReport`]) and `answers.jsonl` (one line per model and prompt:
 //! `model`, `prompt`, `answer`, `response`, `correct`, and `reward` with a reward model).
 //! Metrics: `<name>.accuracy`, `<name>.mean_length`, `<name>.mean_reward`.
 
@@ -47,26 +47,19 @@ use std::path::Path;
 
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::data::corpus::{self, Corpus};
+use crate::data::evaluation::{EvalReport, Example, ModelRow};
 use crate::data::formats::{Message, Role};
+use crate::data::prompts::{Prompt, Splits, read_prompts};
 use crate::model::chat::ChatModel;
 use crate::model::rng::{Rng, Stream};
 use crate::model::sample::{SampleOptions, generate};
 use crate::ports;
-use crate::reward::{ScoreError, Scorer};
+use crate::rl::reward_model::{ScoreError, Scorer};
 
 pub struct Evaluate;
-
-/// Which part of the prompt corpus to answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    All,
-    Train,
-    Val,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,23 +67,23 @@ pub struct Params {
     /// A name per model, in the order of `models` (default: `model 1`, `model 2`, ...).
     #[serde(default)]
     pub names: Vec<String>,
-    #[serde(default = "d_split")]
-    pub split: Split,
+    #[serde(default = "defaults::split")]
+    pub split: Splits,
     /// Answer at most this many prompts (the first ones); 0: all.
     #[serde(default)]
     pub limit: usize,
-    #[serde(default = "d_max_new_tokens")]
+    #[serde(default = "defaults::max_new_tokens")]
     pub max_new_tokens: usize,
     /// 0: greedy.
     #[serde(default)]
     pub temperature: f64,
     #[serde(default)]
     pub top_k: usize,
-    #[serde(default = "d_top_p")]
+    #[serde(default = "defaults::top_p")]
     pub top_p: f64,
     /// Solved examples before each prompt for a base model (one without a chat template),
     /// drawn from input `shots`; 0: the bare question.
-    #[serde(default = "d_few_shot")]
+    #[serde(default = "defaults::few_shot")]
     pub few_shot: usize,
     /// Worker threads; 0 uses them all.
     #[serde(default)]
@@ -100,26 +93,10 @@ pub struct Params {
 /// Most solved examples a prompt can have.
 const MAX_FEW_SHOT: usize = 16;
 
-fn d_few_shot() -> usize {
-    3
-}
-fn d_split() -> Split {
-    Split::All
-}
-fn d_max_new_tokens() -> usize {
-    48
-}
-fn d_top_p() -> f64 {
-    1.0
-}
-
 impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = "evaluate";
-    /// 2: a base model is graded few-shot. (The optional `reward` input left it at 2: without
-    /// it the bytes are the same; with it the key differs through the input.) 3: the decoder
-    /// sums with fused multiply-adds (other last bits of the logits).
-    /// 4: the chat template's content prefix.
+    /// Why each bump: docs/kind-versions.md.
     const VERSION: u32 = 4;
     const ABOUT: &'static str =
         "answer held-out prompts with several models; compare answer accuracy and response length";
@@ -176,7 +153,7 @@ impl Stage for Evaluate {
     }
 
     fn summary(_p: &Params, out: &Path) -> Option<String> {
-        let r = Report::read(out)?;
+        let r = EvalReport::read(out)?;
         Some(format!("{} held-out prompts:\n{}", r.prompts, r.table()))
     }
 }
@@ -192,20 +169,9 @@ fn options(p: &Params, seed: u64) -> SampleOptions {
     }
 }
 
-/// One prompt to answer: its text and its checkable answer, if any.
-#[derive(Clone, Debug)]
-pub struct Prompt {
-    pub prompt: String,
-    pub answer: Option<String>,
-}
-
-/// `report.json` and its rows, one definition shared with its readers ([`crate::data::evaluation`]):
-/// a model's row of the comparison, the report, and a solved example shown to base models.
-pub use crate::data::evaluation::{EvalReport as Report, Example as Shot, ModelRow as ModelScore};
-
 /// The few-shot examples of a run, drawn by [`Shots::draw`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shots(pub Vec<Shot>);
+pub struct Shots(pub Vec<Example>);
 
 /// One line, one sentence: ends with `.`, `!` or `?` and has no other sentence end.
 fn one_sentence(s: &str) -> bool {
@@ -227,10 +193,10 @@ impl Shots {
         seed: u64,
         prompts: &[Prompt],
     ) -> Result<Shots, String> {
-        let mut eligible: Vec<Shot> = conversations
+        let mut eligible: Vec<Example> = conversations
             .iter()
             .filter_map(|(_, m)| match m.as_slice() {
-                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some(Shot {
+                [u, a] if u.role == Role::User && a.role == Role::Assistant => Some(Example {
                     question: u.content.trim().to_string(),
                     answer: a.content.trim().to_string(),
                 }),
@@ -284,7 +250,7 @@ pub fn score(
     format: &'static str,
     prompts: &[Prompt],
     responses: &[(String, usize)],
-) -> (ModelScore, Vec<Option<bool>>) {
+) -> (ModelRow, Vec<Option<bool>>) {
     let verdicts: Vec<Option<bool>> = prompts
         .iter()
         .zip(responses)
@@ -297,7 +263,7 @@ pub fn score(
     let graded = verdicts.iter().flatten().count();
     let correct = verdicts.iter().filter(|v| **v == Some(true)).count();
     let n = prompts.len();
-    let score = ModelScore {
+    let score = ModelRow {
         name: name.to_string(),
         format: format.to_string(),
         shots: 0,
@@ -315,27 +281,6 @@ pub fn score(
         unscored: 0,
     };
     (score, verdicts)
-}
-
-/// The prompt records of the corpus wired to `prompts`, in the chosen split.
-pub(crate) fn read_prompts(dir: &Path, split: Split) -> Result<Vec<Prompt>, StageError> {
-    let corpus = Corpus::open(dir, "prompts")?;
-    let splits: &[corpus::Split] = match split {
-        Split::All => &corpus::Split::BOTH,
-        Split::Train => &[corpus::Split::Train],
-        Split::Val => &[corpus::Split::Val],
-    };
-    let mut out = Vec::new();
-    for &s in splits {
-        out.extend(corpus.prompts(s, "evaluate")?.into_iter().map(|r| Prompt {
-            prompt: r.prompt,
-            answer: r.answer.map(|a| match a {
-                Value::String(s) => s,
-                other => other.to_string(),
-            }),
-        }));
-    }
-    Ok(out)
 }
 
 /// One model's response to one prompt: the text, its length in tokens and, for a base
@@ -403,7 +348,7 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     } else {
         p.names.clone()
     };
-    let mut prompts = read_prompts(cx.required_input("prompts")?, p.split)?;
+    let mut prompts = read_prompts(cx.required_input("prompts")?, p.split, Evaluate::KIND)?;
     if p.limit > 0 {
         prompts.truncate(p.limit);
     }
@@ -482,7 +427,7 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         cx.metric(&format!("{name}.mean_length"), s.mean_length);
         scores.push(s);
     }
-    let report = Report {
+    let report = EvalReport {
         prompts: prompts.len(),
         max_new_tokens: p.max_new_tokens,
         temperature: p.temperature,
@@ -506,7 +451,7 @@ fn rewards(
     prompts: &[Prompt],
     responses: &[(String, usize)],
     cx: &RunCx,
-    s: &mut ModelScore,
+    s: &mut ModelRow,
 ) -> Result<Vec<Option<f64>>, StageError> {
     let mut out = Vec::with_capacity(prompts.len());
     for (pr, (r, _)) in prompts.iter().zip(responses) {
@@ -525,8 +470,15 @@ fn rewards(
     Ok(out)
 }
 
+/// The report's note on how a base model is graded (`{k}`: its number of examples).
+const FEW_SHOT_NOTE: &str = "A base model (`plain`) was never taught to answer a bare \
+    question, so it is graded {k}-shot, as language-model papers grade base models: each prompt \
+    follows the same {k} solved examples, drawn with the pipeline seed from the training \
+    conversations (never a held-out prompt), as `Question: … Answer: …` on one line, and its \
+    answer ends at the first newline or the end of its first sentence.";
+
 /// The comparison table (with a mean-reward column when a reward model scored the answers).
-pub fn markdown(r: &Report) -> String {
+pub fn markdown(r: &EvalReport) -> String {
     let mut s = String::new();
     let how = if r.temperature == 0.0 {
         "greedy".to_string()
@@ -566,12 +518,7 @@ pub fn markdown(r: &Report) -> String {
         writeln!(s, "\n`{}`: {} of {} answers were empty or too long for the reward model, left out of its mean reward.", m.name, m.unscored, m.prompts).unwrap();
     }
     if let Some(m) = r.models.iter().find(|m| m.format == "plain") {
-        let k = m.shots;
-        writeln!(
-            s,
-            "\nA base model (`plain`) was never taught to answer a bare question, so it is graded {k}-shot, as language-model papers grade base models: each prompt follows the same {k} solved examples, drawn with the pipeline seed from the training conversations (never a held-out prompt), as `Question: … Answer: …` on one line, and its answer ends at the first newline or the end of its first sentence."
-        )
-        .unwrap();
+        writeln!(s, "\n{}", FEW_SHOT_NOTE.replace("{k}", &m.shots.to_string())).unwrap();
         for m in r.models.iter().filter(|m| m.fewer_shots > 0) {
             writeln!(s, "For {} of {} prompts `{}` saw fewer examples, to leave room for its answer in the context window.", m.fewer_shots, m.prompts, m.name).unwrap();
         }
@@ -583,6 +530,27 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    use crate::data::prompts::Splits;
+
+    pub fn few_shot() -> usize {
+        3
+    }
+
+    pub fn max_new_tokens() -> usize {
+        48
+    }
+
+    pub fn split() -> Splits {
+        Splits::All
+    }
+
+    pub fn top_p() -> f64 {
+        1.0
+    }
 }
 
 #[cfg(test)]
@@ -617,7 +585,7 @@ mod tests {
         assert_eq!((s.graded, s.correct, s.prompts), (3, 2, 4));
         assert_eq!(s.accuracy, Some(2.0 / 3.0));
         assert_eq!(s.mean_length, 6.0);
-        let md = markdown(&Report {
+        let md = markdown(&EvalReport {
             prompts: 4,
             max_new_tokens: 48,
             temperature: 0.0,
@@ -627,9 +595,9 @@ mod tests {
         assert!(md.contains("| m | chat | 66.7% | 2 / 3 | 6.0 |"), "{md}");
         assert!(!md.to_lowercase().contains("reward"), "no reward column without a reward model");
         // With a reward model: a mean-reward column, n/a for a model it could not score.
-        let with = ModelScore { mean_reward: Some(-0.25), ..s.clone() };
-        let without = ModelScore { name: "b".into(), mean_reward: None, unscored: 4, ..s };
-        let md = markdown(&Report {
+        let with = ModelRow { mean_reward: Some(-0.25), ..s.clone() };
+        let without = ModelRow { name: "b".into(), mean_reward: None, unscored: 4, ..s };
+        let md = markdown(&EvalReport {
             prompts: 4,
             max_new_tokens: 48,
             temperature: 0.0,
@@ -742,8 +710,8 @@ mod tests {
     #[test]
     fn the_few_shot_prompt_and_the_answer_cut() {
         let shots = Shots(vec![
-            Shot { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() },
-            Shot { question: "Hi!".into(), answer: "Hello!".into() },
+            Example { question: "What is 1 plus 1?".into(), answer: "1 plus 1 is 2.".into() },
+            Example { question: "Hi!".into(), answer: "Hello!".into() },
         ]);
         assert_eq!(
             shots.prompt(2, "What colour is the sky?"),
@@ -758,11 +726,11 @@ mod tests {
         assert_eq!(first_sentence(" The sky is blue. Grass is green."), " The sky is blue.");
         assert_eq!(first_sentence(" 3, 4, 5\nQuestion: x"), " 3, 4, 5");
         assert_eq!(first_sentence(" Hello! How"), " Hello!");
-        let md = markdown(&Report {
+        let md = markdown(&EvalReport {
             prompts: 1,
             max_new_tokens: 8,
             temperature: 0.0,
-            models: vec![ModelScore {
+            models: vec![ModelRow {
                 name: "base".into(),
                 format: "plain".into(),
                 shots: 2,

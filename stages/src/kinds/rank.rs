@@ -313,7 +313,7 @@ fn write(p: &Params, cx: &RunCx, o: Outcome) -> Result<(), StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{self, quiet};
+    use crate::testing::support::{self, quiet};
     use hone_engine::spec;
 
     /// A workspace whose `cands` stage copies `cands.jsonl` in as a candidates artifact.
@@ -339,10 +339,10 @@ mod tests {
                 .map_err(|e| e.to_string())
         }
         fn run(&self, with: &str) -> hone_engine::exec::RunSummary {
-            test_support::run(self.path(), &self.pipeline(with).unwrap(), quiet).0
+            support::run(self.path(), &self.pipeline(with).unwrap(), quiet).0
         }
         fn output(&self, with: &str) -> (Vec<Ranking>, Value) {
-            let out = test_support::output(self.path(), &self.pipeline(with).unwrap(), "rank");
+            let out = support::output(self.path(), &self.pipeline(with).unwrap(), "rank");
             let meta =
                 serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap())
                     .unwrap();
@@ -468,9 +468,9 @@ mod tests {
         let p =
             spec::load_str(&ws.path().join("pipeline.yaml"), yaml.into(), &crate::registry(), &[])
                 .unwrap();
-        let (s, _) = test_support::run(ws.path(), &p, quiet);
+        let (s, _) = support::run(ws.path(), &p, quiet);
         assert!(s.ok(), "{s:?}");
-        let out = test_support::output(ws.path(), &p, "rank");
+        let out = support::output(ws.path(), &p, "rank");
         let r = rankings::read_dir(&out).unwrap();
         assert_eq!(r, vec![Ranking::preference("Hi", "Hello!", "Go away."); 2]);
         let meta: Value =
@@ -483,7 +483,7 @@ mod tests {
         assert_eq!(meta["forms"], json!({ "hh": 1, "trl": 1 }));
         // Nothing usable: a failure that says why.
         std::fs::write(ws.path().join("prefs.jsonl"), "{\"text\": \"x\"}\n").unwrap();
-        let (s, _) = test_support::run(ws.path(), &p, quiet);
+        let (s, _) = support::run(ws.path(), &p, quiet);
         assert!(
             s.failed[0].1.contains("has no usable ranking or preference pair")
                 && s.failed[0].1.contains("line 1: not a ranking"),

@@ -8,11 +8,11 @@ use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
-use crate::chat_template::test_tokenizer;
 use crate::model::chat::ChatModel;
+use crate::model::chat_template::test_tokenizer;
 use crate::model::sample::SampleOptions;
 use crate::model::{GptConfig, ParamStore};
-use crate::test_support::{self, quiet};
+use crate::testing::support::{self, quiet};
 
 const QA: [(&str, &str); 4] =
     [("hi", "hello!"), ("name?", "i am bob."), ("2+2?", "4."), ("sky?", "blue.")];
@@ -77,11 +77,11 @@ impl Bench {
         p: &spec::Pipeline,
         on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
     ) -> (RunSummary, Vec<Event>) {
-        test_support::run(self.dir.path(), p, on_event)
+        support::run(self.dir.path(), p, on_event)
     }
 
     fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        test_support::output(self.dir.path(), p, "sft")
+        support::output(self.dir.path(), p, "sft")
     }
 }
 
@@ -188,7 +188,7 @@ fn long_conversations_are_cut_at_an_assistant_turn_or_dropped_and_counted() {
     assert_eq!(data["train"]["dropped"], 1, "{data}");
     assert_eq!(data["train"]["no_assistant"], 1, "{data}");
     assert_eq!(data["train"]["rows"], 5, "{data}");
-    let metrics = test_support::finished_metrics(&events, "sft");
+    let metrics = support::finished_metrics(&events, "sft");
     assert_eq!((metrics["truncated"].as_u64(), metrics["dropped"].as_u64()), (Some(1), Some(1)));
 }
 
