@@ -26,7 +26,7 @@ mod training;
 
 use hone_engine::stage::Registry;
 
-use kinds::{command, evaluate, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer};
+use kinds::{command, dpo, evaluate, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer};
 
 /// Process-wide set-up for running stages, once, first thing in `main`:
 /// - candle's own thread pool gets no extra workers (unless `CANDLE_NUM_THREADS` is set): its
@@ -57,5 +57,6 @@ pub fn registry() -> Registry {
         &rank::Rank,
         &reward::Reward,
         &ppo::Ppo,
+        &dpo::Dpo,
     ])
 }

@@ -2,6 +2,7 @@
 //! `training`, `rl`, ...), never another kind. [`crate::registry`] lists them.
 
 pub mod command;
+pub mod dpo;
 pub mod evaluate;
 pub mod ingest;
 pub mod ppo;

@@ -1,4 +1,6 @@
 //! What the RLHF kinds (`reward`, `ppo`, and `evaluate`'s reward column) share: a reward
-//! model, its scores and how a response is scored ([`reward_model`]).
+//! model, its scores and how a response is scored ([`reward_model`]); rankings as token rows
+//! and pairs, and the held-out prompts ([`preferences`]).
 
+pub mod preferences;
 pub mod reward_model;

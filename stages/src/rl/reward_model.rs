@@ -72,15 +72,19 @@ impl Likelihood {
         (weight != 0.0).then_some(Likelihood { weight, im_end })
     }
 
-    /// The answer's tokens in `row`, which starts at `start`: `start..=end`, `end` the last
-    /// `<|im_end|>` (the one that closes the answer; an answer may hold special tokens).
     fn span(&self, row: &[u32], start: usize) -> Result<(usize, usize), ModelError> {
-        match row.iter().rposition(|&t| t == self.im_end) {
-            Some(end) if start >= 1 && end >= start => Ok((start, end)),
-            _ => Err(ModelError::Invalid(
-                "a scored row has no assistant answer closed by `<|im_end|>`".into(),
-            )),
-        }
+        answer_span(row, start, self.im_end)
+    }
+}
+
+/// The answer's tokens in `row`, which starts at `start`: `start..=end`, `end` the last
+/// `im_end` (the one that closes the answer; an answer may hold special tokens).
+pub fn answer_span(row: &[u32], start: usize, im_end: u32) -> Result<(usize, usize), ModelError> {
+    match row.iter().rposition(|&t| t == im_end) {
+        Some(end) if start >= 1 && end >= start => Ok((start, end)),
+        _ => Err(ModelError::Invalid(
+            "a scored row has no assistant answer closed by `<|im_end|>`".into(),
+        )),
     }
 }
 

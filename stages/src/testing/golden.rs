@@ -58,6 +58,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
         "d1fa0331209768a25fb5727aaa69ac020d5da2a9edd72dbeb80b08d3aa215d62",
     ),
     (
+        "dpo: { uses: dpo, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }",
+        1,
+        "119c562617b18e6e68cb8e0ec5a30c6b98c83740debb7ba4735cdf5a7c4ba210",
+    ),
+    (
         "cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }",
         3,
         "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467",

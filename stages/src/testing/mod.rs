@@ -1,6 +1,8 @@
 //! Test-only code: helpers that run pipelines in a temp workspace ([`support`]), the golden
-//! digests every kind pins ([`golden`]), and the loader's property test ([`load_never_panics`]).
+//! digests every kind pins ([`golden`]), the loader's property test ([`load_never_panics`]),
+//! and preference data for the kinds that learn from rankings ([`keyword`]).
 
 mod golden;
+pub mod keyword;
 mod load_never_panics;
 pub mod support;

@@ -1,103 +1,18 @@
 //! Tests of the `reward` stage: the loss by hand, and through the engine on a tiny
 //! character-level model that must learn which answers hold a keyword.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use hone_engine::events::Event;
-use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
+use crate::data::rankings::Ranking;
 use crate::model::chat_template::test_tokenizer;
-use crate::model::export::GenerationConfig;
-use crate::model::{Gpt, GptConfig};
 use crate::rl::reward_model::{ScoreError, Scorer, conversation, sigmoid};
+use crate::testing::keyword::{Bench, KEYWORD, rankings};
 use crate::testing::support::{self, quiet};
-
-/// The answers that hold it are better than those that do not.
-const KEYWORD: &str = "ok";
-/// Letters of the answers without the keyword's.
-const LETTERS: &[u8] = b"abcdefghij";
-
-fn rankings(n: usize, seed: u64) -> Vec<Ranking> {
-    let mut rng = Rng::new(seed, Stream::Train);
-    let mut word = |len: usize| {
-        (0..len).map(|_| LETTERS[rng.below(LETTERS.len())] as char).collect::<String>()
-    };
-    (0..n)
-        .map(|i| {
-            let prompt = format!("{}{i}?", word(2));
-            // Four answers, the first one or two with the keyword (then shuffled by index).
-            let good = 1 + i % 2;
-            let mut responses: Vec<String> = (0..4)
-                .map(
-                    |k| if k < good { format!("{}{KEYWORD}{}", word(3), word(2)) } else { word(7) },
-                )
-                .collect();
-            responses.rotate_left(i % 4);
-            let (mut better, mut worse) = (Vec::new(), Vec::new());
-            for (k, r) in responses.iter().enumerate() {
-                if r.contains(KEYWORD) { better.push(k) } else { worse.push(k) }
-            }
-            Ranking { prompt, responses, ranking: vec![better, worse] }
-        })
-        .collect()
-}
-
-/// A workspace with a tiny untrained chat model in `base/` and rankings in `rank/`, and
-/// pipelines that copy them in with `command` stages.
-struct Bench {
-    dir: tempfile::TempDir,
-}
-
-impl Bench {
-    fn new(rs: &[Ranking]) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let (json, vocab) = test_tokenizer("abcdefghijklmnopqrstuvwxyz0123456789?");
-        let base = dir.path().join("base");
-        std::fs::create_dir_all(&base).unwrap();
-        let cfg = GptConfig {
-            vocab_size: vocab,
-            block_size: 48,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-            bias: true,
-            dropout: 0.0,
-        };
-        let ps = ParamStore::seeded(3);
-        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        export::save(&base, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
-        std::fs::write(base.join("tokenizer.json"), json).unwrap();
-        let rank = dir.path().join("rank");
-        std::fs::create_dir_all(&rank).unwrap();
-        let mut buf = Vec::new();
-        rankings::write(&mut buf, rs).unwrap();
-        std::fs::write(rank.join(rankings::FILE), buf).unwrap();
-        Bench { dir }
-    }
-
-    fn pipeline(&self, with: &str) -> spec::Pipeline {
-        let src = format!(
-            "name: t\nseed: 5\nstages:\n  base: {{ uses: command, with: {{ cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] }} }}\n  rank: {{ uses: command, with: {{ cmd: 'cp rank/* \"$HONE_OUT\"/', deps: [rank] }} }}\n  reward:\n    uses: reward\n    inputs: {{ model: base, rankings: rank }}\n    with: {{ threads: 1, {with} }}\n"
-        );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn run(
-        &self,
-        p: &spec::Pipeline,
-        on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
-    ) -> (RunSummary, Vec<Event>) {
-        support::run(self.dir.path(), p, on_event)
-    }
-
-    fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        support::output(self.dir.path(), p, "reward")
-    }
-}
 
 fn metric_lines(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -196,7 +111,7 @@ fn rankings_become_examples_with_every_pair_and_long_answers_left_out() {
 /// PPO need are there.
 #[test]
 fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
-    let b = Bench::new(&rankings(48, 1));
+    let b = Bench::new("reward", &rankings(48, 1));
     let p = b.pipeline("batch_size: 4, steps: 150, lr: 3e-3, min_lr: 3e-4, warmup_steps: 10, eval_every: 50, val_fraction: 0.25");
     let (summary, events) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
@@ -319,10 +234,10 @@ fn a_tiny_reward_model_learns_a_keyword_preference_on_held_out_prompts() {
 fn a_stopped_run_resumes_to_identical_bytes() {
     let rs = rankings(16, 2);
     let with = "batch_size: 2, steps: 12, eval_every: 4, checkpoint_every: 4, dropout: 0.1, lr: 1e-3, center_rewards: 0.01";
-    let whole = Bench::new(&rs);
+    let whole = Bench::new("reward", &rs);
     let pw = whole.pipeline(with);
     assert!(whole.run(&pw, quiet).0.ok());
-    let b = Bench::new(&rs);
+    let b = Bench::new("reward", &rs);
     let p = b.pipeline(with);
     let (first, _) = b.run(&p, |e, cancel| {
         if let Event::Progress { stage, done: 6, .. } = e
@@ -353,7 +268,7 @@ fn a_stopped_run_resumes_to_identical_bytes() {
 
 #[test]
 fn bad_rankings_and_params_are_located() {
-    let b = Bench::new(&rankings(4, 3));
+    let b = Bench::new("reward", &rankings(4, 3));
     let good = std::fs::read_to_string(b.dir.path().join("rank").join(rankings::FILE)).unwrap();
     let mut lines: Vec<&str> = good.lines().collect();
     lines[2] = r#"{"prompt": "x?", "responses": ["a", "b"], "ranking": [[0], [2]]}"#;
@@ -375,7 +290,7 @@ fn bad_rankings_and_params_are_located() {
             ranking: vec![vec![0, 1]],
         })
         .collect();
-    let b = Bench::new(&tied);
+    let b = Bench::new("reward", &tied);
     let (summary, _) = b.run(&b.pipeline("steps: 2"), quiet);
     assert!(
         summary.failed[0].1.contains("no ranking of input `rankings` gives a training pair"),
@@ -407,7 +322,7 @@ fn the_backbone_can_train_slower_or_not_at_all() {
             .unwrap()
     };
     for (backbone_lr, frozen) in [("0", true), ("0.5", false)] {
-        let b = Bench::new(&rs);
+        let b = Bench::new("reward", &rs);
         let p = b.pipeline(&format!("batch_size: 2, steps: 3, warmup_steps: 0, lr: 1e-2, min_lr: 1e-2, eval_every: 0, backbone_lr: {backbone_lr}"));
         let (summary, _) = b.run(&p, quiet);
         assert!(summary.ok(), "{:?}", summary.failed);
@@ -437,7 +352,7 @@ fn the_backbone_can_train_slower_or_not_at_all() {
 /// back by `Scorer`.
 #[test]
 fn the_likelihood_term_adds_the_answers_mean_log_prob() {
-    let b = Bench::new(&rankings(8, 5));
+    let b = Bench::new("reward", &rankings(8, 5));
     let p = b.pipeline("batch_size: 2, steps: 3, eval_every: 0, lr: 1e-3, likelihood: 2.5");
     let (summary, _) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);

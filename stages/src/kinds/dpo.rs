@@ -1,0 +1,577 @@
+//! `dpo`: Direct Preference Optimization: the chat model learns straight from the preference
+//! pairs its rankings imply, with no reward model and no sampling loop (Rafailov et al. 2023).
+//!
+//! ```yaml
+//! dpo:
+//!   uses: dpo
+//!   inputs: { model: sft, rankings: rank }   # a chat model and a `rank` stage; optionally
+//!                                            # `reference:` another chat model
+//!   with: { beta: 0.1, loss: sigmoid, steps: 200, batch_size: 8, lr: 1e-5 }
+//! ```
+//!
+//! **The loss.** A response's log-probability `log π(y|x)` is the sum over its answer tokens
+//! (the assistant's message and its closing `<|im_end|>`, as `sft` trains on), under the
+//! policy (trained, starting as `model`) and under a frozen reference (`reference`, else
+//! `model` itself). With `h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))`
+//! for a pair, chosen `y_c` and rejected `y_r`, the loss is the mean over a batch's pairs of
+//! - `sigmoid` (DPO): `−log σ(β·h)`;
+//! - `ipo` (Azar et al. 2023): `(h − 1/(2β))²`, on log-probabilities averaged over the answer's
+//!   tokens, as TRL computes it.
+//!
+//! `length_normalize: true` averages the log-probabilities over the answer's tokens for
+//! `sigmoid` too. The reference's log-probabilities are computed once, before training
+//! (TRL's `precompute_ref_log_probs`): the reference never changes.
+//!
+//! **Data.** Every pair a ranking implies (ties give none); `batch_size` counts ranked prompts,
+//! all of whose pairs enter the step. A seeded `val_fraction` of the prompts is held out
+//! ([`held_out`]) to measure pair accuracy: the share of held-out pairs whose implicit reward
+//! `β·(log π − log π_ref)` is higher for the chosen response.
+//!
+//! **Logged** under TRL's names each step: `rewards/chosen`, `rewards/rejected` (the mean
+//! implicit rewards), `rewards/accuracies`, `rewards/margins`, `logps/chosen`,
+//! `logps/rejected`; at each evaluation `val_loss`, `val_accuracy`, `val_margin`.
+//!
+//! **Outputs** (port `model`, a chat model like `sft`'s, and `metrics`): the policy
+//! (`model.safetensors`, `config.json`, `generation_config.json`, loadable by transformers),
+//! the tokenizer with the chat template, `metrics.jsonl`, `loss.svg` and `data.json` (counts).
+//! Checkpoints, resume and reproducibility work as in `pretrain`.
+
+use std::collections::BTreeSet;
+
+use candle_core::{DType, Device, Tensor, Var};
+use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
+use serde::{Deserialize, Serialize};
+
+use crate::data::rankings;
+use crate::model::chat_template::{self, ChatTokenizer};
+use crate::model::export::{self, GenerationConfig};
+use crate::model::ops::Dropout;
+use crate::model::rng::Rng;
+use crate::model::{Gpt, GptConfig, ModelError};
+use crate::ports;
+use crate::rl::preferences::{Example, example, held_out};
+use crate::rl::reward_model::answer_span;
+use crate::training::{
+    self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
+};
+
+pub struct Dpo;
+
+/// The preference loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// DPO's `−log σ(β·h)`.
+    Sigmoid,
+    /// IPO's `(h − 1/(2β))²` on length-averaged log-probabilities.
+    Ipo,
+}
+
+training_params! {
+    /// The loss and the held-out split, then the params every training kind has
+    /// (`batch_size` counts ranked prompts).
+    pub struct Params {
+        /// β: how far the policy may move from the reference (higher: less far).
+        #[serde(default = "defaults::beta")]
+        pub beta: f64,
+        #[serde(default = "defaults::loss")]
+        pub loss: LossKind,
+        /// Average each answer's log-probability over its tokens (always on for `ipo`).
+        #[serde(default)]
+        pub length_normalize: bool,
+        /// The share of distinct prompts held out to measure pair accuracy (seeded split).
+        #[serde(default = "defaults::val_fraction")]
+        pub val_fraction: f64,
+    }
+}
+
+/// The params' defaults (`#[serde(default = "defaults::…")]`).
+mod defaults {
+    use super::LossKind;
+
+    pub fn beta() -> f64 {
+        0.1
+    }
+    pub fn loss() -> LossKind {
+        LossKind::Sigmoid
+    }
+    pub fn val_fraction() -> f64 {
+        0.1
+    }
+    pub fn batch_size() -> usize {
+        8
+    }
+    pub fn steps() -> u64 {
+        200
+    }
+    pub fn lr() -> f64 {
+        1e-5
+    }
+    pub fn min_lr() -> f64 {
+        0.0
+    }
+    pub fn warmup_steps() -> u64 {
+        10
+    }
+    pub fn weight_decay() -> f64 {
+        0.0
+    }
+    pub fn eval_every() -> u64 {
+        50
+    }
+    pub fn checkpoint_every() -> u64 {
+        50
+    }
+}
+
+impl Params {
+    /// Whether answers' log-probabilities are averaged over their tokens.
+    fn averaged(&self) -> bool {
+        self.length_normalize || self.loss == LossKind::Ipo
+    }
+}
+
+impl Stage for Dpo {
+    type Params = Params;
+    const KIND: &'static str = "dpo";
+    /// Why each bump: docs/kind-versions.md.
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "train a chat model on every preference pair of a rankings artifact with DPO (or IPO), against a frozen reference";
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::required("model", ports::MODEL),
+        Port::required("rankings", ports::RANKINGS),
+        Port::optional("reference", ports::MODEL),
+    ]);
+    const OUTPUTS: &'static [Port] =
+        &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];
+
+    fn settings() -> Vec<(&'static str, String)> {
+        crate::model::settings()
+    }
+
+    fn validate(p: &Params) -> Vec<ParamProblem> {
+        let mut out = p.common_problems();
+        if !(p.beta > 0.0 && p.beta.is_finite()) {
+            out.push(
+                ParamProblem::at(&["beta"], format!("`beta` must be positive, not {}", p.beta))
+                    .help("TRL's default is 0.1; higher keeps the policy nearer the reference"),
+            );
+        }
+        if !(0.0..1.0).contains(&p.val_fraction) {
+            out.push(
+                ParamProblem::at(
+                    &["val_fraction"],
+                    format!("`val_fraction` must be in [0, 1), not {}", p.val_fraction),
+                )
+                .help("0.1 holds out a tenth of the prompts"),
+            );
+        }
+        out
+    }
+
+    fn resources(p: &Params) -> hone_engine::resources::Resources {
+        training::resources(p.threads)
+    }
+
+    fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        training::on_threads(p.threads, || train(p, cx))
+    }
+}
+
+/// The loss of pairs from the log-probabilities (each (P)) of their chosen and rejected
+/// answers under the policy (`pc`, `pr`) and the reference (`rc`, `rr`): the mean over pairs.
+pub fn dpo_loss(
+    pc: &Tensor,
+    pr: &Tensor,
+    rc: &Tensor,
+    rr: &Tensor,
+    beta: f64,
+    kind: LossKind,
+) -> candle_core::Result<Tensor> {
+    let h = ((pc - rc)? - (pr - rr)?)?;
+    match kind {
+        LossKind::Sigmoid => {
+            // −log σ(z) = softplus(−z) = relu(−z) + log(1 + exp(−|z|)), stable for any z.
+            let z = (h * beta)?;
+            (z.neg()?.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?.mean_all()
+        }
+        LossKind::Ipo => (h - 1.0 / (2.0 * beta))?.sqr()?.mean_all(),
+    }
+}
+
+/// What the implicit rewards say about a set of pairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PairStats {
+    pub pairs: usize,
+    /// Pairs whose chosen answer has the higher implicit reward.
+    pub right: usize,
+    pub sum_chosen: f64,
+    pub sum_rejected: f64,
+    pub sum_logp_chosen: f64,
+    pub sum_logp_rejected: f64,
+    /// Σ of the pairs' losses.
+    pub sum_loss: f64,
+}
+
+impl PairStats {
+    /// Adds pairs given the policy's and the reference's log-probabilities of their answers.
+    fn add(&mut self, policy: (f64, f64), reference: (f64, f64), beta: f64, kind: LossKind) {
+        let (chosen, rejected) = (beta * (policy.0 - reference.0), beta * (policy.1 - reference.1));
+        let h = (chosen - rejected) / beta;
+        self.pairs += 1;
+        self.right += usize::from(chosen > rejected);
+        self.sum_chosen += chosen;
+        self.sum_rejected += rejected;
+        self.sum_logp_chosen += policy.0;
+        self.sum_logp_rejected += policy.1;
+        self.sum_loss += match kind {
+            LossKind::Sigmoid => (-beta * h).max(0.0) + (-(beta * h).abs()).exp().ln_1p(),
+            LossKind::Ipo => (h - 1.0 / (2.0 * beta)).powi(2),
+        };
+    }
+    fn mean(&self, x: f64) -> f64 {
+        x / self.pairs.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.mean(self.right as f64)
+    }
+    pub fn loss(&self) -> f64 {
+        self.mean(self.sum_loss)
+    }
+    pub fn margin(&self) -> f64 {
+        self.mean(self.sum_chosen - self.sum_rejected)
+    }
+    /// TRL's names.
+    fn named(&self) -> Vec<(String, f64)> {
+        vec![
+            ("rewards/chosen".into(), self.mean(self.sum_chosen)),
+            ("rewards/rejected".into(), self.mean(self.sum_rejected)),
+            ("rewards/accuracies".into(), self.accuracy()),
+            ("rewards/margins".into(), self.margin()),
+            ("logps/chosen".into(), self.mean(self.sum_logp_chosen)),
+            ("logps/rejected".into(), self.mean(self.sum_logp_rejected)),
+        ]
+    }
+}
+
+/// The log-probabilities (N) of the answers of `rows` (each starting at `starts[i]` and closed
+/// by `im_end`) under `gpt`: summed over the answer's tokens, or averaged when `averaged`.
+fn answer_log_probs(
+    gpt: &Gpt,
+    rows: &[&Vec<u32>],
+    starts: &[usize],
+    pad: u32,
+    im_end: u32,
+    averaged: bool,
+) -> Result<Tensor, ModelError> {
+    let n = rows.len();
+    let t = rows.iter().map(|r| r.len()).max().unwrap_or(1) - 1;
+    // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
+    // start - 1..end.
+    let (mut x, mut targets, mut weights) = (vec![pad; n * t], vec![pad; n * t], vec![0f32; n * t]);
+    for (b, r) in rows.iter().enumerate() {
+        let (start, end) = answer_span(r, starts[b], im_end)?;
+        let w = if averaged { 1.0 / (end + 1 - start) as f32 } else { 1.0 };
+        for i in 0..r.len() - 1 {
+            x[b * t + i] = r[i];
+            targets[b * t + i] = r[i + 1];
+        }
+        for i in start - 1..end {
+            weights[b * t + i] = w;
+        }
+    }
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(x, (n, t), &dev)?;
+    let targets = Tensor::from_vec(targets, (n, t), &dev)?;
+    let lp = gpt.token_log_probs(&x, &targets, 1.0, &mut Dropout::off())?;
+    Ok((lp * Tensor::from_vec(weights, (n, t), &dev)?)?.sum(1)?)
+}
+
+/// A batch of examples as rows, their answers' starts and pairs (offset into the rows).
+type Batch<'e> = (Vec<&'e Vec<u32>>, Vec<usize>, Vec<(usize, usize)>);
+
+fn gather<'e>(examples: &[&'e Example]) -> Batch<'e> {
+    let (mut rows, mut starts, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
+    for e in examples {
+        let base = rows.len();
+        rows.extend(e.rows.iter());
+        starts.extend(std::iter::repeat_n(e.start, e.rows.len()));
+        pairs.extend(e.pairs.iter().map(|&(c, r)| (base + c, base + r)));
+    }
+    (rows, starts, pairs)
+}
+
+/// Ranked prompts with the reference's log-probabilities of their rows.
+struct Scored {
+    example: Example,
+    reference: Vec<f32>,
+}
+
+/// The DPO loss on the rankings, in shuffled epochs of prompts.
+struct PreferenceLoss<'a> {
+    p: &'a Params,
+    policy: Gpt,
+    train: Vec<Scored>,
+    val: Vec<Scored>,
+    pad: u32,
+    im_end: u32,
+    order: EpochOrder,
+}
+
+#[derive(Serialize)]
+struct EvalLine {
+    step: u64,
+    val_loss: f64,
+    val_accuracy: f64,
+    val_margin: f64,
+}
+
+impl PreferenceLoss<'_> {
+    /// The policy's answer log-probabilities of `scored`'s rows, in order.
+    fn log_probs(&self, scored: &[&Scored]) -> Result<Tensor, ModelError> {
+        let examples: Vec<&Example> = scored.iter().map(|s| &s.example).collect();
+        let (rows, starts, _) = gather(&examples);
+        answer_log_probs(&self.policy, &rows, &starts, self.pad, self.im_end, self.p.averaged())
+    }
+
+    /// Adds the pairs of `scored` to `s`, given the policy's log-probabilities of its rows.
+    fn add(&self, s: &mut PairStats, scored: &[&Scored], policy: &[f32]) {
+        let mut at = 0;
+        for sc in scored {
+            let (pol, rf) = (&policy[at..at + sc.reference.len()], &sc.reference);
+            for &(c, r) in &sc.example.pairs {
+                let p = (f64::from(pol[c]), f64::from(pol[r]));
+                s.add(p, (f64::from(rf[c]), f64::from(rf[r])), self.p.beta, self.p.loss);
+            }
+            at += sc.reference.len();
+        }
+    }
+}
+
+impl training::Objective for PreferenceLoss<'_> {
+    /// The held-out pairs' statistics (none without held-out prompts).
+    type Eval = Option<PairStats>;
+
+    fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        step: u64,
+        _rng: &mut Rng,
+    ) -> Result<StepOut, StageError> {
+        let b = self.p.batch_size as u64;
+        let batch: Vec<&Scored> =
+            (0..b).map(|i| &self.train[self.order.at(step * b + i)]).collect();
+        let policy = self.log_probs(&batch)?;
+        let (mut chosen, mut rejected, mut ref_c, mut ref_r) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut base = 0u32;
+        for sc in &batch {
+            for &(c, r) in &sc.example.pairs {
+                chosen.push(base + c as u32);
+                rejected.push(base + r as u32);
+                ref_c.push(sc.reference[c]);
+                ref_r.push(sc.reference[r]);
+            }
+            base += sc.reference.len() as u32;
+        }
+        let dev = Device::Cpu;
+        let n = chosen.len();
+        let pick = |idx: Vec<u32>| policy.index_select(&Tensor::from_vec(idx, n, &dev)?, 0);
+        let (pc, pr) =
+            (pick(chosen).map_err(ModelError::from)?, pick(rejected).map_err(ModelError::from)?);
+        let rc = Tensor::from_vec(ref_c, n, &dev).map_err(ModelError::from)?;
+        let rr = Tensor::from_vec(ref_r, n, &dev).map_err(ModelError::from)?;
+        let loss =
+            dpo_loss(&pc, &pr, &rc, &rr, self.p.beta, self.p.loss).map_err(ModelError::from)?;
+        let (loss, grads) = gradients_of(&loss, vars)?;
+        let values = policy.to_vec1::<f32>().map_err(ModelError::from)?;
+        let mut s = PairStats::default();
+        self.add(&mut s, &batch, &values);
+        let tokens = batch.iter().flat_map(|sc| &sc.example.rows).map(Vec::len).sum();
+        Ok(StepOut { loss, grads, tokens, stats: s.named() })
+    }
+
+    fn evaluate(
+        &mut self,
+        step: u64,
+        cx: &RunCx,
+    ) -> Result<(Option<String>, Option<PairStats>), StageError> {
+        if self.val.is_empty() {
+            return Ok((None, None));
+        }
+        let mut s = PairStats::default();
+        let val: Vec<&Scored> = self.val.iter().collect();
+        for chunk in val.chunks(self.p.batch_size) {
+            cx.check_cancelled()?;
+            let values = self.log_probs(chunk)?.to_vec1::<f32>().map_err(ModelError::from)?;
+            self.add(&mut s, chunk, &values);
+        }
+        let line = EvalLine {
+            step,
+            val_loss: s.loss(),
+            val_accuracy: s.accuracy(),
+            val_margin: s.margin(),
+        };
+        if !line.val_loss.is_finite() {
+            return Ok((None, Some(s)));
+        }
+        cx.metric("val_loss", line.val_loss);
+        cx.metric("val_accuracy", line.val_accuracy);
+        Ok((Some(serde_json::to_string(&line).expect("finite numbers serialise")), Some(s)))
+    }
+}
+
+/// What became of the rankings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+struct DataCounts {
+    rankings: usize,
+    prompts: usize,
+    val_prompts: usize,
+    train_pairs: usize,
+    val_pairs: usize,
+    /// Responses left out: prompt and response longer than the model's context.
+    too_long: usize,
+    /// Rankings with no pair left (all tied, or their responses too long).
+    no_pairs: usize,
+}
+
+/// The reference: input `reference`, else the model itself, checked to share the model's
+/// vocabulary and context.
+fn reference(cx: &RunCx, model: &export::Loaded) -> Result<Gpt, StageError> {
+    let Some(dir) = cx.input("reference") else {
+        return Ok(export::load(cx.required_input("model")?, DType::F32)
+            .map_err(|e| StageError::msg(format!("input `model`: {e}")))?
+            .model);
+    };
+    let r = export::load(dir, DType::F32)
+        .map_err(|e| StageError::msg(format!("input `reference`: {e}")))?;
+    let same =
+        |a: &GptConfig, b: &GptConfig| a.vocab_size == b.vocab_size && a.block_size == b.block_size;
+    if !same(&r.config, &model.config) {
+        return Err(StageError::msg(format!(
+            "input `reference` has {} tokens and a {}-token context, input `model` {} and {}: the reference must share the model's tokenizer\n   = help: wire `reference` to the stage `model` was fine-tuned from, or leave it out to use `model` itself",
+            r.config.vocab_size,
+            r.config.block_size,
+            model.config.vocab_size,
+            model.config.block_size
+        )));
+    }
+    Ok(r.model)
+}
+
+fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+    let model_dir = cx.required_input("model")?;
+    let loaded = export::load(model_dir, DType::F32)
+        .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let mut cfg = loaded.config.clone();
+    let tok_path = model_dir.join(export::TOKENIZER);
+    let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size)
+        .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
+    let all = rankings::read_dir(cx.required_input("rankings")?)
+        .map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
+    if all.is_empty() {
+        return Err(StageError::msg(
+            "input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)",
+        ));
+    }
+    let val_prompts = held_out(&all, p.val_fraction, cx.seed);
+    let mut counts = DataCounts {
+        rankings: all.len(),
+        prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(),
+        val_prompts: val_prompts.len(),
+        ..DataCounts::default()
+    };
+    let (mut train_set, mut val_set) = (Vec::new(), Vec::new());
+    for r in &all {
+        match example(&tok, r, cfg.block_size, &mut counts.too_long)? {
+            Some(e) if val_prompts.contains(r.prompt.as_str()) => val_set.push(e),
+            Some(e) => train_set.push(e),
+            None => counts.no_pairs += 1,
+        }
+    }
+    counts.train_pairs = train_set.iter().map(|e| e.pairs.len()).sum();
+    counts.val_pairs = val_set.iter().map(|e| e.pairs.len()).sum();
+    if train_set.is_empty() {
+        return Err(StageError::msg(format!(
+            "no ranking of input `rankings` gives a training pair: {} rankings without a pair ({} responses too long for the model's {} tokens, the rest all tied), {} held out",
+            counts.no_pairs,
+            counts.too_long,
+            cfg.block_size,
+            val_set.len()
+        )));
+    }
+    for (k, v) in [
+        ("train_pairs", counts.train_pairs),
+        ("val_pairs", counts.val_pairs),
+        ("too_long", counts.too_long),
+        ("no_pairs", counts.no_pairs),
+    ] {
+        cx.metric(k, v as u64);
+    }
+
+    // The reference's log-probabilities, once: it never changes.
+    let frozen = reference(cx, &loaded)?;
+    let (pad, im_end) = (tok.end_of_text, tok.im_end);
+    let score = |set: Vec<Example>| -> Result<Vec<Scored>, StageError> {
+        let mut out = Vec::with_capacity(set.len());
+        for chunk in set.chunks(p.batch_size) {
+            cx.check_cancelled()?;
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let (rows, starts, _) = gather(&refs);
+            let lp = answer_log_probs(&frozen, &rows, &starts, pad, im_end, p.averaged())?
+                .to_vec1::<f32>()
+                .map_err(ModelError::from)?;
+            let mut at = 0;
+            for e in chunk {
+                let reference = lp[at..at + e.rows.len()].to_vec();
+                at += e.rows.len();
+                out.push(Scored { example: e.clone(), reference });
+            }
+        }
+        Ok(out)
+    };
+    let (train_set, val_set) = (score(train_set)?, score(val_set)?);
+    drop(frozen);
+
+    let common = p.common();
+    let params = loaded.params;
+    let mut trainer = Trainer::new(
+        cx,
+        vec![common.group("model", params.vars())],
+        training::fingerprint::<Dpo>(p, cx, &cfg),
+    )?;
+    let mut objective = PreferenceLoss {
+        p,
+        policy: loaded.model,
+        order: EpochOrder::new(cx.seed, train_set.len()),
+        train: train_set,
+        val: val_set,
+        pad,
+        im_end,
+    };
+    tracing::info!(
+        train_pairs = counts.train_pairs,
+        val_pairs = counts.val_pairs,
+        from_step = trainer.step,
+        steps = p.steps,
+        "training with DPO"
+    );
+    let done = trainer.run(&common.settings(), &mut objective)?;
+    cx.metric("loss", done.loss);
+    if let Some(s) = done.eval {
+        cx.metric("val_margin", s.margin());
+    }
+
+    let out = cx.out_dir;
+    cfg.dropout = 0.0;
+    let generation =
+        GenerationConfig { bos_token_id: Some(pad), ..GenerationConfig::defaults(Some(im_end)) };
+    export::save(out, &cfg, &params.snapshot(), &generation)?;
+    chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
+    write(out, "metrics.jsonl", trainer.history())?;
+    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))
+}
+
+#[cfg(test)]
+mod tests;
