@@ -40,3 +40,26 @@ fn the_same_seed_gives_the_same_digests_in_fresh_workspaces() {
         .collect();
     assert_eq!(digests[0], digests[1]);
 }
+
+/// `compare.yaml` is the default pipeline with a `dpo` branch: every other stage, and the
+/// vars they read, are the default's, so that in the same store they come from its cache.
+#[test]
+fn the_comparison_pipeline_shares_every_stage_but_its_own_with_the_default() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let read = |f: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let (default, compare) = (read("tiny-chatgpt.yaml"), read("compare.yaml"));
+    assert_eq!(default["seed"], compare["seed"]);
+    for (var, value) in default["vars"].as_mapping().unwrap() {
+        assert_eq!(&compare["vars"][var], value, "var {var:?}");
+    }
+    let own = ["dpo", "eval"];
+    for (id, stage) in default["stages"].as_mapping().unwrap() {
+        if !own.contains(&id.as_str().unwrap()) {
+            assert_eq!(&compare["stages"][id], stage, "stage {id:?} differs from the default's");
+        }
+    }
+    let models = compare["stages"]["eval"]["inputs"]["models"].as_sequence().unwrap();
+    assert_eq!(models.len(), 4, "base, sft, ppo and dpo side by side");
+}
