@@ -98,7 +98,8 @@ fn the_smoke_pipeline_runs_end_to_end_then_a_rerun_is_all_cache_hits() {
     let out = output(s, "eval");
     let table = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        table.lines().any(|l| l.starts_with("| model |") && l.ends_with("| mean reward |")),
+        table.lines().any(|l| l.starts_with("| model |")
+            && l.ends_with("| mean reward | KL to reference (nats) |")),
         "{table}"
     );
     for m in ["base", "sft", "ppo"] {
@@ -129,14 +130,24 @@ fn the_smoke_pipeline_runs_end_to_end_then_a_rerun_is_all_cache_hits() {
         .filter(|c| !c.is_empty())
         .map(str::trim)
         .collect();
-    assert_eq!(header, ["model", "answer accuracy", "mean reward", "mean length"], "{human}");
+    assert_eq!(
+        header,
+        ["model", "answer accuracy", "mean reward", "mean length", "KL to reference"],
+        "{human}"
+    );
     for m in models {
         let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
         let percent = format!("{:.1}%", 100.0 * m["accuracy"].as_f64().unwrap());
         let reward = format!("{:.3}", m["mean_reward"].as_f64().unwrap());
         let length = format!("{:.1}", m["mean_length"].as_f64().unwrap());
-        assert_eq!(row, [m["name"].as_str().unwrap(), &percent, &reward, &length], "{human}");
+        let kl = m["kl_to_reference"].as_f64().map_or("-".to_string(), |k| format!("{k:.3}"));
+        assert_eq!(row, [m["name"].as_str().unwrap(), &percent, &reward, &length, &kl], "{human}");
     }
+    // The KL to the reference (sft): none for the base model (not a chat model), 0 for sft
+    // itself, more for the policy PPO moved.
+    let kl = |i: usize| models[i]["kl_to_reference"].as_f64();
+    assert_eq!((kl(0), kl(1)), (None, Some(0.0)), "{report}");
+    assert!(kl(2).is_some_and(|k| k > 0.0), "{report}");
     assert!(
         human.contains("`hone report ") && human.contains(".html; open it in a browser"),
         "{human}"

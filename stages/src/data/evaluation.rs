@@ -48,6 +48,10 @@ pub struct ModelRow {
     /// Answers the reward model could not score.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unscored: usize,
+    /// The mean over answers of the KL divergence from the reference model, summed over each
+    /// answer's tokens (nats), when a reference was wired (chat models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_to_reference: Option<f64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -91,32 +95,35 @@ impl EvalReport {
     /// accuracy, mean reward (`-` without a reward model) and mean response length.
     pub fn table(&self) -> String {
         let pct = |a: Option<f64>| a.map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
-        let mut rows = vec![[
+        let kl = self.models.iter().any(|m| m.kl_to_reference.is_some());
+        let mut rows = vec![vec![
             "model".to_string(),
             "answer accuracy".into(),
             "mean reward".into(),
             "mean length".into(),
         ]];
+        if kl {
+            rows[0].push("KL to reference".into());
+        }
         for m in &self.models {
             let reward = m.mean_reward.map_or("-".to_string(), |r| format!("{r:.3}"));
-            rows.push([m.name.clone(), pct(m.accuracy), reward, format!("{:.1}", m.mean_length)]);
+            let mut row =
+                vec![m.name.clone(), pct(m.accuracy), reward, format!("{:.1}", m.mean_length)];
+            if kl {
+                row.push(m.kl_to_reference.map_or("-".to_string(), |k| format!("{k:.3}")));
+            }
+            rows.push(row);
         }
-        let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
-        let widths = [width(0), width(1), width(2), width(3)];
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
         let mut out = String::new();
         for r in &rows {
             // The model's name to the left, the figures to the right.
-            let line = format!(
-                "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
+            let mut line = format!("{:<w$}", r[0], w = widths[0]);
+            for (cell, w) in r.iter().zip(&widths).skip(1) {
+                line.push_str(&format!("  {cell:>w$}"));
+            }
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -149,6 +156,7 @@ mod tests {
             mean_length: len,
             mean_reward: reward,
             unscored: 0,
+            kl_to_reference: None,
         };
         let r = EvalReport {
             prompts: 10,
@@ -185,6 +193,7 @@ mod tests {
             mean_length: 5.25,
             mean_reward: reward,
             unscored,
+            kl_to_reference: None,
         };
         for models in [
             vec![

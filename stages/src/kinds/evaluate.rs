@@ -53,11 +53,15 @@ use crate::data::corpus::{self, Corpus};
 use crate::data::evaluation::{EvalReport, Example, ModelRow};
 use crate::data::formats::{Message, Role};
 use crate::data::prompts::{Prompt, Splits, read_prompts};
+use crate::model::Gpt;
 use crate::model::chat::ChatModel;
+use crate::model::export;
 use crate::model::rng::{Rng, Stream};
 use crate::model::sample::{SampleOptions, generate};
 use crate::ports;
-use crate::rl::reward_model::{ScoreError, Scorer};
+use crate::rl::kl::answer_kl;
+use crate::rl::reward_model::{ScoreError, Scorer, encode};
+use candle_core::DType;
 
 pub struct Evaluate;
 
@@ -105,6 +109,7 @@ impl Stage for Evaluate {
         Port::required("prompts", ports::PROMPTS),
         Port::optional("shots", ports::CHAT_DATA),
         Port::optional("reward", ports::REWARD_MODEL),
+        Port::optional("reference", ports::MODEL),
     ]);
     const OUTPUTS: &'static [Port] = &[Port::required("metrics", ports::METRICS)];
 
@@ -279,6 +284,7 @@ pub fn score(
         },
         mean_reward: None,
         unscored: 0,
+        kl_to_reference: None,
     };
     (score, verdicts)
 }
@@ -387,6 +393,14 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         }
         None => None,
     };
+    let reference = match cx.input("reference") {
+        Some(dir) => Some(
+            export::load(dir, DType::F32)
+                .map_err(|e| StageError::msg(format!("input `reference`: {e}")))?
+                .model,
+        ),
+        None => None,
+    };
     let total = (models.len() * prompts.len()) as u64;
     let mut answers = String::new();
     let mut scores = Vec::new();
@@ -418,8 +432,15 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             }
             writeln!(answers, "{line}").unwrap();
         }
+        if let (Some(reference), true) = (&reference, m.is_chat) {
+            s.kl_to_reference =
+                Some(kl_to_reference(&models[mi], reference, m, &prompts, &responses, cx)?);
+        }
         if let Some(r) = s.mean_reward {
             cx.metric(&format!("{name}.mean_reward"), r);
+        }
+        if let Some(k) = s.kl_to_reference {
+            cx.metric(&format!("{name}.kl_to_reference"), k);
         }
         if let Some(a) = s.accuracy {
             cx.metric(&format!("{name}.accuracy"), a);
@@ -442,6 +463,42 @@ fn evaluate(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     write("answers.jsonl", &answers)?;
     write("report.json", &(serde_json::to_string_pretty(&report).expect("plain data") + "\n"))?;
     write("report.md", &markdown(&report))
+}
+
+/// The mean over `m`'s answers (those that fit its context) of their KL divergence from
+/// `reference` ([`answer_kl`]), `m` loaded from `dir` as a trainable model.
+fn kl_to_reference(
+    dir: &Path,
+    reference: &Gpt,
+    m: &ChatModel,
+    prompts: &[Prompt],
+    responses: &[(String, usize)],
+    cx: &RunCx,
+) -> Result<f64, StageError> {
+    let policy = export::load(dir, DType::F32)?.model;
+    if policy.config().vocab_size != reference.config().vocab_size {
+        return Err(StageError::msg(format!(
+            "input `reference` has {} tokens and a model {}: the KL needs one tokenizer\n   = help: wire `reference` to the model the others were fine-tuned from (e.g. `sft`)",
+            reference.config().vocab_size,
+            policy.config().vocab_size
+        )));
+    }
+    let block = policy.config().block_size.min(reference.config().block_size);
+    let mut rows = Vec::new();
+    for (pr, (r, _)) in prompts.iter().zip(responses) {
+        if let Some(row) = encode(&m.tok, &pr.prompt, r, block)? {
+            rows.push(row);
+        }
+    }
+    let mut sum = 0.0;
+    for chunk in rows.chunks(16) {
+        cx.check_cancelled()?;
+        let ids: Vec<&Vec<u32>> = chunk.iter().map(|(ids, _)| ids).collect();
+        let starts: Vec<usize> = chunk.iter().map(|(_, start)| *start).collect();
+        let kl = answer_kl(&policy, reference, &ids, &starts, m.tok.end_of_text, m.tok.im_end)?;
+        sum += kl.iter().sum::<f64>();
+    }
+    Ok(sum / rows.len().max(1) as f64)
 }
 
 /// The reward model's raw score of each response (none for an empty one), and their mean
@@ -492,7 +549,12 @@ pub fn markdown(r: &EvalReport) -> String {
         r.prompts, r.max_new_tokens
     )
     .unwrap();
-    let (head, rule) = if reward { (" mean reward |", "---|") } else { ("", "") };
+    let kl = r.models.iter().any(|m| m.kl_to_reference.is_some());
+    let (mut head, mut rule) = if reward { (" mean reward |", "---|") } else { ("", "") };
+    let (kl_head, kl_rule) = (format!("{head} KL to reference (nats) |"), format!("{rule}---|"));
+    if kl {
+        (head, rule) = (&kl_head, &kl_rule);
+    }
     writeln!(s, "| model | format | answer accuracy | correct / graded | mean response length (tokens) |{head}").unwrap();
     writeln!(s, "|---|---|---|---|---|{rule}").unwrap();
     for m in &r.models {
@@ -502,11 +564,17 @@ pub fn markdown(r: &EvalReport) -> String {
         } else {
             m.format.to_string()
         };
-        let rw = if reward {
+        let mut rw = if reward {
             format!(" {} |", m.mean_reward.map_or("n/a".to_string(), |v| format!("{v:.3}")))
         } else {
             String::new()
         };
+        if kl {
+            rw += &format!(
+                " {} |",
+                m.kl_to_reference.map_or("n/a".to_string(), |v| format!("{v:.3}"))
+            );
+        }
         writeln!(
             s,
             "| {} | {format} | {acc} | {} / {} | {:.1} |{rw}",
@@ -742,6 +810,7 @@ mod tests {
                 mean_length: 3.0,
                 mean_reward: None,
                 unscored: 0,
+                kl_to_reference: None,
             }],
             few_shot_examples: shots.0.clone(),
         });
