@@ -513,22 +513,25 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let frozen = reference(cx, &loaded)?;
     let (pad, im_end) = (tok.end_of_text, tok.im_end);
     let score = |set: Vec<Example>| -> Result<Vec<Scored>, StageError> {
-        let mut out = Vec::with_capacity(set.len());
+        let mut lp = Vec::new();
         for chunk in set.chunks(p.batch_size) {
             cx.check_cancelled()?;
             let refs: Vec<&Example> = chunk.iter().collect();
             let (rows, starts, _) = gather(&refs);
-            let lp = answer_log_probs(&frozen, &rows, &starts, pad, im_end, p.averaged())?
-                .to_vec1::<f32>()
-                .map_err(ModelError::from)?;
-            let mut at = 0;
-            for e in chunk {
-                let reference = lp[at..at + e.rows.len()].to_vec();
-                at += e.rows.len();
-                out.push(Scored { example: e.clone(), reference });
-            }
+            lp.extend(
+                answer_log_probs(&frozen, &rows, &starts, pad, im_end, p.averaged())?
+                    .to_vec1::<f32>()
+                    .map_err(ModelError::from)?,
+            );
         }
-        Ok(out)
+        let mut lp = lp.into_iter();
+        Ok(set
+            .into_iter()
+            .map(|example| {
+                let reference = lp.by_ref().take(example.rows.len()).collect();
+                Scored { example, reference }
+            })
+            .collect())
     };
     let (train_set, val_set) = (score(train_set)?, score(val_set)?);
     drop(frozen);
