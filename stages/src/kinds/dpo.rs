@@ -36,20 +36,17 @@
 //! the tokenizer with the chat template, `metrics.jsonl`, `loss.svg` and `data.json` (counts).
 //! Checkpoints, resume and reproducibility work as in `pretrain`.
 
-use std::collections::BTreeSet;
-
 use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::data::rankings;
 use crate::model::chat_template::{self, ChatTokenizer};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::Dropout;
 use crate::model::rng::Rng;
 use crate::model::{Gpt, GptConfig, ModelError};
 use crate::ports;
-use crate::rl::preferences::{Example, example, held_out};
+use crate::rl::preferences::{Example, Preferences};
 use crate::rl::reward_model::answer_span;
 use crate::training::{
     self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
@@ -421,20 +418,6 @@ impl training::Objective for PreferenceLoss<'_> {
     }
 }
 
-/// What became of the rankings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-struct DataCounts {
-    rankings: usize,
-    prompts: usize,
-    val_prompts: usize,
-    train_pairs: usize,
-    val_pairs: usize,
-    /// Responses left out: prompt and response longer than the model's context.
-    too_long: usize,
-    /// Rankings with no pair left (all tied, or their responses too long).
-    no_pairs: usize,
-}
-
 /// The reference: input `reference`, else the model itself, checked to share the model's
 /// vocabulary and context.
 fn reference(cx: &RunCx, model: &export::Loaded) -> Result<Gpt, StageError> {
@@ -467,47 +450,13 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let tok_path = model_dir.join(export::TOKENIZER);
     let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size)
         .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
-    let all = rankings::read_dir(cx.required_input("rankings")?)
-        .map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
-    if all.is_empty() {
-        return Err(StageError::msg(
-            "input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)",
-        ));
-    }
-    let val_prompts = held_out(&all, p.val_fraction, cx.seed);
-    let mut counts = DataCounts {
-        rankings: all.len(),
-        prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(),
-        val_prompts: val_prompts.len(),
-        ..DataCounts::default()
-    };
-    let (mut train_set, mut val_set) = (Vec::new(), Vec::new());
-    for r in &all {
-        match example(&tok, r, cfg.block_size, &mut counts.too_long)? {
-            Some(e) if val_prompts.contains(r.prompt.as_str()) => val_set.push(e),
-            Some(e) => train_set.push(e),
-            None => counts.no_pairs += 1,
-        }
-    }
-    counts.train_pairs = train_set.iter().map(|e| e.pairs.len()).sum();
-    counts.val_pairs = val_set.iter().map(|e| e.pairs.len()).sum();
-    if train_set.is_empty() {
-        return Err(StageError::msg(format!(
-            "no ranking of input `rankings` gives a training pair: {} rankings without a pair ({} responses too long for the model's {} tokens, the rest all tied), {} held out",
-            counts.no_pairs,
-            counts.too_long,
-            cfg.block_size,
-            val_set.len()
-        )));
-    }
-    for (k, v) in [
-        ("train_pairs", counts.train_pairs),
-        ("val_pairs", counts.val_pairs),
-        ("too_long", counts.too_long),
-        ("no_pairs", counts.no_pairs),
-    ] {
-        cx.metric(k, v as u64);
-    }
+    let Preferences { train: train_set, val: val_set, counts, .. } = Preferences::read(
+        cx.required_input("rankings")?,
+        &tok,
+        cfg.block_size,
+        p.val_fraction,
+        cx,
+    )?;
 
     // The reference's log-probabilities, once: it never changes.
     let frozen = reference(cx, &loaded)?;

@@ -46,13 +46,10 @@
 //! of the rankings (the SFT model's own samples), so PPO can normalise rewards.
 //! Checkpoints, resume and reproducibility work as in `pretrain`.
 
-use std::collections::BTreeSet;
-
 use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::Serialize;
 
-use crate::data::rankings;
 use crate::model::chat_template::{self, ChatTokenizer};
 use crate::model::export;
 use crate::model::heads::ScalarHead;
@@ -60,7 +57,7 @@ use crate::model::ops::Dropout;
 use crate::model::rng::Rng;
 use crate::model::{ModelError, ParamStore};
 use crate::ports;
-use crate::rl::preferences::{Example, example, held_out};
+use crate::rl::preferences::{Example, Preferences};
 use crate::rl::reward_model::{Likelihood, REWARD_JSON, RewardModel};
 use crate::training::{
     self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
@@ -199,21 +196,6 @@ impl Stage for Reward {
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         training::on_threads(p.threads, || train(p, cx))
     }
-}
-
-/// What became of the rankings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub(crate) struct DataCounts {
-    pub rankings: usize,
-    pub prompts: usize,
-    pub train_prompts: usize,
-    pub val_prompts: usize,
-    pub train_pairs: usize,
-    pub val_pairs: usize,
-    /// Responses left out: prompt and response longer than the model's context.
-    pub too_long: usize,
-    /// Rankings with no pair left (all tied, or their responses too long).
-    pub no_pairs: usize,
 }
 
 /// `-log σ(r_better - r_worse)` per pair, weighted (weights summing to 1: each prompt's pairs
@@ -404,58 +386,14 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let tok_path = model_dir.join(export::TOKENIZER);
     let tok = ChatTokenizer::from_file(&tok_path, cfg.vocab_size)
         .map_err(|e| StageError::msg(format!("input `model`: {e}")))?;
-    let all = rankings::read_dir(cx.required_input("rankings")?)
-        .map_err(|e| StageError::msg(format!("input `rankings`: {e}")))?;
-    if all.is_empty() {
-        return Err(StageError::msg(
-            "input `rankings` has no ranked prompt: there is nothing to learn\n   = help: rank some answers first (the `rank` stage)",
-        ));
-    }
-    let val_prompts = held_out(&all, p.val_fraction, cx.seed);
-    let mut counts = DataCounts {
-        rankings: all.len(),
-        prompts: all.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().len(),
-        val_prompts: val_prompts.len(),
-        ..DataCounts::default()
-    };
-    counts.train_prompts = counts.prompts - counts.val_prompts;
-    let (mut train_set, mut val_set, mut val_rankings) = (Vec::new(), Vec::new(), Vec::new());
-    for r in &all {
-        match example(&tok, r, cfg.block_size, &mut counts.too_long)? {
-            Some(e) if val_prompts.contains(r.prompt.as_str()) => {
-                val_set.push(e);
-                val_rankings.push(r);
-            }
-            Some(e) => train_set.push(e),
-            None => counts.no_pairs += 1,
-        }
-    }
-    counts.train_pairs = train_set.iter().map(|e| e.pairs.len()).sum();
-    counts.val_pairs = val_set.iter().map(|e| e.pairs.len()).sum();
-    if train_set.is_empty() {
-        return Err(StageError::msg(format!(
-            "no ranking of input `rankings` gives a training pair: {} rankings without a pair ({} responses too long for the model's {} tokens, the rest all tied), {} held out",
-            counts.no_pairs,
-            counts.too_long,
+    let Preferences { rankings: all, train: train_set, val: val_set, val_rankings, counts } =
+        Preferences::read(
+            cx.required_input("rankings")?,
+            &tok,
             cfg.block_size,
-            val_set.len()
-        )));
-    }
-    if counts.too_long > 0 {
-        tracing::warn!(
-            too_long = counts.too_long,
-            "responses longer than the model's {} tokens left out",
-            cfg.block_size
-        );
-    }
-    for (k, v) in [
-        ("train_pairs", counts.train_pairs),
-        ("val_pairs", counts.val_pairs),
-        ("too_long", counts.too_long),
-        ("no_pairs", counts.no_pairs),
-    ] {
-        cx.metric(k, v as u64);
-    }
+            p.val_fraction,
+            cx,
+        )?;
 
     let head_params = ParamStore::seeded(cx.seed);
     let head = ScalarHead::new(
@@ -513,7 +451,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     // The held-out pairs as the final model scores them (the val ones are the last scores).
     let mut val_pairs = String::new();
     let mut at = scores.len() - objective.val.iter().map(|e| e.rows.len()).sum::<usize>();
-    for (e, r) in objective.val.iter().zip(&val_rankings) {
+    for (e, r) in objective.val.iter().zip(val_rankings.iter().map(|&i| &all[i])) {
         for &(b, w) in &e.pairs {
             let line = ValPair {
                 prompt: &r.prompt,

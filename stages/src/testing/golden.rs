@@ -60,7 +60,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     (
         "dpo: { uses: dpo, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }",
         1,
-        "119c562617b18e6e68cb8e0ec5a30c6b98c83740debb7ba4735cdf5a7c4ba210",
+        "5a8608a280c7b21257dedce7d7593ef576402cd20f91e021cf34a57ca692cd86",
     ),
     (
         "cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }",

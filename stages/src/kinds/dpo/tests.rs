@@ -10,6 +10,7 @@ use hone_engine::spec;
 
 use super::*;
 use crate::data::rankings::Ranking;
+use crate::rl::preferences::example;
 use crate::testing::keyword::{Bench, rankings};
 use crate::testing::support::{self, quiet};
 

@@ -8,8 +8,9 @@ use hone_engine::events::Event;
 use hone_engine::spec;
 
 use super::*;
-use crate::data::rankings::Ranking;
+use crate::data::rankings::{self, Ranking};
 use crate::model::chat_template::test_tokenizer;
+use crate::rl::preferences::{example, held_out};
 use crate::rl::reward_model::{ScoreError, Scorer, conversation, sigmoid};
 use crate::testing::keyword::{Bench, KEYWORD, rankings};
 use crate::testing::support::{self, quiet};
