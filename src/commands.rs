@@ -44,8 +44,8 @@ impl From<EngineError> for Fatal {
     }
 }
 
-impl From<hone_engine::store::StoreError> for Fatal {
-    fn from(e: hone_engine::store::StoreError) -> Fatal {
+impl From<hone_engine::files::StoreError> for Fatal {
+    fn from(e: hone_engine::files::StoreError) -> Fatal {
         Fatal::workspace(e)
     }
 }
@@ -608,7 +608,7 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
         CacheOp::Ls => {
             let live = store.live();
             for r in store.records() {
-                let size = hone_engine::store::dir_size(&store.object_path(&r.artifact));
+                let size = hone_engine::files::dir_size(&store.object_path(&r.artifact));
                 let present = store.object_path(&r.artifact).is_dir();
                 let mark = if !present {
                     "missing"

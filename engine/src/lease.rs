@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{StoreError, write_atomic};
+use crate::files::{StoreError, write_atomic};
 
 /// The default lease, when `HONE_LEASE_SECS` is not set.
 pub const DEFAULT_LEASE_SECS: u64 = 60;

@@ -4,7 +4,8 @@
 //! - [`spec`]: YAML pipeline files → a validated [`spec::Pipeline`] (all problems at once,
 //!   with file:line:col, see [`diag::Diagnostics`]);
 //! - [`stage`]: the [`stage::Stage`] trait and the [`stage::Registry`] of kinds;
-//! - [`digest`] and [`store`]: stage keys, artifact digests and the `.hone/` store;
+//! - [`digest`] and [`store`]: stage keys, artifact digests and the `.hone/` store, on
+//!   [`lease`] (who holds what, across hosts) and [`files`] (atomic writes, read-only trees);
 //! - [`plan`] and [`exec`]: what will run and why, and running it in parallel;
 //! - [`events`]: what a run reports, for the CLI's reporters; [`logging`]: per-stage log files.
 //! - [`watch`]: waiting for the files a pipeline reads to change.
@@ -50,6 +51,7 @@ pub mod diag;
 pub mod digest;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod introspect;
 pub mod lease;
 pub mod logging;
@@ -68,7 +70,7 @@ pub mod yaml;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] files::StoreError),
     #[error(transparent)]
     Select(#[from] plan::SelectError),
     #[error(transparent)]

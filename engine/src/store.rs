@@ -31,6 +31,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, ArtifactDigest, Digest, StageKey};
+use crate::files::{dir_size, io_at, make_read_only, remove_all};
+// The store's error, and its atomic write that stage kinds use for their own files too.
+pub use crate::files::{StoreError, write_atomic};
 use crate::lease::{Heartbeat, Liveness, Owner};
 
 /// Everything a stage key is the hash of. Stored with the record, so `hone plan` can say
@@ -104,18 +107,6 @@ pub struct LastRun {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<PathBuf>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store I/O error at `{path}`: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("corrupt store file `{path}`: {message}")]
-    Corrupt { path: PathBuf, message: String },
-}
-
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
 pub struct Store {
@@ -500,75 +491,6 @@ impl Staging<'_> {
         drop(self.lease.take());
         let _ = remove_all(self.dir.path());
         Ok(record)
-    }
-}
-
-/// Write a file by temp file + rename, so readers see the old or the new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut f = tempfile::NamedTempFile::new_in(dir).map_err(io_at(dir))?;
-    f.write_all(bytes).map_err(io_at(path))?;
-    f.persist(path).map_err(|e| io_at(path)(e.error))?;
-    Ok(())
-}
-
-fn make_read_only(p: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(p)?;
-    if meta.is_dir() {
-        for e in fs::read_dir(p)? {
-            make_read_only(&e?.path())?;
-        }
-    } else if meta.is_file() {
-        let mut perm = meta.permissions();
-        perm.set_readonly(true);
-        fs::set_permissions(p, perm)?;
-    }
-    Ok(())
-}
-
-/// Remove a tree whose files may be read-only (directories never are).
-pub fn remove_all(p: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(p) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => {
-            // Directories we create are writable, so unlinking read-only files in them works.
-            match fs::remove_dir_all(p) {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    make_writable(p)?;
-                    fs::remove_dir_all(p)
-                }
-            }
-        }
-        Ok(_) => fs::remove_file(p),
-    }
-}
-
-fn make_writable(p: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(p)?;
-    if !meta.file_type().is_symlink() {
-        let mut perm = meta.permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
-        fs::set_permissions(p, perm)?;
-    }
-    if meta.is_dir() {
-        for e in fs::read_dir(p)? {
-            make_writable(&e?.path())?;
-        }
-    }
-    Ok(())
-}
-
-pub fn dir_size(p: &Path) -> u64 {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            fs::read_dir(p).into_iter().flatten().flatten().map(|e| dir_size(&e.path())).sum()
-        }
-        Ok(m) => m.len(),
-        Err(_) => 0,
     }
 }
 

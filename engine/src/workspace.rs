@@ -11,8 +11,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, Digest};
+use crate::files::{StoreError, write_atomic};
 use crate::lease::{LockFile, Owner, Taken};
-use crate::store::{Store, StoreError, write_atomic};
+use crate::store::Store;
 
 pub struct Workspace {
     /// Where `.hone/` lives.

@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::Outcome;
 use crate::digest::{ArtifactDigest, StageKey};
 use crate::events::{Event, EventSink};
+use crate::files::write_atomic;
 use crate::resources::Resources;
 use crate::spec::Pipeline;
 use crate::stage::{CheckError, DepCx, DynStage, Params, Registry, RunCx, StageError};
-use crate::store::{KeyManifest, StageState, write_atomic};
+use crate::store::{KeyManifest, StageState};
 use crate::workspace::Workspace;
 
 /// Everything a worker needs to run one stage, as JSON.
@@ -87,7 +88,7 @@ pub enum JobError {
     #[error("the job names input stage `{0}` but has no results directory")]
     NoResults(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::files::StoreError),
     #[error("cannot compute the key: {0}")]
     Deps(String),
 }
@@ -211,7 +212,7 @@ pub fn execute(
             let metrics = cx.metrics.into_inner().unwrap_or_default().into_iter().collect();
             match staging.commit(m, &job.stage, seconds, metrics) {
                 Ok(record) => {
-                    let _ = crate::store::remove_all(&checkpoint);
+                    let _ = crate::files::remove_all(&checkpoint);
                     Outcome::Ran { record, seconds }
                 }
                 Err(e) => failed(format!("cannot store its outputs: {e}")),

@@ -32,8 +32,8 @@ use super::job::{JobInput, JobResult, StageJob};
 use super::{Executor, JobId, Launch, Outcome};
 use crate::digest::ArtifactDigest;
 use crate::events::{Event, EventSink};
+use crate::files::{StoreError, write_atomic};
 use crate::resources::{ExecutorSpec, Resources, slurm_memory, slurm_time};
-use crate::store::{StoreError, write_atomic};
 use crate::workspace::Workspace;
 
 /// How to submit and follow.
