@@ -18,7 +18,7 @@ use hone_engine::resources::ExecutorKind;
 use hone_engine::spec::Pipeline;
 use hone_engine::workspace::Workspace;
 
-use crate::commands::{EXIT_FAILED, EXIT_INTERRUPTED, Fatal, on_ctrl_c};
+use crate::exit::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Fatal, on_ctrl_c};
 use crate::report::JsonReporter;
 
 pub fn exec_stage(path: &Path) -> Result<u8, Fatal> {
@@ -69,7 +69,7 @@ pub fn run_pipeline(
                 message:
                     "error: --detach needs a cluster executor\n   = help: add `--executor slurm`"
                         .into(),
-                code: 2,
+                code: EXIT_USAGE,
             });
         }
         return std::thread::scope(|scope| {

@@ -1,54 +1,25 @@
 //! The `hone` subcommands, each a function from parsed flags to an exit code.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use hone_engine::exec::{self, RunOptions};
 use hone_engine::plan::{self, Action, Selection};
 use hone_engine::spec::{self, LoadError, Pipeline};
 
+use hone_engine::digest;
 use hone_engine::stage::Inputs;
 use hone_engine::workspace::Workspace;
-use hone_engine::{EngineError, digest};
 
+use crate::exit::{
+    EXIT_AWAITING, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, EXIT_WORKSPACE, Fatal,
+    on_ctrl_c,
+};
 use crate::report::{HumanReporter, JsonReporter};
 use crate::{
     CacheOp, ChatArgs, Cli, Cmd, GenerateArgs, GraphFormat, ModelArgs, PipelineArgs, PluginOp,
     ScoreArgs,
 };
-
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INVALID: u8 = 3;
-pub const EXIT_WORKSPACE: u8 = 4;
-/// A stage waits for input from a person (`hone label`); everything before it is cached.
-pub const EXIT_AWAITING: u8 = 5;
-pub const EXIT_INTERRUPTED: u8 = 130;
-
-/// An error that ends the command: what to print and the exit code.
-pub struct Fatal {
-    pub message: String,
-    pub code: u8,
-}
-
-impl Fatal {
-    pub fn workspace(e: impl std::fmt::Display) -> Fatal {
-        Fatal { message: format!("error: {e}"), code: EXIT_WORKSPACE }
-    }
-}
-
-impl From<EngineError> for Fatal {
-    fn from(e: EngineError) -> Fatal {
-        Fatal::workspace(e)
-    }
-}
-
-impl From<hone_engine::files::StoreError> for Fatal {
-    fn from(e: hone_engine::files::StoreError) -> Fatal {
-        Fatal::workspace(e)
-    }
-}
 
 pub fn init_tracing() {
     use tracing_subscriber::prelude::*;
@@ -249,21 +220,6 @@ fn print_summaries<'a>(
             page.display()
         );
     }
-}
-
-/// A flag set by the first Ctrl-C (stages stop at their next check); a second one exits.
-pub fn on_ctrl_c() -> Arc<AtomicBool> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(EXIT_INTERRUPTED as i32);
-        }
-        eprintln!(
-            "hone: stopping (finished stages stay cached; press Ctrl-C again to quit at once)"
-        );
-    });
-    cancel
 }
 
 /// Run, then rerun whenever the pipeline file or a file its stages read changes.
@@ -706,8 +662,11 @@ fn generate(g: GenerateArgs) -> Result<u8, Fatal> {
     })
     .map_err(|e| {
         // Invalid sampling flags (or prompt) are a usage error, as for `hone chat`.
-        let code =
-            if matches!(e, hone_stages::model::ModelError::Invalid(_)) { 2 } else { EXIT_FAILED };
+        let code = if matches!(e, hone_stages::model::ModelError::Invalid(_)) {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILED
+        };
         Fatal { message: format!("error: {e}"), code }
     })?;
     let _ = writeln!(out);
@@ -814,7 +773,7 @@ fn chat(c: ChatArgs) -> Result<u8, Fatal> {
     }
     let o = m
         .options_with(c.sampling.seed, &c.sampling.overrides())
-        .map_err(|e| Fatal { message: format!("error: {e}"), code: 2 })?;
+        .map_err(|e| Fatal { message: format!("error: {e}"), code: EXIT_USAGE })?;
     let mut out = std::io::stdout().lock();
     match c.prompt {
         Some(prompt) => {

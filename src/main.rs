@@ -12,6 +12,7 @@
 
 mod cluster;
 mod commands;
+mod exit;
 mod report;
 
 use std::path::PathBuf;
