@@ -1,10 +1,16 @@
 //! Running a pipeline: a scheduler over the plan, and [`Executor`]s that run stage jobs.
 //!
-//! [`run_with`] walks the stages in dependency order. A stage whose inputs all exist gets its
-//! key; a cache hit is resolved on the spot (never handed to an executor). Every other stage
-//! becomes a [`StageJob`] (serialisable: kind, canonical params, seed, inputs, log path) given
-//! to the executor, and every finished stage is committed and recorded as it ends, so a
-//! failure elsewhere keeps it cached.
+//! [`run_with`] loops over a `Scheduler`'s three steps until no stage is left:
+//! - `Scheduler::resolve`: a stage whose input stages are resolved (with an executor that
+//!   [defers inputs](Executor::defers_inputs): handed out) is settled on the spot when it
+//!   need not run: skipped when an input stage gave no output, failed when its key cannot be
+//!   computed, a cache hit (never handed to an executor), or not selected (blocking the
+//!   stages that read it). Any other stage is queued to run, with the reasons why.
+//! - `Scheduler::start`: queued stages go to the executor as [`StageJob`]s (serialisable:
+//!   kind, canonical params, seed, inputs, log path), as many as it takes at once.
+//! - `Scheduler::finish`: every finished stage is committed and reported as it ends (so a
+//!   failure elsewhere keeps it cached), and the stages reading it are released, or blocked
+//!   when it gave no output.
 //!
 //! Executors:
 //! - [`local::Local`] (what [`run`] uses): threads of this process, at most `jobs` at once;
@@ -18,7 +24,7 @@ pub mod job;
 pub mod local;
 pub mod slurm;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -30,7 +36,7 @@ use crate::digest::{ArtifactDigest, StageKey};
 use crate::events::{Event, EventSink};
 use crate::plan::{Selection, manifest, why_changed};
 use crate::spec::{Pipeline, StageSpec};
-use crate::store::{KeyManifest, LastRun, Outcome as LastOutcome, Record, StageState};
+use crate::store::{self, KeyManifest, LastRun, Record, StageState};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Clone)]
@@ -63,7 +69,7 @@ pub struct RunSummary {
     pub jobs: Vec<(String, JobId)>,
     /// (stage, job id) of the jobs left running on a cluster.
     pub detached: Vec<(String, JobId)>,
-    /// (stage, message): stages waiting for input from a person ([`StageError::AwaitingInput`]).
+    /// (stage, message): stages waiting for input from a person ([`crate::stage::StageError::AwaitingInput`]).
     pub awaiting: Vec<(String, String)>,
 }
 
@@ -102,7 +108,7 @@ pub enum Outcome {
         job: JobId,
         because: String,
     },
-    /// It waits for input from a person ([`StageError::AwaitingInput`]); nothing was stored.
+    /// It waits for input from a person ([`crate::stage::StageError::AwaitingInput`]); nothing was stored.
     Awaiting {
         message: String,
     },
@@ -153,14 +159,6 @@ pub fn run(
     })
 }
 
-/// Where a stage is: waiting for its inputs, handed to the executor, or resolved.
-#[derive(Clone, PartialEq)]
-enum Status {
-    Waiting,
-    InFlight(JobId),
-    Resolved,
-}
-
 /// Run the pipeline with `ex`, in a workspace whose lock the caller holds.
 pub fn run_with<'p>(
     ws: &'p Workspace,
@@ -172,328 +170,438 @@ pub fn run_with<'p>(
 ) -> Result<RunSummary, EngineError> {
     let started = Instant::now();
     let selected = opts.selection.resolve(p, &opts.force)?;
-    let outcomes = Outcomes { sink, started: Default::default(), outcomes: Default::default() };
-    let sink: &dyn EventSink = &outcomes;
-    let force: HashSet<&str> = opts.force.iter().map(String::as_str).collect();
-    let n = p.stages.len();
-    let defers = ex.defers_inputs();
     sink.emit(Event::RunStarted {
         pipeline: p.name.clone(),
         stages: selected.iter().filter(|&&s| s).count(),
     });
-
-    let mut dependents = vec![Vec::new(); n];
-    let mut waiting = vec![0usize; n];
-    for (i, w) in waiting.iter_mut().enumerate() {
-        let ups: BTreeSet<usize> = p.deps_of(i).collect();
-        *w = ups.len();
-        for u in ups {
-            dependents[u].push(i);
-        }
-    }
-    let mut artifacts: Vec<Option<ArtifactDigest>> = vec![None; n];
-    let mut blocked: Vec<Option<String>> = vec![None; n];
-    let mut status = vec![Status::Waiting; n];
-    // A stage's recorded state when it was handed out, to tell whether its output changed.
-    let mut before: Vec<Option<StageState>> = vec![None; n];
-    let mut logs: Vec<Option<PathBuf>> = vec![None; n];
-    let mut summary = RunSummary::default();
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
-    // (stage, its manifest and key when its inputs exist, why it runs)
-    type Runnable = (usize, Option<(KeyManifest, StageKey)>, Vec<String>);
-    let mut runnable: VecDeque<Runnable> = VecDeque::new();
-    let mut running = 0usize;
-
+    let mut s = Scheduler::new(ws, p, &selected, &opts.force, sink, cancel, ex);
     loop {
-        // Resolve every ready stage: blocked, cached, or queued to run.
-        while let Some(i) = ready.pop_first() {
-            let s = &p.stages[i];
-            if let Some(why) = blocked[i].clone() {
-                if selected[i] {
-                    sink.emit(Event::StageSkipped { stage: s.id.clone(), because: why.clone() });
-                    summary.skipped.push(s.id.clone());
-                }
-                block_dependents(i, p, &dependents, &mut blocked, "did not produce an output");
-                status[i] = Status::Resolved;
-                release(i, &dependents, &mut waiting, &mut ready);
-                continue;
-            }
-            // Inputs still being made by jobs in flight (only with an executor that defers).
-            let pending: BTreeSet<usize> =
-                p.deps_of(i).filter(|&u| artifacts[u].is_none()).collect();
-            if !pending.is_empty() {
-                if !selected[i] {
-                    block_unselected(i, p, &dependents, &mut blocked);
-                    status[i] = Status::Resolved;
-                    release(i, &dependents, &mut waiting, &mut ready);
-                    continue;
-                }
-                let mut reasons = Vec::new();
-                for (port, refs) in &s.inputs {
-                    for r in refs.iter().filter(|r| pending.contains(&r.stage)) {
-                        let up = &p.stages[r.stage].id;
-                        reasons.push(format!("input `{port}` will be rebuilt by `{up}` (stays cached if `{up}` reproduces its output)"));
-                    }
-                }
-                runnable.push_back((i, None, reasons));
-                continue;
-            }
-            let m = match manifest(ws, p, i, &artifacts) {
-                Ok(m) => m,
-                Err(e) => {
-                    fail(sink, &mut summary, &s.id, format!("cannot compute its key: {e}"), None);
-                    block_dependents(i, p, &dependents, &mut blocked, "failed");
-                    status[i] = Status::Resolved;
-                    release(i, &dependents, &mut waiting, &mut ready);
-                    continue;
-                }
-            };
-            let key = m.key();
-            let forced = force.contains(s.id.as_str()) && selected[i];
-            if !forced && let Some(rec) = ws.store.lookup(&key)? {
-                artifacts[i] = Some(rec.artifact);
-                if selected[i] {
-                    let before = ws.store.state(&p.name, &s.id);
-                    let log =
-                        before.as_ref().filter(|st| st.key == key).and_then(|st| st.log.clone());
-                    ws.store.set_state(
-                        &p.name,
-                        &s.id,
-                        &StageState { key, artifact: rec.artifact, log },
-                        before.as_ref(),
-                    )?;
-                    sink.emit(Event::StageCached {
-                        stage: s.id.clone(),
-                        key,
-                        artifact: rec.artifact,
-                    });
-                    summary.cached.push(s.id.clone());
-                }
-                status[i] = Status::Resolved;
-                release(i, &dependents, &mut waiting, &mut ready);
-                continue;
-            }
-            if !selected[i] {
-                block_unselected(i, p, &dependents, &mut blocked);
-                status[i] = Status::Resolved;
-                release(i, &dependents, &mut waiting, &mut ready);
-                continue;
-            }
-            let reasons = if forced {
-                vec!["forced (--force)".to_string()]
-            } else {
-                why_changed(ws, &p.name, &s.id, &m)
-            };
-            runnable.push_back((i, Some((m, key)), reasons));
-        }
-
-        // Start as many as allowed.
-        while running < ex.capacity().max(1) && !cancel.load(Ordering::Relaxed) {
-            let Some((i, m, reasons)) = runnable.pop_front() else { break };
-            let s = &p.stages[i];
-            let job = StageJob::new(ws, p, i, &artifacts, force.contains(s.id.as_str()));
-            let after: Vec<JobId> = p
-                .deps_of(i)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter_map(|u| match &status[u] {
-                    Status::InFlight(id) if artifacts[u].is_none() => Some(id.clone()),
-                    _ => None,
-                })
-                .collect();
-            before[i] = ws.store.state(&p.name, &s.id);
-            let log = job.log.clone();
-            logs[i] = Some(log.clone());
-            // A stage that starts with its inputs in place starts now; a deferred one says so itself.
-            let starts = (!defers)
-                .then(|| {
-                    m.as_ref().map(|(_, key)| Event::StageStarted {
-                        stage: s.id.clone(),
-                        key: *key,
-                        log: log.clone(),
-                        reasons: reasons.clone(),
-                    })
-                })
-                .flatten();
-            match ex.start(Launch { index: i, spec: s, job, manifest: m, reasons, after }) {
-                Ok(id) => {
-                    if let Some(e) = starts {
-                        sink.emit(e);
-                    }
-                    summary.jobs.push((s.id.clone(), id.clone()));
-                    status[i] = Status::InFlight(id);
-                    running += 1;
-                    if defers {
-                        release(i, &dependents, &mut waiting, &mut ready);
-                    }
-                }
-                Err(e) => {
-                    fail(sink, &mut summary, &s.id, e, Some(log));
-                    block_dependents(i, p, &dependents, &mut blocked, "failed");
-                    status[i] = Status::Resolved;
-                    release(i, &dependents, &mut waiting, &mut ready);
-                }
-            }
-            if defers && !ready.is_empty() {
-                break; // submit the stages this one unblocked before the rest of the queue
-            }
-        }
-
-        if running == 0 {
-            if cancel.load(Ordering::Relaxed) {
-                for (i, ..) in runnable.drain(..) {
-                    sink.emit(Event::StageSkipped {
-                        stage: p.stages[i].id.clone(),
-                        because: "the run was stopped".into(),
-                    });
-                    summary.skipped.push(p.stages[i].id.clone());
-                }
-            }
-            if ready.is_empty() && runnable.is_empty() {
+        s.resolve_ready()?;
+        s.start();
+        if s.running == 0 {
+            s.skip_queued_if_stopped();
+            if s.ready.is_empty() && s.queue.is_empty() {
                 break;
             }
-            continue;
+        } else if !s.more_to_hand_out() {
+            let (i, outcome) = s.ex.next().expect("a job in flight always reports");
+            s.finish(i, outcome)?;
         }
-        if !ready.is_empty()
-            || (!runnable.is_empty()
-                && running < ex.capacity().max(1)
-                && !cancel.load(Ordering::Relaxed))
-        {
-            continue; // more to hand out before waiting
-        }
+    }
+    s.close(started)
+}
 
-        let (i, outcome) = ex.next().expect("a job in flight always reports");
-        running -= 1;
+/// Decides, for one run, when each stage is resolved on the spot, handed to the executor, or
+/// blocked, and commits how each ended (see the module docs).
+struct Scheduler<'p, 'r> {
+    ws: &'p Workspace,
+    p: &'p Pipeline,
+    ex: &'r mut dyn Executor<'p>,
+    /// The caller's sink, noting how each stage ends for the store's last runs.
+    events: LastRuns<'r>,
+    cancel: &'r AtomicBool,
+    /// The executor takes stages before their inputs exist ([`Executor::defers_inputs`]).
+    defers: bool,
+    /// Each stage of the pipeline, by index.
+    stages: Vec<StageRun>,
+    /// Stages whose input stages are all resolved (or handed out, when the executor defers
+    /// inputs), resolved in pipeline order.
+    ready: BTreeSet<usize>,
+    /// Stages to run, handed to the executor first come first.
+    queue: VecDeque<Queued>,
+    /// Jobs in flight.
+    running: usize,
+    summary: RunSummary,
+}
+
+/// One stage of the run, as the scheduler sees it.
+struct StageRun {
+    /// Selected (`--only`, `--until`, or everything).
+    selected: bool,
+    /// Named by `--force`.
+    forced: bool,
+    /// The stages it reads, each once, in pipeline order.
+    inputs: Vec<usize>,
+    /// The stages that read it.
+    dependents: Vec<usize>,
+    /// Input stages not yet resolved (or handed out, when the executor defers inputs).
+    waiting: usize,
+    status: Status,
+    /// Its output, once it is known.
+    artifact: Option<ArtifactDigest>,
+    /// Why it cannot run: the first input stage that gave no output.
+    blocked: Option<String>,
+    /// Its recorded state when it was handed out, to tell whether its output changed.
+    before: Option<StageState>,
+    /// Its job's log, once handed out.
+    log: Option<PathBuf>,
+}
+
+/// Where a stage is: waiting for its inputs, handed to the executor, or resolved.
+#[derive(Clone, PartialEq)]
+enum Status {
+    Waiting,
+    InFlight(JobId),
+    Resolved,
+}
+
+/// A stage to run, waiting for room in the executor.
+struct Queued {
+    index: usize,
+    /// Its manifest and key, when every input exists (`None`: submitted ahead of its inputs).
+    manifest: Option<(KeyManifest, StageKey)>,
+    /// Why it runs, for the reporter.
+    reasons: Vec<String>,
+}
+
+/// How a stage that is not selected blocks the stages reading it.
+const NOT_SELECTED: &str =
+    "is not selected and has no cached output; include it or run without --only";
+
+impl<'p, 'r> Scheduler<'p, 'r> {
+    fn new(
+        ws: &'p Workspace,
+        p: &'p Pipeline,
+        selected: &[bool],
+        force: &[String],
+        sink: &'r dyn EventSink,
+        cancel: &'r AtomicBool,
+        ex: &'r mut dyn Executor<'p>,
+    ) -> Self {
+        let mut stages: Vec<StageRun> = p
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let inputs: Vec<usize> =
+                    p.deps_of(i).collect::<BTreeSet<_>>().into_iter().collect();
+                StageRun {
+                    selected: selected[i],
+                    forced: force.contains(&s.id),
+                    waiting: inputs.len(),
+                    inputs,
+                    dependents: Vec::new(),
+                    status: Status::Waiting,
+                    artifact: None,
+                    blocked: None,
+                    before: None,
+                    log: None,
+                }
+            })
+            .collect();
+        for i in 0..stages.len() {
+            for k in 0..stages[i].inputs.len() {
+                let u = stages[i].inputs[k];
+                stages[u].dependents.push(i);
+            }
+        }
+        let ready = (0..stages.len()).filter(|&i| stages[i].waiting == 0).collect();
+        Scheduler {
+            ws,
+            p,
+            defers: ex.defers_inputs(),
+            ex,
+            events: LastRuns { sink, started: Default::default(), outcomes: Default::default() },
+            cancel,
+            stages,
+            ready,
+            queue: VecDeque::new(),
+            running: 0,
+            summary: RunSummary::default(),
+        }
+    }
+
+    /// Resolve every ready stage, in pipeline order.
+    fn resolve_ready(&mut self) -> Result<(), EngineError> {
+        while let Some(i) = self.ready.pop_first() {
+            self.resolve(i)?;
+        }
+        Ok(())
+    }
+
+    /// Stage `i` is ready: settle it on the spot, or queue it to run.
+    fn resolve(&mut self, i: usize) -> Result<(), EngineError> {
+        match self.settle(i)? {
+            Some(q) => self.queue.push_back(q),
+            None => self.resolved(i),
+        }
+        Ok(())
+    }
+
+    /// Settle stage `i` if it need not run: skipped (blocked by an input stage), failed (no
+    /// key), cached, or not selected (blocking its dependents) give `None`. Otherwise the
+    /// stage as it is to run.
+    fn settle(&mut self, i: usize) -> Result<Option<Queued>, EngineError> {
+        let (ws, p) = (self.ws, self.p);
         let s = &p.stages[i];
-        status[i] = Status::Resolved;
+        let selected = self.stages[i].selected;
+        if let Some(why) = self.stages[i].blocked.clone() {
+            if selected {
+                self.skip(i, why);
+            }
+            self.block_dependents(i, "did not produce an output");
+            return Ok(None);
+        }
+        // Inputs still being made by jobs in flight (only with an executor that defers).
+        if self.stages[i].inputs.iter().any(|&u| self.stages[u].artifact.is_none()) {
+            if !selected {
+                self.block_dependents(i, NOT_SELECTED);
+                return Ok(None);
+            }
+            let mut reasons = Vec::new();
+            for (port, refs) in &s.inputs {
+                for r in refs.iter().filter(|r| self.stages[r.stage].artifact.is_none()) {
+                    let up = &p.stages[r.stage].id;
+                    reasons.push(format!("input `{port}` will be rebuilt by `{up}` (stays cached if `{up}` reproduces its output)"));
+                }
+            }
+            return Ok(Some(Queued { index: i, manifest: None, reasons }));
+        }
+        let m = match manifest(ws, p, i, |u| self.stages[u].artifact) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(i, format!("cannot compute its key: {e}"), None);
+                self.block_dependents(i, "failed");
+                return Ok(None);
+            }
+        };
+        let key = m.key();
+        let forced = self.stages[i].forced && selected;
+        if !forced && let Some(rec) = ws.store.lookup(&key)? {
+            self.stages[i].artifact = Some(rec.artifact);
+            if selected {
+                let before = ws.store.state(&p.name, &s.id);
+                let log = before.as_ref().filter(|st| st.key == key).and_then(|st| st.log.clone());
+                let state = StageState { key, artifact: rec.artifact, log };
+                ws.store.set_state(&p.name, &s.id, &state, before.as_ref())?;
+                self.events.emit(Event::StageCached {
+                    stage: s.id.clone(),
+                    key,
+                    artifact: rec.artifact,
+                });
+                self.summary.cached.push(s.id.clone());
+            }
+            return Ok(None);
+        }
+        if !selected {
+            self.block_dependents(i, NOT_SELECTED);
+            return Ok(None);
+        }
+        let reasons = if forced {
+            vec!["forced (--force)".to_string()]
+        } else {
+            why_changed(ws, &p.name, &s.id, &m)
+        };
+        Ok(Some(Queued { index: i, manifest: Some((m, key)), reasons }))
+    }
+
+    /// Whether the executor has room for another job, and the run goes on.
+    fn has_room(&self) -> bool {
+        self.running < self.ex.capacity().max(1) && !self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Whether there is more to resolve or hand out before waiting for a job to end.
+    fn more_to_hand_out(&self) -> bool {
+        !self.ready.is_empty() || (!self.queue.is_empty() && self.has_room())
+    }
+
+    /// Hand queued stages to the executor while it has room. With an executor that defers
+    /// inputs, a stage handed out releases its dependents: they are resolved and handed out
+    /// before the rest of the queue.
+    fn start(&mut self) {
+        while self.has_room() {
+            let Some(q) = self.queue.pop_front() else { break };
+            self.launch(q);
+            if self.defers && !self.ready.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Hand one stage to the executor; a stage it refuses fails.
+    fn launch(&mut self, Queued { index: i, manifest, reasons }: Queued) {
+        let (ws, p) = (self.ws, self.p);
+        let s = &p.stages[i];
+        let job = StageJob::new(ws, p, i, |u| self.stages[u].artifact, self.stages[i].forced);
+        // The jobs in flight that make its inputs.
+        let after: Vec<JobId> = (self.stages[i].inputs.iter())
+            .filter_map(|&u| match &self.stages[u].status {
+                Status::InFlight(id) if self.stages[u].artifact.is_none() => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        let log = job.log.clone();
+        self.stages[i].before = ws.store.state(&p.name, &s.id);
+        self.stages[i].log = Some(log.clone());
+        // A stage that starts with its inputs in place starts now; a deferred one says so itself.
+        let starts = (!self.defers)
+            .then(|| {
+                manifest.as_ref().map(|(_, key)| Event::StageStarted {
+                    stage: s.id.clone(),
+                    key: *key,
+                    log: log.clone(),
+                    reasons: reasons.clone(),
+                })
+            })
+            .flatten();
+        match self.ex.start(Launch { index: i, spec: s, job, manifest, reasons, after }) {
+            Ok(id) => {
+                if let Some(e) = starts {
+                    self.events.emit(e);
+                }
+                self.summary.jobs.push((s.id.clone(), id.clone()));
+                self.stages[i].status = Status::InFlight(id);
+                self.running += 1;
+                if self.defers {
+                    self.release(i);
+                }
+            }
+            Err(e) => {
+                self.fail(i, e, Some(log));
+                self.block_dependents(i, "failed");
+                self.resolved(i);
+            }
+        }
+    }
+
+    /// A job ended: commit the stage's state, report it, and release its dependents or block
+    /// them (with an executor that defers inputs, they were released when it was handed out).
+    fn finish(&mut self, i: usize, outcome: Outcome) -> Result<(), EngineError> {
+        let (ws, p) = (self.ws, self.p);
+        let id = &p.stages[i].id;
+        self.running -= 1;
+        self.stages[i].status = Status::Resolved;
         match outcome {
             Outcome::Ran { record, seconds } => {
-                let st =
-                    StageState { key: record.key, artifact: record.artifact, log: logs[i].take() };
-                ws.store.set_state(&p.name, &s.id, &st, before[i].as_ref())?;
-                artifacts[i] = Some(record.artifact);
-                sink.emit(Event::StageFinished {
-                    stage: s.id.clone(),
+                let st = &mut self.stages[i];
+                let state =
+                    StageState { key: record.key, artifact: record.artifact, log: st.log.take() };
+                ws.store.set_state(&p.name, id, &state, st.before.as_ref())?;
+                st.artifact = Some(record.artifact);
+                let unchanged = st.before.as_ref().map(|b| b.artifact) == Some(record.artifact);
+                self.events.emit(Event::StageFinished {
+                    stage: id.clone(),
                     key: record.key,
                     artifact: record.artifact,
                     seconds,
-                    unchanged: before[i].as_ref().map(|b| b.artifact) == Some(record.artifact),
-                    metrics: record.metrics.clone(),
+                    unchanged,
+                    metrics: record.metrics,
                 });
-                summary.ran.push(s.id.clone());
+                self.summary.ran.push(id.clone());
             }
             Outcome::Cached { record } => {
-                let st = StageState { key: record.key, artifact: record.artifact, log: None };
-                ws.store.set_state(&p.name, &s.id, &st, ws.store.state(&p.name, &s.id).as_ref())?;
-                artifacts[i] = Some(record.artifact);
-                sink.emit(Event::StageCached {
-                    stage: s.id.clone(),
+                let state = StageState { key: record.key, artifact: record.artifact, log: None };
+                ws.store.set_state(&p.name, id, &state, ws.store.state(&p.name, id).as_ref())?;
+                self.stages[i].artifact = Some(record.artifact);
+                self.events.emit(Event::StageCached {
+                    stage: id.clone(),
                     key: record.key,
                     artifact: record.artifact,
                 });
-                summary.cached.push(s.id.clone());
+                self.summary.cached.push(id.clone());
             }
             Outcome::Failed { error, log } => {
-                fail(sink, &mut summary, &s.id, error, log);
-                block_dependents(i, p, &dependents, &mut blocked, "failed");
+                self.fail(i, error, log);
+                self.block_dependents(i, "failed");
             }
             Outcome::Skipped { because } => {
-                sink.emit(Event::StageSkipped { stage: s.id.clone(), because });
-                summary.skipped.push(s.id.clone());
-                block_dependents(i, p, &dependents, &mut blocked, "did not produce an output");
+                self.skip(i, because);
+                self.block_dependents(i, "did not produce an output");
             }
             Outcome::Submitted { job, because } => {
-                tracing::debug!(stage = %s.id, "{because}");
-                summary.detached.push((s.id.clone(), job));
+                tracing::debug!(stage = %id, "{because}");
+                self.summary.detached.push((id.clone(), job));
             }
             Outcome::Awaiting { message } => {
-                sink.emit(Event::StageAwaiting { stage: s.id.clone(), message: message.clone() });
-                summary.awaiting.push((s.id.clone(), message));
-                block_dependents(i, p, &dependents, &mut blocked, "awaits input");
+                self.events
+                    .emit(Event::StageAwaiting { stage: id.clone(), message: message.clone() });
+                self.summary.awaiting.push((id.clone(), message));
+                self.block_dependents(i, "awaits input");
             }
         }
-        if !defers {
-            release(i, &dependents, &mut waiting, &mut ready);
+        if !self.defers {
+            self.release(i);
+        }
+        Ok(())
+    }
+
+    /// The run was stopped (Ctrl-C) and nothing is in flight: the queued stages are skipped.
+    fn skip_queued_if_stopped(&mut self) {
+        if self.cancel.load(Ordering::Relaxed) {
+            while let Some(q) = self.queue.pop_front() {
+                self.skip(q.index, "the run was stopped".into());
+            }
         }
     }
-    ws.save_stat_cache();
-    ws.store.record_runs(&p.name, std::mem::take(&mut *outcomes.outcomes.lock().unwrap()))?;
-    sink.emit(Event::RunFinished {
-        ran: summary.ran.len(),
-        cached: summary.cached.len(),
-        failed: summary.failed.len(),
-        skipped: summary.skipped.len(),
-        awaiting: summary.awaiting.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    Ok(summary)
-}
 
-/// Stage `i` is resolved: its dependents wait for one stage fewer.
-fn release(
-    i: usize,
-    dependents: &[Vec<usize>],
-    waiting: &mut [usize],
-    ready: &mut BTreeSet<usize>,
-) {
-    for &d in &dependents[i] {
-        waiting[d] -= 1;
-        if waiting[d] == 0 {
-            ready.insert(d);
-        }
-    }
-}
-
-/// Stage `i` gives no output: its dependents cannot run (the first reason wins).
-fn block_dependents(
-    i: usize,
-    p: &Pipeline,
-    dependents: &[Vec<usize>],
-    blocked: &mut [Option<String>],
-    what: &str,
-) {
-    for &d in &dependents[i] {
-        blocked[d].get_or_insert_with(|| format!("input stage `{}` {what}", p.stages[i].id));
-    }
-}
-
-fn block_unselected(
-    i: usize,
-    p: &Pipeline,
-    dependents: &[Vec<usize>],
-    blocked: &mut [Option<String>],
-) {
-    for &d in &dependents[i] {
-        blocked[d].get_or_insert_with(|| {
-            format!("input stage `{}` is not selected and has no cached output; include it or run without --only", p.stages[i].id)
+    /// Record how the stages ended, and report the run's end.
+    fn close(self, started: Instant) -> Result<RunSummary, EngineError> {
+        self.ws.save_stat_cache();
+        let last = std::mem::take(&mut *self.events.outcomes.lock().unwrap());
+        self.ws.store.record_runs(&self.p.name, last)?;
+        let s = &self.summary;
+        self.events.emit(Event::RunFinished {
+            ran: s.ran.len(),
+            cached: s.cached.len(),
+            failed: s.failed.len(),
+            skipped: s.skipped.len(),
+            awaiting: s.awaiting.len(),
+            seconds: started.elapsed().as_secs_f64(),
         });
+        Ok(self.summary)
     }
-}
 
-fn fail(
-    sink: &dyn EventSink,
-    summary: &mut RunSummary,
-    stage: &str,
-    error: String,
-    log: Option<PathBuf>,
-) {
-    sink.emit(Event::StageFailed {
-        stage: stage.to_string(),
-        error: error.clone(),
-        log: log.clone().unwrap_or_default(),
-    });
-    summary.failed.push((stage.to_string(), error, log));
+    /// Stage `i` is resolved: its dependents wait for one stage fewer.
+    fn resolved(&mut self, i: usize) {
+        self.stages[i].status = Status::Resolved;
+        self.release(i);
+    }
+
+    fn release(&mut self, i: usize) {
+        for k in 0..self.stages[i].dependents.len() {
+            let d = self.stages[i].dependents[k];
+            self.stages[d].waiting -= 1;
+            if self.stages[d].waiting == 0 {
+                self.ready.insert(d);
+            }
+        }
+    }
+
+    /// Stage `i` gives no output: its dependents cannot run (the first reason wins).
+    fn block_dependents(&mut self, i: usize, what: &str) {
+        let id = &self.p.stages[i].id;
+        for k in 0..self.stages[i].dependents.len() {
+            let d = self.stages[i].dependents[k];
+            self.stages[d].blocked.get_or_insert_with(|| format!("input stage `{id}` {what}"));
+        }
+    }
+
+    fn skip(&mut self, i: usize, because: String) {
+        let stage = self.p.stages[i].id.clone();
+        self.events.emit(Event::StageSkipped { stage: stage.clone(), because });
+        self.summary.skipped.push(stage);
+    }
+
+    fn fail(&mut self, i: usize, error: String, log: Option<PathBuf>) {
+        let stage = self.p.stages[i].id.clone();
+        self.events.emit(Event::StageFailed {
+            stage: stage.clone(),
+            error: error.clone(),
+            log: log.clone().unwrap_or_default(),
+        });
+        self.summary.failed.push((stage, error, log));
+    }
 }
 
 /// Passes events on, noting how each stage ends, for [`crate::store::Store::last_runs`].
-struct Outcomes<'a> {
+struct LastRuns<'a> {
     sink: &'a dyn EventSink,
     /// The key of each stage started (a failure event does not carry it).
     started: std::sync::Mutex<BTreeMap<String, StageKey>>,
     outcomes: std::sync::Mutex<BTreeMap<String, LastRun>>,
 }
 
-impl EventSink for Outcomes<'_> {
+impl EventSink for LastRuns<'_> {
     fn emit(&self, event: Event) {
         let last = |outcome, key, error, log| LastRun { outcome, key, error, log };
         let noted = match &event {
@@ -502,22 +610,22 @@ impl EventSink for Outcomes<'_> {
                 None
             }
             Event::StageCached { stage, key, .. } => {
-                Some((stage, last(LastOutcome::Cached, Some(*key), None, None)))
+                Some((stage, last(store::Outcome::Cached, Some(*key), None, None)))
             }
             Event::StageFinished { stage, key, .. } => {
-                Some((stage, last(LastOutcome::Ran, Some(*key), None, None)))
+                Some((stage, last(store::Outcome::Ran, Some(*key), None, None)))
             }
             Event::StageFailed { stage, error, log } => {
                 let key = self.started.lock().unwrap().get(stage).copied();
                 let log = (!log.as_os_str().is_empty()).then(|| log.clone());
-                Some((stage, last(LastOutcome::Failed, key, Some(error.clone()), log)))
+                Some((stage, last(store::Outcome::Failed, key, Some(error.clone()), log)))
             }
             Event::StageSkipped { stage, because } => {
-                Some((stage, last(LastOutcome::Skipped, None, Some(because.clone()), None)))
+                Some((stage, last(store::Outcome::Skipped, None, Some(because.clone()), None)))
             }
             Event::StageAwaiting { stage, message } => {
                 let key = self.started.lock().unwrap().get(stage).copied();
-                Some((stage, last(LastOutcome::Awaiting, key, Some(message.clone()), None)))
+                Some((stage, last(store::Outcome::Awaiting, key, Some(message.clone()), None)))
             }
             _ => None,
         };

@@ -71,12 +71,12 @@ impl Selection {
     }
 }
 
-/// Build a stage's manifest from the artifacts of its inputs.
+/// Build a stage's manifest from the artifacts of its inputs (`artifact` of each input stage).
 pub fn manifest(
     ws: &Workspace,
     p: &Pipeline,
     i: usize,
-    artifacts: &[Option<ArtifactDigest>],
+    artifact: impl Fn(usize) -> Option<ArtifactDigest>,
 ) -> Result<KeyManifest, StageError> {
     let s = &p.stages[i];
     let hasher = |path: &std::path::Path| ws.hash_path(path);
@@ -92,7 +92,7 @@ pub fn manifest(
         .map(|(port, refs)| {
             (
                 port.clone(),
-                refs.iter().map(|r| artifacts[r.stage].expect("inputs resolved first")).collect(),
+                refs.iter().map(|r| artifact(r.stage).expect("inputs resolved first")).collect(),
             )
         })
         .collect();
@@ -156,7 +156,7 @@ pub fn plan(
             }
             if selected[i] { Action::Run } else { Action::Skip }
         } else {
-            let m = match manifest(ws, p, i, &artifacts) {
+            let m = match manifest(ws, p, i, |u| artifacts[u]) {
                 Ok(m) => m,
                 Err(e) => {
                     return Err(crate::EngineError::Deps {
@@ -315,10 +315,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        let plain = manifest(&ws, &p, 0, &[]).unwrap();
+        let plain = manifest(&ws, &p, 0, |_| None).unwrap();
         assert!(plain.deps.is_empty(), "nothing set: the key is as it always was");
         SET.store(true, Ordering::Relaxed);
-        let tuned = manifest(&ws, &p, 0, &[]).unwrap();
+        let tuned = manifest(&ws, &p, 0, |_| None).unwrap();
         SET.store(false, Ordering::Relaxed);
         assert_ne!(tuned.key(), plain.key());
         assert_eq!(tuned.deps.keys().collect::<Vec<_>>(), ["setting TUNED"]);

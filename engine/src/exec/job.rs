@@ -94,13 +94,13 @@ pub enum JobError {
 }
 
 impl StageJob {
-    /// The job for stage `i`, whose finished inputs are in `artifacts` (the others are made by
-    /// jobs of the same submission).
+    /// The job for stage `i`, whose finished inputs have an `artifact` (the others are made
+    /// by jobs of the same submission).
     pub fn new(
         ws: &Workspace,
         p: &Pipeline,
         i: usize,
-        artifacts: &[Option<ArtifactDigest>],
+        artifact: impl Fn(usize) -> Option<ArtifactDigest>,
         force: bool,
     ) -> StageJob {
         let s = &p.stages[i];
@@ -110,7 +110,7 @@ impl StageJob {
             .map(|(port, refs)| {
                 let ins = refs
                     .iter()
-                    .map(|r| match artifacts[r.stage] {
+                    .map(|r| match artifact(r.stage) {
                         Some(a) => JobInput::Artifact(a),
                         None => JobInput::Upstream(p.stages[r.stage].id.clone()),
                     })
