@@ -1,20 +1,22 @@
-//! Running stages elsewhere than in this process: `hone run --executor slurm [--detach]`,
-//! `hone status`, and the hidden `hone exec-stage JOB.json`, the worker remote executors run.
+//! Where `hone run` runs the stages: the executor that `--executor` or the pipeline's
+//! `executor:` block names, through the engine's list of them ([`KINDS`]); `hone status`,
+//! and the hidden `hone exec-stage JOB.json`, the worker remote executors run.
 //!
 //! `exec-stage` runs one stage job in this process against the job's workspace and prints
 //! the run's events as JSON lines on stdout. Exit 0 when the stage ran or was cached, 1 when
 //! it failed or could not run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use hone_engine::digest::ArtifactDigest;
 use hone_engine::events::{Event, EventSink};
-use hone_engine::exec::job::{JobResult, StageJob, run_job};
-use hone_engine::exec::slurm::{self, Slurm, SlurmOptions};
-use hone_engine::exec::{self, Executor, JobId, Launch, Outcome, RunOptions, RunSummary};
-use hone_engine::resources::ExecutorKind;
+use hone_engine::exec::{self, RunOptions, RunSummary};
+use hone_engine::executors::job::{JobResult, StageJob, run_job};
+use hone_engine::executors::slurm;
+use hone_engine::executors::{
+    Cx, Executor, ExecutorKind, JobId, KINDS, Launch, Outcome, Person, or_list,
+};
 use hone_engine::spec::Pipeline;
 use hone_engine::workspace::Workspace;
 
@@ -44,13 +46,27 @@ pub fn exec_stage(path: &Path) -> Result<u8, Fatal> {
 /// Where `hone run` runs the stages.
 #[derive(clap::Args, Clone, Default)]
 pub struct ExecArgs {
-    /// `local` (threads of this process) or `slurm` (one sbatch job per stage); default: the
-    /// pipeline's `executor: { kind: ... }`, else local.
-    #[arg(long, value_name = "KIND")]
-    pub executor: Option<ExecutorKind>,
+    // The executors, and so the help, come from the engine's list of them.
+    #[arg(
+        long,
+        value_name = "KIND",
+        value_parser = hone_engine::executors::named,
+        help = executor_help()
+    )]
+    pub executor: Option<&'static ExecutorKind>,
     /// With Slurm: return once the jobs are submitted (`hone status` follows them).
     #[arg(long)]
     pub detach: bool,
+}
+
+/// `--executor`'s help: every executor, and which one runs when it is not given.
+fn executor_help() -> String {
+    let kinds: Vec<String> = KINDS.iter().map(|k| format!("`{}` ({})", k.name, k.about)).collect();
+    format!(
+        "{}; default: the pipeline's `executor: {{ kind: ... }}`, else {}",
+        or_list(&kinds),
+        KINDS[0].name
+    )
 }
 
 /// Run the pipeline with the executor the flags or the pipeline ask for.
@@ -63,64 +79,51 @@ pub fn run_pipeline(
     cancel: &AtomicBool,
 ) -> Result<RunSummary, Fatal> {
     let kind = ex.executor.unwrap_or(p.executor.kind);
-    if kind == ExecutorKind::Local {
-        if ex.detach {
-            return Err(Fatal {
-                message:
-                    "error: --detach needs a cluster executor\n   = help: add `--executor slurm`"
-                        .into(),
-                code: EXIT_USAGE,
-            });
-        }
-        return std::thread::scope(|scope| {
-            let local = exec::local::Local::new(scope, ws, sink, cancel, opts.jobs);
-            Ok(exec::run_with(
-                ws,
-                p,
-                opts,
-                sink,
-                cancel,
-                &mut WarnsOfSlurmJobs { ex: local, ws, p, asked: false },
-            )?)
+    if ex.detach && !kind.detaches {
+        let cluster = KINDS.iter().find(|k| k.detaches).map_or("", |k| k.name);
+        return Err(Fatal {
+            message: format!(
+                "error: --detach needs a cluster executor\n   = help: add `--executor {cluster}`"
+            ),
+            code: EXIT_USAGE,
         });
     }
-    let hone = match std::env::var_os("HONE_SLURM_BIN") {
-        Some(b) => PathBuf::from(b),
-        None => std::env::current_exe()
-            .map_err(|e| Fatal::workspace(format!("cannot find the hone binary to submit: {e}")))?,
-    };
-    let poll_ms =
-        std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let sopts = SlurmOptions {
-        spec: p.executor.clone(),
-        hone,
-        poll: Duration::from_millis(poll_ms),
+    let cx = Cx {
+        ws,
+        pipeline: &p.name,
+        settings: &p.executor.settings,
+        jobs: opts.jobs,
         detach: ex.detach,
+        sink,
+        cancel,
+        person: &Terminal,
     };
-    let ask = |n: usize| ask_to_cancel(n);
-    let mut slurm = Slurm::new(ws, &p.name, sopts, sink, cancel, &ask);
-    let summary = exec::run_with(ws, p, opts, sink, cancel, &mut slurm)?;
-    if !summary.detached.is_empty() {
-        let ids: Vec<&str> = summary.detached.iter().map(|(_, j)| j.as_str()).collect();
-        eprintln!(
-            "hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them",
-            ids.len(),
-            ids.join(",")
-        );
-    }
-    Ok(summary)
+    let mut summary = None;
+    (kind.open)(&cx, &mut |executor| {
+        let mut ex = WarnsOfEarlierJobs { ex: executor, ws, p, run_by: kind, asked: false };
+        let run = exec::run_with(ws, p, opts, sink, cancel, &mut ex);
+        let ended = run.is_ok();
+        summary = Some(run);
+        ended
+    })
+    .map_err(Fatal::workspace)?;
+    let summary = summary.ok_or_else(|| {
+        Fatal::workspace(format!("the {} executor did not run the pipeline", kind.name))
+    })?;
+    Ok(summary?)
 }
 
-/// The local executor, saying at the first stage it starts whether jobs of an earlier Slurm
-/// submission are still computing (a run that starts nothing, a no-op, never asks).
-struct WarnsOfSlurmJobs<'a, E> {
-    ex: E,
+/// An executor that, at the first stage it starts, says which stages the other executors'
+/// jobs of an earlier run still compute (a run that starts nothing, a no-op, never asks).
+struct WarnsOfEarlierJobs<'a, 'p> {
+    ex: &'a mut dyn Executor<'p>,
     ws: &'a Workspace,
     p: &'a Pipeline,
+    run_by: &'static ExecutorKind,
     asked: bool,
 }
 
-impl<'p, E: Executor<'p>> Executor<'p> for WarnsOfSlurmJobs<'_, E> {
+impl<'p> Executor<'p> for WarnsOfEarlierJobs<'_, 'p> {
     fn capacity(&self) -> usize {
         self.ex.capacity()
     }
@@ -131,7 +134,13 @@ impl<'p, E: Executor<'p>> Executor<'p> for WarnsOfSlurmJobs<'_, E> {
 
     fn start(&mut self, launch: Launch<'p>) -> Result<JobId, String> {
         if !std::mem::replace(&mut self.asked, true) {
-            warn_of_jobs_in_flight(self.ws, self.p);
+            for k in KINDS.iter().filter(|k| **k != self.run_by) {
+                let warning =
+                    k.still_running.and_then(|f| f(self.ws, &self.p.name, self.run_by.name));
+                if let Some(w) = warning {
+                    eprintln!("hone: warning: {w}");
+                }
+            }
         }
         self.ex.start(launch)
     }
@@ -141,37 +150,25 @@ impl<'p, E: Executor<'p>> Executor<'p> for WarnsOfSlurmJobs<'_, E> {
     }
 }
 
-/// A local run while jobs of an earlier Slurm submission are still queued or running computes
-/// their stages again: say so (Slurm is asked only when a submission has such jobs).
-fn warn_of_jobs_in_flight(ws: &Workspace, p: &Pipeline) {
-    let Ok(jobs) = slurm::in_flight(ws, &p.name) else { return };
-    if jobs.is_empty() {
-        return;
-    }
-    let list: Vec<String> =
-        jobs.values().map(|j| format!("`{}` (job {})", j.stage, j.job)).collect();
-    eprintln!(
-        "hone: warning: Slurm jobs of an earlier submission are still computing {}; this local run computes what it needs of them again\n   = help: `hone run --executor slurm` follows those jobs instead of running them again; `hone status` shows them",
-        list.join(", ")
-    );
-}
+/// The person at the terminal: questions and news on stderr, answers from stdin.
+struct Terminal;
 
-/// Ctrl-C during a Slurm run: cancel the jobs? Asked on a terminal; elsewhere they are cancelled.
-fn ask_to_cancel(n: usize) -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        eprintln!("hone: cancelling {n} Slurm job(s)");
-        return true;
+impl Person for Terminal {
+    fn confirm(&self, question: &str) -> Option<bool> {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        Some(!matches!(line.trim(), "n" | "N" | "no"))
     }
-    eprint!("hone: {n} Slurm job(s) are queued or running. Cancel them (scancel)? [Y/n] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    let keep = matches!(line.trim(), "n" | "N" | "no");
-    if keep {
-        eprintln!("hone: leaving them running; `hone status` follows them");
+
+    fn tell(&self, line: &str) {
+        eprintln!("{line}");
     }
-    !keep
 }
 
 /// A job of `hone status`.

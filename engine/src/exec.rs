@@ -1,42 +1,32 @@
-//! Running a pipeline: a scheduler over the plan, and [`Executor`]s that run stage jobs.
+//! Running a pipeline: [`run_with`] hands its stages to an executor ([`crate::executors`]) in
+//! dependency order, through a `Scheduler`; [`run`] does so on threads of this process.
 //!
-//! [`run_with`] loops over a `Scheduler`'s three steps until no stage is left:
+//! `run_with` loops over the scheduler's three steps until no stage is left:
 //! - `Scheduler::resolve`: a stage whose input stages are resolved (with an executor that
 //!   [defers inputs](Executor::defers_inputs): handed out) is settled on the spot when it
 //!   need not run: skipped when an input stage gave no output, failed when its key cannot be
 //!   computed, a cache hit (never handed to an executor), or not selected (blocking the
 //!   stages that read it). Any other stage is queued to run, with the reasons why.
-//! - `Scheduler::start`: queued stages go to the executor as [`StageJob`]s (serialisable:
-//!   kind, canonical params, seed, inputs, log path), as many as it takes at once.
+//! - `Scheduler::start`: queued stages go to the executor as [`StageJob`]s, as many as it
+//!   takes at once.
 //! - `Scheduler::finish`: every finished stage is committed and reported as it ends (so a
 //!   failure elsewhere keeps it cached), and the stages reading it are released, or blocked
 //!   when it gave no output.
-//!
-//! Executors:
-//! - [`local::Local`] (what [`run`] uses): threads of this process, at most `jobs` at once;
-//!   a stage starts when its inputs exist.
-//! - [`slurm::Slurm`]: one `sbatch` job per stage, submitted before its inputs exist with a
-//!   dependency on the jobs that make them ([`Executor::defers_inputs`]); each job runs
-//!   `hone exec-stage JOB.json`, i.e. [`job::run_job`], which computes the key once its
-//!   inputs exist (a reproduced input makes it a cache hit: early cutoff still works).
-
-pub mod job;
-pub mod local;
-pub mod slurm;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use job::{JobInput, StageJob};
-
 use crate::EngineError;
 use crate::digest::{ArtifactDigest, StageKey};
 use crate::events::{Event, EventSink};
+use crate::executors::job::{JobInput, StageJob};
+use crate::executors::local::Local;
+use crate::executors::{Executor, JobId, Launch, Outcome};
 use crate::plan::{Selection, manifest, why_changed};
-use crate::spec::{Pipeline, StageSpec};
-use crate::store::{self, KeyManifest, LastRun, Record, StageState};
+use crate::spec::Pipeline;
+use crate::store::{self, KeyManifest, LastRun, StageState};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Clone)]
@@ -69,7 +59,8 @@ pub struct RunSummary {
     pub jobs: Vec<(String, JobId)>,
     /// (stage, job id) of the jobs left running on a cluster.
     pub detached: Vec<(String, JobId)>,
-    /// (stage, message): stages waiting for input from a person ([`crate::stage::StageError::AwaitingInput`]).
+    /// (stage, message): stages waiting for input from a person
+    /// ([`crate::stage::StageError::AwaitingInput`]).
     pub awaiting: Vec<(String, String)>,
 }
 
@@ -78,71 +69,6 @@ impl RunSummary {
     pub fn ok(&self) -> bool {
         self.failed.is_empty() && self.skipped.is_empty() && self.awaiting.is_empty()
     }
-}
-
-/// An executor's name for a job it started (a Slurm job id, a thread number).
-pub type JobId = String;
-
-/// How a job ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Ran {
-        record: Record,
-        seconds: f64,
-    },
-    /// The job found its key already stored when its inputs existed (an upstream stage
-    /// reproduced its output, or another run made it).
-    Cached {
-        record: Record,
-    },
-    Failed {
-        error: String,
-        log: Option<PathBuf>,
-    },
-    /// It never ran (an input failed and the cluster cancelled it).
-    Skipped {
-        because: String,
-    },
-    /// Left running on the cluster (`--detach`, or Ctrl-C answered "keep them").
-    Submitted {
-        job: JobId,
-        because: String,
-    },
-    /// It waits for input from a person ([`crate::stage::StageError::AwaitingInput`]); nothing was stored.
-    Awaiting {
-        message: String,
-    },
-}
-
-/// A stage handed to an executor.
-pub struct Launch<'p> {
-    /// The stage's index in the pipeline.
-    pub index: usize,
-    /// The stage as loaded in this process (for executors that run it in process).
-    pub spec: &'p StageSpec,
-    pub job: StageJob,
-    /// Its manifest and key, when every input already exists (then `job`'s inputs are all
-    /// artifacts); `None` for a job submitted ahead of its inputs.
-    pub manifest: Option<(KeyManifest, StageKey)>,
-    /// Why it runs, for the reporter.
-    pub reasons: Vec<String>,
-    /// The jobs in flight that produce some of its inputs (only for [`Executor::defers_inputs`]).
-    pub after: Vec<JobId>,
-}
-
-/// Runs stage jobs somewhere and says when each ends.
-pub trait Executor<'p> {
-    /// Jobs in flight at once.
-    fn capacity(&self) -> usize;
-    /// Whether a job may be started before its inputs exist, after the jobs that make them
-    /// (the executor then runs it only when they succeed, and reports it skipped otherwise).
-    fn defers_inputs(&self) -> bool {
-        false
-    }
-    /// Start (or submit) a job; an error says why it could not be.
-    fn start(&mut self, launch: Launch<'p>) -> Result<JobId, String>;
-    /// Block until a job ends: its stage index and outcome. `None` when none is in flight.
-    fn next(&mut self) -> Option<(usize, Outcome)>;
 }
 
 /// Run the pipeline on threads of this process, in a workspace whose lock the caller holds.
@@ -154,7 +80,7 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<RunSummary, EngineError> {
     std::thread::scope(|scope| {
-        let mut ex = local::Local::new(scope, ws, sink, cancel, opts.jobs);
+        let mut ex = Local::new(scope, ws, sink, cancel, opts.jobs);
         run_with(ws, p, opts, sink, cancel, &mut ex)
     })
 }
@@ -184,6 +110,7 @@ pub fn run_with<'p>(
                 break;
             }
         } else if !s.more_to_hand_out() {
+            // Nothing to do until a job ends.
             let (i, outcome) = s.ex.next().expect("a job in flight always reports");
             s.finish(i, outcome)?;
         }
@@ -422,7 +349,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     fn launch(&mut self, Queued { index: i, manifest, reasons }: Queued) {
         let (ws, p) = (self.ws, self.p);
         let s = &p.stages[i];
-        let job = StageJob::new(ws, p, i, |u| self.stages[u].artifact, self.stages[i].forced);
+        let job = self.job(i);
         // The jobs in flight that make its inputs.
         let after: Vec<JobId> = (self.stages[i].inputs.iter())
             .filter_map(|&u| match &self.stages[u].status {
@@ -444,7 +371,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 })
             })
             .flatten();
-        match self.ex.start(Launch { index: i, spec: s, job, manifest, reasons, after }) {
+        let launch =
+            Launch { index: i, kind: s.kind, params: &s.params, job, manifest, reasons, after };
+        match self.ex.start(launch) {
             Ok(id) => {
                 if let Some(e) = starts {
                     self.events.emit(e);
@@ -461,6 +390,42 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 self.block_dependents(i, "failed");
                 self.resolved(i);
             }
+        }
+    }
+
+    /// The job of stage `i`: its finished inputs as artifacts, the others as the stages of
+    /// this run that make them.
+    fn job(&self, i: usize) -> StageJob {
+        let (ws, p) = (self.ws, self.p);
+        let s = &p.stages[i];
+        let inputs = s
+            .inputs
+            .iter()
+            .map(|(port, refs)| {
+                let ins = refs
+                    .iter()
+                    .map(|r| match self.stages[r.stage].artifact {
+                        Some(a) => JobInput::Artifact(a),
+                        None => JobInput::Upstream(p.stages[r.stage].id.clone()),
+                    })
+                    .collect();
+                (port.clone(), ins)
+            })
+            .collect();
+        StageJob {
+            pipeline: p.name.clone(),
+            stage: s.id.clone(),
+            kind: s.kind.kind().to_string(),
+            version: s.kind.version(),
+            params: s.params.canonical.clone(),
+            seed: p.seed,
+            inputs,
+            force: self.stages[i].forced,
+            workspace: ws.root().to_path_buf(),
+            base: ws.base().to_path_buf(),
+            log: ws.store.log_path(&s.id),
+            resources: p.resources_of(i),
+            results: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! - [`stage`]: the [`stage::Stage`] trait and the [`stage::Registry`] of kinds;
 //! - [`digest`] and [`store`]: stage keys, artifact digests and the `.hone/` store, on
 //!   [`lease`] (who holds what, across hosts) and [`files`] (atomic writes, read-only trees);
-//! - [`plan`] and [`exec`]: what will run and why, and running it in parallel;
+//! - [`plan`] and [`exec`]: what will run and why, and running it in parallel on one of the
+//!   [`executors`] (threads here, a Slurm cluster);
 //! - [`events`]: what a run reports, for the CLI's reporters; [`logging`]: per-stage log files.
 //! - [`watch`]: waiting for the files a pipeline reads to change.
 //!
@@ -51,6 +52,7 @@ pub mod diag;
 pub mod digest;
 pub mod events;
 pub mod exec;
+pub mod executors;
 pub mod files;
 pub mod introspect;
 pub mod lease;

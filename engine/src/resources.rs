@@ -1,15 +1,14 @@
-//! What a stage needs to run ([`Resources`]: cpus, memory, gpus, time) and where it runs
-//! ([`ExecutorSpec`]: the pipeline's `executor:` block).
+//! What a stage needs to run ([`Resources`]: cpus, memory, gpus, time). Where it runs is the
+//! pipeline's `executor:` block ([`crate::executors::ExecutorSpec`]).
 //!
 //! A stage's resources come, field by field, from its `resources:` in the pipeline, else the
 //! pipeline's `executor:` block, else its kind's defaults ([`crate::stage::Stage::resources`]).
 //! They never enter a stage key: where and with how much a stage runs does not change what it
 //! produces. The local executor ignores them; the Slurm executor turns them into `sbatch` flags.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::yaml::{Node, Origin, PathSeg};
+use crate::yaml::{Located, Node, PathSeg};
 
 /// What one stage job asks the scheduler for. Unset fields fall back (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +57,8 @@ impl Resources {
         parts.join(" ")
     }
 
-    fn problems(&self) -> Vec<(Vec<PathSeg>, String, Option<String>)> {
+    /// What is wrong with them beyond their types, at paths under their mapping.
+    pub(crate) fn problems(&self) -> Vec<(Vec<PathSeg>, String, Option<String>)> {
         let mut out = Vec::new();
         let at = |k: &str| vec![PathSeg::Key(k.to_string())];
         if self.cpus == Some(0) {
@@ -134,149 +134,14 @@ pub fn slurm_time(t: &str) -> Option<String> {
     ok.then(|| t.to_string())
 }
 
-/// Which executor runs the stages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    /// Threads of the `hone run` process (the default).
-    #[default]
-    Local,
-    /// One `sbatch` job per stage, with Slurm dependencies between them.
-    Slurm,
-}
-
-impl std::str::FromStr for ExecutorKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "local" => Ok(ExecutorKind::Local),
-            "slurm" => Ok(ExecutorKind::Slurm),
-            _ => Err(format!("unknown executor `{s}` (expected `local` or `slurm`)")),
-        }
-    }
-}
-
-/// The pipeline's `executor:` block.
-///
-/// ```yaml
-/// executor:
-///   kind: slurm          # or local (the default); `hone run --executor` overrides it
-///   partition: gpu
-///   account: ml-team
-///   time: 4h             # the default limit of every stage (a stage's `resources:` win)
-///   cpus: 8
-///   memory: 32G
-///   gres: gpu:1
-///   sbatch: ["--qos=high", "--constraint=a100"]
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorSpec {
-    #[serde(default)]
-    pub kind: ExecutorKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partition: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gres: Option<String>,
-    /// Extra `sbatch` flags, passed as they are.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sbatch: Vec<String>,
-    /// Default resources of every stage.
-    #[serde(flatten)]
-    pub resources: Resources,
-}
-
-impl ExecutorSpec {
-    fn problems(&self) -> Vec<(Vec<PathSeg>, String, Option<String>)> {
-        let mut out = self.resources.problems();
-        for (i, flag) in self.sbatch.iter().enumerate() {
-            if !flag.starts_with('-') {
-                out.push((
-                    vec![PathSeg::Key("sbatch".into()), PathSeg::Index(i)],
-                    format!("`{flag}` is not an sbatch flag"),
-                    Some("write each flag as one item, e.g. `--qos=high`".into()),
-                ));
-            }
-        }
-        out
-    }
-}
-
-/// Deserialise and check a `resources:` or `executor:` mapping; problems located in `node`.
-pub(crate) fn parse_resources(
-    node: &Node,
-) -> Result<Resources, Vec<(Origin, String, Option<String>)>> {
-    parse(node, Resources::problems, "cpus, memory, gpus, time")
-}
-
-pub(crate) fn parse_executor(
-    node: &Node,
-) -> Result<ExecutorSpec, Vec<(Origin, String, Option<String>)>> {
-    // `flatten` loses deny_unknown_fields' message, so unknown keys are checked here first.
-    const KEYS: &[&str] =
-        &["kind", "partition", "account", "gres", "sbatch", "cpus", "memory", "gpus", "time"];
-    if let Some(entries) = node.as_map() {
-        let unknown: Vec<_> = entries
-            .iter()
-            .filter_map(|(k, _)| {
-                let name = k.as_str().unwrap_or("");
-                (!KEYS.contains(&name)).then(|| {
-                    let help = crate::suggest::did_you_mean(name, KEYS.iter().copied())
-                        .unwrap_or_else(|| {
-                            format!("the keys of `executor` are: {}", KEYS.join(", "))
-                        });
-                    (k.origin.clone(), format!("unknown key `{name}` in `executor`"), Some(help))
-                })
-            })
-            .collect();
-        if !unknown.is_empty() {
-            return Err(unknown);
-        }
-    }
-    parse(
-        node,
-        ExecutorSpec::problems,
-        "kind, partition, account, gres, sbatch, cpus, memory, gpus, time",
-    )
-}
-
-fn parse<T: DeserializeOwned>(
-    node: &Node,
-    check: impl Fn(&T) -> Vec<(Vec<PathSeg>, String, Option<String>)>,
-    keys: &str,
-) -> Result<T, Vec<(Origin, String, Option<String>)>> {
-    if node.as_map().is_none() && !node.is_null() {
-        return Err(vec![(
-            node.origin.clone(),
-            format!("expected a mapping ({keys}), found {}", node.type_name()),
-            None,
-        )]);
-    }
-    let empty = Node { kind: crate::yaml::NodeKind::Map(Vec::new()), origin: node.origin.clone() };
-    let typed: T =
-        crate::yaml::from_node(if node.is_null() { &empty } else { node }).map_err(|e| {
-            let help = e
-                .expected_fields
-                .and_then(|fields| {
-                    e.path.last().and_then(|seg| match seg {
-                        PathSeg::Key(k) => crate::suggest::did_you_mean(k, fields.iter().copied()),
-                        PathSeg::Index(_) => None,
-                    })
-                })
-                .unwrap_or_else(|| format!("the keys are: {keys}"));
-            vec![(e.origin.unwrap_or_else(|| node.origin.clone()), e.message, Some(help))]
-        })?;
-    let problems = check(&typed);
-    if problems.is_empty() {
-        Ok(typed)
-    } else {
-        Err(problems
-            .into_iter()
-            .map(|(path, m, h)| (node.locate(&path).origin.clone(), m, h))
-            .collect())
-    }
+/// Deserialise and check a `resources:` mapping; problems located in `node`.
+pub(crate) fn parse_resources(node: &Node) -> Result<Resources, Vec<Located>> {
+    let keys = "cpus, memory, gpus, time";
+    let block = crate::yaml::block(node, keys)?;
+    let typed: Resources =
+        crate::yaml::from_node(&block).map_err(|e| crate::yaml::invalid(e, &block, keys))?;
+    let problems = crate::yaml::located(&block, typed.problems());
+    if problems.is_empty() { Ok(typed) } else { Err(problems) }
 }
 
 #[cfg(test)]

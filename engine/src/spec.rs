@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::resources::{self, ExecutorSpec, Resources};
+use crate::executors::{self, ExecutorSpec};
+use crate::resources::{self, Resources};
 use crate::stage::{ANY, CheckError, DynStage, Inputs, Params, Port, Registry};
 use crate::suggest::did_you_mean;
-use crate::yaml::{self, Node, NodeKind, Origin, PathSeg};
+use crate::yaml::{self, Located, Node, NodeKind, Origin, PathSeg};
 
 /// A validated pipeline, stages in dependency order.
 #[derive(Debug)]
@@ -289,18 +290,14 @@ impl Loader {
         }
         let executor = match root.get("executor") {
             None => ExecutorSpec::default(),
-            Some(n) => self.located(resources::parse_executor(n), None).unwrap_or_default(),
+            Some(n) => self.located(executors::parse_block(n), None).unwrap_or_default(),
         };
         let stages = self.wire(checked)?;
         Some(Pipeline { name, seed, file: path.to_path_buf(), stages, executor })
     }
 
     /// The value, or its problems reported (for `resources:` and `executor:`).
-    fn located<T>(
-        &mut self,
-        r: Result<T, Vec<(Origin, String, Option<String>)>>,
-        stage: Option<&str>,
-    ) -> Option<T> {
+    fn located<T>(&mut self, r: Result<T, Vec<Located>>, stage: Option<&str>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(problems) => {
@@ -1072,6 +1069,8 @@ fn kinds_help(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executors::Settings;
+    use crate::executors::slurm::SlurmSettings;
     use crate::stage::{Port, PortType, RunCx, Stage, StageError};
 
     const TEXT: PortType = PortType::new("text");
@@ -1300,9 +1299,10 @@ mod tests {
     fn resources_and_executor_block_load_and_fall_back_field_by_field() {
         let src = "executor: { kind: slurm, partition: debug, cpus: 2, memory: 4G, sbatch: [\"--qos=low\"] }\nstages:\n  s: { uses: source, resources: { cpus: 8, time: 2h } }\n  t: { uses: train, inputs: { data: s } }\n";
         let p = load_str(Path::new("p.yaml"), src.into(), &registry(), &[]).unwrap();
-        assert_eq!(p.executor.kind, resources::ExecutorKind::Slurm);
-        assert_eq!(p.executor.partition.as_deref(), Some("debug"));
-        assert_eq!(p.executor.sbatch, ["--qos=low"]);
+        assert_eq!(p.executor.kind.name, "slurm");
+        let slurm = SlurmSettings::of(&p.executor.settings).unwrap();
+        assert_eq!(slurm.partition.as_deref(), Some("debug"));
+        assert_eq!(slurm.sbatch, ["--qos=low"]);
         assert_eq!(p.resources_of(0).describe(), "cpus=8 memory=4G time=2h");
         assert_eq!(p.resources_of(1).describe(), "cpus=2 memory=4G");
         let p = load_str(

@@ -353,6 +353,51 @@ impl fmt::Display for PathSeg {
     }
 }
 
+/// A problem at a place in the file: where, what, and help.
+pub type Located = (Origin, String, Option<String>);
+
+/// A mapping block of the pipeline (`resources:`, `executor:`) to read: the node itself, a
+/// null one as an empty mapping, or the problem that it is neither (naming its `keys`).
+pub(crate) fn block<'n>(
+    node: &'n Node,
+    keys: &str,
+) -> Result<std::borrow::Cow<'n, Node>, Vec<Located>> {
+    if node.is_null() {
+        let empty = Node { kind: NodeKind::Map(Vec::new()), origin: node.origin.clone() };
+        return Ok(std::borrow::Cow::Owned(empty));
+    }
+    if node.as_map().is_none() {
+        return Err(vec![(
+            node.origin.clone(),
+            format!("expected a mapping ({keys}), found {}", node.type_name()),
+            None,
+        )]);
+    }
+    Ok(std::borrow::Cow::Borrowed(node))
+}
+
+/// Why `block` did not deserialise, located, with help: the field meant, or its `keys`.
+pub(crate) fn invalid(e: DeError, block: &Node, keys: &str) -> Vec<Located> {
+    let help = e
+        .expected_fields
+        .and_then(|fields| {
+            e.path.last().and_then(|seg| match seg {
+                PathSeg::Key(k) => crate::suggest::did_you_mean(k, fields.iter().copied()),
+                PathSeg::Index(_) => None,
+            })
+        })
+        .unwrap_or_else(|| format!("the keys are: {keys}"));
+    vec![(e.origin.unwrap_or_else(|| block.origin.clone()), e.message, Some(help))]
+}
+
+/// Problems of a block read as a type, at paths under it, located.
+pub(crate) fn located(
+    block: &Node,
+    problems: Vec<(Vec<PathSeg>, String, Option<String>)>,
+) -> Vec<Located> {
+    problems.into_iter().map(|(path, m, h)| (block.locate(&path).origin.clone(), m, h)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

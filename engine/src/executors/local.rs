@@ -4,9 +4,27 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::thread::Scope;
 
-use super::{Executor, JobId, Launch, Outcome, job};
+use super::executor::{Cx, Executor, ExecutorKind, Launch, Run, no_settings};
+use super::job::{self, JobId, Outcome};
 use crate::events::EventSink;
 use crate::workspace::Workspace;
+
+/// `kind: local`, the default: no settings, never detached.
+pub static KIND: ExecutorKind = ExecutorKind {
+    name: "local",
+    about: "threads of this process",
+    keys: Vec::new,
+    settings: no_settings,
+    detaches: false,
+    open,
+    still_running: None,
+};
+
+/// A local executor for a run, on threads that end with it.
+fn open<'p>(cx: &Cx<'p>, run: Run<'_, 'p>) -> Result<(), String> {
+    std::thread::scope(|scope| run(&mut Local::new(scope, cx.ws, cx.sink, cx.cancel, cx.jobs)));
+    Ok(())
+}
 
 pub struct Local<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
@@ -40,11 +58,11 @@ impl<'scope, 'env> Executor<'env> for Local<'scope, 'env> {
     fn start(&mut self, l: Launch<'env>) -> Result<JobId, String> {
         let (m, key) =
             l.manifest.ok_or("the local executor starts a stage only once its inputs exist")?;
-        let (ws, sink, cancel, tx, spec, job, i) =
-            (self.ws, self.sink, self.cancel, self.tx.clone(), l.spec, l.job, l.index);
+        let (ws, sink, cancel, tx, kind, params, job, i) =
+            (self.ws, self.sink, self.cancel, self.tx.clone(), l.kind, l.params, l.job, l.index);
         self.running += 1;
         self.scope.spawn(move || {
-            let outcome = job::execute(ws, spec.kind, &spec.params, &job, m, key, sink, cancel);
+            let outcome = job::execute(ws, kind, params, &job, m, key, sink, cancel);
             let _ = tx.send((i, outcome));
         });
         Ok(format!("thread {i}"))

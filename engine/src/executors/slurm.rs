@@ -28,19 +28,134 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{JobInput, JobResult, StageJob};
-use super::{Executor, JobId, Launch, Outcome};
+use super::executor::{Cx, Executor, ExecutorKind, Launch, Person, Run, Settings, check_settings};
+use super::job::{JobId, JobInput, JobResult, Outcome, StageJob};
 use crate::digest::ArtifactDigest;
 use crate::events::{Event, EventSink};
 use crate::files::{StoreError, write_atomic};
-use crate::resources::{ExecutorSpec, Resources, slurm_memory, slurm_time};
+use crate::resources::{Resources, slurm_memory, slurm_time};
+use crate::stage::ParamProblem;
 use crate::workspace::Workspace;
+use crate::yaml::PathSeg;
+
+/// `kind: slurm`.
+pub static KIND: ExecutorKind = ExecutorKind {
+    name: "slurm",
+    about: "one sbatch job per stage",
+    keys: crate::introspect::field_names::<SlurmSettings>,
+    settings: check_settings::<SlurmSettings>,
+    detaches: true,
+    open,
+    still_running: Some(still_running),
+};
+
+/// The Slurm executor's keys of the pipeline's `executor:` block (its `time`, `cpus`,
+/// `memory` and `gpus` are every executor's: the stages' default resources).
+///
+/// ```yaml
+/// executor:
+///   kind: slurm
+///   partition: gpu
+///   account: ml-team
+///   gres: gpu:1
+///   sbatch: ["--qos=high", "--constraint=a100"]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// Extra `sbatch` flags, passed as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch: Vec<String>,
+}
+
+impl Settings for SlurmSettings {
+    fn problems(&self) -> Vec<ParamProblem> {
+        let mut out = Vec::new();
+        for (i, flag) in self.sbatch.iter().enumerate() {
+            if !flag.starts_with('-') {
+                out.push(ParamProblem {
+                    path: vec![PathSeg::Key("sbatch".into()), PathSeg::Index(i)],
+                    message: format!("`{flag}` is not an sbatch flag"),
+                    help: Some("write each flag as one item, e.g. `--qos=high`".into()),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A Slurm executor for a run. The jobs run the `hone` binary `HONE_SLURM_BIN` names, else
+/// this one (it must be reachable at that path on the nodes); `squeue` is asked every
+/// `HONE_SLURM_POLL_MS` milliseconds (default 1000).
+fn open<'p>(cx: &Cx<'p>, run: Run<'_, 'p>) -> Result<(), String> {
+    let hone = match std::env::var_os("HONE_SLURM_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the hone binary to submit: {e}"))?,
+    };
+    let poll_ms =
+        std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let opts = SlurmOptions {
+        settings: SlurmSettings::of(cx.settings)?,
+        hone,
+        poll: Duration::from_millis(poll_ms),
+        detach: cx.detach,
+    };
+    let mut slurm = Slurm::new(cx.ws, cx.pipeline, opts, cx.sink, cx.cancel, cx.person);
+    if run(&mut slurm) && !slurm.left.is_empty() {
+        cx.person.tell(&format!(
+            "hone: {} stage(s) left running as Slurm jobs {}; `hone status` follows them",
+            slurm.left.len(),
+            slurm.left.join(",")
+        ));
+    }
+    Ok(())
+}
+
+/// Ctrl-C during a run: cancel the jobs in flight? Asked of a person at a terminal; without
+/// one, they are cancelled.
+fn ask_to_cancel(person: &dyn Person, n: usize) -> bool {
+    let question =
+        format!("hone: {n} Slurm job(s) are queued or running. Cancel them (scancel)? [Y/n] ");
+    match person.confirm(&question) {
+        None => {
+            person.tell(&format!("hone: cancelling {n} Slurm job(s)"));
+            true
+        }
+        Some(true) => true,
+        Some(false) => {
+            person.tell("hone: leaving them running; `hone status` follows them");
+            false
+        }
+    }
+}
+
+/// A run with another executor while jobs of an earlier submission are still queued or
+/// running computes their stages again: say so (Slurm is asked only when a submission has
+/// such jobs).
+fn still_running(ws: &Workspace, pipeline: &str, run_by: &str) -> Option<String> {
+    let jobs = in_flight(ws, pipeline).ok()?;
+    if jobs.is_empty() {
+        return None;
+    }
+    let list: Vec<String> =
+        jobs.values().map(|j| format!("`{}` (job {})", j.stage, j.job)).collect();
+    Some(format!(
+        "Slurm jobs of an earlier submission are still computing {}; this {run_by} run computes what it needs of them again\n   = help: `hone run --executor slurm` follows those jobs instead of running them again; `hone status` shows them",
+        list.join(", ")
+    ))
+}
 
 /// How to submit and follow.
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {
-    /// Partition, account, gres, extra flags and default resources (the `executor:` block).
-    pub spec: ExecutorSpec,
+    /// Partition, account, gres and extra flags (from the `executor:` block).
+    pub settings: SlurmSettings,
     /// The `hone` binary the jobs run (it must be reachable at this path on the nodes).
     pub hone: PathBuf,
     /// How often `squeue` is asked.
@@ -142,7 +257,7 @@ pub fn cancel_jobs(jobs: &[String]) -> Result<(), SlurmError> {
 
 /// The `sbatch` flags for one stage: identity, files, dependencies, then where and with what.
 pub fn sbatch_args(
-    spec: &ExecutorSpec,
+    settings: &SlurmSettings,
     name: &str,
     events: &Path,
     log: &Path,
@@ -162,13 +277,13 @@ pub fn sbatch_args(
     if !after.is_empty() {
         a.push(format!("--dependency=afterok:{}", after.join(":")));
     }
-    if let Some(p) = &spec.partition {
+    if let Some(p) = &settings.partition {
         a.push(format!("--partition={p}"));
     }
-    if let Some(acct) = &spec.account {
+    if let Some(acct) = &settings.account {
         a.push(format!("--account={acct}"));
     }
-    if let Some(g) = &spec.gres {
+    if let Some(g) = &settings.gres {
         a.push(format!("--gres={g}"));
     }
     if let Some(c) = r.cpus {
@@ -183,7 +298,7 @@ pub fn sbatch_args(
     if let Some(t) = r.time.as_deref().and_then(slurm_time) {
         a.push(format!("--time={t}"));
     }
-    a.extend(spec.sbatch.iter().cloned());
+    a.extend(settings.sbatch.iter().cloned());
     a
 }
 
@@ -229,9 +344,8 @@ pub struct Slurm<'a> {
     opts: SlurmOptions,
     sink: &'a dyn EventSink,
     cancel: &'a AtomicBool,
-    /// Asked once on Ctrl-C with the number of jobs in flight: cancel them (`true`) or leave
-    /// them running (`false`)?
-    on_interrupt: &'a dyn Fn(usize) -> bool,
+    /// Asked once on Ctrl-C whether to cancel the jobs in flight or leave them running.
+    person: &'a dyn Person,
     dir: PathBuf,
     submission: Submission,
     jobs: Vec<Tracked>,
@@ -240,6 +354,8 @@ pub struct Slurm<'a> {
     stopping: Option<bool>,
     /// Jobs of earlier submissions still in flight, by stage (asked of Slurm at the first start).
     earlier: Option<BTreeMap<String, SubmittedJob>>,
+    /// The jobs left running on the cluster, in the order they were reported.
+    left: Vec<JobId>,
 }
 
 impl<'a> Slurm<'a> {
@@ -251,7 +367,7 @@ impl<'a> Slurm<'a> {
         opts: SlurmOptions,
         sink: &'a dyn EventSink,
         cancel: &'a AtomicBool,
-        on_interrupt: &'a dyn Fn(usize) -> bool,
+        person: &'a dyn Person,
     ) -> Slurm<'a> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let id = format!("{}-{:03}-{}", now.as_secs(), now.subsec_millis(), std::process::id());
@@ -266,13 +382,14 @@ impl<'a> Slurm<'a> {
             opts,
             sink,
             cancel,
-            on_interrupt,
+            person,
             dir,
             submission,
             jobs: Vec::new(),
             done: VecDeque::new(),
             stopping: None,
             earlier: None,
+            left: Vec::new(),
         }
     }
 
@@ -296,7 +413,7 @@ impl<'a> Slurm<'a> {
         let events = self.dir.join(format!("{stage}.events.jsonl"));
         let name = format!("hone:{}:{stage}", job.pipeline);
         let mut args = sbatch_args(
-            &self.opts.spec,
+            &self.opts.settings,
             &name,
             &events,
             &job.log,
@@ -598,7 +715,7 @@ impl<'a> Slurm<'a> {
         if self.stopping.is_some() || !self.cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let cancel = (self.on_interrupt)(self.jobs.len());
+        let cancel = ask_to_cancel(self.person, self.jobs.len());
         self.stopping = Some(cancel);
         if cancel {
             cancel_jobs(&self.jobs.iter().map(|t| t.job.clone()).collect::<Vec<_>>())?;
@@ -610,6 +727,7 @@ impl<'a> Slurm<'a> {
     fn leave(&mut self) {
         for t in self.jobs.drain(..) {
             let because = format!("left running as Slurm job {} (`hone status` follows it)", t.job);
+            self.left.push(t.job.clone());
             self.done.push_back((t.index, Outcome::Submitted { job: t.job, because }));
         }
     }
@@ -757,12 +875,11 @@ mod tests {
 
     #[test]
     fn sbatch_flags_carry_dependencies_placement_and_resources() {
-        let spec = ExecutorSpec {
+        let settings = SlurmSettings {
             partition: Some("gpu".into()),
             account: Some("ml".into()),
             gres: Some("gpu:a100:1".into()),
             sbatch: vec!["--qos=high".into()],
-            ..Default::default()
         };
         let r = Resources {
             cpus: Some(4),
@@ -771,7 +888,7 @@ mod tests {
             time: Some("2h".into()),
         };
         let a = sbatch_args(
-            &spec,
+            &settings,
             "hone:p:s",
             Path::new("/w/e.jsonl"),
             Path::new("/w/s.log"),
@@ -798,7 +915,7 @@ mod tests {
         }
         assert_eq!(a.last().map(String::as_str), Some("--qos=high"));
         let none = sbatch_args(
-            &ExecutorSpec::default(),
+            &SlurmSettings::default(),
             "n",
             Path::new("e"),
             Path::new("l"),

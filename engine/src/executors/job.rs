@@ -13,14 +13,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::Outcome;
 use crate::digest::{ArtifactDigest, StageKey};
 use crate::events::{Event, EventSink};
 use crate::files::write_atomic;
 use crate::resources::Resources;
-use crate::spec::Pipeline;
 use crate::stage::{CheckError, DepCx, DynStage, Params, Registry, RunCx, StageError};
-use crate::store::{KeyManifest, StageState};
+use crate::store::{KeyManifest, Record, StageState};
 use crate::workspace::Workspace;
 
 /// Everything a worker needs to run one stage, as JSON.
@@ -70,6 +68,41 @@ pub struct JobResult {
     pub artifact: ArtifactDigest,
 }
 
+/// An executor's name for a job it started (a Slurm job id, a thread number).
+pub type JobId = String;
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Ran {
+        record: Record,
+        seconds: f64,
+    },
+    /// The job found its key already stored when its inputs existed (an upstream stage
+    /// reproduced its output, or another run made it).
+    Cached {
+        record: Record,
+    },
+    Failed {
+        error: String,
+        log: Option<PathBuf>,
+    },
+    /// It never ran (an input failed and the cluster cancelled it).
+    Skipped {
+        because: String,
+    },
+    /// Left running on the cluster (`--detach`, or Ctrl-C answered "keep them").
+    Submitted {
+        job: JobId,
+        because: String,
+    },
+    /// It waits for input from a person ([`crate::stage::StageError::AwaitingInput`]); nothing
+    /// was stored.
+    Awaiting {
+        message: String,
+    },
+}
+
 /// Why a worker could not run a job at all (not a stage failure).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -94,47 +127,6 @@ pub enum JobError {
 }
 
 impl StageJob {
-    /// The job for stage `i`, whose finished inputs have an `artifact` (the others are made
-    /// by jobs of the same submission).
-    pub fn new(
-        ws: &Workspace,
-        p: &Pipeline,
-        i: usize,
-        artifact: impl Fn(usize) -> Option<ArtifactDigest>,
-        force: bool,
-    ) -> StageJob {
-        let s = &p.stages[i];
-        let inputs = s
-            .inputs
-            .iter()
-            .map(|(port, refs)| {
-                let ins = refs
-                    .iter()
-                    .map(|r| match artifact(r.stage) {
-                        Some(a) => JobInput::Artifact(a),
-                        None => JobInput::Upstream(p.stages[r.stage].id.clone()),
-                    })
-                    .collect();
-                (port.clone(), ins)
-            })
-            .collect();
-        StageJob {
-            pipeline: p.name.clone(),
-            stage: s.id.clone(),
-            kind: s.kind.kind().to_string(),
-            version: s.kind.version(),
-            params: s.params.canonical.clone(),
-            seed: p.seed,
-            inputs,
-            force,
-            workspace: ws.root().to_path_buf(),
-            base: ws.base().to_path_buf(),
-            log: ws.store.log_path(&s.id),
-            resources: p.resources_of(i),
-            results: None,
-        }
-    }
-
     pub fn read(path: &Path) -> Result<StageJob, JobError> {
         let bytes = std::fs::read(path)
             .map_err(|e| JobError::Read { path: path.to_path_buf(), message: e.to_string() })?;
