@@ -31,9 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, ArtifactDigest, Digest, StageKey};
-use crate::files::{dir_size, io_at, make_read_only, remove_all};
-// The store's error, and its atomic write that stage kinds use for their own files too.
-pub use crate::files::{StoreError, write_atomic};
+use crate::files::{StoreError, dir_size, io_at, make_read_only, remove_all, write_atomic};
 use crate::lease::{Heartbeat, Liveness, Owner};
 
 /// Everything a stage key is the hash of. Stored with the record, so `hone plan` can say

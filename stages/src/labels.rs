@@ -123,7 +123,7 @@ impl Labels {
                 message: e.to_string(),
             })?;
         }
-        hone_engine::store::write_atomic(&self.path, text.as_bytes())
+        hone_engine::files::write_atomic(&self.path, text.as_bytes())
             .map_err(|e| LabelsError::Write { path: self.path.clone(), message: e.to_string() })
     }
 }

@@ -87,7 +87,7 @@ impl Checkpoint {
             .chain(self.objective.tensors.iter().map(|(n, t)| (format!("{OBJECTIVE}{n}"), t)));
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| ModelError::format(&path, e.to_string()))?;
-        hone_engine::store::write_atomic(&path, &bytes)
+        hone_engine::files::write_atomic(&path, &bytes)
             .map_err(|e| ModelError::format(&path, format!("cannot write the checkpoint: {e}")))
     }
 

@@ -24,9 +24,10 @@ mod text;
 use std::path::{Path, PathBuf};
 
 use hone_engine::digest::{ArtifactDigest, StageKey};
+use hone_engine::files::write_atomic;
 use hone_engine::plan::{self, Action, Selection};
 use hone_engine::spec::Pipeline;
-use hone_engine::store::{Outcome, write_atomic};
+use hone_engine::store::Outcome;
 use hone_engine::workspace::Workspace;
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ pub enum ReportError {
     #[error(transparent)]
     Engine(#[from] hone_engine::EngineError),
     #[error(transparent)]
-    Store(#[from] hone_engine::store::StoreError),
+    Store(#[from] hone_engine::files::StoreError),
     #[error(
         "cannot write the report to `{path}`: {source}\n   = help: pass a writable file with -o FILE"
     )]
@@ -366,7 +367,7 @@ pub fn write(ws: &Workspace, p: &Pipeline, to: Option<&Path>) -> Result<PathBuf,
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
     write_atomic(&path, page.as_bytes()).map_err(|e| match e {
-        hone_engine::store::StoreError::Io { source, .. } => failed(source),
+        hone_engine::files::StoreError::Io { source, .. } => failed(source),
         other => failed(std::io::Error::other(other.to_string())),
     })?;
     // Readable by others, like any page one may share (the temp file it was renamed from is 0600).
