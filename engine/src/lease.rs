@@ -11,15 +11,17 @@
 //!   NTP does far better).
 //!
 //! [`LockFile`] is the workspace lock built on it: a file created atomically (hard link of a
-//! complete temporary file, which NFS does atomically) holding its owner, renewed by the
-//! holder, taken over only from a dead or expired holder. Staging directories record their
+//! complete temporary file, which NFS does atomically) holding its owner, taken over only
+//! from a dead or expired holder. Its holder renews it by setting the modification time of
+//! the file it linked, never by writing the path: a holder that stalled and lost the lock
+//! to another cannot overwrite the new holder's file. Staging directories record their
 //! owner the same way ([`crate::store::Store::stage`]).
 //!
 //! `HONE_HOSTNAME` overrides the host name (tests simulate other hosts with it) and
 //! `HONE_LEASE_SECS` the lease (default 60 s; renewed every sixth of it).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -282,7 +284,7 @@ impl LockFile {
             tmp.as_file().sync_all()?;
             let linked = fs::hard_link(tmp.path(), path);
             // A lost NFS reply can report a failed link that happened: the file says whose it is.
-            let holder = match Owner::read(path) {
+            let holder = match read_lock(path) {
                 Ok(h) => h,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     linked?;
@@ -291,11 +293,11 @@ impl LockFile {
                 Err(e) => return Err(e),
             };
             if holder.as_ref().is_ok_and(|h| h.token == me.token) {
-                let mut owner = me.clone();
-                let p = path.to_path_buf();
+                let (p, token, file) =
+                    (path.to_path_buf(), me.token.clone(), tmp.as_file().try_clone()?);
                 let heartbeat = Heartbeat::start(me.lease_secs, move || match Owner::read(&p) {
-                    Ok(Ok(h)) if h.token == owner.token => {
-                        if let Err(e) = owner.renew_at(&p) {
+                    Ok(Ok(h)) if h.token == token => {
+                        if let Err(e) = file.set_modified(SystemTime::now()) {
                             tracing::warn!(
                                 "cannot renew the workspace lock `{}`: {e}",
                                 p.display()
@@ -338,6 +340,19 @@ impl LockFile {
     }
 }
 
+/// The owner of the lock at `path`, its lease renewed as late as the file's modification
+/// time (which the holder's heartbeat sets).
+fn read_lock(path: &Path) -> io::Result<Result<Owner, Vec<u8>>> {
+    let mut file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let touched = file.metadata()?.modified()?;
+    let touched = touched.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(serde_json::from_slice::<Owner>(&bytes)
+        .map(|o| Owner { renewed_unix: o.renewed_unix.max(touched), ..o })
+        .map_err(|_| bytes))
+}
+
 /// Remove the stale lock at `path` unless it changed since it was read as `stale`. Renaming
 /// it aside first makes two processes breaking the same stale lock safe: only one rename
 /// succeeds, and a fresh lock moved aside by mistake is linked back.
@@ -375,6 +390,13 @@ impl Drop for LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Write `owner` to `path` as a holder that last renewed at its `renewed_unix`.
+    fn plant(path: &Path, owner: &Owner) {
+        fs::write(path, owner.to_json()).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(owner.renewed_unix);
+        fs::File::options().write(true).open(path).unwrap().set_modified(at).unwrap();
+    }
 
     fn other_host(renewed_ago: u64, lease: u64) -> Owner {
         let mut o = Owner::me();
@@ -456,11 +478,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let live = other_host(5, 60);
-        fs::write(&path, live.to_json()).unwrap();
+        plant(&path, &live);
         assert!(matches!(LockFile::take(&path).unwrap(), Taken::Held(h) if h == live));
 
         let expired = other_host(100, 60);
-        fs::write(&path, expired.to_json()).unwrap();
+        plant(&path, &expired);
         let Taken::Yes(l) = LockFile::take(&path).unwrap() else { panic!("expired: taken over") };
         assert!(
             matches!(&l.took_over, Some((o, Liveness::Expired(40 | 41))) if *o == expired),
@@ -471,7 +493,7 @@ mod tests {
 
         let mut dead = Owner::me();
         dead.pid = u32::MAX / 2;
-        fs::write(&path, dead.to_json()).unwrap();
+        plant(&path, &dead);
         let Taken::Yes(l) = LockFile::take(&path).unwrap() else { panic!("dead: taken over") };
         assert_eq!(l.took_over.as_ref().map(|t| &t.1), Some(&Liveness::Dead));
         drop(l);
@@ -490,20 +512,22 @@ mod tests {
         let path = dir.path().join("lock");
         // A one-second lease is renewed every 166 ms.
         let Taken::Yes(l) = LockFile::take_for(&path, 1).unwrap() else { panic!() };
-        let mut first = Owner::read(&path).unwrap().unwrap();
+        let mut first = read_lock(&path).unwrap().unwrap();
         assert_eq!(first.lease_secs, 1);
         first.renewed_unix -= 1000;
-        fs::write(&path, first.to_json()).unwrap();
+        plant(&path, &first);
         std::thread::sleep(Duration::from_millis(500));
-        let renewed = Owner::read(&path).unwrap().unwrap();
+        let renewed = read_lock(&path).unwrap().unwrap();
         assert_eq!(renewed.token, first.token);
         assert!(renewed.renewed_unix + 5 >= now_unix(), "renewed by the heartbeat");
-        // Someone took it over (this holder stalled for a whole lease): the heartbeat stops
-        // and dropping the lock leaves theirs.
-        let other = other_host(0, 60);
-        fs::write(&path, other.to_json()).unwrap();
+        // Someone took it over (this holder stalled for a whole lease): the heartbeat leaves
+        // their file alone, stops, and dropping the lock leaves theirs.
+        let other = other_host(30, 60);
+        fs::remove_file(&path).unwrap();
+        plant(&path, &other);
         std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(read_lock(&path).unwrap().unwrap(), other, "not renewed by the old holder");
         drop(l);
-        assert_eq!(Owner::read(&path).unwrap().unwrap(), other);
+        assert_eq!(read_lock(&path).unwrap().unwrap(), other);
     }
 }
