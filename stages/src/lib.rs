@@ -26,7 +26,9 @@ mod training;
 
 use hone_engine::stage::Registry;
 
-use kinds::{command, dpo, evaluate, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer};
+use kinds::{
+    command, dpo, evaluate, grpo, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer,
+};
 
 /// Process-wide set-up for running stages, once, first thing in `main`:
 /// - candle's own thread pool gets no extra workers (unless `CANDLE_NUM_THREADS` is set): its
@@ -58,5 +60,6 @@ pub fn registry() -> Registry {
         &reward::Reward,
         &ppo::Ppo,
         &dpo::Dpo,
+        &grpo::Grpo,
     ])
 }

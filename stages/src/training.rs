@@ -660,6 +660,27 @@ pub(crate) fn human(x: f64) -> String {
     }
 }
 
+/// A chat model's outputs in `out`: the HF export of `params` (generation starts from
+/// `<|endoftext|>` and stops at `<|im_end|>`), the tokenizer at `tokenizer` with the chat
+/// template, and the training's `metrics.jsonl` and `loss.svg`.
+pub(crate) fn save_chat_model(
+    out: &Path,
+    cfg: &GptConfig,
+    params: &crate::model::ParamStore,
+    tok: &crate::model::chat_template::ChatTokenizer,
+    tokenizer: &Path,
+    history: &str,
+) -> Result<(), StageError> {
+    let generation = crate::model::export::GenerationConfig {
+        bos_token_id: Some(tok.end_of_text),
+        ..crate::model::export::GenerationConfig::defaults(Some(tok.im_end))
+    };
+    crate::model::export::save(out, cfg, &params.snapshot(), &generation)?;
+    crate::model::chat_template::write_tokenizer(out, tokenizer, cfg.block_size)?;
+    write(out, "metrics.jsonl", history)?;
+    write(out, "loss.svg", &loss_svg(history))
+}
+
 pub(crate) fn write(dir: &Path, name: &str, text: &str) -> Result<(), StageError> {
     std::fs::write(dir.join(name), text).map_err(StageError::io(format!("cannot write `{name}`")))
 }

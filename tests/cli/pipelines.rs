@@ -41,7 +41,7 @@ fn the_same_seed_gives_the_same_digests_in_fresh_workspaces() {
     assert_eq!(digests[0], digests[1]);
 }
 
-/// `compare.yaml` is the default pipeline with a `dpo` branch: every other stage, and the
+/// `compare.yaml` is the default pipeline with `dpo` and `grpo` branches: every other stage, and the
 /// vars they read, are the default's, so that in the same store they come from its cache.
 #[test]
 fn the_comparison_pipeline_shares_every_stage_but_its_own_with_the_default() {
@@ -54,12 +54,12 @@ fn the_comparison_pipeline_shares_every_stage_but_its_own_with_the_default() {
     for (var, value) in default["vars"].as_mapping().unwrap() {
         assert_eq!(&compare["vars"][var], value, "var {var:?}");
     }
-    let own = ["dpo", "eval"];
+    let own = ["dpo", "grpo", "eval"];
     for (id, stage) in default["stages"].as_mapping().unwrap() {
         if !own.contains(&id.as_str().unwrap()) {
             assert_eq!(&compare["stages"][id], stage, "stage {id:?} differs from the default's");
         }
     }
     let models = compare["stages"]["eval"]["inputs"]["models"].as_sequence().unwrap();
-    assert_eq!(models.len(), 4, "base, sft, ppo and dpo side by side");
+    assert_eq!(models.len(), 5, "base, sft, ppo, dpo and grpo side by side");
 }

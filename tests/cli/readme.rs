@@ -66,13 +66,13 @@ fn scratch() -> Ws {
             &std::fs::read_to_string(repo().join("pipelines").join(f)).unwrap(),
         );
     }
-    // `pipelines/compare.yaml` in miniature: the smoke pipeline with a `dpo` branch.
-    let dpo = "  dpo:\n    uses: dpo\n    inputs: { model: sft, rankings: rank }\n    with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 }\n  eval:\n";
+    // `pipelines/compare.yaml` in miniature: the smoke pipeline with `dpo` and `grpo` branches.
+    let branches = "  dpo:\n    uses: dpo\n    inputs: { model: sft, rankings: rank }\n    with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 }\n  grpo:\n    uses: grpo\n    inputs: { model: sft, prompts: rl_prompts }\n    with: { reward_program: check_answer, num_generations: 4, rollouts: 8, batch_size: 8, steps: 2, max_new_tokens: 16, eval_prompts: 4, threads: 1 }\n  eval:\n";
     let compare = smoke
-        .replacen("  eval:\n", dpo, 1)
-        .replace("models: [base, sft, ppo]", "models: [base, sft, ppo, dpo]")
-        .replace("names: [base, sft, ppo]", "names: [base, sft, ppo, dpo]");
-    assert!(compare.contains("[base, sft, ppo, dpo]"), "the smoke pipeline's eval changed");
+        .replacen("  eval:\n", branches, 1)
+        .replace("models: [base, sft, ppo]", "models: [base, sft, ppo, dpo, grpo]")
+        .replace("names: [base, sft, ppo]", "names: [base, sft, ppo, dpo, grpo]");
+    assert!(compare.contains("[base, sft, ppo, dpo, grpo]"), "the smoke pipeline's eval changed");
     ws.write("pipelines/compare.yaml", &compare);
     let book: String = (0..40)
         .map(|i| format!("Chapter {i} begins on a quiet morning by the river.\n\n"))

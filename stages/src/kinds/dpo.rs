@@ -40,16 +40,17 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::model::chat_template::{self, ChatTokenizer};
-use crate::model::export::{self, GenerationConfig};
+use crate::model::chat_template::ChatTokenizer;
+use crate::model::export;
 use crate::model::ops::Dropout;
 use crate::model::rng::Rng;
-use crate::model::{Gpt, GptConfig, ModelError};
+use crate::model::{Gpt, ModelError};
 use crate::ports;
 use crate::rl::preferences::{Example, Preferences};
+use crate::rl::reference::load_reference;
 use crate::rl::reward_model::answer_span;
 use crate::training::{
-    self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
+    self, EpochOrder, StepOut, Trainer, gradients_of, save_chat_model, training_params, write,
 };
 
 pub struct Dpo;
@@ -418,30 +419,6 @@ impl training::Objective for PreferenceLoss<'_> {
     }
 }
 
-/// The reference: input `reference`, else the model itself, checked to share the model's
-/// vocabulary and context.
-fn reference(cx: &RunCx, model: &export::Loaded) -> Result<Gpt, StageError> {
-    let Some(dir) = cx.input("reference") else {
-        return Ok(export::load(cx.required_input("model")?, DType::F32)
-            .map_err(|e| StageError::msg(format!("input `model`: {e}")))?
-            .model);
-    };
-    let r = export::load(dir, DType::F32)
-        .map_err(|e| StageError::msg(format!("input `reference`: {e}")))?;
-    let same =
-        |a: &GptConfig, b: &GptConfig| a.vocab_size == b.vocab_size && a.block_size == b.block_size;
-    if !same(&r.config, &model.config) {
-        return Err(StageError::msg(format!(
-            "input `reference` has {} tokens and a {}-token context, input `model` {} and {}: the reference must share the model's tokenizer\n   = help: wire `reference` to the stage `model` was fine-tuned from, or leave it out to use `model` itself",
-            r.config.vocab_size,
-            r.config.block_size,
-            model.config.vocab_size,
-            model.config.block_size
-        )));
-    }
-    Ok(r.model)
-}
-
 fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let model_dir = cx.required_input("model")?;
     let loaded = export::load(model_dir, DType::F32)
@@ -459,7 +436,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     )?;
 
     // The reference's log-probabilities, once: it never changes.
-    let frozen = reference(cx, &loaded)?;
+    let frozen = load_reference(cx, &loaded)?;
     let (pad, im_end) = (tok.end_of_text, tok.im_end);
     let score = |set: Vec<Example>| -> Result<Vec<Scored>, StageError> {
         let mut lp = Vec::new();
@@ -516,12 +493,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     cfg.dropout = 0.0;
-    let generation =
-        GenerationConfig { bos_token_id: Some(pad), ..GenerationConfig::defaults(Some(im_end)) };
-    export::save(out, &cfg, &params.snapshot(), &generation)?;
-    chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
-    write(out, "metrics.jsonl", trainer.history())?;
-    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    save_chat_model(out, &cfg, &params, &tok, &tok_path, trainer.history())?;
     write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))
 }
 

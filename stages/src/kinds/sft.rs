@@ -48,14 +48,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::corpus::{Corpus, Split};
 use crate::data::formats::{Message, Role};
-use crate::model::chat_template::{self, ChatTokenizer, Encoded};
-use crate::model::export::{self, GenerationConfig};
+use crate::model::chat_template::{ChatTokenizer, Encoded};
+use crate::model::export;
 use crate::model::ops::{self, Dropout};
 use crate::model::rng::Rng;
 use crate::model::{Gpt, ModelError};
 use crate::ports;
 use crate::training::{
-    self, EpochOrder, StepOut, Trainer, gradients_of, loss_svg, training_params, write,
+    self, EpochOrder, StepOut, Trainer, gradients_of, save_chat_model, training_params, write,
 };
 
 pub struct Sft;
@@ -446,14 +446,8 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     // Sampling stops at the end of the assistant's message.
-    let generation = GenerationConfig {
-        bos_token_id: Some(tok.end_of_text),
-        ..GenerationConfig::defaults(Some(tok.im_end))
-    };
-    export::save(out, &cfg, &params.snapshot(), &generation)?;
-    chat_template::write_tokenizer(out, &model_dir.join(export::TOKENIZER), cfg.block_size)?;
-    write(out, "metrics.jsonl", trainer.history())?;
-    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    let tokenizer = model_dir.join(export::TOKENIZER);
+    save_chat_model(out, &cfg, &params, &tok, &tokenizer, trainer.history())?;
     write(out, "data.json", &(serde_json::to_string_pretty(&data_json).expect("plain data") + "\n"))
 }
 

@@ -45,6 +45,20 @@ impl ObjectiveState {
     pub fn is_empty(&self) -> bool {
         self.json.is_null() && self.tensors.is_empty()
     }
+
+    fn tensor(&self, name: &str) -> std::result::Result<&Tensor, String> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or(format!("no `{name}`"))
+    }
+
+    /// The `u32` array saved as `name` (an error names it when it is missing or not one).
+    pub fn u32s(&self, name: &str) -> std::result::Result<Vec<u32>, String> {
+        self.tensor(name)?.to_vec1::<u32>().map_err(|e| format!("`{name}`: {e}"))
+    }
+
+    /// The `f64` array saved as `name`.
+    pub fn f64s(&self, name: &str) -> std::result::Result<Vec<f64>, String> {
+        self.tensor(name)?.to_vec1::<f64>().map_err(|e| format!("`{name}`: {e}"))
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -63,6 +63,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
         "5a8608a280c7b21257dedce7d7593ef576402cd20f91e021cf34a57ca692cd86",
     ),
     (
+        "grpo: { uses: grpo, inputs: { model: sft, prompts: prompts }, with: { reward_contains: o, num_generations: 2, rollouts: 2, batch_size: 2, steps: 2, max_new_tokens: 4, beta: 0.1, eval_every: 0, threads: 1 } }",
+        1,
+        "e91b406351ed5e52b5e61cce8f8de9be07899417f957f8344b9f7827eb82977a",
+    ),
+    (
         "cands: { uses: sample, inputs: { model: sft, prompts: prompts }, with: { k: 2, max_new_tokens: 4, split: all, threads: 1 } }",
         3,
         "3e3fa10c13307a08c9dcd7835d78ee185f932a568494b16f53a87e53d30a2467",

@@ -10,6 +10,7 @@ use hone_engine::spec;
 
 use super::*;
 use crate::data::rankings::Ranking;
+use crate::model::GptConfig;
 use crate::rl::preferences::example;
 use crate::testing::keyword::{Bench, rankings};
 use crate::testing::support::{self, quiet};
@@ -264,7 +265,8 @@ fn bad_params_and_a_mismatched_reference_are_clear_errors() {
     let cfg = GptConfig { vocab_size: base.config.vocab_size + 1, ..base.config.clone() };
     let ps = crate::model::ParamStore::seeded(1);
     Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-    export::save(&other, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
+    export::save(&other, &cfg, &ps.snapshot(), &export::GenerationConfig::defaults(Some(0)))
+        .unwrap();
     let src = "name: t\nseed: 5\nstages:\n  base: { uses: command, with: { cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] } }\n  other: { uses: command, with: { cmd: 'cp other/* \"$HONE_OUT\"/', deps: [other] } }\n  rank: { uses: command, with: { cmd: 'cp rank/* \"$HONE_OUT\"/', deps: [rank] } }\n  dpo:\n    uses: dpo\n    inputs: { model: base, rankings: rank, reference: other }\n    with: { threads: 1, steps: 2 }\n".to_string();
     let p =
         spec::load_str(&b.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[]).unwrap();

@@ -22,22 +22,25 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
-use crate::data::corpus::{Corpus, Split};
-use crate::data::formats::{Message, Role};
+use crate::data::corpus::Split;
 use crate::model::chat_template::ChatTokenizer;
 use crate::model::checkpoint::ObjectiveState;
-use crate::model::decoder::Decoder;
-use crate::model::export::{self, GenerationConfig};
+use crate::model::export;
 use crate::model::heads::ScalarHead;
 use crate::model::ops::{self, Dropout};
 use crate::model::optim::LrSchedule;
-use crate::model::rng::{Rng, Stream};
-use crate::model::sample::{self, Request, SampleOptions};
+use crate::model::rng::Rng;
+use crate::model::sample;
 use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
 use crate::ports;
 use crate::rl::reward_model::{self, RewardModel};
+use crate::rl::rollout::{
+    Prompt, answer_logits, encode_prompts, err, held_out, layout, length_groups, minibatch_order,
+    sample_answers, split, to_f64, unpermute,
+};
+use crate::rl::scorer::{Scorer, load_reward};
 use crate::training::{
-    self, EpochOrder, ParamGroup, StepOut, Trainer, loss_svg, training_params, write,
+    self, EpochOrder, ParamGroup, StepOut, Trainer, save_chat_model, training_params, write,
 };
 use math::{KlControl, KlEstimator};
 
@@ -371,20 +374,6 @@ impl Stage for Ppo {
 // ---------------------------------------------------------------------------------------
 // Models and scoring
 
-/// Where scores come from.
-enum Scorer {
-    /// A reward model, with the conversation's tokenizer.
-    Model { model: RewardModel, pad: u32, norm: (f64, f64) },
-    /// +1 when the answer's text contains this, else 0.
-    Contains(String),
-}
-
-/// One prompt: its text and its ChatML tokens up to the assistant's header.
-struct Prompt {
-    text: String,
-    ids: Vec<u32>,
-}
-
 /// One answer of the rollout being trained on, and what the update needs of it.
 #[derive(Clone, Debug, PartialEq)]
 struct Answer {
@@ -431,6 +420,9 @@ struct PpoObjective<'a> {
     /// A backbone and a scalar head read at every position.
     critic: RewardModel,
     scorer: Scorer,
+    /// The reward model's mean and standard deviation on the SFT model's answers
+    /// (`score: normalized`).
+    norm: (f64, f64),
     train: Vec<Prompt>,
     val: Vec<Prompt>,
     order: EpochOrder,
@@ -444,174 +436,33 @@ struct PpoObjective<'a> {
 /// At most this many length runs per update minibatch ([`length_groups`]).
 const UPDATE_GROUPS: usize = 2;
 
-fn err(e: impl Into<ModelError>) -> StageError {
-    StageError::from(e.into())
-}
-
-/// Rows `prompt + answer` right-padded with `pad` into (B, T) inputs (the last token left
-/// off: its logits are not needed), and the flat index into (B·T) of the position that
-/// predicts each answer token, with those tokens.
-fn layout(rows: &[(&[u32], &[u32])], pad: u32) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let t = rows.iter().map(|(p, a)| p.len() + a.len() - 1).max().unwrap_or(1);
-    let (mut x, mut at, mut targets) = (Vec::with_capacity(rows.len() * t), Vec::new(), Vec::new());
-    for (b, (p, a)) in rows.iter().enumerate() {
-        let n = p.len() + a.len() - 1;
-        x.extend(p.iter().chain(a.iter()).take(n));
-        x.extend(std::iter::repeat_n(pad, t - n));
-        for (j, &tok) in a.iter().enumerate() {
-            at.push((b * t + p.len() - 1 + j) as u32);
-            targets.push(tok);
-        }
-    }
-    let dev = Device::Cpu;
-    Ok((
-        Tensor::from_vec(x, (rows.len(), t), &dev)?,
-        Tensor::new(at, &dev)?,
-        Tensor::new(targets, &dev)?,
-    ))
-}
-
-/// Cuts rows of these lengths, shortest first, into at most `max_groups` runs that are each
-/// padded only to their own longest row, with the fewest padded positions in all: the order
-/// (a permutation of the rows, stably sorted by length) and each run's end in it. A minibatch
-/// pads to its longest row, and the rows' lengths vary by half (prompts of 15–33 tokens,
-/// answers of 1–24): two runs compute 16% fewer positions than one.
-fn length_groups(lens: &[usize], max_groups: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    order.sort_by_key(|&i| lens[i]);
-    let n = lens.len();
-    let sorted: Vec<usize> = order.iter().map(|&i| lens[i]).collect();
-    // best[g][j]: the fewest positions for the first j rows in g + 1 runs; from[g][j] where
-    // the last of those runs starts.
-    let cost = |i: usize, j: usize| (j - i) * sorted[j - 1];
-    let groups = max_groups.clamp(1, n.max(1));
-    let mut best = vec![vec![usize::MAX; n + 1]; groups];
-    let mut from = vec![vec![0; n + 1]; groups];
-    for (j, b) in best[0].iter_mut().enumerate().skip(1) {
-        *b = cost(0, j);
-    }
-    for g in 1..groups {
-        for j in 1..=n {
-            for i in 1..j {
-                if best[g - 1][i] != usize::MAX && best[g - 1][i] + cost(i, j) < best[g][j] {
-                    best[g][j] = best[g - 1][i] + cost(i, j);
-                    from[g][j] = i;
-                }
-            }
-        }
-    }
-    // The fewest runs that reach the least cost (fewer, larger products run faster).
-    let g = (0..groups).min_by_key(|&g| best[g][n]).unwrap_or(0);
-    let (mut ends, mut j) = (vec![n], n);
-    for g in (1..=g).rev() {
-        j = from[g][j];
-        ends.push(j);
-    }
-    ends.reverse();
-    (order, ends)
-}
-
-/// Per answer token: the logits (N, V) at `temperature` of the position that predicts it.
-fn answer_logits(
-    gpt: &Gpt,
-    x: &Tensor,
-    at: &Tensor,
-    temperature: f64,
-) -> candle_core::Result<Tensor> {
-    let h = gpt.hidden(x, &mut Dropout::off())?;
-    let (b, t, c) = h.dims3()?;
-    let logits = gpt.lm_head(&h.reshape((b * t, c))?.index_select(at, 0)?)?;
-    if temperature == 1.0 { Ok(logits) } else { logits / temperature }
-}
-
 /// The critic's value (N) at the position before each answer token.
 fn values(critic: &RewardModel, x: &Tensor, at: &Tensor) -> candle_core::Result<Tensor> {
     let v = critic.head.per_position(&critic.gpt.hidden(x, &mut Dropout::off())?)?;
     v.flatten_all()?.index_select(at, 0)
 }
 
-/// Splits a flat per-token vector into one vector per answer.
-fn split(flat: &[f64], answers: &[&[u32]]) -> Vec<Vec<f64>> {
-    let mut at = 0;
-    answers
-        .iter()
-        .map(|a| {
-            let v = flat[at..at + a.len()].to_vec();
-            at += a.len();
-            v
-        })
-        .collect()
-}
-
-/// Items taken in `order` (item `k` is the one at `order[k]`) put back in their places.
-fn unpermute<T: Default>(order: &[usize], taken: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = std::iter::repeat_with(T::default).take(taken.len()).collect();
-    for (&i, v) in order.iter().zip(taken) {
-        out[i] = v;
-    }
-    out
-}
-
-fn to_f64(t: &Tensor) -> Result<Vec<f64>, StageError> {
-    t.to_dtype(DType::F64).and_then(|t| t.to_vec1::<f64>()).map_err(err)
-}
-
-/// A seeded order of `n` items for an iteration's epoch (a function of both: nothing to
-/// checkpoint).
-fn minibatch_order(seed: u64, iteration: u64, epoch: usize, n: usize) -> Vec<usize> {
-    let mut rng = Rng::new(
-        sample::row_seed(seed ^ 0x5050_4F00, iteration * 1_000_003 + epoch as u64),
-        Stream::Train,
-    );
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    order
-}
-
 impl PpoObjective<'_> {
-    fn sample_options(&self, temperature: f64) -> SampleOptions {
-        SampleOptions {
-            temperature,
-            top_k: 0,
-            top_p: 1.0,
-            max_new_tokens: self.p.max_new_tokens,
-            seed: 0,
-            stop_at: Some(self.tok.im_end),
-        }
-    }
-
     /// Answers `prompts` with the policy as it is now: tokens, their log-probs, finished.
     fn answer(
         &self,
         prompts: &[&Prompt],
         seeds: impl Fn(usize) -> u64,
         temperature: f64,
-        cx_cancelled: &dyn Fn() -> bool,
+        cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<sample::Sampled>, StageError> {
-        let dec = Decoder::from_store(&self.cfg, &self.policy_params).map_err(err)?;
-        let requests: Vec<Request> = prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Request { prompt: p.ids.clone(), seed: seeds(i) })
-            .collect();
-        struct Cancel<'c>(&'c dyn Fn() -> bool);
-        impl sample::Observer for Cancel<'_> {
-            fn cancelled(&self) -> bool {
-                (self.0)()
-            }
-        }
-        sample::sample_batch(
-            &dec,
-            &requests,
-            &self.sample_options(temperature),
-            &[],
-            requests.len(),
-            &mut Cancel(cx_cancelled),
+        let (p, tok) = (self.p, &self.tok);
+        let params = &self.policy_params;
+        sample_answers(
+            &self.cfg,
+            params,
+            tok,
+            prompts,
+            seeds,
+            temperature,
+            p.max_new_tokens,
+            cancelled,
         )
-        .map_err(err)?
-        .ok_or(StageError::Cancelled)
     }
 
     /// The scores (scaled, clipped; not yet penalised) of `answers` to `prompts`.
@@ -621,70 +472,16 @@ impl PpoObjective<'_> {
         answers: &[&[u32]],
         finished: &[bool],
     ) -> Result<Vec<f64>, StageError> {
-        let texts: Vec<String> = answers
-            .iter()
-            .zip(finished)
-            .map(|(a, &f)| self.tok.decode_reply(&a[..a.len() - usize::from(f)]))
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        let raw = match &self.scorer {
-            Scorer::Contains(s) => {
-                texts.iter().map(|t| if t.contains(s.as_str()) { 1.0 } else { 0.0 }).collect()
-            }
-            Scorer::Model { model, pad, .. } => {
-                let block = self.cfg.block_size;
-                let newline = self.tok.text_ids("\n").map_err(err)?;
-                let rows: Vec<Vec<u32>> = prompts
-                    .iter()
-                    .zip(&texts)
-                    .zip(answers.iter().zip(finished))
-                    .map(|((p, t), (a, &f))| {
-                        let ids =
-                            self.tok.encode(&reward_model::conversation(&p.text, t), false)?.ids;
-                        if ids.len() <= block {
-                            return Ok(ids);
-                        }
-                        // The text re-encodes longer than it was sampled (a lone byte-fallback
-                        // token decodes to U+FFFD, three bytes): score the sampled tokens, which
-                        // fit, as the prompts were chosen to leave room for them.
-                        let mut ids = p.ids.clone();
-                        ids.extend_from_slice(&a[..a.len() - usize::from(f)]);
-                        ids.push(self.tok.im_end);
-                        ids.extend_from_slice(&newline);
-                        Ok(ids)
-                    })
-                    .collect::<Result<_, ModelError>>()
-                    .map_err(err)?;
-                // Both ways the row starts with the prompt's tokens and the assistant header.
-                let starts: Vec<usize> = prompts.iter().map(|p| p.ids.len()).collect();
-                let mut out = Vec::with_capacity(rows.len());
-                let size = self.p.batch_size.max(1);
-                for (chunk, starts) in rows.chunks(size).zip(starts.chunks(size)) {
-                    if let Some(r) = chunk.iter().find(|r| r.len() > block) {
-                        return Err(StageError::msg(format!(
-                            "an answer to score is {} tokens, more than the reward model's {block}\n   = help: lower `max_new_tokens`",
-                            r.len()
-                        )));
-                    }
-                    let chunk: Vec<&Vec<u32>> = chunk.iter().collect();
-                    out.extend(to_f64(&model.scores(
-                        &chunk,
-                        starts,
-                        *pad,
-                        &mut Dropout::off(),
-                    )?)?);
-                }
-                out
-            }
-        };
+        let (block, batch) = (self.cfg.block_size, self.p.batch_size);
+        let raw = self.scorer.scores(&self.tok, block, batch, prompts, answers, finished)?;
         Ok(raw.into_iter().map(|r| self.scale(r)).collect())
     }
 
     fn scale(&self, r: f64) -> f64 {
         let s = match (self.p.score, &self.scorer) {
-            (ScoreScale::Raw, _) | (_, Scorer::Contains(_)) => r,
+            (_, Scorer::Contains(_) | Scorer::Answers) | (ScoreScale::Raw, _) => r,
             (ScoreScale::Sigmoid, _) => reward_model::sigmoid(r),
-            (ScoreScale::Normalized, Scorer::Model { norm: (mean, std), .. }) => (r - mean) / std,
+            (ScoreScale::Normalized, Scorer::Model { .. }) => (r - self.norm.0) / self.norm.1,
         };
         match self.p.score_clip {
             Some(c) => s.clamp(-c, c),
@@ -963,19 +760,10 @@ impl PpoObjective<'_> {
     /// [`PpoObjective::scores`] gives it) and length.
     fn held_out(&self, cancelled: &dyn Fn() -> bool) -> Result<Option<(f64, f64)>, StageError> {
         let k = self.p.eval_prompts.min(self.val.len());
-        if k == 0 {
-            return Ok(None);
-        }
         let prompts: Vec<&Prompt> = self.val[..k].iter().collect();
-        let sampled = self.answer(&prompts, |_| 0, 0.0, cancelled)?;
-        let answers: Vec<&[u32]> = sampled.iter().map(|s| s.tokens.as_slice()).collect();
-        let finished: Vec<bool> = sampled.iter().map(|s| s.finished).collect();
-        let scores = self.scores(&prompts, &answers, &finished)?;
-        let n = k as f64;
-        Ok(Some((
-            scores.iter().sum::<f64>() / n,
-            answers.iter().map(|a| a.len() as f64).sum::<f64>() / n,
-        )))
+        let (cfg, params, tok) = (&self.cfg, &self.policy_params, &self.tok);
+        let score = |p: &[&Prompt], a: &[&[u32]], f: &[bool]| self.scores(p, a, f);
+        held_out(cfg, params, tok, &prompts, self.p.max_new_tokens, score, cancelled)
     }
 }
 
@@ -1007,7 +795,7 @@ impl training::Objective for PpoObjective<'_> {
         let per_epoch = (p.rollouts / p.batch_size) as u64;
         let epoch = (within / per_epoch) as usize;
         let mb = (within % per_epoch) as usize;
-        let order = minibatch_order(self.seed, it, epoch, p.rollouts);
+        let order = minibatch_order(self.seed, 0x5050_4F00, it, epoch, p.rollouts);
         let idx = &order[mb * p.batch_size..(mb + 1) * p.batch_size];
         let (loss, grads, tokens, mb_stats) = self.minibatch(idx, vars)?;
         if !loss.is_finite() || mb_stats.iter().any(|s| !s.is_finite()) {
@@ -1102,18 +890,8 @@ impl training::Objective for PpoObjective<'_> {
         else {
             return Ok(());
         };
-        let get = |name: &str| {
-            state
-                .tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                .ok_or(format!("no rollout `{name}`"))
-        };
-        let u32s =
-            |name: &str| get(name)?.to_vec1::<u32>().map_err(|e| format!("rollout `{name}`: {e}"));
-        let f64s =
-            |name: &str| get(name)?.to_vec1::<f64>().map_err(|e| format!("rollout `{name}`: {e}"));
+        let u32s = |name: &str| state.u32s(name).map_err(|e| format!("rollout {e}"));
+        let f64s = |name: &str| state.f64s(name).map_err(|e| format!("rollout {e}"));
         let (prompts, lengths, tokens) = (u32s("prompt")?, u32s("length")?, u32s("tokens")?);
         let (old_logp, old_values, advantages, returns) =
             (f64s("old_logp")?, f64s("old_values")?, f64s("advantages")?, f64s("returns")?);
@@ -1153,30 +931,6 @@ impl training::Objective for PpoObjective<'_> {
 // ---------------------------------------------------------------------------------------
 // The stage
 
-/// The prompts of `split` as ChatML up to the assistant's header, those that leave room for
-/// `max_new_tokens` (and the reward model's closing tokens) in the context; how many did not.
-fn encode_prompts(
-    tok: &ChatTokenizer,
-    dir: &Path,
-    split: Split,
-    room: usize,
-) -> Result<(Vec<Prompt>, usize), StageError> {
-    let mut out = Vec::new();
-    let mut too_long = 0;
-    for p in Corpus::open(dir, "prompts")?.prompts(split, Ppo::KIND)? {
-        let ids = tok
-            .encode(&[Message { role: Role::User, content: p.prompt.clone() }], true)
-            .map_err(err)?
-            .ids;
-        if ids.len() > room {
-            too_long += 1;
-        } else {
-            out.push(Prompt { text: p.prompt, ids });
-        }
-    }
-    Ok((out, too_long))
-}
-
 fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let model_dir = cx.required_input("model")?;
     let in_model = |e: ModelError| StageError::msg(format!("input `model`: {e}"));
@@ -1191,6 +945,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             p.max_new_tokens, cfg.block_size
         )));
     }
+    let mut norm = (0.0, 1.0);
     let ((critic, critic_vars), scorer) = match (&p.reward_contains, cx.input("reward")) {
         (Some(_), Some(_)) => {
             return Err(StageError::msg(
@@ -1218,28 +973,11 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
             )
         }
         (None, Some(dir)) => {
-            let in_reward = |e: ModelError| StageError::msg(format!("input `reward`: {e}"));
-            let c = export::load_reward(dir, DType::F32).map_err(in_reward)?;
-            if c.backbone.config.vocab_size != cfg.vocab_size
-                || c.backbone.config.block_size < cfg.block_size
-            {
-                return Err(StageError::msg(format!(
-                    "input `reward`: the reward model reads {} tokens of a {}-token vocabulary, the policy writes {} of {}\n   = help: train the reward model from this policy's SFT model",
-                    c.backbone.config.block_size,
-                    c.backbone.config.vocab_size,
-                    cfg.block_size,
-                    cfg.vocab_size
-                )));
+            let c = load_reward(dir, &cfg)?;
+            let scorer = Scorer::reward_model(load_reward(dir, &cfg)?, tok.im_end);
+            if p.score == ScoreScale::Normalized {
+                norm = reference_stats(dir)?;
             }
-            let r = export::load_reward(dir, DType::F32).map_err(in_reward)?;
-            let norm =
-                if p.score == ScoreScale::Normalized { reference_stats(dir)? } else { (0.0, 1.0) };
-            let likelihood = reward_model::Likelihood::new(r.likelihood, tok.im_end);
-            let scorer = Scorer::Model {
-                model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
-                pad: r.pad_token_id,
-                norm,
-            };
             // The critic: the reward model's backbone and head (its value is the head alone).
             (
                 (
@@ -1253,8 +991,9 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     // The answer and the reward model's closing `<|im_end|>\n` must fit after the prompt.
     let room = cfg.block_size - p.max_new_tokens - 2;
     let prompts_dir = cx.required_input("prompts")?;
-    let (train_prompts, long_train) = encode_prompts(&tok, prompts_dir, Split::Train, room)?;
-    let (val_prompts, long_val) = encode_prompts(&tok, prompts_dir, Split::Val, room)?;
+    let (train_prompts, long_train) =
+        encode_prompts(&tok, prompts_dir, Split::Train, room, Ppo::KIND)?;
+    let (val_prompts, long_val) = encode_prompts(&tok, prompts_dir, Split::Val, room, Ppo::KIND)?;
     if long_train + long_val > 0 {
         tracing::warn!(
             left_out = long_train + long_val,
@@ -1298,6 +1037,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         reference,
         critic,
         scorer,
+        norm,
         train: train_prompts,
         val: val_prompts,
         order: EpochOrder::new(cx.seed, n_train),
@@ -1321,14 +1061,8 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     }
 
     let out = cx.out_dir;
-    let generation = GenerationConfig {
-        bos_token_id: Some(objective.tok.end_of_text),
-        ..GenerationConfig::defaults(Some(objective.tok.im_end))
-    };
-    export::save(out, &cfg, &objective.policy_params.snapshot(), &generation)?;
-    crate::model::chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
-    write(out, "metrics.jsonl", trainer.history())?;
-    write(out, "loss.svg", &loss_svg(trainer.history()))?;
+    let (params, tok) = (&objective.policy_params, &objective.tok);
+    save_chat_model(out, &cfg, params, tok, &tok_path, trainer.history())?;
     let summary = serde_json::json!({
         "last_iteration": objective.last.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<String, serde_json::Value>>(),
         "val_reward": done.eval.map(|e| e.0),

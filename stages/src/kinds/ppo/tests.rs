@@ -2,129 +2,14 @@
 //! the toy reward `reward_contains` (the maths is tested by hand in [`super::math`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use hone_engine::events::Event;
-use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use super::*;
-use crate::model::chat_template::test_tokenizer;
+use crate::testing::chat_bench::{Bench, metrics};
 use crate::testing::support::{self, quiet};
-
-/// A workspace with a tiny untrained chat model in `sft/` and prompt records in `prompts/`,
-/// copied in by `command` stages.
-struct Bench {
-    dir: tempfile::TempDir,
-}
-
-const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz .?";
-
-impl Bench {
-    fn new() -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let (json, vocab) = test_tokenizer(ALPHABET);
-        let sft = dir.path().join("sft");
-        std::fs::create_dir_all(&sft).unwrap();
-        let cfg = GptConfig {
-            vocab_size: vocab,
-            block_size: 32,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-            bias: true,
-            dropout: 0.0,
-        };
-        let ps = ParamStore::seeded(3);
-        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        std::fs::write(dir.path().join("tokenizer.json"), &json).unwrap();
-        let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
-        export::save(&sft, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(tok.im_end)))
-            .unwrap();
-        crate::model::chat_template::write_tokenizer(
-            &sft,
-            &dir.path().join("tokenizer.json"),
-            cfg.block_size,
-        )
-        .unwrap();
-        let prompts = dir.path().join("prompts");
-        std::fs::create_dir_all(&prompts).unwrap();
-        let lines = |qs: &[&str]| {
-            qs.iter()
-                .map(|q| format!("{}\n", serde_json::json!({ "prompt": q })))
-                .collect::<String>()
-        };
-        std::fs::write(
-            prompts.join("train.jsonl"),
-            lines(&["hi", "who?", "why?", "sky", "sea", "cat", "dog", "ok"]),
-        )
-        .unwrap();
-        std::fs::write(prompts.join("val.jsonl"), lines(&["yes", "no"])).unwrap();
-        std::fs::write(prompts.join("meta.json"), r#"{"format": "prompt"}"#).unwrap();
-        Bench { dir }
-    }
-
-    fn pipeline(&self, with: &str) -> spec::Pipeline {
-        let src = format!(
-            "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, prompts: prompts }}\n    with: {{ threads: 1, {with} }}\n"
-        );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// A reward model in `rm/`: the SFT model's backbone, the score head `score(n_embd)`,
-    /// the likelihood term at `likelihood`.
-    fn reward_model(&self, score: impl Fn(usize) -> Tensor, likelihood: f64) {
-        let sft = export::load(&self.dir.path().join("sft"), DType::F32).unwrap();
-        let mut params = sft.params.snapshot();
-        params.push((format!("{}.weight", export::SCORE), score(sft.config.n_embd)));
-        let rm = self.dir.path().join("rm");
-        std::fs::create_dir_all(&rm).unwrap();
-        let tok = ChatTokenizer::from_file(
-            &self.dir.path().join("tokenizer.json"),
-            sft.config.vocab_size,
-        )
-        .unwrap();
-        export::save_reward(
-            &rm,
-            &sft.config,
-            &params,
-            tok.end_of_text,
-            Some(tok.im_end),
-            likelihood,
-        )
-        .unwrap();
-    }
-
-    /// A pipeline whose `ppo` stage scores with the reward model in `rm/`; `with` is its params.
-    fn pipeline_with_rm(&self, with: &str) -> spec::Pipeline {
-        let src = format!(
-            "name: t\nseed: 7\nstages:\n  sft: {{ uses: command, with: {{ cmd: 'cp sft/* \"$HONE_OUT\"/', deps: [sft] }} }}\n  rm: {{ uses: command, with: {{ cmd: 'cp rm/* \"$HONE_OUT\"/', deps: [rm] }} }}\n  prompts: {{ uses: command, with: {{ cmd: 'cp prompts/* \"$HONE_OUT\"/', deps: [prompts] }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: sft, reward: rm, prompts: prompts }}\n    with: {{ {with} }}\n"
-        );
-        spec::load_str(&self.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn run(
-        &self,
-        p: &spec::Pipeline,
-        on_event: impl Fn(&Event, &AtomicBool) + Send + Sync,
-    ) -> (RunSummary, Vec<Event>) {
-        support::run(self.dir.path(), p, on_event)
-    }
-
-    fn output(&self, p: &spec::Pipeline) -> PathBuf {
-        support::output(self.dir.path(), p, "ppo")
-    }
-}
-
-fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Iterations of 2 epochs × 16 answers / 8 per minibatch = 4 steps.
 const TOY: &str = "reward_contains: a, rollouts: 16, batch_size: 8, epochs: 2, max_new_tokens: 8, temperature: 1.0, lr: 1e-2, min_lr: 1e-2, kl_coef: 0.02, missing_eos_penalty: 0, eval_prompts: 2";
@@ -134,7 +19,7 @@ const TOY: &str = "reward_contains: a, rollouts: 16, batch_size: 8, epochs: 2, m
 /// iteration logs TRL's statistics; the output is a chat model.
 #[test]
 fn a_toy_reward_rises_within_a_few_iterations_at_a_bounded_kl() {
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     let p = b.pipeline(&format!("{TOY}, steps: 48, eval_every: 24"));
     let (summary, _) = b.run(&p, quiet);
     assert!(summary.ok(), "{:?}", summary.failed);
@@ -208,10 +93,10 @@ fn a_stopped_run_resumes_to_the_same_bytes() {
     let with = format!(
         "{TOY}, steps: 16, eval_every: 8, checkpoint_every: 4, kl_target: 1.0, kl_horizon: 100"
     );
-    let whole = Bench::new();
+    let whole = Bench::new("ppo");
     let pw = whole.pipeline(&with);
     assert!(whole.run(&pw, quiet).0.ok());
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     let p = b.pipeline(&with);
     let (first, _) = b.run(&p, |e, cancel| {
         if let Event::Progress { stage, done: 6, .. } = e
@@ -246,7 +131,7 @@ fn a_stopped_run_resumes_to_the_same_bytes() {
 #[test]
 fn one_thread_or_two_give_the_same_bytes() {
     let run = |threads: usize| {
-        let b = Bench::new();
+        let b = Bench::new("ppo");
         b.reward_model(
             |n| {
                 Tensor::arange(0u32, n as u32, &Device::Cpu)
@@ -281,7 +166,7 @@ fn one_thread_or_two_give_the_same_bytes() {
 /// A KL blow-up stops the stage, naming the iteration and what to change.
 #[test]
 fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     let p = b.pipeline(&format!(
         "{}, lr: 0.2, min_lr: 0.2, steps: 16, max_kl: 0.5, eval_every: 0",
         TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")
@@ -306,7 +191,7 @@ fn a_kl_blow_up_stops_with_the_iteration_and_what_to_change() {
 /// at the first iteration, naming the answer and what to check.
 #[test]
 fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     b.reward_model(|n| Tensor::full(f32::NAN, (1, n), &Device::Cpu).unwrap(), 0.0);
     let p = b.pipeline_with_rm(&format!(
         "threads: 1, {}, steps: 8, eval_every: 0",
@@ -326,7 +211,7 @@ fn a_nan_score_stops_with_the_iteration_and_what_to_check() {
 /// loss with the iteration and step and what to change, instead of training on NaN.
 #[test]
 fn a_nan_blow_up_stops_with_the_iteration_and_what_to_change() {
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     let p = b.pipeline(&format!(
         "{}, lr: 1e30, min_lr: 1e30, steps: 8, max_kl: 1e300, eval_every: 0",
         TOY.replace(", lr: 1e-2, min_lr: 1e-2", "")
@@ -344,7 +229,7 @@ fn a_nan_blow_up_stops_with_the_iteration_and_what_to_change() {
 
 #[test]
 fn bad_params_and_wiring_are_explained() {
-    let b = Bench::new();
+    let b = Bench::new("ppo");
     let load = |with: &str| {
         let src = format!(
             "name: t\nstages:\n  m: {{ uses: command, with: {{ cmd: 'true' }} }}\n  ppo:\n    uses: ppo\n    inputs: {{ model: m, prompts: m }}\n    with: {{ {with} }}\n"
@@ -392,28 +277,4 @@ fn plain_ops_are_in_the_key() {
         "keys stay as they were when it is not set"
     );
     assert_eq!(with_plain_ops(true, Ppo::settings), [("HONE_PLAIN_OPS", "1".to_string())]);
-}
-
-/// Rows sorted by length, cut where the padded positions are fewest, never into more runs
-/// than asked or than help.
-#[test]
-fn length_groups_by_hand() {
-    // Sorted 5, 6, 7, 20, 21: one run pads to 21 (105 positions); cut after 7: 3·7 + 2·21 = 63.
-    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 2), (vec![0, 2, 4, 1, 3], vec![3, 5]));
-    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 1), (vec![0, 2, 4, 1, 3], vec![5]));
-    // Three runs: 2·6 + 1·7 + 2·21 = 61 (or 5 + 2·7 + 2·21 = 61: the first found).
-    assert_eq!(length_groups(&[5, 20, 6, 21, 7], 3).1.len(), 3);
-    // Equal lengths: a cut saves nothing, so one run.
-    assert_eq!(length_groups(&[4, 4, 4], 2), (vec![0, 1, 2], vec![3]));
-    // Stable: equal lengths keep their order; one row is one run.
-    assert_eq!(length_groups(&[9, 3, 9, 3], 2), (vec![1, 3, 0, 2], vec![2, 4]));
-    assert_eq!(length_groups(&[7], 2), (vec![0], vec![1]));
-}
-
-/// What the rollout's scoring takes shortest first goes back to rollout order.
-#[test]
-fn unpermute_puts_items_back() {
-    let order = [2, 0, 3, 1];
-    let taken: Vec<char> = order.iter().map(|&i| "abcd".as_bytes()[i] as char).collect();
-    assert_eq!(unpermute(&order, taken), vec!['a', 'b', 'c', 'd']);
 }

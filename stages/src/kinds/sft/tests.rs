@@ -50,7 +50,8 @@ impl Bench {
         };
         let ps = ParamStore::seeded(3);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        export::save(&base, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
+        export::save(&base, &cfg, &ps.snapshot(), &export::GenerationConfig::defaults(Some(0)))
+            .unwrap();
         std::fs::write(base.join("tokenizer.json"), json).unwrap();
         let chat = dir.path().join("chat");
         std::fs::create_dir_all(&chat).unwrap();
@@ -157,7 +158,7 @@ fn a_tiny_model_fine_tuned_on_four_conversations_reproduces_their_answers() {
     let tc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
             .unwrap();
-    assert_eq!(tc["chat_template"], chat_template::JINJA);
+    assert_eq!(tc["chat_template"], crate::model::chat_template::JINJA);
     assert_eq!(tc["eos_token"], "<|im_end|>");
     let gc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("generation_config.json")).unwrap())
