@@ -97,7 +97,11 @@ pub struct Loss {
 /// TRL's GRPO loss over flat per-token tensors (N): the policy's log-probs `logp` (with
 /// gradient), the sampler's `old_logp`, the reference's `ref_logp` (with `beta` > 0), each
 /// token's answer's `adv`antage, and the token `weights` ([`token_weights`]):
-/// `Σ_t w_t · (−min(ρ_t·A, clip(ρ_t, 1−ε_low, 1+ε_high)·A) + β·(e^{ref−logp} − (ref−logp) − 1))`.
+/// `Σ_t w_t · (−min(ρ_t·A, clip(ρ_t, 1−ε_low, 1+ε_high)·A) + β·k3_t)` with
+/// `k3 = e^{ref−logp} − (ref−logp) − 1`, times ρ_t when `kl_correction` (TRL's
+/// `use_bias_correction_kl`: the answers were sampled from the old policy, so ρ·k3 estimates
+/// the KL of the current one; the same value at ρ = 1, another gradient).
+#[allow(clippy::too_many_arguments)]
 pub fn loss(
     logp: &Tensor,
     old_logp: &Tensor,
@@ -106,6 +110,7 @@ pub fn loss(
     weights: &Tensor,
     (eps_low, eps_high): (f64, f64),
     beta: f64,
+    kl_correction: bool,
 ) -> Result<Loss> {
     let ratio = (logp - old_logp)?.exp()?;
     let clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)?;
@@ -116,6 +121,7 @@ pub fn loss(
         Some(r) if beta != 0.0 => {
             let d = (r - logp)?;
             let kl = ((d.exp()? - &d)? - 1.0)?;
+            let kl = if kl_correction { (kl * &ratio)? } else { kl };
             let mean = f64::from(kl.sum_all()?.to_scalar::<f32>()?) / n.max(1.0);
             ((&policy + ((kl * weights)?.sum_all()? * beta)?)?, Some(mean))
         }
@@ -197,7 +203,7 @@ mod tests {
         let old = t(&[-0.5, -0.5, -0.5]);
         let adv = t(&[1.0, -1.0, 2.0]);
         let w = t(&[0.5, 0.25, 0.25]);
-        let l = loss(&logp, &old, None, &adv, &w, (0.2, 0.2), 0.0).unwrap();
+        let l = loss(&logp, &old, None, &adv, &w, (0.2, 0.2), 0.0, false).unwrap();
         let want = 0.5 * -1.2 + 0.25 * 0.8 + 0.25 * -2.0;
         let got = f64::from(l.loss.to_scalar::<f32>().unwrap());
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
@@ -205,12 +211,36 @@ mod tests {
         assert_eq!((l.clip_low, l.clip_high, l.clip_region), (1.0 / 3.0, 1.0 / 3.0, 2.0 / 3.0));
         // k3 KL with ref − logp = d: e^d − d − 1.
         let r = t(&[0.0, 0.0, 0.0]);
-        let l = loss(&logp, &old, Some(&r), &adv, &w, (0.2, 0.2), 0.1).unwrap();
+        let l = loss(&logp, &old, Some(&r), &adv, &w, (0.2, 0.2), 0.1, false).unwrap();
         let k = |d: f64| d.exp() - d - 1.0;
         let kl_w = 0.5 * k(0.0) + 0.25 * k(1.0) + 0.25 * k(0.5);
         let got = f64::from(l.loss.to_scalar::<f32>().unwrap());
         assert!((got - (want + 0.1 * kl_w)).abs() < 1e-6);
         assert!((l.kl.unwrap() - (k(0.0) + k(1.0) + k(0.5)) / 3.0).abs() < 1e-6);
+        // Corrected: each token's k3 times its ratio (e^0.5, e^-0.5, 1).
+        let l = loss(&logp, &old, Some(&r), &adv, &w, (0.2, 0.2), 0.1, true).unwrap();
+        let (up, down) = (0.5f64.exp(), (-0.5f64).exp());
+        let kl_w = 0.5 * up * k(0.0) + 0.25 * down * k(1.0) + 0.25 * k(0.5);
+        let got = f64::from(l.loss.to_scalar::<f32>().unwrap());
+        assert!((got - (want + 0.1 * kl_w)).abs() < 1e-6);
+    }
+
+    /// At ρ = 1 the corrected KL has the value of the plain one and the gradient
+    /// β·(1 − e^d) + β·k3 (the ratio's derivative is 1 there) per unit weight.
+    #[test]
+    fn the_corrected_kl_adds_its_value_to_the_gradient() {
+        let logp = candle_core::Var::new(&[-1.0f32], &Device::Cpu).unwrap();
+        let (old, r, adv, w) = (t(&[-1.0]), t(&[-0.5]), t(&[0.0]), t(&[1.0]));
+        let grad = |corr: bool| {
+            let l =
+                loss(logp.as_tensor(), &old, Some(&r), &adv, &w, (0.2, 0.2), 0.5, corr).unwrap();
+            let g = l.loss.backward().unwrap();
+            g.get(logp.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64
+        };
+        let d = 0.5f64;
+        let k3 = d.exp() - d - 1.0;
+        assert!((grad(false) - 0.5 * (1.0 - d.exp())).abs() < 1e-6);
+        assert!((grad(true) - 0.5 * (1.0 - d.exp() + k3)).abs() < 1e-6);
     }
 
     #[test]
@@ -220,7 +250,7 @@ mod tests {
         let old = t(&[-0.5, -0.5]);
         let adv = t(&[3.0, 1.0]);
         let w = t(&[1.0, 1.0]);
-        let l = loss(logp.as_tensor(), &old, None, &adv, &w, (0.2, 0.2), 0.0).unwrap();
+        let l = loss(logp.as_tensor(), &old, None, &adv, &w, (0.2, 0.2), 0.0, false).unwrap();
         let g = l.loss.backward().unwrap();
         let g = g.get(logp.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert!((g[0] + 3.0).abs() < 1e-6 && g[1] == 0.0, "{g:?}");

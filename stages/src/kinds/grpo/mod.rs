@@ -89,6 +89,9 @@ training_params! {
         pub epsilon: f64,
         #[serde(default)]
         pub epsilon_high: Option<f64>,
+        /// Weigh each token's KL by its ratio (TRL's `use_bias_correction_kl`).
+        #[serde(default = "defaults::use_bias_correction_kl")]
+        pub use_bias_correction_kl: bool,
         #[serde(default = "defaults::loss_type")]
         pub loss_type: LossType,
         #[serde(default = "defaults::scale_rewards")]
@@ -124,6 +127,9 @@ mod defaults {
     }
     pub fn epsilon() -> f64 {
         0.2
+    }
+    pub fn use_bias_correction_kl() -> bool {
+        true
     }
     pub fn loss_type() -> LossType {
         LossType::Dapo
@@ -493,7 +499,9 @@ impl GrpoObjective<'_> {
         let weights = math::token_weights(&lengths, p.loss_type, p.max_new_tokens, dapo_tokens);
         let weights = Tensor::new(weights, &Device::Cpu).map_err(err)?;
         let eps = (p.epsilon, p.epsilon_high.unwrap_or(p.epsilon));
-        let l = math::loss(&logp, &old_logp, ref_logp.as_ref(), &adv, &weights, eps, p.beta)
+        let corrected = p.use_bias_correction_kl;
+        let ref_logp = ref_logp.as_ref();
+        let l = math::loss(&logp, &old_logp, ref_logp, &adv, &weights, eps, p.beta, corrected)
             .map_err(err)?;
         let entropy = math::mean_entropy(&logits).map_err(err)?;
         let grads = l.loss.backward().map_err(err)?;
