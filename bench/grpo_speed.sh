@@ -61,9 +61,15 @@ YAML
 A=$(hone_run "$ITERS_A") || exit 1
 B=$(hone_run "$ITERS_B") || exit 1
 HONE_ITER=$(echo "($B - $A) / ($ITERS_B - $ITERS_A)" | bc -l)
-HONE_LEN=$(grep -o 'completions/mean_length=[0-9.]*' "$TMP/ws-$ITERS_B/run.log" | tail -1 | cut -d= -f2)
+HONE_LEN=$(python3 - "$(cd "$TMP" && "$HONE" show grpo "$TMP/pipeline-$ITERS_B.yaml" --workspace "$TMP/ws-$ITERS_B" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['output'])")/metrics.jsonl" <<'PY'
+import json, sys
+ls = [json.loads(l)["completions/mean_length"] for l in open(sys.argv[1]) if "completions/mean_length" in l]
+print(f"{sum(ls) / len(ls):.2f}")
+PY
+)
 TRL=$("$PY" "$ROOT/bench/grpo_trl.py" "$TMP/sft" "$TMP/trl_prompts.jsonl" --iterations "$TRL_ITERS" --threads "$THREADS" 2>/dev/null | tail -1)
 TRL_ITER=$(echo "$TRL" | python3 -c "import json,sys; print(json.load(sys.stdin)['median_iteration_s'])")
-printf 'hone: %.3f s per iteration (%d iterations %.2f s, %d iterations %.2f s; last mean answer length %s)\nTRL:  %.3f s per iteration (median of %d)\nhone / TRL: %.2fx\n' \
+printf 'hone: %.3f s per iteration (%d iterations %.2f s, %d iterations %.2f s; mean answer length %s tokens)\nTRL:  %.3f s per iteration (median of %d)\nhone / TRL: %.2fx\n' \
   "$HONE_ITER" "$ITERS_A" "$A" "$ITERS_B" "$B" "$HONE_LEN" "$TRL_ITER" "$((TRL_ITERS - 1))" "$(echo "$HONE_ITER / $TRL_ITER" | bc -l)"
 echo "TRL: $TRL"
+echo "(answer lengths count the closing <|im_end|>; TRL's are in its JSON: mean_answer_length)"

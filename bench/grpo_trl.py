@@ -7,7 +7,8 @@ iteration / `--batch`, so one iteration is that many optimizer steps), scores th
 reward "+1 when the answer contains `--contains`" (hone's `reward_contains`), computes the
 reference's log-probs (β > 0) and updates. An iteration's time is the time between the ends of
 its last step and of the previous iteration's (generation, reference, reward, the steps); the
-first is left out of the median. Output: one JSON line.
+first is left out of the median. Also TRL's mean answer length (tokens, EOS included).
+Output: one JSON line.
 """
 
 import argparse
@@ -54,14 +55,18 @@ def main():
         output_dir="/tmp/hone-grpo-trl", per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
         steps_per_generation=steps_per_gen, num_generations=a.group, max_completion_length=a.max_new,
         temperature=a.temperature, beta=a.beta, learning_rate=3e-5, max_steps=steps_per_gen * a.iterations,
-        report_to="none", use_cpu=True, bf16=False, save_strategy="no", logging_steps=10_000, seed=1234,
+        report_to="none", use_cpu=True, bf16=False, save_strategy="no", logging_steps=steps_per_gen, seed=1234,
         disable_tqdm=True, dataloader_num_workers=0,
     )
-    ends = []
+    ends, lengths = [], []
 
     class Clock(TrainerCallback):
         def on_train_begin(self, *args, **kw):
             ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                lengths.append(logs["completions/mean_length"])
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step % steps_per_gen == 0:
@@ -73,7 +78,8 @@ def main():
     trainer.train()
     iters = [b - a_ for a_, b in zip(ends, ends[1:])]
     print(json.dumps({"iteration_s": iters, "median_iteration_s": statistics.median(iters[1:] or iters),
-                      "answers_per_iteration": per_iter, "steps_per_iteration": steps_per_gen}))
+                      "answers_per_iteration": per_iter,
+                      "mean_answer_length": statistics.mean(lengths) if lengths else None, "steps_per_iteration": steps_per_gen}))
 
 
 if __name__ == "__main__":

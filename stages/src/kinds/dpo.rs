@@ -42,13 +42,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::chat_template::ChatTokenizer;
 use crate::model::export;
-use crate::model::ops::Dropout;
+use crate::model::ops;
 use crate::model::rng::Rng;
 use crate::model::{Gpt, ModelError};
 use crate::ports;
 use crate::rl::preferences::{Example, Preferences};
 use crate::rl::reference::load_reference;
 use crate::rl::reward_model::answer_span;
+use crate::rl::rollout::{answer_logits, layout, length_groups};
 use crate::training::{
     self, EpochOrder, StepOut, Trainer, gradients_of, save_chat_model, training_params, write,
 };
@@ -133,7 +134,7 @@ impl Stage for Dpo {
     type Params = Params;
     const KIND: &'static str = "dpo";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a chat model on every preference pair of a rankings artifact with DPO (or IPO), against a frozen reference";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),
@@ -254,6 +255,8 @@ impl PairStats {
 
 /// The log-probabilities (N) of the answers of `rows` (each starting at `starts[i]` and closed
 /// by `im_end`) under `gpt`: summed over the answer's tokens, or averaged when `averaged`.
+/// The rows run in at most two groups of similar length, each padded to its own longest, and
+/// the LM head reads only the positions that predict an answer token.
 fn answer_log_probs(
     gpt: &Gpt,
     rows: &[&Vec<u32>],
@@ -262,27 +265,41 @@ fn answer_log_probs(
     im_end: u32,
     averaged: bool,
 ) -> Result<Tensor, ModelError> {
-    let n = rows.len();
-    let t = rows.iter().map(|r| r.len()).max().unwrap_or(1) - 1;
-    // Position i predicts token i + 1: the answer's tokens start..=end are predicted at
-    // start - 1..end.
-    let (mut x, mut targets, mut weights) = (vec![pad; n * t], vec![pad; n * t], vec![0f32; n * t]);
-    for (b, r) in rows.iter().enumerate() {
-        let (start, end) = answer_span(r, starts[b], im_end)?;
-        let w = if averaged { 1.0 / (end + 1 - start) as f32 } else { 1.0 };
-        for i in 0..r.len() - 1 {
-            x[b * t + i] = r[i];
-            targets[b * t + i] = r[i + 1];
-        }
-        for i in start - 1..end {
-            weights[b * t + i] = w;
-        }
-    }
+    let spans = rows
+        .iter()
+        .zip(starts)
+        .map(|(r, &s)| answer_span(r, s, im_end))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (order, ends) = length_groups(&spans.iter().map(|s| s.1 + 1).collect::<Vec<_>>(), 2);
     let dev = Device::Cpu;
-    let x = Tensor::from_vec(x, (n, t), &dev)?;
-    let targets = Tensor::from_vec(targets, (n, t), &dev)?;
-    let lp = gpt.token_log_probs(&x, &targets, 1.0, &mut Dropout::off())?;
-    Ok((lp * Tensor::from_vec(weights, (n, t), &dev)?)?.sum(1)?)
+    let mut sums = Vec::with_capacity(ends.len());
+    let mut first = 0;
+    for &end in &ends {
+        let group = &order[first..end];
+        let pairs: Vec<(&[u32], &[u32])> = group
+            .iter()
+            .map(|&i| (&rows[i][..spans[i].0], &rows[i][spans[i].0..=spans[i].1]))
+            .collect();
+        let (x, at, targets) = layout(&pairs, pad)?;
+        let lp = ops::token_log_probs(&answer_logits(gpt, &x, &at, 1.0)?, &targets)?;
+        // Each token's row in the group, and its weight (1, or 1/length when averaged).
+        let (mut row, mut weight) = (Vec::new(), Vec::new());
+        for (g, (_, answer)) in pairs.iter().enumerate() {
+            let w = if averaged { 1.0 / answer.len() as f32 } else { 1.0 };
+            row.extend(std::iter::repeat_n(g as u32, answer.len()));
+            weight.extend(std::iter::repeat_n(w, answer.len()));
+        }
+        let lp = (lp * Tensor::new(weight, &dev)?)?;
+        let zeros = Tensor::zeros(group.len(), lp.dtype(), &dev)?;
+        sums.push(zeros.index_add(&Tensor::new(row, &dev)?, &lp, 0)?);
+        first = end;
+    }
+    // Back in the rows' order: row `order[k]` is at `k`.
+    let mut at = vec![0u32; order.len()];
+    for (k, &i) in order.iter().enumerate() {
+        at[i] = k as u32;
+    }
+    Ok(Tensor::cat(&sums, 0)?.index_select(&Tensor::new(at, &dev)?, 0)?)
 }
 
 /// A batch of examples as rows, their answers' starts and pairs (offset into the rows).

@@ -103,7 +103,10 @@ fn an_answers_log_probability_covers_its_tokens_and_its_closing_im_end() {
     for (i, row) in e.rows.iter().enumerate() {
         let x = Tensor::new(&row[..row.len() - 1], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let y = Tensor::new(&row[1..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let lp = base.model.token_log_probs(&x, &y, 1.0, &mut Dropout::off()).unwrap();
+        let lp = base
+            .model
+            .token_log_probs(&x, &y, 1.0, &mut crate::model::ops::Dropout::off())
+            .unwrap();
         let lp = lp.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
         let end = row.iter().rposition(|&t| t == tok.im_end).unwrap();
         let want: f32 = lp[e.start - 1..end].iter().sum();
