@@ -37,6 +37,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
         Cmd::Run { p, sel, jobs, no_wait, json, ex } => {
             run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json, &ex)
         }
+        Cmd::Runs { h, last, json, full } => crate::history::runs(&h, last, json, full),
+        Cmd::Diff { a, b, h, json } => crate::history::diff(&h, a.as_deref(), b.as_deref(), json),
         Cmd::Status { p, json } => {
             let (p, ws) = load(&p)?;
             crate::cluster::status(&ws, &p, json)
@@ -88,7 +90,7 @@ fn pipeline_path(arg: &Option<PathBuf>) -> Result<PathBuf, Fatal> {
     })
 }
 
-fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
+pub(crate) fn load(args: &PipelineArgs) -> Result<(Pipeline, Workspace), Fatal> {
     let path = pipeline_path(&args.pipeline)?;
     let registry = hone_stages::registry();
     let p = spec::load(&path, &registry, &args.set).map_err(|e| match e {
@@ -119,6 +121,7 @@ fn run(
     ex: &crate::cluster::ExecArgs,
 ) -> Result<u8, Fatal> {
     let (p, ws) = load(args)?;
+    let started = crate::history::now_ms();
     let now = hone_engine::lease::now_unix;
     let lock = ws
         .acquire(!no_wait, |holder| {
@@ -158,6 +161,14 @@ fn run(
     } else {
         crate::cluster::run_pipeline(&ws, &p, &opts, ex, &HumanReporter::new(), &cancel)?
     };
+    let outcome = match () {
+        _ if cancel.load(Ordering::SeqCst) => "interrupted",
+        _ if !summary.failed.is_empty() => "failed",
+        _ if !summary.awaiting.is_empty() => "awaiting",
+        _ if summary.ok() => "ok",
+        _ => "failed",
+    };
+    crate::history::record_run(&ws, &p, args, started, &summary, outcome);
     if cancel.load(Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }

@@ -13,6 +13,7 @@
 mod cluster;
 mod commands;
 mod exit;
+mod history;
 mod report;
 
 use std::path::PathBuf;
@@ -53,6 +54,34 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         ex: cluster::ExecArgs,
+    },
+    /// List the recorded runs, newest first: when, pipeline, overrides, what ran (every
+    /// `hone run` is recorded in the store's `history/`).
+    Runs {
+        #[command(flatten)]
+        h: HistoryArgs,
+        /// Only the newest N.
+        #[arg(short = 'n', long, value_name = "N")]
+        last: Option<usize>,
+        /// Print the runs as JSON (a line each, as the table shows them).
+        #[arg(long)]
+        json: bool,
+        /// With --json: the whole records (each stage's key, params and metrics).
+        #[arg(long, requires = "json")]
+        full: bool,
+    },
+    /// What differs between two recorded runs: overrides, params, stages whose key changed,
+    /// metrics side by side. A and B are run ids (or unique prefixes) or -N (the N-th newest);
+    /// the default is the last two runs.
+    Diff {
+        #[arg(allow_hyphen_values = true)]
+        a: Option<String>,
+        #[arg(allow_hyphen_values = true)]
+        b: Option<String>,
+        #[command(flatten)]
+        h: HistoryArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// The jobs of the latest Slurm submission (`hone run --executor slurm`) and their states.
     Status {
@@ -295,7 +324,7 @@ struct SelectArgs {
 }
 
 #[derive(Args, Clone)]
-struct PipelineArgs {
+pub(crate) struct PipelineArgs {
     /// The pipeline file (default: ./pipeline.yaml, else the bundled default pipeline).
     pipeline: Option<PathBuf>,
     /// Override a value: `-s vars.d_model=192`, `-s stages.train.with.lr=3e-4`.
@@ -303,6 +332,17 @@ struct PipelineArgs {
     set: Vec<String>,
     /// Where the store (`.hone/`) lives (default: the pipeline file's directory). Relative
     /// paths in the pipeline still resolve against the pipeline file's directory.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+}
+
+/// Where the run history is: the workspace of a pipeline, as for `hone run`.
+#[derive(Args)]
+pub(crate) struct HistoryArgs {
+    /// The pipeline whose workspace holds the history (default: as `hone run` finds it).
+    #[arg(long, value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// The workspace (the directory holding `.hone/`), instead of the pipeline's.
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
 }

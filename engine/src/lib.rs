@@ -54,6 +54,7 @@ pub mod events;
 pub mod exec;
 pub mod executors;
 pub mod files;
+pub mod history;
 pub mod introspect;
 pub mod lease;
 pub mod logging;

@@ -6,6 +6,7 @@ mod cache;
 mod chat;
 mod errors;
 mod executor;
+mod history;
 mod label;
 mod model;
 mod pipelines;
