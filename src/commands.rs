@@ -34,8 +34,8 @@ pub fn init_tracing() {
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, sel, jobs, no_wait, json, ex } => {
-            run(&p, selection(sel.only, sel.until), sel.force, jobs, no_wait, json, &ex)
+        Cmd::Run { p, sel, sweep, jobs, no_wait, json, ex } => {
+            run(&p, selection(sel.only, sel.until), sel.force, &sweep, jobs, no_wait, json, &ex)
         }
         Cmd::Runs { h, last, json, full } => crate::history::runs(&h, last, json, full),
         Cmd::Diff { a, b, h, json } => crate::history::diff(&h, a.as_deref(), b.as_deref(), json),
@@ -43,8 +43,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
             let (p, ws) = load(&p)?;
             crate::cluster::status(&ws, &p, json)
         }
-        Cmd::Plan { p, sel, json } => {
-            plan_cmd(&p, selection(sel.only, sel.until), &sel.force, json)
+        Cmd::Plan { p, sel, sweep, json } => {
+            plan_cmd(&p, selection(sel.only, sel.until), &sel.force, &sweep, json)
         }
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
@@ -115,12 +115,13 @@ fn run(
     args: &PipelineArgs,
     selection: Selection,
     force: Vec<String>,
+    sweep: &[String],
     jobs: Option<usize>,
     no_wait: bool,
     json: bool,
     ex: &crate::cluster::ExecArgs,
 ) -> Result<u8, Fatal> {
-    let (p, ws) = load(args)?;
+    let (p, ws, variants) = load_maybe_swept(args, &selection, sweep)?;
     let started = crate::history::now_ms();
     let now = hone_engine::lease::now_unix;
     let lock = ws
@@ -168,7 +169,10 @@ fn run(
         _ if summary.ok() => "ok",
         _ => "failed",
     };
-    crate::history::record_run(&ws, &p, args, started, &summary, outcome);
+    match &variants {
+        None => crate::history::record_run(&ws, &p, args, started, &summary, outcome),
+        Some(vs) => crate::sweep::record_and_show(&ws, &p, args, vs, started, &summary, outcome),
+    }
     if cancel.load(Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);
     }
@@ -288,13 +292,34 @@ fn digest_cmd(paths: &[PathBuf]) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// The pipeline, or with `--sweep` its variants merged into one graph (and the variants).
+fn load_maybe_swept(
+    args: &PipelineArgs,
+    selection: &Selection,
+    sweep: &[String],
+) -> Result<(Pipeline, Workspace, Option<Vec<crate::sweep::Variant>>), Fatal> {
+    if sweep.is_empty() {
+        let (p, ws) = load(args)?;
+        return Ok((p, ws, None));
+    }
+    if !matches!(selection, Selection::All) {
+        return Err(Fatal {
+            message: "error: `--sweep` runs whole variants: it does not combine with `--only` or `--until`\n   = help: leave out `--only`/`--until`, or sweep with `-s` one variant at a time".into(),
+            code: EXIT_USAGE,
+        });
+    }
+    let (s, ws) = crate::sweep::load_sweep(args, sweep)?;
+    Ok((s.pipeline, ws, Some(s.variants)))
+}
+
 fn plan_cmd(
     args: &PipelineArgs,
     selection: Selection,
     force: &[String],
+    sweep: &[String],
     json: bool,
 ) -> Result<u8, Fatal> {
-    let (p, ws) = load(args)?;
+    let (p, ws, variants) = load_maybe_swept(args, &selection, sweep)?;
     let stages = plan::plan(&ws, &p, &selection, force)?;
     ws.save_stat_cache();
     if json {
@@ -320,6 +345,11 @@ fn plan_cmd(
         "{runs} to run, {} cached",
         stages.iter().filter(|s| s.action == Action::Cached).count()
     );
+    for (k, v) in variants.iter().flatten().enumerate() {
+        let own: Vec<&str> =
+            v.ids.values().filter(|m| m.contains('@')).map(String::as_str).collect();
+        println!("variant {}: {}  ({})", k + 1, v.overrides.join(" "), own.join(", "));
+    }
     Ok(0)
 }
 

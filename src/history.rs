@@ -40,15 +40,33 @@ pub fn record_run(
     summary: &RunSummary,
     outcome: &str,
 ) {
+    let ids = p.stages.iter().map(|s| (s.id.clone(), s.id.clone())).collect();
+    record_variant(ws, p, args, &args.set, &ids, "", started_ms, summary, outcome);
+}
+
+/// Records one variant of a run: its stages are `ids` (the variant's stage id → the id it ran
+/// as in `p`), its overrides `overrides`; `suffix` tells the run's variants apart in their ids.
+#[allow(clippy::too_many_arguments)]
+pub fn record_variant(
+    ws: &Workspace,
+    p: &Pipeline,
+    args: &PipelineArgs,
+    overrides: &[String],
+    ids: &std::collections::BTreeMap<String, String>,
+    suffix: &str,
+    started_ms: u64,
+    summary: &RunSummary,
+    outcome: &str,
+) {
     let last = ws.store.last_runs(&p.name);
     let mut stages = std::collections::BTreeMap::new();
     let lists: [(&[String], &str); 3] =
         [(&summary.ran, "ran"), (&summary.cached, "cached"), (&summary.skipped, "skipped")];
     let failed: Vec<String> = summary.failed.iter().map(|f| f.0.clone()).collect();
-    for (ids, what) in lists.into_iter().chain([(failed.as_slice(), "failed")]) {
-        for id in ids {
-            let Some(spec) = p.index_of(id).map(|i| &p.stages[i]) else { continue };
-            let key = last.get(id).and_then(|l| l.key);
+    for (ran_as, what) in lists.into_iter().chain([(failed.as_slice(), "failed")]) {
+        for (id, merged) in ids.iter().filter(|(_, m)| ran_as.contains(m)) {
+            let Some(spec) = p.index_of(merged).map(|i| &p.stages[i]) else { continue };
+            let key = last.get(merged).and_then(|l| l.key);
             let metrics = key
                 .and_then(|k| ws.store.lookup(&k).ok().flatten())
                 .map(|r| r.metrics.into_iter().collect())
@@ -67,7 +85,7 @@ pub fn record_run(
     }
     let file = &p.file;
     let record = RunRecord {
-        id: history::run_id(started_ms, std::process::id()),
+        id: format!("{}{suffix}", history::run_id(started_ms, std::process::id())),
         pipeline: p.name.clone(),
         file: args.pipeline.as_ref().unwrap_or(file).display().to_string(),
         file_digest: hone_engine::digest::hash_file(file)
@@ -76,7 +94,7 @@ pub fn record_run(
         git: git_commit(file),
         started_unix_ms: started_ms,
         finished_unix_ms: now_ms(),
-        overrides: args.set.clone(),
+        overrides: overrides.to_vec(),
         seed: p.seed,
         outcome: outcome.to_string(),
         stages,

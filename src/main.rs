@@ -15,6 +15,7 @@ mod commands;
 mod exit;
 mod history;
 mod report;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,11 @@ enum Cmd {
         p: PipelineArgs,
         #[command(flatten)]
         sel: SelectArgs,
+        /// Run every combination of these values as a variant (`--sweep
+        /// stages.ppo.with.lr=1e-5,3e-5`, repeatable: the cross product). Stages the variants
+        /// share run once; the variants run side by side; each is recorded as a run.
+        #[arg(long, value_name = "KEY=V1,V2")]
+        sweep: Vec<String>,
         /// How many stages may run at once (default: number of CPUs).
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,
@@ -103,6 +109,9 @@ enum Cmd {
         p: PipelineArgs,
         #[command(flatten)]
         sel: SelectArgs,
+        /// Plan every combination of these values as a variant (as `run --sweep`).
+        #[arg(long, value_name = "KEY=V1,V2")]
+        sweep: Vec<String>,
         /// Print `{"stages":[{"id","action","reasons"}...]}`.
         #[arg(long)]
         json: bool,

@@ -85,3 +85,52 @@ fn every_run_is_recorded_and_a_diff_shows_what_moved() {
         .stderr_has("hone runs");
     ws.hone(&["diff", "-9"]).code(2).stderr_has("there are 3 recorded runs");
 }
+
+/// `--sweep` runs the cross product as variants: what they share runs once, a failing
+/// variant stops only its own stages, and each variant is recorded as a run.
+#[test]
+fn a_sweep_runs_shared_stages_once_and_each_variant_on_its_own() {
+    let ws = Ws::new();
+    let guarded = PIPELINE.replace("echo $((", "test ${vars.factor} != 0 || exit 3; echo $((");
+    ws.write("pipeline.yaml", &guarded).write("n.txt", "3\n");
+    let plan = ws.hone(&["plan", "--sweep", "vars.factor=2,0"]).ok().stdout;
+    assert!(plan.contains("variant 1: vars.factor=2  (double@1)"), "{plan}");
+    assert!(plan.contains("variant 2: vars.factor=0  (double@2)"), "{plan}");
+    assert!(plan.contains("2 to run, 0 cached") || plan.contains("3 to run, 0 cached"), "{plan}");
+
+    let out = ws.hone(&["run", "--sweep", "vars.factor=2,0,5", "--json"]).code(1);
+    let started: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "stage_finished")
+        .map(|e| e["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(started.iter().filter(|s| *s == "make").count(), 1, "shared: once: {started:?}");
+    assert!(started.contains(&"double@1".to_string()) && started.contains(&"double@3".to_string()));
+    let runs = json(&ws.hone(&["runs", "--json"]).ok().stdout);
+    let outcomes: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["overrides"][0].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("vars.factor=5", "ok"), ("vars.factor=0", "failed"), ("vars.factor=2", "ok")]
+    );
+    // The variants' results are in the store: a plain run with the first variant's value is
+    // all cached, and the first and third variants differ in `double` only.
+    let out = ws.hone(&["run", "-s", "vars.factor=2"]).ok();
+    assert_eq!(out.cached(), ["double", "make"]);
+    let d = json(&ws.hone(&["diff", "-4", "-2", "--json"]).ok().stdout);
+    let keys: Vec<&str> =
+        d["keys"].as_array().unwrap().iter().map(|k| k[0].as_str().unwrap()).collect();
+    assert_eq!(keys, ["double"], "{d}");
+
+    ws.hone(&["run", "--sweep", "vars.factor"]).code(2).stderr_has("has no `=`");
+    ws.hone(&["run", "--sweep", "seed=1,2"]).code(2).stderr_has("one per run");
+    ws.hone(&["run", "--sweep", "vars.factor=1,2", "--until", "make"])
+        .code(2)
+        .stderr_has("does not combine with `--only` or `--until`");
+}
