@@ -128,6 +128,31 @@ fn a_sweep_runs_shared_stages_once_and_each_variant_on_its_own() {
         d["keys"].as_array().unwrap().iter().map(|k| k[0].as_str().unwrap()).collect();
     assert_eq!(keys, ["double"], "{d}");
 
+    // The report's run table: one rendering per column, each header a link to its order.
+    let page = ws.hone(&["report"]).ok().stdout;
+    let html = std::fs::read_to_string(page.trim()).unwrap();
+    let runs = html.split("<section id=\"runs\">").nth(1).expect("a runs section");
+    let runs = &runs[..runs.find("</section>").unwrap()];
+    let tables: Vec<&str> = runs.split("<div class=\"sorted").skip(1).collect();
+    let header = &tables[0][..tables[0].find("</tr>").unwrap()];
+    let columns: Vec<&str> = header
+        .split("<a href=\"#runs-by-")
+        .skip(1)
+        .map(|c| &c[c.find("\">").unwrap() + 2..c.find("</a>").unwrap()])
+        .collect();
+    assert_eq!(tables.len(), columns.len(), "{columns:?}");
+    assert_eq!(&columns[..4], ["run", "outcome", "overrides", "double.cmd"], "{columns:?}");
+    assert!(header.contains("<a href=\"#runs-by-3\">double.cmd</a>"));
+    // Sorted by the overrides column: text order.
+    let by = tables[2];
+    let (f0, f2, f5) = (
+        by.find("vars.factor=0").unwrap(),
+        by.find("vars.factor=2").unwrap(),
+        by.find("vars.factor=5").unwrap(),
+    );
+    assert!(f0 < f2 && f2 < f5, "{by}");
+    assert!(!html.contains("<script"));
+
     ws.hone(&["run", "--sweep", "vars.factor"]).code(2).stderr_has("has no `=`");
     ws.hone(&["run", "--sweep", "seed=1,2"]).code(2).stderr_has("one per run");
     ws.hone(&["run", "--sweep", "vars.factor=1,2", "--until", "make"])

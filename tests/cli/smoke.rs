@@ -380,6 +380,9 @@ fn the_report_loads_in_chromium_without_errors_and_shows_the_evaluation() {
         html.matches("<svg").count(),
         "every SVG made it into the DOM"
     );
+    // The runs this workspace recorded, as a table per sortable column.
+    let runs = loaded.dom.split("<section id=\"runs\">").nth(1).expect("the runs section");
+    assert!(runs.contains("id=\"runs-by-0\"") && runs.contains("<table class=\"runs\">"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The page: a [`Report`] as one XHTML document with inline styles and SVG, no scripts and
-//! no external resources.
+//! no external resources (the runs table sorts with CSS `:target`, [`super::runs`]).
 
 use std::fmt::Write as _;
 
@@ -28,7 +28,9 @@ fn style() -> String {
          .dag-wrap { overflow-x: auto; }\n\
          .pill { display: inline-block; border-radius: 9px; padding: 0 8px; border: 1px solid; font-size: 13px; }\n\
          .sample { border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; margin: 10px 0; }\n\
-         .user { font-weight: bold; } .ok { color: #2ca02c; } .bad { color: #d62728; }\n",
+         .user { font-weight: bold; } .ok { color: #2ca02c; } .bad { color: #d62728; }\n\
+         .runs .sorted { display: none; } .runs .sorted:target, .runs:not(:has(.sorted:target)) .sorted.default { display: block; }\n\
+         table.runs th a { color: inherit; }\n",
     );
     for (state, fill, stroke) in svg::state_colours() {
         let c = state.class();
@@ -57,12 +59,13 @@ pub fn render(r: &Report) -> String {
         esc(&r.workspace.join(".hone").display().to_string())
     )
     .unwrap();
-    h.push_str("<nav><a href=\"#stages\">Stages</a><a href=\"#curves\">Training curves</a><a href=\"#data\">Data</a><a href=\"#evaluation\">Evaluation</a><a href=\"#samples\">Sample conversations</a></nav>\n");
+    h.push_str("<nav><a href=\"#stages\">Stages</a><a href=\"#curves\">Training curves</a><a href=\"#data\">Data</a><a href=\"#evaluation\">Evaluation</a><a href=\"#samples\">Sample conversations</a><a href=\"#runs\">Runs</a></nav>\n");
     stages(r, &mut h);
     curves(&r.curves, r, &mut h);
     data(&r.data, &mut h);
     evaluation(&r.evals, &mut h);
     samples(&r.evals, &mut h);
+    super::runs::render(&r.runs, &mut h);
     h.push_str("</body>\n</html>\n");
     h
 }

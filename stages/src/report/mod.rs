@@ -16,6 +16,7 @@
 
 mod curves;
 mod html;
+mod runs;
 mod svg;
 #[cfg(test)]
 mod tests;
@@ -178,6 +179,8 @@ pub struct Report {
     pub curves: Vec<CurvesView>,
     pub data: Vec<DataView>,
     pub evals: Vec<EvalView>,
+    /// The pipeline's recorded runs.
+    pub runs: runs::RunsView,
 }
 
 /// How many prompts the samples show.
@@ -197,6 +200,7 @@ pub fn gather(ws: &Workspace, p: &Pipeline) -> Result<Report, ReportError> {
         curves: Vec::new(),
         data: Vec::new(),
         evals: Vec::new(),
+        runs: runs::gather(ws, p),
     };
     for (i, (s, sp)) in p.stages.iter().zip(&plans).enumerate() {
         let record = match (sp.action, sp.key) {
