@@ -34,8 +34,9 @@ pub fn init_tracing() {
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, sel, sweep, jobs, no_wait, json, ex } => {
-            run(&p, selection(sel.only, sel.until), sel.force, &sweep, jobs, no_wait, json, &ex)
+        Cmd::Run { p, sel, sweep, mlflow, jobs, no_wait, json, ex } => {
+            let sel_ = selection(sel.only, sel.until);
+            run(&p, sel_, sel.force, &sweep, mlflow.as_deref(), jobs, no_wait, json, &ex)
         }
         Cmd::Runs { h, last, json, full } => crate::history::runs(&h, last, json, full),
         Cmd::Diff { a, b, h, json } => crate::history::diff(&h, a.as_deref(), b.as_deref(), json),
@@ -116,6 +117,7 @@ fn run(
     selection: Selection,
     force: Vec<String>,
     sweep: &[String],
+    mlflow: Option<&str>,
     jobs: Option<usize>,
     no_wait: bool,
     json: bool,
@@ -170,8 +172,10 @@ fn run(
         _ => "failed",
     };
     match &variants {
-        None => crate::history::record_run(&ws, &p, args, started, &summary, outcome),
-        Some(vs) => crate::sweep::record_and_show(&ws, &p, args, vs, started, &summary, outcome),
+        None => crate::history::record_run(&ws, &p, args, started, &summary, outcome, mlflow),
+        Some(vs) => {
+            crate::sweep::record_and_show(&ws, &p, args, vs, started, &summary, outcome, mlflow)
+        }
     }
     if cancel.load(Ordering::SeqCst) {
         return Ok(EXIT_INTERRUPTED);

@@ -39,9 +39,10 @@ pub fn record_run(
     started_ms: u64,
     summary: &RunSummary,
     outcome: &str,
+    mlflow: Option<&str>,
 ) {
     let ids = p.stages.iter().map(|s| (s.id.clone(), s.id.clone())).collect();
-    record_variant(ws, p, args, &args.set, &ids, "", started_ms, summary, outcome);
+    record_variant(ws, p, args, &args.set, &ids, "", started_ms, summary, outcome, mlflow);
 }
 
 /// Records one variant of a run: its stages are `ids` (the variant's stage id → the id it ran
@@ -57,6 +58,7 @@ pub fn record_variant(
     started_ms: u64,
     summary: &RunSummary,
     outcome: &str,
+    mlflow: Option<&str>,
 ) {
     let last = ws.store.last_runs(&p.name);
     let mut stages = std::collections::BTreeMap::new();
@@ -101,6 +103,9 @@ pub fn record_variant(
     };
     if let Err(e) = history::record(ws.store.root(), &record) {
         eprintln!("hone: warning: the run was not recorded in the history: {e}");
+    }
+    if let Some(uri) = crate::tracker::uri(mlflow) {
+        crate::tracker::send(&uri, ws, &record);
     }
 }
 

@@ -16,6 +16,7 @@ mod exit;
 mod history;
 mod report;
 mod sweep;
+mod tracker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ enum Cmd {
         /// share run once; the variants run side by side; each is recorded as a run.
         #[arg(long, value_name = "KEY=V1,V2")]
         sweep: Vec<String>,
+        /// Log the run to this MLflow tracking server (default: `MLFLOW_TRACKING_URI`, if set):
+        /// params, stepwise metrics, artifact paths. A server that is down costs a warning.
+        #[arg(long, value_name = "URI")]
+        mlflow: Option<String>,
         /// How many stages may run at once (default: number of CPUs).
         #[arg(short, long, value_name = "N")]
         jobs: Option<usize>,

@@ -175,6 +175,7 @@ pub fn record_and_show(
     started_ms: u64,
     summary: &hone_engine::exec::RunSummary,
     outcome: &str,
+    mlflow: Option<&str>,
 ) {
     let failed: Vec<&String> =
         summary.failed.iter().map(|f| &f.0).chain(&summary.skipped).collect();
@@ -199,6 +200,7 @@ pub fn record_and_show(
             started_ms,
             summary,
             own,
+            mlflow,
         );
         let stages: Vec<&str> =
             v.ids.values().filter(|m| m.contains('@')).map(String::as_str).collect();

@@ -8,6 +8,7 @@ mod errors;
 mod executor;
 mod history;
 mod label;
+mod mlflow;
 mod model;
 mod pipelines;
 mod plugins;

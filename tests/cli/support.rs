@@ -39,7 +39,11 @@ impl Ws {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(hone_bin());
-        c.args(args).current_dir(self.path()).env_remove("HONE_LOG");
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("HONE_LOG")
+            .env_remove("MLFLOW_TRACKING_URI")
+            .env_remove("MLFLOW_EXPERIMENT_NAME");
         c
     }
 
