@@ -10,8 +10,8 @@ use hone_engine::spec::Pipeline;
 use hone_engine::workspace::Workspace;
 use serde_json::Value;
 
-use crate::commands::load;
 use crate::exit::{EXIT_USAGE, EXIT_WORKSPACE, Fatal};
+use crate::pipeline::load;
 use crate::{HistoryArgs, PipelineArgs};
 
 pub fn now_ms() -> u64 {

@@ -14,6 +14,7 @@ mod cluster;
 mod commands;
 mod exit;
 mod history;
+mod pipeline;
 mod report;
 mod sweep;
 mod tracker;

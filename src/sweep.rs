@@ -11,8 +11,8 @@ use hone_engine::spec::{InputRef, Pipeline, StageSpec};
 use hone_engine::workspace::Workspace;
 
 use crate::PipelineArgs;
-use crate::commands::load;
 use crate::exit::{EXIT_USAGE, Fatal};
+use crate::pipeline::load;
 
 /// One combination of swept values.
 pub struct Variant {
