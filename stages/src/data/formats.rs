@@ -450,16 +450,22 @@ pub enum Compression {
     Zstd,
 }
 
+/// A file's name (lowercased) less its compression suffix, and the compression it names
+/// (`.gz`, `.zst`, else none).
+pub fn compression_of(path: &Path) -> (String, Compression) {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if let Some(s) = name.strip_suffix(".gz") {
+        (s.to_string(), Compression::Gzip)
+    } else if let Some(s) = name.strip_suffix(".zst") {
+        (s.to_string(), Compression::Zstd)
+    } else {
+        (name, Compression::None)
+    }
+}
+
 /// What a file holds and how it is compressed, from its name.
 pub fn classify(path: &Path) -> Result<(FileKind, Compression), String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let (inner, compression) = if let Some(s) = name.strip_suffix(".gz") {
-        (s, Compression::Gzip)
-    } else if let Some(s) = name.strip_suffix(".zst") {
-        (s, Compression::Zstd)
-    } else {
-        (name.as_str(), Compression::None)
-    };
+    let (inner, compression) = compression_of(path);
     let kind = if inner.ends_with(".txt") {
         FileKind::Text
     } else if inner.ends_with(".jsonl") {

@@ -85,9 +85,14 @@ pub enum PreferencesError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Reads a preference file (see the module doc).
+/// Reads a preference file (see the module doc), compressed with gzip or zstd when its name
+/// ends in `.gz` or `.zst`, as `ingest` reads them.
 pub fn read(path: &Path, format: Format) -> Result<Read, PreferencesError> {
-    let text = std::fs::read_to_string(path)
+    use std::io::Read as _;
+    let (_, compression) = crate::data::formats::compression_of(path);
+    let mut text = String::new();
+    crate::data::formats::open(path, compression, Default::default())
+        .and_then(|mut r| r.read_to_string(&mut text))
         .map_err(|source| PreferencesError::Io { path: path.to_path_buf(), source })?;
     Ok(parse(&text, format))
 }
@@ -375,5 +380,33 @@ mod tests {
         let forced =
             parse(r#"{"prompt": "x", "chosen": "x a", "rejected": "x b"}"#, Format::Implicit);
         assert_eq!(forced.rankings, vec![Ranking::preference("x", "a", "b")]);
+    }
+
+    /// `.gz` and `.zst` files read as the plain file does; a missing file names itself.
+    #[test]
+    fn compressed_files_read_as_plain_ones() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let body = concat!(
+            r#"{"prompt": "Hi", "chosen": "Hello", "rejected": "Go"}"#,
+            "\n",
+            r#"{"prompt": "p", "responses": ["a", "b"], "ranking": [[1], [0]]}"#,
+            "\n"
+        );
+        let plain = dir.path().join("prefs.jsonl");
+        std::fs::write(&plain, body).unwrap();
+        let gz = dir.path().join("prefs.jsonl.gz");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body.as_bytes()).unwrap();
+        std::fs::write(&gz, e.finish().unwrap()).unwrap();
+        let zst = dir.path().join("prefs.jsonl.zst");
+        std::fs::write(&zst, zstd::encode_all(body.as_bytes(), 3).unwrap()).unwrap();
+        let want = read(&plain, Format::Auto).unwrap();
+        assert_eq!(want.rankings.len(), 2);
+        for f in [&gz, &zst] {
+            assert_eq!(read(f, Format::Auto).unwrap().rankings, want.rankings, "{}", f.display());
+        }
+        let e = read(&dir.path().join("none.jsonl.gz"), Format::Auto).unwrap_err().to_string();
+        assert!(e.contains("none.jsonl.gz"), "{e}");
     }
 }

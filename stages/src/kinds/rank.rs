@@ -6,7 +6,7 @@
 //!   uses: rank
 //!   inputs: { candidates: sample }           # a `sample` stage (not with `labeler: file`)
 //!   with: { labeler: program }               # or: human, with { labels: labels.jsonl }
-//!                                            # or: file, with { path: prefs.jsonl, format: auto }
+//!                                            # or: file, with { path: prefs.jsonl.gz }
 //! ```
 //!
 //! Labelers:
