@@ -1,5 +1,6 @@
-//! Preference files: rankings or preference pairs from JSONL, as the `rank` stage's `file`
-//! labeler reads them ([`read`]). Each line is one of:
+//! Preference files: rankings or preference pairs from JSONL (plain, or gzip/zstd by the name's
+//! `.gz`/`.zst`, as `ingest` reads them), as the `rank` stage's `file` labeler reads them
+//! ([`read`]). Each line is one of:
 //!
 //! - a **ranking**, hone's own form ([`crate::data::rankings`]):
 //!   `{"prompt", "responses", "ranking"}`;
