@@ -47,8 +47,11 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// Stops the server's whole process group: `mlflow server` starts uvicorn and a job
+    /// consumer that outlive it otherwise.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -57,7 +60,9 @@ impl Server {
     fn start(bin: &PathBuf) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        use std::os::unix::process::CommandExt;
         let child = Command::new(bin)
+            .process_group(0)
             .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.path().join("db.sqlite").display()))
