@@ -136,7 +136,8 @@ fn run(
     match &variants {
         None => crate::history::record_run(&ws, &p, args, started, &summary, outcome, mlflow),
         Some(vs) => {
-            crate::sweep::record_and_show(&ws, &p, args, vs, started, &summary, outcome, mlflow)
+            let cx = crate::history::RunContext::new(&ws, &p, args, started, &summary, mlflow);
+            crate::sweep::record_and_show(&cx, args, vs, outcome)
         }
     }
     if cancel.load(Ordering::SeqCst) {
@@ -312,9 +313,7 @@ fn plan_cmd(
         stages.iter().filter(|s| s.action == Action::Cached).count()
     );
     for (k, v) in variants.iter().flatten().enumerate() {
-        let own: Vec<&str> =
-            v.ids.values().filter(|m| m.contains('@')).map(String::as_str).collect();
-        println!("variant {}: {}  ({})", k + 1, v.overrides.join(" "), own.join(", "));
+        println!("variant {}: {}  ({})", k + 1, v.overrides.join(" "), v.own.join(", "));
     }
     Ok(0)
 }

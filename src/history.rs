@@ -18,20 +18,115 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The git commit `file` sits in (`+dirty` when it differs from it), if it is in a repository.
+/// The git commit of the work tree `file` sits in (`-dirty` when the tree has changes), if it
+/// is in a repository: one `git` process.
 fn git_commit(file: &Path) -> Option<String> {
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let git =
-        |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir).args(args).output();
-    let head = git(&["rev-parse", "HEAD"]).ok().filter(|o| o.status.success())?;
-    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    let name = file.file_name()?.to_str()?;
-    let clean =
-        git(&["diff", "--quiet", "HEAD", "--", name]).ok().is_some_and(|o| o.status.success());
-    Some(if clean { head } else { format!("{head}+dirty") })
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["describe", "--always", "--dirty", "--abbrev=40", "--exclude=*"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Records the run of `p` that started at `started_ms` (its summary, if it got that far).
+/// What the record of every variant of one `hone run` shares: the pipeline file, its digest and
+/// git commit (read once), the run's start and summary, and where to send it.
+pub struct RunContext<'a> {
+    ws: &'a Workspace,
+    p: &'a Pipeline,
+    file: String,
+    file_digest: String,
+    git: Option<String>,
+    started_ms: u64,
+    summary: &'a RunSummary,
+    mlflow: Option<String>,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(
+        ws: &'a Workspace,
+        p: &'a Pipeline,
+        args: &PipelineArgs,
+        started_ms: u64,
+        summary: &'a RunSummary,
+        mlflow: Option<&str>,
+    ) -> RunContext<'a> {
+        RunContext {
+            ws,
+            p,
+            file: args.pipeline.as_ref().unwrap_or(&p.file).display().to_string(),
+            file_digest: hone_engine::digest::hash_file(&p.file)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            git: git_commit(&p.file),
+            started_ms,
+            summary,
+            mlflow: crate::tracker::uri(mlflow),
+        }
+    }
+
+    /// How stage `id` (as it ran) ended in the run.
+    pub fn outcome_of(&self, id: &str) -> Option<hone_engine::store::Outcome> {
+        self.summary.outcomes.get(id).map(|l| l.outcome)
+    }
+
+    /// Records one variant of the run: its stages `ids` (the variant's stage id, and the id it
+    /// ran as in the pipeline), its `overrides`; `suffix` tells a run's variants apart.
+    pub fn record<'i>(
+        &self,
+        overrides: &[String],
+        ids: impl Iterator<Item = (&'i String, &'i String)>,
+        suffix: &str,
+        outcome: &str,
+    ) {
+        let (p, summary) = (self.p, self.summary);
+        let specs: std::collections::HashMap<&str, &hone_engine::spec::StageSpec> =
+            p.stages.iter().map(|s| (s.id.as_str(), s)).collect();
+        let stages = ids
+            .filter_map(|(id, ran_as)| {
+                let last = summary.outcomes.get(ran_as)?;
+                let spec = specs.get(ran_as.as_str())?;
+                let outcome = serde_json::to_value(last.outcome).ok()?.as_str()?.to_string();
+                let metrics = summary.metrics.get(ran_as).cloned().unwrap_or_default();
+                Some((
+                    id.clone(),
+                    StageRun {
+                        kind: spec.kind.kind().to_string(),
+                        outcome,
+                        key: last.key.map(|k| k.to_string()),
+                        params: spec.params.canonical.clone(),
+                        metrics: metrics.into_iter().collect(),
+                    },
+                ))
+            })
+            .collect();
+        let record = RunRecord {
+            id: format!("{}{suffix}", history::run_id(self.started_ms, std::process::id())),
+            pipeline: p.name.clone(),
+            file: self.file.clone(),
+            file_digest: self.file_digest.clone(),
+            git: self.git.clone(),
+            started_unix_ms: self.started_ms,
+            finished_unix_ms: now_ms(),
+            overrides: overrides.to_vec(),
+            seed: p.seed,
+            outcome: outcome.to_string(),
+            stages,
+        };
+        if let Err(e) = history::record(self.ws.store.root(), &record) {
+            eprintln!("hone: warning: the run was not recorded in the history: {e}");
+        }
+        if let Some(uri) = &self.mlflow {
+            crate::tracker::send(uri, self.ws, &record);
+        }
+    }
+}
+
+/// Records the run of `p` (a run without variants).
 pub fn record_run(
     ws: &Workspace,
     p: &Pipeline,
@@ -41,72 +136,8 @@ pub fn record_run(
     outcome: &str,
     mlflow: Option<&str>,
 ) {
-    let ids = p.stages.iter().map(|s| (s.id.clone(), s.id.clone())).collect();
-    record_variant(ws, p, args, &args.set, &ids, "", started_ms, summary, outcome, mlflow);
-}
-
-/// Records one variant of a run: its stages are `ids` (the variant's stage id → the id it ran
-/// as in `p`), its overrides `overrides`; `suffix` tells the run's variants apart in their ids.
-#[allow(clippy::too_many_arguments)]
-pub fn record_variant(
-    ws: &Workspace,
-    p: &Pipeline,
-    args: &PipelineArgs,
-    overrides: &[String],
-    ids: &std::collections::BTreeMap<String, String>,
-    suffix: &str,
-    started_ms: u64,
-    summary: &RunSummary,
-    outcome: &str,
-    mlflow: Option<&str>,
-) {
-    let last = ws.store.last_runs(&p.name);
-    let mut stages = std::collections::BTreeMap::new();
-    let lists: [(&[String], &str); 3] =
-        [(&summary.ran, "ran"), (&summary.cached, "cached"), (&summary.skipped, "skipped")];
-    let failed: Vec<String> = summary.failed.iter().map(|f| f.0.clone()).collect();
-    for (ran_as, what) in lists.into_iter().chain([(failed.as_slice(), "failed")]) {
-        for (id, merged) in ids.iter().filter(|(_, m)| ran_as.contains(m)) {
-            let Some(spec) = p.index_of(merged).map(|i| &p.stages[i]) else { continue };
-            let key = last.get(merged).and_then(|l| l.key);
-            let metrics = key
-                .and_then(|k| ws.store.lookup(&k).ok().flatten())
-                .map(|r| r.metrics.into_iter().collect())
-                .unwrap_or_default();
-            stages.insert(
-                id.clone(),
-                StageRun {
-                    kind: spec.kind.kind().to_string(),
-                    outcome: what.to_string(),
-                    key: key.map(|k| k.to_string()),
-                    params: spec.params.canonical.clone(),
-                    metrics,
-                },
-            );
-        }
-    }
-    let file = &p.file;
-    let record = RunRecord {
-        id: format!("{}{suffix}", history::run_id(started_ms, std::process::id())),
-        pipeline: p.name.clone(),
-        file: args.pipeline.as_ref().unwrap_or(file).display().to_string(),
-        file_digest: hone_engine::digest::hash_file(file)
-            .map(|d| d.to_string())
-            .unwrap_or_default(),
-        git: git_commit(file),
-        started_unix_ms: started_ms,
-        finished_unix_ms: now_ms(),
-        overrides: overrides.to_vec(),
-        seed: p.seed,
-        outcome: outcome.to_string(),
-        stages,
-    };
-    if let Err(e) = history::record(ws.store.root(), &record) {
-        eprintln!("hone: warning: the run was not recorded in the history: {e}");
-    }
-    if let Some(uri) = crate::tracker::uri(mlflow) {
-        crate::tracker::send(&uri, ws, &record);
-    }
+    let cx = RunContext::new(ws, p, args, started_ms, summary, mlflow);
+    cx.record(&args.set, p.stages.iter().map(|s| (&s.id, &s.id)), "", outcome);
 }
 
 /// The store root that holds the history.

@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 
 use hone_engine::spec::{InputRef, Pipeline, StageSpec};
+use hone_engine::store::Outcome;
 use hone_engine::workspace::Workspace;
 
 use crate::PipelineArgs;
 use crate::exit::{EXIT_USAGE, Fatal};
+use crate::history::RunContext;
 use crate::pipeline::load;
 
 /// One combination of swept values.
@@ -20,6 +22,8 @@ pub struct Variant {
     pub overrides: Vec<String>,
     /// The pipeline's stage id → the id it runs as in the merged graph.
     pub ids: BTreeMap<String, String>,
+    /// The ids of the stages it does not share with every variant (`id@K`), sorted.
+    pub own: Vec<String>,
 }
 
 /// The variants' merged graph.
@@ -96,12 +100,13 @@ fn signatures(p: &Pipeline) -> Vec<String> {
 /// Loads the pipeline once per combination of `sweeps` (after `args.set`) and merges them.
 pub fn load_sweep(args: &PipelineArgs, sweeps: &[String]) -> Result<(Sweep, Workspace), Fatal> {
     let combos = combinations(sweeps)?;
-    let mut loaded = Vec::with_capacity(combos.len());
-    for combo in &combos {
-        let a =
-            PipelineArgs { set: args.set.iter().chain(combo).cloned().collect(), ..args.clone() };
-        loaded.push(load(&a)?);
-    }
+    let loaded = combos
+        .iter()
+        .map(|combo| {
+            let set = args.set.iter().chain(combo).cloned().collect();
+            load(&PipelineArgs { set, ..args.clone() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let sigs: Vec<Vec<String>> = loaded.iter().map(|(p, _)| signatures(p)).collect();
     // How many variants have each signature.
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
@@ -112,31 +117,26 @@ pub fn load_sweep(args: &PipelineArgs, sweeps: &[String]) -> Result<(Sweep, Work
     }
     let n = combos.len();
     let mut merged: Vec<StageSpec> = Vec::new();
-    let mut index_of: BTreeMap<String, usize> = BTreeMap::new();
-    let mut variants = Vec::with_capacity(n);
-    let mut first: Option<(Pipeline, Workspace)> = None;
-    for (k, ((p, ws), combo)) in loaded.into_iter().zip(&combos).enumerate() {
-        // Where each of this variant's stages sits in the merged graph.
-        let mut at = vec![usize::MAX; p.stages.len()];
-        let mut new = Vec::new();
-        for (i, sig) in sigs[k].iter().enumerate() {
-            match index_of.get(sig) {
-                Some(&m) => at[i] = m,
-                None => {
-                    at[i] = merged.len() + new.len();
-                    index_of.insert(sig.clone(), at[i]);
-                    new.push(i);
-                }
+    let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per variant: its stage ids and where each sits in the merged graph.
+    let mut placed: Vec<Vec<(String, usize)>> = Vec::with_capacity(n);
+    let mut base = None;
+    for (k, (p, ws)) in loaded.into_iter().enumerate() {
+        // A new signature takes the next place, in stage order, so the stages pushed below
+        // land exactly there.
+        let at: Vec<usize> = sigs[k]
+            .iter()
+            .map(|sig| {
+                let next = index_of.len();
+                *index_of.entry(sig.as_str()).or_insert(next)
+            })
+            .collect();
+        let Pipeline { name, seed, file, stages, executor } = p;
+        placed.push(stages.iter().map(|s| s.id.clone()).zip(at.iter().copied()).collect());
+        for (i, mut s) in stages.into_iter().enumerate() {
+            if at[i] < merged.len() {
+                continue; // an earlier variant's stage
             }
-        }
-        // The variant's stage ids → merged indices (named once every stage has its name).
-        let ids = p.stages.iter().zip(&at).map(|(s, &m)| (s.id.clone(), m.to_string())).collect();
-        variants.push(Variant { overrides: combo.clone(), ids });
-        let mut stages: Vec<Option<StageSpec>> = Vec::new();
-        let Pipeline { name, seed, file, stages: owned, executor } = p;
-        stages.extend(owned.into_iter().map(Some));
-        for i in new {
-            let mut s = stages[i].take().expect("each stage is taken once");
             if count[sigs[k][i].as_str()] < n {
                 s.id = format!("{}@{}", s.id, k + 1);
             }
@@ -147,68 +147,38 @@ pub fn load_sweep(args: &PipelineArgs, sweeps: &[String]) -> Result<(Sweep, Work
             }
             merged.push(s);
         }
-        if first.is_none() {
-            first = Some((Pipeline { name, seed, file, stages: Vec::new(), executor }, ws));
-        }
+        base.get_or_insert((Pipeline { name, seed, file, stages: Vec::new(), executor }, ws));
     }
-    let (mut pipeline, ws) = first.expect("at least one variant");
+    let (mut pipeline, ws) = base.expect("at least one variant");
+    let variants = combos
+        .into_iter()
+        .zip(placed)
+        .map(|(overrides, ids)| {
+            let name = |m: usize| merged[m].id.clone();
+            let mut own: Vec<String> =
+                ids.iter().filter(|(id, m)| name(*m) != *id).map(|(_, m)| name(*m)).collect();
+            own.sort();
+            Variant { overrides, ids: ids.into_iter().map(|(id, m)| (id, name(m))).collect(), own }
+        })
+        .collect();
     pipeline.stages = merged;
-    // The variants' ids, now that the merged stages have their final names.
-    let sig_names: BTreeMap<usize, String> =
-        pipeline.stages.iter().enumerate().map(|(i, s)| (i, s.id.clone())).collect();
-    for v in &mut variants {
-        for merged_id in v.ids.values_mut() {
-            let i: usize = merged_id.parse().expect("an index");
-            *merged_id = sig_names[&i].clone();
-        }
-    }
     Ok((Sweep { pipeline, variants }, ws))
 }
 
 /// Records each variant as a run of its own (id suffix `.K`) and prints how each ended.
-#[allow(clippy::too_many_arguments)]
-pub fn record_and_show(
-    ws: &Workspace,
-    p: &Pipeline,
-    args: &PipelineArgs,
-    variants: &[Variant],
-    started_ms: u64,
-    summary: &hone_engine::exec::RunSummary,
-    outcome: &str,
-    mlflow: Option<&str>,
-) {
-    let failed: Vec<&String> =
-        summary.failed.iter().map(|f| &f.0).chain(&summary.skipped).collect();
+pub fn record_and_show(cx: &RunContext, args: &PipelineArgs, variants: &[Variant], outcome: &str) {
     eprintln!("hone: {} variants", variants.len());
     for (k, v) in variants.iter().enumerate() {
-        let bad = v.ids.values().any(|m| failed.contains(&m));
-        let own = if bad {
-            "failed"
-        } else if outcome == "interrupted" {
-            outcome
-        } else {
-            "ok"
+        let failed = v.ids.values().any(|m| {
+            cx.outcome_of(m).is_some_and(|o| matches!(o, Outcome::Failed | Outcome::Skipped))
+        });
+        let own = match () {
+            _ if failed => "failed",
+            _ if outcome == "interrupted" => outcome,
+            _ => "ok",
         };
         let over: Vec<String> = args.set.iter().chain(&v.overrides).cloned().collect();
-        crate::history::record_variant(
-            ws,
-            p,
-            args,
-            &over,
-            &v.ids,
-            &format!(".{}", k + 1),
-            started_ms,
-            summary,
-            own,
-            mlflow,
-        );
-        let stages: Vec<&str> =
-            v.ids.values().filter(|m| m.contains('@')).map(String::as_str).collect();
-        eprintln!(
-            "  variant {} {own:<6} {}  ({})",
-            k + 1,
-            v.overrides.join(" "),
-            stages.join(", ")
-        );
+        cx.record(&over, v.ids.iter(), &format!(".{}", k + 1), own);
+        eprintln!("  variant {} {own:<6} {}  ({})", k + 1, v.overrides.join(" "), v.own.join(", "));
     }
 }

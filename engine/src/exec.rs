@@ -62,6 +62,10 @@ pub struct RunSummary {
     /// (stage, message): stages waiting for input from a person
     /// ([`crate::stage::StageError::AwaitingInput`]).
     pub awaiting: Vec<(String, String)>,
+    /// How each selected stage ended, with its key (as recorded for `Store::last_runs`).
+    pub outcomes: BTreeMap<String, crate::store::LastRun>,
+    /// The final metrics of each stage that ran or came from the cache.
+    pub metrics: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 impl RunSummary {
@@ -307,6 +311,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     artifact: rec.artifact,
                 });
                 self.summary.cached.push(s.id.clone());
+                self.summary.metrics.insert(s.id.clone(), rec.metrics);
             }
             return Ok(None);
         }
@@ -450,9 +455,10 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     artifact: record.artifact,
                     seconds,
                     unchanged,
-                    metrics: record.metrics,
+                    metrics: record.metrics.clone(),
                 });
                 self.summary.ran.push(id.clone());
+                self.summary.metrics.insert(id.clone(), record.metrics);
             }
             Outcome::Cached { record } => {
                 let state = StageState { key: record.key, artifact: record.artifact, log: None };
@@ -464,6 +470,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     artifact: record.artifact,
                 });
                 self.summary.cached.push(id.clone());
+                self.summary.metrics.insert(id.clone(), record.metrics);
             }
             Outcome::Failed { error, log } => {
                 self.fail(i, error, log);
@@ -500,10 +507,11 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     }
 
     /// Record how the stages ended, and report the run's end.
-    fn close(self, started: Instant) -> Result<RunSummary, EngineError> {
+    fn close(mut self, started: Instant) -> Result<RunSummary, EngineError> {
         self.ws.save_stat_cache();
         let last = std::mem::take(&mut *self.events.outcomes.lock().unwrap());
-        self.ws.store.record_runs(&self.p.name, last)?;
+        self.ws.store.record_runs(&self.p.name, last.clone())?;
+        self.summary.outcomes = last;
         let s = &self.summary;
         self.events.emit(Event::RunFinished {
             ran: s.ran.len(),

@@ -24,7 +24,8 @@ pub struct RunRecord {
     pub file: String,
     /// The pipeline file's digest (blake3, hex).
     pub file_digest: String,
-    /// The git commit the pipeline file sat in, if any (`+dirty` when it had changes).
+    /// The git commit of the work tree the pipeline file sat in, if any (`-dirty` when the
+    /// tree had changes).
     pub git: Option<String>,
     pub started_unix_ms: u64,
     pub finished_unix_ms: u64,
