@@ -34,18 +34,6 @@ pub fn send(uri: &str, ws: &Workspace, run: &RunRecord) {
     }
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                flatten(&format!("{prefix}.{k}"), v, out);
-            }
-        }
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
 /// MLflow's limits: 250 characters per key, 6,000 per param value, 5,000 per tag value.
 fn clip(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -110,7 +98,12 @@ fn try_send(uri: &str, ws: &Workspace, run: &RunRecord) -> Result<String, String
     }
     let mut metrics: Vec<Value> = Vec::new();
     for (id, s) in &run.stages {
-        flatten(id, &s.params, &mut params);
+        let mut flat = BTreeMap::new();
+        hone_engine::history::flatten(id, &s.params, &mut flat);
+        params.extend(flat.into_iter().map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        }));
         tags.push((format!("hone.outcome.{id}"), s.outcome.clone()));
         let Some(key) = &s.key else { continue };
         tags.push((format!("hone.key.{id}"), key.clone()));

@@ -201,8 +201,8 @@ pub struct Diff {
     pub metrics: Vec<(String, String, Value, Value)>,
 }
 
-/// Flattens nested JSON objects into `a.b.c` paths.
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+/// Flattens nested JSON objects into `a.b.c` paths (after `prefix`, when not empty).
+pub fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
@@ -214,6 +214,23 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
             out.insert(prefix.to_string(), v.clone());
         }
     }
+}
+
+/// The entries of `a` and `b` that differ (a missing one is null), by name.
+fn changed(
+    a: &BTreeMap<String, Value>,
+    b: &BTreeMap<String, Value>,
+) -> Vec<(String, Value, Value)> {
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (x, y) = (a.get(n), b.get(n));
+            (x != y).then(|| {
+                (n.clone(), x.cloned().unwrap_or(Value::Null), y.cloned().unwrap_or(Value::Null))
+            })
+        })
+        .collect()
 }
 
 pub fn diff(a: &RunRecord, b: &RunRecord) -> Diff {
@@ -243,30 +260,13 @@ pub fn diff(a: &RunRecord, b: &RunRecord) -> Diff {
             }
             m
         };
-        let (pa, pb) = (flat(sa), flat(sb));
-        for path in pa.keys().chain(pb.keys()).collect::<std::collections::BTreeSet<_>>() {
-            let (x, y) = (pa.get(path).cloned(), pb.get(path).cloned());
-            if x != y {
-                params.push((
-                    id.clone(),
-                    path.clone(),
-                    x.unwrap_or(Value::Null),
-                    y.unwrap_or(Value::Null),
-                ));
-            }
-        }
         let empty = BTreeMap::new();
         let (ma, mb) = (sa.map_or(&empty, |s| &s.metrics), sb.map_or(&empty, |s| &s.metrics));
-        for name in ma.keys().chain(mb.keys()).collect::<std::collections::BTreeSet<_>>() {
-            let (x, y) = (ma.get(name).cloned(), mb.get(name).cloned());
-            if x != y {
-                metrics.push((
-                    id.clone(),
-                    name.clone(),
-                    x.unwrap_or(Value::Null),
-                    y.unwrap_or(Value::Null),
-                ));
-            }
+        for (path, x, y) in changed(&flat(sa), &flat(sb)) {
+            params.push((id.clone(), path, x, y));
+        }
+        for (name, x, y) in changed(ma, mb) {
+            metrics.push((id.clone(), name, x, y));
         }
     }
     Diff { a: a.id.clone(), b: b.id.clone(), run, params, keys, metrics }
@@ -274,19 +274,17 @@ pub fn diff(a: &RunRecord, b: &RunRecord) -> Diff {
 
 /// A run id for a run that started at `unix_ms`, in process `pid`.
 pub fn run_id(unix_ms: u64, pid: u32) -> String {
-    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
-    let (days, s) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{ms:03}-{pid}", s / 3600, s / 60 % 60, s % 60)
+    let c = crate::time::civil(unix_ms / 1000);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}-{pid}",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        unix_ms % 1000
+    )
 }
 
 #[cfg(test)]

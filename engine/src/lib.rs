@@ -64,6 +64,7 @@ pub mod spec;
 pub mod stage;
 pub mod store;
 pub mod suggest;
+pub mod time;
 pub mod watch;
 pub mod workspace;
 pub mod yaml;

@@ -47,19 +47,6 @@ fn text(v: Option<&Value>, metric: bool) -> String {
     }
 }
 
-fn flat(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                flat(v, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
-    }
-}
-
 /// The recorded runs of `p` in the store (newest first, at most [`MAX_RUNS`]) as a view.
 pub fn gather(ws: &Workspace, p: &Pipeline) -> RunsView {
     let root = ws.store.root();
@@ -80,7 +67,7 @@ pub fn gather(ws: &Workspace, p: &Pipeline) -> RunsView {
         .map(|r| {
             let mut m = BTreeMap::new();
             for (id, s) in &r.stages {
-                flat(&s.params, id, &mut m);
+                history::flatten(id, &s.params, &mut m);
             }
             m
         })
