@@ -84,6 +84,13 @@ fn every_run_is_recorded_and_a_diff_shows_what_moved() {
         .stderr_has("no recorded run `19990101`")
         .stderr_has("hone runs");
     ws.hone(&["diff", "-9"]).code(2).stderr_has("there are 3 recorded runs");
+    // A damaged record: the diff that needs it names the file; the listing still works.
+    let oldest = runs[2]["id"].as_str().unwrap();
+    ws.write(&format!(".hone/history/{oldest}.json"), "{ not json");
+    ws.hone(&["diff", oldest, "-1"])
+        .code(4)
+        .stderr_has(&format!("{oldest}.json` is not a run record"));
+    ws.hone(&["runs"]).ok().stdout_has(oldest);
 }
 
 /// `--sweep` runs the cross product as variants: what they share runs once, a failing

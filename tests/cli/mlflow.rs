@@ -166,6 +166,12 @@ fn runs_are_logged_to_a_real_mlflow_server() {
     let runs = server.post("runs/search", json!({ "experiment_ids": [id] }));
     let params = pairs(&runs["runs"][0]["data"]["params"]);
     assert!(params.contains(&("overrides".into(), "vars.lr=0.25".into())), "{params:?}");
+    // A server that answers, but not as MLflow: a warning with the HTTP status, never the run.
+    let out = ws.cmd(&["run", "--mlflow", &format!("{}/not-mlflow", server.uri)]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("could not log run") && stderr.contains("404"), "{stderr}");
+
     if env_flag("HONE_KEEP_MLFLOW") {
         std::mem::forget(server);
     }

@@ -19,24 +19,21 @@ batch with `trainer.compute_loss`.
 """
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 try:
     import torch
-    import yaml
     from datasets import Dataset
     from transformers import AutoTokenizer, GPT2LMHeadModel
     from trl import DPOConfig, DPOTrainer
+
+    from hone_smoke import first_step, output, run, smoke_stages
 except ImportError as e:
     print(f"FAIL: {e}: pip install torch transformers trl", file=sys.stderr)
     sys.exit(1)
 
-REPO = Path(__file__).resolve().parents[2]
-HONE = Path(os.environ.get("HONE_BIN", REPO / "target" / "release" / "hone")).resolve()
 BETA = 0.3
 TOLERANCE = 1e-5
 
@@ -52,11 +49,7 @@ PAIRS = [
 
 
 def run_hone(ws: Path) -> None:
-    smoke = yaml.safe_load((REPO / "pipelines" / "smoke.yaml").read_text())
-    stages = {k: smoke["stages"][k] for k in ["corpus", "tokenizer", "base", "chat", "sft"]}
-    for f in stages["corpus"].get("filters", []):
-        if "wasm" in f:
-            f["wasm"] = str((REPO / "pipelines" / f["wasm"]).resolve())
+    stages, smoke = smoke_stages(["corpus", "tokenizer", "base", "chat", "sft"])
     with open(ws / "rankings.jsonl", "w") as out:
         for prompt, chosen, rejected in PAIRS:
             out.write(json.dumps({"prompt": prompt, "responses": [chosen, rejected], "ranking": [[0], [1]]}) + "\n")
@@ -66,25 +59,7 @@ def run_hone(ws: Path) -> None:
     for name, loss in [("dpo", "sigmoid"), ("ipo", "ipo")]:
         stages[name] = {"uses": "dpo", "inputs": {"model": "sft", "rankings": "ranked", "reference": "base"},
                         "with": {**one_step, "loss": loss}}
-    pipeline = {"name": "dpo-trl", "seed": smoke["seed"], "vars": smoke["vars"], "stages": stages}
-    (ws / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    r = subprocess.run([str(HONE), "run", str(ws / "pipeline.yaml"), "--json"], cwd=ws, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"FAIL: hone run exited {r.returncode}:\n{r.stderr[-3000:]}")
-
-
-def output(ws: Path, stage: str) -> Path:
-    r = subprocess.run([str(HONE), "show", stage, str(ws / "pipeline.yaml"), "--json"], capture_output=True, text=True,
-                       check=True)
-    return Path(json.loads(r.stdout)["output"])
-
-
-def hone_first_loss(ws: Path, stage: str) -> float:
-    for line in (output(ws, stage) / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        if "grad_norm" in m:
-            return m["loss"]
-    sys.exit(f"FAIL: no training step in {stage}'s metrics.jsonl")
+    run(ws, "dpo-trl", stages, smoke)
 
 
 def trl_loss(ws: Path, loss_type: str) -> float:
@@ -114,14 +89,12 @@ def trl_loss(ws: Path, loss_type: str) -> float:
 
 
 def main() -> None:
-    if not HONE.exists():
-        sys.exit(f"FAIL: no hone binary at {HONE}: cargo build --release")
     failed = False
     with tempfile.TemporaryDirectory() as d:
         ws = Path(d)
         run_hone(ws)
         for stage, loss_type in [("dpo", "sigmoid"), ("ipo", "ipo")]:
-            h, t = hone_first_loss(ws, stage), trl_loss(ws, loss_type)
+            h, t = first_step(output(ws, stage))["loss"], trl_loss(ws, loss_type)
             ok = abs(h - t) <= TOLERANCE
             failed |= not ok
             print(f"{'ok' if ok else 'FAIL'}: {loss_type}: hone {h:.8f}, TRL {t:.8f}, |diff| {abs(h - t):.2e}")

@@ -24,26 +24,23 @@ takes the sampler's, which agree to float rounding.
 """
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 try:
     import torch
-    import yaml
     from datasets import Dataset
     from transformers import AutoTokenizer, GPT2LMHeadModel
     from trl import GRPOConfig, GRPOTrainer
     from trl.trainer.grpo_trainer import add_fused_lm_head
     from trl.trainer.utils import nanstd
+
+    from hone_smoke import first_step, output, run, smoke_stages
 except ImportError as e:
     print(f"FAIL: {e}: pip install torch transformers trl", file=sys.stderr)
     sys.exit(1)
 
-REPO = Path(__file__).resolve().parents[2]
-HONE = Path(os.environ.get("HONE_BIN", REPO / "target" / "release" / "hone")).resolve()
 BETA = 0.04
 G = 8
 MAX_NEW = 32
@@ -55,41 +52,19 @@ LOSS_TYPES = ["dapo", "grpo", "bnpo", "dr_grpo"]
 
 
 def run_hone(ws: Path) -> None:
-    smoke = yaml.safe_load((REPO / "pipelines" / "smoke.yaml").read_text())
-    stages = {k: smoke["stages"][k] for k in ["corpus", "tokenizer", "base", "chat", "sft", "rl_prompts"]}
+    stages, smoke = smoke_stages(["corpus", "tokenizer", "base", "chat", "sft", "rl_prompts"])
     # A base and SFT model a little larger than the smoke pipeline's, so that answers end at
     # `<|im_end|>` after differing numbers of tokens (with equal lengths every loss type is the
     # same and the policy term is 0 at the first step).
     stages["base"]["with"].update({"n_layer": 2, "n_embd": 64, "steps": 300})
     stages["sft"]["with"].update({"steps": 150})
-    for f in stages["corpus"].get("filters", []):
-        if "wasm" in f:
-            f["wasm"] = str((REPO / "pipelines" / f["wasm"]).resolve())
     one_step = {"reward_contains": "e", "num_generations": G, "rollouts": G, "batch_size": G, "steps": 1,
                 "beta": BETA, "temperature": TEMPERATURE, "max_new_tokens": MAX_NEW, "warmup_steps": 0,
                 "eval_every": 0, "eval_prompts": 0, "threads": 1}
     for loss in LOSS_TYPES:
         stages[f"grpo_{loss}"] = {"uses": "grpo", "inputs": {"model": "sft", "prompts": "rl_prompts", "reference": "base"},
                                   "with": {**one_step, "loss_type": loss}}
-    pipeline = {"name": "grpo-trl", "seed": smoke["seed"], "vars": smoke["vars"], "stages": stages}
-    (ws / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    r = subprocess.run([str(HONE), "run", str(ws / "pipeline.yaml"), "--json"], cwd=ws, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"FAIL: hone run exited {r.returncode}:\n{r.stderr[-3000:]}")
-
-
-def output(ws: Path, stage: str) -> Path:
-    r = subprocess.run([str(HONE), "show", stage, str(ws / "pipeline.yaml"), "--json"], capture_output=True, text=True,
-                       check=True)
-    return Path(json.loads(r.stdout)["output"])
-
-
-def hone_first_step(out: Path) -> tuple[float, float]:
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        if "grad_norm" in m:
-            return m["loss"], m["grad_norm"]
-    sys.exit(f"FAIL: no training step in {out}/metrics.jsonl")
+    run(ws, "grpo-trl", stages, smoke)
 
 
 def trl_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -149,8 +124,6 @@ def trl_step(ws: Path, loss_type: str, rollout: list) -> tuple[float, float]:
 
 
 def main() -> None:
-    if not HONE.exists():
-        sys.exit(f"FAIL: no hone binary at {HONE}: cargo build --release")
     failed = False
     with tempfile.TemporaryDirectory() as d:
         ws = Path(d)
@@ -158,7 +131,8 @@ def main() -> None:
         for loss_type in LOSS_TYPES:
             out = output(ws, f"grpo_{loss_type}")
             rollout = [json.loads(l) for l in (out / "rollout.jsonl").read_text().splitlines()]
-            (h, hg), (t, tg) = hone_first_step(out), trl_step(ws, loss_type, rollout)
+            step = first_step(out)
+            (h, hg), (t, tg) = (step["loss"], step["grad_norm"]), trl_step(ws, loss_type, rollout)
             ok = abs(h - t) <= TOLERANCE and abs(hg - tg) <= GRAD_TOLERANCE * tg
             failed |= not ok
             print(f"{'ok' if ok else 'FAIL'}: {loss_type}: loss hone {h:.8f}, TRL {t:.8f}, |diff| {abs(h - t):.2e}; "

@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use hone_engine::events::Event;
 use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use crate::model::chat_template::{ChatTokenizer, test_tokenizer};
-use crate::model::export::{self, GenerationConfig};
-use crate::model::{Gpt, GptConfig, ParamStore};
+use crate::model::export::{self};
 use crate::testing::support;
 
 /// A workspace with a tiny untrained chat model in `sft/` and prompt records in `prompts/`,
@@ -29,22 +28,9 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let (json, vocab) = test_tokenizer(ALPHABET);
         let sft = dir.path().join("sft");
-        std::fs::create_dir_all(&sft).unwrap();
-        let cfg = GptConfig {
-            vocab_size: vocab,
-            block_size: 32,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-            bias: true,
-            dropout: 0.0,
-        };
-        let ps = ParamStore::seeded(3);
-        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), &json).unwrap();
         let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
-        export::save(&sft, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(tok.im_end)))
-            .unwrap();
+        let cfg = support::save_tiny_gpt(&sft, vocab, 32, Some(tok.im_end));
         crate::model::chat_template::write_tokenizer(
             &sft,
             &dir.path().join("tokenizer.json"),

@@ -5,16 +5,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use candle_core::{DType, Device};
 use hone_engine::events::Event;
 use hone_engine::exec::RunSummary;
 use hone_engine::spec;
 
 use crate::data::rankings::{self, Ranking};
 use crate::model::chat_template::test_tokenizer;
-use crate::model::export::{self, GenerationConfig};
 use crate::model::rng::{Rng, Stream};
-use crate::model::{Gpt, GptConfig, ParamStore};
 use crate::testing::support;
 
 /// The answers that hold it are better than those that do not.
@@ -60,19 +57,7 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let (json, vocab) = test_tokenizer("abcdefghijklmnopqrstuvwxyz0123456789?");
         let base = dir.path().join("base");
-        std::fs::create_dir_all(&base).unwrap();
-        let cfg = GptConfig {
-            vocab_size: vocab,
-            block_size: 48,
-            n_layer: 2,
-            n_head: 2,
-            n_embd: 32,
-            bias: true,
-            dropout: 0.0,
-        };
-        let ps = ParamStore::seeded(3);
-        Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        export::save(&base, &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(0))).unwrap();
+        support::save_tiny_gpt(&base, vocab, 48, Some(0));
         std::fs::write(base.join("tokenizer.json"), json).unwrap();
         let rank = dir.path().join("rank");
         std::fs::create_dir_all(&rank).unwrap();

@@ -10,6 +10,32 @@ use hone_engine::exec::{self, RunOptions, RunSummary};
 use hone_engine::spec;
 use hone_engine::workspace::Workspace;
 
+/// Saves a tiny untrained GPT (2 layers, 2 heads, 32 wide, seeded) for a `vocab`-token
+/// tokenizer to `dir` in HF layout, generation stopping at `eos`; its config.
+pub(crate) fn save_tiny_gpt(
+    dir: &Path,
+    vocab: usize,
+    block_size: usize,
+    eos: Option<u32>,
+) -> crate::model::GptConfig {
+    use crate::model::export::{self, GenerationConfig};
+    use crate::model::{Gpt, GptConfig, ParamStore};
+    let cfg = GptConfig {
+        vocab_size: vocab,
+        block_size,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        bias: true,
+        dropout: 0.0,
+    };
+    let ps = ParamStore::seeded(3);
+    Gpt::new(&cfg, ps.var_builder(candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    export::save(dir, &cfg, &ps.snapshot(), &GenerationConfig::defaults(eos)).unwrap();
+    cfg
+}
+
 /// A workspace in a temp dir holding `files` (a path inside it, and the bytes).
 pub(crate) fn workspace(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -159,3 +159,26 @@ fn bad_params_and_rewards_are_clear_errors() {
     let e = run_err(&format!("{toy}, reward_program: check_answer, steps: 2"));
     assert!(e.contains("needs prompt records with an `answer`"), "{e}");
 }
+
+/// A reward model beside a reward program is one reward too many; a reward model that scores
+/// NaN stops the stage at the first iteration, naming the answer and what to check.
+#[test]
+fn a_doubled_reward_and_a_nan_reward_are_clear_errors() {
+    let b = Bench::new("grpo");
+    b.reward_model(|n| Tensor::full(f32::NAN, (1, n), &Device::Cpu).unwrap(), 0.0);
+    let toy = TOY.replace("reward_contains: a, ", "");
+    let run_err = |with: &str| {
+        let p = b.pipeline_with_rm(&format!("threads: 1, {toy}, steps: 2, {with}"));
+        let (summary, _) = b.run(&p, quiet);
+        assert!(!summary.ok());
+        summary.failed[0].1.clone()
+    };
+    let e = run_err("reward_program: check_answer");
+    assert!(e.contains("GRPO optimises one reward") && e.contains("remove one"), "{e}");
+    let e = run_err("eval_every: 0");
+    assert!(
+        e.starts_with("GRPO stopped at iteration 1: the reward of answer 1 is NaN")
+            && e.contains("hone score"),
+        "{e}"
+    );
+}
