@@ -12,21 +12,14 @@
 # of two runs of STEPS_A and STEPS_B steps over the difference of steps (setup cancels out);
 # TRL's is the median step after the first (bench/dpo_trl.py, a TrainerCallback).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PY:-/tmp/pyt/bin/python}
-PIPELINE=${PIPELINE:-$ROOT/pipelines/tiny-chatgpt.yaml}
-WS=${WS:-$ROOT/pipelines}
 BATCH=${BATCH:-8}
 THREADS=${THREADS:-1}
 STEPS_A=${STEPS_A:-5}
 STEPS_B=${STEPS_B:-25}
-(cd "$ROOT" && cargo build --quiet --release)
-HONE="$ROOT/target/release/hone"
-TMP=$(mktemp -d /tmp/hone-dpo-speed.XXXXXX)
-echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load: $(cut -d' ' -f1-3 /proc/loadavg); threads $THREADS, batch $BATCH"
+. "$(dirname "$0")/rl_common.sh" dpo-speed
+machine "threads $THREADS, batch $BATCH"
 
 "$HONE" run "$PIPELINE" --workspace "$WS" --until rank > "$TMP/upstream.log" 2>&1
-out() { "$HONE" show "$1" "$PIPELINE" --workspace "$WS" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['output'])"; }
 SFT=$(out sft)
 mkdir -p "$TMP/sft" "$TMP/rank"
 cp "$SFT"/* "$TMP/sft/"

@@ -13,20 +13,13 @@
 # iteration after the first (bench/grpo_trl.py, a TrainerCallback). The answers differ (each
 # side samples its own), so their lengths do too: both are printed.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PY:-$ROOT/.ci/venv/bin/python}
-PIPELINE=${PIPELINE:-$ROOT/pipelines/tiny-chatgpt.yaml}
-WS=${WS:-$ROOT/pipelines}
 THREADS=${THREADS:-1}
 ITERS_A=${ITERS_A:-2}
 ITERS_B=${ITERS_B:-8}
 TRL_ITERS=${TRL_ITERS:-5}
-(cd "$ROOT" && cargo build --quiet --release)
-HONE="$ROOT/target/release/hone"
-TMP=$(mktemp -d /tmp/hone-grpo-speed.XXXXXX)
-echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load: $(cut -d' ' -f1-3 /proc/loadavg); threads $THREADS"
+. "$(dirname "$0")/rl_common.sh" grpo-speed
+machine "threads $THREADS"
 
-out() { "$HONE" show "$1" "$PIPELINE" --workspace "$WS" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['output'])"; }
 "$HONE" run "$PIPELINE" --workspace "$WS" --until sft > "$TMP/upstream.log" 2>&1
 "$HONE" run "$PIPELINE" --workspace "$WS" --until rl_prompts >> "$TMP/upstream.log" 2>&1
 mkdir -p "$TMP/sft" "$TMP/prompts"
