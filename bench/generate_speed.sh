@@ -6,6 +6,7 @@
 # end), sampling at temperature 1 with no top-k/top-p, and the same threads.
 #
 #   bench/generate_speed.sh        # BATCHES="1 8 64" THREADS="1 2" PROMPT=16 NEW=48 REPEATS=5
+#   BEFORE_BIN=/tmp/old/generate_speed bench/generate_speed.sh   # also another build's lines
 #
 # hone: stages/examples/generate_speed.rs (the `sample` stage's sampler: one KV cache per
 # sequence, all sequences in one pass per step). transformers: `model.generate` with the KV
@@ -59,6 +60,10 @@ printf "\n%-7s %-6s %12s %12s %8s %14s %14s %8s\n" threads batch "hone tok/s" "H
 for t in $THREADS; do
   for b in $BATCHES; do
     h=$(RAYON_NUM_THREADS="$t" CANDLE_NUM_THREADS=1 "$BIN" "$WS/model" "$b" "$PROMPT" "$NEW" "$t" "$REPEATS")
+    if [ -n "${BEFORE_BIN:-}" ]; then
+      echo "threads $t batch $b: before: $(RAYON_NUM_THREADS="$t" CANDLE_NUM_THREADS=1 "$BEFORE_BIN" "$WS/model" "$b" "$PROMPT" "$NEW" "$t" "$REPEATS")"
+      echo "threads $t batch $b: after:  $h"
+    fi
     f=$(OMP_WAIT_POLICY=PASSIVE "$PY" "$WS/hf.py" "$WS/model" "$b" "$PROMPT" "$NEW" "$t" "$REPEATS" 2>/dev/null)
     hw=$(field "$h" tokens_per_second); fw=$(field "$f" tokens_per_second)
     hc=$(field "$h" tokens_per_cpu_second); fc=$(field "$f" tokens_per_cpu_second)

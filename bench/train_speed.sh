@@ -8,6 +8,8 @@
 # starting point), and prints ms per step (medians after two warm-up steps) and the ratios.
 #
 #   bench/train_speed.sh            # THREADS="1 2" BLOCKS="64 256" STEPS=12 by default
+#   BEFORE=/tmp/old/hone bench/train_speed.sh   # adds another hone binary's fused step, run
+#                                               # alternately with this one, and the ratio
 #
 # Threads: hone's `threads:` param and RAYON_NUM_THREADS (candle's matmul reads it), and
 # CANDLE_NUM_THREADS=1: candle 0.11 runs large elementwise ops on its own "barrier pool"
@@ -45,6 +47,11 @@ for t in $THREADS; do
   done
   for T in $BLOCKS; do
     fused=$(hone_ms "$t" "$T")
+    if [ -n "${BEFORE:-}" ]; then
+      before=$(HONE=$BEFORE hone_ms "$t" "$T")
+      after=$(hone_ms "$t" "$T")
+      echo "threads $t block $T: before $before ms, after $fused and $after ms: $(ratio "$fused" "$before") and $(ratio "$after" "$before") x"
+    fi
     plain=$(hone_ms "$t" "$T" HONE_PLAIN_OPS=1)
     man=$(torch_ms "$WS/torch_manual_$t.json" "$T")
     sdpa=$(torch_ms "$WS/torch_sdpa_$t.json" "$T")

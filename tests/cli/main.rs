@@ -12,6 +12,7 @@ mod mlflow;
 mod model;
 mod pipelines;
 mod plugins;
+mod portable;
 mod readme;
 mod run;
 mod score;

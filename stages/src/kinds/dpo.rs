@@ -134,7 +134,7 @@ impl Stage for Dpo {
     type Params = Params;
     const KIND: &'static str = "dpo";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "train a chat model on every preference pair of a rankings artifact with DPO (or IPO), against a frozen reference";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),

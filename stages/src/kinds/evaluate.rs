@@ -101,7 +101,7 @@ impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = "evaluate";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const ABOUT: &'static str =
         "answer held-out prompts with several models; compare answer accuracy and response length";
     const INPUTS: Inputs = Inputs::Fixed(&[

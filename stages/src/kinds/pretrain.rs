@@ -125,7 +125,7 @@ impl Params {
 impl Stage for Pretrain {
     type Params = Params;
     const KIND: &'static str = "pretrain";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "train a GPT (GPT-2 layout) from scratch on a tokenizer's token shards";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("tokenizer", ports::TOKENIZER)]);

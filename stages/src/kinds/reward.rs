@@ -136,7 +136,7 @@ impl Stage for Reward {
     type Params = Params;
     const KIND: &'static str = "reward";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),

@@ -129,7 +129,7 @@ impl Stage for Sft {
     type Params = Params;
     const KIND: &'static str = "sft";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "fine-tune a model on conversations (ChatML), with the loss on the assistant's tokens";
     const INPUTS: Inputs = Inputs::Fixed(&[

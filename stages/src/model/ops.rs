@@ -212,8 +212,12 @@ pub fn causal_attention(
         return plain::causal_attention(q, k, v, dropout);
     }
     let hd = q.dim(3)?;
-    let att = kernels::softmax::causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
-    dropout.apply(&att)?.matmul(v)
+    let kt = k.t()?;
+    let att = kernels::softmax::causal_softmax(
+        &kernels::matmul::matmul(q, &kt)?,
+        1.0 / (hd as f64).sqrt(),
+    )?;
+    kernels::matmul::matmul(&dropout.apply(&att)?, v)
 }
 
 /// Causal self-attention over all positions from the packed projection `qkv` (B, T, 3C)

@@ -29,7 +29,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "base: { uses: pretrain, inputs: { tokenizer: tok }, with: { n_layer: 1, n_head: 2, n_embd: 16, block_size: 32, batch_size: 2, steps: 4, eval_every: 0, eval_iters: 1, threads: 1 } }",
-        1,
+        2,
         "c91adb97d8082d30a3977622cd3b082307b011e649f60c1decd05f88755b1cb6",
     ),
     (
@@ -39,7 +39,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "sft: { uses: sft, inputs: { model: base, data: chat }, with: { batch_size: 2, steps: 4, eval_every: 0, threads: 1 } }",
-        2,
+        3,
         "339b6a25b8d96cfbee8dd1cf4776e6767144936b6fad05b16a520ffbaaa31e72",
     ),
     (
@@ -54,17 +54,17 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, likelihood: 1, threads: 1 } }",
-        2,
-        "d1fa0331209768a25fb5727aaa69ac020d5da2a9edd72dbeb80b08d3aa215d62",
+        3,
+        "6851506c70fb66ab9b026eae57ec071009c0e17cb768d89336babcc05930ecf3",
     ),
     (
         "dpo: { uses: dpo, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }",
-        2,
+        3,
         "e4ed0dcc86d599adf7468801fc4980ac20e945803e1b7c159181d96ec9c22543",
     ),
     (
         "grpo: { uses: grpo, inputs: { model: sft, prompts: prompts }, with: { reward_contains: o, num_generations: 2, rollouts: 2, batch_size: 2, steps: 2, max_new_tokens: 4, beta: 0.1, eval_every: 0, threads: 1 } }",
-        1,
+        2,
         "e91b406351ed5e52b5e61cce8f8de9be07899417f957f8344b9f7827eb82977a",
     ),
     (
@@ -79,17 +79,17 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "eval: { uses: evaluate, inputs: { models: [base, sft], prompts: prompts, shots: chat }, with: { few_shot: 0, max_new_tokens: 4, threads: 1 } }",
-        4,
+        5,
         "380908d5995e2d68b5cb4fe438516a697b1218ec61b727f469dcc6d3cddf560a",
     ),
     (
         "ppo: { uses: ppo, inputs: { model: sft, reward: reward, prompts: prompts }, with: { rollouts: 2, batch_size: 2, epochs: 1, steps: 2, max_new_tokens: 4, eval_prompts: 0, eval_every: 0, threads: 1 } }",
-        4,
-        "2f9318ec86378e84142bbc51bd169cc10ea84720ccfaa4f55ea993290d59783b",
+        5,
+        "fa65583b160a122b2bf4bdec1ac73c58d9af181b157a20c563332d02112a3325",
     ),
     (
         "eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }",
-        4,
+        5,
         "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d",
     ),
 ];

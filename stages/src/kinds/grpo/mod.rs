@@ -184,7 +184,7 @@ impl Stage for Grpo {
     type Params = Params;
     const KIND: &'static str = "grpo";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "optimise a chat model with GRPO: groups of answers per prompt, advantages within the group, no critic; the reward from a program or a reward model";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),

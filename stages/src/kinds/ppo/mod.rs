@@ -205,7 +205,7 @@ impl Stage for Ppo {
     type Params = Params;
     const KIND: &'static str = "ppo";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const ABOUT: &'static str = "optimise a chat model against a reward model with PPO (KL penalty to the frozen SFT model, GAE, clipped losses)";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),

@@ -11,17 +11,19 @@
 //! T = 256, 75% at T = 64). `dk` and `dv` are made per key tile, from the queries at and
 //! after it.
 //!
-//! The small matrix products go to the `gemm` crate (the one candle uses) on one thread
-//! each; the (batch, head) pairs run in parallel on the rayon pool. Every output element is
-//! computed by one task in a fixed order, so results do not depend on the thread count.
+//! The small matrix products follow [`super::product`]'s rules, on one thread each; the
+//! (batch, head) pairs run in parallel on the rayon pool. Every output element is computed
+//! by one task in a fixed order, so results depend neither on the thread count nor on the
+//! CPU.
 //! Training without attention dropout only: [`super::super::ops`] falls back to the unfused
 //! path when dropout is on.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::product::{Operand, product};
 use super::simd;
 use super::{Real, float_op, grad, storage, with_float_data};
 
@@ -71,7 +73,8 @@ impl Dims {
 const TILE: usize = 32;
 
 /// `dst (m×n) = beta · lhs (m×k) · rhs (k×n)` on this thread, strides in elements as
-/// (row stride, column stride). Writes every element of `dst` without reading it (k > 0).
+/// (row stride, column stride), by [`super::product`]'s rules. Writes every element of
+/// `dst` without reading it.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn mm<T: Real>(
@@ -87,25 +90,15 @@ unsafe fn mm<T: Real>(
     beta: T,
 ) {
     unsafe {
-        gemm(
+        product(
             m,
             n,
             k,
             dst,
-            1,
-            d_rs as isize,
-            false,
-            lhs,
-            l.1,
-            l.0,
-            rhs,
-            r.1,
-            r.0,
-            T::zero(),
+            d_rs,
+            Operand::new(lhs, l),
+            Operand::new(rhs, r),
             beta,
-            false,
-            false,
-            false,
             Parallelism::None,
         );
     }

@@ -8,68 +8,15 @@
 //! contiguous), `dW` is one product with inner dimension B·T, and the node is one node.
 //! A bias, if any, is added outside (candle's broadcast add).
 //!
-//! The products run on the `gemm` crate (the one candle uses) over the current rayon pool;
-//! it splits them by output blocks, never along the summed dimension, so results do not
-//! depend on the thread count.
+//! The products follow [`super::product`]'s rules (the `gemm` crate, candle's, in fixed
+//! chunks of the summed dimension) over the current rayon pool, split by output blocks,
+//! never along a sum: the results depend neither on the thread count nor on the CPU's caches.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use gemm::{Parallelism, gemm};
-
+use super::product::product_vec as product;
 use super::{Real, float_op, grad, slice, storage, with_float_data};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 pub struct Linear;
-
-/// `lhs (m×k) · rhs (k×n)` as a new row-major m×n vector (strides (row, column) in
-/// elements), on the pool. The product writes every element without reading it, so the
-/// vector is not zero-filled first.
-#[allow(clippy::too_many_arguments)]
-fn product<T: Real>(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[T],
-    l: (isize, isize),
-    rhs: &[T],
-    r: (isize, isize),
-) -> Vec<T> {
-    if k == 0 {
-        return vec![T::zero(); m * n];
-    }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    let mut dst = Vec::with_capacity(m * n);
-    // SAFETY: the callers pass slices holding m×k and k×n elements at these strides; with
-    // `read_dst` false and k > 0, gemm writes all m×n elements of `dst` before `set_len`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            l.1,
-            l.0,
-            rhs.as_ptr(),
-            r.1,
-            r.0,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            par,
-        );
-        dst.set_len(m * n);
-    }
-    dst
-}
 
 /// (rows, in, out) of `x` (…, in) and `w` (out, in).
 pub(super) fn dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {

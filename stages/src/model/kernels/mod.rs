@@ -3,6 +3,7 @@
 //!
 //! - [`attention`]: causal self-attention from the packed qkv projection, whole;
 //! - [`linear`]: `x Wᵀ` over all rows at once, both gradients as one product each;
+//! - [`matmul`]: batched `a · b` (the unfused attention's products);
 //! - [`self_attention`]: a block's attention with its two projections as one node;
 //! - [`mlp`]: a block's whole MLP (linear, GELU, linear) as one node;
 //! - [`layer_norm`]: layer norm over the last dimension (one pass per row, both ways);
@@ -10,8 +11,30 @@
 //! - [`gelu`]: exact (erf) GELU with its exact derivative;
 //! - [`cross_entropy`]: per-row softmax cross-entropy over the vocabulary.
 //!
-//! Beside them, [`packed`] is not a candle op: generation's linear layers (the decoder's
+//! Beside them, [`product`] holds every training product to one summation order, and
+//! [`packed`] is not a candle op: generation's linear layers (the decoder's
 //! batched matrix–vector products) on weights packed in panels, with fused multiply-adds.
+//!
+//! **Same bits on every machine.** Everything these kernels put into an artifact is fixed by
+//! the inputs, whatever the CPU's cache sizes, its vector extensions (AVX2 + FMA or AVX-512)
+//! and the thread count. The rules, each written once:
+//! - matrix products: [`product`] (the inner dimension in fixed chunks of 512, each summed by
+//!   fused multiply-adds in input order, the chunks added in order, the scale last); the
+//!   training kernels ([`linear`], [`mlp`], [`self_attention`], [`attention`]) and the
+//!   unfused attention's [`matmul`] all go through it;
+//! - generation's products: [`packed`] (the bias, then one fused multiply-add per input in
+//!   input order, lanes holding different outputs);
+//! - row reductions (sums, dot products, maxima of softmax, layer norm, cross-entropy):
+//!   [`simd`] (8 fixed lanes, folded in a fixed order), and `exp` a polynomial, not libm's;
+//! - no contraction: Rust never fuses `a * b + c` on its own, so the AVX2 + FMA copies of the
+//!   row loops (`multiversion`) give the baseline's bits; fused multiply-adds are written as
+//!   `mul_add`, correctly rounded wherever it runs;
+//! - sums across rows (parameter gradients, [`col_sums`]) and across threads: fixed chunks
+//!   added in chunk order (below).
+//!
+//! Outside these kernels, candle's elementwise `exp` and `log` (the RL kinds' log-softmax over
+//! a batch's logits) call glibc's `expf`/`logf`, which pick the same FMA variant on every CPU
+//! in scope. Not covered: CPUs without FMA, and aarch64 (other `gemm` kernels; unverified).
 //!
 //! Rows are independent, so they are split over the current rayon pool in fixed-size chunks;
 //! sums across rows (parameter gradients) add fixed chunks' partial sums in chunk order.
@@ -26,8 +49,10 @@ pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
+pub mod matmul;
 pub mod mlp;
 pub mod packed;
+pub mod product;
 pub mod self_attention;
 pub mod simd;
 pub mod softmax;
