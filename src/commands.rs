@@ -35,9 +35,9 @@ pub fn init_tracing() {
 
 pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
     match cli.command {
-        Cmd::Run { p, sel, sweep, mlflow, jobs, no_wait, json, ex } => {
+        Cmd::Run { p, sel, sweep, mlflow, jobs, no_wait, json, ex, remote } => {
             let sel_ = selection(sel.only, sel.until);
-            run(&p, sel_, sel.force, &sweep, mlflow.as_deref(), jobs, no_wait, json, &ex)
+            run(&p, sel_, sel.force, &sweep, mlflow.as_deref(), jobs, no_wait, json, &ex, &remote)
         }
         Cmd::Runs { h, last, json, full } => crate::history::runs(&h, last, json, full),
         Cmd::Diff { a, b, h, json } => crate::history::diff(&h, a.as_deref(), b.as_deref(), json),
@@ -45,8 +45,9 @@ pub fn dispatch(cli: Cli) -> Result<u8, Fatal> {
             let (p, ws) = load(&p)?;
             crate::cluster::status(&ws, &p, json)
         }
-        Cmd::Plan { p, sel, sweep, json } => {
-            plan_cmd(&p, selection(sel.only, sel.until), &sel.force, &sweep, json)
+        Cmd::Plan { p, sel, sweep, json, remote } => {
+            let sel_ = selection(sel.only, sel.until);
+            plan_cmd(&p, sel_, &sel.force, &sweep, json, remote.as_deref())
         }
         Cmd::Show { id, p, json } => show(&p, &id, json),
         Cmd::Export { id, dest, p } => export(&p, &id, &dest),
@@ -84,8 +85,13 @@ fn run(
     no_wait: bool,
     json: bool,
     ex: &crate::cluster::ExecArgs,
+    remote: &crate::RemoteArgs,
 ) -> Result<u8, Fatal> {
     let (p, ws, variants) = load_maybe_swept(args, &selection, sweep)?;
+    let remote_cache = match (&remote.remote, remote.push) {
+        (None, false) => None,
+        (flag, _) => Some(crate::remote::open(flag.as_deref(), ws.store.root())?),
+    };
     let started = crate::history::now_ms();
     let now = hone_engine::lease::now_unix;
     let lock = ws
@@ -117,7 +123,13 @@ fn run(
         }
     };
     let cancel = on_ctrl_c();
-    let mut opts = RunOptions { selection, force, ..RunOptions::default() };
+    let mut opts = RunOptions {
+        selection,
+        force,
+        remote: remote_cache,
+        push: remote.push,
+        ..RunOptions::default()
+    };
     if let Some(j) = jobs {
         opts.jobs = j.max(1);
     }
@@ -279,15 +291,31 @@ fn load_maybe_swept(
     Ok((s.pipeline, ws, Some(s.variants)))
 }
 
+/// Whether `plan --remote` found the stage's key on the remote.
+fn fetched(s: &plan::StagePlan) -> bool {
+    s.reasons.first().is_some_and(|r| r.starts_with(FETCHED))
+}
+const FETCHED: &str = "fetched from ";
+
 fn plan_cmd(
     args: &PipelineArgs,
     selection: Selection,
     force: &[String],
     sweep: &[String],
     json: bool,
+    remote: Option<&str>,
 ) -> Result<u8, Fatal> {
     let (p, ws, variants) = load_maybe_swept(args, &selection, sweep)?;
-    let stages = plan::plan(&ws, &p, &selection, force)?;
+    let mut stages = plan::plan(&ws, &p, &selection, force)?;
+    if let Some(flag) = remote {
+        let r = crate::remote::open(Some(flag), ws.store.root())?;
+        let keys = r.keys().map_err(Fatal::workspace)?;
+        for s in stages.iter_mut().filter(|s| s.action == Action::Run) {
+            if s.key.is_some_and(|k| keys.contains(&k)) {
+                s.reasons.insert(0, format!("{FETCHED}{} (it holds this key)", r.label()));
+            }
+        }
+    }
     ws.save_stat_cache();
     if json {
         println!("{}", serde_json::json!({ "pipeline": p.name, "stages": stages }));
@@ -297,6 +325,7 @@ fn plan_cmd(
     for s in &stages {
         let action = match s.action {
             Action::Cached => "cached",
+            Action::Run if fetched(s) => "fetch",
             Action::Run => "run",
             Action::Skip => "skip",
         };
@@ -307,10 +336,12 @@ fn plan_cmd(
         };
         println!("{action:<7}{:<width$}  ({}){why}", s.id, s.kind);
     }
-    let runs = stages.iter().filter(|s| s.action == Action::Run).count();
+    let runs = stages.iter().filter(|s| s.action == Action::Run && !fetched(s)).count();
+    let fetches = stages.iter().filter(|s| s.action == Action::Run && fetched(s)).count();
     println!(
-        "{runs} to run, {} cached",
-        stages.iter().filter(|s| s.action == Action::Cached).count()
+        "{runs} to run, {} cached{}",
+        stages.iter().filter(|s| s.action == Action::Cached).count(),
+        if remote.is_some() { format!(", {fetches} to fetch") } else { String::new() }
     );
     for (k, v) in variants.iter().flatten().enumerate() {
         println!("variant {}: {}  ({})", k + 1, v.overrides.join(" "), v.own.join(", "));
@@ -408,7 +439,7 @@ fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
@@ -558,7 +589,8 @@ fn kinds(only: Option<&str>) -> Result<u8, Fatal> {
 
 fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
     let root = workspace.unwrap_or_else(|| ".".into());
-    if !root.join(".hone").is_dir() {
+    // A pull may fill an empty workspace; the other operations need a store.
+    if !root.join(".hone").is_dir() && !matches!(op, CacheOp::Pull { .. }) {
         return Err(Fatal::workspace(format!(
             "no hone store in `{}` (no `.hone/` directory)\n   = help: pass --workspace DIR, the directory of your pipeline file",
             root.display()
@@ -630,6 +662,14 @@ fn cache(op: CacheOp, workspace: Option<PathBuf>) -> Result<u8, Fatal> {
             );
             Ok(if r.corrupt.is_empty() { 0 } else { EXIT_FAILED })
         }
+        CacheOp::Push { stages, remote } => crate::remote::push(&ws, remote.as_deref(), &stages),
+        CacheOp::Pull { stages, remote } => {
+            let _lock = ws
+                .lock(true, || eprintln!("hone: waiting for the running pipeline to finish…"))
+                .map_err(Fatal::workspace)?;
+            crate::remote::pull(&ws, remote.as_deref(), &stages)
+        }
+        CacheOp::Remote { url, user } => crate::remote::set_or_show(&ws, url.as_deref(), user),
     }
 }
 

@@ -29,6 +29,11 @@ impl Fatal {
     pub fn workspace(e: impl std::fmt::Display) -> Fatal {
         Fatal { message: format!("error: {e}"), code: EXIT_WORKSPACE }
     }
+
+    /// A usage error (a flag, a setting): the message as given.
+    pub fn usage(message: impl Into<String>) -> Fatal {
+        Fatal { message: message.into(), code: EXIT_USAGE }
+    }
 }
 
 impl From<EngineError> for Fatal {

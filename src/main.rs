@@ -15,6 +15,7 @@ mod commands;
 mod exit;
 mod history;
 mod pipeline;
+mod remote;
 mod report;
 mod sweep;
 mod tracker;
@@ -66,6 +67,8 @@ enum Cmd {
         json: bool,
         #[command(flatten)]
         ex: cluster::ExecArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// List the recorded runs, newest first: when, pipeline, overrides, what ran (every
     /// `hone run` is recorded in the store's `history/`).
@@ -118,6 +121,9 @@ enum Cmd {
         /// Plan every combination of these values as a variant (as `run --sweep`).
         #[arg(long, value_name = "KEY=V1,V2")]
         sweep: Vec<String>,
+        /// Also say which stages the remote cache would give (`run --remote`).
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
         /// Print `{"stages":[{"id","action","reasons"}...]}`.
         #[arg(long)]
         json: bool,
@@ -304,6 +310,44 @@ enum CacheOp {
     },
     /// Re-hash every object; quarantine corrupted ones so the next run recomputes them.
     Verify,
+    /// Upload the store's records (or those of these stages) that the remote cache lacks:
+    /// objects first, records last.
+    Push {
+        /// Only the records of these stage ids.
+        stages: Vec<String>,
+        /// The remote (default: HONE_REMOTE, else `hone cache remote`'s setting).
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+    },
+    /// Download the remote cache's records (or those of these stages) that the store lacks,
+    /// each object's digest checked before it enters the store.
+    Pull {
+        /// Only the records of these stage ids.
+        stages: Vec<String>,
+        /// The remote (default: HONE_REMOTE, else `hone cache remote`'s setting).
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+    },
+    /// Show the remote cache in effect, or save URL as this workspace's (`--user`: yours).
+    /// URLs: s3://bucket/prefix, gs://…, az://…, http(s)://host/path (WebDAV), a directory.
+    /// Credentials come from the environment (AWS_*, GOOGLE_*, AZURE_*), never the URL.
+    Remote {
+        url: Option<String>,
+        #[arg(long)]
+        user: bool,
+    },
+}
+
+/// The remote cache of `run`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct RemoteArgs {
+    /// Fetch stages whose key the remote cache holds instead of running them: URL, or without
+    /// one the configured remote (HONE_REMOTE, else `hone cache remote`'s setting).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    remote: Option<String>,
+    /// Upload each stage's result to the remote cache as it finishes (with --remote's).
+    #[arg(long)]
+    push: bool,
 }
 
 #[derive(Subcommand)]

@@ -99,8 +99,11 @@ impl EventSink for HumanReporter {
                 "hone: running `{pipeline}` ({stages} stage{})",
                 if stages == 1 { "" } else { "s" }
             )),
-            Event::StageCached { stage, artifact, .. } => {
+            Event::StageCached { stage, artifact, from: None, .. } => {
                 self.line(format!("  cached  {stage}  [{}]", artifact.short()))
+            }
+            Event::StageCached { stage, artifact, from: Some(remote), .. } => {
+                self.line(format!("  fetched {stage}  [{}]  from {remote}", artifact.short()))
             }
             Event::StageStarted { stage, reasons, .. } => {
                 self.line(format!("  run     {stage}: {}", reasons.join("; ")));

@@ -21,6 +21,9 @@ pub enum Event {
         stage: String,
         key: StageKey,
         artifact: ArtifactDigest,
+        /// The remote cache it was fetched from (`hone run --remote`), when not local.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     StageStarted {
         stage: String,

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -25,6 +26,7 @@ use crate::executors::job::{JobInput, StageJob};
 use crate::executors::local::Local;
 use crate::executors::{Executor, JobId, Launch, Outcome};
 use crate::plan::{Selection, manifest, why_changed};
+use crate::remote::{Fetched, Quiet, Remote};
 use crate::spec::Pipeline;
 use crate::store::{self, KeyManifest, LastRun, StageState};
 use crate::workspace::Workspace;
@@ -36,6 +38,10 @@ pub struct RunOptions {
     pub selection: Selection,
     /// Run these even if cached.
     pub force: Vec<String>,
+    /// A remote cache to fetch missing keys from (read-through).
+    pub remote: Option<Arc<Remote>>,
+    /// Upload every stage's result to [`Self::remote`] as it finishes.
+    pub push: bool,
 }
 
 impl Default for RunOptions {
@@ -44,6 +50,8 @@ impl Default for RunOptions {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             selection: Selection::All,
             force: Vec::new(),
+            remote: None,
+            push: false,
         }
     }
 }
@@ -105,6 +113,7 @@ pub fn run_with<'p>(
         stages: selected.iter().filter(|&&s| s).count(),
     });
     let mut s = Scheduler::new(ws, p, &selected, &opts.force, sink, cancel, ex);
+    s.remote = opts.remote.clone().map(|r| (r, opts.push, None));
     loop {
         s.resolve_ready()?;
         s.start();
@@ -143,6 +152,9 @@ struct Scheduler<'p, 'r> {
     /// Jobs in flight.
     running: usize,
     summary: RunSummary,
+    /// The remote cache, whether to push to it, and the objects it holds (listed at the
+    /// first push).
+    remote: Option<(Arc<Remote>, bool, Option<BTreeSet<ArtifactDigest>>)>,
 }
 
 /// One stage of the run, as the scheduler sees it.
@@ -239,6 +251,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             queue: VecDeque::new(),
             running: 0,
             summary: RunSummary::default(),
+            remote: None,
         }
     }
 
@@ -298,7 +311,13 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         };
         let key = m.key();
         let forced = self.stages[i].forced && selected;
-        if !forced && let Some(rec) = ws.store.lookup(&key)? {
+        let local = if forced { None } else { ws.store.lookup(&key)? };
+        let (hit, from) = match local {
+            Some(rec) => (Some(rec), None),
+            None if !forced => self.fetch(&s.id, &key),
+            None => (None, None),
+        };
+        if let Some(rec) = hit {
             self.stages[i].artifact = Some(rec.artifact);
             if selected {
                 let before = ws.store.state(&p.name, &s.id);
@@ -309,6 +328,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     stage: s.id.clone(),
                     key,
                     artifact: rec.artifact,
+                    from,
                 });
                 self.summary.cached.push(s.id.clone());
                 self.summary.metrics.insert(s.id.clone(), rec.metrics);
@@ -325,6 +345,44 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             why_changed(ws, &p.name, &s.id, &m)
         };
         Ok(Some(Queued { index: i, manifest: Some((m, key)), reasons }))
+    }
+
+    /// The record of `key` fetched from the remote cache, if one is configured and has a
+    /// usable copy, and the remote's name. Anything wrong with the remote is a warning: the
+    /// stage runs.
+    fn fetch(&self, id: &str, key: &StageKey) -> (Option<store::Record>, Option<String>) {
+        let Some((remote, _, _)) = &self.remote else { return (None, None) };
+        match remote.fetch(&self.ws.store, key, &Quiet) {
+            Ok(Fetched::Hit(rec)) => (Some(*rec), Some(remote.label().to_string())),
+            Ok(Fetched::Absent) => (None, None),
+            Ok(Fetched::Unusable(why)) => {
+                tracing::warn!(
+                    "stage `{id}`: the remote cache's copy is unusable, so it runs: {why}"
+                );
+                (None, None)
+            }
+            Err(e) => {
+                tracing::warn!("stage `{id}`: cannot fetch from the remote cache, so it runs: {e}");
+                (None, None)
+            }
+        }
+    }
+
+    /// Uploads a stage's new result to the remote cache (`--push`); a failure is a warning.
+    fn push(&mut self, id: &str, rec: &store::Record) {
+        let Some((remote, true, objects)) = &mut self.remote else { return };
+        let listed = match objects.take() {
+            Some(o) => Ok(o),
+            None => remote.objects(),
+        };
+        let result = listed.and_then(|mut o| {
+            let r = remote.push(&self.ws.store, rec, &mut o, &Quiet);
+            *objects = Some(o);
+            r
+        });
+        if let Err(e) = result {
+            tracing::warn!("stage `{id}`: cannot push its result to the remote cache: {e}");
+        }
     }
 
     /// Whether the executor has room for another job, and the run goes on.
@@ -457,6 +515,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     unchanged,
                     metrics: record.metrics.clone(),
                 });
+                self.push(id, &record);
                 self.summary.ran.push(id.clone());
                 self.summary.metrics.insert(id.clone(), record.metrics);
             }
@@ -468,6 +527,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                     stage: id.clone(),
                     key: record.key,
                     artifact: record.artifact,
+                    from: None,
                 });
                 self.summary.cached.push(id.clone());
                 self.summary.metrics.insert(id.clone(), record.metrics);

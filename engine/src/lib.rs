@@ -59,6 +59,7 @@ pub mod introspect;
 pub mod lease;
 pub mod logging;
 pub mod plan;
+pub mod remote;
 pub mod resources;
 pub mod spec;
 pub mod stage;

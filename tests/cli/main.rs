@@ -14,6 +14,7 @@ mod pipelines;
 mod plugins;
 mod portable;
 mod readme;
+mod remote;
 mod run;
 mod score;
 mod slurm;

@@ -43,7 +43,9 @@ impl Ws {
             .current_dir(self.path())
             .env_remove("HONE_LOG")
             .env_remove("MLFLOW_TRACKING_URI")
-            .env_remove("MLFLOW_EXPERIMENT_NAME");
+            .env_remove("MLFLOW_EXPERIMENT_NAME")
+            .env_remove("HONE_REMOTE")
+            .env("XDG_CONFIG_HOME", self.path().join(".config"));
         c
     }
 

@@ -321,7 +321,12 @@ pub fn run_job(
         && let Some(record) = ws.store.lookup(&key)?
     {
         finish(&ws, job, &record.key, record.artifact, None, before.as_ref())?;
-        sink.emit(Event::StageCached { stage: job.stage.clone(), key, artifact: record.artifact });
+        sink.emit(Event::StageCached {
+            stage: job.stage.clone(),
+            key,
+            artifact: record.artifact,
+            from: None,
+        });
         return Ok(Outcome::Cached { record });
     }
     sink.emit(Event::StageStarted {

@@ -1,0 +1,538 @@
+//! A remote cache: the store's records and objects pushed to, and pulled from, an object
+//! store addressed by URL, through the `object_store` crate (S3 and S3-compatible servers,
+//! GCS, Azure, HTTP/WebDAV, a local or NFS directory).
+//!
+//! ```text
+//! <url>/hone-v1/objects/<artifact digest>.tar   an object directory, as one tar
+//! <url>/hone-v1/keys/<stage key>.json           the key's record, written after its object
+//! ```
+//!
+//! **The remote is untrusted.** A record fetched must name the key it was fetched for, and
+//! its manifest must hash to that key; an object fetched is unpacked into a staging directory
+//! of the local store and its tree digest recomputed before it enters the store
+//! ([`crate::store::Staging::commit_fetched`]). Anything else (a missing or corrupt object, a
+//! damaged record, a tar entry that would leave its directory) is a miss with a warning: the
+//! stage runs. An upload writes the object first and the record last, each as one atomic
+//! put (a temporary name renamed in a directory, one PUT or a completed multipart upload on
+//! a server), so a pusher killed midway leaves no record that names a missing object. Two
+//! clients pushing the same key write the same object and equivalent records: both succeed.
+//!
+//! **Credentials** come from the environment variables of each ecosystem (`AWS_*`,
+//! `GOOGLE_*`, `AZURE_*`), passed to `object_store`'s builders, never from the URL's
+//! password (refused), and never into records, logs or messages: the remote is named by its
+//! URL without query or user info ([`Remote::label`]).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::digest::{ArtifactDigest, StageKey};
+use crate::files::StoreError;
+use crate::store::{Record, Store};
+
+const LAYOUT: &str = "hone-v1";
+/// Objects above this size go up as a multipart upload, in parts of this size.
+const PART: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote `{url}`: {what}")]
+    Url { url: String, what: String },
+    #[error("remote {remote}: {op} `{path}`: {message}")]
+    Transfer { remote: String, op: &'static str, path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Bytes moved so far of a transfer, for progress bars.
+pub trait Progress: Sync {
+    /// A transfer of `total` bytes (when known) of `what` starts.
+    fn start(&self, what: &str, total: Option<u64>);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// No progress reports.
+pub struct Quiet;
+impl Progress for Quiet {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+pub struct Remote {
+    label: String,
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.label)
+    }
+}
+
+/// What a fetch found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The record, its object verified and now in the local store.
+    Hit(Box<Record>),
+    /// The remote has no record of the key.
+    Absent,
+    /// The remote's record or object was unusable (said why); the stage runs.
+    Unusable(String),
+}
+
+/// What a push did for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The record (and its object, unless there) uploaded; the object's bytes.
+    Uploaded { object_bytes: u64 },
+    /// The remote had the record already.
+    Present,
+}
+
+impl Remote {
+    /// The remote at `url`: `s3://bucket/prefix`, `gs://…`, `az://…`, `http(s)://host/path`
+    /// (WebDAV), `file:///dir`, or a plain directory path.
+    pub fn open(url: &str) -> Result<Remote, RemoteError> {
+        let bad = |what: String| RemoteError::Url { url: redact(url), what };
+        let parsed = if url.contains("://") {
+            url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?
+        } else {
+            let dir = std::path::absolute(url).map_err(|e| bad(e.to_string()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create it: {e}")))?;
+            url::Url::from_directory_path(&dir).map_err(|()| bad("not a directory".into()))?
+        };
+        if parsed.password().is_some() {
+            return Err(bad("has a password in it: give credentials in the environment \
+                            (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, …), never in the URL"
+                .into()));
+        }
+        if parsed.scheme() == "file" {
+            let dir = parsed.to_file_path().map_err(|()| bad("not a local path".into()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create it: {e}")))?;
+        }
+        let mut opts: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        if parsed.scheme() == "http" {
+            opts.push(("allow_http".into(), "true".into()));
+        }
+        let (store, root) =
+            object_store::parse_url_opts(&parsed, opts).map_err(|e| bad(scrub(&e.to_string())))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start its I/O runtime: {e}")))?;
+        Ok(Remote { label: redact(url), store: Arc::from(store), root, rt })
+    }
+
+    /// The URL without user info or query: what messages and records may name.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn path(&self, kind: &str, name: &str) -> Path {
+        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend([LAYOUT.to_string(), kind.to_string(), name.to_string()]);
+        Path::from_iter(parts)
+    }
+
+    fn err(&self, op: &'static str, path: &Path, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Transfer {
+            remote: self.label.clone(),
+            op,
+            path: path.to_string(),
+            message: scrub(&e.to_string()),
+        }
+    }
+
+    /// The names under `kind/` (one listing), parsed.
+    fn list<T: std::str::FromStr + Ord>(
+        &self,
+        kind: &str,
+        ext: &str,
+    ) -> Result<BTreeSet<T>, RemoteError> {
+        let prefix = self.path(kind, "");
+        let prefix = Path::from_iter(prefix.parts().filter(|p| !p.as_ref().is_empty()));
+        self.rt.block_on(async {
+            let mut out = BTreeSet::new();
+            let mut s = self.store.list(Some(&prefix));
+            while let Some(meta) = s.next().await {
+                let meta = match meta {
+                    Ok(m) => m,
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(self.err("listing", &prefix, e)),
+                };
+                if let Some(name) = meta.location.filename()
+                    && let Some(v) = name.strip_suffix(ext).and_then(|h| h.parse().ok())
+                {
+                    out.insert(v);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every key the remote has a record of: one listing.
+    pub fn keys(&self) -> Result<BTreeSet<StageKey>, RemoteError> {
+        self.list("keys", ".json")
+    }
+
+    /// Every object the remote holds: one listing.
+    pub fn objects(&self) -> Result<BTreeSet<ArtifactDigest>, RemoteError> {
+        self.list("objects", ".tar")
+    }
+
+    /// Uploads `rec` and its object (unless `objects` says the remote has it), object first.
+    pub fn push(
+        &self,
+        store: &Store,
+        rec: &Record,
+        objects: &mut BTreeSet<ArtifactDigest>,
+        progress: &dyn Progress,
+    ) -> Result<Pushed, RemoteError> {
+        let mut object_bytes = 0;
+        if !objects.contains(&rec.artifact) {
+            object_bytes = self.push_object(store, &rec.artifact, progress)?;
+            objects.insert(rec.artifact);
+        }
+        let path = self.path("keys", &format!("{}.json", rec.key.to_hex()));
+        let body = serde_json::to_vec_pretty(rec).expect("a record serialises");
+        self.rt
+            .block_on(self.store.put(&path, PutPayload::from(body)))
+            .map_err(|e| self.err("uploading", &path, e))?;
+        Ok(Pushed::Uploaded { object_bytes })
+    }
+
+    /// Packs the object as a tar in the store's tmp/ and uploads it; returns its size.
+    fn push_object(
+        &self,
+        store: &Store,
+        a: &ArtifactDigest,
+        progress: &dyn Progress,
+    ) -> Result<u64, RemoteError> {
+        let dir = store.object_path(a);
+        let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+            .map_err(crate::files::io_at(&store.root().join("tmp")))?;
+        pack(&dir, tmp.as_file()).map_err(crate::files::io_at(&dir))?;
+        let size = tmp.as_file().metadata().map_err(crate::files::io_at(tmp.path()))?.len();
+        let path = self.path("objects", &format!("{}.tar", a.to_hex()));
+        progress.start(&format!("object {}", a.short()), Some(size));
+        let mut file = std::fs::File::open(tmp.path()).map_err(crate::files::io_at(tmp.path()))?;
+        let result: Result<(), RemoteError> = self.rt.block_on(async {
+            if size as usize <= PART {
+                let mut buf = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut buf).map_err(crate::files::io_at(tmp.path()))?;
+                self.store
+                    .put(&path, PutPayload::from(buf))
+                    .await
+                    .map_err(|e| self.err("uploading", &path, e))?;
+                progress.advance(size);
+                return Ok(());
+            }
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.err("starting the upload of", &path, e))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0u8; PART];
+            loop {
+                let n = file.read(&mut buf).map_err(crate::files::io_at(tmp.path()))?;
+                if n == 0 {
+                    break;
+                }
+                w.wait_for_capacity(4).await.map_err(|e| self.err("uploading", &path, e))?;
+                w.write(&buf[..n]);
+                progress.advance(n as u64);
+            }
+            w.finish().await.map_err(|e| self.err("finishing the upload of", &path, e))?;
+            Ok(())
+        });
+        progress.finish();
+        result.map(|()| size)
+    }
+
+    /// The remote's record of `key`: `Ok(None)` when it has none, `Err(why)` inside when
+    /// the record is damaged or names another key.
+    fn checked_record(
+        &self,
+        key: &StageKey,
+    ) -> Result<Option<Result<Record, String>>, RemoteError> {
+        let path = self.path("keys", &format!("{}.json", key.to_hex()));
+        let body = match self.rt.block_on(async { self.store.get(&path).await?.bytes().await }) {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("downloading", &path, e)),
+        };
+        Ok(Some(match serde_json::from_slice::<Record>(&body) {
+            Err(e) => Err(format!("its record `{path}` is damaged: {e}")),
+            Ok(r) if r.key != *key || r.manifest.key() != *key => {
+                Err(format!("its record `{path}` is for another key than the one it is named for"))
+            }
+            Ok(r) => Ok(r),
+        }))
+    }
+
+    /// The remote's record of `key`, if it has a sound one (its object unchecked).
+    pub fn record(&self, key: &StageKey) -> Result<Option<Record>, RemoteError> {
+        Ok(self.checked_record(key)?.and_then(Result::ok))
+    }
+
+    /// Fetches the record of `key` and its object into `store`, verified (module doc).
+    pub fn fetch(
+        &self,
+        store: &Store,
+        key: &StageKey,
+        progress: &dyn Progress,
+    ) -> Result<Fetched, RemoteError> {
+        let rec = match self.checked_record(key)? {
+            None => return Ok(Fetched::Absent),
+            Some(Err(why)) => return Ok(Fetched::Unusable(why)),
+            Some(Ok(r)) => r,
+        };
+        if store.object_path(&rec.artifact).is_dir() {
+            return Ok(match store.import(&rec)? {
+                Some(r) => Fetched::Hit(Box::new(r)),
+                None => Fetched::Unusable("the local object vanished".into()),
+            });
+        }
+        let opath = self.path("objects", &format!("{}.tar", rec.artifact.to_hex()));
+        let staging = store.stage(*key)?;
+        let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+            .map_err(crate::files::io_at(&store.root().join("tmp")))?;
+        let got: Result<(), object_store::Error> = self.rt.block_on(async {
+            let r = self.store.get(&opath).await?;
+            progress.start(&format!("object {}", rec.artifact.short()), Some(r.meta.size));
+            let mut s = r.into_stream();
+            let mut f = tmp.as_file();
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk?;
+                f.write_all(&chunk).map_err(|e| object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })?;
+                progress.advance(chunk.len() as u64);
+            }
+            Ok(())
+        });
+        progress.finish();
+        match got {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Fetched::Unusable(format!("its object `{opath}` is missing")));
+            }
+            Err(e) => return Err(self.err("downloading", &opath, e)),
+        }
+        let file = std::fs::File::open(tmp.path()).map_err(crate::files::io_at(tmp.path()))?;
+        if let Err(e) = unpack(file, staging.out_dir()) {
+            return Ok(Fetched::Unusable(format!("its object `{opath}` is not a valid tar: {e}")));
+        }
+        match staging.commit_fetched(&rec)? {
+            Ok(r) => Ok(Fetched::Hit(Box::new(r))),
+            Err(found) => Ok(Fetched::Unusable(format!(
+                "its object `{opath}` has digest {} instead of {}",
+                found.short(),
+                rec.artifact.short()
+            ))),
+        }
+    }
+}
+
+/// `url` without user info and query (where credentials or signatures could be).
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// An error message with any `X-Amz-…=` signature or credential parameter removed.
+fn scrub(msg: &str) -> String {
+    msg.split_whitespace()
+        .map(|w| if let Some(i) = w.find('?') { format!("{}?…", &w[..i]) } else { w.to_string() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes the directory `dir` as a tar (entries in name order, regular files, directories
+/// and symlinks only).
+fn pack(dir: &FsPath, out: &std::fs::File) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Deterministic);
+    fn walk(b: &mut tar::Builder<impl Write>, root: &FsPath, rel: &FsPath) -> std::io::Result<()> {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(root.join(rel))?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            let t = e.file_type()?;
+            b.append_path_with_name(root.join(&r), &r)?;
+            if t.is_dir() {
+                walk(b, root, &r)?;
+            }
+        }
+        Ok(())
+    }
+    walk(&mut b, dir, FsPath::new(""))?;
+    b.into_inner()?.flush()
+}
+
+/// Unpacks a tar into `dest`, refusing entries that are not files, directories or relative
+/// symlinks inside it.
+fn unpack(file: std::fs::File, dest: &FsPath) -> std::io::Result<()> {
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let mut a = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
+    a.set_preserve_permissions(false);
+    for e in a.entries()? {
+        let mut e = e?;
+        let path: PathBuf = e.path()?.into_owned();
+        let inside =
+            |p: &FsPath| p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside(&path) {
+            return Err(bad(format!("entry `{}` leaves its directory", path.display())));
+        }
+        match e.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Directory => {}
+            tar::EntryType::Symlink => {
+                let target = e.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
+                if !inside(&target) {
+                    return Err(bad(format!("symlink `{}` points outside", path.display())));
+                }
+            }
+            t => return Err(bad(format!("entry `{}` is a {t:?}", path.display()))),
+        }
+        if !e.unpack_in(dest)? {
+            return Err(bad(format!("entry `{}` leaves its directory", path.display())));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyManifest;
+
+    fn record(store: &Store, content: &str) -> Record {
+        let m = KeyManifest {
+            kind: "command".into(),
+            version: 1,
+            params: serde_json::json!({ "cmd": content }),
+            seed: 1,
+            inputs: Default::default(),
+            deps: Default::default(),
+        };
+        let s = store.stage(m.key()).unwrap();
+        std::fs::create_dir(s.out_dir().join("sub")).unwrap();
+        std::fs::write(s.out_dir().join("sub/a.txt"), content).unwrap();
+        std::fs::write(s.out_dir().join("b.bin"), vec![7u8; 3000]).unwrap();
+        s.commit(m, "a", 0.5, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn push_then_fetch_into_an_empty_store_gives_the_same_record_and_bytes() {
+        let (a, b, r) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let (sa, sb) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
+        let rec = record(&sa, "hello");
+        let remote = Remote::open(r.path().to_str().unwrap()).unwrap();
+        assert!(remote.keys().unwrap().is_empty());
+        let mut objects = remote.objects().unwrap();
+        let pushed = remote.push(&sa, &rec, &mut objects, &Quiet).unwrap();
+        assert!(matches!(pushed, Pushed::Uploaded { object_bytes } if object_bytes > 3000));
+        assert_eq!(remote.keys().unwrap().into_iter().collect::<Vec<_>>(), vec![rec.key]);
+        let Fetched::Hit(got) = remote.fetch(&sb, &rec.key, &Quiet).unwrap() else { panic!() };
+        assert_eq!(got.artifact, rec.artifact);
+        assert_eq!(sb.lookup(&rec.key).unwrap().unwrap().artifact, rec.artifact);
+        assert_eq!(
+            std::fs::read_to_string(sb.object_path(&rec.artifact).join("sub/a.txt")).unwrap(),
+            "hello"
+        );
+        let other = StageKey(crate::digest::Digest([9; 32]));
+        assert!(matches!(remote.fetch(&sb, &other, &Quiet).unwrap(), Fetched::Absent));
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_object_and_a_forged_record_are_misses() {
+        let (a, r) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let sa = Store::open(a.path()).unwrap();
+        let rec = record(&sa, "x");
+        let remote = Remote::open(r.path().to_str().unwrap()).unwrap();
+        remote.push(&sa, &rec, &mut Default::default(), &Quiet).unwrap();
+        let obj =
+            r.path().join(LAYOUT).join("objects").join(format!("{}.tar", rec.artifact.to_hex()));
+        let good = std::fs::read(&obj).unwrap();
+
+        // One flipped byte in a file's content: the digest check refuses it.
+        let mut bad = good.clone();
+        let at = bad.windows(5).position(|w| w == [7u8; 5]).unwrap();
+        bad[at] = 8;
+        std::fs::write(&obj, &bad).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let sb = Store::open(fresh.path()).unwrap();
+        let Fetched::Unusable(why) = remote.fetch(&sb, &rec.key, &Quiet).unwrap() else { panic!() };
+        assert!(why.contains("has digest"), "{why}");
+        assert!(sb.lookup(&rec.key).unwrap().is_none());
+        assert!(sb.objects().is_empty(), "nothing half-written enters the store");
+
+        std::fs::remove_file(&obj).unwrap();
+        let Fetched::Unusable(why) = remote.fetch(&sb, &rec.key, &Quiet).unwrap() else { panic!() };
+        assert!(why.contains("is missing"), "{why}");
+
+        // A record renamed to another key.
+        let keys = r.path().join(LAYOUT).join("keys");
+        let other = StageKey(crate::digest::Digest([3; 32]));
+        std::fs::copy(
+            keys.join(format!("{}.json", rec.key.to_hex())),
+            keys.join(format!("{}.json", other.to_hex())),
+        )
+        .unwrap();
+        let Fetched::Unusable(why) = remote.fetch(&sb, &other, &Quiet).unwrap() else { panic!() };
+        assert!(why.contains("another key"), "{why}");
+    }
+
+    #[test]
+    fn a_tar_entry_leaving_its_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut buf);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "evil", "/etc").unwrap();
+            b.finish().unwrap();
+        }
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &buf).unwrap();
+        let err = unpack(std::fs::File::open(f.path()).unwrap(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("points outside"), "{err}");
+    }
+
+    #[test]
+    fn urls_with_passwords_are_refused_and_labels_carry_no_secrets() {
+        let err = Remote::open("http://me:secret@127.0.0.1:1/cache").unwrap_err().to_string();
+        assert!(err.contains("password") && !err.contains("secret"), "{err}");
+        assert_eq!(redact("s3://bucket/p?X-Amz-Signature=abc"), "s3://bucket/p");
+    }
+}
