@@ -121,3 +121,123 @@ fn the_remote_setting_comes_from_the_flag_the_environment_or_the_workspace() {
     let out = a.cmd(&["cache", "push"]).env("HONE_REMOTE", other.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("pushed 2 records"));
 }
+
+/// The `moto_server` command (moto, from PyPI: an S3 server for tests): `HONE_MOTO`, else on
+/// PATH, else `.ci/venv/bin/moto_server`.
+fn moto_bin() -> Option<std::path::PathBuf> {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    [
+        std::env::var_os("HONE_MOTO").map(std::path::PathBuf::from),
+        Some("moto_server".into()),
+        Some(repo.join(".ci/venv/bin/moto_server")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| {
+        std::process::Command::new(c).arg("--help").output().is_ok_and(|o| o.status.success())
+    })
+}
+
+/// A running S3 server on loopback with one bucket, stopped when dropped.
+struct S3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3 {
+    fn start(bin: &std::path::Path) -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = S3 { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let t0 = std::time::Instant::now();
+        while ureq::put(&format!("{}/team", s.endpoint)).send_empty().is_err() {
+            assert!(t0.elapsed().as_secs() < 60, "the S3 server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        s
+    }
+
+    /// `hone ARGS` in `ws` with this server's endpoint and the given secret key.
+    fn hone(&self, ws: &Ws, secret: &str, args: &[&str]) -> crate::support::Out {
+        let mut c = ws.cmd(args);
+        c.env("AWS_ACCESS_KEY_ID", "hone-test")
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+        crate::support::Out::from(c.output().unwrap())
+    }
+}
+
+/// Through a real S3 server (moto): a 40 MB object goes up as a multipart upload and comes
+/// back verified; two pushers of the same keys at once both succeed; a stopped server is a
+/// clear error that leaves the store intact; the secret key never shows.
+#[test]
+fn an_s3_server_carries_the_cache_between_workspaces() {
+    let Some(bin) = moto_bin() else {
+        crate::support::system_part(
+            "an S3 server (moto)",
+            false,
+            "`pip install 'moto[server]'` (or set HONE_MOTO to its moto_server)",
+            "HONE_REQUIRE_S3",
+        );
+        return;
+    };
+    let s3 = S3::start(&bin);
+    let url = "s3://team/hone";
+    let secret = "s3cr3t-never-printed";
+    let big = "name: big
+stages:
+  big: { uses: command, with: { cmd: 'head -c 40000000 /dev/urandom > $HONE_OUT/weights.bin' } }
+  small: { uses: command, inputs: { w: big }, with: { cmd: 'wc -c < $HONE_IN_w/weights.bin > $HONE_OUT/n' } }
+";
+    let a = Ws::new();
+    a.write("pipeline.yaml", big);
+    s3.hone(&a, secret, &["run"]).ok();
+    let pushed = s3.hone(&a, secret, &["cache", "push", "--remote", url]).ok();
+    assert!(pushed.stdout.contains("pushed 2 records (38.2 MiB)"), "{}", pushed.stdout);
+    // Two pushers of the same keys at once: both succeed, and the remote serves them.
+    let (a2, a3) = (ws(), ws());
+    a2.hone(&["run"]).ok();
+    a3.hone(&["run"]).ok();
+    std::thread::scope(|sc| {
+        let t1 = sc.spawn(|| s3.hone(&a2, secret, &["cache", "push", "--remote", url]));
+        let t2 = sc.spawn(|| s3.hone(&a3, secret, &["cache", "push", "--remote", url]));
+        (t1.join().unwrap().ok(), t2.join().unwrap().ok())
+    });
+    let a4 = ws();
+    let run = s3.hone(&a4, secret, &["run", "--remote", url, "--json"]).ok();
+    assert!(events(&run.stdout).iter().all(|e| e["event"] != "stage_started"), "{}", run.stdout);
+
+    let b = Ws::new();
+    b.write("pipeline.yaml", big);
+    let run = s3.hone(&b, secret, &["run", "--remote", url, "--json"]).ok();
+    assert!(events(&run.stdout).iter().all(|e| e["event"] != "stage_started"), "{}", run.stdout);
+    assert_eq!(
+        a.hone(&["digest", ".hone/objects"]).stdout,
+        b.hone(&["digest", ".hone/objects"]).stdout
+    );
+
+    assert!(!format!("{}{}{}", run.stdout, run.stderr, pushed.stderr).contains(secret));
+
+    drop(s3);
+    let c = Ws::new();
+    c.write("pipeline.yaml", big);
+    let out = c.hone(&["cache", "pull", "--remote", url]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("remote s3://team/hone"), "{}", out.stderr);
+    assert!(!out.stderr.contains(secret));
+    assert_eq!(c.objects(), 0, "nothing half-fetched in the store");
+}
