@@ -241,3 +241,96 @@ stages:
     assert!(!out.stderr.contains(secret));
     assert_eq!(c.objects(), 0, "nothing half-fetched in the store");
 }
+
+/// Debian's Apache with `mod_dav` serving a temporary directory over WebDAV on loopback,
+/// stopped when dropped.
+struct Dav {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const APACHE: &str = "/usr/sbin/apache2";
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+impl Dav {
+    fn available() -> bool {
+        std::path::Path::new(APACHE).is_file()
+            && std::path::Path::new(APACHE_MODULES).join("mod_dav_fs.so").is_file()
+    }
+
+    fn start() -> Dav {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for d in [dir.path(), &www] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = dir.path().display();
+        let m = APACHE_MODULES;
+        let conf = format!(
+            "ServerName 127.0.0.1\nListen 127.0.0.1:{port}\nPidFile {d}/httpd.pid\nErrorLog {d}/error.log\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\nLoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule dav_module {m}/mod_dav.so\nLoadModule dav_fs_module {m}/mod_dav_fs.so\n\
+             User nobody\nGroup nogroup\nDavLockDB {d}/davlock\nDocumentRoot {d}/www\nLimitRequestBody 0\n\
+             <Directory {d}/www>\n  Dav On\n  DavDepthInfinity On\n  Require all granted\n</Directory>\n"
+        );
+        std::fs::write(dir.path().join("httpd.conf"), conf).unwrap();
+        let child = std::process::Command::new(APACHE)
+            .arg("-f")
+            .arg(dir.path().join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/team/");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed().as_secs() < 30, "Apache did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Dav { child, url, _dir: dir }
+    }
+}
+
+/// Through a real WebDAV server (Apache `mod_dav`): push, a fresh workspace fetches instead of
+/// running, a no-op push sends nothing, and a stopped server makes `pull` fail clearly.
+#[test]
+fn a_webdav_server_carries_the_cache_between_workspaces() {
+    if !crate::support::system_part(
+        "a WebDAV server (Debian's Apache with mod_dav)",
+        Dav::available(),
+        "`sudo apt-get install -y apache2`",
+        "HONE_REQUIRE_WEBDAV",
+    ) {
+        return;
+    }
+    let dav = Dav::start();
+    let a = ws();
+    a.hone(&["run"]).ok();
+    a.hone(&["cache", "push", "--remote", &dav.url]).ok().stdout_has("pushed 2 records");
+    a.hone(&["cache", "push", "--remote", &dav.url]).ok().stdout_has("pushed 0 records");
+    let b = ws();
+    let run = b.hone(&["run", "--remote", &dav.url, "--json"]).ok();
+    assert!(events(&run.stdout).iter().all(|e| e["event"] != "stage_started"), "{}", run.stdout);
+    assert_eq!(
+        a.hone(&["digest", ".hone/objects"]).stdout,
+        b.hone(&["digest", ".hone/objects"]).stdout
+    );
+    let url = dav.url.clone();
+    drop(dav);
+    let c = ws();
+    let out = c.hone(&["cache", "pull", "--remote", &url]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(c.objects(), 0);
+}
