@@ -240,11 +240,25 @@ impl Remote {
                 progress.advance(size);
                 return Ok(());
             }
-            let upload = self
-                .store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| self.err("starting the upload of", &path, e))?;
+            let upload = match self.store.put_multipart(&path).await {
+                Ok(u) => u,
+                // HTTP/WebDAV has no multipart upload: one PUT of the file, mapped in memory
+                // (its pages are the file's, not the process's).
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    // SAFETY: the file is this process's own temporary file, not modified
+                    // while mapped.
+                    let map = unsafe { memmap2::Mmap::map(&file) }
+                        .map_err(crate::files::io_at(tmp.path()))?;
+                    let payload = PutPayload::from(bytes::Bytes::from_owner(map));
+                    self.store
+                        .put(&path, payload)
+                        .await
+                        .map_err(|e| self.err("uploading", &path, e))?;
+                    progress.advance(size);
+                    return Ok(());
+                }
+                Err(e) => return Err(self.err("starting the upload of", &path, e)),
+            };
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
             let mut buf = vec![0u8; PART];
             loop {

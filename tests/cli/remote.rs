@@ -327,10 +327,21 @@ fn a_webdav_server_carries_the_cache_between_workspaces() {
         a.hone(&["digest", ".hone/objects"]).stdout,
         b.hone(&["digest", ".hone/objects"]).stdout
     );
+    // Above the multipart size: HTTP has no multipart upload, so one PUT of the mapped file.
+    let big = "name: big\nstages:\n  big: { uses: command, with: { cmd: 'head -c 20000000 /dev/urandom > $HONE_OUT/w.bin' } }\n";
+    let (c, d) = (Ws::new(), Ws::new());
+    c.write("pipeline.yaml", big);
+    d.write("pipeline.yaml", big);
+    c.hone(&["run", "--push", "--remote", &dav.url]).ok();
+    d.hone(&["cache", "pull", "big", "--remote", &dav.url]).ok().stdout_has("pulled 1 record");
+    assert_eq!(
+        c.hone(&["digest", ".hone/objects"]).stdout,
+        d.hone(&["digest", ".hone/objects"]).stdout
+    );
     let url = dav.url.clone();
     drop(dav);
-    let c = ws();
-    let out = c.hone(&["cache", "pull", "--remote", &url]);
+    let e = ws();
+    let out = e.hone(&["cache", "pull", "--remote", &url]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert_eq!(c.objects(), 0);
+    assert_eq!(e.objects(), 0);
 }
