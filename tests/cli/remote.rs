@@ -345,3 +345,87 @@ fn a_webdav_server_carries_the_cache_between_workspaces() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(e.objects(), 0);
 }
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Starts `hone ARGS` in `ws`, waits until `ready()` holds, and kills it (SIGKILL): whether
+/// it was still running then.
+fn kill_when(ws: &Ws, args: &[&str], ready: impl Fn() -> bool) -> bool {
+    let mut child = ws
+        .cmd(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !ready() && t0.elapsed().as_secs() < 60 {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// A push killed while its object is uploading leaves no record on the remote (so no one
+/// fetches half an object), and a pull killed while downloading leaves no record or object
+/// in the store; both finish when run again.
+#[test]
+fn a_push_or_pull_killed_midway_leaves_nothing_half_visible() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = remote.path().to_str().unwrap();
+    let big = "name: big\nstages:\n  big: { uses: command, with: { cmd: 'head -c 400000000 /dev/zero > $HONE_OUT/w.bin' } }\n";
+    let a = Ws::new();
+    a.write("pipeline.yaml", big);
+    a.hone(&["run"]).ok();
+    let objects = remote.path().join("hone-v1/objects");
+    let keys = remote.path().join("hone-v1/keys");
+    let killed =
+        kill_when(&a, &["cache", "push", "--remote", url], || !files_under(&objects).is_empty());
+    eprintln!("KILLED push: {killed}");
+    if killed {
+        assert!(files_under(&keys).is_empty(), "a record is visible after a killed push");
+        let b = Ws::new();
+        b.write("pipeline.yaml", big);
+        let out = b.hone(&["run", "--remote", url, "--json"]).ok();
+        assert!(out.stdout.contains("stage_started"), "nothing to fetch: the stage runs");
+    }
+    a.hone(&["cache", "push", "--remote", url]).ok().stdout_has("pushed 1 record");
+
+    let c = Ws::new();
+    c.write("pipeline.yaml", big);
+    let tmp = c.path().join(".hone/tmp");
+    let big_enough =
+        || files_under(&tmp).iter().any(|f| f.metadata().is_ok_and(|m| m.len() > 1 << 20));
+    let killed_pull = kill_when(&c, &["cache", "pull", "--remote", url], big_enough);
+    eprintln!("KILLED pull: {killed_pull}");
+    if killed_pull {
+        assert!(
+            files_under(&c.path().join(".hone/keys")).is_empty(),
+            "no record after a killed pull"
+        );
+        assert_eq!(c.objects(), 0, "no object after a killed pull");
+    }
+    c.hone(&["cache", "pull", "--remote", url]).ok().stdout_has("pulled 1 record");
+    assert_eq!(
+        a.hone(&["digest", ".hone/objects"]).stdout,
+        c.hone(&["digest", ".hone/objects"]).stdout
+    );
+}
