@@ -18,7 +18,8 @@
 //! clients pushing the same key write the same object and equivalent records: both succeed.
 //!
 //! **Credentials** come from the environment variables of each ecosystem (`AWS_*`,
-//! `GOOGLE_*`, `AZURE_*`), passed to `object_store`'s builders, never from the URL's
+//! `GOOGLE_*`, `AZURE_*`), passed to `object_store`'s builders, and for S3 from the AWS CLI's
+//! profile files when the environment has none ([`aws_profile`]); never from the URL's
 //! password (refused), and never into records, logs or messages: the remote is named by its
 //! URL without query or user info ([`Remote::label`]).
 
@@ -119,10 +120,15 @@ impl Remote {
             let dir = parsed.to_file_path().map_err(|()| bad("not a local path".into()))?;
             std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create it: {e}")))?;
         }
-        let mut opts: Vec<(String, String)> = std::env::vars()
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut opts: Vec<(String, String)> = env
+            .iter()
             .filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
+        if matches!(parsed.scheme(), "s3" | "s3a") {
+            opts.extend(aws_profile(&env));
+        }
         if parsed.scheme() == "http" {
             opts.push(("allow_http".into(), "true".into()));
         }
@@ -363,6 +369,45 @@ impl Remote {
     }
 }
 
+/// What the AWS CLI's profile gives when the environment has no keys: `aws_access_key_id`,
+/// `aws_secret_access_key`, `aws_session_token` from the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and `region` from the config
+/// file (`AWS_CONFIG_FILE`, else `~/.aws/config`), of profile `AWS_PROFILE` (else `default`).
+/// Settings in the environment win.
+fn aws_profile(env: &[(String, String)]) -> Vec<(String, String)> {
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let home = get("HOME").map(PathBuf::from);
+    let file = |var: &str, name: &str| {
+        get(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".aws").join(name)))
+    };
+    let profile = get("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let mut out = Vec::new();
+    if get("AWS_ACCESS_KEY_ID").is_none()
+        && let Some(ini) = file("AWS_SHARED_CREDENTIALS_FILE", "credentials")
+            .and_then(|p| ini::Ini::load_from_file(p).ok())
+        && let Some(sec) = ini.section(Some(profile.as_str()))
+    {
+        for k in ["aws_access_key_id", "aws_secret_access_key", "aws_session_token"] {
+            if let Some(v) = sec.get(k) {
+                out.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    if get("AWS_REGION").is_none() && get("AWS_DEFAULT_REGION").is_none() {
+        let section =
+            if profile == "default" { profile.clone() } else { format!("profile {profile}") };
+        if let Some(region) = file("AWS_CONFIG_FILE", "config")
+            .and_then(|p| ini::Ini::load_from_file(p).ok())
+            .and_then(|ini| {
+                ini.section(Some(section.as_str())).and_then(|s| s.get("region")).map(String::from)
+            })
+        {
+            out.push(("aws_region".to_string(), region));
+        }
+    }
+    out
+}
+
 /// `url` without user info and query (where credentials or signatures could be).
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -541,6 +586,35 @@ mod tests {
         std::fs::write(f.path(), &buf).unwrap();
         let err = unpack(std::fs::File::open(f.path()).unwrap(), dir.path()).unwrap_err();
         assert!(err.to_string().contains("points outside"), "{err}");
+    }
+
+    #[test]
+    fn an_aws_profile_gives_keys_and_region_unless_the_environment_does() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".aws")).unwrap();
+        std::fs::write(
+            home.path().join(".aws/credentials"),
+            "[default]\naws_access_key_id = AKD\naws_secret_access_key = SD\n[team]\naws_access_key_id = AKT\naws_secret_access_key = ST\naws_session_token = TT\n",
+        )
+        .unwrap();
+        std::fs::write(
+            home.path().join(".aws/config"),
+            "[default]\nregion = eu-west-1\n[profile team]\nregion = us-east-2\n",
+        )
+        .unwrap();
+        let env = |extra: &[(&str, &str)]| {
+            let mut e = vec![("HOME".to_string(), home.path().display().to_string())];
+            e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            e
+        };
+        let got = aws_profile(&env(&[]));
+        assert!(got.contains(&("aws_access_key_id".into(), "AKD".into())), "{got:?}");
+        assert!(got.contains(&("aws_region".into(), "eu-west-1".into())), "{got:?}");
+        let got = aws_profile(&env(&[("AWS_PROFILE", "team")]));
+        assert!(got.contains(&("aws_session_token".into(), "TT".into())), "{got:?}");
+        assert!(got.contains(&("aws_region".into(), "us-east-2".into())), "{got:?}");
+        let got = aws_profile(&env(&[("AWS_ACCESS_KEY_ID", "X"), ("AWS_REGION", "r")]));
+        assert!(got.is_empty(), "the environment wins: {got:?}");
     }
 
     #[test]
