@@ -65,6 +65,14 @@ pub fn set_or_show(ws: &Workspace, url_arg: Option<&str>, user: bool) -> Result<
         return Ok(0);
     };
     Remote::open(u).map_err(|e| Fatal::usage(format!("error: {e}")))?;
+    // A directory is saved absolute: the setting must not depend on where hone runs.
+    let abs;
+    let u = if u.contains("://") {
+        u
+    } else {
+        abs = std::path::absolute(u).map_err(Fatal::workspace)?.display().to_string();
+        abs.as_str()
+    };
     let file = if user {
         user_file().ok_or_else(|| Fatal::usage("error: no HOME to keep the user's setting in"))?
     } else {
