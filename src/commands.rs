@@ -439,7 +439,7 @@ fn list_files(dir: &Path) -> Vec<String> {
     out
 }
 
-pub(crate) fn human_bytes(n: u64) -> String {
+fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),

@@ -129,7 +129,7 @@ pub fn push(ws: &Workspace, flag: Option<&str>, stages: &[String]) -> Result<u8,
     println!(
         "pushed {sent} record{} ({}) to {}; {present} already there",
         if sent == 1 { "" } else { "s" },
-        crate::commands::human_bytes(bytes),
+        indicatif::BinaryBytes(bytes),
         remote.label()
     );
     Ok(0)
