@@ -2,11 +2,10 @@
 //! else the workspace's `.hone/remote`, else the user's `~/.config/hone/remote`),
 //! `hone cache push|pull|remote`, and progress bars for transfers.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hone_engine::remote::{Fetched, Progress, Pushed, Remote};
+use hone_engine::remote::{Fetched, Progress, Remote, RemoteRecord, label_of};
 use hone_engine::workspace::Workspace;
 
 use crate::exit::{EXIT_FAILED, Fatal};
@@ -59,19 +58,16 @@ pub fn set_or_show(ws: &Workspace, url_arg: Option<&str>, user: bool) -> Result<
     let root = ws.store.root();
     let Some(u) = url_arg else {
         match url(None, root) {
-            Some((u, from)) => println!("{}  (from {from})", redact_for_print(&u)),
+            Some((u, from)) => println!("{}  (from {from})", label_of(&u)),
             None => println!("no remote cache set"),
         }
         return Ok(0);
     };
     Remote::open(u).map_err(|e| Fatal::usage(format!("error: {e}")))?;
     // A directory is saved absolute: the setting must not depend on where hone runs.
-    let abs;
-    let u = if u.contains("://") {
-        u
-    } else {
-        abs = std::path::absolute(u).map_err(Fatal::workspace)?.display().to_string();
-        abs.as_str()
+    let u = match u.contains("://") {
+        true => u.to_string(),
+        false => std::path::absolute(u).map_err(Fatal::workspace)?.display().to_string(),
     };
     let file = if user {
         user_file().ok_or_else(|| Fatal::usage("error: no HOME to keep the user's setting in"))?
@@ -83,12 +79,13 @@ pub fn set_or_show(ws: &Workspace, url_arg: Option<&str>, user: bool) -> Result<
     }
     std::fs::write(&file, format!("{u}\n"))
         .map_err(|e| Fatal::workspace(format!("cannot write `{}`: {e}", file.display())))?;
-    println!("remote cache: {}  (saved in {})", redact_for_print(u), file.display());
+    println!("remote cache: {}  (saved in {})", label_of(&u), file.display());
     Ok(0)
 }
 
-fn redact_for_print(u: &str) -> String {
-    Remote::open(u).map(|r| r.label().to_string()).unwrap_or_else(|_| u.to_string())
+/// A transfer that failed, with what the user can do (`help`).
+fn failed(e: hone_engine::remote::RemoteError, help: &str) -> Fatal {
+    Fatal { message: format!("error: {e}\n   = help: {help}"), code: EXIT_FAILED }
 }
 
 /// Whether record `stage` is one of `stages` (all when empty).
@@ -100,30 +97,15 @@ fn chosen(stages: &[String], stage: &str) -> bool {
 /// lacks, object first, record last. One listing of the remote's keys decides.
 pub fn push(ws: &Workspace, flag: Option<&str>, stages: &[String]) -> Result<u8, Fatal> {
     let remote = open(flag, ws.store.root())?;
-    let fail = |e: hone_engine::remote::RemoteError| Fatal {
-        message: format!(
-            "error: {e}\n   = help: the local store is unchanged; push again when the remote answers"
-        ),
-        code: EXIT_FAILED,
-    };
+    let fail = |e| failed(e, "the local store is unchanged; push again when the remote answers");
     let have = remote.keys().map_err(fail)?;
-    let mut objects: Option<BTreeSet<_>> = None;
     let (mut sent, mut present, mut bytes) = (0, 0, 0u64);
     for rec in ws.store.records().iter().filter(|r| chosen(stages, &r.stage)) {
-        if have.contains(&rec.key) || !ws.store.object_path(&rec.artifact).is_dir() {
-            present += usize::from(have.contains(&rec.key));
-            continue;
-        }
-        let objs = match objects.as_mut() {
-            Some(o) => o,
-            None => objects.insert(remote.objects().map_err(fail)?),
-        };
-        match remote.push(&ws.store, rec, objs, &Bar::new()).map_err(fail)? {
-            Pushed::Uploaded { object_bytes } => {
-                sent += 1;
-                bytes += object_bytes;
-            }
-            Pushed::Present => present += 1,
+        if have.contains(&rec.key) {
+            present += 1;
+        } else if ws.store.object_path(&rec.artifact).is_dir() {
+            bytes += remote.push(&ws.store, rec, &Bar::new()).map_err(fail)?;
+            sent += 1;
         }
     }
     println!(
@@ -139,26 +121,29 @@ pub fn push(ws: &Workspace, flag: Option<&str>, stages: &[String]) -> Result<u8,
 /// these stages), each object verified before it enters the store.
 pub fn pull(ws: &Workspace, flag: Option<&str>, stages: &[String]) -> Result<u8, Fatal> {
     let remote = open(flag, ws.store.root())?;
-    let fail = |e: hone_engine::remote::RemoteError| Fatal {
-        message: format!(
-            "error: {e}\n   = help: what was fetched before is in the store, verified; pull again when the remote answers"
-        ),
-        code: EXIT_FAILED,
+    let fail = |e| {
+        failed(
+            e,
+            "what was fetched before is in the store, verified; pull again when the remote answers",
+        )
     };
     let keys = remote.keys().map_err(fail)?;
     let (mut got, mut unusable) = (0, 0);
     for key in keys {
-        if ws.store.lookup(&key).ok().flatten().is_some() {
+        if ws.store.lookup(&key)?.is_some() {
             continue;
         }
-        if !stages.is_empty() {
-            // The record names its stage: fetched (small) before deciding.
-            match remote.record(&key).map_err(fail)? {
-                Some(r) if chosen(stages, &r.stage) => {}
-                _ => continue,
+        // The record names its stage: fetched (small) before deciding, and fetched once.
+        let rec = match remote.record(&key).map_err(fail)? {
+            RemoteRecord::Sound(r) if chosen(stages, &r.stage) => r,
+            RemoteRecord::Unusable(why) if stages.is_empty() => {
+                unusable += 1;
+                eprintln!("warning: key {}: {why}; skipped", key.short());
+                continue;
             }
-        }
-        match remote.fetch(&ws.store, &key, &Bar::new()).map_err(fail)? {
+            _ => continue,
+        };
+        match remote.fetch_record(&ws.store, &rec, &Bar::new()).map_err(fail)? {
             Fetched::Hit(_) => got += 1,
             Fetched::Absent => {}
             Fetched::Unusable(why) => {

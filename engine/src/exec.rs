@@ -113,7 +113,8 @@ pub fn run_with<'p>(
         stages: selected.iter().filter(|&&s| s).count(),
     });
     let mut s = Scheduler::new(ws, p, &selected, &opts.force, sink, cancel, ex);
-    s.remote = opts.remote.clone().map(|r| (r, opts.push, None));
+    s.remote = opts.remote.clone();
+    s.push = opts.push;
     loop {
         s.resolve_ready()?;
         s.start();
@@ -152,9 +153,9 @@ struct Scheduler<'p, 'r> {
     /// Jobs in flight.
     running: usize,
     summary: RunSummary,
-    /// The remote cache, whether to push to it, and the objects it holds (listed at the
-    /// first push).
-    remote: Option<(Arc<Remote>, bool, Option<BTreeSet<ArtifactDigest>>)>,
+    /// The remote cache to fetch missed keys from, and whether to push results to it.
+    remote: Option<Arc<Remote>>,
+    push: bool,
 }
 
 /// One stage of the run, as the scheduler sees it.
@@ -252,6 +253,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             running: 0,
             summary: RunSummary::default(),
             remote: None,
+            push: false,
         }
     }
 
@@ -351,7 +353,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// usable copy, and the remote's name. Anything wrong with the remote is a warning: the
     /// stage runs.
     fn fetch(&self, id: &str, key: &StageKey) -> (Option<store::Record>, Option<String>) {
-        let Some((remote, _, _)) = &self.remote else { return (None, None) };
+        let Some(remote) = &self.remote else { return (None, None) };
         match remote.fetch(&self.ws.store, key, &Quiet) {
             Ok(Fetched::Hit(rec)) => (Some(*rec), Some(remote.label().to_string())),
             Ok(Fetched::Absent) => (None, None),
@@ -369,18 +371,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     }
 
     /// Uploads a stage's new result to the remote cache (`--push`); a failure is a warning.
-    fn push(&mut self, id: &str, rec: &store::Record) {
-        let Some((remote, true, objects)) = &mut self.remote else { return };
-        let listed = match objects.take() {
-            Some(o) => Ok(o),
-            None => remote.objects(),
-        };
-        let result = listed.and_then(|mut o| {
-            let r = remote.push(&self.ws.store, rec, &mut o, &Quiet);
-            *objects = Some(o);
-            r
-        });
-        if let Err(e) = result {
+    fn push(&self, id: &str, rec: &store::Record) {
+        let Some(remote) = self.remote.as_ref().filter(|_| self.push) else { return };
+        if let Err(e) = remote.push(&self.ws.store, rec, &Quiet) {
             tracing::warn!("stage `{id}`: cannot push its result to the remote cache: {e}");
         }
     }

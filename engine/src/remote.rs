@@ -26,7 +26,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use object_store::path::Path;
@@ -39,6 +39,9 @@ use crate::store::{Record, Store};
 const LAYOUT: &str = "hone-v1";
 /// Objects above this size go up as a multipart upload, in parts of this size.
 const PART: usize = 16 << 20;
+/// What [`Remote::open`] takes, for its error messages.
+const FORMS: &str = "s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, \
+                     http(s)://host/path/ (WebDAV), file:///dir, or a directory path";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -71,6 +74,8 @@ pub struct Remote {
     store: Arc<dyn ObjectStore>,
     root: Path,
     rt: tokio::runtime::Runtime,
+    /// The objects the remote holds: listed at the first push, then kept up to date.
+    objects: Mutex<Option<BTreeSet<ArtifactDigest>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -90,25 +95,25 @@ pub enum Fetched {
     Unusable(String),
 }
 
-/// What a push did for one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// The record (and its object, unless there) uploaded; the object's bytes.
-    Uploaded { object_bytes: u64 },
-    /// The remote had the record already.
-    Present,
+/// The remote's record of a key.
+#[derive(Debug)]
+pub enum RemoteRecord {
+    /// A record that names the key and whose manifest hashes to it (its object unchecked).
+    Sound(Box<Record>),
+    Absent,
+    /// Damaged, or for another key (said why).
+    Unusable(String),
 }
 
 impl Remote {
     /// The remote at `url`: `s3://bucket/prefix`, `gs://…`, `az://…`, `http(s)://host/path`
     /// (WebDAV), `file:///dir`, or a plain directory path.
     pub fn open(url: &str) -> Result<Remote, RemoteError> {
-        let bad = |what: String| RemoteError::Url { url: redact(url), what };
+        let bad = |what: String| RemoteError::Url { url: label_of(url), what };
         let parsed = if url.contains("://") {
-            url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?
+            url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e}); give {FORMS}")))?
         } else {
             let dir = std::path::absolute(url).map_err(|e| bad(e.to_string()))?;
-            std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create it: {e}")))?;
             url::Url::from_directory_path(&dir).map_err(|()| bad("not a directory".into()))?
         };
         if parsed.password().is_some() {
@@ -132,14 +137,20 @@ impl Remote {
         if parsed.scheme() == "http" {
             opts.push(("allow_http".into(), "true".into()));
         }
-        let (store, root) =
-            object_store::parse_url_opts(&parsed, opts).map_err(|e| bad(scrub(&e.to_string())))?;
+        let (store, root) = object_store::parse_url_opts(&parsed, opts)
+            .map_err(|e| bad(format!("{}; give {FORMS}", scrub(&e.to_string()))))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start its I/O runtime: {e}")))?;
-        Ok(Remote { label: redact(url), store: Arc::from(store), root, rt })
+        Ok(Remote {
+            label: label_of(url),
+            store: Arc::from(store),
+            root,
+            rt,
+            objects: Mutex::new(None),
+        })
     }
 
     /// The URL without user info or query: what messages and records may name.
@@ -147,10 +158,13 @@ impl Remote {
         &self.label
     }
 
+    /// `<root>/hone-v1/<kind>`.
+    fn dir(&self, kind: &str) -> Path {
+        self.root.clone().join(LAYOUT).join(kind)
+    }
+
     fn path(&self, kind: &str, name: &str) -> Path {
-        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_string()).collect();
-        parts.extend([LAYOUT.to_string(), kind.to_string(), name.to_string()]);
-        Path::from_iter(parts)
+        self.dir(kind).join(name)
     }
 
     fn err(&self, op: &'static str, path: &Path, e: impl std::fmt::Display) -> RemoteError {
@@ -168,8 +182,7 @@ impl Remote {
         kind: &str,
         ext: &str,
     ) -> Result<BTreeSet<T>, RemoteError> {
-        let prefix = self.path(kind, "");
-        let prefix = Path::from_iter(prefix.parts().filter(|p| !p.as_ref().is_empty()));
+        let prefix = self.dir(kind);
         self.rt.block_on(async {
             let mut out = BTreeSet::new();
             let mut s = self.store.list(Some(&prefix));
@@ -194,19 +207,19 @@ impl Remote {
         self.list("keys", ".json")
     }
 
-    /// Every object the remote holds: one listing.
-    pub fn objects(&self) -> Result<BTreeSet<ArtifactDigest>, RemoteError> {
-        self.list("objects", ".tar")
-    }
-
-    /// Uploads `rec` and its object (unless `objects` says the remote has it), object first.
+    /// Uploads `rec` and its object (unless the remote has it: one listing of its objects,
+    /// at the first push), object first; returns the object's bytes uploaded.
     pub fn push(
         &self,
         store: &Store,
         rec: &Record,
-        objects: &mut BTreeSet<ArtifactDigest>,
         progress: &dyn Progress,
-    ) -> Result<Pushed, RemoteError> {
+    ) -> Result<u64, RemoteError> {
+        let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let objects = match &mut *objects {
+            Some(o) => o,
+            none => none.insert(self.list("objects", ".tar")?),
+        };
         let mut object_bytes = 0;
         if !objects.contains(&rec.artifact) {
             object_bytes = self.push_object(store, &rec.artifact, progress)?;
@@ -217,7 +230,7 @@ impl Remote {
         self.rt
             .block_on(self.store.put(&path, PutPayload::from(body)))
             .map_err(|e| self.err("uploading", &path, e))?;
-        Ok(Pushed::Uploaded { object_bytes })
+        Ok(object_bytes)
     }
 
     /// Packs the object as a tar in the store's tmp/ and uploads it; returns its size.
@@ -228,42 +241,36 @@ impl Remote {
         progress: &dyn Progress,
     ) -> Result<u64, RemoteError> {
         let dir = store.object_path(a);
-        let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
-            .map_err(crate::files::io_at(&store.root().join("tmp")))?;
+        let tmp = store.temp_file()?;
         pack(&dir, tmp.as_file()).map_err(crate::files::io_at(&dir))?;
-        let size = tmp.as_file().metadata().map_err(crate::files::io_at(tmp.path()))?.len();
+        let io = crate::files::io_at(tmp.path());
+        let size = tmp.as_file().metadata().map_err(io)?.len();
         let path = self.path("objects", &format!("{}.tar", a.to_hex()));
         progress.start(&format!("object {}", a.short()), Some(size));
         let mut file = std::fs::File::open(tmp.path()).map_err(crate::files::io_at(tmp.path()))?;
         let result: Result<(), RemoteError> = self.rt.block_on(async {
-            if size as usize <= PART {
-                let mut buf = Vec::with_capacity(size as usize);
-                file.read_to_end(&mut buf).map_err(crate::files::io_at(tmp.path()))?;
+            let multipart = if size as usize <= PART {
+                None
+            } else {
+                match self.store.put_multipart(&path).await {
+                    Ok(u) => Some(u),
+                    // HTTP/WebDAV has no multipart upload: one PUT, as for a small object.
+                    Err(object_store::Error::NotImplemented { .. }) => None,
+                    Err(e) => return Err(self.err("starting the upload of", &path, e)),
+                }
+            };
+            let Some(upload) = multipart else {
+                // One PUT of the file mapped in memory (its pages are the file's, not the
+                // process's). SAFETY: the file is this process's own temporary file, not
+                // modified while mapped.
+                let map = unsafe { memmap2::Mmap::map(&file) }
+                    .map_err(crate::files::io_at(tmp.path()))?;
                 self.store
-                    .put(&path, PutPayload::from(buf))
+                    .put(&path, PutPayload::from(bytes::Bytes::from_owner(map)))
                     .await
                     .map_err(|e| self.err("uploading", &path, e))?;
                 progress.advance(size);
                 return Ok(());
-            }
-            let upload = match self.store.put_multipart(&path).await {
-                Ok(u) => u,
-                // HTTP/WebDAV has no multipart upload: one PUT of the file, mapped in memory
-                // (its pages are the file's, not the process's).
-                Err(object_store::Error::NotImplemented { .. }) => {
-                    // SAFETY: the file is this process's own temporary file, not modified
-                    // while mapped.
-                    let map = unsafe { memmap2::Mmap::map(&file) }
-                        .map_err(crate::files::io_at(tmp.path()))?;
-                    let payload = PutPayload::from(bytes::Bytes::from_owner(map));
-                    self.store
-                        .put(&path, payload)
-                        .await
-                        .map_err(|e| self.err("uploading", &path, e))?;
-                    progress.advance(size);
-                    return Ok(());
-                }
-                Err(e) => return Err(self.err("starting the upload of", &path, e)),
             };
             let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
             let mut buf = vec![0u8; PART];
@@ -283,30 +290,21 @@ impl Remote {
         result.map(|()| size)
     }
 
-    /// The remote's record of `key`: `Ok(None)` when it has none, `Err(why)` inside when
-    /// the record is damaged or names another key.
-    fn checked_record(
-        &self,
-        key: &StageKey,
-    ) -> Result<Option<Result<Record, String>>, RemoteError> {
+    /// The remote's record of `key`, checked against the key.
+    pub fn record(&self, key: &StageKey) -> Result<RemoteRecord, RemoteError> {
         let path = self.path("keys", &format!("{}.json", key.to_hex()));
         let body = match self.rt.block_on(async { self.store.get(&path).await?.bytes().await }) {
             Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => return Ok(RemoteRecord::Absent),
             Err(e) => return Err(self.err("downloading", &path, e)),
         };
-        Ok(Some(match serde_json::from_slice::<Record>(&body) {
-            Err(e) => Err(format!("its record `{path}` is damaged: {e}")),
-            Ok(r) if r.key != *key || r.manifest.key() != *key => {
-                Err(format!("its record `{path}` is for another key than the one it is named for"))
-            }
-            Ok(r) => Ok(r),
-        }))
-    }
-
-    /// The remote's record of `key`, if it has a sound one (its object unchecked).
-    pub fn record(&self, key: &StageKey) -> Result<Option<Record>, RemoteError> {
-        Ok(self.checked_record(key)?.and_then(Result::ok))
+        Ok(match serde_json::from_slice::<Record>(&body) {
+            Err(e) => RemoteRecord::Unusable(format!("its record `{path}` is damaged: {e}")),
+            Ok(r) if r.key != *key || r.manifest.key() != *key => RemoteRecord::Unusable(format!(
+                "its record `{path}` is for another key than the one it is named for"
+            )),
+            Ok(r) => RemoteRecord::Sound(Box::new(r)),
+        })
     }
 
     /// Fetches the record of `key` and its object into `store`, verified (module doc).
@@ -316,21 +314,27 @@ impl Remote {
         key: &StageKey,
         progress: &dyn Progress,
     ) -> Result<Fetched, RemoteError> {
-        let rec = match self.checked_record(key)? {
-            None => return Ok(Fetched::Absent),
-            Some(Err(why)) => return Ok(Fetched::Unusable(why)),
-            Some(Ok(r)) => r,
-        };
-        if store.object_path(&rec.artifact).is_dir() {
-            return Ok(match store.import(&rec)? {
-                Some(r) => Fetched::Hit(Box::new(r)),
-                None => Fetched::Unusable("the local object vanished".into()),
-            });
+        match self.record(key)? {
+            RemoteRecord::Sound(rec) => self.fetch_record(store, &rec, progress),
+            RemoteRecord::Absent => Ok(Fetched::Absent),
+            RemoteRecord::Unusable(why) => Ok(Fetched::Unusable(why)),
+        }
+    }
+
+    /// Fetches the object of a sound record ([`Self::record`]) into `store`, verified, and
+    /// writes the record after it.
+    pub fn fetch_record(
+        &self,
+        store: &Store,
+        rec: &Record,
+        progress: &dyn Progress,
+    ) -> Result<Fetched, RemoteError> {
+        if let Some(r) = store.import(rec)? {
+            return Ok(Fetched::Hit(Box::new(r)));
         }
         let opath = self.path("objects", &format!("{}.tar", rec.artifact.to_hex()));
-        let staging = store.stage(*key)?;
-        let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
-            .map_err(crate::files::io_at(&store.root().join("tmp")))?;
+        let staging = store.stage(rec.key)?;
+        let tmp = staging.scratch_file()?;
         let got: Result<(), object_store::Error> = self.rt.block_on(async {
             let r = self.store.get(&opath).await?;
             progress.start(&format!("object {}", rec.artifact.short()), Some(r.meta.size));
@@ -358,7 +362,7 @@ impl Remote {
         if let Err(e) = unpack(file, staging.out_dir()) {
             return Ok(Fetched::Unusable(format!("its object `{opath}` is not a valid tar: {e}")));
         }
-        match staging.commit_fetched(&rec)? {
+        match staging.commit_fetched(rec)? {
             Ok(r) => Ok(Fetched::Hit(Box::new(r))),
             Err(found) => Ok(Fetched::Unusable(format!(
                 "its object `{opath}` has digest {} instead of {}",
@@ -408,8 +412,9 @@ fn aws_profile(env: &[(String, String)]) -> Vec<(String, String)> {
     out
 }
 
-/// `url` without user info and query (where credentials or signatures could be).
-fn redact(url: &str) -> String {
+/// `url` without user info and query (where credentials or signatures could be): how
+/// messages and settings listings name a remote.
+pub fn label_of(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");
@@ -516,9 +521,8 @@ mod tests {
         let rec = record(&sa, "hello");
         let remote = Remote::open(r.path().to_str().unwrap()).unwrap();
         assert!(remote.keys().unwrap().is_empty());
-        let mut objects = remote.objects().unwrap();
-        let pushed = remote.push(&sa, &rec, &mut objects, &Quiet).unwrap();
-        assert!(matches!(pushed, Pushed::Uploaded { object_bytes } if object_bytes > 3000));
+        let object_bytes = remote.push(&sa, &rec, &Quiet).unwrap();
+        assert!(object_bytes > 3000, "{object_bytes}");
         assert_eq!(remote.keys().unwrap().into_iter().collect::<Vec<_>>(), vec![rec.key]);
         let Fetched::Hit(got) = remote.fetch(&sb, &rec.key, &Quiet).unwrap() else { panic!() };
         assert_eq!(got.artifact, rec.artifact);
@@ -537,7 +541,7 @@ mod tests {
         let sa = Store::open(a.path()).unwrap();
         let rec = record(&sa, "x");
         let remote = Remote::open(r.path().to_str().unwrap()).unwrap();
-        remote.push(&sa, &rec, &mut Default::default(), &Quiet).unwrap();
+        remote.push(&sa, &rec, &Quiet).unwrap();
         let obj =
             r.path().join(LAYOUT).join("objects").join(format!("{}.tar", rec.artifact.to_hex()));
         let good = std::fs::read(&obj).unwrap();
@@ -621,6 +625,14 @@ mod tests {
     fn urls_with_passwords_are_refused_and_labels_carry_no_secrets() {
         let err = Remote::open("http://me:secret@127.0.0.1:1/cache").unwrap_err().to_string();
         assert!(err.contains("password") && !err.contains("secret"), "{err}");
-        assert_eq!(redact("s3://bucket/p?X-Amz-Signature=abc"), "s3://bucket/p");
+        assert_eq!(label_of("s3://bucket/p?X-Amz-Signature=abc"), "s3://bucket/p");
+        // An unknown scheme and a broken URL say what is taken.
+        for bad in ["ftp://host/cache", "s3://"] {
+            let err = Remote::open(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(bad.trim_end_matches('/')) && err.contains("give s3://bucket/prefix"),
+                "{err}"
+            );
+        }
     }
 }

@@ -455,23 +455,13 @@ impl Staging<'_> {
 
     /// Hash the outputs, move them into `objects/` by rename, then write the key record.
     pub fn commit(
-        mut self,
+        self,
         manifest: KeyManifest,
         stage: &str,
         seconds: f64,
         metrics: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Record, StoreError> {
         let artifact = ArtifactDigest(digest::hash_tree(&self.out).map_err(io_at(&self.out))?);
-        make_read_only(&self.out).map_err(io_at(&self.out))?;
-        let dest = self.store.object_path(&artifact);
-        if !dest.exists() {
-            match fs::rename(&self.out, &dest) {
-                Ok(()) => {}
-                // Another run committed the same bytes first: same content, keep theirs.
-                Err(_) if dest.is_dir() => {}
-                Err(e) => return Err(io_at(&dest)(e)),
-            }
-        }
         let record = Record {
             key: self.key,
             artifact,
@@ -484,40 +474,46 @@ impl Staging<'_> {
                 .unwrap_or(0),
             metrics,
         };
-        let p = self.store.record_path(&self.key);
-        write_atomic(&p, &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
-        drop(self.lease.take());
-        let _ = remove_all(self.dir.path());
-        Ok(record)
+        self.finish(record)
     }
-}
 
-impl Staging<'_> {
     /// Commits outputs fetched from a remote for `rec`: only if their tree digest is the
     /// record's artifact (else the found digest, and the directory is discarded); the record
     /// is written as it came, after the object.
     pub fn commit_fetched(
-        mut self,
+        self,
         rec: &Record,
     ) -> Result<Result<Record, ArtifactDigest>, StoreError> {
         let found = ArtifactDigest(digest::hash_tree(&self.out).map_err(io_at(&self.out))?);
         if found != rec.artifact || rec.key != self.key {
             return Ok(Err(found));
         }
+        self.finish(rec.clone()).map(Ok)
+    }
+
+    /// A temporary file beside the outputs (not among them), removed with the staging
+    /// directory: a download to unpack into [`Self::out_dir`].
+    pub fn scratch_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        tempfile::NamedTempFile::new_in(self.dir.path()).map_err(io_at(self.dir.path()))
+    }
+
+    /// Moves the outputs (whose digest is `record.artifact`) into `objects/` by rename, then
+    /// writes the record.
+    fn finish(mut self, record: Record) -> Result<Record, StoreError> {
         make_read_only(&self.out).map_err(io_at(&self.out))?;
-        let dest = self.store.object_path(&rec.artifact);
+        let dest = self.store.object_path(&record.artifact);
         if !dest.exists() {
             match fs::rename(&self.out, &dest) {
                 Ok(()) => {}
+                // Another run committed the same bytes first: same content, keep theirs.
                 Err(_) if dest.is_dir() => {}
                 Err(e) => return Err(io_at(&dest)(e)),
             }
         }
-        let p = self.store.record_path(&self.key);
-        write_atomic(&p, &serde_json::to_vec_pretty(rec).expect("record serialises"))?;
+        self.store.write_record(&record)?;
         drop(self.lease.take());
         let _ = remove_all(self.dir.path());
-        Ok(Ok(rec.clone()))
+        Ok(record)
     }
 }
 
@@ -528,9 +524,21 @@ impl Store {
         if !self.object_path(&rec.artifact).is_dir() {
             return Ok(None);
         }
-        let p = self.record_path(&rec.key);
-        write_atomic(&p, &serde_json::to_vec_pretty(rec).expect("record serialises"))?;
+        self.write_record(rec)?;
         Ok(Some(rec.clone()))
+    }
+
+    /// Writes a record, atomically (after its object is in place).
+    fn write_record(&self, rec: &Record) -> Result<(), StoreError> {
+        let p = self.record_path(&rec.key);
+        write_atomic(&p, &serde_json::to_vec_pretty(rec).expect("record serialises"))
+    }
+
+    /// A temporary file in `tmp/` (removed when dropped; left by a killed process, it goes
+    /// with [`Store::clean_tmp`]'s age rule).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let tmp = self.root.join("tmp");
+        tempfile::NamedTempFile::new_in(&tmp).map_err(io_at(&tmp))
     }
 }
 

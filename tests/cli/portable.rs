@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Out, Ws, hone_bin, system_part};
+use crate::support::{Out, Ws, system_part};
 
 const REQUIRE: &str = "HONE_REQUIRE_PORTABLE";
 
@@ -107,10 +107,7 @@ fn hone_with_caches(ws: &Ws, size: &str, ways: &str, args: &[&str]) -> Out {
         );
     }
     script += "exec \"$@\"\n";
-    let mut c = Command::new("unshare");
-    c.args(["-m", "sh", "-c", &script, "sh", hone_bin()]).args(args).current_dir(ws.path());
-    c.env_remove("HONE_LOG").env_remove("MLFLOW_TRACKING_URI");
-    Out::from(c.output().unwrap())
+    Out::from(ws.wrapped(&["unshare", "-m", "sh", "-c", &script, "sh"], args).output().unwrap())
 }
 
 fn smoke_yaml() -> String {
@@ -180,9 +177,11 @@ fn a_cpu_without_avx512_gives_the_same_bytes() {
     b.write("pipeline.yaml", TINY);
     let native = artifacts(&a.hone(&["run", "--json"]).ok());
     assert_eq!(native.len(), 10, "every stage ran: {native:?}");
-    let mut c = Command::new("qemu-x86_64");
-    c.args(["-cpu", "Haswell", hone_bin(), "run", "--json"]).current_dir(b.path());
-    c.env_remove("HONE_LOG").env_remove("MLFLOW_TRACKING_URI");
-    let emulated = artifacts(&Out::from(c.output().unwrap()).ok());
+    let emulated = artifacts(
+        &Out::from(
+            b.wrapped(&["qemu-x86_64", "-cpu", "Haswell"], &["run", "--json"]).output().unwrap(),
+        )
+        .ok(),
+    );
     assert_same(&native, &emulated, "qemu-x86_64 -cpu Haswell");
 }

@@ -106,6 +106,7 @@ fn an_absent_server_is_an_error_for_push_and_a_warning_for_run_and_secrets_never
     let out = a.hone(&["cache", "push", "--remote", "http://me:hunter2@127.0.0.1:9/c"]).code(2);
     assert!(out.stderr.contains("password") && !out.stderr.contains("hunter2"), "{}", out.stderr);
     a.hone(&["cache", "push"]).code(2).stderr_has("no remote cache is set");
+    a.hone(&["cache", "remote"]).ok().stdout_has("no remote cache set");
 }
 
 #[test]

@@ -38,7 +38,20 @@ impl Ws {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(hone_bin());
+        self.wrapped(&[], args)
+    }
+
+    /// `hone ARGS` run through `wrapper` (a program and its arguments, such as an emulator),
+    /// in this workspace with the same environment as [`Ws::cmd`].
+    pub fn wrapped(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(hone_bin());
+                c
+            }
+            None => Command::new(hone_bin()),
+        };
         c.args(args)
             .current_dir(self.path())
             .env_remove("HONE_LOG")

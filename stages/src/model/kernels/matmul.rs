@@ -4,11 +4,9 @@
 //! cache-derived blocking. Used where attention is not the fused kernel (attention dropout).
 //! The batch entries run in parallel on the rayon pool; no sum is split across threads.
 
+use super::product::product_into;
+use super::{Real, float_op, grad, par_rows, slice, storage, with_float_data};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-use super::product::product_vec;
-use super::{Real, float_op, grad, slice, storage, with_float_data};
 
 pub struct Matmul;
 
@@ -22,25 +20,13 @@ fn dims(a: &Shape, b: &Shape) -> Result<(usize, usize, usize, usize)> {
     Ok((ad[..r - 2].iter().product(), ad[r - 2], ad[r - 1], bd[r - 1]))
 }
 
-/// For each batch entry, `out[e] = f(e)` (each `len` long), in parallel over entries.
-fn per_entry<T: Real>(batch: usize, len: usize, f: impl Fn(usize) -> Vec<T> + Sync) -> Vec<T> {
-    let parts: Vec<Vec<T>> = if batch > 1 && rayon::current_num_threads() > 1 {
-        (0..batch).into_par_iter().map(&f).collect()
-    } else {
-        (0..batch).map(&f).collect()
-    };
-    let mut out = Vec::with_capacity(batch * len);
-    for p in parts {
-        out.extend_from_slice(&p);
-    }
-    out
-}
-
 fn forward<T: Real>(a: &[T], b: &[T], (batch, m, k, n): (usize, usize, usize, usize)) -> Vec<T> {
-    per_entry(batch, m * n, |e| {
+    let mut c = vec![T::zero(); batch * m * n];
+    par_rows(&mut c, m * n, |e, ce| {
         let (ae, be) = (&a[e * m * k..][..m * k], &b[e * k * n..][..k * n]);
-        product_vec(m, n, k, ae, (k as isize, 1), be, (n as isize, 1))
-    })
+        product_into(m, n, k, ce, ae, (k as isize, 1), be, (n as isize, 1));
+    });
+    c
 }
 
 fn backward<T: Real>(
@@ -50,13 +36,14 @@ fn backward<T: Real>(
     (batch, m, k, n): (usize, usize, usize, usize),
 ) -> (Vec<T>, Vec<T>) {
     // da (m×k) = dc (m×n) · bᵀ (n×k); db (k×n) = aᵀ (k×m) · dc (m×n).
-    let da = per_entry(batch, m * k, |e| {
+    let (mut da, mut db) = (vec![T::zero(); batch * m * k], vec![T::zero(); batch * k * n]);
+    par_rows(&mut da, m * k, |e, out| {
         let (de, be) = (&dc[e * m * n..][..m * n], &b[e * k * n..][..k * n]);
-        product_vec(m, k, n, de, (n as isize, 1), be, (1, n as isize))
+        product_into(m, k, n, out, de, (n as isize, 1), be, (1, n as isize));
     });
-    let db = per_entry(batch, k * n, |e| {
+    par_rows(&mut db, k * n, |e, out| {
         let (ae, de) = (&a[e * m * k..][..m * k], &dc[e * m * n..][..m * n]);
-        product_vec(k, n, m, ae, (1, k as isize), de, (n as isize, 1))
+        product_into(k, n, m, out, ae, (1, k as isize), de, (n as isize, 1));
     });
     (da, db)
 }

@@ -144,6 +144,9 @@ pub(crate) fn par_rows<T: Send>(
     n: usize,
     f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
+    if n == 0 {
+        return;
+    }
     if out.len() < PAR_MIN {
         out.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
     } else {

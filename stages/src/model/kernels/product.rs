@@ -177,8 +177,47 @@ pub unsafe fn reference<T: Real>(
     }
 }
 
-/// `lhs · rhs` of row-major `lhs` (m×k) at strides `l` and `rhs` (k×n) at strides `r`, as a
-/// new row-major m×n vector, on the current pool when it is large.
+/// The pool split for a product of `m · n · k` multiply-adds: the current pool when large.
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work >= 1 << 18 { Parallelism::Rayon(threads) } else { Parallelism::None }
+}
+
+/// Checks that `v` holds a `rows × cols` operand at strides `(rs, cs)` (non-negative), so
+/// that the safe wrappers below never read out of bounds.
+fn check_reach<T>(v: &[T], rows: usize, cols: usize, (rs, cs): (isize, isize)) {
+    assert!(rs >= 0 && cs >= 0, "negative strides");
+    if rows > 0 && cols > 0 {
+        let last = (rows - 1) * rs as usize + (cols - 1) * cs as usize;
+        assert!(
+            last < v.len(),
+            "a {rows}×{cols} operand at {rs}, {cs} needs {} elements, has {}",
+            last + 1,
+            v.len()
+        );
+    }
+}
+
+/// `lhs (m×k) · rhs (k×n)`, strides (row, column) in elements, into the row-major m×n
+/// `dst`, on the current pool when it is large.
+#[allow(clippy::too_many_arguments)]
+pub fn product_into<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: &[T],
+    l: (isize, isize),
+    rhs: &[T],
+    r: (isize, isize),
+) {
+    assert_eq!(dst.len(), m * n, "a {m}×{n} product");
+    // SAFETY: `dst` holds the m×n elements.
+    unsafe { checked_product(m, n, k, dst.as_mut_ptr(), lhs, l, rhs, r) }
+}
+
+/// [`product_into`] as a new vector, not zero-filled first (the product writes every
+/// element without reading it).
 pub fn product_vec<T: Real>(
     m: usize,
     n: usize,
@@ -188,30 +227,36 @@ pub fn product_vec<T: Real>(
     rhs: &[T],
     r: (isize, isize),
 ) -> Vec<T> {
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
     let mut dst = Vec::with_capacity(m * n);
-    // SAFETY: the callers pass slices holding m×k and k×n elements at these strides;
-    // `product` writes all m×n elements of `dst` before `set_len`.
+    // SAFETY: the capacity holds m×n elements, all written by the product before `set_len`.
     unsafe {
-        product(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            n,
-            Operand::new(lhs.as_ptr(), l),
-            Operand::new(rhs.as_ptr(), r),
-            T::one(),
-            par,
-        );
+        checked_product(m, n, k, dst.as_mut_ptr(), lhs, l, rhs, r);
         dst.set_len(m * n);
     }
     dst
+}
+
+/// [`product`] into row-major `dst` after checking that the operand slices hold their
+/// elements.
+///
+/// # Safety
+/// `dst` must address m×n writable elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn checked_product<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    lhs: &[T],
+    l: (isize, isize),
+    rhs: &[T],
+    r: (isize, isize),
+) {
+    check_reach(lhs, m, k, l);
+    check_reach(rhs, k, n, r);
+    let (lo, ro) = (Operand::new(lhs.as_ptr(), l), Operand::new(rhs.as_ptr(), r));
+    // SAFETY: the operands hold their elements (checked), `dst` as the caller promised.
+    unsafe { product(m, n, k, dst, n, lo, ro, T::one(), parallelism(m * n * k)) }
 }
 
 #[cfg(test)]
