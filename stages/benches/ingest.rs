@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! ingest gen  FILE MB          write MB megabytes of generated JSONL text records to FILE
+//! ingest gen-parquet FILE MB  the same documents as a Parquet file (`text`, `id`; snappy, as
+//!                             pyarrow writes by default) of at least MB megabytes
 //! ingest run  FILE CHAIN       ingest FILE in a fresh workspace beside it, print one JSON line
 //! ```
 //!
@@ -131,6 +133,49 @@ fn generate(path: &Path, mb: u64) -> std::io::Result<(u64, u64)> {
     Ok((bytes, docs))
 }
 
+/// The same documents as [`generate`] writes, as Parquet (`text` string, `id` int64), snappy
+/// compressed, row groups of 100,000 rows, until the file holds at least `mb` MiB.
+fn generate_parquet(path: &Path, mb: u64) -> Result<(u64, u64), String> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    use std::sync::Arc;
+
+    let vocab = vocabulary();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(100_000))
+        .build();
+    let file = File::create(path).map_err(|e| e.to_string())?;
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("text", arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+    ]));
+    let mut w =
+        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| e.to_string())?;
+    let mut docs = 0u64;
+    loop {
+        let ids: Vec<i64> = (docs as i64..docs as i64 + 10_000).collect();
+        let texts: Vec<String> = ids.iter().map(|&i| document(i as u64, &vocab)).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(texts)) as ArrayRef,
+                Arc::new(Int64Array::from(ids)) as ArrayRef,
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        w.write(&batch).map_err(|e| e.to_string())?;
+        docs += 10_000;
+        if w.bytes_written() as u64 + w.in_progress_size() as u64 >= mb << 20 {
+            break;
+        }
+    }
+    w.close().map_err(|e| e.to_string())?;
+    Ok((std::fs::metadata(path).map_err(|e| e.to_string())?.len(), docs))
+}
+
 /// The `filters:` YAML of a chain: a preset, or built-in names joined by commas.
 fn filters(chain: &str) -> String {
     let names = match chain {
@@ -256,13 +301,22 @@ fn main() {
                 })
                 .map_err(|e| e.to_string())
         }
+        ["gen-parquet", file, mb] => {
+            let mb = mb.parse().unwrap_or_else(|_| {
+                eprintln!("MB must be a number");
+                std::process::exit(2)
+            });
+            generate_parquet(Path::new(file), mb).map(|(bytes, docs)| {
+                format!("{{\"file\": {file:?}, \"bytes\": {bytes}, \"docs\": {docs}}}")
+            })
+        }
         ["run", file, chain] => run(Path::new(file), chain),
         [] => {
             let dir = tempfile::tempdir().expect("temp dir");
             let file = dir.path().join("corpus.jsonl");
             generate(&file, 20).map_err(|e| e.to_string()).and_then(|_| run(&file, "quality"))
         }
-        _ => Err("usage: ingest gen FILE MB | ingest run FILE none|quality|all|NAME,NAME,..."
+        _ => Err("usage: ingest gen FILE MB | ingest gen-parquet FILE MB | ingest run FILE none|quality|all|NAME,NAME,..."
             .to_string()),
     };
     match result {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod byo_data;
 mod cache;
 mod chat;
 mod errors;

@@ -2,7 +2,7 @@
 """Checks that Python's `tokenizers` loads hone's tokenizer.json unchanged and encodes as hone does.
 
 Runs a small pipeline with the `hone` binary ($HONE_BIN, default target/release/hone) that trains a
-`bpe` and a `char` tokenizer, exports both artifacts, and for each one:
+`bpe`, a `char` and a `bpe` with `split_digits` tokenizer, exports both artifacts, and for each one:
   - loads tokenizer.json with `tokenizers.Tokenizer.from_file` (the file alone);
   - encodes every corpus document in Python and compares with the ids hone wrote to train.bin and
     val.bin (documents separated by the <|endoftext|> id from meta.json);
@@ -45,6 +45,7 @@ DOCS = [
     "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\nHi!<|im_end|>",
     "Zero-width joiner\u200d and variation selector \u2764\ufe0f.",
     "Arabic: مرحبا بالعالم. Hindi: नमस्ते दुनिया.",
+    "Numbers: 1234567 plus 89 is 1234656; pi is 3.14159; on 2026-12-04, ١٢٣ and ４５.",
 ] * 5
 
 PIPELINE = """\
@@ -55,9 +56,9 @@ stages:
     uses: command
     with:
       cmd: |
-        head -n 40 corpus.jsonl > "$HONE_OUT/train.jsonl"
-        tail -n +41 corpus.jsonl > "$HONE_OUT/val.jsonl"
-        echo '{"format": "text", "train": 40, "val": 10}' > "$HONE_OUT/meta.json"
+        head -n 44 corpus.jsonl > "$HONE_OUT/train.jsonl"
+        tail -n +45 corpus.jsonl > "$HONE_OUT/val.jsonl"
+        echo '{"format": "text", "train": 44, "val": 11}' > "$HONE_OUT/meta.json"
       deps: [corpus.jsonl]
   bpe:
     uses: tokenizer
@@ -67,6 +68,10 @@ stages:
     uses: tokenizer
     inputs: { corpus: corpus }
     with: { kind: char }
+  digits:
+    uses: tokenizer
+    inputs: { corpus: corpus }
+    with: { vocab_size: 320, min_frequency: 1, split_digits: true }
 """
 
 
@@ -130,6 +135,12 @@ def check(name, out, train_docs, val_docs):
     for s in random_strings(300):
         ids = tok.encode(s, add_special_tokens=False).ids
         assert tok.decode(ids, skip_special_tokens=False) == s, (name, s)
+    if name == "digits":
+        # Every digit is its own pre-token: no token holds a digit beside anything else.
+        for d in DOCS:
+            for t in tok.encode(d, add_special_tokens=False).tokens:
+                text = tok.decode([tok.token_to_id(t)])
+                assert not (any(c.isdigit() for c in text) and len(text) > 1), (name, t, text)
     print(f"ok: {name}: vocab {meta['vocab_size']}, {meta['train_tokens']} train tokens, Python encodes as hone does")
 
 
@@ -142,10 +153,10 @@ def main():
         (ws / "corpus.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
         (ws / "pipeline.yaml").write_text(PIPELINE)
         subprocess.run([str(HONE), "run", str(ws / "pipeline.yaml")], check=True)
-        for name in ("bpe", "char"):
+        for name in ("bpe", "char", "digits"):
             dest = ws / f"export-{name}"
             subprocess.run([str(HONE), "export", name, str(dest), str(ws / "pipeline.yaml")], check=True)
-            check(name, dest, DOCS[:40], DOCS[40:])
+            check(name, dest, DOCS[:44], DOCS[44:])
     return 0
 
 

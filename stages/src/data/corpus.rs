@@ -71,6 +71,9 @@ pub struct IngestMeta {
     pub skipped: u64,
     /// The first few of them: where, and why.
     pub skipped_examples: Vec<String>,
+    /// Preference pairs left out as unusable (an empty or repeated response).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unusable: u64,
     pub sources: Vec<SourceCount>,
     /// What each filter of the chain did, in chain order.
     pub filters: Vec<FilterStats>,
@@ -297,6 +300,10 @@ impl Iterator for Records {
             });
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -167,16 +167,67 @@ impl Record {
     }
 }
 
+/// Why a record is left out: a short fixed reason (counted in `meta.json`) and the details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bad {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Reasons ([`Bad::reason`]).
+pub const NOT_JSON: &str = "not JSON";
+pub const NOT_UTF8: &str = "invalid UTF-8";
+pub const MALFORMED: &str = "malformed record";
+/// A preference pair with an empty response: well-formed, but nothing to learn from.
+pub const EMPTY: &str = "empty response";
+/// A preference pair whose responses are the same.
+pub const IDENTICAL: &str = "identical responses";
+/// Implicit-prompt strings that share no beginning.
+pub const NO_PROMPT: &str = "no common prompt";
+/// Conversations (or HH transcripts) that differ before their last answer.
+pub const DIFFER: &str = "conversations differ before the last answer";
+
+impl Bad {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Bad {
+        Bad { reason, detail: detail.into() }
+    }
+
+    /// A well-formed record that holds nothing to learn from (an empty or repeated response):
+    /// left out and counted, never an error.
+    pub fn unusable(&self) -> bool {
+        matches!(self.reason, EMPTY | IDENTICAL)
+    }
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl From<String> for Bad {
+    fn from(detail: String) -> Bad {
+        Bad::new(MALFORMED, detail)
+    }
+}
+
+impl From<&str> for Bad {
+    fn from(detail: &str) -> Bad {
+        Bad::new(MALFORMED, detail)
+    }
+}
+
 /// Parses one JSON line into a record; the error says what is wrong with it.
-pub fn parse_json(line: &str) -> Result<Record, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+pub fn parse_json(line: &str) -> Result<Record, Bad> {
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| Bad::new(NOT_JSON, format!("invalid JSON: {e}")))?;
     from_value(v)
 }
 
 /// Normalises one JSON value (a record of any input format).
-pub fn from_value(v: Value) -> Result<Record, String> {
+pub fn from_value(v: Value) -> Result<Record, Bad> {
     let Value::Object(mut obj) = v else {
-        return Err(format!("a record must be a JSON object, found {}", kind_of(&v)));
+        return Err(format!("a record must be a JSON object, found {}", kind_of(&v)).into());
     };
     let has = |k: &str| obj.contains_key(k);
     let record = if has("messages") {
@@ -204,14 +255,26 @@ pub fn from_value(v: Value) -> Result<Record, String> {
                     "`prompt` and `completion` must both be strings or both be lists of messages, found {} and {}",
                     kind_of(&p),
                     kind_of(&c)
-                ));
+                )
+                .into());
             }
         };
         Record::Chat { messages, meta: None }
     } else if has("text") {
         Record::Text { text: string(obj.remove("text").expect("present"), "text")?, meta: None }
     } else if has("prompt") {
-        let prompt = string(obj.remove("prompt").expect("present"), "prompt")?;
+        let prompt = match obj.remove("prompt").expect("present") {
+            Value::String(s) => s,
+            // TRL's conversational prompt-only form.
+            p @ Value::Array(_) => render_turns(&messages(p, "prompt")?),
+            other => {
+                return Err(format!(
+                    "`prompt` must be a string or a list of messages, found {}",
+                    kind_of(&other)
+                )
+                .into());
+            }
+        };
         let answer = match obj.remove("answer") {
             None | Some(Value::Null) => None,
             Some(a @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Some(a),
@@ -219,7 +282,8 @@ pub fn from_value(v: Value) -> Result<Record, String> {
                 return Err(format!(
                     "`answer` must be a string, number or boolean, found {}",
                     kind_of(&a)
-                ));
+                )
+                .into());
             }
         };
         Record::Prompt { prompt, answer, meta: None }
@@ -229,7 +293,8 @@ pub fn from_value(v: Value) -> Result<Record, String> {
         return Err(format!(
             "no field says what the record is: expected `text`, `messages`, `prompt` with `completion`, `prompt`, or `chosen` with `rejected`; found {}",
             if found.is_empty() { "no fields".to_string() } else { found.join(", ") }
-        ));
+        )
+        .into());
     };
     Ok(with_meta(record, obj))
 }
@@ -321,7 +386,8 @@ fn messages(v: Value, field: &str) -> Result<Vec<Message>, String> {
 const HH_ASSISTANT: &str = "\n\nAssistant:";
 const HH_HUMAN: &str = "\n\nHuman:";
 
-fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
+/// A preference record in any of its forms (see the module doc).
+fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
     let chosen =
         obj.remove("chosen").ok_or("a preference record needs `chosen` beside `rejected`")?;
     let rejected =
@@ -334,13 +400,15 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
             return Err(format!(
                 "`prompt` must be a string or a list of messages, found {}",
                 kind_of(&other)
-            ));
+            )
+            .into());
         }
     };
     let (prompt, chosen, rejected) = match (chosen, rejected) {
         (Value::String(c), Value::String(r)) => match prompt {
             Some(p) => (p, c, r),
-            None => hh_split(&c, &r)?,
+            None if is_hh(&c) => hh_split(&c, &r)?,
+            None => implicit_split(&c, &r)?,
         },
         (c @ Value::Array(_), r @ Value::Array(_)) => {
             let (c_prefix, c) = final_response(messages(c, "chosen")?, "chosen")?;
@@ -351,10 +419,10 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
                     return Err("`chosen` holds only the response: add a `prompt` field, or the prompt's turns before it".into());
                 }
                 None if c_prefix != r_prefix => {
-                    return Err(
-                        "`chosen` and `rejected` differ before their final assistant message"
-                            .into(),
-                    );
+                    return Err(Bad::new(
+                        DIFFER,
+                        "`chosen` and `rejected` differ before their final assistant message",
+                    ));
                 }
                 None => render_turns(&c_prefix),
             };
@@ -365,10 +433,25 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, String> {
                 "`chosen` and `rejected` must both be strings or both be lists of messages, found {} and {}",
                 kind_of(&c),
                 kind_of(&r)
-            ));
+            )
+            .into());
         }
     };
-    Ok(Record::Preference { prompt, chosen, rejected, meta: None })
+    let (chosen, rejected) = (chosen.trim().to_string(), rejected.trim().to_string());
+    if chosen.is_empty() || rejected.is_empty() {
+        let which = if chosen.is_empty() { "chosen" } else { "rejected" };
+        return Err(Bad::new(
+            EMPTY,
+            format!("the {which} response is empty (prompt {:?})", clip(&prompt)),
+        ));
+    }
+    if chosen == rejected {
+        return Err(Bad::new(
+            IDENTICAL,
+            format!("chosen and rejected are both {:?}", clip(&chosen)),
+        ));
+    }
+    Ok(Record::Preference { prompt: prompt.trim().to_string(), chosen, rejected, meta: None })
 }
 
 /// The messages before the last one, and the last one's content, which must be the
@@ -398,22 +481,35 @@ fn render_turns(m: &[Message]) -> String {
         .join("\n\n")
 }
 
+/// Whether a string is an Anthropic HH transcript (starts with a human turn).
+fn is_hh(t: &str) -> bool {
+    t.starts_with(HH_HUMAN) || t.starts_with(HH_HUMAN.trim_start_matches('\n'))
+}
+
 /// A transcript before its final assistant turn, and that turn's text.
 fn hh_final_turn<'t>(t: &'t str, field: &str) -> Result<(&'t str, String), String> {
     t.rfind(HH_ASSISTANT)
         .map(|i| (&t[..i], t[i + HH_ASSISTANT.len()..].trim().to_string()))
-        .ok_or_else(|| format!("no `prompt` field, and `{field}` is not an Anthropic HH transcript (it has no \"\\n\\nAssistant:\" turn)"))
+        .ok_or_else(|| {
+            format!("`{field}` is an Anthropic HH transcript without an \"\\n\\nAssistant:\" turn")
+        })
 }
 
-/// Splits Anthropic HH transcripts into the shared prompt and the two final responses.
-fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), String> {
+/// Splits Anthropic HH transcripts into the shared prompt and the two final responses: for
+/// one exchange the human's message, for several the earlier turns as the transcript writes
+/// them.
+fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), Bad> {
     let (c_prefix, c) = hh_final_turn(chosen, "chosen")?;
     let (r_prefix, r) = hh_final_turn(rejected, "rejected")?;
     if c_prefix != r_prefix {
-        return Err(
-            "`chosen` and `rejected` transcripts differ before their final \"Assistant:\" turn"
-                .into(),
-        );
+        return Err(Bad::new(
+            DIFFER,
+            format!(
+                "the transcripts differ before their final \"Assistant:\" turn: {:?} vs {:?}",
+                clip(c_prefix),
+                clip(r_prefix)
+            ),
+        ));
     }
     let prefix = c_prefix.trim_start_matches('\n');
     let single = prefix
@@ -424,6 +520,45 @@ fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), St
         None => prefix.trim().to_string(),
     };
     Ok((prompt, c, r))
+}
+
+/// TRL's `extract_prompt` for strings without a prompt: the prompt is their common
+/// beginning, cut at the first differing character, one earlier if the character before it
+/// is a space.
+fn implicit_split(c: &str, r: &str) -> Result<(String, String, String), Bad> {
+    if c.trim() == r.trim() {
+        return Ok((String::new(), c.to_string(), r.to_string()));
+    }
+    let mut cut = c
+        .char_indices()
+        .zip(r.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or(c.len().min(r.len()));
+    if c[..cut].ends_with(' ') {
+        cut -= 1;
+    }
+    let prompt = &c[..cut];
+    if prompt.trim().is_empty() {
+        return Err(Bad::new(
+            NO_PROMPT,
+            format!(
+                "no `prompt`, and chosen {:?} and rejected {:?} share no beginning",
+                clip(c),
+                clip(r)
+            ),
+        ));
+    }
+    Ok((prompt.to_string(), c[cut..].to_string(), r[cut..].to_string()))
+}
+
+/// The first 80 characters.
+pub fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    out
 }
 
 /// How a `.txt` file is cut into documents.
@@ -515,7 +650,7 @@ pub fn open(
 }
 
 /// One item read from a file: the line it starts on, and the record or what is wrong.
-pub type Item = (usize, Result<Record, String>);
+pub type Item = (usize, Result<Record, Bad>);
 
 /// Reads records from one file, streaming.
 pub struct RecordReader {
@@ -525,11 +660,21 @@ pub struct RecordReader {
     line: usize,
     buf: Vec<u8>,
     done: bool,
+    rename: Option<Rename>,
 }
+
+/// Renames a JSON record's fields before it is normalised (a column mapping).
+pub type Rename = Box<dyn Fn(Value) -> Value>;
 
 impl RecordReader {
     pub fn new(input: Box<dyn BufRead>, kind: FileKind, split: TxtSplit) -> Self {
-        RecordReader { input, kind, split, line: 0, buf: Vec::new(), done: false }
+        RecordReader { input, kind, split, line: 0, buf: Vec::new(), done: false, rename: None }
+    }
+
+    /// JSON lines go through `rename` before they are normalised.
+    pub fn with_rename(mut self, rename: Rename) -> Self {
+        self.rename = Some(rename);
+        self
     }
 
     /// Reads the next line into `self.buf` without its line ending; false at the end.
@@ -568,8 +713,16 @@ impl RecordReader {
                 continue;
             }
             let item = match std::str::from_utf8(&self.buf) {
-                Ok(s) => parse_json(s),
-                Err(e) => Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1)),
+                Ok(s) => match &self.rename {
+                    None => parse_json(s),
+                    Some(rename) => serde_json::from_str(s)
+                        .map_err(|e| Bad::new(NOT_JSON, format!("invalid JSON: {e}")))
+                        .and_then(|v| from_value(rename(v))),
+                },
+                Err(e) => Err(Bad::new(
+                    NOT_UTF8,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                )),
             };
             return Ok(Some((self.line, item)));
         }
@@ -579,7 +732,7 @@ impl RecordReader {
     fn next_block(&mut self) -> io::Result<Option<Item>> {
         let mut text = String::new();
         let mut start = 0;
-        let mut bad: Option<String> = None;
+        let mut bad: Option<Bad> = None;
         while self.next_line()? {
             let blank = self.buf.iter().all(u8::is_ascii_whitespace);
             if blank {
@@ -599,10 +752,13 @@ impl RecordReader {
                     text.push_str(s);
                 }
                 Err(e) if bad.is_none() => {
-                    bad = Some(format!(
-                        "invalid UTF-8 on line {} at byte {}",
-                        self.line,
-                        e.valid_up_to() + 1
+                    bad = Some(Bad::new(
+                        NOT_UTF8,
+                        format!(
+                            "invalid UTF-8 on line {} at byte {}",
+                            self.line,
+                            e.valid_up_to() + 1
+                        ),
                     ));
                 }
                 Err(_) => {}
@@ -629,7 +785,7 @@ impl RecordReader {
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
                 let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
-                return Ok(Some((line, Err("invalid UTF-8".to_string()))));
+                return Ok(Some((line, Err(Bad::new(NOT_UTF8, "invalid UTF-8")))));
             }
         };
         Ok(Some((1, item)))
@@ -643,7 +799,11 @@ mod tests {
     use std::io::Write;
 
     fn record(v: Value) -> Result<Value, String> {
-        from_value(v).map(|r| serde_json::to_value(r).unwrap())
+        from_value(v).map(|r| serde_json::to_value(r).unwrap()).map_err(|e| e.detail)
+    }
+
+    fn reason(v: Value) -> &'static str {
+        from_value(v).unwrap_err().reason
     }
 
     #[test]
@@ -720,6 +880,72 @@ mod tests {
         );
     }
 
+    /// TRL's forms beside the ones above: conversational prompt-only, implicit prompts.
+    #[test]
+    fn trl_prompt_only_and_implicit_prompts() {
+        assert_eq!(
+            record(json!({"prompt": [{"role": "user", "content": "Say hi."}]})).unwrap(),
+            json!({"prompt": "Say hi."})
+        );
+        // The common beginning, less the space before the first difference, as TRL's
+        // `extract_prompt` splits it; multi-byte characters are never cut.
+        assert_eq!(
+            record(json!({"chosen": "The sky is blue.", "rejected": "The sky is green."})).unwrap(),
+            json!({"prompt": "The sky is", "chosen": "blue.", "rejected": "green."})
+        );
+        assert_eq!(
+            record(json!({"chosen": "Café: oui", "rejected": "Café: non"})).unwrap(),
+            json!({"prompt": "Café:", "chosen": "oui", "rejected": "non"})
+        );
+        // Implicit conversational: the shared turns are the prompt.
+        let conv = json!({
+            "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+            "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]
+        });
+        assert_eq!(
+            record(conv).unwrap(),
+            json!({"prompt": "Human: Hi\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"})
+        );
+    }
+
+    /// Pairs that cannot teach anything, and pairs that are not one conversation, each with
+    /// its reason (the `rank` stage counts them; `ingest` leaves the unusable ones out).
+    #[test]
+    fn each_quirk_of_preference_data_has_its_reason() {
+        let cases = [
+            (
+                json!({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant: Bye!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away.\n\nHuman: Bye\n\nAssistant: Bye!"}),
+                DIFFER,
+            ),
+            (
+                json!({"chosen": "\n\nHuman: Hi", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}),
+                MALFORMED,
+            ),
+            (
+                json!({"chosen": "\n\nHuman: Hi\n\nAssistant:", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}),
+                EMPTY,
+            ),
+            (
+                json!({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}),
+                IDENTICAL,
+            ),
+            (json!({"prompt": "Hi", "chosen": "", "rejected": "Hello"}), EMPTY),
+            (json!({"prompt": "Hi", "chosen": "Hello", "rejected": " Hello "}), IDENTICAL),
+            (json!({"chosen": "Same text", "rejected": "Same text"}), IDENTICAL),
+            (json!({"chosen": "Hello there", "rejected": "Hello"}), EMPTY),
+            (json!({"chosen": "Yes.", "rejected": "No."}), NO_PROMPT),
+            (json!({"prompt": "Hi", "chosen": 3, "rejected": "Hello"}), MALFORMED),
+        ];
+        for (v, want) in cases {
+            let got = from_value(v.clone()).unwrap_err();
+            assert_eq!(got.reason, want, "{v}: {got:?}");
+            assert!(!got.detail.is_empty());
+            assert_eq!(got.unusable(), matches!(want, EMPTY | IDENTICAL));
+        }
+        assert_eq!(reason(json!({"text": 1})), MALFORMED);
+        assert_eq!(parse_json("{oops").unwrap_err().reason, NOT_JSON);
+    }
+
     #[test]
     fn malformed_records_say_what_is_wrong() {
         let err = |v: Value| record(v).unwrap_err();
@@ -739,12 +965,10 @@ mod tests {
         );
         assert!(err(json!({"completion": "x"})).contains("needs a `prompt`"));
         assert!(err(json!({"chosen": "a"})).contains("needs `rejected`"));
-        assert!(
-            err(json!({"chosen": "a", "rejected": "b"})).contains("not an Anthropic HH transcript")
-        );
+        assert!(err(json!({"chosen": "a", "rejected": "b"})).contains("share no beginning"));
         assert!(err(json!({"chosen": "\n\nHuman: a\n\nAssistant: x", "rejected": "\n\nHuman: b\n\nAssistant: y"})).contains("differ"));
         assert!(err(json!({"prompt": "q", "answer": [1]})).contains("`answer` must be"));
-        assert!(parse_json("{\"text\": ").unwrap_err().starts_with("invalid JSON"));
+        assert!(parse_json("{\"text\": ").unwrap_err().detail.starts_with("invalid JSON"));
     }
 
     #[test]
@@ -766,7 +990,7 @@ mod tests {
         let mut r = RecordReader::new(Box::new(io::Cursor::new(bytes.to_vec())), kind, split);
         let mut out = Vec::new();
         while let Some((line, item)) = r.next_item().unwrap() {
-            out.push((line, item.map(|rec| rec.filter_text().into_owned())));
+            out.push((line, item.map(|rec| rec.filter_text().into_owned()).map_err(|e| e.detail)));
         }
         out
     }

@@ -30,11 +30,11 @@
 //! text cannot be mapped back onto its fields: use rewriting filters on text corpora.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,9 +45,11 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::builtin;
+use crate::data::columnar::Columns;
 use crate::data::corpus::{CorpusMeta, IngestMeta, SourceCount};
 use crate::data::filters::{Chain, FilterSpec, Outcome};
-use crate::data::formats::{self, Compression, FileKind, Format, Record, RecordReader, TxtSplit};
+use crate::data::formats::{Bad, FileKind, Format, Record, TxtSplit};
+use crate::data::sources::{self, At, Input, Kind, ReadOptions};
 use crate::ports::{CHAT_DATA, CORPUS, PREFERENCES, PROMPTS};
 
 pub struct Ingest;
@@ -58,6 +60,19 @@ pub struct Params {
     /// Files, globs (relative to the workspace) or `builtin:NAME`; one or a list.
     #[serde(deserialize_with = "one_or_many")]
     pub source: Vec<String>,
+    /// The splits read from an HF `datasets` folder with several (default `train`).
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<String>,
+    /// The column (or JSONL field) that holds `text`: short for `columns: {text: NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_column: Option<String>,
+    /// Record field → column: where `text`, `messages`, `prompt`, `completion`, `chosen`,
+    /// `rejected` and `answer` come from, when not from columns of those names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, String>,
+    /// Parquet and Arrow columns kept under each record's `meta`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meta_columns: Vec<String>,
     #[serde(default)]
     pub format: FormatChoice,
     #[serde(default)]
@@ -108,6 +123,19 @@ pub enum OnError {
     Skip,
 }
 
+impl Params {
+    /// The column mapping: `columns`, with `text_column` as its `text`; a fixed `format`
+    /// reads its own fields only.
+    pub fn columns_spec(&self) -> Columns {
+        let mut map = self.columns.clone();
+        if let Some(c) = &self.text_column {
+            map.insert("text".into(), c.clone());
+        }
+        let only = self.format.fixed().map(crate::data::columnar::fields_of);
+        Columns { map, meta: self.meta_columns.clone(), only }
+    }
+}
+
 /// A string or a list of strings, kept as a list (so both spellings give the same key).
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     struct V;
@@ -139,7 +167,7 @@ const SKIPPED_EXAMPLES: usize = 10;
 impl Stage for Ingest {
     type Params = Params;
     const KIND: &'static str = "ingest";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "read .txt/.jsonl files (.gz, .zst) or builtin data into a filtered corpus with a train/val split";
     const INPUTS: Inputs = Inputs::Fixed(&[]);
     const OUTPUTS: &'static [Port] = &[Port::required("corpus", CORPUS)];
@@ -196,10 +224,42 @@ impl Stage for Ingest {
                 if builtin::builtin_version(name).is_none() {
                     problems.push(at(builtin::unknown_message(name)));
                 }
-            } else if is_glob(s)
+            } else if sources::is_glob(s)
                 && let Err(e) = glob::Pattern::new(s)
             {
                 problems.push(at(format!("invalid glob `{s}`: {e}")));
+            }
+        }
+        if p.text_column.is_some() && p.columns.contains_key("text") {
+            problems.push(
+                ParamProblem::at(&["text_column"], "both `text_column` and `columns.text` are set")
+                    .help("keep one of them"),
+            );
+        }
+        let spec = p.columns_spec();
+        if let (Some(only), Some(format)) = (spec.only, p.format.fixed()) {
+            for field in p.columns.keys().filter(|f| !only.contains(&f.as_str())) {
+                problems.push(ParamProblem::at(
+                    &["columns"],
+                    format!(
+                        "`{field}` is not a field of the `{}` format, which reads {}",
+                        format.name(),
+                        only.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        for (field, message) in spec.problems() {
+            let key = if p.meta_columns.contains(&field) { "meta_columns" } else { "columns" };
+            problems.push(ParamProblem::at(&[key], message));
+        }
+        for (i, s) in p.split.iter().enumerate() {
+            if s.trim().is_empty() {
+                problems.push(ParamProblem {
+                    path: vec![PathSeg::Key("split".into()), PathSeg::Index(i)],
+                    message: "a split is empty".into(),
+                    help: Some("name a split of the dataset folder, e.g. `train`".into()),
+                });
             }
         }
         if !(0.0..1.0).contains(&p.val_fraction) {
@@ -227,7 +287,9 @@ impl Stage for Ingest {
 
     fn external_deps(p: &Params, cx: &DepCx) -> Result<Vec<(String, Digest)>, StageError> {
         let mut deps = Vec::new();
-        for input in resolve(&p.source, cx.workspace).map_err(StageError::Failed)? {
+        for input in
+            sources::resolve(&p.source, &p.split, cx.workspace).map_err(StageError::Failed)?
+        {
             match input {
                 Input::File { shown, path, .. } => {
                     deps.push((format!("source {shown}"), cx.hash_path(&path)?))
@@ -245,11 +307,17 @@ impl Stage for Ingest {
     }
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
-        let inputs = resolve(&p.source, cx.workspace).map_err(StageError::Failed)?;
+        let inputs =
+            sources::resolve(&p.source, &p.split, cx.workspace).map_err(StageError::Failed)?;
         let chain = Chain::new(&p.filters, cx.workspace).map_err(StageError::Failed)?;
+        let columns = p.columns_spec();
         let mut job = Job::new(p, cx, chain, &inputs)?;
+        let opts = ReadOptions { txt_split: p.txt_split, columns: &columns, seed: cx.seed };
         for (i, input) in inputs.iter().enumerate() {
-            job.read(i, input)?;
+            let progress = job.bytes_read.clone();
+            sources::each_record(input, opts, progress, &mut |at, item| {
+                job.take(Loc { source: i, at }, item)
+            })?;
         }
         job.finish()
     }
@@ -263,101 +331,18 @@ fn known_format(p: &Params) -> Option<Format> {
     }
     let mut formats = p.source.iter().map(|s| match s.strip_prefix("builtin:") {
         Some(name) => builtin::builtin_format(name),
-        None => matches!(formats::classify(Path::new(s)), Ok((FileKind::Text, _)))
+        None => matches!(sources::classify(Path::new(s)), Ok(Kind::Lines(FileKind::Text, _)))
             .then_some(Format::Text),
     });
     let first = formats.next()??;
     formats.all(|f| f == Some(first)).then_some(first)
 }
 
-/// A source, resolved.
-#[derive(Debug)]
-enum Input {
-    File { shown: String, path: PathBuf, kind: FileKind, compression: Compression },
-    Builtin { name: String, version: u32 },
-}
-
-impl Input {
-    fn shown(&self) -> String {
-        match self {
-            Input::File { shown, .. } => shown.clone(),
-            Input::Builtin { name, .. } => format!("builtin:{name}"),
-        }
-    }
-}
-
-fn is_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// Expands globs and checks that every file exists and has a type we read. Files appear in
-/// the order of the sources, a glob's matches sorted, each file once.
-fn resolve(sources: &[String], workspace: &Path) -> Result<Vec<Input>, String> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let shown = |p: &Path| p.strip_prefix(workspace).unwrap_or(p).display().to_string();
-    for s in sources {
-        if let Some(name) = s.strip_prefix("builtin:") {
-            let version =
-                builtin::builtin_version(name).ok_or_else(|| builtin::unknown_message(name))?;
-            if seen.insert(PathBuf::from(s)) {
-                out.push(Input::Builtin { name: name.to_string(), version });
-            }
-            continue;
-        }
-        let files: Vec<PathBuf> = if is_glob(s) {
-            let pattern = if Path::new(s).is_absolute() {
-                s.clone()
-            } else {
-                format!("{}/{s}", glob::Pattern::escape(&workspace.to_string_lossy()))
-            };
-            let mut files = Vec::new();
-            for entry in glob::glob(&pattern).map_err(|e| format!("invalid glob `{s}`: {e}"))? {
-                let path = entry.map_err(|e| {
-                    format!("source `{s}`: cannot read `{}`: {}", shown(e.path()), e.error())
-                })?;
-                if path.is_file() {
-                    files.push(path);
-                }
-            }
-            if files.is_empty() {
-                return Err(format!(
-                    "source `{s}` matches no files (a relative glob is matched in the workspace `{}`)",
-                    workspace.display()
-                ));
-            }
-            files.sort();
-            files
-        } else {
-            let path = workspace.join(s);
-            if !path.exists() {
-                return Err(format!(
-                    "source `{s}` does not exist (a relative path is read from the workspace `{}`)",
-                    workspace.display()
-                ));
-            }
-            if path.is_dir() {
-                return Err(format!(
-                    "source `{s}` is a directory: name its files with a glob such as `{s}/*.jsonl`"
-                ));
-            }
-            vec![path]
-        };
-        for path in files {
-            if seen.insert(path.clone()) {
-                let (kind, compression) = formats::classify(Path::new(&shown(&path)))?;
-                out.push(Input::File { shown: shown(&path), path, kind, compression });
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Where a record came from: a source and its line (a file) or record number (a builtin).
+/// Where a record came from: a source, and where in it.
 #[derive(Clone, Copy)]
 struct Loc {
     source: usize,
-    line: usize,
+    at: At,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -368,6 +353,9 @@ struct Counts {
     empty: u64,
     /// Malformed records skipped (`on_error: skip`).
     skipped: u64,
+    /// Well-formed preference pairs with nothing to learn from (an empty response, or the
+    /// same response twice), always left out.
+    unusable: u64,
     train: u64,
     val: u64,
 }
@@ -388,8 +376,6 @@ struct Job<'a> {
     counts: Counts,
     skipped_examples: Vec<String>,
     sources: Vec<SourceCount>,
-    /// Which sources are builtins (their locations are record numbers, not lines).
-    builtin: Vec<bool>,
     bytes_read: Arc<AtomicU64>,
     bytes_total: u64,
 }
@@ -428,55 +414,27 @@ impl<'a> Job<'a> {
             counts: Counts::default(),
             skipped_examples: Vec::new(),
             sources: inputs.iter().map(|i| SourceCount { source: i.shown(), records: 0 }).collect(),
-            builtin: inputs.iter().map(|i| matches!(i, Input::Builtin { .. })).collect(),
             bytes_read: Arc::new(AtomicU64::new(0)),
             bytes_total,
         })
     }
 
     fn loc(&self, l: Loc) -> String {
-        let s = &self.sources[l.source];
-        if self.builtin[l.source] {
-            format!("{} record {}", s.source, l.line)
-        } else {
-            format!("{}:{}", s.source, l.line)
-        }
-    }
-
-    fn read(&mut self, i: usize, input: &Input) -> Result<(), StageError> {
-        match input {
-            Input::File { shown, path, kind, compression } => {
-                let cannot = |e: std::io::Error| {
-                    StageError::Failed(format!("cannot read source `{shown}`: {e}"))
-                };
-                let stream =
-                    formats::open(path, *compression, self.bytes_read.clone()).map_err(cannot)?;
-                let mut reader = RecordReader::new(stream, *kind, self.p.txt_split);
-                while let Some((line, item)) = reader.next_item().map_err(cannot)? {
-                    self.take(Loc { source: i, line }, item)?;
-                }
-            }
-            Input::Builtin { name, .. } => {
-                let records = builtin::builtin_records(name, self.cx.seed)
-                    .ok_or_else(|| StageError::Failed(builtin::unknown_message(name)))?
-                    .map_err(|e| {
-                        StageError::Failed(format!(
-                            "builtin:{name}: cannot generate its records: {e}"
-                        ))
-                    })?;
-                for (n, v) in records.into_iter().enumerate() {
-                    self.take(Loc { source: i, line: n + 1 }, formats::from_value(v))?;
-                }
-            }
-        }
-        Ok(())
+        l.at.show(&self.sources[l.source].source)
     }
 
     /// One record read (or what is wrong with it).
-    fn take(&mut self, loc: Loc, item: Result<Record, String>) -> Result<(), StageError> {
+    fn take(&mut self, loc: Loc, item: Result<Record, Bad>) -> Result<(), StageError> {
         let record = match item {
             Ok(r) => r,
-            Err(what) => return self.malformed(loc, what),
+            Err(bad) if bad.unusable() => {
+                self.counts.unusable += 1;
+                if self.counts.unusable <= SKIPPED_EXAMPLES as u64 {
+                    tracing::info!("left out {}: {}: {}", self.loc(loc), bad.reason, bad.detail);
+                }
+                return Ok(());
+            }
+            Err(bad) => return self.malformed(loc, bad.detail),
         };
         if record.is_blank() {
             self.counts.empty += 1;
@@ -611,6 +569,7 @@ impl<'a> Job<'a> {
             empty: c.empty,
             skipped: c.skipped,
             skipped_examples: self.skipped_examples.clone(),
+            unusable: c.unusable,
             sources: self.sources.clone(),
             filters: self.chain.stats().to_vec(),
         };
@@ -627,6 +586,9 @@ impl<'a> Job<'a> {
         cx.metric("val", c.val);
         if c.empty > 0 {
             cx.metric("empty", c.empty);
+        }
+        if c.unusable > 0 {
+            cx.metric("unusable", c.unusable);
         }
         if c.skipped > 0 || self.p.on_error == OnError::Skip {
             cx.metric("skipped", c.skipped);
@@ -647,6 +609,9 @@ mod defaults {
         0.1
     }
 }
+
+#[cfg(test)]
+mod columnar_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,8 @@
 //!   uses: rank
 //!   inputs: { candidates: sample }           # a `sample` stage (not with `labeler: file`)
 //!   with: { labeler: program }               # or: human, with { labels: labels.jsonl }
-//!                                            # or: file, with { path: prefs.jsonl.gz }
+//!                                            # or: file, with { path: prefs.parquet }
+//!                                            #   or inputs: { preferences: an ingest stage }
 //! ```
 //!
 //! Labelers:
@@ -18,10 +19,13 @@
 //!   before it ("12 of 40 prompts await ranking: run `hone label rank`", exit code 5), with
 //!   everything upstream cached, and goes on once the labels exist. A skipped prompt gets no
 //!   ranking.
-//! - `file`: rankings or preference pairs from a JSONL file ([`crate::data::preferences`]:
-//!   hone's rankings, TRL's `prompt`/`chosen`/`rejected`, implicit-prompt `chosen`/
-//!   `rejected`, Anthropic HH transcripts). Lines it cannot use are skipped and counted,
-//!   never fatal, unless none is usable.
+//! - `file`: rankings or preference pairs from `path` (a file, glob or HF `datasets` folder,
+//!   read as `ingest` reads them: JSONL with `.gz`/`.zst`, Parquet, Arrow; `split` chooses a
+//!   folder's splits), or from an `ingest` stage's preference corpus wired as the input
+//!   `preferences` (both, if both are given). Every form the one reader knows
+//!   ([`crate::data::preferences`]): hone's rankings, TRL's explicit or implicit prompt as
+//!   strings or message lists, Anthropic HH transcripts. Records it cannot use are skipped
+//!   and counted, never fatal, unless none is usable.
 //!
 //! **Outputs** (port `rankings`): `rankings.jsonl` ([`crate::data::rankings`]) and
 //! `meta.json`: the labeler, the counts (prompts, ranked, preference pairs, skipped by
@@ -37,8 +41,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::data::candidates::{self, Candidates};
-use crate::data::preferences::{self, Format};
+use crate::data::columnar::Columns;
+use crate::data::formats::TxtSplit;
+use crate::data::preferences;
 use crate::data::rankings::{self, Ranking};
+use crate::data::sources::{self, Input};
 use crate::labels::{self, Labels};
 use crate::ports;
 
@@ -57,19 +64,15 @@ pub enum Labeler {
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub labeler: Labeler,
-    /// `file`: the JSONL file, relative to the pipeline's directory.
+    /// `file`: the file, glob or HF `datasets` folder, relative to the pipeline's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `file`: the form of its lines (`auto`: told per line).
-    #[serde(default, skip_serializing_if = "is_auto")]
-    pub format: Format,
+    /// `file`: the splits of a `datasets` folder (default `train`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<String>,
     /// `human`: the labels file, relative to the pipeline's directory (default `labels.jsonl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
-}
-
-fn is_auto(f: &Format) -> bool {
-    *f == Format::Auto
 }
 
 /// The default labels file of the `human` labeler.
@@ -102,26 +105,28 @@ pub fn human_labels(kind: &str, canonical: &Value) -> Result<String, String> {
 impl Stage for Rank {
     type Params = Params;
     const KIND: &'static str = "rank";
-    const VERSION: u32 = 1;
-    const ABOUT: &'static str = "rank each prompt's candidate responses: by a person (hone label), tinyworld's rules, or a preference file";
-    const INPUTS: Inputs = Inputs::Fixed(&[Port::optional("candidates", ports::CANDIDATES)]);
+    const VERSION: u32 = 2;
+    const ABOUT: &'static str = "rank each prompt's candidate responses: by a person (hone label), tinyworld's rules, or preference data";
+    const INPUTS: Inputs = Inputs::Fixed(&[
+        Port::optional("candidates", ports::CANDIDATES),
+        Port::optional("preferences", ports::PREFERENCES),
+    ]);
     const OUTPUTS: &'static [Port] = &[Port::required("rankings", ports::RANKINGS)];
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut out = Vec::new();
-        match p.labeler {
-            Labeler::File if p.path.as_deref().is_none_or(|s| s.trim().is_empty()) => out.push(
-                ParamProblem::at(&["path"], "`labeler: file` needs `path`, the JSONL file to read")
-                    .help("e.g. `path: data/preferences.jsonl`"),
-            ),
-            _ => {}
+        if p.labeler == Labeler::File && p.path.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            out.push(
+                ParamProblem::at(&["path"], "`path` is empty")
+                    .help("name the preference file, e.g. `path: data/preferences.jsonl`"),
+            );
         }
         if p.labeler != Labeler::File {
             if p.path.is_some() {
                 out.push(ParamProblem::at(&["path"], "`path` is for `labeler: file`"));
             }
-            if p.format != Format::Auto {
-                out.push(ParamProblem::at(&["format"], "`format` is for `labeler: file`"));
+            if !p.split.is_empty() {
+                out.push(ParamProblem::at(&["split"], "`split` is for `labeler: file`"));
             }
         }
         if p.labeler != Labeler::Human && p.labels.is_some() {
@@ -134,8 +139,13 @@ impl Stage for Rank {
         Ok(match p.labeler {
             Labeler::Program => Vec::new(),
             Labeler::File => {
-                let path = p.path.as_deref().expect("validated");
-                vec![(format!("file `{path}`"), cx.hash_path(Path::new(path))?)]
+                let mut deps = Vec::new();
+                for input in file_inputs(p, cx.workspace)? {
+                    if let Input::File { shown, path, .. } = input {
+                        deps.push((format!("file `{shown}`"), cx.hash_path(&path)?));
+                    }
+                }
+                deps
             }
             Labeler::Human => {
                 let path = p.labels_path();
@@ -149,10 +159,15 @@ impl Stage for Rank {
     }
 
     fn run(p: &Params, cx: &RunCx) -> Result<(), StageError> {
+        if p.labeler != Labeler::File && cx.input("preferences").is_some() {
+            return Err(StageError::msg(
+                "input `preferences` is for `labeler: file`: remove it, or set `labeler: file`",
+            ));
+        }
         let cands = match (p.labeler, cx.input("candidates")) {
             (Labeler::File, Some(_)) => {
                 return Err(StageError::msg(
-                    "`labeler: file` reads `path`, not candidates: remove `inputs: { candidates: ... }` or choose another labeler",
+                    "`labeler: file` reads `path` or the input `preferences`, not candidates: remove `inputs: { candidates: ... }` or choose another labeler",
                 ));
             }
             (Labeler::File, None) => None,
@@ -234,11 +249,35 @@ fn by_person(p: &Params, cx: &RunCx, cands: &[Candidates]) -> Result<Outcome, St
     Ok(Outcome { prompts: cands.len(), rankings, skipped, extra })
 }
 
+/// The files `path` names (none without `path`).
+fn file_inputs(p: &Params, workspace: &Path) -> Result<Vec<Input>, StageError> {
+    match p.path.as_deref() {
+        Some(path) => sources::resolve(&[path.to_string()], &p.split, workspace)
+            .map_err(|e| StageError::Failed(format!("`path`: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn from_file(p: &Params, cx: &RunCx) -> Result<Outcome, StageError> {
-    let rel = p.path.as_deref().expect("validated");
-    let read = preferences::read(&cx.workspace.join(rel), p.format)
-        .map_err(|e| StageError::msg(e.to_string()))?;
-    let lines = read.rankings.len() + read.skipped.len();
+    let mut inputs = file_inputs(p, cx.workspace)?;
+    if let Some(dir) = cx.input("preferences") {
+        for name in ["train.jsonl", "val.jsonl"] {
+            let path = dir.join(name);
+            let kind = sources::classify(&path).map_err(StageError::Failed)?;
+            inputs.push(Input::File { shown: format!("input `preferences` {name}"), path, kind });
+        }
+    }
+    if inputs.is_empty() {
+        return Err(StageError::msg(
+            "`labeler: file` needs preference data: set `path` (a file, glob or HF datasets folder), or wire an `ingest` stage as `inputs: { preferences: STAGE }`",
+        ));
+    }
+    let columns = Columns::default();
+    let opts =
+        sources::ReadOptions { txt_split: TxtSplit::BlankLine, columns: &columns, seed: cx.seed };
+    let read = preferences::read(&inputs, opts)?;
+    let records = read.rankings.len() + read.skipped.len();
+    let named = inputs.iter().map(|i| format!("`{}`", i.shown())).collect::<Vec<_>>().join(", ");
     if read.rankings.is_empty() {
         let mut why: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &read.skipped {
@@ -247,24 +286,26 @@ fn from_file(p: &Params, cx: &RunCx) -> Result<Outcome, StageError> {
         let first = read
             .skipped
             .first()
-            .map(|s| format!("; line {}: {}: {}", s.line, s.reason, s.detail))
+            .map(|s| format!("; {}: {}: {}", s.at, s.reason, s.detail))
             .unwrap_or_default();
         return Err(StageError::msg(format!(
-            "`{rel}` has no usable ranking or preference pair ({lines} lines: {why:?}{first})\n   = help: lines are {{\"prompt\", \"chosen\", \"rejected\"}}, {{\"chosen\", \"rejected\"}} (implicit prompt or Anthropic HH transcripts) or {{\"prompt\", \"responses\", \"ranking\"}}"
+            "{named}: no usable ranking or preference pair ({records} records: {why:?}{first})\n   = help: records are {{\"prompt\", \"chosen\", \"rejected\"}} (strings or message lists), {{\"chosen\", \"rejected\"}} (implicit prompt or Anthropic HH transcripts) or {{\"prompt\", \"responses\", \"ranking\"}}"
         )));
     }
     for s in &read.skipped {
-        tracing::info!("`{rel}` line {}: skipped ({}): {}", s.line, s.reason, s.detail);
+        tracing::info!("{}: skipped ({}): {}", s.at, s.reason, s.detail);
     }
     let skipped = read
         .skipped
         .iter()
-        .map(|s| (s.reason.to_string(), format!("line {}: {}", s.line, s.detail)))
+        .map(|s| (s.reason.to_string(), format!("{}: {}", s.at, s.detail)))
         .collect();
     let mut extra = serde_json::Map::new();
-    extra.insert("path".into(), rel.into());
+    if let Some(path) = &p.path {
+        extra.insert("path".into(), path.as_str().into());
+    }
     extra.insert("forms".into(), json!(read.forms));
-    Ok(Outcome { prompts: lines, rankings: read.rankings, skipped, extra })
+    Ok(Outcome { prompts: records, rankings: read.rankings, skipped, extra })
 }
 
 fn write(p: &Params, cx: &RunCx, o: Outcome) -> Result<(), StageError> {
@@ -477,16 +518,19 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["skipped_reasons"], json!({ "identical responses": 1, "not JSON": 1 }));
         assert!(
-            meta["skipped_examples"]["not JSON"][0].as_str().unwrap().starts_with("line 4: "),
+            meta["skipped_examples"]["not JSON"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("prefs.jsonl:4: "),
             "{meta}"
         );
-        assert_eq!(meta["forms"], json!({ "hh": 1, "trl": 1 }));
+        assert_eq!(meta["forms"], json!({ "pairs": 2 }));
         // Nothing usable: a failure that says why.
         std::fs::write(ws.path().join("prefs.jsonl"), "{\"text\": \"x\"}\n").unwrap();
         let (s, _) = support::run(ws.path(), &p, quiet);
         assert!(
-            s.failed[0].1.contains("has no usable ranking or preference pair")
-                && s.failed[0].1.contains("line 1: not a ranking"),
+            s.failed[0].1.contains("no usable ranking or preference pair")
+                && s.failed[0].1.contains("prefs.jsonl:1: not a ranking"),
             "{s:?}"
         );
     }
@@ -495,7 +539,7 @@ mod tests {
     fn params_that_do_not_fit_the_labeler_are_load_errors() {
         let ws = Ws::new(&[]);
         for (with, want) in [
-            ("{ labeler: file }", "`labeler: file` needs `path`"),
+            ("{ labeler: file, path: '' }", "`path` is empty"),
             ("{ labeler: program, labels: l.jsonl }", "`labels` is for `labeler: human`"),
             ("{ labeler: human, path: x.jsonl }", "`path` is for `labeler: file`"),
             ("{ labeler: robot }", "unknown variant `robot`"),

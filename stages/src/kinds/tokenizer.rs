@@ -17,6 +17,7 @@
 //! | `kind` | `bpe` | `bpe`: byte-level BPE (GPT-2 style: byte alphabet, GPT-2 split pattern, no normaliser). `char`: one token per distinct character (nanoGPT's shakespeare_char), plus 256 byte-fallback tokens so that text with unseen characters still round-trips. |
 //! | `vocab_size` | bpe: 512; char: no cap | bpe: the size to train up to, special tokens and the 256 byte symbols included. char: a cap; the most frequent characters are kept, the rest go through byte fallback. |
 //! | `min_frequency` | bpe: 2; char: 1 | bpe: the fewest occurrences a pair needs to be merged. char: the fewest a character needs for its own token. |
+//! | `split_digits` | `false` | bpe: every digit its own pre-token (HF's `Digits` pre-tokenizer before the byte level, as Llama and GPT-4 split numbers), so no token spans two digits. |
 //! | `special_tokens` | the three chat tokens | reserved tokens, ids 0, 1, ... in this order; must include `<|endoftext|>`, `<|im_start|>` and `<|im_end|>`. |
 //!
 //! **Input** (an `ingest` corpus of any record format, read with [`Corpus`]): a record's
@@ -50,7 +51,10 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainer, Vocab};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::{AddedToken, DecoderWrapper, Tokenizer as HfTokenizer};
 
 use crate::data::corpus::{Corpus, Records, Split};
@@ -84,6 +88,10 @@ pub struct Params {
     pub min_frequency: Option<u64>,
     #[serde(default = "defaults::special_tokens")]
     pub special_tokens: Vec<String>,
+    /// bpe: every digit its own pre-token (as Llama's and GPT-4's tokenizers split numbers),
+    /// so no merge spans two digits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_digits: bool,
 }
 
 impl Stage for Tokenizer {
@@ -97,6 +105,12 @@ impl Stage for Tokenizer {
 
     fn validate(p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
+        if p.split_digits && p.kind == Kind::Char {
+            problems.push(
+                ParamProblem::at(&["split_digits"], "`split_digits` is for `kind: bpe`")
+                    .help("a char tokenizer already gives every digit its own token"),
+            );
+        }
         let mut seen = std::collections::BTreeSet::new();
         for t in &p.special_tokens {
             if t.is_empty() {
@@ -156,6 +170,8 @@ impl Stage for Tokenizer {
         cx.metric("train_tokens", made.meta.train_tokens);
         cx.metric("val_tokens", made.meta.val_tokens);
         cx.metric("train_documents", made.train.documents);
+        cx.metric("train_seconds", (made.train_seconds * 1000.0).round() / 1000.0);
+        cx.metric("encode_seconds", (made.encode_seconds * 1000.0).round() / 1000.0);
         if made.train.tokens > made.train.documents {
             // Text bytes per token (separators excluded): how much the tokenizer compresses.
             let content = made.train.tokens - made.train.documents;
@@ -177,6 +193,9 @@ pub(crate) struct Hooks<'a> {
 pub(crate) struct Made {
     pub meta: ShardMeta,
     pub train: SplitStats,
+    /// Wall seconds training, and encoding both splits (metrics, not in the artifact).
+    pub train_seconds: f64,
+    pub encode_seconds: f64,
 }
 
 /// Trains on `corpus` and writes the whole artifact into `out`.
@@ -187,6 +206,7 @@ pub(crate) fn write_artifact(
     hooks: &Hooks,
 ) -> Result<Made, StageError> {
     let corpus = Corpus::open(corpus, "corpus")?;
+    let started = std::time::Instant::now();
     let trained = match p.kind {
         Kind::Bpe => train_bpe(p, &corpus, hooks)?,
         Kind::Char => train_char(p, &corpus, hooks)?,
@@ -195,6 +215,8 @@ pub(crate) fn write_artifact(
     trained
         .save(&json_path, true)
         .map_err(|e| StageError::msg(format!("cannot write tokenizer.json: {e}")))?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     // Encode with what was written, so the shards are exactly what the file produces.
     let tok = HfTokenizer::from_file(&json_path).map_err(|e| {
         StageError::msg(format!("the tokenizer.json just written does not load: {e}"))
@@ -248,7 +270,8 @@ pub(crate) fn write_artifact(
     json.push('\n');
     std::fs::write(out.join(shards::META), json)
         .map_err(StageError::io("cannot write meta.json"))?;
-    Ok(Made { meta, train: train_stats })
+    let encode_seconds = started.elapsed().as_secs_f64();
+    Ok(Made { meta, train: train_stats, train_seconds, encode_seconds })
 }
 
 /// Records encoded, out of the corpus's records.
@@ -343,8 +366,17 @@ fn special_added_tokens(p: &Params) -> Vec<AddedToken> {
 
 fn train_bpe(p: &Params, corpus: &Corpus, hooks: &Hooks) -> Result<HfTokenizer, StageError> {
     let mut tok = HfTokenizer::new(BPE::default());
-    // GPT-2's byte level, but without the prefix space so that decode(encode(x)) == x.
-    tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    // GPT-2's byte level, but without the prefix space so that decode(encode(x)) == x; with
+    // `split_digits`, digits are cut apart first (a pre-tokenizer sequence, as HF writes it).
+    let byte_level = ByteLevel::new(false, true, true);
+    if p.split_digits {
+        tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(byte_level),
+        ]))));
+    } else {
+        tok.with_pre_tokenizer(Some(byte_level));
+    }
     tok.with_decoder(Some(ByteLevel::default()));
     let mut trainer: TrainerWrapper = BpeTrainer::builder()
         .vocab_size(p.vocab_size.unwrap_or(DEFAULT_BPE_VOCAB))
@@ -510,7 +542,13 @@ mod tests {
     const QUIET: Hooks<'static> = Hooks { progress: &no_progress, cancelled: &never };
 
     fn params(kind: Kind, vocab_size: Option<usize>) -> Params {
-        Params { kind, vocab_size, min_frequency: None, special_tokens: defaults::special_tokens() }
+        Params {
+            kind,
+            vocab_size,
+            min_frequency: None,
+            special_tokens: defaults::special_tokens(),
+            split_digits: false,
+        }
     }
 
     fn write_corpus(dir: &Path, train: &[Value], val: &[Value]) {
@@ -656,6 +694,39 @@ mod tests {
         );
         let tokens = tok.encode("😀", false).unwrap().get_tokens().to_vec();
         assert_eq!(tokens, ["<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]);
+    }
+
+    /// `split_digits`: numbers are cut into digits before BPE, so no token spans two, and
+    /// text still round-trips; `tokenizer.json` carries the pre-tokenizer for HF to load.
+    #[test]
+    fn split_digits_gives_every_digit_its_own_token() {
+        let docs = sample_docs();
+        let p = Params { split_digits: true, ..params(Kind::Bpe, Some(400)) };
+        let (_c, out, _) = build(&p, &docs, &docs[..5]);
+        let tok = load(out.path());
+        let enc = tok.encode("7 plus 15 is 22, not 2026.", false).unwrap();
+        for t in enc.get_tokens() {
+            let text = tok.decode(&[tok.token_to_id(t).unwrap()], false).unwrap();
+            assert!(
+                !(text.chars().any(|c| c.is_ascii_digit()) && text.chars().count() > 1),
+                "{t:?} ({text:?}) holds a digit beside something else"
+            );
+        }
+        let ids = tok.encode("1234567", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids.len(), 7);
+        assert_eq!(tok.decode(&ids, false).unwrap(), "1234567");
+        let json: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            json["pre_tokenizer"]["pretokenizers"][0],
+            json!({"type": "Digits", "individual_digits": true})
+        );
+        // Without it, GPT-2's split keeps a number whole and BPE merges its digits.
+        let (_c, out, _) = build(&params(Kind::Bpe, Some(400)), &docs, &docs[..5]);
+        let plain = load(out.path()).encode("7 plus 15 is 22, not 2026.", false).unwrap();
+        assert!(plain.get_ids().len() < enc.get_ids().len());
     }
 
     #[test]
@@ -837,6 +908,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(kind.contains("bpe") && kind.contains("char"), "{kind}");
+        let p = Params { split_digits: true, ..params(Kind::Char, None) };
+        assert_eq!(problems(&p), ["`split_digits` is for `kind: bpe`"]);
     }
 
     #[test]

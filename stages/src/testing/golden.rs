@@ -19,7 +19,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "corpus: { uses: ingest, with: { source: notes.txt, val_fraction: 0.2 }, filters: [{ builtin: dedup-exact }] }",
-        1,
+        2,
         "60e065225f7bff4249bf00b92748f3542856c1a4612a07efe5bbdb2aaec5f0bb",
     ),
     (
@@ -34,7 +34,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "chat: { uses: ingest, with: { source: chat.jsonl, format: chat, val_fraction: 0.0 } }",
-        1,
+        2,
         "b5e84ef8a6fd9e5eda209809974d147846f2468ddc080de3625cc250da7602ac",
     ),
     (
@@ -44,7 +44,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "prompts: { uses: ingest, with: { source: prompts.jsonl, format: prompt, val_fraction: 0.0 } }",
-        1,
+        2,
         "b1cdeb285843f2b928a54586d6e7289face013d1d8a5e9e442f4bb3337ddfbdb",
     ),
     (
@@ -74,7 +74,7 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "ranks: { uses: rank, inputs: { candidates: cands }, with: { labeler: program } }",
-        1,
+        2,
         "b2a8be637d0103a08f59ef8df4b1130dc1ac4d6f454925e93c44ea37e2c533ef",
     ),
     (
