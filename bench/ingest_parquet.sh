@@ -3,6 +3,9 @@
 # results go in docs/benchmarks.md ("Parquet ingest and tokenizer").
 #
 #   PY=/path/to/venv/bin/python bench/ingest_parquet.sh [MB]     # MB: the file's size, default 1024
+#   SLICE_MB=30: datatrove's quality chain runs on a corpus of this size (the same generator's
+#   first documents) instead: it goes at ~0.08 MB per CPU-s (spaCy word splitting), ~3.5 hours
+#   for 1 GB. hone's quality chain runs on both, so its rate is compared on the same file.
 #
 # PY needs `datatrove[processing]`, `pyarrow` and `tokenizers`. Rows:
 # - ingest: hone's `ingest` stage (in-process, as `hone run` runs it: stage-key hashing and the
@@ -19,6 +22,7 @@ MB=${1:-1024}
 DIR=${DIR:-/tmp/hone-bench}
 PY=${PY:-python3}
 VOCAB=${VOCAB:-8192}
+SLICE_MB=${SLICE_MB:-30}
 mkdir -p "$DIR"
 
 exe=$(cargo build --release --workspace --bench ingest --message-format=json 2>/dev/null \
@@ -29,39 +33,49 @@ hone=$PWD/target/release/hone
 
 corpus="$DIR/corpus-${MB}mb.parquet"
 [ -s "$corpus" ] || "$exe" gen-parquet "$corpus" "$MB" >/dev/null
-size_mb=$(awk -v b="$(stat -c %s "$corpus")" 'BEGIN { printf "%.0f", b / 1048576 }')
+slice="$DIR/corpus-${SLICE_MB}mb.parquet"
+[ -s "$slice" ] || "$exe" gen-parquet "$slice" "$SLICE_MB" >/dev/null
+mib() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM"
-echo "corpus: $corpus ($size_mb MiB)"
+echo "corpus: $corpus ($(mib "$corpus") MiB); slice: $slice ($(mib "$slice") MiB)"
 echo
-echo "| ingest | chain | wall s | CPU s | MB per CPU-s | kept | load |"
-echo "|---|---|---|---|---|---|---|"
+echo "| tool | chain | input MiB | wall s | CPU s | MB per CPU-s | kept | load |"
+echo "|---|---|---|---|---|---|---|---|"
 declare -A rate
-for chain in none quality; do
-  hone_chain=$chain
-  [ "$chain" = quality ] && hone_chain=gopher-quality,gopher-repetition,c4
+row() { # tool chain file wall user sys kept load
+  local cpu; cpu=$(echo "$5 + $6" | bc)
+  rate[$1-$2-$3]=$(awk -v mb="$(mib "$3")" -v c="$cpu" 'BEGIN { printf "%.2f", mb / c }')
+  printf '| %s | %s | %s | %.1f | %.1f | %s | %d | %s |\n' "$1" "$2" "$(mib "$3")" "$4" "$cpu" "${rate[$1-$2-$3]}" "$7" "$8"
+}
+hone_ingest() { # chain file
+  local c=$1; [ "$c" = quality ] && c=gopher-quality,gopher-repetition,c4
+  local load out json wall user sys
   load=$(cut -d' ' -f1 /proc/loadavg)
-  out=$(/usr/bin/time -f 'TIME %e %U %S' "$exe" run "$corpus" "$hone_chain" 2>&1)
+  out=$(/usr/bin/time -f 'TIME %e %U %S' "$exe" run "$2" "$c" 2>&1)
   json=$(grep '^{' <<<"$out")
   read -r _ wall user sys < <(grep '^TIME' <<<"$out")
-  kept=$(( $(grep -o '"train":[0-9]*' <<<"$json" | cut -d: -f2) + $(grep -o '"val":[0-9]*' <<<"$json" | cut -d: -f2) ))
-  rate[hone-$chain]=$(awk -v mb="$size_mb" -v c="$(echo "$user + $sys" | bc)" 'BEGIN { printf "%.2f", mb / c }')
-  printf '| hone | %s | %.1f | %.1f | %s | %d | %s |\n' "$chain" "$wall" "$(echo "$user + $sys" | bc)" "${rate[hone-$chain]}" "$kept" "$load"
-
+  row hone "$1" "$2" "$wall" "$user" "$sys" \
+    $(( $(grep -o '"train":[0-9]*' <<<"$json" | cut -d: -f2) + $(grep -o '"val":[0-9]*' <<<"$json" | cut -d: -f2) )) "$load"
+}
+datatrove_ingest() { # chain file
+  local out_dir load out json wall user sys
   out_dir=$(mktemp -d "$DIR/datatrove.XXXX")
   load=$(cut -d' ' -f1 /proc/loadavg)
-  out=$(/usr/bin/time -f 'TIME %e %U %S' "$PY" bench/ingest_datatrove.py "$corpus" "$chain" "$out_dir" 2>&1)
+  out=$(/usr/bin/time -f 'TIME %e %U %S' "$PY" bench/ingest_datatrove.py "$2" "$1" "$out_dir" 2>&1)
   json=$(grep '^{' <<<"$out" | tail -1)
   read -r _ wall user sys < <(grep '^TIME' <<<"$out")
-  kept=$(grep -o '"kept": [0-9]*' <<<"$json" | cut -d' ' -f2)
-  rate[dt-$chain]=$(awk -v mb="$size_mb" -v c="$(echo "$user + $sys" | bc)" 'BEGIN { printf "%.2f", mb / c }')
-  printf '| datatrove | %s | %.1f | %.1f | %s | %d | %s |\n' "$chain" "$wall" "$(echo "$user + $sys" | bc)" "${rate[dt-$chain]}" "$kept" "$load"
+  row datatrove "$1" "$2" "$wall" "$user" "$sys" "$(grep -o '"kept": [0-9]*' <<<"$json" | cut -d' ' -f2)" "$load"
   rm -rf "$out_dir"
-done
+}
+hone_ingest none "$corpus"
+datatrove_ingest none "$corpus"
+hone_ingest quality "$corpus"
+hone_ingest quality "$slice"
+datatrove_ingest quality "$slice"
 echo
-for chain in none quality; do
-  awk -v a="${rate[hone-$chain]}" -v b="${rate[dt-$chain]}" -v c="$chain" 'BEGIN { printf "hone / datatrove, %s: %.2fx MB per CPU-s\n", c, a / b }'
-done
+awk -v a="${rate[hone-none-$corpus]}" -v b="${rate[datatrove-none-$corpus]}" 'BEGIN { printf "hone / datatrove, no filters (%s MiB): %.1fx MB per CPU-s\n", "'"$(mib "$corpus")"'", a / b }'
+awk -v a="${rate[hone-quality-$slice]}" -v b="${rate[datatrove-quality-$slice]}" 'BEGIN { printf "hone / datatrove, quality (%s MiB): %.1fx MB per CPU-s\n", "'"$(mib "$slice")"'", a / b }'
 
 # Tokenizer: hone's stage in a fresh workspace, then HF tokenizers.
 ws=$(mktemp -d "$DIR/tok.XXXX")

@@ -204,8 +204,13 @@ pub fn session(
         };
         let c = &cands[i];
         if show {
-            writeln!(out, "\n[{}/{total}] {}", answered(labels) + 1, indent(&c.prompt, "  "))
-                .map_err(io)?;
+            writeln!(
+                out,
+                "\n[{}/{total}] {}",
+                answered(labels) + 1,
+                indent(&c.prompt.display(), "  ")
+            )
+            .map_err(io)?;
             for (j, r) in c.responses.iter().enumerate() {
                 let shown = if r.is_empty() { "(empty)" } else { r.as_str() };
                 writeln!(out, "  {}. {}", j + 1, indent(shown, "     ")).map_err(io)?;
@@ -228,7 +233,7 @@ pub fn session(
             "s" | "skip" => {
                 labels.push(Label {
                     key: keys[i].clone(),
-                    prompt: c.prompt.clone(),
+                    prompt: c.prompt.display().into_owned(),
                     ranking: None,
                     skip: true,
                 })?;
@@ -246,7 +251,7 @@ pub fn session(
                 Ok(groups) => {
                     labels.push(Label {
                         key: keys[i].clone(),
-                        prompt: c.prompt.clone(),
+                        prompt: c.prompt.display().into_owned(),
                         ranking: Some(groups),
                         skip: false,
                     })?;
@@ -289,7 +294,7 @@ mod tests {
     fn cands(n: usize) -> Vec<Candidates> {
         (0..n)
             .map(|i| Candidates {
-                prompt: format!("What is {i} plus 1?"),
+                prompt: format!("What is {i} plus 1?").into(),
                 answer: Some((i + 1).to_string()),
                 responses: vec![
                     format!("{i} plus 1 is {}.", i + 1),

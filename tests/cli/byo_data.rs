@@ -115,4 +115,46 @@ fn parquet_and_a_datasets_folder_go_through_sft_reward_and_ppo() {
     for id in ["corpus", "tokenizer", "base", "chat", "sft"] {
         assert!(!runs.contains(&id), "{id} should stay cached: {plan:?}");
     }
+
+    // Multi-turn conversations (TRL's conversational form, implicit prompt): the earlier
+    // turns are the prompt, kept as a conversation through rank, reward, ppo and evaluate.
+    let mut conv = String::new();
+    for i in 0..24 {
+        let turns = |last: &str| {
+            serde_json::json!([
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello! How can I help?"},
+                {"role": "user", "content": format!("What is {i} plus 2?")},
+                {"role": "assistant", "content": last}
+            ])
+        };
+        let good = format!("{i} plus 2 is {}.", i + 2);
+        conv.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"chosen": turns(&good), "rejected": turns("I do not know.")})
+        ));
+    }
+    ws.write("conv.jsonl", &conv);
+    let conv_var = format!("vars.preferences={}", ws.path().join("conv.jsonl").display());
+    let out = hone(&ws, &["run"], &[&conv_var]).ok();
+    assert!(out.ran().contains(&"ppo".to_string()), "{}", out.stderr);
+    let dir = |stage: &str| {
+        let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/byo-data.yaml");
+        let w = ws.path().to_str().unwrap().to_string();
+        let mut args = vec!["show", stage, yaml.to_str().unwrap(), "--workspace", &w, "--json"];
+        for s in TINY.iter().chain([&conv_var.as_str()]) {
+            args.extend(["-s", s]);
+        }
+        let show: serde_json::Value = serde_json::from_str(&ws.hone(&args).ok().stdout).unwrap();
+        std::path::PathBuf::from(show["output"].as_str().unwrap())
+    };
+    let first = |path: std::path::PathBuf| -> serde_json::Value {
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str(text.lines().next().unwrap()).unwrap()
+    };
+    let prompt = &first(dir("rank").join("rankings.jsonl"))["prompt"];
+    assert_eq!(prompt.as_array().map(Vec::len), Some(3), "{prompt}");
+    assert_eq!(prompt[2]["role"], "user");
+    let answer = first(dir("eval").join("answers.jsonl"));
+    assert_eq!(answer["prompt"].as_array().map(Vec::len), Some(3), "{answer}");
 }

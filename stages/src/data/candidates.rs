@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::formats::PromptText;
+
 /// The file name inside a `candidates` artifact.
 pub const FILE: &str = "candidates.jsonl";
 
@@ -22,7 +24,8 @@ pub const FILE: &str = "candidates.jsonl";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Candidates {
-    pub prompt: String,
+    /// A string, or a conversation ending in a user turn ([`PromptText`]).
+    pub prompt: PromptText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
     pub responses: Vec<String>,

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::builtin;
 use super::filters::FilterStats;
-use super::formats::{self, Format, Message, Record};
+use super::formats::{self, Format, Message, PromptText, Record};
 
 pub const META: &str = "meta.json";
 
@@ -106,7 +106,7 @@ pub struct Corpus {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptRecord {
     pub at: String,
-    pub prompt: String,
+    pub prompt: PromptText,
     /// The reference answer, kept as given (string, number or boolean).
     pub answer: Option<Value>,
 }

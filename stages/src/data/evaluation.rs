@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::data::formats::PromptText;
+
 pub const REPORT: &str = "report.json";
 pub const ANSWERS: &str = "answers.jsonl";
 
@@ -69,7 +71,7 @@ pub struct Example {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub model: String,
-    pub prompt: String,
+    pub prompt: PromptText,
     /// The reference answer, when the prompt has one.
     pub answer: Option<String>,
     pub response: String,

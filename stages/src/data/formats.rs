@@ -1,26 +1,31 @@
-//! Reading records from files and normalising them into hone's four corpus formats.
+//! Normalising records into hone's four corpus formats: the one reader of chat and preference
+//! records, for `ingest` and `rank`'s `file` labeler alike ([`from_value`]), and the line
+//! reader of `.txt` and `.jsonl` files ([`RecordReader`]; Parquet and Arrow rows come from
+//! [`super::columnar`] as JSON objects and go through [`from_value`] too).
 //!
 //! Files: `.txt` (one document per file, or per block of lines separated by blank lines)
 //! and `.jsonl` (one JSON object per line), each optionally compressed as `.gz` or `.zst`.
 //! They are read as streams, line by line, so memory does not grow with the file.
 //!
 //! Records ([`Record`]) and the input fields each comes from, following the Python
-//! ecosystem's conventions (HuggingFace datasets, TRL):
+//! ecosystem's conventions (HF datasets, TRL, OpenAI, Anthropic HH):
 //!
 //! | format       | input fields                                                     | written as |
 //! |--------------|------------------------------------------------------------------|------------|
 //! | `text`       | `text`; every document of a `.txt` file                           | `{"text"}` |
-//! | `chat`       | `messages: [{role, content}]`; or `prompt` + `completion` (strings, or lists of messages) | `{"messages"}` |
-//! | `prompt`     | `prompt` (string), optional `answer`                              | `{"prompt", "answer"?}` |
-//! | `preference` | `prompt` + `chosen` + `rejected` (strings, or `chosen`/`rejected` as lists of messages); or Anthropic HH: `chosen`/`rejected` as whole `\n\nHuman: … \n\nAssistant: …` transcripts | `{"prompt", "chosen", "rejected"}` |
+//! | `chat`       | `messages: [{role, content}]` (OpenAI); or `prompt` + `completion` (TRL, strings or lists of messages) | `{"messages"}` |
+//! | `prompt`     | `prompt` (a string or a list of messages: TRL's prompt-only forms), optional `answer` | `{"prompt", "answer"?}` |
+//! | `preference` | `prompt` + `chosen` + `rejected` (TRL's explicit prompt; strings or lists of messages); `chosen` + `rejected` alone (implicit prompt: strings split as TRL's `extract_prompt` does, or conversations whose earlier turns are the prompt); Anthropic HH: `chosen`/`rejected` as whole `\n\nHuman: … \n\nAssistant: …` transcripts | `{"prompt", "chosen", "rejected"}` |
 //!
 //! A record's format is read from its fields, in this order: `messages` → chat;
 //! `chosen`/`rejected` → preference; `completion` → chat; `text` → text; `prompt` → prompt.
 //! Other fields are kept under `"meta"` (merged with a `meta` object the record may have).
 //!
-//! For preference transcripts and message lists, the prompt is the one user turn when there
-//! is exactly one, and otherwise the earlier turns as a transcript
-//! (`Human: …\n\nAssistant: …\n\nHuman: …`); responses are trimmed.
+//! A prompt ([`PromptText`]) is a string when it is one user message, and otherwise a
+//! conversation ending in the user's turn (earlier turns of a conversational record, or of a
+//! multi-turn HH transcript), which `sample`, `rank`, `reward`, `ppo`, `grpo` and `evaluate`
+//! pass to the model whole. Responses are trimmed. What is wrong with a record is a [`Bad`]:
+//! a reason (counted by `rank`) and the details.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -53,7 +58,7 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
@@ -61,10 +66,130 @@ pub enum Role {
     Assistant,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Message {
+        Message { role: Role::User, content: content.into() }
+    }
+}
+
+/// What a model is asked: one user message (a string, as most data has it), or a
+/// conversation whose last turn is the user's (TRL's conversational prompts, multi-turn
+/// Anthropic HH), which a chat model answers with all its turns in context. Written as it is
+/// read: a string, or a list of `{role, content}`, so single-turn data keeps its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PromptText {
+    Text(String),
+    Turns(Vec<Message>),
+}
+
+impl PromptText {
+    /// A conversation's turns as a prompt: one user turn is its text; otherwise the last turn
+    /// must be the user's. Contents are trimmed.
+    pub fn from_turns(mut turns: Vec<Message>, field: &str) -> Result<PromptText, String> {
+        for t in &mut turns {
+            let trimmed = t.content.trim();
+            if trimmed.len() != t.content.len() {
+                t.content = trimmed.to_string();
+            }
+        }
+        match turns.as_slice() {
+            [] => Err(format!("`{field}` has no turns")),
+            [Message { role: Role::User, .. }] => {
+                Ok(PromptText::Text(turns.pop().expect("one").content))
+            }
+            [.., Message { role: Role::User, .. }] => Ok(PromptText::Turns(turns)),
+            _ => Err(format!(
+                "the last turn of `{field}` must be the user's: a prompt is what the model answers"
+            )),
+        }
+    }
+
+    /// The conversation the model continues: the turns, or one user message.
+    pub fn messages(&self) -> Vec<Message> {
+        match self {
+            PromptText::Text(t) => vec![Message::user(t.clone())],
+            PromptText::Turns(m) => m.clone(),
+        }
+    }
+
+    /// The text, or the turns as a transcript (`Human: …\n\nAssistant: …\n\nHuman: …`), for
+    /// people, filters and programs that read one string.
+    pub fn display(&self) -> Cow<'_, str> {
+        match self {
+            PromptText::Text(t) => Cow::Borrowed(t),
+            PromptText::Turns(m) => Cow::Owned(
+                m.iter()
+                    .map(|t| {
+                        let who = match t.role {
+                            Role::System => "System",
+                            Role::User => "Human",
+                            Role::Assistant => "Assistant",
+                        };
+                        format!("{who}: {}", t.content)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
+        }
+    }
+
+    /// Bytes of text.
+    pub fn len(&self) -> usize {
+        match self {
+            PromptText::Text(t) => t.len(),
+            PromptText::Turns(m) => m.iter().map(|t| t.content.len()).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each turn's text (a tokenizer's documents).
+    pub fn into_texts(self) -> Vec<String> {
+        match self {
+            PromptText::Text(t) => vec![t],
+            PromptText::Turns(m) => m.into_iter().map(|t| t.content).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for PromptText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display())
+    }
+}
+
+impl From<&str> for PromptText {
+    fn from(t: &str) -> PromptText {
+        PromptText::Text(t.to_string())
+    }
+}
+
+impl From<&String> for PromptText {
+    fn from(t: &String) -> PromptText {
+        PromptText::Text(t.clone())
+    }
+}
+
+impl From<&PromptText> for PromptText {
+    fn from(p: &PromptText) -> PromptText {
+        p.clone()
+    }
+}
+
+impl From<String> for PromptText {
+    fn from(t: String) -> PromptText {
+        PromptText::Text(t)
+    }
 }
 
 /// A normalised record, as written to `train.jsonl` / `val.jsonl` (one JSON object a line).
@@ -82,7 +207,7 @@ pub enum Record {
         meta: Option<Map<String, Value>>,
     },
     Prompt {
-        prompt: String,
+        prompt: PromptText,
         /// Kept as given (string, number or boolean): later stages grade answers with it.
         #[serde(skip_serializing_if = "Option::is_none")]
         answer: Option<Value>,
@@ -90,7 +215,7 @@ pub enum Record {
         meta: Option<Map<String, Value>>,
     },
     Preference {
-        prompt: String,
+        prompt: PromptText,
         chosen: String,
         rejected: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,7 +243,7 @@ impl Record {
     pub fn filter_text(&self) -> Cow<'_, str> {
         match self {
             Record::Text { text, .. } => Cow::Borrowed(text),
-            Record::Prompt { prompt, .. } => Cow::Borrowed(prompt),
+            Record::Prompt { prompt, .. } => prompt.display(),
             Record::Chat { messages, .. } => Cow::Owned(
                 messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n"),
             ),
@@ -133,9 +258,13 @@ impl Record {
     pub fn into_texts(self) -> Vec<String> {
         match self {
             Record::Text { text, .. } => vec![text],
-            Record::Prompt { prompt, .. } => vec![prompt],
+            Record::Prompt { prompt, .. } => prompt.into_texts(),
             Record::Chat { messages, .. } => messages.into_iter().map(|m| m.content).collect(),
-            Record::Preference { prompt, chosen, rejected, .. } => vec![prompt, chosen, rejected],
+            Record::Preference { prompt, chosen, rejected, .. } => {
+                let mut texts = prompt.into_texts();
+                texts.extend([chosen, rejected]);
+                texts
+            }
         }
     }
 
@@ -154,14 +283,15 @@ impl Record {
     /// Whether a filter's rewrite of [`Record::filter_text`] maps back onto the record: only
     /// when that text is one field.
     pub fn rewritable(&self) -> bool {
-        matches!(self, Record::Text { .. } | Record::Prompt { .. })
+        matches!(self, Record::Text { .. } | Record::Prompt { prompt: PromptText::Text(_), .. })
     }
 
     /// Replaces the filtered field with a filter's rewrite (see [`Record::rewritable`]).
     pub fn rewrite(&mut self, new: String) {
         match self {
             Record::Text { text, .. } => *text = new,
-            Record::Prompt { prompt, .. } => *prompt = new,
+            Record::Prompt { prompt: PromptText::Text(prompt), .. } => *prompt = new,
+            Record::Prompt { .. } => {}
             Record::Chat { .. } | Record::Preference { .. } => {}
         }
     }
@@ -264,9 +394,9 @@ pub fn from_value(v: Value) -> Result<Record, Bad> {
         Record::Text { text: string(obj.remove("text").expect("present"), "text")?, meta: None }
     } else if has("prompt") {
         let prompt = match obj.remove("prompt").expect("present") {
-            Value::String(s) => s,
+            Value::String(s) => PromptText::Text(s),
             // TRL's conversational prompt-only form.
-            p @ Value::Array(_) => render_turns(&messages(p, "prompt")?),
+            p @ Value::Array(_) => PromptText::from_turns(messages(p, "prompt")?, "prompt")?,
             other => {
                 return Err(format!(
                     "`prompt` must be a string or a list of messages, found {}",
@@ -394,8 +524,10 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
         obj.remove("rejected").ok_or("a preference record needs `rejected` beside `chosen`")?;
     let prompt = match obj.remove("prompt") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(p @ Value::Array(_)) => Some(render_turns(&messages(p, "prompt")?)),
+        Some(Value::String(s)) => Some(PromptText::Text(s)),
+        Some(p @ Value::Array(_)) => {
+            Some(PromptText::from_turns(messages(p, "prompt")?, "prompt")?)
+        }
         Some(other) => {
             return Err(format!(
                 "`prompt` must be a string or a list of messages, found {}",
@@ -408,7 +540,10 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
         (Value::String(c), Value::String(r)) => match prompt {
             Some(p) => (p, c, r),
             None if is_hh(&c) => hh_split(&c, &r)?,
-            None => implicit_split(&c, &r)?,
+            None => {
+                let (p, c, r) = implicit_split(&c, &r)?;
+                (PromptText::Text(p), c, r)
+            }
         },
         (c @ Value::Array(_), r @ Value::Array(_)) => {
             let (c_prefix, c) = final_response(messages(c, "chosen")?, "chosen")?;
@@ -424,7 +559,7 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
                         "`chosen` and `rejected` differ before their final assistant message",
                     ));
                 }
-                None => render_turns(&c_prefix),
+                None => PromptText::from_turns(c_prefix, "chosen")?,
             };
             (p, c, r)
         }
@@ -442,7 +577,7 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
         let which = if chosen.is_empty() { "chosen" } else { "rejected" };
         return Err(Bad::new(
             EMPTY,
-            format!("the {which} response is empty (prompt {:?})", clip(&prompt)),
+            format!("the {which} response is empty (prompt {:?})", clip(&prompt.display())),
         ));
     }
     if chosen == rejected {
@@ -451,7 +586,11 @@ fn preference(obj: &mut Map<String, Value>) -> Result<Record, Bad> {
             format!("chosen and rejected are both {:?}", clip(&chosen)),
         ));
     }
-    Ok(Record::Preference { prompt: prompt.trim().to_string(), chosen, rejected, meta: None })
+    let prompt = match prompt {
+        PromptText::Text(t) => PromptText::Text(t.trim().to_string()),
+        turns => turns,
+    };
+    Ok(Record::Preference { prompt, chosen, rejected, meta: None })
 }
 
 /// The messages before the last one, and the last one's content, which must be the
@@ -461,24 +600,6 @@ fn final_response(mut m: Vec<Message>, field: &str) -> Result<(Vec<Message>, Str
         Some(Message { role: Role::Assistant, content }) => Ok((m, content.trim().to_string())),
         _ => Err(format!("the last message of `{field}` must be the assistant's response")),
     }
-}
-
-/// One user turn as its text; several turns as an HH-style transcript.
-fn render_turns(m: &[Message]) -> String {
-    if let [Message { role: Role::User, content }] = m {
-        return content.trim().to_string();
-    }
-    m.iter()
-        .map(|t| {
-            let who = match t.role {
-                Role::System => "System",
-                Role::User => "Human",
-                Role::Assistant => "Assistant",
-            };
-            format!("{who}: {}", t.content.trim())
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n")
 }
 
 /// Whether a string is an Anthropic HH transcript (starts with a human turn).
@@ -496,9 +617,8 @@ fn hh_final_turn<'t>(t: &'t str, field: &str) -> Result<(&'t str, String), Strin
 }
 
 /// Splits Anthropic HH transcripts into the shared prompt and the two final responses: for
-/// one exchange the human's message, for several the earlier turns as the transcript writes
-/// them.
-fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), Bad> {
+/// one exchange the human's message, for several the earlier turns as a conversation.
+fn hh_split(chosen: &str, rejected: &str) -> Result<(PromptText, String, String), Bad> {
     let (c_prefix, c) = hh_final_turn(chosen, "chosen")?;
     let (r_prefix, r) = hh_final_turn(rejected, "rejected")?;
     if c_prefix != r_prefix {
@@ -511,15 +631,46 @@ fn hh_split(chosen: &str, rejected: &str) -> Result<(String, String, String), Ba
             ),
         ));
     }
-    let prefix = c_prefix.trim_start_matches('\n');
-    let single = prefix
-        .strip_prefix(HH_HUMAN.trim_start_matches('\n'))
-        .filter(|rest| !rest.contains(HH_HUMAN) && !rest.contains(HH_ASSISTANT));
-    let prompt = match single {
-        Some(turn) => turn.trim().to_string(),
-        None => prefix.trim().to_string(),
-    };
-    Ok((prompt, c, r))
+    Ok((PromptText::from_turns(hh_turns(c_prefix), "chosen")?, c, r))
+}
+
+/// An HH transcript's turns: text after each `\n\nHuman:` or `\n\nAssistant:` marker (the
+/// first may lack its blank lines); text before the first marker is a system turn.
+fn hh_turns(t: &str) -> Vec<Message> {
+    let mut turns = Vec::new();
+    let mut rest = t.trim_start_matches('\n');
+    let mut role = Role::System;
+    for (marker, r) in [(HH_HUMAN, Role::User), (HH_ASSISTANT, Role::Assistant)] {
+        if let Some(after) = rest.strip_prefix(marker.trim_start_matches('\n')) {
+            rest = after;
+            role = r;
+            break;
+        }
+    }
+    loop {
+        let next = [(HH_HUMAN, Role::User), (HH_ASSISTANT, Role::Assistant)]
+            .into_iter()
+            .filter_map(|(m, r)| rest.find(m).map(|i| (i, m, r)))
+            .min_by_key(|(i, ..)| *i);
+        let (body, after) = match next {
+            Some((i, m, r)) => {
+                let body = &rest[..i];
+                let after = &rest[i + m.len()..];
+                let this = role;
+                role = r;
+                ((this, body), Some(after))
+            }
+            None => ((role, rest), None),
+        };
+        if !(body.0 == Role::System && body.1.trim().is_empty()) {
+            turns.push(Message { role: body.0, content: body.1.trim().to_string() });
+        }
+        match after {
+            Some(a) => rest = a,
+            None => break,
+        }
+    }
+    turns
 }
 
 /// TRL's `extract_prompt` for strings without a prompt: the prompt is their common
@@ -860,14 +1011,14 @@ mod tests {
             record(hh).unwrap(),
             json!({"prompt": "What colour is the sky?", "chosen": "It is blue.", "rejected": "Go away."})
         );
-        // Several turns stay a transcript up to the final assistant turn.
+        // Several turns are a conversation up to the final assistant turn.
         let hh = json!({
             "chosen": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?\n\nAssistant: Blue.",
             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?\n\nAssistant: No."
         });
         assert_eq!(
             record(hh).unwrap(),
-            json!({"prompt": "Human: Hi\n\nAssistant: Hello.\n\nHuman: Sky colour?", "chosen": "Blue.", "rejected": "No."})
+            json!({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Sky colour?"}], "chosen": "Blue.", "rejected": "No."})
         );
         // Conversational (TRL) form.
         let conv = json!({
@@ -904,8 +1055,45 @@ mod tests {
         });
         assert_eq!(
             record(conv).unwrap(),
-            json!({"prompt": "Human: Hi\n\nAssistant: Hello.\n\nHuman: 2+2?", "chosen": "4", "rejected": "5"})
+            json!({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"})
         );
+    }
+
+    /// Multi-turn prompts are conversations: read back as they were written, shown as a
+    /// transcript, and turned into the chat model's messages.
+    #[test]
+    fn multi_turn_prompts_are_conversations() {
+        let turns = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": " Sky? "}]);
+        let r = from_value(json!({"prompt": turns.clone(), "answer": "blue"})).unwrap();
+        let Record::Prompt { prompt, .. } = &r else { panic!("{r:?}") };
+        assert_eq!(prompt.messages().len(), 4);
+        assert_eq!(prompt.messages()[3], Message::user("Sky?"));
+        assert_eq!(
+            prompt.display(),
+            "System: Be brief.\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky?"
+        );
+        let line = serde_json::to_string(&r).unwrap();
+        let back: PromptText =
+            serde_json::from_value(serde_json::from_str::<Value>(&line).unwrap()["prompt"].clone())
+                .unwrap();
+        assert_eq!(&back, prompt);
+        // A prompt must end with the user's turn; one user turn is plain text.
+        let e = record(json!({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]})).unwrap_err();
+        assert!(e.contains("last turn of `prompt` must be the user's"), "{e}");
+        assert_eq!(
+            serde_json::to_value(PromptText::from_turns(vec![Message::user(" x ")], "p").unwrap())
+                .unwrap(),
+            json!("x")
+        );
+        assert_eq!(
+            hh_turns("\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Sky?"),
+            vec![
+                Message::user("Hi"),
+                Message { role: Role::Assistant, content: "Hello.".into() },
+                Message::user("Sky?")
+            ]
+        );
+        assert_eq!(hh_turns("Be kind.\n\nHuman: Hi")[0].role, Role::System);
     }
 
     /// Pairs that cannot teach anything, and pairs that are not one conversation, each with

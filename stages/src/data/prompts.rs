@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::corpus::{Corpus, Split};
+use crate::data::formats::PromptText;
 
 /// Which splits of a prompt corpus to read: both, or one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,10 +29,10 @@ impl Splits {
     }
 }
 
-/// One prompt to answer: its text and its checkable answer, if any.
+/// One prompt to answer: its text (or conversation) and its checkable answer, if any.
 #[derive(Clone, Debug)]
 pub struct Prompt {
-    pub prompt: String,
+    pub prompt: PromptText,
     pub answer: Option<String>,
 }
 

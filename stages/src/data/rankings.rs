@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::formats::PromptText;
+
 /// The file name inside a `rankings` artifact.
 pub const FILE: &str = "rankings.jsonl";
 
@@ -23,7 +25,8 @@ pub const FILE: &str = "rankings.jsonl";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ranking {
-    pub prompt: String,
+    /// A string, or a conversation ending in a user turn ([`PromptText`]).
+    pub prompt: PromptText,
     pub responses: Vec<String>,
     /// Groups of indices into `responses`, best group first; a group's members are tied.
     pub ranking: Vec<Vec<usize>>,
@@ -48,7 +51,7 @@ pub enum RankingsError {
 impl Ranking {
     /// A preference pair as a ranking: `chosen` over `rejected`.
     pub fn preference(
-        prompt: impl Into<String>,
+        prompt: impl Into<PromptText>,
         chosen: impl Into<String>,
         rejected: impl Into<String>,
     ) -> Ranking {

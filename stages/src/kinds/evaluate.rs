@@ -51,7 +51,7 @@ use serde_json::json;
 
 use crate::data::corpus::{self, Corpus};
 use crate::data::evaluation::{EvalReport, Example, ModelRow};
-use crate::data::formats::{Message, Role};
+use crate::data::formats::{Message, PromptText, Role};
 use crate::data::prompts::{Prompt, Splits, read_prompts};
 use crate::model::Gpt;
 use crate::model::chat::ChatModel;
@@ -210,7 +210,7 @@ impl Shots {
             .filter(|s| {
                 !s.question.is_empty() && !s.question.contains('\n') && one_sentence(&s.answer)
             })
-            .filter(|s| !prompts.iter().any(|p| same_question(&p.prompt, &s.question)))
+            .filter(|s| !prompts.iter().any(|p| same_question(&p.prompt.display(), &s.question)))
             .collect();
         if eligible.len() < k {
             return Err(format!(
@@ -293,19 +293,19 @@ pub fn score(
 /// model, how many examples preceded it.
 fn respond(
     m: &ChatModel,
-    prompt: &str,
+    prompt: &PromptText,
     shots: &Shots,
     o: &SampleOptions,
 ) -> Result<(String, usize, usize), StageError> {
     if m.is_chat {
-        let r = m.reply(&[Message { role: Role::User, content: prompt.to_string() }], o, |_| {})?;
+        let r = m.reply(&prompt.messages(), o, |_| {})?;
         return Ok((r.text.trim().to_string(), r.tokens, 0));
     }
     let block = m.config.block_size;
     let room = o.max_new_tokens.clamp(1, (block / 4).max(1));
     let mut used = shots.0.len();
     let mut ids = loop {
-        let ids = m.tok.text_ids(&shots.prompt(used, prompt))?;
+        let ids = m.tok.text_ids(&shots.prompt(used, &prompt.display()))?;
         if used == 0 || ids.len() + room <= block {
             break ids;
         }
@@ -736,7 +736,7 @@ mod tests {
                 "{shot:?} is not a training conversation"
             );
             assert!(
-                !prompts.iter().any(|p| p.prompt == shot.question),
+                !prompts.iter().any(|p| p.prompt.display() == shot.question),
                 "{shot:?} is a held-out prompt"
             );
             assert!(one_sentence(&shot.answer), "{shot:?}");

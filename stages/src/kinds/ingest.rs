@@ -1,11 +1,14 @@
-//! `ingest`: read text or JSONL sources into a normalised corpus, filter it, and split it
-//! into train and validation sets.
+//! `ingest`: read text, JSONL, Parquet or Arrow sources (files, globs, HF `datasets` folders)
+//! into a normalised corpus, filter it, and split it into train and validation sets.
 //!
 //! ```yaml
 //! corpus:
 //!   uses: ingest
 //!   with:
-//!     source: ["data/*.jsonl.zst", notes.txt]   # paths, globs, or builtin:NAME
+//!     source: ["data/*.jsonl.zst", notes.txt]   # paths, globs, HF datasets folders, builtin:NAME
+//!     split: train          # a datasets folder's split(s) (default train)
+//!     text_column: content  # or columns: { prompt: question, chosen: good, rejected: bad }
+//!     meta_columns: [id]    # Parquet/Arrow columns kept under `meta`
 //!     format: auto          # or text | chat | prompt | preference
 //!     txt_split: blank-line # or file: one document per .txt file
 //!     on_error: fail        # or skip: count malformed records and go on
@@ -20,8 +23,12 @@
 //! filter did. Records go to validation by a hash of their normalised line, so the split is
 //! stable and independent of order, seed and the other records.
 //!
-//! Sources are streamed in batches: memory stays flat whatever their size, apart from the
-//! hashes deduplication filters keep. The content of every source file is part of the key.
+//! Sources are read by [`crate::data::sources`] and streamed in batches: memory stays flat
+//! whatever their size, apart from the hashes deduplication filters keep. The content of
+//! every source file is part of the key. A fixed `format` reads only that format's fields
+//! (`format: prompt` on preference data gives its prompts, whatever form holds them).
+//! Preference pairs with an empty or repeated response are left out and counted
+//! (`unusable` in `meta.json`), never an error.
 //!
 //! Filters judge the text of a record: the text, the prompt, or, for chat and preference
 //! records, every field's content joined by blank lines. A drop removes the record. A
@@ -435,6 +442,14 @@ impl<'a> Job<'a> {
                 return Ok(());
             }
             Err(bad) => return self.malformed(loc, bad.detail),
+        };
+        // `format: prompt` on preference data reads its prompts, whatever form gives them
+        // (an implicit prompt, HH transcripts, the turns before a conversation's answer).
+        let record = match (self.p.format, record) {
+            (FormatChoice::Prompt, Record::Preference { prompt, meta, .. }) => {
+                Record::Prompt { prompt, answer: None, meta }
+            }
+            (_, r) => r,
         };
         if record.is_blank() {
             self.counts.empty += 1;

@@ -204,8 +204,11 @@ fn by_program(cands: &[Candidates]) -> Outcome {
     let rankings = cands
         .iter()
         .map(|c| {
-            let groups =
-                crate::tinyworld::rank_groups(&c.prompt, c.answer.as_deref(), &c.responses);
+            let groups = crate::tinyworld::rank_groups(
+                &c.prompt.display(),
+                c.answer.as_deref(),
+                &c.responses,
+            );
             all_tied += usize::from(groups.len() < 2);
             Ranking { prompt: c.prompt.clone(), responses: c.responses.clone(), ranking: groups }
         })
@@ -232,7 +235,8 @@ fn by_person(p: &Params, cx: &RunCx, cands: &[Candidates]) -> Result<Outcome, St
     for c in cands {
         let l = labels.get(&labels::key(c)).expect("all answered");
         match &l.ranking {
-            None => skipped.push(("skipped by the labeler".to_string(), c.prompt.clone())),
+            None => skipped
+                .push(("skipped by the labeler".to_string(), c.prompt.display().into_owned())),
             Some(groups) => {
                 let r = Ranking {
                     prompt: c.prompt.clone(),
@@ -452,7 +456,7 @@ mod tests {
         let mut labels = Labels::load(&path).unwrap();
         let label = |c: &Candidates, ranking: Option<Vec<Vec<usize>>>| labels::Label {
             key: labels::key(c),
-            prompt: c.prompt.clone(),
+            prompt: c.prompt.display().into_owned(),
             skip: ranking.is_none(),
             ranking,
         };

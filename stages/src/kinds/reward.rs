@@ -50,6 +50,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::Serialize;
 
+use crate::data::formats::PromptText;
 use crate::model::chat_template::{self, ChatTokenizer};
 use crate::model::export;
 use crate::model::heads::ScalarHead;
@@ -125,7 +126,7 @@ pub const VAL_PAIRS: &str = "val_pairs.jsonl";
 /// A line of [`VAL_PAIRS`].
 #[derive(Serialize)]
 struct ValPair<'a> {
-    prompt: &'a str,
+    prompt: &'a PromptText,
     better: &'a str,
     worse: &'a str,
     better_score: f64,

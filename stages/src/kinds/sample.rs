@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::data::candidates::{self, Candidates};
-use crate::data::formats::{Message, Role};
+
 use crate::data::prompts::{Prompt, Splits, read_prompts};
 use crate::model::chat::ChatModel;
 use crate::model::sample::{Observer, Request, SampleOptions, Sampled, row_seed, sample_batch};
@@ -240,8 +240,7 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let mut encoded = Vec::new();
     let mut too_long = Vec::new();
     for (i, pr) in prompts.iter().enumerate() {
-        let ids =
-            m.tok.encode(&[Message { role: Role::User, content: pr.prompt.clone() }], true)?.ids;
+        let ids = m.tok.encode(&pr.prompt.messages(), true)?.ids;
         if ids.len() >= block {
             too_long.push(i);
         } else {
@@ -339,7 +338,7 @@ fn sample(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         "tokens": tokens,
         "finished": finished_n,
         "skipped_too_long": too_long.len(),
-        "skipped_examples": too_long.iter().take(3).map(|&i| prompts[i].prompt.clone()).collect::<Vec<_>>(),
+        "skipped_examples": too_long.iter().take(3).map(|&i| prompts[i].prompt.display().into_owned()).collect::<Vec<_>>(),
     });
     let write = |name: &str, text: &str| {
         std::fs::write(cx.out_dir.join(name), text)
@@ -424,13 +423,17 @@ mod tests {
 
     impl Ws {
         fn new(chat: bool) -> Ws {
+            Ws::with_block(chat, 40)
+        }
+
+        fn with_block(chat: bool, block_size: usize) -> Ws {
             let dir = tempfile::tempdir().unwrap();
             let (json, vocab) = test_tokenizer(&PROMPTS.concat());
             let model = dir.path().join("model");
             std::fs::create_dir_all(&model).unwrap();
             let cfg = GptConfig {
                 vocab_size: vocab,
-                block_size: 40,
+                block_size,
                 n_layer: 1,
                 n_head: 2,
                 n_embd: 16,
@@ -535,6 +538,27 @@ mod tests {
         let (s, _) = support::run(ws.dir.path(), &ws.pipeline("batch_size: 64, threads: 2"), quiet);
         assert!(s.ok(), "{s:?}");
         assert_eq!(ws.output("batch_size: 64, threads: 2").0, text);
+    }
+
+    /// A conversation as the prompt (TRL's conversational form): the model answers with every
+    /// turn in context, and the candidates keep the conversation.
+    #[test]
+    fn a_multi_turn_prompt_is_answered_as_a_conversation() {
+        let ws = Ws::with_block(true, 96);
+        let turns = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "2+2?"}]);
+        let path = ws.dir.path().join("prompts/train.jsonl");
+        let mut lines = std::fs::read_to_string(&path).unwrap();
+        lines.push_str(&format!("{}\n", json!({ "prompt": turns, "answer": "4" })));
+        std::fs::write(&path, lines).unwrap();
+        let (s, _) = support::run(ws.dir.path(), &ws.pipeline("batch_size: 2"), quiet);
+        assert!(s.ok(), "{s:?}");
+        let (text, _) = ws.output("batch_size: 2");
+        let line = text.lines().find(|l| l.starts_with("{\"prompt\":[")).expect("the conversation");
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["prompt"], turns);
+        assert_eq!(v["responses"].as_array().unwrap().len(), 3);
+        let c = candidates::parse_line(line).unwrap();
+        assert_eq!(c.prompt.messages().len(), 3);
     }
 
     /// Stopped after its first prompt, the stage resumes with the others and writes what an

@@ -274,7 +274,8 @@ fn samples(views: &[EvalView], h: &mut String) {
         writeln!(h, "<h3>{}</h3>", esc(&e.stage)).unwrap();
         for s in &e.samples {
             h.push_str("<div class=\"sample\">\n");
-            writeln!(h, "<p><span class=\"user\">user:</span> {}</p>", esc(&s.prompt)).unwrap();
+            writeln!(h, "<p><span class=\"user\">user:</span> {}</p>", esc(&s.prompt.display()))
+                .unwrap();
             if let Some(a) = &s.answer {
                 writeln!(h, "<p class=\"note\">expected answer: {}</p>", esc(a)).unwrap();
             }

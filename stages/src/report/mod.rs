@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use crate::data::corpus::IngestMeta;
 use crate::data::evaluation::{self, Answer, EvalReport};
+use crate::data::formats::PromptText;
 
 pub use curves::{Chart, Series};
 
@@ -153,7 +154,7 @@ pub struct EvalView {
 /// One prompt and each model's response to it.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub prompt: String,
+    pub prompt: PromptText,
     pub answer: Option<String>,
     /// (model, response, correct)
     pub responses: Vec<(String, String, Option<bool>)>,

@@ -216,7 +216,7 @@ fn the_page_shows_every_section_escaped_and_well_formed() {
     assert_eq!(e.samples[0].responses.len(), 2);
     assert_eq!(
         e.samples.last().unwrap().prompt,
-        "Hello!",
+        "Hello!".into(),
         "the ungraded prompt comes after the graded ones"
     );
 

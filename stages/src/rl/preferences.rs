@@ -9,6 +9,7 @@ use std::path::Path;
 use hone_engine::stage::{RunCx, StageError};
 use serde::Serialize;
 
+use crate::data::formats::PromptText;
 use crate::data::rankings::{self, Ranking};
 use crate::model::ModelError;
 use crate::model::chat_template::ChatTokenizer;
@@ -60,9 +61,11 @@ pub fn example(
 
 /// The prompts held out: a seeded shuffle of the distinct prompts, the first
 /// `round(n · fraction)` of them (at least one when `fraction > 0`, never all).
-pub fn held_out(rankings: &[Ranking], fraction: f64, seed: u64) -> BTreeSet<&str> {
-    let mut prompts: Vec<&str> =
-        rankings.iter().map(|r| r.prompt.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+pub fn held_out(rankings: &[Ranking], fraction: f64, seed: u64) -> BTreeSet<&PromptText> {
+    // Text prompts sort before conversations and among themselves as strings, so a set of
+    // single-turn prompts is held out as it always was.
+    let mut prompts: Vec<&PromptText> =
+        rankings.iter().map(|r| &r.prompt).collect::<BTreeSet<_>>().into_iter().collect();
     let mut rng = Rng::new(seed, Stream::Eval);
     for i in (1..prompts.len()).rev() {
         prompts.swap(i, rng.below(i + 1));
@@ -130,7 +133,7 @@ impl Preferences {
         let (mut train, mut val, mut val_rankings) = (Vec::new(), Vec::new(), Vec::new());
         for (i, r) in all.iter().enumerate() {
             match example(tok, r, block_size, &mut counts.too_long)? {
-                Some(e) if val_prompts.contains(r.prompt.as_str()) => {
+                Some(e) if val_prompts.contains(&r.prompt) => {
                     val.push(e);
                     val_rankings.push(i);
                 }

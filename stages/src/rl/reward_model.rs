@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::data::formats::{Message, Role};
+use crate::data::formats::{Message, PromptText, Role};
 use crate::model::chat_template::ChatTokenizer;
 use crate::model::export;
 use crate::model::heads::ScalarHead;
@@ -19,30 +19,32 @@ use crate::model::{Gpt, ModelError};
 /// (`reference_mean`, `reference_std`: PPO normalises rewards with them).
 pub const REWARD_JSON: &str = "reward.json";
 
-/// The conversation a response is scored as (what `sft` trains on).
-pub fn conversation(prompt: &str, response: &str) -> [Message; 2] {
-    [
-        Message { role: Role::User, content: prompt.to_string() },
-        Message { role: Role::Assistant, content: response.to_string() },
-    ]
+/// The conversation a response is scored as (what `sft` trains on): the prompt's turns, then
+/// the response as the assistant's.
+pub fn conversation(prompt: impl Into<PromptText>, response: &str) -> Vec<Message> {
+    let mut m = prompt.into().messages();
+    m.push(Message { role: Role::Assistant, content: response.to_string() });
+    m
 }
 
-/// The tokens of `prompt` + `response` as scored, and where the answer starts in them (its
-/// first assistant token: after the prompt and the assistant header).
+/// The tokens of `prompt` + `response` as scored, and where the answer starts in them (the
+/// first assistant token of the last message: after the prompt's turns and the assistant
+/// header).
 fn tokens(
     tok: &ChatTokenizer,
-    prompt: &str,
+    prompt: &PromptText,
     response: &str,
 ) -> Result<(Vec<u32>, usize), ModelError> {
     let e = tok.encode(&conversation(prompt, response), false)?;
-    let start = e.assistant.iter().position(|&a| a).unwrap_or(e.ids.len());
+    let last = e.ends.len().checked_sub(2).map_or(0, |i| e.ends[i]);
+    let start = e.assistant[last..].iter().position(|&a| a).map_or(e.ids.len(), |p| last + p);
     Ok((e.ids, start))
 }
 
 /// [`tokens`], or `None` when longer than `max_len`.
 pub fn encode(
     tok: &ChatTokenizer,
-    prompt: &str,
+    prompt: &PromptText,
     response: &str,
     max_len: usize,
 ) -> Result<Option<(Vec<u32>, usize)>, ModelError> {
@@ -184,12 +186,12 @@ impl Scorer {
         })
     }
 
-    /// The raw reward of `answer` to `prompt`.
-    pub fn score(&self, prompt: &str, answer: &str) -> Result<f64, ScoreError> {
+    /// The raw reward of `answer` to `prompt` (a string, or a conversation).
+    pub fn score(&self, prompt: impl Into<PromptText>, answer: &str) -> Result<f64, ScoreError> {
         if answer.trim().is_empty() {
             return Err(ScoreError::EmptyAnswer);
         }
-        let (ids, start) = tokens(&self.tok, prompt, answer)?;
+        let (ids, start) = tokens(&self.tok, &prompt.into(), answer)?;
         if ids.len() > self.block_size {
             return Err(ScoreError::TooLong { tokens: ids.len(), block_size: self.block_size });
         }
@@ -201,4 +203,31 @@ impl Scorer {
 /// σ(r): the probability-like score in (0, 1).
 pub fn sigmoid(r: f64) -> f64 {
     1.0 / (1.0 + (-r).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::chat_template::test_tokenizer;
+
+    /// With earlier turns in the prompt, the answer starts at the last assistant message,
+    /// not at the first assistant turn of the conversation.
+    #[test]
+    fn the_answer_of_a_conversation_starts_after_its_last_header() {
+        let (json, vocab) = test_tokenizer("abcdefghijklmnopqrstuvwxyz?. \n");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        let tok = ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap();
+        let turns = PromptText::Turns(vec![
+            Message::user("hi"),
+            Message { role: Role::Assistant, content: "hello.".into() },
+            Message::user("sky?"),
+        ]);
+        let (ids, start) = tokens(&tok, &turns, "blue.").unwrap();
+        let header = tok.encode(&turns.messages(), true).unwrap().ids.len();
+        assert_eq!(start, header, "after the prompt's turns and the assistant header");
+        assert!(ids.len() > start);
+        let (_, single) = tokens(&tok, &PromptText::from("sky?"), "blue.").unwrap();
+        assert!(single < start);
+    }
 }

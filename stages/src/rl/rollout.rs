@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use hone_engine::stage::StageError;
 
 use crate::data::corpus::Split;
-use crate::data::formats::{Message, Role};
+use crate::data::formats::PromptText;
 use crate::data::prompts::{Splits, read_prompts};
 use crate::model::chat_template::ChatTokenizer;
 use crate::model::decoder::Decoder;
@@ -23,7 +23,7 @@ use crate::model::{Gpt, GptConfig, ModelError, ParamStore};
 /// One prompt: its text, its ChatML tokens up to the assistant's header, and its checkable
 /// answer, if the record has one.
 pub struct Prompt {
-    pub text: String,
+    pub text: PromptText,
     pub ids: Vec<u32>,
     pub answer: Option<String>,
 }
@@ -49,10 +49,7 @@ pub fn encode_prompts(
     let mut out = Vec::new();
     let mut too_long = 0;
     for p in read_prompts(dir, splits, kind)? {
-        let ids = tok
-            .encode(&[Message { role: Role::User, content: p.prompt.clone() }], true)
-            .map_err(err)?
-            .ids;
+        let ids = tok.encode(&p.prompt.messages(), true).map_err(err)?.ids;
         if ids.len() > room {
             too_long += 1;
         } else {

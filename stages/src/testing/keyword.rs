@@ -39,7 +39,7 @@ pub(crate) fn rankings(n: usize, seed: u64) -> Vec<Ranking> {
             for (k, r) in responses.iter().enumerate() {
                 if r.contains(KEYWORD) { better.push(k) } else { worse.push(k) }
             }
-            Ranking { prompt, responses, ranking: vec![better, worse] }
+            Ranking { prompt: prompt.into(), responses, ranking: vec![better, worse] }
         })
         .collect()
 }

@@ -194,6 +194,14 @@ fn columns_map_onto_record_fields_in_parquet_and_jsonl_alike() {
         out[0],
         json!({"prompt": "Sky?", "meta": {"chosen": "Blue.", "rejected": "Green."}})
     );
+    // ... and of implicit-prompt pairs, whose prompt is their shared beginning.
+    std::fs::write(
+        p.join("implicit.jsonl"),
+        r#"{"chosen": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Blue."}], "rejected": [{"role": "user", "content": "Sky?"}, {"role": "assistant", "content": "Red."}]}"#,
+    )
+    .unwrap();
+    let out = run(p, "{ source: implicit.jsonl, format: prompt, val_fraction: 0 }").unwrap();
+    assert_eq!(out[0], json!({"prompt": "Sky?"}));
     // `text_column`.
     write::parquet(
         &p.join("web.parquet"),

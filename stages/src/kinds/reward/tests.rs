@@ -286,7 +286,7 @@ fn bad_rankings_and_params_are_located() {
     // No pair at all: all tied.
     let tied: Vec<Ranking> = (0..3)
         .map(|i| Ranking {
-            prompt: format!("p{i}"),
+            prompt: format!("p{i}").into(),
             responses: vec!["a".into(), "b".into()],
             ranking: vec![vec![0, 1]],
         })
