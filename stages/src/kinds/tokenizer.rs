@@ -17,7 +17,7 @@
 //! | `kind` | `bpe` | `bpe`: byte-level BPE (GPT-2 style: byte alphabet, GPT-2 split pattern, no normaliser). `char`: one token per distinct character (nanoGPT's shakespeare_char), plus 256 byte-fallback tokens so that text with unseen characters still round-trips. |
 //! | `vocab_size` | bpe: 512; char: no cap | bpe: the size to train up to, special tokens and the 256 byte symbols included. char: a cap; the most frequent characters are kept, the rest go through byte fallback. |
 //! | `min_frequency` | bpe: 2; char: 1 | bpe: the fewest occurrences a pair needs to be merged. char: the fewest a character needs for its own token. |
-//! | `split_digits` | `false` | bpe: every digit its own pre-token (HF's `Digits` pre-tokenizer before the byte level, as Llama and GPT-4 split numbers), so no token spans two digits. |
+//! | `split_digits` | `false` | bpe: every digit its own pre-token (HF's `Digits` pre-tokenizer before the byte level, as Llama and GPT-4 split numbers), so no token spans two digits. Off by default: on the default pipeline it raised arithmetic accuracy and lowered the rest more (docs/benchmarks.md). |
 //! | `special_tokens` | the three chat tokens | reserved tokens, ids 0, 1, ... in this order; must include `<|endoftext|>`, `<|im_start|>` and `<|im_end|>`. |
 //!
 //! **Input** (an `ingest` corpus of any record format, read with [`Corpus`]): a record's
