@@ -83,8 +83,17 @@ pub fn set_or_show(ws: &Workspace, url_arg: Option<&str>, user: bool) -> Result<
     Ok(0)
 }
 
-/// A transfer that failed, with what the user can do (`help`).
+/// A transfer that failed, with what the user can do (`help`; for refused credentials, where
+/// they come from).
 fn failed(e: hone_engine::remote::RemoteError, help: &str) -> Fatal {
+    let help = if e.is_denied() {
+        format!(
+            "check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for S3, GOOGLE_APPLICATION_CREDENTIALS for GCS, AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY for Azure; {}",
+            help.split_once(';').map_or(help, |(first, _)| first)
+        )
+    } else {
+        help.to_string()
+    };
     Fatal { message: format!("error: {e}\n   = help: {help}"), code: EXIT_FAILED }
 }
 

@@ -156,6 +156,8 @@ struct Scheduler<'p, 'r> {
     /// The remote cache to fetch missed keys from, and whether to push results to it.
     remote: Option<Arc<Remote>>,
     push: bool,
+    /// The remote refused the credentials: not asked again in this run.
+    remote_denied: std::sync::atomic::AtomicBool,
 }
 
 /// One stage of the run, as the scheduler sees it.
@@ -254,6 +256,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             summary: RunSummary::default(),
             remote: None,
             push: false,
+            remote_denied: Default::default(),
         }
     }
 
@@ -354,6 +357,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// stage runs.
     fn fetch(&self, id: &str, key: &StageKey) -> (Option<store::Record>, Option<String>) {
         let Some(remote) = &self.remote else { return (None, None) };
+        if self.remote_denied.load(std::sync::atomic::Ordering::Relaxed) {
+            return (None, None);
+        }
         match remote.fetch(&self.ws.store, key, &Quiet) {
             Ok(Fetched::Hit(rec)) => (Some(*rec), Some(remote.label().to_string())),
             Ok(Fetched::Absent) => (None, None),
@@ -361,6 +367,15 @@ impl<'p, 'r> Scheduler<'p, 'r> {
                 tracing::warn!(
                     "stage `{id}`: the remote cache's copy is unusable, so it runs: {why}"
                 );
+                (None, None)
+            }
+            Err(e) if e.is_denied() => {
+                // Every later request would be refused too: one warning, then no remote.
+                if !self.remote_denied.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{e}: this run goes on without the remote cache (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE for S3, GOOGLE_* for GCS, AZURE_* for Azure)"
+                    );
+                }
                 (None, None)
             }
             Err(e) => {
@@ -373,6 +388,9 @@ impl<'p, 'r> Scheduler<'p, 'r> {
     /// Uploads a stage's new result to the remote cache (`--push`); a failure is a warning.
     fn push(&self, id: &str, rec: &store::Record) {
         let Some(remote) = self.remote.as_ref().filter(|_| self.push) else { return };
+        if self.remote_denied.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = remote.push(&self.ws.store, rec, &Quiet) {
             tracing::warn!("stage `{id}`: cannot push its result to the remote cache: {e}");
         }

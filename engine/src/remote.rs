@@ -49,8 +49,41 @@ pub enum RemoteError {
     Url { url: String, what: String },
     #[error("remote {remote}: {op} `{path}`: {message}")]
     Transfer { remote: String, op: &'static str, path: String, message: String },
+    /// The server turned the credentials away (HTTP 401 or 403): no retry will help.
+    #[error("remote {remote}: {op} `{path}`: the server refused the credentials ({code})")]
+    Denied { remote: String, op: &'static str, path: String, code: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl RemoteError {
+    /// Whether the server refused the credentials (see [`RemoteError::Denied`]).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, RemoteError::Denied { .. })
+    }
+}
+
+/// The server's reason when an error is a refusal of the credentials: the S3/Azure/GCS error
+/// code (`InvalidAccessKeyId`, `SignatureDoesNotMatch`, `AccessDenied`, …) or the HTTP
+/// status. `object_store` reports refusals as `PermissionDenied`/`Unauthenticated`, or (for
+/// listings) as a generic error carrying the status.
+fn denial(message: &str) -> Option<String> {
+    let refused = [
+        "403 Forbidden",
+        "401 Unauthorized",
+        "lacked the necessary privileges",
+        "lacked valid authentication credentials",
+    ];
+    if !refused.iter().any(|r| message.contains(r)) {
+        return None;
+    }
+    let code = message
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.to_string());
+    Some(code.unwrap_or_else(|| {
+        if message.contains("401") { "HTTP 401".to_string() } else { "HTTP 403".to_string() }
+    }))
 }
 
 /// Bytes moved so far of a transfer, for progress bars.
@@ -168,12 +201,16 @@ impl Remote {
     }
 
     fn err(&self, op: &'static str, path: &Path, e: impl std::fmt::Display) -> RemoteError {
-        RemoteError::Transfer {
-            remote: self.label.clone(),
-            op,
-            path: path.to_string(),
-            message: scrub(&e.to_string()),
+        let message = scrub(&e.to_string());
+        if let Some(code) = denial(&message) {
+            return RemoteError::Denied {
+                remote: self.label.clone(),
+                op,
+                path: path.to_string(),
+                code,
+            };
         }
+        RemoteError::Transfer { remote: self.label.clone(), op, path: path.to_string(), message }
     }
 
     /// The names under `kind/` (one listing), parsed.

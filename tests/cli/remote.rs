@@ -154,20 +154,42 @@ impl Drop for S3 {
 
 impl S3 {
     fn start(bin: &std::path::Path) -> S3 {
+        S3::spawn(bin, false)
+    }
+
+    /// A server that checks every request's signature against the credentials it knows (none
+    /// here: moto's `INITIAL_NO_AUTH_ACTION_COUNT=0`), so any key is refused.
+    fn start_checking_credentials(bin: &std::path::Path) -> S3 {
+        S3::spawn(bin, true)
+    }
+
+    fn spawn(bin: &std::path::Path, auth: bool) -> S3 {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut c = std::process::Command::new(bin);
+        c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let s = S3 { child, endpoint: format!("http://127.0.0.1:{port}") };
+            .stderr(std::process::Stdio::null());
+        if auth {
+            c.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let s = S3 { child: c.spawn().unwrap(), endpoint: format!("http://127.0.0.1:{port}") };
         let t0 = std::time::Instant::now();
-        while ureq::put(&format!("{}/team", s.endpoint)).send_empty().is_err() {
+        loop {
+            let up = if auth {
+                // Any HTTP answer (a refusal included) means the server is up.
+                !matches!(
+                    ureq::get(&s.endpoint).call(),
+                    Err(ureq::Error::Io(_)) | Err(ureq::Error::ConnectionFailed)
+                )
+            } else {
+                ureq::put(&format!("{}/team", s.endpoint)).send_empty().is_ok()
+            };
+            if up {
+                return s;
+            }
             assert!(t0.elapsed().as_secs() < 60, "the S3 server did not start");
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        s
     }
 
     /// `hone ARGS` in `ws` with this server's endpoint and the given secret key.
@@ -241,6 +263,50 @@ stages:
     assert!(out.stderr.contains("remote s3://team/hone"), "{}", out.stderr);
     assert!(!out.stderr.contains(secret));
     assert_eq!(c.objects(), 0, "nothing half-fetched in the store");
+}
+
+/// Wrong credentials: a push is an error that says the server refused them and where
+/// credentials come from (the store untouched, the secret never shown); a run with the remote
+/// warns once and runs its stages without it.
+#[test]
+fn refused_credentials_are_a_clear_error_for_push_and_one_warning_for_run() {
+    let Some(bin) = moto_bin() else {
+        crate::support::system_part(
+            "an S3 server (moto)",
+            false,
+            "`pip install 'moto[server]'` (or set HONE_MOTO to its moto_server)",
+            "HONE_REQUIRE_S3",
+        );
+        return;
+    };
+    let s3 = S3::start_checking_credentials(&bin);
+    let url = "s3://team/hone";
+    let secret = "wr0ng-s3cr3t-never-printed";
+    let a = ws();
+    a.hone(&["run"]).ok();
+    let before = a.hone(&["digest", ".hone/objects"]).stdout;
+    let out = s3.hone(&a, secret, &["cache", "push", "--remote", url]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the server refused the credentials (InvalidAccessKeyId)")
+            && out.stderr.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            && out.stderr.contains("the local store is unchanged"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
+    assert_eq!(a.hone(&["digest", ".hone/objects"]).stdout, before);
+
+    let b = ws();
+    let run = s3.hone(&b, secret, &["run", "--remote", url, "--push"]).ok();
+    assert_eq!(run.ran().len(), 2, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("refused the credentials").count(),
+        1,
+        "one warning, then no remote: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(secret));
 }
 
 /// Debian's Apache with `mod_dav` serving a temporary directory over WebDAV on loopback,
