@@ -139,6 +139,21 @@ fn moto_bin() -> Option<std::path::PathBuf> {
     })
 }
 
+/// [`moto_bin`], or `None` after saying the tests that need it skipped (a failure with
+/// `HONE_REQUIRE_S3=1`).
+fn moto_or_skip() -> Option<std::path::PathBuf> {
+    let bin = moto_bin();
+    if bin.is_none() {
+        crate::support::system_part(
+            "an S3 server (moto)",
+            false,
+            "`pip install 'moto[server]'` (or set HONE_MOTO to its moto_server)",
+            "HONE_REQUIRE_S3",
+        );
+    }
+    bin
+}
+
 /// A running S3 server on loopback with one bucket, stopped when dropped.
 struct S3 {
     child: std::process::Child,
@@ -209,15 +224,7 @@ impl S3 {
 /// clear error that leaves the store intact; the secret key never shows.
 #[test]
 fn an_s3_server_carries_the_cache_between_workspaces() {
-    let Some(bin) = moto_bin() else {
-        crate::support::system_part(
-            "an S3 server (moto)",
-            false,
-            "`pip install 'moto[server]'` (or set HONE_MOTO to its moto_server)",
-            "HONE_REQUIRE_S3",
-        );
-        return;
-    };
+    let Some(bin) = moto_or_skip() else { return };
     let s3 = S3::start(&bin);
     let url = "s3://team/hone";
     let secret = "s3cr3t-never-printed";
@@ -270,15 +277,7 @@ stages:
 /// warns once and runs its stages without it.
 #[test]
 fn refused_credentials_are_a_clear_error_for_push_and_one_warning_for_run() {
-    let Some(bin) = moto_bin() else {
-        crate::support::system_part(
-            "an S3 server (moto)",
-            false,
-            "`pip install 'moto[server]'` (or set HONE_MOTO to its moto_server)",
-            "HONE_REQUIRE_S3",
-        );
-        return;
-    };
+    let Some(bin) = moto_or_skip() else { return };
     let s3 = S3::start_checking_credentials(&bin);
     let url = "s3://team/hone";
     let secret = "wr0ng-s3cr3t-never-printed";
