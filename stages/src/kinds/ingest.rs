@@ -175,7 +175,7 @@ impl Stage for Ingest {
     type Params = Params;
     const KIND: &'static str = "ingest";
     const VERSION: u32 = 2;
-    const ABOUT: &'static str = "read .txt/.jsonl files (.gz, .zst) or builtin data into a filtered corpus with a train/val split";
+    const ABOUT: &'static str = "read .txt/.jsonl (.gz, .zst), Parquet and Arrow files, HF datasets folders or builtin data into a filtered corpus with a train/val split";
     const INPUTS: Inputs = Inputs::Fixed(&[]);
     const OUTPUTS: &'static [Port] = &[Port::required("corpus", CORPUS)];
     /// The filter chain is a stage-level key, read as the `filters` param.
