@@ -352,14 +352,18 @@ impl<'p, 'r> Scheduler<'p, 'r> {
         Ok(Some(Queued { index: i, manifest: Some((m, key)), reasons }))
     }
 
+    /// The remote cache, unless there is none or it refused this run's credentials.
+    fn live_remote(&self) -> Option<&Arc<Remote>> {
+        self.remote
+            .as_ref()
+            .filter(|_| !self.remote_denied.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// The record of `key` fetched from the remote cache, if one is configured and has a
     /// usable copy, and the remote's name. Anything wrong with the remote is a warning: the
     /// stage runs.
     fn fetch(&self, id: &str, key: &StageKey) -> (Option<store::Record>, Option<String>) {
-        let Some(remote) = &self.remote else { return (None, None) };
-        if self.remote_denied.load(std::sync::atomic::Ordering::Relaxed) {
-            return (None, None);
-        }
+        let Some(remote) = self.live_remote() else { return (None, None) };
         match remote.fetch(&self.ws.store, key, &Quiet) {
             Ok(Fetched::Hit(rec)) => (Some(*rec), Some(remote.label().to_string())),
             Ok(Fetched::Absent) => (None, None),
@@ -387,10 +391,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
 
     /// Uploads a stage's new result to the remote cache (`--push`); a failure is a warning.
     fn push(&self, id: &str, rec: &store::Record) {
-        let Some(remote) = self.remote.as_ref().filter(|_| self.push) else { return };
-        if self.remote_denied.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
+        let Some(remote) = self.live_remote().filter(|_| self.push) else { return };
         if let Err(e) = remote.push(&self.ws.store, rec, &Quiet) {
             tracing::warn!("stage `{id}`: cannot push its result to the remote cache: {e}");
         }

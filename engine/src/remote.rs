@@ -65,16 +65,19 @@ impl RemoteError {
 
 /// The server's reason when an error is a refusal of the credentials: the S3/Azure/GCS error
 /// code (`InvalidAccessKeyId`, `SignatureDoesNotMatch`, `AccessDenied`, …) or the HTTP
-/// status. `object_store` reports refusals as `PermissionDenied`/`Unauthenticated`, or (for
-/// listings) as a generic error carrying the status.
-fn denial(message: &str) -> Option<String> {
-    let refused = [
-        "403 Forbidden",
-        "401 Unauthorized",
-        "lacked the necessary privileges",
-        "lacked valid authentication credentials",
-    ];
-    if !refused.iter().any(|r| message.contains(r)) {
+/// status. `object_store` types refusals of requests on a path (`PermissionDenied`,
+/// `Unauthenticated`); a refused listing comes back as a generic error carrying the status.
+fn denial(e: &object_store::Error, message: &str) -> Option<String> {
+    let status = |s: &str| message.contains(s);
+    let refused = match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => true,
+        object_store::Error::Generic { .. } => {
+            status("403 Forbidden") || status("401 Unauthorized")
+        }
+        _ => false,
+    };
+    if !refused {
         return None;
     }
     let code = message
@@ -82,7 +85,9 @@ fn denial(message: &str) -> Option<String> {
         .and_then(|(_, rest)| rest.split_once("</Code>"))
         .map(|(code, _)| code.to_string());
     Some(code.unwrap_or_else(|| {
-        if message.contains("401") { "HTTP 401".to_string() } else { "HTTP 403".to_string() }
+        let unauthenticated =
+            matches!(e, object_store::Error::Unauthenticated { .. }) || status("401");
+        if unauthenticated { "HTTP 401".to_string() } else { "HTTP 403".to_string() }
     }))
 }
 
@@ -200,9 +205,9 @@ impl Remote {
         self.dir(kind).join(name)
     }
 
-    fn err(&self, op: &'static str, path: &Path, e: impl std::fmt::Display) -> RemoteError {
+    fn err(&self, op: &'static str, path: &Path, e: object_store::Error) -> RemoteError {
         let message = scrub(&e.to_string());
-        if let Some(code) = denial(&message) {
+        if let Some(code) = denial(&e, &message) {
             return RemoteError::Denied {
                 remote: self.label.clone(),
                 op,

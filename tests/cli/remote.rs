@@ -284,15 +284,12 @@ fn refused_credentials_are_a_clear_error_for_push_and_one_warning_for_run() {
     let a = ws();
     a.hone(&["run"]).ok();
     let before = a.hone(&["digest", ".hone/objects"]).stdout;
-    let out = s3.hone(&a, secret, &["cache", "push", "--remote", url]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("the server refused the credentials (InvalidAccessKeyId)")
-            && out.stderr.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-            && out.stderr.contains("the local store is unchanged"),
-        "{}",
-        out.stderr
-    );
+    let out = s3
+        .hone(&a, secret, &["cache", "push", "--remote", url])
+        .code(1)
+        .stderr_has("the server refused the credentials (InvalidAccessKeyId)")
+        .stderr_has("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        .stderr_has("the local store is unchanged");
     assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
     assert_eq!(a.hone(&["digest", ".hone/objects"]).stdout, before);
 

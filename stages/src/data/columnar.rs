@@ -693,6 +693,31 @@ mod tests {
         assert!(e.starts_with("no column `nope` (mapped to `text`)"), "{e}");
         let e = rows(&path, TableKind::Parquet, &map("messages", "body")).unwrap_err();
         assert!(e.contains("must be a list of {role, content} structs"), "{e}");
+        // Meta columns must exist and be of a type hone reads.
+        let meta = |m: &str| Columns {
+            map: BTreeMap::from([("text".to_string(), "body".to_string())]),
+            meta: vec![m.to_string()],
+            only: None,
+        };
+        let e = rows(&path, TableKind::Parquet, &meta("nope")).unwrap_err();
+        assert!(
+            e.starts_with("no column `nope` (in `meta_columns`); the columns are `body`, `n`"),
+            "{e}"
+        );
+        let bin = dir.path().join("bin.parquet");
+        write::parquet(
+            &bin,
+            &[batch(vec![
+                ("body", strings(&["a"])),
+                ("blob", Arc::new(arrow_array::BinaryArray::from_vec(vec![b"x"])) as _),
+            ])],
+            100,
+        );
+        let e = rows(&bin, TableKind::Parquet, &meta("blob")).unwrap_err();
+        assert!(
+            e.starts_with("column `blob` (in `meta_columns`): type Binary is not read by hone"),
+            "{e}"
+        );
     }
 
     #[test]

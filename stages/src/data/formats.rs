@@ -704,7 +704,7 @@ fn implicit_split(c: &str, r: &str) -> Result<(String, String, String), Bad> {
 }
 
 /// The first 80 characters.
-pub fn clip(s: &str) -> String {
+fn clip(s: &str) -> String {
     let mut out: String = s.chars().take(80).collect();
     if s.chars().count() > 80 {
         out.push('…');

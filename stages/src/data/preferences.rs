@@ -1,6 +1,6 @@
 //! Preference data as the `rank` stage's `file` labeler reads it: any source `ingest` reads
 //! (JSONL with or without `.gz`/`.zst`, Parquet, HF `datasets` folders, globs; see
-//! [`super::sources`]), or an `ingest` stage's preference corpus, through the same reader
+//! [`super::sources`]), or an `ingest` stage's preference corpus ([`Read::add_corpus`]), through the same reader
 //! ([`super::formats::from_value`]). A record is either
 //!
 //! - a **ranking**, hone's own form ([`crate::data::rankings`]):
@@ -16,13 +16,15 @@
 //! neither a ranking nor a pair, an invalid ranking.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use hone_engine::stage::StageError;
 use serde_json::{Value, json};
 
-use super::formats::{Bad, Record};
+use super::corpus::{Corpus, Split};
+use super::formats::{Bad, Format, Record};
 use super::rankings::Ranking;
 use super::sources::{self, Input, ReadOptions};
 
@@ -49,23 +51,42 @@ pub struct Read {
     pub forms: BTreeMap<&'static str, usize>,
 }
 
+impl Read {
+    /// Keeps a record's ranking, or why it was left out (`at`: where it is).
+    fn take(&mut self, at: impl FnOnce() -> String, item: Result<Record, Bad>) {
+        match item.and_then(ranking) {
+            Ok((form, r)) => {
+                *self.forms.entry(form).or_default() += 1;
+                self.rankings.push(r);
+            }
+            Err(bad) => {
+                self.skipped.push(Skip { at: at(), reason: bad.reason, detail: bad.detail })
+            }
+        }
+    }
+
+    /// Adds the pairs of an `ingest` preference corpus wired to input `port` (both splits),
+    /// read with [`Corpus`]: its records are normalised already.
+    pub fn add_corpus(&mut self, dir: &Path, port: &str) -> Result<(), StageError> {
+        let corpus = Corpus::open(dir, port)?;
+        corpus.expect(Format::Preference, "`rank` with `labeler: file`")?;
+        for split in Split::BOTH {
+            for item in corpus.records(split)? {
+                let (line, record) = item?;
+                self.take(|| format!("input `{port}` {}:{line}", split.file()), Ok(record));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads every source in order.
 pub fn read(inputs: &[Input], opts: ReadOptions) -> Result<Read, StageError> {
     let mut out = Read::default();
     for input in inputs {
         let shown = input.shown();
         sources::each_record(input, opts, Arc::new(AtomicU64::new(0)), &mut |at, item| {
-            match item.and_then(ranking) {
-                Ok((form, r)) => {
-                    *out.forms.entry(form).or_default() += 1;
-                    out.rankings.push(r);
-                }
-                Err(bad) => out.skipped.push(Skip {
-                    at: at.show(&shown),
-                    reason: bad.reason,
-                    detail: bad.detail,
-                }),
-            }
+            out.take(|| at.show(&shown), item);
             Ok(())
         })?;
     }

@@ -47,11 +47,6 @@ impl Input {
             Input::Builtin { name, .. } => format!("builtin:{name}"),
         }
     }
-
-    /// Whether the reader knows before reading that every record is text (a `.txt` file).
-    pub fn is_text(&self) -> bool {
-        matches!(self, Input::File { kind: Kind::Lines(FileKind::Text, _), .. })
-    }
 }
 
 /// Where a record is in its source.
@@ -290,7 +285,11 @@ pub fn each_record(
                 match table.next_row() {
                     Ok(Some((at, v))) => each(At::Row(at), formats::from_value(v))?,
                     Ok(None) => break,
-                    Err((at, e)) => return Err(StageError::Failed(format!("{shown}: {at}: {e}"))),
+                    Err((at, e)) => {
+                        return Err(StageError::Failed(format!(
+                            "{shown}: {at}: {e}\n   = help: the file is damaged or cut short: fetch or write it again"
+                        )));
+                    }
                 }
             }
         }
@@ -307,4 +306,51 @@ pub fn each_record(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::support::workspace;
+
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let bytes: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_bytes())).collect();
+        workspace(&bytes)
+    }
+
+    /// What is wrong with a `datasets` folder, said with the source and what to do.
+    #[test]
+    fn a_datasets_folder_that_does_not_hold_together_is_a_clear_error() {
+        let err = |files: &[(&str, &str)], splits: &[String]| {
+            let dir = folder(files);
+            resolve(&["ds".into()], splits, dir.path()).unwrap_err()
+        };
+        let e = err(&[("ds/dataset_dict.json", r#"{"splits": ["test", "validation"]}"#)], &[]);
+        assert_eq!(
+            e,
+            "source `ds` has the splits `test`, `validation` and no `train`: choose with `split: NAME`"
+        );
+        let e = err(&[("ds/dataset_dict.json", r#"{"name": "x"}"#)], &[]);
+        assert_eq!(e, "source `ds`: `dataset_dict.json` has no `splits` list");
+        let e = err(&[("ds/state.json", "{not json")], &[]);
+        assert!(e.starts_with("source `ds`: `state.json` is not valid JSON: "), "{e}");
+        let e = err(&[("ds/state.json", r#"{"_data_files": []}"#)], &[]);
+        assert_eq!(e, "source `ds`: `state.json` lists no data files (`_data_files`)");
+        // A split's folder is read through its own state.json.
+        let e = err(
+            &[
+                ("ds/dataset_dict.json", r#"{"splits": ["train"]}"#),
+                ("ds/train/state.json", r#"{"_data_files": [{"filename": "a.arrow"}]}"#),
+            ],
+            &[],
+        );
+        assert!(
+            e.starts_with("source `ds/train`: `state.json` lists `a.arrow`, which is missing"),
+            "{e}"
+        );
+        // A file of a type the reader does not know names the types it does.
+        let dir = folder(&[("x.csv", "a,b")]);
+        let e = resolve(&["x.csv".into()], &[], dir.path()).unwrap_err();
+        assert!(e.contains("unsupported file type") && e.contains(".parquet"), "{e}");
+    }
 }

@@ -263,25 +263,24 @@ fn file_inputs(p: &Params, workspace: &Path) -> Result<Vec<Input>, StageError> {
 }
 
 fn from_file(p: &Params, cx: &RunCx) -> Result<Outcome, StageError> {
-    let mut inputs = file_inputs(p, cx.workspace)?;
-    if let Some(dir) = cx.input("preferences") {
-        for name in ["train.jsonl", "val.jsonl"] {
-            let path = dir.join(name);
-            let kind = sources::classify(&path).map_err(StageError::Failed)?;
-            inputs.push(Input::File { shown: format!("input `preferences` {name}"), path, kind });
-        }
-    }
-    if inputs.is_empty() {
+    let wired = cx.input("preferences");
+    if p.path.is_none() && wired.is_none() {
         return Err(StageError::msg(
             "`labeler: file` needs preference data: set `path` (a file, glob or HF datasets folder), or wire an `ingest` stage as `inputs: { preferences: STAGE }`",
         ));
     }
+    let inputs = file_inputs(p, cx.workspace)?;
     let columns = Columns::default();
     let opts =
         sources::ReadOptions { txt_split: TxtSplit::BlankLine, columns: &columns, seed: cx.seed };
-    let read = preferences::read(&inputs, opts)?;
+    let mut read = preferences::read(&inputs, opts)?;
+    let mut named: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.shown())).collect();
+    if let Some(dir) = wired {
+        read.add_corpus(dir, "preferences")?;
+        named.push("input `preferences`".to_string());
+    }
+    let named = named.join(", ");
     let records = read.rankings.len() + read.skipped.len();
-    let named = inputs.iter().map(|i| format!("`{}`", i.shown())).collect::<Vec<_>>().join(", ");
     if read.rankings.is_empty() {
         let mut why: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &read.skipped {
@@ -537,6 +536,37 @@ mod tests {
                 && s.failed[0].1.contains("prefs.jsonl:1: not a ranking"),
             "{s:?}"
         );
+    }
+
+    /// Wiring that leaves the labeler nothing to read, or preference data it does not read,
+    /// fails the stage saying how to wire it.
+    #[test]
+    fn the_file_labeler_without_data_and_preferences_for_another_labeler_are_errors() {
+        let ws = Ws::new(&two());
+        let run = |yaml: &str| {
+            let p = spec::load_str(
+                &ws.path().join("pipeline.yaml"),
+                yaml.into(),
+                &crate::registry(),
+                &[],
+            )
+            .unwrap();
+            support::run(ws.path(), &p, quiet).0
+        };
+        let s = run("name: t\nstages:\n  rank: { uses: rank, with: { labeler: file } }\n");
+        assert!(
+            s.failed[0].1.contains("`labeler: file` needs preference data: set `path`"),
+            "{s:?}"
+        );
+        std::fs::write(
+            ws.path().join("prefs.jsonl"),
+            r#"{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}"#,
+        )
+        .unwrap();
+        let s = run(
+            "name: t\nstages:\n  prefs: { uses: ingest, with: { source: prefs.jsonl, format: preference, val_fraction: 0 } }\n  cands: { uses: command, with: { cmd: \"cp cands.jsonl $HONE_OUT/candidates.jsonl\", deps: [cands.jsonl] } }\n  rank: { uses: rank, inputs: { candidates: cands, preferences: prefs }, with: { labeler: program } }\n",
+        );
+        assert!(s.failed[0].1.contains("input `preferences` is for `labeler: file`"), "{s:?}");
     }
 
     #[test]
