@@ -49,6 +49,7 @@ fn random(dir: &Path) {
         n_embd: 128,
         bias: true,
         dropout: 0.0,
+        ..Default::default()
     };
     let ps = ParamStore::seeded(1234);
     Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();

@@ -26,6 +26,7 @@ fn main() {
         n_embd: 128,
         bias: false,
         dropout: 0.0,
+        ..Default::default()
     };
     let ps = ParamStore::seeded(1337);
     let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();

@@ -118,6 +118,7 @@ impl Params {
             n_embd: self.n_embd,
             bias: self.bias,
             dropout: self.dropout,
+            ..Default::default()
         }
     }
 }

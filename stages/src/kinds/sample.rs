@@ -439,6 +439,7 @@ mod tests {
                 n_embd: 16,
                 bias: true,
                 dropout: 0.0,
+                ..Default::default()
             };
             let ps = ParamStore::seeded(3);
             Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();

@@ -18,7 +18,7 @@ use super::export::{self, GenerationConfig};
 use super::sample::{Overrides, SampleOptions, generate_streamed};
 use super::{GptConfig, ModelError, Result};
 use crate::data::formats::{Message, Role};
-use crate::model::chat_template::{CONTENT_PREFIX, ChatTokenizer};
+use crate::model::chat_template::ChatTokenizer;
 
 /// `tokenizer_config.json`, where HuggingFace keeps the chat template.
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
@@ -133,7 +133,7 @@ impl ChatModel {
         // The end-of-text token also ends a reply (a base model may produce it).
         let stops = [self.tok.end_of_text, self.tok.im_start];
         // The reply starts with the template's content prefix: it is not part of the message.
-        let mut prefix = CONTENT_PREFIX;
+        let mut prefix = self.tok.content_prefix();
         let new = generate_streamed(
             &self.decoder,
             &ids,

@@ -19,6 +19,15 @@
 //! The mask covers each assistant message's content and its closing `<|im_end|>` (the model
 //! must learn to stop), not the `<|im_start|>assistant\n` header (that is the prompt) nor
 //! the `\n` after `<|im_end|>` (sampling stops at `<|im_end|>`, so it is never generated).
+//!
+//! **A model's own template.** A model imported from a folder whose tokenizer config has a
+//! `chat_template` of its own (SmolLM2's, Qwen's, Llama 3's) keeps it: the conversation is
+//! rendered by that Jinja template ([`minijinja`], with transformers' settings: blocks trimmed,
+//! Python's string methods, `raise_exception`) and tokenized whole, as
+//! `apply_chat_template(…, tokenize=True)` does; an assistant message's tokens are those from
+//! the end of the conversation before it rendered with the generation prompt to the end of
+//! the conversation through it (TRL's way of finding them). The turn ends at the
+//! tokenizer config's `eos_token`.
 
 use std::path::Path;
 
@@ -108,10 +117,63 @@ pub struct Encoded {
 /// A tokenizer that knows the chat tokens' ids.
 pub struct ChatTokenizer {
     tok: tokenizers::Tokenizer,
+    /// The token that opens a turn (ChatML's `<|im_start|>`; a model's own template: the
+    /// first special token of its assistant header). Sampling stops at it too.
     pub im_start: u32,
+    /// The token that ends a turn (ChatML's `<|im_end|>`, a model's `eos_token`).
     pub im_end: u32,
+    /// Padding, and the start of generation without a prompt (`<|endoftext|>`, a model's
+    /// `pad_token` or else its `eos_token`).
     pub end_of_text: u32,
+    template: Option<Box<Jinja>>,
 }
+
+/// A model's own chat template, ready to render.
+struct Jinja {
+    env: minijinja::Environment<'static>,
+    /// The special tokens' text, for the template's `bos_token` and `eos_token`.
+    bos: String,
+    eos: String,
+}
+
+/// A `tokenizer_config.json` token: a string, or `{"content": …}`.
+fn token_text(v: &serde_json::Value) -> Option<String> {
+    v.as_str().or_else(|| v["content"].as_str()).map(String::from)
+}
+
+/// The chat template a model folder holds, if any: `tokenizer_config.json`'s `chat_template`
+/// (a string, or a list of named templates: `default`), or `chat_template.jinja`
+/// (transformers 5 writes it apart).
+pub fn folder_template(dir: &Path) -> Result<(Option<String>, serde_json::Value), ModelError> {
+    let cfg_path = dir.join(export::TOKENIZER_CONFIG);
+    let cfg: serde_json::Value = if cfg_path.exists() {
+        let text = std::fs::read_to_string(&cfg_path).map_err(ModelError::io(&cfg_path))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?
+    } else {
+        serde_json::Value::Null
+    };
+    let inline = match &cfg["chat_template"] {
+        serde_json::Value::String(t) => Some(t.clone()),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(String::from),
+        _ => None,
+    };
+    let file = dir.join(JINJA_FILE);
+    let template = match inline {
+        Some(t) => Some(t),
+        None if file.exists() => {
+            Some(std::fs::read_to_string(&file).map_err(ModelError::io(&file))?)
+        }
+        None => None,
+    };
+    Ok((template, cfg))
+}
+
+/// Where transformers 5 keeps a chat template, beside `tokenizer_config.json`.
+pub const JINJA_FILE: &str = "chat_template.jinja";
 
 impl ChatTokenizer {
     /// Reads `tokenizer.json`; fails when it lacks a chat token or gives one an id outside
@@ -119,6 +181,18 @@ impl ChatTokenizer {
     pub fn from_file(path: &Path, vocab_size: usize) -> Result<ChatTokenizer, ModelError> {
         let tok = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| ModelError::format(path, e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if let (Some(template), cfg) = folder_template(dir)?
+            && template != JINJA
+        {
+            return Self::with_template(
+                tok,
+                template,
+                &cfg,
+                &dir.join(export::TOKENIZER_CONFIG),
+                vocab_size,
+            );
+        }
         let id = |t: &str| tok.token_to_id(t).filter(|&i| (i as usize) < vocab_size);
         let missing: Vec<&str> =
             [END_OF_TEXT, IM_START, IM_END].into_iter().filter(|t| id(t).is_none()).collect();
@@ -133,7 +207,132 @@ impl ChatTokenizer {
         }
         let (im_start, im_end, end_of_text) =
             (id(IM_START).unwrap(), id(IM_END).unwrap(), id(END_OF_TEXT).unwrap());
-        Ok(ChatTokenizer { tok, im_start, im_end, end_of_text })
+        Ok(ChatTokenizer { tok, im_start, im_end, end_of_text, template: None })
+    }
+
+    /// A tokenizer with a model's own chat template (see the module doc).
+    fn with_template(
+        tok: tokenizers::Tokenizer,
+        template: String,
+        cfg: &serde_json::Value,
+        cfg_path: &Path,
+        vocab_size: usize,
+    ) -> Result<ChatTokenizer, ModelError> {
+        let special = |key: &str| -> Result<Option<(String, u32)>, ModelError> {
+            let Some(text) = token_text(&cfg[key]) else { return Ok(None) };
+            match tok.token_to_id(&text).filter(|&i| (i as usize) < vocab_size) {
+                Some(id) => Ok(Some((text, id))),
+                None => Err(ModelError::format(
+                    cfg_path,
+                    format!(
+                        "`{key}`: {text:?} is not a token of the tokenizer within the model's {vocab_size} ids"
+                    ),
+                )),
+            }
+        };
+        let (eos, im_end) = special("eos_token")?.ok_or_else(|| {
+            ModelError::format(cfg_path, "`eos_token`: missing; hone needs the token that ends an assistant turn\n   = help: set `eos_token` in tokenizer_config.json to the template's end-of-turn token")
+        })?;
+        let end_of_text = special("pad_token")?.map_or(im_end, |(_, id)| id);
+        let bos = special("bos_token")?.map(|(t, _)| t).unwrap_or_default();
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        // A fixed date: the same conversation renders the same tokens on any day.
+        env.add_function("strftime_now", |_fmt: String| "26 Jul 2024".to_string());
+        env.add_template_owned("chat", template).map_err(|e| {
+            ModelError::format(cfg_path, format!("`chat_template` does not parse: {e}"))
+        })?;
+        let mut t = ChatTokenizer {
+            tok,
+            im_start: im_end,
+            im_end,
+            end_of_text,
+            template: Some(Box::new(Jinja { env, bos, eos })),
+        };
+        // The turn opener: the first special token of the assistant header.
+        let plain = t.render(&[], false)?;
+        let header = t.render(&[], true)?;
+        if let Some(rest) = header.strip_prefix(&plain) {
+            let first = t.text_ids(rest)?.into_iter().find(|&i| {
+                t.tok
+                    .get_added_vocabulary()
+                    .is_special_token(&t.tok.id_to_token(i).unwrap_or_default())
+            });
+            t.im_start = first.unwrap_or(im_end);
+        }
+        Ok(t)
+    }
+
+    /// The text of a conversation, by the model's own template or hone's ChatML.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
+        let Some(j) = &self.template else { return Ok(render(messages, add_generation_prompt)) };
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::json!({ "role": role_name(m.role), "content": m.content }))
+            .collect();
+        let t = j.env.get_template("chat").expect("added at load");
+        t.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => j.bos,
+            eos_token => j.eos,
+        })
+        .map_err(|e| ModelError::Invalid(format!("the chat template fails: {e}")))
+    }
+
+    /// What a reply's text starts with that is not part of the message (hone's ChatML puts
+    /// [`CONTENT_PREFIX`] before every content; a model's own template, nothing).
+    pub fn content_prefix(&self) -> &'static str {
+        if self.template.is_some() { "" } else { CONTENT_PREFIX }
+    }
+
+    /// Whether the conversations follow a model's own template rather than hone's ChatML.
+    pub fn has_own_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// [`ChatTokenizer::encode`] for a model's own template: the whole text tokenized, the
+    /// assistant spans found by rendering prefixes.
+    fn encode_jinja(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Encoded, ModelError> {
+        let full = self.render(messages, add_generation_prompt)?;
+        let enc = self
+            .tok
+            .encode(full.as_str(), false)
+            .map_err(|e| ModelError::Invalid(format!("cannot tokenize the conversation: {e}")))?;
+        let offsets = enc.get_offsets();
+        let prefix = |n: usize, add: bool| -> Result<usize, ModelError> {
+            let text = self.render(&messages[..n], add)?;
+            if !full.starts_with(&text) {
+                return Err(ModelError::Invalid(format!(
+                    "the chat template renders the first {n} messages as text that does not begin the whole conversation, so hone cannot tell which tokens are the assistant's"
+                )));
+            }
+            Ok(text.len())
+        };
+        let mut spans = Vec::new();
+        let mut ends = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let end = prefix(i + 1, false)?;
+            if m.role == Role::Assistant {
+                spans.push(prefix(i, true)?..end);
+            }
+            ends.push(offsets.iter().take_while(|o| o.0 < end).count());
+        }
+        let assistant = offsets.iter().map(|o| spans.iter().any(|s| s.contains(&o.0))).collect();
+        Ok(Encoded { ids: enc.get_ids().to_vec(), assistant, ends })
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -158,6 +357,9 @@ impl ChatTokenizer {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<Encoded, ModelError> {
+        if self.template.is_some() {
+            return self.encode_jinja(messages, add_generation_prompt);
+        }
         let mut e = Encoded { ids: Vec::new(), assistant: Vec::new(), ends: Vec::new() };
         let newline = self.text_ids("\n")?;
         let push = |e: &mut Encoded, ids: &[u32], train: bool| {
@@ -190,7 +392,7 @@ impl ChatTokenizer {
     /// template puts before every message's content.
     pub fn decode_reply(&self, ids: &[u32]) -> Result<String, ModelError> {
         let text = self.decode(ids)?;
-        Ok(text.strip_prefix(CONTENT_PREFIX).map(str::to_string).unwrap_or(text))
+        Ok(text.strip_prefix(self.content_prefix()).map(str::to_string).unwrap_or(text))
     }
 }
 

@@ -22,22 +22,34 @@
 //! (Against candle's full forward pass the logits agree to float rounding: tested.)
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::config::LN_EPS;
+use super::config::Activation;
 use super::kernels::packed::{Packed, Then};
 use super::kernels::simd;
+use super::rope::{RopeTable, rotate};
 use super::{GptConfig, ModelError, ParamStore, Result};
 
 /// Positions per tile of the key cache: one 8-lane vector of scores.
 pub const KT: usize = 8;
 
+/// A norm's gain (and bias); RMSNorm when `rms`.
 struct Norm {
     w: Vec<f32>,
     b: Option<Vec<f32>>,
+    rms: bool,
+    eps: f32,
+}
+
+enum Mlp {
+    /// GPT-2: `c_fc`, GELU (erf, fused into the product; or the tanh form after it), `c_proj`.
+    Gelu { c_fc: Packed, proj: Packed, tanh: bool },
+    /// The Llama family: the packed `[gate | up]`, SwiGLU, `down_proj`.
+    SwiGlu { gate_up: Packed, down: Packed },
 }
 
 struct Layer {
@@ -45,26 +57,30 @@ struct Layer {
     c_attn: Packed,
     attn_proj: Packed,
     ln_2: Norm,
-    c_fc: Packed,
-    mlp_proj: Packed,
+    mlp: Mlp,
 }
 
-/// A GPT's weights as flat `f32` vectors, ready to generate (see the module doc).
+/// A model's weights as flat `f32` vectors, ready to generate (see the module doc).
 pub struct Decoder {
     cfg: GptConfig,
-    /// The token embedding, also the (tied) output head: (vocab, C), packed for the head (an
-    /// embedding lookup reads a row of it).
+    /// The token embedding, also the output head when tied: (vocab, C), packed for the head
+    /// (an embedding lookup reads a row of it).
     wte: Packed,
-    wpe: Vec<f32>,
+    /// Learned positions (GPT-2).
+    wpe: Option<Vec<f32>>,
+    /// An untied output head.
+    lm_head: Option<Packed>,
+    /// Rotary positions (the Llama family).
+    rope: Option<Arc<RopeTable>>,
     layers: Vec<Layer>,
     ln_f: Norm,
 }
 
-/// One sequence's keys and values, one vector per layer and head (`layer · n_head + head`),
-/// so that attention reads each head's cache front to back. Keys in tiles of [`KT`]
-/// positions, feature-major within a tile (position `t`'s feature `d` at `(t / KT · hd + d) ·
-/// KT + t % KT`, a partly filled last tile padded with zeros), so that a vector load gives
-/// [`KT`] positions of one feature; values position by position, `hd` each.
+/// One sequence's keys and values, one vector per layer and key/value head (`layer ·
+/// kv_heads + head`), so that attention reads each head's cache front to back. Keys in tiles
+/// of [`KT`] positions, feature-major within a tile (position `t`'s feature `d` at `(t / KT ·
+/// hd + d) · KT + t % KT`, a partly filled last tile padded with zeros), so that a vector
+/// load gives [`KT`] positions of one feature; values position by position, `hd` each.
 #[derive(Clone, Debug, Default)]
 pub struct RowCache {
     k: Vec<Vec<f32>>,
@@ -101,8 +117,9 @@ pub struct Row<'a> {
 }
 
 impl Decoder {
-    /// From parameters named as nanoGPT names them (`transformer.wte.weight`, …), as
-    /// [`ParamStore::vars`] lists them. A snapshot: later changes to the tensors are not seen.
+    /// From parameters named as [`super::Gpt`] names them (`transformer.wte.weight`, …, or
+    /// `model.embed_tokens.weight`, …), as [`ParamStore::vars`] lists them. A snapshot: later
+    /// changes to the tensors are not seen.
     pub fn new(cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<Decoder> {
         if let Some((_, msg)) = cfg.problems().first() {
             return Err(ModelError::Invalid(format!("invalid model config: {msg}")));
@@ -122,47 +139,87 @@ impl Decoder {
             }
             Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
-        let opt =
-            |name: &str, n: usize| if cfg.bias { get(name, &[n]).map(Some) } else { Ok(None) };
-        let dense = |p: &str, inp: usize, out: usize| -> Result<Packed> {
+        let opt = |name: &str, n: usize, has: bool| {
+            if has { get(name, &[n]).map(Some) } else { Ok(None) }
+        };
+        let dense = |p: &str, inp: usize, out: usize, bias: bool| -> Result<Packed> {
             Ok(Packed::new(
                 &get(&format!("{p}.weight"), &[out, inp])?,
-                opt(&format!("{p}.bias"), out)?.as_deref(),
+                opt(&format!("{p}.bias"), out, bias)?.as_deref(),
                 inp,
                 out,
             ))
         };
+        let (c, f, llama) = (cfg.n_embd, cfg.inner(), cfg.is_llama());
         let norm = |p: &str| -> Result<Norm> {
             Ok(Norm {
-                w: get(&format!("{p}.weight"), &[cfg.n_embd])?,
-                b: opt(&format!("{p}.bias"), cfg.n_embd)?,
+                w: get(&format!("{p}.weight"), &[c])?,
+                b: opt(&format!("{p}.bias"), c, cfg.bias && !llama)?,
+                rms: llama,
+                eps: cfg.eps() as f32,
             })
         };
-        let c = cfg.n_embd;
         let layers = (0..cfg.n_layer)
             .map(|i| {
+                if llama {
+                    let p = format!("model.layers.{i}");
+                    return Ok(Layer {
+                        ln_1: norm(&format!("{p}.input_layernorm"))?,
+                        c_attn: dense(
+                            &format!("{p}.self_attn.qkv_proj"),
+                            c,
+                            cfg.qkv_width(),
+                            cfg.qkv_bias,
+                        )?,
+                        attn_proj: dense(&format!("{p}.self_attn.o_proj"), c, c, false)?,
+                        ln_2: norm(&format!("{p}.post_attention_layernorm"))?,
+                        mlp: Mlp::SwiGlu {
+                            gate_up: dense(&format!("{p}.mlp.gate_up_proj"), c, 2 * f, false)?,
+                            down: dense(&format!("{p}.mlp.down_proj"), f, c, false)?,
+                        },
+                    });
+                }
                 let p = format!("transformer.h.{i}");
                 Ok(Layer {
                     ln_1: norm(&format!("{p}.ln_1"))?,
-                    c_attn: dense(&format!("{p}.attn.c_attn"), c, 3 * c)?,
-                    attn_proj: dense(&format!("{p}.attn.c_proj"), c, c)?,
+                    c_attn: dense(&format!("{p}.attn.c_attn"), c, 3 * c, cfg.bias)?,
+                    attn_proj: dense(&format!("{p}.attn.c_proj"), c, c, cfg.bias)?,
                     ln_2: norm(&format!("{p}.ln_2"))?,
-                    c_fc: dense(&format!("{p}.mlp.c_fc"), c, 4 * c)?,
-                    mlp_proj: dense(&format!("{p}.mlp.c_proj"), 4 * c, c)?,
+                    mlp: Mlp::Gelu {
+                        c_fc: dense(&format!("{p}.mlp.c_fc"), c, f, cfg.bias)?,
+                        proj: dense(&format!("{p}.mlp.c_proj"), f, c, cfg.bias)?,
+                        tanh: cfg.activation == Activation::GeluNew,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Decoder {
-            cfg: cfg.clone(),
-            wte: Packed::new(
-                &get("transformer.wte.weight", &[cfg.vocab_size, c])?,
+        let (wte, wpe, ln_f) = if llama {
+            ("model.embed_tokens.weight", None, norm("model.norm")?)
+        } else {
+            (
+                "transformer.wte.weight",
+                Some(get("transformer.wpe.weight", &[cfg.block_size, c])?),
+                norm("transformer.ln_f")?,
+            )
+        };
+        let lm_head = if cfg.tie_embeddings {
+            None
+        } else {
+            Some(Packed::new(
+                &get("lm_head.weight", &[cfg.vocab_size, c])?,
                 None,
                 c,
                 cfg.vocab_size,
-            ),
-            wpe: get("transformer.wpe.weight", &[cfg.block_size, c])?,
+            ))
+        };
+        Ok(Decoder {
+            cfg: cfg.clone(),
+            wte: Packed::new(&get(wte, &[cfg.vocab_size, c])?, None, c, cfg.vocab_size),
+            wpe,
+            lm_head,
+            rope: llama.then(|| RopeTable::new(&cfg.rope, cfg.head_dim(), cfg.block_size)),
             layers,
-            ln_f: norm("transformer.ln_f")?,
+            ln_f,
         })
     }
 
@@ -179,7 +236,7 @@ impl Decoder {
 
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> RowCache {
-        let n = self.cfg.n_layer * self.cfg.n_head;
+        let n = self.cfg.n_layer * self.cfg.kv_heads();
         RowCache { k: vec![Vec::new(); n], v: vec![Vec::new(); n], len: 0 }
     }
 
@@ -187,7 +244,8 @@ impl Decoder {
     /// the caches, and returns each row's logits for the token after its last one.
     pub fn forward(&self, rows: &mut [Row<'_>]) -> Result<Vec<Vec<f32>>> {
         let (c, block, vocab) = (self.cfg.n_embd, self.cfg.block_size, self.cfg.vocab_size);
-        let (heads, hd) = (self.cfg.n_head, self.cfg.n_embd / self.cfg.n_head);
+        let (heads, kvh, hd) = (self.cfg.n_head, self.cfg.kv_heads(), self.cfg.head_dim());
+        let w = self.cfg.qkv_width();
         // One entry per fed token: (row, position).
         let mut entries = Vec::new();
         for (r, row) in rows.iter().enumerate() {
@@ -214,38 +272,61 @@ impl Decoder {
         let mut e = 0;
         for row in rows.iter() {
             for (i, &t) in row.tokens.iter().enumerate() {
-                let pos = row.cache.len + i;
-                let p = &self.wpe[pos * c..][..c];
-                for ((o, a), b) in x[e * c..][..c].iter_mut().zip(self.wte.row(t as usize)).zip(p) {
-                    *o = a + b;
+                let out = &mut x[e * c..][..c];
+                match &self.wpe {
+                    Some(wpe) => {
+                        let p = &wpe[(row.cache.len + i) * c..][..c];
+                        for ((o, a), b) in out.iter_mut().zip(self.wte.row(t as usize)).zip(p) {
+                            *o = a + b;
+                        }
+                    }
+                    None => out.iter_mut().zip(self.wte.row(t as usize)).for_each(|(o, a)| *o = a),
                 }
                 e += 1;
             }
         }
         // Rows or entries split over the threads when the step is large enough.
         let parallel = n * c * block >= PAR_WORK && rayon::current_num_threads() > 1;
+        let f = self.cfg.inner();
+        let swiglu = self.cfg.is_llama();
         // The step's buffers, reused by every layer.
-        let (mut normed, mut qkv, mut y, mut h) =
-            (vec![0f32; n * c], vec![0f32; n * 3 * c], vec![0f32; n * c], vec![0f32; n * 4 * c]);
+        let (mut normed, mut qkv, mut y) =
+            (vec![0f32; n * c], vec![0f32; n * w], vec![0f32; n * c]);
+        let mut h = vec![0f32; n * if swiglu { 2 * f } else { f }];
+        let mut act = if swiglu { vec![0f32; n * f] } else { Vec::new() };
         for (l, layer) in self.layers.iter().enumerate() {
             norm(&x, &layer.ln_1, &mut normed, parallel);
             layer.c_attn.forward_into(&normed, &mut qkv, Then::Store);
+            if let Some(table) = &self.rope {
+                let turn = |(e, q): (usize, &mut [f32])| {
+                    let (cos, sin) = table.at(entries[e].1);
+                    for head in q[..(heads + kvh) * hd].chunks_exact_mut(hd) {
+                        rotate(head, cos, sin);
+                    }
+                };
+                if parallel {
+                    qkv.par_chunks_exact_mut(w).enumerate().for_each(turn);
+                } else {
+                    qkv.chunks_exact_mut(w).enumerate().for_each(turn);
+                }
+            }
             // Each row's keys and values into its cache (rows in parallel: their entries are
             // contiguous, in row order).
             let mut parts = Vec::with_capacity(rows.len());
             let mut rest = qkv.as_slice();
             for row in rows.iter_mut() {
-                let (mine, others) = rest.split_at(row.tokens.len() * 3 * c);
+                let (mine, others) = rest.split_at(row.tokens.len() * w);
                 parts.push((&mut *row.cache, mine));
                 rest = others;
             }
             let push = |(cache, q): (&mut RowCache, &[f32])| {
-                for (i, e_qkv) in q.chunks_exact(3 * c).enumerate() {
+                for (i, e_qkv) in q.chunks_exact(w).enumerate() {
+                    let kv = &e_qkv[c..];
                     let (keys, values) =
-                        (e_qkv[c..2 * c].chunks_exact(hd), e_qkv[2 * c..].chunks_exact(hd));
-                    for ((k, v), (key, value)) in cache.k[l * heads..]
+                        (kv[..kvh * hd].chunks_exact(hd), kv[kvh * hd..].chunks_exact(hd));
+                    for ((k, v), (key, value)) in cache.k[l * kvh..]
                         .iter_mut()
-                        .zip(&mut cache.v[l * heads..])
+                        .zip(&mut cache.v[l * kvh..])
                         .zip(keys.zip(values))
                     {
                         push_key(k, cache.len + i, key);
@@ -261,9 +342,10 @@ impl Decoder {
             let caches: Vec<&RowCache> = rows.iter().map(|row| &*row.cache).collect();
             let attend = |scores: &mut Vec<f32>, (e, out): (usize, &mut [f32])| {
                 let (r, pos) = entries[e];
-                let layer = l * heads..(l + 1) * heads;
+                let layer = l * kvh..(l + 1) * kvh;
                 attention(
-                    &qkv[e * 3 * c..][..c],
+                    &qkv[e * w..][..c],
+                    heads,
                     &caches[r].k[layer.clone()],
                     &caches[r].v[layer],
                     pos + 1,
@@ -279,8 +361,28 @@ impl Decoder {
             }
             layer.attn_proj.forward_into(&y, &mut x, Then::Add);
             norm(&x, &layer.ln_2, &mut normed, parallel);
-            layer.c_fc.forward_into(&normed, &mut h, Then::Gelu);
-            layer.mlp_proj.forward_into(&h, &mut x, Then::Add);
+            match &layer.mlp {
+                Mlp::Gelu { c_fc, proj, tanh: false } => {
+                    c_fc.forward_into(&normed, &mut h, Then::Gelu);
+                    proj.forward_into(&h, &mut x, Then::Add);
+                }
+                Mlp::Gelu { c_fc, proj, tanh: true } => {
+                    c_fc.forward_into(&normed, &mut h, Then::Store);
+                    h.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+                    proj.forward_into(&h, &mut x, Then::Add);
+                }
+                Mlp::SwiGlu { gate_up, down } => {
+                    gate_up.forward_into(&normed, &mut h, Then::Store);
+                    let one =
+                        |(gu, o): (&[f32], &mut [f32])| super::kernels::swiglu::forward_row(gu, o);
+                    if parallel {
+                        h.par_chunks_exact(2 * f).zip(act.par_chunks_exact_mut(f)).for_each(one);
+                    } else {
+                        h.chunks_exact(2 * f).zip(act.chunks_exact_mut(f)).for_each(one);
+                    }
+                    down.forward_into(&act, &mut x, Then::Add);
+                }
+            }
         }
         for row in rows.iter_mut() {
             row.cache.len += row.tokens.len();
@@ -294,9 +396,14 @@ impl Decoder {
         }
         let mut normed = vec![0f32; last.len()];
         norm(&last, &self.ln_f, &mut normed, parallel);
-        let logits = self.wte.forward(&normed);
+        let logits = self.lm_head.as_ref().unwrap_or(&self.wte).forward(&normed);
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// GELU's tanh form as candle computes it (`gelu_new`).
+fn gelu_tanh(v: f32) -> f32 {
+    0.5 * v * (1.0 + f32::tanh(0.797_884_6 * v * (1.0 + 0.044715 * v * v)))
 }
 
 /// Multiply-adds below which a step's attention (and the rest of the step but the linear
@@ -313,7 +420,7 @@ fn add(x: &mut [f32], y: &[f32]) {
 /// rows in parallel or not.
 fn norm(x: &[f32], n: &Norm, y: &mut [f32], parallel: bool) {
     let c = n.w.len();
-    let one = |(row, out): (&[f32], &mut [f32])| norm_row(row, &n.w, n.b.as_deref(), out);
+    let one = |(row, out): (&[f32], &mut [f32])| norm_row(row, n, out);
     if parallel {
         x.par_chunks_exact(c).zip(y.par_chunks_exact_mut(c)).for_each(one);
     } else {
@@ -322,14 +429,17 @@ fn norm(x: &[f32], n: &Norm, y: &mut [f32], parallel: bool) {
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn norm_row(row: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
-    let n = row.len() as f32;
-    let mean = simd::sum(row) / n;
-    let rstd = 1.0 / (simd::sum_sq_dev(row, mean) / n + LN_EPS as f32).sqrt();
-    for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+fn norm_row(row: &[f32], n: &Norm, out: &mut [f32]) {
+    if n.rms {
+        return super::kernels::rms_norm::forward_row(row, &n.w, f64::from(n.eps), out);
+    }
+    let c = row.len() as f32;
+    let mean = simd::sum(row) / c;
+    let rstd = 1.0 / (simd::sum_sq_dev(row, mean) / c + n.eps).sqrt();
+    for ((o, &v), &wi) in out.iter_mut().zip(row).zip(&n.w) {
         *o = (v - mean) * rstd * wi;
     }
-    if let Some(b) = b {
+    if let Some(b) = &n.b {
         add(out, b);
     }
 }
@@ -340,20 +450,25 @@ fn norm_row(row: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
 /// in `d` order, [`KT`] positions per vector; the output `Σ_t p_t v_t` by fused multiply-adds
 /// in `t` order, then divided by `Σ_t p_t` (in [`simd::sum`]'s lanes).
 #[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
 fn attention(
     q: &[f32],
+    heads: usize,
     k: &[Vec<f32>],
     v: &[Vec<f32>],
     len: usize,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let hd = q.len() / k.len();
+    let hd = q.len() / heads;
+    // Query heads per key/value head (grouped-query attention).
+    let group = heads / k.len();
     let scale = 1.0 / (hd as f32).sqrt();
     let tiles = len.div_ceil(KT);
     scores.clear();
     scores.resize(tiles * KT, 0.0);
-    for (h, (k, v)) in k.iter().zip(v).enumerate() {
+    for h in 0..heads {
+        let (k, v) = (&k[h / group], &v[h / group]);
         let qh = &q[h * hd..][..hd];
         let tile = |t: usize| &k[t * hd * KT..][..hd * KT];
         // Four tiles per pass (independent FMA chains), then the rest.
@@ -445,6 +560,7 @@ pub(crate) mod tests {
                 n_embd: 20,
                 bias,
                 dropout: 0.0,
+                ..Default::default()
             },
             seed,
         )
@@ -462,6 +578,7 @@ pub(crate) mod tests {
                 n_embd: 36,
                 bias: true,
                 dropout: 0.0,
+                ..Default::default()
             },
             seed,
         )
@@ -528,6 +645,7 @@ pub(crate) mod tests {
             n_embd: 20,
             bias: true,
             dropout: 0.0,
+            ..Default::default()
         };
         let ps = ParamStore::seeded(1);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
@@ -656,5 +774,35 @@ pub(crate) mod tests {
             one[5],
             d.forward(&mut [Row { cache: &mut d.new_cache(), tokens: &big[5] }]).unwrap()[0]
         );
+    }
+
+    /// The Llama family (RMSNorm, rotary positions, grouped key/value heads, q/k/v biases,
+    /// SwiGLU, an untied head) and GPT-2's tanh GELU: the decoder's incremental logits are
+    /// candle's full forward pass's, and a row's bits do not depend on the batch.
+    #[test]
+    fn llama_and_gelu_new_models_decode_as_candle_computes_them() {
+        use crate::model::config::{Activation, tiny_llama};
+        let llama = GptConfig { block_size: 12, ..tiny_llama(17, true) };
+        let gelu_new = GptConfig {
+            activation: Activation::GeluNew,
+            norm_eps: Some(1e-6),
+            ..tiny(1, true).0.config().clone()
+        };
+        for cfg in [llama, gelu_new] {
+            let (m, d) = model(cfg.clone(), 5);
+            let seq = [3u32, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8];
+            let full = full_logits(&m, &seq);
+            let (got, _) = token_by_token(&d, &seq, 4);
+            for (i, g) in got.iter().enumerate() {
+                let worst = rel_diff(g, &full[i + 3]);
+                assert!(worst < 1e-4, "{:?}, position {}: {worst}", cfg.arch, i + 3);
+            }
+            let prompts: Vec<Vec<u32>> = (1..6).map(|n| seq[..n].to_vec()).collect();
+            let alone: Vec<Vec<f32>> = prompts
+                .iter()
+                .map(|p| together(&d, std::slice::from_ref(p), 1).remove(0))
+                .collect();
+            assert_eq!(together(&d, &prompts, 3), alone);
+        }
     }
 }

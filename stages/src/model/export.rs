@@ -16,6 +16,12 @@
 //! [`crate::rl::reward_model`]); `config.json` says `"hone": {"likelihood": w}`, and the
 //! log-probs are those of `GPT2LMHeadModel.from_pretrained(dir)` (the same weights, the LM
 //! head tied).
+//!
+//! The Llama family (`LlamaForCausalLM`, `Qwen2ForCausalLM`) is read and written here too,
+//! its config through [`super::hf`]: hone packs q/k/v into `qkv_proj` and gate/up into
+//! `gate_up_proj`, which [`to_hf`] splits and [`from_hf`] joins (exact copies). A model that
+//! came from a folder ([`save_from`]'s `base`) is written over that folder's `config.json`,
+//! so that its other keys survive and an unchanged config is the same bytes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,8 +30,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::config::{GptConfig, INIT_STD, LN_EPS};
+use super::config::{Activation, GptConfig, INIT_STD, LN_EPS};
 use super::heads::ScalarHead;
+use super::hf;
 use super::{Gpt, ModelError, ParamStore, Result};
 
 pub const WEIGHTS: &str = "model.safetensors";
@@ -141,12 +148,89 @@ pub fn save(
     params: &[(String, Tensor)],
     generation: &GenerationConfig,
 ) -> Result<()> {
+    save_from(dir, cfg, params, generation, None)
+}
+
+/// [`save`], with `config.json` written over the one in `base` (the folder the model came
+/// from) when it has one.
+pub fn save_from(
+    dir: &Path,
+    cfg: &GptConfig,
+    params: &[(String, Tensor)],
+    generation: &GenerationConfig,
+    base: Option<&Path>,
+) -> Result<()> {
     save_weights(dir, cfg, params)?;
-    write_json(
-        &dir.join(CONFIG),
-        &hf_config(cfg, "GPT2LMHeadModel", generation.bos_token_id, generation.eos_token_id),
-    )?;
+    let arch = if cfg.is_llama() { causal_lm(cfg) } else { "GPT2LMHeadModel" };
+    let hf = config_json(cfg, arch, generation.bos_token_id, generation.eos_token_id, base)?;
+    std::fs::write(dir.join(CONFIG), hf).map_err(ModelError::io(dir.join(CONFIG)))?;
     write_json(&dir.join(GENERATION_CONFIG), generation)
+}
+
+fn causal_lm(cfg: &GptConfig) -> &'static str {
+    if cfg.qkv_bias { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }
+}
+
+fn classifier(cfg: &GptConfig) -> &'static str {
+    match (cfg.is_llama(), cfg.qkv_bias) {
+        (false, _) => REWARD_ARCHITECTURE,
+        (true, true) => "Qwen2ForSequenceClassification",
+        (true, false) => "LlamaForSequenceClassification",
+    }
+}
+
+/// The `config.json` of `base`, if it has one.
+fn base_config(base: Option<&Path>) -> Result<Option<serde_json::Value>> {
+    let Some(path) = base.map(|b| b.join(CONFIG)).filter(|p| p.exists()) else { return Ok(None) };
+    let text = std::fs::read_to_string(&path).map_err(ModelError::io(&path))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| ModelError::format(&path, e.to_string()))
+}
+
+/// `config.json`'s text: the Llama family's through [`hf::llama_json`]; GPT-2's as hone has
+/// always written it, or over `base`'s when there is one.
+fn config_json(
+    cfg: &GptConfig,
+    architecture: &str,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    base: Option<&Path>,
+) -> Result<String> {
+    let base = base_config(base)?;
+    // A base of the other family is no base.
+    let base = base.filter(|b| {
+        hf::is_llama_family(b["model_type"].as_str().unwrap_or_default()) == cfg.is_llama()
+    });
+    if cfg.is_llama() {
+        return Ok(hf::python_json(&hf::llama_json(cfg, base.as_ref(), architecture, bos, eos)));
+    }
+    let typed = hf_config(cfg, architecture, bos, eos);
+    let Some(mut v) = base else {
+        // GPT-2's fields in hone's order, as hone has always written them.
+        let mut text = serde_json::to_string_pretty(&typed).expect("plain data");
+        text.push('\n');
+        return Ok(text);
+    };
+    let ours = serde_json::to_value(typed).expect("plain data");
+    for key in [
+        "architectures",
+        "vocab_size",
+        "n_positions",
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "activation_function",
+        "layer_norm_epsilon",
+    ] {
+        v[key] = ours[key].clone();
+    }
+    if cfg.bias {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("hone");
+        }
+    } else {
+        v["hone"] = ours["hone"].clone();
+    }
+    Ok(hf::python_json(&v))
 }
 
 /// The name of a reward model's head (`score.weight`).
@@ -163,17 +247,49 @@ pub fn save_reward(
     eos_token_id: Option<u32>,
     likelihood: f64,
 ) -> Result<()> {
+    save_reward_from(dir, cfg, params, pad_token_id, eos_token_id, likelihood, None)
+}
+
+/// [`save_reward`] over `base`'s `config.json` (the folder the backbone came from).
+pub fn save_reward_from(
+    dir: &Path,
+    cfg: &GptConfig,
+    params: &[(String, Tensor)],
+    pad_token_id: u32,
+    eos_token_id: Option<u32>,
+    likelihood: f64,
+    base: Option<&Path>,
+) -> Result<()> {
     if !params.iter().any(|(n, _)| n == &format!("{SCORE}.weight")) {
         return Err(ModelError::Invalid(format!("a reward model needs `{SCORE}.weight`")));
     }
     save_weights(dir, cfg, params)?;
-    let mut hf = hf_config(cfg, REWARD_ARCHITECTURE, eos_token_id, eos_token_id);
-    hf.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
-    hf.label2id = Some([("LABEL_0".to_string(), 0)].into());
-    hf.pad_token_id = Some(pad_token_id);
-    hf.hone =
-        Some(HoneExtra { bias: cfg.bias, likelihood: (likelihood != 0.0).then_some(likelihood) });
-    write_json(&dir.join(CONFIG), &hf)
+    let text = config_json(cfg, classifier(cfg), eos_token_id, eos_token_id, base)?;
+    let mut hf: serde_json::Value = serde_json::from_str(&text).expect("config_json writes JSON");
+    hf["id2label"] = serde_json::json!({"0": "LABEL_0"});
+    hf["label2id"] = serde_json::json!({"LABEL_0": 0});
+    hf["pad_token_id"] = pad_token_id.into();
+    if likelihood != 0.0 || !cfg.bias && !cfg.is_llama() {
+        let mut extra = serde_json::json!({});
+        if !cfg.is_llama() {
+            extra["bias"] = cfg.bias.into();
+        }
+        if likelihood != 0.0 {
+            extra["likelihood"] = likelihood.into();
+        }
+        hf["hone"] = extra;
+    }
+    let text = if cfg.is_llama() {
+        hf::python_json(&hf)
+    } else {
+        // GPT-2's field order, as before.
+        let typed: HfConfig =
+            serde_json::from_value(hf).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let mut t = serde_json::to_string_pretty(&typed).expect("plain data");
+        t.push('\n');
+        t
+    };
+    std::fs::write(dir.join(CONFIG), text).map_err(ModelError::io(dir.join(CONFIG)))
 }
 
 fn save_weights(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<()> {
@@ -199,11 +315,14 @@ fn hf_config(
         n_layer: cfg.n_layer,
         n_head: cfg.n_head,
         n_inner: None,
-        activation_function: "gelu".into(),
+        activation_function: match cfg.activation {
+            Activation::Gelu => "gelu".into(),
+            Activation::GeluNew => "gelu_new".into(),
+        },
         resid_pdrop: cfg.dropout,
         embd_pdrop: cfg.dropout,
         attn_pdrop: cfg.dropout,
-        layer_norm_epsilon: LN_EPS,
+        layer_norm_epsilon: cfg.eps(),
         initializer_range: INIT_STD,
         scale_attn_weights: true,
         tie_word_embeddings: true,
@@ -218,9 +337,37 @@ fn hf_config(
     }
 }
 
-/// hone's tensors → GPT-2's: Conv1D weights transposed, zero biases where hone has none.
+/// hone's tensors → HuggingFace's. GPT-2: Conv1D weights transposed, zero biases where hone
+/// has none. The Llama family: `qkv_proj` split into `q_proj`, `k_proj`, `v_proj` and
+/// `gate_up_proj` into `gate_proj`, `up_proj`.
 pub fn to_hf(cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
+    if cfg.is_llama() {
+        let (c, kv, f) = (cfg.n_embd, cfg.kv_heads() * cfg.head_dim(), cfg.inner());
+        for (name, t) in params {
+            let t = t.to_dtype(DType::F32)?;
+            let split = |parts: &[(&str, usize)],
+                         from: &str,
+                         out: &mut Vec<(String, Tensor)>|
+             -> Result<()> {
+                let mut at = 0;
+                for (to, n) in parts {
+                    out.push((name.replace(from, to), t.narrow(0, at, *n)?.contiguous()?));
+                    at += n;
+                }
+                Ok(())
+            };
+            if name.contains("self_attn.qkv_proj.") {
+                split(&[("q_proj", c), ("k_proj", kv), ("v_proj", kv)], "qkv_proj", &mut out)?;
+            } else if name.contains("mlp.gate_up_proj.") {
+                split(&[("gate_proj", f), ("up_proj", f)], "gate_up_proj", &mut out)?;
+            } else {
+                out.push((name.clone(), t));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        return Ok(out);
+    }
     for (name, t) in params {
         let t = t.to_dtype(DType::F32)?;
         let t = if is_conv1d(name) { t.t()?.contiguous()? } else { t };
@@ -238,7 +385,7 @@ pub fn to_hf(cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<Vec<(String
             zero(format!("{p}.attn.c_attn.bias"), 3 * c)?;
             zero(format!("{p}.attn.c_proj.bias"), c)?;
             zero(format!("{p}.ln_2.bias"), c)?;
-            zero(format!("{p}.mlp.c_fc.bias"), 4 * c)?;
+            zero(format!("{p}.mlp.c_fc.bias"), cfg.inner())?;
             zero(format!("{p}.mlp.c_proj.bias"), c)?;
         }
         zero("transformer.ln_f.bias".into(), c)?;
@@ -288,7 +435,7 @@ pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
             ),
         )
     };
-    let labels = hf.id2label.as_ref().map_or(0, |l| l.len());
+    let labels = hf.labels;
     if labels != 1 {
         return Err(not_reward(format!("it has {labels} labels, a reward model has one")));
     }
@@ -301,61 +448,82 @@ pub fn load_reward(dir: &Path, dtype: DType) -> Result<LoadedReward> {
     let pad_token_id =
         hf.pad_token_id.ok_or_else(|| not_reward("config.json has no `pad_token_id`".into()))?;
     // JSON holds no infinite or NaN number: any weight read is finite.
-    let likelihood = hf.hone.as_ref().and_then(|h| h.likelihood).unwrap_or(0.0);
+    let likelihood = hf.likelihood.unwrap_or(0.0);
     Ok(LoadedReward { backbone, head, pad_token_id, likelihood })
 }
 
-/// Reads a model directory, a reward model (`GPT2ForSequenceClassification`) or not as
-/// `reward` says; `extra` builds more modules from the same parameters (a head) before the
-/// check that every tensor in the file was used.
-fn load_with<T>(
-    dir: &Path,
-    dtype: DType,
-    reward: bool,
-    extra: impl FnOnce(&GptConfig, VarBuilder) -> candle_core::Result<T>,
-) -> Result<(HfConfig, Loaded, T)> {
+/// What `config.json` says beyond the architecture, for [`load_reward`].
+struct HfInfo {
+    labels: usize,
+    pad_token_id: Option<u32>,
+    likelihood: Option<f64>,
+    eos_token_id: Option<u32>,
+}
+
+/// A token id, or the first of a list (transformers allows either for `eos_token_id`).
+fn token_id(v: &serde_json::Value) -> Option<u32> {
+    v.as_u64()
+        .or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()))
+        .map(|x| x as u32)
+}
+
+/// The architecture a `config.json` describes: hone's config, from either family.
+pub fn read_config(dir: &Path) -> Result<(GptConfig, serde_json::Value)> {
     let cfg_path = dir.join(CONFIG);
     if !cfg_path.exists() {
         return Err(ModelError::format(dir, format!("not a model directory: no `{CONFIG}` in it")));
     }
     let text = std::fs::read_to_string(&cfg_path).map_err(ModelError::io(&cfg_path))?;
-    let hf: HfConfig =
+    let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
-    if hf.model_type != "gpt2"
-        || hf.activation_function != "gelu"
-        || hf.n_inner.is_some_and(|n| n != 4 * hf.n_embd)
-        || !hf.tie_word_embeddings
-        || !hf.scale_attn_weights
+    let model_type = value.get("model_type").and_then(|m| m.as_str()).unwrap_or_default();
+    if hf::is_llama_family(model_type) {
+        return Ok((hf::llama_config(&value, &cfg_path)?, value));
+    }
+    if model_type != "gpt2" {
+        return Err(ModelError::format(
+            &cfg_path,
+            format!(
+                "`model_type`: {model_type:?} is not a family hone reads\n   = help: hone reads gpt2, llama (Llama, SmolLM2) and qwen2 checkpoints"
+            ),
+        ));
+    }
+    let hf: HfConfig = serde_json::from_value(value.clone())
+        .map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
+    let activation = match hf.activation_function.as_str() {
+        "gelu" => Activation::Gelu,
+        "gelu_new" => Activation::GeluNew,
+        other => {
+            return Err(ModelError::format(
+                &cfg_path,
+                format!(
+                    "`activation_function`: {other:?} is not supported (hone runs \"gelu\" and \"gelu_new\")"
+                ),
+            ));
+        }
+    };
+    let unsupported = |field: &str, what: String| {
+        ModelError::format(
+            &cfg_path,
+            format!(
+                "`{field}`: {what} is not supported: hone reads GPT-2 models with a 4x MLP, tied embeddings and scaled attention"
+            ),
+        )
+    };
+    if let Some(n) = hf.n_inner.filter(|&n| n != 4 * hf.n_embd) {
+        return Err(unsupported("n_inner", n.to_string()));
+    }
+    if !hf.tie_word_embeddings {
+        return Err(unsupported("tie_word_embeddings", "false".into()));
+    }
+    if !hf.scale_attn_weights {
+        return Err(unsupported("scale_attn_weights", "false".into()));
+    }
+    for key in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"]
     {
-        return Err(ModelError::format(
-            &cfg_path,
-            format!(
-                "hone reads GPT-2 models with activation_function \"gelu\", a 4x MLP and tied embeddings (found model_type {:?}, activation {:?})",
-                hf.model_type, hf.activation_function
-            ),
-        ));
-    }
-    if (hf.layer_norm_epsilon - LN_EPS).abs() > 1e-12 {
-        return Err(ModelError::format(
-            &cfg_path,
-            format!(
-                "layer_norm_epsilon {} is not supported (hone uses {LN_EPS})",
-                hf.layer_norm_epsilon
-            ),
-        ));
-    }
-    if hf.architectures.iter().any(|a| a == REWARD_ARCHITECTURE) != reward {
-        let msg = if reward {
-            format!(
-                "not a reward model: its architectures are {:?}, not [{REWARD_ARCHITECTURE:?}]\n   = help: score with the output of a `reward` stage",
-                hf.architectures
-            )
-        } else {
-            format!(
-                "a reward model ({REWARD_ARCHITECTURE}), not a language model: it scores text but does not write it\n   = help: use it with `hone score`, or give a `pretrain`, `sft` or `ppo` stage's output"
-            )
-        };
-        return Err(ModelError::format(&cfg_path, msg));
+        if value.get(key).and_then(|v| v.as_bool()) == Some(true) {
+            return Err(unsupported(key, "true".into()));
+        }
     }
     let config = GptConfig {
         vocab_size: hf.vocab_size,
@@ -365,17 +533,50 @@ fn load_with<T>(
         n_embd: hf.n_embd,
         bias: hf.hone.as_ref().is_none_or(|h| h.bias),
         dropout: hf.resid_pdrop,
+        activation,
+        norm_eps: ((hf.layer_norm_epsilon - LN_EPS).abs() > 1e-12).then_some(hf.layer_norm_epsilon),
+        ..Default::default()
     };
     if let Some((_, msg)) = config.problems().first() {
         return Err(ModelError::format(&cfg_path, msg.clone()));
     }
-    let w_path = dir.join(WEIGHTS);
-    if !w_path.exists() {
-        return Err(ModelError::format(dir, format!("no `{WEIGHTS}` beside `{CONFIG}`")));
+    Ok((config, value))
+}
+
+/// Reads a model directory, a reward model (`…ForSequenceClassification`) or not as
+/// `reward` says; `extra` builds more modules from the same parameters (a head) before the
+/// check that every tensor in the file was used.
+fn load_with<T>(
+    dir: &Path,
+    dtype: DType,
+    reward: bool,
+    extra: impl FnOnce(&GptConfig, VarBuilder) -> candle_core::Result<T>,
+) -> Result<(HfInfo, Loaded, T)> {
+    let cfg_path = dir.join(CONFIG);
+    let (config, value) = read_config(dir)?;
+    let architectures: Vec<String> = value["architectures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let is_reward = architectures.iter().any(|a| a.ends_with("ForSequenceClassification"));
+    if is_reward != reward {
+        let msg = if reward {
+            format!(
+                "not a reward model: its architectures are {architectures:?}, not [{:?}]\n   = help: score with the output of a `reward` stage",
+                classifier(&config)
+            )
+        } else {
+            format!(
+                "a reward model ({}), not a language model: it scores text but does not write it\n   = help: use it with `hone score`, or give a `pretrain`, `sft` or `ppo` stage's output",
+                architectures.join(", ")
+            )
+        };
+        return Err(ModelError::format(&cfg_path, msg));
     }
-    let hf_tensors = candle_core::safetensors::load(&w_path, &Device::Cpu)
-        .map_err(|e| ModelError::format(&w_path, e.to_string()))?;
-    let tensors = from_hf(&config, hf_tensors).map_err(|m| ModelError::format(&w_path, m))?;
+    let hf_tensors = hf::read_weights(dir, WEIGHTS)?;
+    let w_path = if dir.join(WEIGHTS).exists() { dir.join(WEIGHTS) } else { dir.join(hf::INDEX) };
+    let tensors =
+        from_hf(&config, hf_tensors, reward).map_err(|m| ModelError::format(&w_path, m))?;
     let params = ParamStore::from_tensors(tensors);
     let vb = params.var_builder(dtype, &Device::Cpu);
     let model =
@@ -388,21 +589,70 @@ fn load_with<T>(
             format!("tensors the model does not use: {}", unused.join(", ")),
         ));
     }
+    let info = HfInfo {
+        labels: value["id2label"].as_object().map_or(0, |l| l.len()),
+        pad_token_id: token_id(&value["pad_token_id"]),
+        likelihood: value["hone"]["likelihood"].as_f64(),
+        eos_token_id: token_id(&value["eos_token_id"]),
+    };
     let gen_path = dir.join(GENERATION_CONFIG);
     let generation = if gen_path.exists() {
         let text = std::fs::read_to_string(&gen_path).map_err(ModelError::io(&gen_path))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::format(&gen_path, e.to_string()))?
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::format(&gen_path, e.to_string()))?;
+        generation_config(&v).map_err(|e| ModelError::format(&gen_path, e))?
     } else {
-        GenerationConfig::defaults(hf.eos_token_id)
+        GenerationConfig::defaults(info.eos_token_id)
     };
-    Ok((hf, Loaded { config, model, params, generation }, more))
+    Ok((info, Loaded { config, model, params, generation }, more))
 }
 
-/// GPT-2's tensors → hone's; the inverse of [`to_hf`].
+/// `generation_config.json`, as hone writes it or as transformers does (`eos_token_id` may
+/// be a list; absent sampling settings are transformers' defaults: greedy).
+fn generation_config(v: &serde_json::Value) -> std::result::Result<GenerationConfig, String> {
+    if v.get("do_sample").is_some() || v.get("max_new_tokens").is_some() {
+        let mut v = v.clone();
+        for key in ["bos_token_id", "eos_token_id"] {
+            if v[key].is_array() {
+                v[key] = token_id(&v[key]).into();
+            }
+        }
+        let keep = [
+            "bos_token_id",
+            "eos_token_id",
+            "do_sample",
+            "temperature",
+            "top_k",
+            "top_p",
+            "max_new_tokens",
+        ];
+        let m: serde_json::Map<String, serde_json::Value> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, x)| keep.contains(&k.as_str()) && !x.is_null())
+            .map(|(k, x)| (k.clone(), x.clone()))
+            .collect();
+        return serde_json::from_value(serde_json::Value::Object(m)).map_err(|e| e.to_string());
+    }
+    let eos = token_id(&v["eos_token_id"]);
+    Ok(GenerationConfig {
+        bos_token_id: token_id(&v["bos_token_id"]),
+        eos_token_id: eos,
+        ..GenerationConfig::defaults(eos)
+    })
+}
+
+/// HuggingFace's tensors → hone's; the inverse of [`to_hf`]. A reward model's backbone sits
+/// under the same names (GPT-2's `transformer.`, the Llama family's `model.`).
 fn from_hf(
     cfg: &GptConfig,
     tensors: HashMap<String, Tensor>,
+    reward: bool,
 ) -> std::result::Result<HashMap<String, Tensor>, String> {
+    if cfg.is_llama() {
+        return llama_from_hf(cfg, tensors, reward);
+    }
     let mut out = HashMap::new();
     for (name, t) in tensors {
         // Buffers older transformers saved, and the tied head: not parameters.
@@ -433,6 +683,43 @@ fn from_hf(
         };
         out.insert(name, t);
     }
+    Ok(out)
+}
+
+/// The Llama family's tensors → hone's: q/k/v and gate/up joined.
+fn llama_from_hf(
+    cfg: &GptConfig,
+    mut tensors: HashMap<String, Tensor>,
+    reward: bool,
+) -> std::result::Result<HashMap<String, Tensor>, String> {
+    // Buffers older checkpoints kept; a tied head saved anyway.
+    tensors.retain(|n, _| !n.ends_with("rotary_emb.inv_freq"));
+    if cfg.tie_embeddings || reward && !tensors.contains_key("lm_head.weight") {
+        tensors.remove("lm_head.weight");
+    }
+    let mut take = |name: String| {
+        tensors.remove(&name).ok_or_else(|| format!("the checkpoint has no `{name}`"))
+    };
+    let mut out = HashMap::new();
+    for i in 0..cfg.n_layer {
+        let p = format!("model.layers.{i}");
+        let mut join = |parts: &[&str], to: &str, what: &str| -> std::result::Result<(), String> {
+            let ts = parts
+                .iter()
+                .map(|n| take(format!("{p}.{n}.{what}")))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let t = Tensor::cat(&ts, 0).map_err(|e| format!("`{p}.{parts:?}.{what}`: {e}"))?;
+            out.insert(format!("{p}.{to}.{what}"), t);
+            Ok(())
+        };
+        let qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
+        join(&qkv, "self_attn.qkv_proj", "weight")?;
+        if cfg.qkv_bias {
+            join(&qkv, "self_attn.qkv_proj", "bias")?;
+        }
+        join(&["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj", "weight")?;
+    }
+    out.extend(tensors);
     Ok(out)
 }
 
@@ -528,6 +815,7 @@ mod tests {
                 n_embd: 8,
                 bias,
                 dropout: 0.0,
+                ..Default::default()
             };
             let (_, ps) = model(&cfg, 1);
             let hf: HashMap<String, Vec<usize>> = to_hf(&cfg, &ps.snapshot())
@@ -626,5 +914,87 @@ mod tests {
         candle_core::safetensors::save(&t, dir.path().join(WEIGHTS)).unwrap();
         let err = load(dir.path(), DType::F32).err().unwrap().to_string();
         assert!(err.contains("transformer.h.1.mlp.c_fc.weight"), "{err}");
+    }
+
+    /// A Llama-family model (tied or not, with Qwen2's biases or not) saved and loaded back
+    /// gives the same logits and config; HuggingFace's names split what hone packs.
+    #[test]
+    fn llama_models_save_and_load_back() {
+        use crate::model::config::tiny_llama;
+        for (bias, tied) in [(false, true), (true, false)] {
+            let cfg = GptConfig { tie_embeddings: tied, ..tiny_llama(13, bias) };
+            let (m, ps) = model(&cfg, 4);
+            let dir = tempfile::tempdir().unwrap();
+            save(dir.path(), &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(1))).unwrap();
+            let loaded = load(dir.path(), DType::F32).unwrap();
+            assert_eq!(loaded.config, cfg);
+            let x = Tensor::new(&[[1u32, 5, 12, 0, 3]], &Device::Cpu).unwrap();
+            let logits = |g: &Gpt| {
+                g.forward(&x, &mut Dropout::off())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(logits(&m), logits(&loaded.model));
+            let names: Vec<String> = safetensors::SafeTensors::deserialize(
+                &std::fs::read(dir.path().join(WEIGHTS)).unwrap(),
+            )
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+            assert!(names.contains(&"model.layers.1.self_attn.k_proj.weight".to_string()));
+            assert!(names.contains(&"model.layers.0.mlp.up_proj.weight".to_string()));
+            assert_eq!(names.contains(&"model.layers.0.self_attn.q_proj.bias".to_string()), bias);
+            assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
+            assert!(!names.iter().any(|n| n.contains("qkv_proj") || n.contains("gate_up")));
+            let hf: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join(CONFIG)).unwrap())
+                    .unwrap();
+            assert_eq!(hf["model_type"], if bias { "qwen2" } else { "llama" });
+            assert_eq!(hf["num_key_value_heads"], 2);
+        }
+    }
+
+    /// A sharded checkpoint with a shard missing, and a folder without weights, are errors
+    /// that name the file and say what to do.
+    #[test]
+    fn incomplete_checkpoints_are_explained() {
+        use crate::model::config::tiny_llama;
+        let cfg = tiny_llama(13, false);
+        let (_, ps) = model(&cfg, 4);
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &cfg, &ps.snapshot(), &GenerationConfig::defaults(Some(1))).unwrap();
+        let all = candle_core::safetensors::load(dir.path().join(WEIGHTS), &Device::Cpu).unwrap();
+        std::fs::remove_file(dir.path().join(WEIGHTS)).unwrap();
+        let err = load(dir.path(), DType::F32).err().unwrap().to_string();
+        assert!(err.contains("no `model.safetensors`") && err.contains("save_pretrained"), "{err}");
+        let (a, b): (Vec<_>, Vec<_>) = all.into_iter().partition(|(n, _)| n.contains("layers.0"));
+        let mut map = serde_json::Map::new();
+        for (part, file) in
+            [(a, "model-00001-of-00002.safetensors"), (b, "model-00002-of-00002.safetensors")]
+        {
+            for (n, _) in &part {
+                map.insert(n.clone(), file.into());
+            }
+            let part: HashMap<String, Tensor> = part.into_iter().collect();
+            candle_core::safetensors::save(&part, dir.path().join(file)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join(hf::INDEX),
+            serde_json::json!({"weight_map": map}).to_string(),
+        )
+        .unwrap();
+        let loaded = load(dir.path(), DType::F32).unwrap();
+        assert_eq!(loaded.config, cfg);
+        std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+        let err = load(dir.path(), DType::F32).err().unwrap().to_string();
+        assert!(
+            err.contains("model-00002-of-00002.safetensors") && err.contains("incomplete"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! [`Gpt`]: token + position embeddings, `n_layer` blocks, a final layer norm and the LM head
-//! tied to the token embedding. (Generation runs on [`super::decoder`], not on this.)
+//! [`Gpt`]: the token embedding (plus learned positions for GPT-2), `n_layer` blocks, a final
+//! norm and the LM head, tied to the token embedding (GPT-2; Llama models either way).
+//! (Generation runs on [`super::decoder`], not on this.)
 //!
 //! Besides the logits it gives the final hidden states ([`Gpt::hidden`], before the LM head:
 //! what a reward or value head reads, see [`super::heads`]) and the log-probabilities of given
@@ -9,41 +10,61 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::{GptConfig, INIT_STD};
-use super::layers::{Block, LayerNorm};
+use super::layers::{Block, Norm};
 use super::ops::{self, Dropout};
+use super::rope::RopeTable;
 
 pub struct Gpt {
     cfg: GptConfig,
     wte: Tensor,
-    wpe: Tensor,
+    /// Learned positions (GPT-2).
+    wpe: Option<Tensor>,
     h: Vec<Block>,
-    ln_f: LayerNorm,
+    ln_f: Norm,
+    /// An LM head of its own (untied Llama models).
+    lm_head: Option<Tensor>,
 }
 
 impl Gpt {
-    /// Parameters are named as in nanoGPT: `transformer.wte.weight`,
-    /// `transformer.h.0.attn.c_attn.weight`, …, `transformer.ln_f.weight`.
+    /// GPT-2's parameters are named as in nanoGPT: `transformer.wte.weight`,
+    /// `transformer.h.0.attn.c_attn.weight`, …, `transformer.ln_f.weight`; the Llama
+    /// family's as in transformers: `model.embed_tokens.weight`,
+    /// `model.layers.0.self_attn.qkv_proj.weight`, …, `model.norm.weight`, `lm_head.weight`.
     pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Gpt> {
         let problems = cfg.problems();
         if let Some((_, msg)) = problems.first() {
             candle_core::bail!("invalid model config: {msg}")
         }
+        let embedding = |vb: VarBuilder, rows: usize| {
+            vb.get_with_hints(
+                (rows, cfg.n_embd),
+                "weight",
+                Init::Randn { mean: 0.0, stdev: INIT_STD },
+            )
+        };
+        if cfg.is_llama() {
+            let rope = RopeTable::new(&cfg.rope, cfg.head_dim(), cfg.block_size);
+            let root = vb.pp("model");
+            let wte = embedding(root.pp("embed_tokens"), cfg.vocab_size)?;
+            let h = (0..cfg.n_layer)
+                .map(|i| Block::new(cfg, Some(rope.clone()), root.pp("layers").pp(i)))
+                .collect::<Result<Vec<_>>>()?;
+            let ln_f = Norm::new(cfg, root.pp("norm"))?;
+            let lm_head = if cfg.tie_embeddings {
+                None
+            } else {
+                Some(embedding(vb.pp("lm_head"), cfg.vocab_size)?)
+            };
+            return Ok(Gpt { cfg: cfg.clone(), wte, wpe: None, h, ln_f, lm_head });
+        }
         let vb = vb.pp("transformer");
-        let wte = vb.pp("wte").get_with_hints(
-            (cfg.vocab_size, cfg.n_embd),
-            "weight",
-            Init::Randn { mean: 0.0, stdev: INIT_STD },
-        )?;
-        let wpe = vb.pp("wpe").get_with_hints(
-            (cfg.block_size, cfg.n_embd),
-            "weight",
-            Init::Randn { mean: 0.0, stdev: INIT_STD },
-        )?;
+        let wte = embedding(vb.pp("wte"), cfg.vocab_size)?;
+        let wpe = embedding(vb.pp("wpe"), cfg.block_size)?;
         let h = (0..cfg.n_layer)
-            .map(|i| Block::new(cfg, vb.pp("h").pp(i)))
+            .map(|i| Block::new(cfg, None, vb.pp("h").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(cfg.n_embd, cfg.bias, vb.pp("ln_f"))?;
-        Ok(Gpt { cfg: cfg.clone(), wte, wpe, h, ln_f })
+        let ln_f = Norm::new(cfg, vb.pp("ln_f"))?;
+        Ok(Gpt { cfg: cfg.clone(), wte, wpe: Some(wpe), h, ln_f, lm_head: None })
     }
 
     pub fn config(&self) -> &GptConfig {
@@ -55,8 +76,8 @@ impl Gpt {
         self.lm_head(&self.hidden(idx, drop)?)
     }
 
-    /// The final hidden states (B, T, C) for `idx` (B, T): after the last layer norm, before
-    /// the LM head.
+    /// The final hidden states (B, T, C) for `idx` (B, T): after the last norm, before the
+    /// LM head.
     pub fn hidden(&self, idx: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         let (b, t) = idx.dims2()?;
         if t > self.cfg.block_size {
@@ -67,18 +88,23 @@ impl Gpt {
         }
         let c = self.cfg.n_embd;
         let tok = self.wte.index_select(&idx.flatten_all()?, 0)?.reshape((b, t, c))?;
-        let pos = self.wpe.index_select(&Tensor::arange(0u32, t as u32, idx.device())?, 0)?;
-        let mut x = drop.apply(&tok.broadcast_add(&pos)?)?;
+        let x = match &self.wpe {
+            Some(wpe) => {
+                let pos = wpe.index_select(&Tensor::arange(0u32, t as u32, idx.device())?, 0)?;
+                tok.broadcast_add(&pos)?
+            }
+            None => tok,
+        };
+        let mut x = drop.apply(&x)?;
         for block in &self.h {
             x = block.forward(&x, drop)?;
         }
         self.ln_f.forward(&x)
     }
 
-    /// The LM head on hidden states (…, C): logits (…, V). The head shares the token
-    /// embedding (weight tying, as GPT-2).
+    /// The LM head on hidden states (…, C): logits (…, V). Tied: the token embedding.
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        ops::linear(hidden, &self.wte, None)
+        ops::linear(hidden, self.lm_head.as_ref().unwrap_or(&self.wte), None)
     }
 
     /// `log p(targets[b, t] | idx[b, ..=t])` (B, T) for `idx` and `targets` (both (B, T)),

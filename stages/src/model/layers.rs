@@ -1,28 +1,61 @@
-//! The pieces of a GPT-2 block: [`LayerNorm`], [`CausalSelfAttention`], [`Mlp`], [`Block`].
+//! The pieces of a block, for both families: [`Norm`] (LayerNorm or RMSNorm),
+//! [`CausalSelfAttention`] (GPT-2's, or the Llama family's with rotary positions and grouped
+//! key/value heads), [`Mlp`] (GELU or SwiGLU), [`Block`].
 //!
-//! Parameter names and shapes follow nanoGPT (linear weights are `(out, in)` as in
-//! `nn.Linear`); [`super::export`] converts to HuggingFace's Conv1D layout.
+//! Parameter names and shapes follow nanoGPT for GPT-2 (linear weights are `(out, in)` as in
+//! `nn.Linear`; [`super::export`] converts to HuggingFace's Conv1D layout) and transformers for
+//! the Llama family, with the query/key/value projections packed into one `qkv_proj` and the
+//! gate/up projections into one `gate_up_proj` (one product each; [`super::export`] splits
+//! them).
+
+use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::config::{GptConfig, INIT_STD, LN_EPS};
+use super::config::{Activation, GptConfig, INIT_STD};
 use super::ops::{self, Dropout};
+use super::rope::RopeTable;
 
 pub struct LayerNorm {
     weight: Tensor,
     bias: Option<Tensor>,
+    eps: f64,
 }
 
 impl LayerNorm {
-    pub fn new(n: usize, bias: bool, vb: VarBuilder) -> Result<LayerNorm> {
+    pub fn new(n: usize, bias: bool, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
         let weight = vb.get_with_hints(n, "weight", Init::Const(1.0))?;
         let bias = if bias { Some(vb.get_with_hints(n, "bias", Init::Const(0.0))?) } else { None };
-        Ok(LayerNorm { weight, bias })
+        Ok(LayerNorm { weight, bias, eps })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, self.bias.as_ref(), LN_EPS)
+        ops::layer_norm(x, &self.weight, self.bias.as_ref(), self.eps)
+    }
+}
+
+/// A block's norm: GPT-2's LayerNorm or the Llama family's RMSNorm.
+pub enum Norm {
+    Layer(LayerNorm),
+    Rms { weight: Tensor, eps: f64 },
+}
+
+impl Norm {
+    /// The family's norm over `cfg.n_embd` features.
+    pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Norm> {
+        if cfg.is_llama() {
+            let weight = vb.get_with_hints(cfg.n_embd, "weight", Init::Const(1.0))?;
+            return Ok(Norm::Rms { weight, eps: cfg.eps() });
+        }
+        Ok(Norm::Layer(LayerNorm::new(cfg.n_embd, cfg.bias, cfg.eps(), vb)?))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Layer(ln) => ln.forward(x),
+            Norm::Rms { weight, eps } => ops::rms_norm(x, weight, *eps),
+        }
     }
 }
 
@@ -36,6 +69,10 @@ impl Linear {
     /// (weight, bias).
     pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
         (&self.weight, self.bias.as_ref())
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -56,60 +93,108 @@ pub struct CausalSelfAttention {
     c_attn: Linear,
     c_proj: Linear,
     n_head: usize,
+    n_kv: usize,
+    head_dim: usize,
+    /// Rotary positions (the Llama family).
+    rope: Option<Arc<RopeTable>>,
 }
 
 impl CausalSelfAttention {
-    pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
+    /// GPT-2's `attn.c_attn`/`attn.c_proj`, or the Llama family's `self_attn.qkv_proj`/
+    /// `self_attn.o_proj` (`vb` is the attention's own prefix either way).
+    pub fn new(cfg: &GptConfig, rope: Option<Arc<RopeTable>>, vb: VarBuilder) -> Result<Self> {
         let c = cfg.n_embd;
+        let (qkv, proj, qkv_bias) = if cfg.is_llama() {
+            ("qkv_proj", "o_proj", cfg.qkv_bias)
+        } else {
+            ("c_attn", "c_proj", cfg.bias)
+        };
         Ok(CausalSelfAttention {
-            c_attn: linear(c, 3 * c, cfg.bias, INIT_STD, vb.pp("c_attn"))?,
-            c_proj: linear(c, c, cfg.bias, proj_std(cfg), vb.pp("c_proj"))?,
+            c_attn: linear(c, cfg.qkv_width(), qkv_bias, INIT_STD, vb.pp(qkv))?,
+            c_proj: linear(c, c, cfg.bias, proj_std(cfg), vb.pp(proj))?,
             n_head: cfg.n_head,
+            n_kv: cfg.kv_heads(),
+            head_dim: cfg.head_dim(),
+            rope,
         })
     }
 
     /// `x`: (B, T, C), all positions at once, fused.
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        let y =
-            ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?;
+        let y = match &self.rope {
+            None if self.n_kv == self.n_head => {
+                ops::self_attention(x, self.c_attn.parts(), self.c_proj.parts(), self.n_head, drop)?
+            }
+            rope => {
+                let mut qkv = self.c_attn.forward(x)?;
+                if let Some(table) = rope {
+                    qkv = ops::rope_qk(&qkv, table, self.n_head + self.n_kv, self.head_dim)?;
+                }
+                let a = ops::grouped_self_attention(&qkv, self.n_head, self.n_kv, drop)?;
+                self.c_proj.forward(&a)?
+            }
+        };
         drop.apply(&y)
     }
 }
 
-pub struct Mlp {
-    c_fc: Linear,
-    c_proj: Linear,
+pub enum Mlp {
+    /// GPT-2: `c_proj(gelu(c_fc(x)))`.
+    Gelu { c_fc: Linear, c_proj: Linear, activation: Activation },
+    /// The Llama family: `down_proj(silu(gate) * up)` with `[gate | up] = gate_up_proj(x)`.
+    SwiGlu { gate_up: Linear, down: Linear },
 }
 
 impl Mlp {
     pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
-        let c = cfg.n_embd;
-        Ok(Mlp {
-            c_fc: linear(c, 4 * c, cfg.bias, INIT_STD, vb.pp("c_fc"))?,
-            c_proj: linear(4 * c, c, cfg.bias, proj_std(cfg), vb.pp("c_proj"))?,
+        let (c, f) = (cfg.n_embd, cfg.inner());
+        if cfg.is_llama() {
+            return Ok(Mlp::SwiGlu {
+                gate_up: linear(c, 2 * f, false, INIT_STD, vb.pp("gate_up_proj"))?,
+                down: linear(f, c, false, proj_std(cfg), vb.pp("down_proj"))?,
+            });
+        }
+        Ok(Mlp::Gelu {
+            c_fc: linear(c, f, cfg.bias, INIT_STD, vb.pp("c_fc"))?,
+            c_proj: linear(f, c, cfg.bias, proj_std(cfg), vb.pp("c_proj"))?,
+            activation: cfg.activation,
         })
     }
 
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
-        drop.apply(&ops::mlp(x, self.c_fc.parts(), self.c_proj.parts())?)
+        let y = match self {
+            Mlp::Gelu { c_fc, c_proj, activation: Activation::Gelu } => {
+                ops::mlp(x, c_fc.parts(), c_proj.parts())?
+            }
+            Mlp::Gelu { c_fc, c_proj, activation: Activation::GeluNew } => {
+                c_proj.forward(&ops::gelu_new(&c_fc.forward(x)?)?)?
+            }
+            Mlp::SwiGlu { gate_up, down } => down.forward(&ops::swiglu(&gate_up.forward(x)?)?)?,
+        };
+        drop.apply(&y)
     }
 }
 
-/// A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+/// A pre-norm transformer block: `x + attn(norm_1(x))`, then `x + mlp(norm_2(x))`.
 pub struct Block {
-    ln_1: LayerNorm,
+    ln_1: Norm,
     attn: CausalSelfAttention,
-    ln_2: LayerNorm,
+    ln_2: Norm,
     mlp: Mlp,
 }
 
 impl Block {
-    pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &GptConfig, rope: Option<Arc<RopeTable>>, vb: VarBuilder) -> Result<Self> {
+        let names = if cfg.is_llama() {
+            ["input_layernorm", "self_attn", "post_attention_layernorm", "mlp"]
+        } else {
+            ["ln_1", "attn", "ln_2", "mlp"]
+        };
         Ok(Block {
-            ln_1: LayerNorm::new(cfg.n_embd, cfg.bias, vb.pp("ln_1"))?,
-            attn: CausalSelfAttention::new(cfg, vb.pp("attn"))?,
-            ln_2: LayerNorm::new(cfg.n_embd, cfg.bias, vb.pp("ln_2"))?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            ln_1: Norm::new(cfg, vb.pp(names[0]))?,
+            attn: CausalSelfAttention::new(cfg, rope, vb.pp(names[1]))?,
+            ln_2: Norm::new(cfg, vb.pp(names[2]))?,
+            mlp: Mlp::new(cfg, vb.pp(names[3]))?,
         })
     }
 
@@ -142,7 +227,7 @@ mod tests {
     #[test]
     fn layer_norm_gradients() {
         for bias in [false, true] {
-            let (ln, params) = build(|vb| LayerNorm::new(8, bias, vb));
+            let (ln, params) = build(|vb| LayerNorm::new(8, bias, 1e-5, vb));
             assert_eq!(params.len(), 1 + usize::from(bias));
             let x = randn(&[2, 3, 8], 1.0, 1);
             let all: Vec<Var> = std::iter::once(x).chain(params).collect();
@@ -154,7 +239,7 @@ mod tests {
     fn attention_gradients() {
         for bias in [false, true] {
             let cfg = tiny(11, bias);
-            let (attn, params) = build(|vb| CausalSelfAttention::new(&cfg, vb));
+            let (attn, params) = build(|vb| CausalSelfAttention::new(&cfg, None, vb));
             let x = randn(&[2, 5, 8], 1.0, 2);
             let all: Vec<Var> = std::iter::once(x).chain(params).collect();
             check(&all, |v| attn.forward(v[0].as_tensor(), &mut Dropout::off()));
@@ -178,7 +263,7 @@ mod tests {
     #[test]
     fn block_gradients() {
         let cfg = tiny(11, true);
-        let (block, params) = build(|vb| Block::new(&cfg, vb));
+        let (block, params) = build(|vb| Block::new(&cfg, None, vb));
         assert_eq!(params.len(), 12);
         let x = randn(&[2, 4, 8], 1.0, 4);
         let all: Vec<Var> = std::iter::once(x).chain(params).collect();
@@ -187,5 +272,29 @@ mod tests {
             |v| block.forward(v[0].as_tensor(), &mut Dropout::off()),
             1e-5,
         );
+    }
+
+    /// The Llama family's block (RMSNorm, rotary positions, grouped heads, q/k/v biases,
+    /// SwiGLU): gradients through every parameter and the input, fused and plain alike.
+    #[test]
+    fn llama_block_gradients() {
+        use crate::model::config::tiny_llama;
+        use crate::model::ops::with_plain_ops;
+        for plain in [false, true] {
+            let cfg = tiny_llama(11, true);
+            let rope = RopeTable::new(&cfg.rope, cfg.head_dim(), cfg.block_size);
+            let (block, params) = build(|vb| Block::new(&cfg, Some(rope.clone()), vb));
+            // 2 norms, qkv weight + bias, o_proj, gate_up, down.
+            assert_eq!(params.len(), 7);
+            let x = randn(&[2, 5, 16], 1.0, 4);
+            let all: Vec<Var> = std::iter::once(x).chain(params).collect();
+            with_plain_ops(plain, || {
+                crate::model::gradcheck::check_tol(
+                    &all,
+                    |v| block.forward(v[0].as_tensor(), &mut Dropout::off()),
+                    1e-5,
+                )
+            });
+        }
     }
 }

@@ -31,12 +31,14 @@ pub mod decoder;
 pub mod export;
 pub mod gpt;
 pub mod heads;
+pub mod hf;
 pub mod kernels;
 pub mod layers;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod rope;
 pub mod sample;
 pub mod shards;
 

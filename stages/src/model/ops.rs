@@ -98,6 +98,76 @@ pub fn self_attention(
     linear(&causal_self_attention(&qkv, n_head, dropout)?, proj.0, proj.1)
 }
 
+/// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) * weight` (the Llama family).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if plain_ops() {
+        return plain::rms_norm(x, weight, eps);
+    }
+    kernels::rms_norm::rms_norm(x, weight, eps)
+}
+
+/// `silu(gate) * up` from the packed `[gate | up]` projection (…, 2F): (…, F).
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    if plain_ops() {
+        return plain::swiglu(gate_up);
+    }
+    kernels::swiglu::swiglu(gate_up)
+}
+
+/// Rotary positions 0..T on the first `heads` heads (queries, then keys) of the packed
+/// projection (B, T, (H + 2·KV)·hd); the values pass unchanged.
+pub fn rope_qk(
+    qkv: &Tensor,
+    table: &std::sync::Arc<super::rope::RopeTable>,
+    heads: usize,
+    head_dim: usize,
+) -> Result<Tensor> {
+    if plain_ops() {
+        return plain::rope_qk(qkv, table, heads, head_dim);
+    }
+    kernels::rope::rope_qk(qkv, table, heads, head_dim)
+}
+
+/// Causal self-attention with `n_head` query heads sharing `n_kv` key/value heads, from the
+/// packed projection (B, T, (H + 2·KV)·hd): (B, T, H·hd). One fused kernel unless the plain
+/// ops are selected or attention dropout is on (then: split heads, repeat each key/value head
+/// for its group, [`causal_attention`], merge heads).
+pub fn grouped_self_attention(
+    qkv: &Tensor,
+    n_head: usize,
+    n_kv: usize,
+    dropout: &mut Dropout,
+) -> Result<Tensor> {
+    if !plain_ops() && !dropout.active() {
+        return kernels::attention::grouped_self_attention(qkv, n_head, n_kv);
+    }
+    let (b, t, w) = qkv.dims3()?;
+    let hd = w / (n_head + 2 * n_kv);
+    let heads = |from: usize, n: usize| {
+        qkv.narrow(2, from * hd, n * hd)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+    };
+    let repeat = |x: Tensor| -> Result<Tensor> {
+        let g = n_head / n_kv;
+        if g == 1 {
+            return Ok(x);
+        }
+        // (B, KV, T, hd) → (B, KV, g, T, hd) → (B, H, T, hd): transformers' `repeat_kv`.
+        x.unsqueeze(2)?.broadcast_as((b, n_kv, g, t, hd))?.contiguous()?.reshape((b, n_head, t, hd))
+    };
+    let y = causal_attention(
+        &heads(0, n_head)?,
+        &repeat(heads(n_head, n_kv)?)?,
+        &repeat(heads(n_head + n_kv, n_kv)?)?,
+        dropout,
+    )?;
+    y.transpose(1, 2)?.reshape((b, t, n_head * hd))
+}
+
+/// GELU's tanh approximation (`gelu_new`, GPT-2's own), candle's op with its recorded backward.
+pub fn gelu_new(x: &Tensor) -> Result<Tensor> {
+    x.gelu()
+}
+
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     plain::softmax_last_dim(x)
@@ -134,6 +204,43 @@ pub mod plain {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+
+    /// RMSNorm: `weight * (x * rsqrt(mean(x²) + eps))`, as transformers' `LlamaRMSNorm`.
+    pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&r)?.broadcast_mul(weight)
+    }
+
+    /// `silu(gate) * up` with `silu(g) = g / (1 + e^-g)`.
+    pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+        let f = gate_up.dim(D::Minus1)? / 2;
+        let (g, u) = (gate_up.narrow(D::Minus1, 0, f)?, gate_up.narrow(D::Minus1, f, f)?);
+        let s = (g.neg()?.exp()? + 1.0)?.recip()?;
+        (g * s)? * u
+    }
+
+    /// Rotary positions from basic ops: `q·cos + rotate_half(q)·sin` per head.
+    pub fn rope_qk(
+        qkv: &Tensor,
+        table: &std::sync::Arc<crate::model::rope::RopeTable>,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<Tensor> {
+        let (b, t, w) = qkv.dims3()?;
+        let half = head_dim / 2;
+        let dev = qkv.device();
+        let cos =
+            Tensor::from_slice(&table.cos[..t * half], (t, 1, half), dev)?.to_dtype(qkv.dtype())?;
+        let sin =
+            Tensor::from_slice(&table.sin[..t * half], (t, 1, half), dev)?.to_dtype(qkv.dtype())?;
+        let x = qkv.narrow(2, 0, heads * head_dim)?.reshape((b, t, heads, head_dim))?;
+        let (x1, x2) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
+        let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let y2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+        let rotated = Tensor::cat(&[y1, y2], 3)?.reshape((b, t, heads * head_dim))?;
+        let rest = w - heads * head_dim;
+        Tensor::cat(&[rotated, qkv.narrow(2, heads * head_dim, rest)?], 2)
     }
 
     /// Softmax over the last dimension. The row maximum is subtracted for stability and

@@ -55,6 +55,7 @@ mod tests {
             n_embd: 8,
             bias: true,
             dropout: 0.0,
+            ..Default::default()
         };
         Gpt::new(&cfg, ParamStore::seeded(seed).var_builder(DType::F32, &Device::Cpu)).unwrap()
     }

@@ -17,7 +17,7 @@ use crate::rl::rollout::{Prompt, err, to_f64};
 /// Where scores come from.
 pub enum Scorer {
     /// A reward model, and the token it pads rows with.
-    Model { model: RewardModel, pad: u32 },
+    Model { model: Box<RewardModel>, pad: u32 },
     /// +1 when the answer's text contains this, else 0.
     Contains(String),
     /// +1 when the answer gives the prompt's checkable answer (tinyworld's grader,
@@ -45,7 +45,7 @@ impl Scorer {
     pub fn reward_model(r: LoadedReward, im_end: u32) -> Scorer {
         let likelihood = reward_model::Likelihood::new(r.likelihood, im_end);
         Scorer::Model {
-            model: RewardModel { gpt: r.backbone.model, head: r.head, likelihood },
+            model: Box::new(RewardModel { gpt: r.backbone.model, head: r.head, likelihood }),
             pad: r.pad_token_id,
         }
     }

@@ -28,6 +28,7 @@ pub(crate) fn save_tiny_gpt(
         n_embd: 32,
         bias: true,
         dropout: 0.0,
+        ..Default::default()
     };
     let ps = ParamStore::seeded(3);
     Gpt::new(&cfg, ps.var_builder(candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();

@@ -47,6 +47,7 @@ impl Bench {
             n_embd,
             bias: true,
             dropout: 0.0,
+            ..Default::default()
         };
         let ps = ParamStore::seeded(3);
         Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();

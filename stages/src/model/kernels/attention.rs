@@ -29,6 +29,8 @@ use super::{Real, float_op, grad, storage, with_float_data};
 
 pub struct CausalAttention {
     pub n_head: usize,
+    /// Key/value heads (`n_head`: one per query head).
+    pub n_kv: usize,
 }
 
 /// A raw pointer that may cross threads: tasks write disjoint parts of one buffer.
@@ -47,24 +49,39 @@ impl<T> Ptr<T> {
 pub(super) struct Dims {
     pub(super) b: usize,
     pub(super) t: usize,
+    /// Output width: query heads · head size.
     pub(super) c: usize,
     h: usize,
+    /// Key/value heads (grouped-query attention: `h / kv` query heads share each).
+    kv: usize,
     hd: usize,
+    /// Packed row width: `(h + 2·kv) · hd`.
+    w: usize,
 }
 
 impl Dims {
     pub(super) fn of(shape: &Shape, n_head: usize) -> Result<Dims> {
-        let (b, t, c3) = shape.dims3()?;
-        if c3 % 3 != 0 || (c3 / 3) % n_head != 0 {
+        Dims::grouped(shape, n_head, n_head)
+    }
+    pub(super) fn grouped(shape: &Shape, n_head: usize, n_kv: usize) -> Result<Dims> {
+        let (b, t, w) = shape.dims3()?;
+        let units = n_head + 2 * n_kv;
+        if n_kv == 0 || !n_head.is_multiple_of(n_kv) || w % units != 0 {
             candle_core::bail!(
-                "attention: qkv {:?} is not (B, T, 3·C) with C a multiple of {n_head} heads",
+                "attention: qkv {:?} is not (B, T, ({n_head} + 2·{n_kv}) heads · head size)",
                 shape
             )
         }
-        Ok(Dims { b, t, c: c3 / 3, h: n_head, hd: c3 / 3 / n_head })
+        let hd = w / units;
+        Ok(Dims { b, t, c: n_head * hd, h: n_head, kv: n_kv, hd, w })
     }
     fn scale<T: Real>(&self) -> T {
         T::from(1.0 / (self.hd as f64).sqrt()).unwrap()
+    }
+    /// Offsets within a packed row of query head `h`'s query, key and value.
+    fn offsets(&self, h: usize) -> (usize, usize, usize) {
+        let j = h / (self.h / self.kv);
+        (h * self.hd, self.c + j * self.hd, self.c + (self.kv + j) * self.hd)
     }
 }
 
@@ -114,11 +131,18 @@ fn tiles(t: usize) -> impl Iterator<Item = (usize, usize, usize)> {
 
 /// The causal softmax probabilities of query rows `r0..r0+m` of one (batch, head), keys
 /// `0..r0+m`, into `p` at row stride `t` (zeros right of the diagonal; later columns are
-/// not touched), from the packed qkv.
+/// not touched), from the packed qkv: `q` and `k` point at the head's query and key in the
+/// batch row's first position.
 #[inline(always)]
-unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usize, usize, usize)) {
-    let (t, c3) = (d.t, 3 * d.c as isize);
-    // S = scale · q kᵀ: q rows at stride 3C; kᵀ (hd×nk) reads k with row stride 1, col stride 3C.
+unsafe fn probs<T: Real>(
+    d: &Dims,
+    q: *const T,
+    k: *const T,
+    p: &mut [T],
+    (r0, m, nk): (usize, usize, usize),
+) {
+    let (t, w) = (d.t, d.w as isize);
+    // S = scale · q kᵀ: q rows at stride W; kᵀ (hd×nk) reads k with row stride 1, col stride W.
     unsafe {
         mm(
             m,
@@ -126,10 +150,10 @@ unsafe fn probs<T: Real>(d: &Dims, qkv: *const T, p: &mut [T], (r0, m, nk): (usi
             d.hd,
             p.as_mut_ptr().add(r0 * t),
             t,
-            qkv.add(r0 * 3 * d.c),
-            (c3, 1),
-            qkv.add(d.c),
-            (1, c3),
+            q.add(r0 * d.w),
+            (w, 1),
+            k,
+            (1, w),
             d.scale(),
         )
     };
@@ -185,14 +209,15 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
     // Every element is written by one P v product below; not zero-filled first.
     let mut y: Vec<T> = Vec::with_capacity(d.b * t * c);
     let yp = Ptr(y.as_mut_ptr());
-    (0..d.b * d.h).into_par_iter().with_min_len(per_task(d)).for_each_init(
+    (0..d.b * d.h).into_par_iter().with_min_len(per_task(d, d.h)).for_each_init(
         || vec![T::zero(); t * t],
         |p, bh| {
             let (b, h) = (bh / d.h, bh % d.h);
-            let base = unsafe { qkv.as_ptr().add(b * t * 3 * c + h * d.hd) };
+            let (oq, ok, ov) = d.offsets(h);
+            let row = unsafe { qkv.as_ptr().add(b * t * d.w) };
             for tile @ (r0, m, nk) in tiles(t) {
                 unsafe {
-                    probs(d, base, p, tile);
+                    probs(d, row.add(oq), row.add(ok), p, tile);
                     // y[b, r0.., h·hd..] (m×hd, row stride C) = P v.
                     mm(
                         m,
@@ -202,8 +227,8 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
                         c,
                         p.as_ptr().add(r0 * t),
                         (t as isize, 1),
-                        base.add(2 * c),
-                        (3 * c as isize, 1),
+                        row.add(ov),
+                        (d.w as isize, 1),
                         T::one(),
                     );
                 }
@@ -215,84 +240,120 @@ pub(super) fn forward<T: Real>(qkv: &[T], d: &Dims) -> Vec<T> {
     y
 }
 
+/// The gradient of the packed qkv. Tasks are (batch, key/value head) pairs: each handles the
+/// query heads of its group one after another, in order, so the key and value gradients
+/// they share are summed in a fixed order (the group's first head writes them, the next
+/// ones add theirs): the same bits on any thread count.
 pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T> {
-    let (t, c) = (d.t, d.c);
-    let (c3, ti) = (3 * c as isize, t as isize);
+    let (t, c, w) = (d.t, d.c, d.w);
+    let (wi, ti) = (w as isize, t as isize);
+    let group = d.h / d.kv;
     // Every element is written by one of the dq, dk, dv products below; not zero-filled first.
     let mut dqkv: Vec<T> = Vec::with_capacity(qkv.len());
     let dp_out = Ptr(dqkv.as_mut_ptr());
-    (0..d.b * d.h).into_par_iter().with_min_len(per_task(d)).for_each_init(
-        || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
-        |(p, ds), bh| {
-            let (b, h) = (bh / d.h, bh % d.h);
-            let base = unsafe { qkv.as_ptr().add(b * t * 3 * c + h * d.hd) };
-            let out = unsafe { dp_out.at(b * t * 3 * c + h * d.hd) };
-            let (yb, dyb) = (&y[b * t * c + h * d.hd..], &dy[b * t * c + h * d.hd..]);
-            let scale = d.scale::<T>();
-            for tile @ (r0, m, nk) in tiles(t) {
-                unsafe {
-                    probs(d, base, p, tile);
-                    // dP = dy vᵀ (m×nk).
-                    mm(
-                        m,
-                        nk,
-                        d.hd,
-                        ds.as_mut_ptr().add(r0 * t),
-                        t,
-                        dyb.as_ptr().add(r0 * c),
-                        (c as isize, 1),
-                        base.add(2 * c),
-                        (1, c3),
-                        T::one(),
-                    );
+    (0..d.b * d.kv).into_par_iter().with_min_len(per_task(d, d.kv)).for_each_init(
+        || {
+            let scratch = if group > 1 { TILE * d.hd } else { 0 };
+            (vec![T::zero(); t * t], vec![T::zero(); t * t], vec![T::zero(); 2 * scratch])
+        },
+        |(p, ds, tmp), bj| {
+            let (b, j) = (bj / d.kv, bj % d.kv);
+            let row = unsafe { qkv.as_ptr().add(b * t * w) };
+            let out = unsafe { dp_out.at(b * t * w) };
+            for h in j * group..(j + 1) * group {
+                let (oq, ok, ov) = d.offsets(h);
+                let first = h == j * group;
+                let (yb, dyb) = (&y[b * t * c + h * d.hd..], &dy[b * t * c + h * d.hd..]);
+                let scale = d.scale::<T>();
+                for tile @ (r0, m, nk) in tiles(t) {
+                    unsafe {
+                        probs(d, row.add(oq), row.add(ok), p, tile);
+                        // dP = dy vᵀ (m×nk).
+                        mm(
+                            m,
+                            nk,
+                            d.hd,
+                            ds.as_mut_ptr().add(r0 * t),
+                            t,
+                            dyb.as_ptr().add(r0 * c),
+                            (c as isize, 1),
+                            row.add(ov),
+                            (1, wi),
+                            T::one(),
+                        );
+                    }
+                    // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
+                    score_grads(p, ds, dyb, yb, (t, c, d.hd), r0, m, nk, scale);
+                    // dq = dS k (m×hd at row stride W).
+                    unsafe {
+                        mm(
+                            m,
+                            d.hd,
+                            nk,
+                            out.add(r0 * w + oq),
+                            w,
+                            ds.as_ptr().add(r0 * t),
+                            (ti, 1),
+                            row.add(ok),
+                            (wi, 1),
+                            T::one(),
+                        )
+                    };
                 }
-                // dS = P ∘ (dP − D) / √hd with D = rowsum(P ∘ dP) = dy · y.
-                score_grads(p, ds, dyb, yb, (t, c, d.hd), r0, m, nk, scale);
-                // dq = dS k (m×hd at row stride 3C).
-                unsafe {
-                    mm(
-                        m,
-                        d.hd,
-                        nk,
-                        out.add(r0 * 3 * c),
-                        3 * c,
-                        ds.as_ptr().add(r0 * t),
-                        (ti, 1),
-                        base.add(c),
-                        (c3, 1),
-                        T::one(),
-                    )
-                };
-            }
-            // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0.. only.
-            for (k0, m, _) in tiles(t) {
-                let rows = t - k0;
-                unsafe {
-                    let (dsk, pk) = (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0));
-                    mm(
-                        m,
-                        d.hd,
-                        rows,
-                        out.add(k0 * 3 * c + c),
-                        3 * c,
-                        dsk,
-                        (1, ti),
-                        base.add(k0 * 3 * c),
-                        (c3, 1),
-                        T::one(),
-                    );
-                    mm(
-                        m,
-                        d.hd,
-                        rows,
-                        out.add(k0 * 3 * c + 2 * c),
-                        3 * c,
-                        pk,
-                        (1, ti),
-                        dyb.as_ptr().add(k0 * c),
-                        (c as isize, 1),
-                        T::one(),
-                    );
+                // dk = dSᵀ q and dv = Pᵀ dy per key tile: keys k0.. are seen by queries k0..
+                // only. The group's first head writes them; the others add theirs.
+                for (k0, m, _) in tiles(t) {
+                    let rows = t - k0;
+                    let (dsk, pk) =
+                        unsafe { (ds.as_ptr().add(k0 * t + k0), p.as_ptr().add(k0 * t + k0)) };
+                    let (dk_at, dk_rs, dv_at, dv_rs) = if first {
+                        unsafe { (out.add(k0 * w + ok), w, out.add(k0 * w + ov), w) }
+                    } else {
+                        let (a, b) = tmp.split_at_mut(TILE * d.hd);
+                        (a.as_mut_ptr(), d.hd, b.as_mut_ptr(), d.hd)
+                    };
+                    unsafe {
+                        mm(
+                            m,
+                            d.hd,
+                            rows,
+                            dk_at,
+                            dk_rs,
+                            dsk,
+                            (1, ti),
+                            row.add(k0 * w + oq),
+                            (wi, 1),
+                            T::one(),
+                        );
+                        mm(
+                            m,
+                            d.hd,
+                            rows,
+                            dv_at,
+                            dv_rs,
+                            pk,
+                            (1, ti),
+                            dyb.as_ptr().add(k0 * c),
+                            (c as isize, 1),
+                            T::one(),
+                        );
+                    }
+                    if !first {
+                        let (a, b) = tmp.split_at(TILE * d.hd);
+                        for i in 0..m {
+                            for (dst, src) in [(ok, a), (ov, b)] {
+                                let o = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        out.add((k0 + i) * w + dst),
+                                        d.hd,
+                                    )
+                                };
+                                for (x, &v) in o.iter_mut().zip(&src[i * d.hd..(i + 1) * d.hd]) {
+                                    *x = *x + v;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         },
@@ -304,8 +365,8 @@ pub(super) fn backward<T: Real>(qkv: &[T], y: &[T], dy: &[T], d: &Dims) -> Vec<T
 
 /// (batch, head) pairs per parallel task: a few tasks per thread, so the T×T scratch
 /// buffers are made a few times per call rather than once per pair.
-fn per_task(d: &Dims) -> usize {
-    (d.b * d.h / (4 * rayon::current_num_threads())).max(1)
+fn per_task(d: &Dims, heads: usize) -> usize {
+    (d.b * heads / (4 * rayon::current_num_threads())).max(1)
 }
 
 impl CustomOp1 for CausalAttention {
@@ -314,20 +375,26 @@ impl CustomOp1 for CausalAttention {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l.shape(), self.n_head)?;
+        let d = Dims::grouped(l.shape(), self.n_head, self.n_kv)?;
         let out = float_op!(s, l, "attention", |x| storage(forward(x, &d)));
         Ok((out, Shape::from((d.b, d.t, d.c))))
     }
 
     fn bwd(&self, qkv: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let d = Dims::of(qkv.shape(), self.n_head)?;
+        let d = Dims::grouped(qkv.shape(), self.n_head, self.n_kv)?;
         with_float_data!("attention", qkv.dtype(), [qkv, y, dy] => |[q, o, g]| grad(backward(q, o, g, &d), qkv))
     }
 }
 
 /// Causal self-attention of packed `qkv` (B, T, 3C) with `n_head` heads: (B, T, C).
 pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
-    qkv.contiguous()?.apply_op1(CausalAttention { n_head })
+    grouped_self_attention(qkv, n_head, n_head)
+}
+
+/// Causal self-attention of packed `qkv` (B, T, (H + 2·KV)·hd) with `n_head` query heads
+/// sharing `n_kv` key/value heads in groups: (B, T, H·hd).
+pub fn grouped_self_attention(qkv: &Tensor, n_head: usize, n_kv: usize) -> Result<Tensor> {
+    qkv.contiguous()?.apply_op1(CausalAttention { n_head, n_kv })
 }
 
 #[cfg(test)]
@@ -384,5 +451,30 @@ mod tests {
             .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         assert!(causal_self_attention(&qkv.narrow(2, 0, 95).unwrap(), 4).is_err());
+    }
+
+    /// Grouped-query attention equals multi-head attention on keys and values repeated for
+    /// each query head of their group (transformers' `repeat_kv`), with right gradients.
+    #[test]
+    fn grouped_heads_equal_repeated_keys_and_values() {
+        for (b, t, h, kv, hd) in [(2, 5, 4, 2, 3), (1, TILE + 3, 6, 1, 2), (1, 4, 4, 4, 2)] {
+            let qkv = randn(&[b, t, (h + 2 * kv) * hd], 1.0, 7 + t as u64);
+            let x = qkv.as_tensor();
+            let g = h / kv;
+            let part = |from: usize, heads: usize| x.narrow(2, from * hd, heads * hd).unwrap();
+            let repeat = |from: usize| {
+                let heads: Vec<Tensor> =
+                    (0..h).map(|i| x.narrow(2, (from + i / g) * hd, hd).unwrap()).collect();
+                Tensor::cat(&heads, 2).unwrap()
+            };
+            let full = Tensor::cat(&[part(0, h), repeat(h), repeat(h + kv)], 2).unwrap();
+            let want = causal_self_attention(&full, h).unwrap();
+            let got = grouped_self_attention(x, h, kv).unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "{diff}");
+            check(&[qkv], |v| grouped_self_attention(v[0].as_tensor(), h, kv));
+        }
+        let qkv = randn(&[1, 3, 5 * 2], 1.0, 1);
+        assert!(grouped_self_attention(qkv.as_tensor(), 3, 2).is_err(), "2 does not divide 3");
     }
 }

@@ -9,7 +9,10 @@
 //! - [`layer_norm`]: layer norm over the last dimension (one pass per row, both ways);
 //! - [`softmax`]: the causal, scaled softmax of attention scores (mask, scale, softmax in one);
 //! - [`gelu`]: exact (erf) GELU with its exact derivative;
-//! - [`cross_entropy`]: per-row softmax cross-entropy over the vocabulary.
+//! - [`cross_entropy`]: per-row softmax cross-entropy over the vocabulary;
+//! - the Llama family's: [`rms_norm`], [`rope`] (rotary positions on the packed queries and
+//!   keys) and [`swiglu`] (the gated MLP's activation); [`attention`] takes grouped key/value
+//!   heads.
 //!
 //! Beside them, [`product`] holds every training product to one summation order, and
 //! [`packed`] is not a candle op: generation's linear layers (the decoder's
@@ -53,9 +56,12 @@ pub mod matmul;
 pub mod mlp;
 pub mod packed;
 pub mod product;
+pub mod rms_norm;
+pub mod rope;
 pub mod self_attention;
 pub mod simd;
 pub mod softmax;
+pub mod swiglu;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor, WithDType};
 use rayon::prelude::*;
