@@ -27,7 +27,8 @@ mod training;
 use hone_engine::stage::Registry;
 
 use kinds::{
-    command, dpo, evaluate, grpo, ingest, ppo, pretrain, rank, reward, sample, sft, tokenizer,
+    command, dpo, evaluate, grpo, import, ingest, ppo, pretrain, rank, reward, sample, sft,
+    tokenizer,
 };
 
 /// Process-wide set-up for running stages, once, first thing in `main`:
@@ -53,6 +54,7 @@ pub fn registry() -> Registry {
         &ingest::Ingest,
         &tokenizer::Tokenizer,
         &pretrain::Pretrain,
+        &import::Import,
         &sft::Sft,
         &evaluate::Evaluate,
         &sample::Sample,

@@ -675,7 +675,9 @@ pub(crate) fn save_chat_model(
         bos_token_id: Some(tok.end_of_text),
         ..crate::model::export::GenerationConfig::defaults(Some(tok.im_end))
     };
-    crate::model::export::save(out, cfg, &params.snapshot(), &generation)?;
+    // Over the input model's config.json (an imported model keeps its other keys).
+    let from = tokenizer.parent();
+    crate::model::export::save_from(out, cfg, &params.snapshot(), &generation, from)?;
     crate::model::chat_template::write_tokenizer(out, tokenizer, cfg.block_size)?;
     write(out, "metrics.jsonl", history)?;
     write(out, "loss.svg", &loss_svg(history))

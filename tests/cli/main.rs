@@ -7,6 +7,7 @@ mod cache;
 mod chat;
 mod errors;
 mod executor;
+mod from_a_model;
 mod history;
 mod label;
 mod mlflow;

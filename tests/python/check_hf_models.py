@@ -333,6 +333,18 @@ def main():
             results.append(report(name, "logits", check_logits, model, d))
             results.append(report(name, "greedy", check_greedy, model, d))
 
+        # bf16 weights (as SmolLM2 and Llama 3 ship): hone reads them into f32; transformers
+        # runs the same bf16-rounded weights in f32.
+        name = "llama-bf16"
+        if args.k in name:
+            model = build(llama(256, 64, 2, 128, True, 1e-5, {"rope_type": "default", "rope_theta": 100000.0}), 13)
+            d = os.path.join(tmp, name)
+            model.to(torch.bfloat16).save_pretrained(d)
+            assert json.load(open(os.path.join(d, "config.json")))["dtype"] == "bfloat16"
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+            results.append(report(name, "logits", check_logits, model, d))
+            results.append(report(name, "greedy", check_greedy, model, d))
+
     failed = results.count(False)
     print(f"{len(results) - failed} of {len(results)} checks passed")
     return 1 if failed else 0

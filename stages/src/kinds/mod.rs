@@ -5,6 +5,7 @@ pub mod command;
 pub mod dpo;
 pub mod evaluate;
 pub mod grpo;
+pub mod import;
 pub mod ingest;
 pub mod ppo;
 pub mod pretrain;

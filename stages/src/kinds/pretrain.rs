@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Params keep nanoGPT's names (`n_layer`, `lr`, `min_lr`, `warmup_steps`, …) so its configs
-//! translate directly. Each step samples `grad_accum` batches of `batch_size` random windows
+//! translate directly. `arch: llama` trains the Llama family's layout instead of GPT-2's
+//! (RMSNorm, rotary positions with `rope_theta`, a SwiGLU MLP `n_inner` wide, `n_kv_head`
+//! key/value heads, `tie_embeddings: false` for a head of its own), exported as
+//! `LlamaForCausalLM`. Each step samples `grad_accum` batches of `batch_size` random windows
 //! of `block_size + 1` tokens from `train.bin`, takes the mean next-token loss, clips the
 //! global gradient norm, and takes an AdamW step at the scheduled rate (linear warmup, then
 //! cosine down to `min_lr` at the last step). Every `eval_every` steps (and at the end) it
@@ -29,6 +32,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::Serialize;
 
+use crate::model::config::{Arch, Rope};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::Dropout;
 use crate::model::optim::Grads;
@@ -53,6 +57,23 @@ training_params! {
         pub block_size: usize,
         #[serde(default)]
         pub bias: bool,
+        /// `gpt2` (LayerNorm, learned positions, GELU) or `llama` (RMSNorm, rotary
+        /// positions, SwiGLU, grouped-query attention).
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub arch: Arch,
+        /// Key/value heads (`llama`; default: `n_head`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub n_kv_head: Option<usize>,
+        /// The MLP's hidden width (default: GPT-2 4 x n_embd; Llama 8/3 x n_embd rounded up
+        /// to a multiple of 32, as its parameter count then matches GPT-2's 4x MLP).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub n_inner: Option<usize>,
+        /// Rotary base period (`llama`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub rope_theta: Option<f64>,
+        /// Share the token embedding with the LM head (`llama` may untie them).
+        #[serde(default = "defaults::yes", skip_serializing_if = "is_true")]
+        pub tie_embeddings: bool,
         /// Batches per loss estimate.
         #[serde(default = "defaults::eval_iters")]
         pub eval_iters: usize,
@@ -62,8 +83,18 @@ training_params! {
     }
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
 /// nanoGPT's CPU example (`config/train_shakespeare_char.py`, scaled down).
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
     pub fn n_layer() -> usize {
         4
     }
@@ -110,6 +141,7 @@ mod defaults {
 
 impl Params {
     fn model_config(&self, vocab_size: usize) -> GptConfig {
+        let llama = self.arch == Arch::Llama;
         GptConfig {
             vocab_size,
             block_size: self.block_size,
@@ -118,6 +150,14 @@ impl Params {
             n_embd: self.n_embd,
             bias: self.bias,
             dropout: self.dropout,
+            arch: self.arch,
+            n_kv_head: self.n_kv_head,
+            n_inner: self
+                .n_inner
+                .or(llama.then(|| (8 * self.n_embd).div_ceil(3).div_ceil(32) * 32)),
+            norm_eps: llama.then_some(1e-5),
+            rope: Rope { theta: self.rope_theta.unwrap_or(10_000.0), scaling: None },
+            tie_embeddings: self.tie_embeddings,
             ..Default::default()
         }
     }
@@ -128,7 +168,7 @@ impl Stage for Pretrain {
     const KIND: &'static str = "pretrain";
     const VERSION: u32 = 2;
     const ABOUT: &'static str =
-        "train a GPT (GPT-2 layout) from scratch on a tokenizer's token shards";
+        "train a GPT (GPT-2 or Llama layout) from scratch on a tokenizer's token shards";
     const INPUTS: Inputs = Inputs::Fixed(&[Port::required("tokenizer", ports::TOKENIZER)]);
     const OUTPUTS: &'static [Port] =
         &[Port::required("model", ports::MODEL), Port::required("metrics", ports::METRICS)];

@@ -137,7 +137,7 @@ impl Stage for Reward {
     type Params = Params;
     const KIND: &'static str = "reward";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "train a reward model (the SFT model + a scalar head) on every preference pair of a rankings artifact";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),
@@ -474,7 +474,15 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     cfg.dropout = 0.0;
     let params: Vec<(String, Tensor)> =
         backbone.snapshot().into_iter().chain(head_params.snapshot()).collect();
-    export::save_reward(out, &cfg, &params, tok.end_of_text, Some(tok.im_end), p.likelihood)?;
+    export::save_reward_from(
+        out,
+        &cfg,
+        &params,
+        tok.end_of_text,
+        Some(tok.im_end),
+        p.likelihood,
+        tok_path.parent(),
+    )?;
     chat_template::write_tokenizer(out, &tok_path, cfg.block_size)?;
     write(out, "metrics.jsonl", trainer.history())?;
     write(out, "loss.svg", &loss_svg(trainer.history()))?;

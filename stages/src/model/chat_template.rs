@@ -54,7 +54,9 @@ pub const CONTENT_PREFIX: &str = " ";
 pub const JINJA: &str = r"{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n ' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// `tokenizer.json` and a `tokenizer_config.json` with the chat template, so that
-/// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML.
+/// `AutoTokenizer.from_pretrained(dir).apply_chat_template(...)` renders ChatML. A tokenizer
+/// whose folder has a chat template of its own (an imported model's) keeps it: its
+/// `tokenizer_config.json` (and `chat_template.jinja`, `special_tokens_map.json`) are copied.
 pub fn write_tokenizer(
     dir: &Path,
     tokenizer_json: &Path,
@@ -62,6 +64,18 @@ pub fn write_tokenizer(
 ) -> Result<(), StageError> {
     std::fs::copy(tokenizer_json, dir.join(export::TOKENIZER))
         .map_err(StageError::io(format!("cannot copy `{}`", tokenizer_json.display())))?;
+    let from = tokenizer_json.parent().unwrap_or(Path::new("."));
+    if let (Some(t), _) = folder_template(from).map_err(|e| StageError::msg(e.to_string()))?
+        && t != JINJA
+    {
+        for name in [export::TOKENIZER_CONFIG, JINJA_FILE, SPECIAL_TOKENS_MAP] {
+            if from.join(name).exists() {
+                std::fs::copy(from.join(name), dir.join(name))
+                    .map_err(StageError::io(format!("cannot copy `{name}`")))?;
+            }
+        }
+        return Ok(());
+    }
     let cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": block_size,
@@ -174,6 +188,8 @@ pub fn folder_template(dir: &Path) -> Result<(Option<String>, serde_json::Value)
 
 /// Where transformers 5 keeps a chat template, beside `tokenizer_config.json`.
 pub const JINJA_FILE: &str = "chat_template.jinja";
+/// transformers' list of a tokenizer's special tokens (older folders have it).
+pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
 
 impl ChatTokenizer {
     /// Reads `tokenizer.json`; fails when it lacks a chat token or gives one an id outside
@@ -254,10 +270,11 @@ impl ChatTokenizer {
             end_of_text,
             template: Some(Box::new(Jinja { env, bos, eos })),
         };
-        // The turn opener: the first special token of the assistant header.
-        let plain = t.render(&[], false)?;
-        let header = t.render(&[], true)?;
-        if let Some(rest) = header.strip_prefix(&plain) {
+        // The turn opener: the first special token of the assistant header (a template that
+        // refuses an empty conversation has none found here: the turn's end stands in).
+        if let (Ok(plain), Ok(header)) = (t.render(&[], false), t.render(&[], true))
+            && let Some(rest) = header.strip_prefix(&plain)
+        {
             let first = t.text_ids(rest)?.into_iter().find(|&i| {
                 t.tok
                     .get_added_vocabulary()
@@ -523,5 +540,55 @@ mod tests {
         let (json, _) = test_tokenizer("ab");
         std::fs::write(&path, json).unwrap();
         assert!(ChatTokenizer::from_file(&path, 2).is_err());
+    }
+
+    /// SmolLM2's template, as its tokenizer_config.json holds it.
+    const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn own(template: &str) -> ChatTokenizer {
+        let (json, vocab) = test_tokenizer("Be kind.Hi!Hello.2+2?4. You are helpful");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        let cfg = serde_json::json!({"chat_template": template, "eos_token": IM_END, "bos_token": {"content": IM_START}, "pad_token": END_OF_TEXT});
+        std::fs::write(dir.path().join(export::TOKENIZER_CONFIG), cfg.to_string()).unwrap();
+        ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap()
+    }
+
+    /// A model's own template is rendered as Jinja renders it and tokenized whole; the mask
+    /// covers each assistant message from its content to the end of its turn.
+    #[test]
+    fn a_models_own_template_renders_and_masks_its_assistant_turns() {
+        let t = own(SMOL);
+        assert!(t.has_own_template());
+        assert_eq!((t.im_start, t.im_end, t.end_of_text), (1, 2, 0));
+        assert_eq!(t.content_prefix(), "");
+        let c = vec![msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello.")];
+        let text = t.render(&c, false).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n"
+        );
+        let e = t.encode(&c, false).unwrap();
+        assert_eq!(t.decode(&e.ids).unwrap(), text);
+        let marked: String = e
+            .ids
+            .iter()
+            .zip(&e.assistant)
+            .filter(|(_, a)| **a)
+            .map(|(&i, _)| t.tokenizer().id_to_token(i).unwrap())
+            .collect();
+        assert_eq!(marked, "Hello.<|im_end|>\n");
+        assert_eq!(e.ends.len(), 2);
+        assert_eq!(*e.ends.last().unwrap(), e.ids.len());
+        let g = t.encode(&c[..1], true).unwrap();
+        assert!(t.decode(&g.ids).unwrap().ends_with("<|im_start|>assistant\n"));
+        assert!(g.assistant.iter().all(|a| !a));
+        // A template that does not render conversations prefix by prefix is refused.
+        let odd = own("{% for m in messages|reverse %}{{ m['content'] }}{% endfor %}");
+        let err = odd.encode(&c, false).unwrap_err().to_string();
+        assert!(err.contains("cannot tell which tokens are the assistant's"), "{err}");
+        let raising = own("{{ raise_exception('only user and assistant roles') }}");
+        let err = raising.encode(&c, false).unwrap_err().to_string();
+        assert!(err.contains("only user and assistant roles"), "{err}");
     }
 }

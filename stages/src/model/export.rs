@@ -204,7 +204,8 @@ fn config_json(
         return Ok(hf::python_json(&hf::llama_json(cfg, base.as_ref(), architecture, bos, eos)));
     }
     let typed = hf_config(cfg, architecture, bos, eos);
-    let Some(mut v) = base else {
+    // A GPT-2 config hone wrote (it has hone's key) is written as hone writes it.
+    let Some(mut v) = base.filter(|b| b.get("hone").is_none()) else {
         // GPT-2's fields in hone's order, as hone has always written them.
         let mut text = serde_json::to_string_pretty(&typed).expect("plain data");
         text.push('\n');
@@ -289,7 +290,95 @@ pub fn save_reward_from(
         t.push('\n');
         t
     };
-    std::fs::write(dir.join(CONFIG), text).map_err(ModelError::io(dir.join(CONFIG)))
+    std::fs::write(dir.join(CONFIG), text).map_err(ModelError::io(dir.join(CONFIG)))?;
+    std::fs::write(dir.join(CARD), reward_card(cfg, likelihood))
+        .map_err(ModelError::io(dir.join(CARD)))
+}
+
+/// The model card a reward model ships with.
+pub const CARD: &str = "README.md";
+
+/// A reward model's card: what its score is, and Python that reproduces it with transformers
+/// (`tests/python/check_reward_card.py` runs the snippet against `hone score`). A model
+/// trained with `likelihood: α` scores `head + α · mean log p(answer)`; the
+/// `…ForSequenceClassification` that standard loaders (TRL, OpenRLHF) build sees the head
+/// alone, which ranks far fewer pairs right, so the card says so first.
+pub fn reward_card(cfg: &GptConfig, likelihood: f64) -> String {
+    let arch = classifier(cfg);
+    let (formula, warning) = if likelihood != 0.0 {
+        (
+            format!(
+                "score(prompt, answer) = head(prompt, answer) + {likelihood} × mean log p(answer tokens)"
+            ),
+            format!(
+                "**Loading this folder with `AutoModelForSequenceClassification` alone (as TRL and OpenRLHF do) gives only `head(…)`, not the score hone trained and evaluated.** The head alone ranks far fewer held-out pairs right than the full score; use the function below (it needs the LM head too, which this folder holds: `{arch}` ignores it, `AutoModelForCausalLM` loads it)."
+            ),
+        )
+    } else {
+        (
+            "score(prompt, answer) = head(prompt, answer)".to_string(),
+            format!(
+                "`AutoModelForSequenceClassification` (`{arch}`) gives hone's score as it is; the function below is the same computation spelled out."
+            ),
+        )
+    };
+    format!(
+        r#"---
+library_name: transformers
+tags:
+- reward-model
+- hone
+---
+
+# A reward model trained by hone
+
+    {formula}
+
+- `head(prompt, answer)`: the scalar head (`score.weight`) on the last token's final hidden
+  state, the conversation `[user: prompt, assistant: answer]` rendered with this folder's chat
+  template (`tokenizer_config.json`);
+- `mean log p(answer tokens)`: the mean log-probability, under this folder's language-model
+  head, of the answer's tokens: from the end of the prompt rendered with the generation
+  prompt through the turn's closing token (`eos_token`).
+
+`config.json` records the weight as `"hone": {{"likelihood": {likelihood}}}`.
+
+{warning}
+
+```python
+import json
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+FOLDER = "."  # this folder
+alpha = (json.load(open(f"{{FOLDER}}/config.json")).get("hone") or {{}}).get("likelihood", 0.0)
+tok = AutoTokenizer.from_pretrained(FOLDER)
+head = AutoModelForSequenceClassification.from_pretrained(FOLDER).eval()
+lm = AutoModelForCausalLM.from_pretrained(FOLDER).eval() if alpha else None
+
+
+def ids_of(messages, **kw):
+    text = tok.apply_chat_template(messages, tokenize=False, **kw)
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def score(prompt, answer):
+    """hone's score of `answer` to `prompt`."""
+    conversation = [{{"role": "user", "content": prompt}}, {{"role": "assistant", "content": answer}}]
+    ids = ids_of(conversation)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        s = head(x).logits[0, 0].item()
+        if alpha:
+            start = len(ids_of(conversation[:1], add_generation_prompt=True))
+            end_id = tok.convert_tokens_to_ids(tok.eos_token)
+            stop = max(i for i, t in enumerate(ids) if t == end_id)
+            lp = lm(x).logits[0].float().log_softmax(-1)
+            s += alpha * sum(lp[j - 1, ids[j]].item() for j in range(start, stop + 1)) / (stop + 1 - start)
+    return s
+```
+"#
+    )
 }
 
 fn save_weights(dir: &Path, cfg: &GptConfig, params: &[(String, Tensor)]) -> Result<()> {

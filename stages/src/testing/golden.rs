@@ -54,8 +54,8 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "reward: { uses: reward, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, likelihood: 1, threads: 1 } }",
-        3,
-        "6851506c70fb66ab9b026eae57ec071009c0e17cb768d89336babcc05930ecf3",
+        4,
+        "304b1c49d549d2a19505bbbca7f58a0663a7e1e0e528a6a02ec62d99141a4bb7",
     ),
     (
         "dpo: { uses: dpo, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }",
@@ -88,6 +88,11 @@ const GOLDEN: &[(&str, u32, &str)] = &[
         "fa65583b160a122b2bf4bdec1ac73c58d9af181b157a20c563332d02112a3325",
     ),
     (
+        "imported: { uses: import, with: { path: tiny-llama } }",
+        1,
+        "2039c5e4c1cdff85d36153b803845c75fc223e92af11e518ce1b8cb6b2fd1d3b",
+    ),
+    (
         "eval_rm: { uses: evaluate, inputs: { models: [sft, ppo], prompts: prompts, reward: reward }, with: { max_new_tokens: 4, threads: 1 } }",
         5,
         "285e3965b7f9365593cba801670ac81a413812ab94751e45eb3574a3176fdf6d",
@@ -108,6 +113,14 @@ fn workspace() -> tempfile::TempDir {
         ("rankings.jsonl", rankings.as_str()),
     ] {
         std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    // A HuggingFace folder transformers wrote (pipelines/models/make.py).
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/models/tiny-llama");
+    std::fs::create_dir(dir.path().join("tiny-llama")).unwrap();
+    for f in std::fs::read_dir(model).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join("tiny-llama").join(f.file_name().unwrap())).unwrap();
     }
     dir
 }
