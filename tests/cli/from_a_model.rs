@@ -110,6 +110,17 @@ fn a_llama_folder_goes_through_the_recipe_keeping_its_template_and_bytes() {
     // Unchanged: everything from the cache.
     let again = hone(&ws, &["run"], &[]).ok();
     assert!(again.ran().is_empty(), "{:?}", again.ran());
+    // Gradient checkpointing: a new key, the same training up to the last bits of the LM
+    // head's row-blocked sums.
+    let gc = "stages.sft.with.gradient_checkpointing=true";
+    hone(&ws, &["run", "--until", "sft"], &[gc]).ok();
+    let (with, m_with) = show(&ws, "sft", &[gc]);
+    let (without, m_without) = show(&ws, "sft", &[]);
+    assert_ne!(with, without);
+    for key in ["loss", "val_loss"] {
+        let (a, b) = (m_with[key].as_f64().unwrap(), m_without[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{key}: {a} with, {b} without");
+    }
 }
 
 #[test]

@@ -488,7 +488,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     )?;
     let mut objective = PreferenceLoss {
         p,
-        policy: loaded.model,
+        policy: loaded.model.with_recompute(p.gradient_checkpointing),
         order: EpochOrder::new(cx.seed, train_set.len()),
         train: train_set,
         val: val_set,

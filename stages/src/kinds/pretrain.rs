@@ -247,7 +247,8 @@ fn train(p: &Params, cx: &RunCx, data: &TokenData) -> Result<(), StageError> {
 
     let params = ParamStore::seeded(cx.seed);
     let model = Gpt::new(&cfg, params.var_builder(DType::F32, &Device::Cpu))
-        .map_err(crate::model::ModelError::from)?;
+        .map_err(crate::model::ModelError::from)?
+        .with_recompute(p.gradient_checkpointing);
     let common = p.common();
     let mut trainer = Trainer::new(
         cx,

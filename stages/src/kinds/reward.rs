@@ -422,7 +422,11 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     let likelihood = Likelihood::new(p.likelihood, tok.im_end);
     let mut objective = PairLoss {
         p,
-        model: RewardModel { gpt: loaded.model, head, likelihood },
+        model: RewardModel {
+            gpt: loaded.model.with_recompute(p.gradient_checkpointing),
+            head,
+            likelihood,
+        },
         train: train_set,
         val: val_set,
         pad: tok.end_of_text,

@@ -425,7 +425,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
     )?;
     let mut objective = AssistantLoss {
         p,
-        model: loaded.model,
+        model: loaded.model.with_recompute(p.gradient_checkpointing),
         order: EpochOrder::new(cx.seed, train_rows.len()),
         train: train_rows,
         val: val_rows,
@@ -467,8 +467,10 @@ impl training::Objective for AssistantLoss<'_> {
         let rows: Vec<&Row> = idx.iter().map(|&i| &self.train[i]).collect();
         let n_tokens = rows.iter().map(|r| r.ids.len() - 1).sum();
         let (x, y, w) = batch(&rows, self.pad)?;
-        let (loss, _) =
-            masked_loss(&self.model, &x, &y, &w, &mut Dropout::train(self.p.dropout, rng))?;
+        let loss = self
+            .model
+            .masked_loss(&x, &y, Some(&w), &mut Dropout::train(self.p.dropout, rng))
+            .map_err(ModelError::from)?;
         let (loss, grads) = gradients_of(&loss, vars)?;
         Ok(StepOut { loss, grads, tokens: n_tokens, stats: Vec::new() })
     }

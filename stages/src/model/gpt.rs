@@ -23,6 +23,8 @@ pub struct Gpt {
     ln_f: Norm,
     /// An LM head of its own (untied Llama models).
     lm_head: Option<Tensor>,
+    /// Recompute each block's activations in the backward pass (gradient checkpointing).
+    recompute: bool,
 }
 
 impl Gpt {
@@ -55,7 +57,15 @@ impl Gpt {
             } else {
                 Some(embedding(vb.pp("lm_head"), cfg.vocab_size)?)
             };
-            return Ok(Gpt { cfg: cfg.clone(), wte, wpe: None, h, ln_f, lm_head });
+            return Ok(Gpt {
+                cfg: cfg.clone(),
+                wte,
+                wpe: None,
+                h,
+                ln_f,
+                lm_head,
+                recompute: false,
+            });
         }
         let vb = vb.pp("transformer");
         let wte = embedding(vb.pp("wte"), cfg.vocab_size)?;
@@ -64,11 +74,23 @@ impl Gpt {
             .map(|i| Block::new(cfg, None, vb.pp("h").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = Norm::new(cfg, vb.pp("ln_f"))?;
-        Ok(Gpt { cfg: cfg.clone(), wte, wpe: Some(wpe), h, ln_f, lm_head: None })
+        Ok(Gpt { cfg: cfg.clone(), wte, wpe: Some(wpe), h, ln_f, lm_head: None, recompute: false })
     }
 
     pub fn config(&self) -> &GptConfig {
         &self.cfg
+    }
+
+    /// Gradient checkpointing on or off: with it, training keeps each block's input only and
+    /// recomputes the block in the backward pass ([`super::recompute`]): the same gradients,
+    /// one more forward pass, far less memory; [`Gpt::masked_loss`] then runs the LM head a
+    /// block of rows at a time. Ignored while dropout is on.
+    pub fn with_recompute(mut self, on: bool) -> Gpt {
+        if on {
+            super::kernels::lean_allocator();
+        }
+        self.recompute = on;
+        self
     }
 
     /// Logits (B, T, V) for token ids `idx` (B, T, u32) at positions `0..T`.
@@ -97,7 +119,11 @@ impl Gpt {
         };
         let mut x = drop.apply(&x)?;
         for block in &self.h {
-            x = block.forward(&x, drop)?;
+            x = if self.recompute && !drop.active() {
+                super::recompute::block(block, &x)?
+            } else {
+                block.forward(&x, drop)?
+            };
         }
         self.ln_f.forward(&x)
     }
@@ -122,6 +148,32 @@ impl Gpt {
         let (b, t, v) = logits.dims3()?;
         ops::token_log_probs(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)?
             .reshape((b, t))
+    }
+
+    /// The mean (or, with `weights` (B·T), the weighted mean) next-token cross-entropy of
+    /// `idx` against `targets` (both (B, T)). With gradient checkpointing on, the LM head and
+    /// the loss run a block of rows at a time ([`super::kernels::head_loss`]): no (B·T, V)
+    /// logits are kept.
+    pub fn masked_loss(
+        &self,
+        idx: &Tensor,
+        targets: &Tensor,
+        weights: Option<&Tensor>,
+        drop: &mut Dropout,
+    ) -> Result<Tensor> {
+        if self.recompute && !ops::plain_ops() {
+            let h = self.hidden(idx, drop)?;
+            let (b, t, c) = h.dims3()?;
+            let head = self.lm_head.as_ref().unwrap_or(&self.wte);
+            let nll = super::kernels::head_loss::head_nll(&h.reshape((b * t, c))?, head, targets)?;
+            return match weights {
+                None => nll.mean_all(),
+                Some(w) => (nll * w)?.sum_all()?.broadcast_div(&w.sum_all()?),
+            };
+        }
+        let logits = self.forward(idx, drop)?;
+        let (b, t, v) = logits.dims3()?;
+        ops::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?, weights)
     }
 
     /// Mean next-token cross-entropy of `idx` against `targets` (both (B, T)).
@@ -319,5 +371,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("9 positions given but the model's block_size is 8"), "{err}");
+    }
+
+    /// Gradient checkpointing changes no bit: the loss and every gradient (GPT-2 with
+    /// biases, a Llama with grouped heads and an untied head) are the same with and without.
+    #[test]
+    fn recomputed_blocks_give_the_same_gradients_bit_for_bit() {
+        use crate::model::config::tiny_llama;
+        for cfg in [tiny(11, true), tiny_llama(11, true)] {
+            let ps = ParamStore::seeded(9);
+            let gpt = Gpt::new(&cfg, ps.var_builder(DType::F32, &Device::Cpu)).unwrap();
+            let vars = ps.vars();
+            let x = ids(&[1, 2, 3, 4, 0, 6, 5, 5, 2, 1, 10, 9, 8, 7], 2);
+            let y = ids(&[2, 3, 4, 0, 6, 5, 5, 2, 1, 3, 9, 8, 7, 6], 2);
+            let run = |m: &Gpt| {
+                let loss = m.loss(&x, &y, &mut Dropout::off()).unwrap();
+                let g =
+                    crate::model::optim::Grads::collect(&loss.backward().unwrap(), &vars).unwrap();
+                (loss.to_scalar::<f32>().unwrap(), g.0)
+            };
+            let plain = run(&gpt);
+            let gpt = gpt.with_recompute(true);
+            let recomputed = run(&gpt);
+            assert_eq!(plain.0, recomputed.0, "{:?}", cfg.arch);
+            for ((a, b), (n, _)) in plain.1.iter().zip(&recomputed.1).zip(&vars) {
+                assert_eq!(a, b, "{:?}: gradient of {n}", cfg.arch);
+            }
+            assert!(
+                recomputed.1.iter().all(|g| g.iter().any(|v| *v != 0.0)),
+                "every weight has a gradient"
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ use super::config::{Activation, GptConfig, INIT_STD};
 use super::ops::{self, Dropout};
 use super::rope::RopeTable;
 
+#[derive(Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -36,6 +37,7 @@ impl LayerNorm {
 }
 
 /// A block's norm: GPT-2's LayerNorm or the Llama family's RMSNorm.
+#[derive(Clone)]
 pub enum Norm {
     Layer(LayerNorm),
     Rms { weight: Tensor, eps: f64 },
@@ -60,6 +62,7 @@ impl Norm {
 }
 
 /// `nn.Linear`: weight (out, in), optional bias.
+#[derive(Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -89,6 +92,7 @@ fn proj_std(cfg: &GptConfig) -> f64 {
     INIT_STD / (2.0 * cfg.n_layer as f64).sqrt()
 }
 
+#[derive(Clone)]
 pub struct CausalSelfAttention {
     c_attn: Linear,
     c_proj: Linear,
@@ -138,6 +142,7 @@ impl CausalSelfAttention {
     }
 }
 
+#[derive(Clone)]
 pub enum Mlp {
     /// GPT-2: `c_proj(gelu(c_fc(x)))`.
     Gelu { c_fc: Linear, c_proj: Linear, activation: Activation },
@@ -176,6 +181,7 @@ impl Mlp {
 }
 
 /// A pre-norm transformer block: `x + attn(norm_1(x))`, then `x + mlp(norm_2(x))`.
+#[derive(Clone)]
 pub struct Block {
     ln_1: Norm,
     attn: CausalSelfAttention,
@@ -201,6 +207,51 @@ impl Block {
     pub fn forward(&self, x: &Tensor, drop: &mut Dropout) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, drop)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?, drop)?
+    }
+
+    /// The block with every weight passed through `f` (a detached copy, for recomputation).
+    fn map(&self, f: &impl Fn(&Tensor) -> Tensor) -> Block {
+        let norm = |n: &Norm| match n {
+            Norm::Layer(l) => Norm::Layer(LayerNorm {
+                weight: f(&l.weight),
+                bias: l.bias.as_ref().map(f),
+                eps: l.eps,
+            }),
+            Norm::Rms { weight, eps } => Norm::Rms { weight: f(weight), eps: *eps },
+        };
+        let lin = |l: &Linear| Linear { weight: f(&l.weight), bias: l.bias.as_ref().map(f) };
+        Block {
+            ln_1: norm(&self.ln_1),
+            attn: CausalSelfAttention {
+                c_attn: lin(&self.attn.c_attn),
+                c_proj: lin(&self.attn.c_proj),
+                ..self.attn.clone()
+            },
+            ln_2: norm(&self.ln_2),
+            mlp: match &self.mlp {
+                Mlp::Gelu { c_fc, c_proj, activation } => {
+                    Mlp::Gelu { c_fc: lin(c_fc), c_proj: lin(c_proj), activation: *activation }
+                }
+                Mlp::SwiGlu { gate_up, down } => {
+                    Mlp::SwiGlu { gate_up: lin(gate_up), down: lin(down) }
+                }
+            },
+        }
+    }
+
+    /// The same block on detached weights: running it records no graph.
+    pub fn detached(&self) -> Block {
+        self.map(&|t: &Tensor| t.detach())
+    }
+
+    /// The block's weights, in a fixed order.
+    pub fn weights(&self) -> Vec<Tensor> {
+        let seen = std::sync::Mutex::new(Vec::new());
+        self.map(&|t: &Tensor| {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(t.clone());
+            t.clone()
+        });
+        seen.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -37,6 +37,7 @@ pub mod layers;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod recompute;
 pub mod rng;
 pub mod rope;
 pub mod sample;

@@ -53,7 +53,23 @@ impl Grads {
     pub fn collect_from(stores: &[&GradStore], vars: &[(String, Var)]) -> Result<Grads> {
         let mut out = Vec::with_capacity(vars.len());
         for (_, v) in vars {
-            out.push(match stores.iter().find_map(|s| s.get(v.as_tensor())) {
+            // A weight of a recomputed block has its gradient in the stash (super::recompute).
+            let stashed = super::recompute::take(v.as_tensor());
+            out.push(match stores.iter().find_map(|s| s.get(v.as_tensor())).or(stashed.as_ref()) {
+                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; v.elem_count()],
+            });
+        }
+        Ok(Grads(out))
+    }
+
+    /// [`Grads::collect`] from one store it consumes, each gradient freed as soon as it is
+    /// copied out (the peak holds one gradient twice, not all of them).
+    pub fn take(mut store: GradStore, vars: &[(String, Var)]) -> Result<Grads> {
+        let mut out = Vec::with_capacity(vars.len());
+        for (_, v) in vars {
+            let g = store.remove(v.as_tensor()).or_else(|| super::recompute::take(v.as_tensor()));
+            out.push(match g {
                 Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
                 None => vec![0.0; v.elem_count()],
             });

@@ -101,7 +101,9 @@ impl SimpleBackend for ParamStore {
         let value = match &mut inner.source {
             Source::Init(rng) => draw(rng, &shape, init, dtype, dev)?,
             Source::Tensors(t) => {
-                let Some(t) = t.get(name) else {
+                // Taken out: the loaded copy is freed once the variable holds its own (what
+                // is left is what no variable asked for: `unused`).
+                let Some(t) = t.remove(name) else {
                     candle_core::bail!("no tensor `{name}` in the saved model")
                 };
                 if t.shape() != &shape {

@@ -764,7 +764,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
         seed: cx.seed,
         cfg: cfg.clone(),
         tok,
-        policy: loaded.model,
+        policy: loaded.model.with_recompute(p.gradient_checkpointing),
         policy_params: loaded.params,
         reference,
         scorer,

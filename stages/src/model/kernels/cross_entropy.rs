@@ -14,7 +14,7 @@ pub struct CrossEntropy {
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn lse<T: Real>(row: &[T]) -> T {
+pub(super) fn lse<T: Real>(row: &[T]) -> T {
     const L: usize = 64;
     let max = simd::max(row);
     // Exponentials a block at a time into a buffer, so they vectorise, then a lane sum.
@@ -30,7 +30,7 @@ fn lse<T: Real>(row: &[T]) -> T {
 
 /// `out = scale · softmax(row)`.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn softmax_row<T: Real>(row: &[T], scale: T, out: &mut [T]) {
+pub(super) fn softmax_row<T: Real>(row: &[T], scale: T, out: &mut [T]) {
     let l = lse(row);
     for (o, &x) in out.iter_mut().zip(row) {
         *o = (x - l).vexp() * scale;
