@@ -12,7 +12,10 @@
 //!
 //! [`reference`] is these rules written as loops; the tests hold the fast path to it bit for bit.
 //!
-//! **Why the chunks.** The fast path is the `gemm` crate's microkernel (the one candle uses).
+//! **Why the chunks.** The fast path is the `gemm` crate's microkernel (the one candle uses;
+//! its AVX-512 kernels are on, the `x86-v4` feature: 1.34x faster training steps of
+//! SmolLM2-135M's shape than its AVX2 ones, and the same bits, as vector lanes hold different
+//! outputs: `tests/cli/portable.rs` compares with an emulated AVX2-only CPU).
 //! It follows rules 2–4 within the blocks of `kc` inputs it cuts `k` into, but it derives `kc`
 //! from the L1 data cache's size and associativity, read from `/sys` at run time: 1,024 on a
 //! CPU reporting 48 KiB 12-way, 512 on one reporting 32 KiB 8-way, so the same product of
