@@ -666,25 +666,29 @@ pub(crate) fn human(x: f64) -> String {
     }
 }
 
-/// A chat model's outputs in `out`: the HF export of `params` (generation starts from
-/// `<|endoftext|>` and stops at `<|im_end|>`), the tokenizer at `tokenizer` with the chat
-/// template, and the training's `metrics.jsonl` and `loss.svg`.
+/// A chat model's outputs in `out`, trained from the model folder `from`: the HF export of
+/// `params` over `from`'s `config.json` (an imported model keeps its other keys; generation
+/// starts from the padding token and stops at the turn's end), `from`'s tokenizer with its
+/// chat template, and the training's `metrics.jsonl` and `loss.svg`.
 pub(crate) fn save_chat_model(
     out: &Path,
     cfg: &GptConfig,
     params: &crate::model::ParamStore,
     tok: &crate::model::chat_template::ChatTokenizer,
-    tokenizer: &Path,
+    from: &Path,
     history: &str,
 ) -> Result<(), StageError> {
-    let generation = crate::model::export::GenerationConfig {
+    use crate::model::export;
+    let generation = export::GenerationConfig {
         bos_token_id: Some(tok.end_of_text),
-        ..crate::model::export::GenerationConfig::defaults(Some(tok.im_end))
+        ..export::GenerationConfig::defaults(Some(tok.im_end))
     };
-    // Over the input model's config.json (an imported model keeps its other keys).
-    let from = tokenizer.parent();
-    crate::model::export::save_from(out, cfg, &params.snapshot(), &generation, from)?;
-    crate::model::chat_template::write_tokenizer(out, tokenizer, cfg.block_size)?;
+    export::save_from(out, cfg, &params.snapshot(), &generation, Some(from))?;
+    crate::model::chat_template::write_tokenizer(
+        out,
+        &from.join(export::TOKENIZER),
+        cfg.block_size,
+    )?;
     write(out, "metrics.jsonl", history)?;
     write(out, "loss.svg", &loss_svg(history))
 }

@@ -31,25 +31,14 @@ const TINY: &[&str] = &[
     "stages.eval.with.max_new_tokens=8",
 ];
 
+const PIPELINE: &str = "pipelines/byo-data.yaml";
+
 fn hone(ws: &Ws, cmd: &[&str], extra: &[&str]) -> crate::support::Out {
-    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/byo-data.yaml");
-    let w = ws.path().to_str().unwrap().to_string();
-    let mut args = cmd.to_vec();
-    args.extend([yaml.to_str().unwrap(), "--workspace", &w]);
-    for s in TINY.iter().chain(extra) {
-        args.extend(["-s", s]);
-    }
-    ws.hone(&args)
+    ws.pipeline(cmd, PIPELINE, &[TINY, extra])
 }
 
 fn meta(ws: &Ws, stage: &str, extra: &[&str]) -> serde_json::Value {
-    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/byo-data.yaml");
-    let w = ws.path().to_str().unwrap().to_string();
-    let mut args = vec!["show", stage, yaml.to_str().unwrap(), "--workspace", &w, "--json"];
-    for s in TINY.iter().chain(extra) {
-        args.extend(["-s", s]);
-    }
-    let show: serde_json::Value = serde_json::from_str(&ws.hone(&args).ok().stdout).unwrap();
+    let show = ws.show(PIPELINE, stage, &[TINY, extra]);
     if stage == "eval" {
         return show["metrics"].clone();
     }

@@ -29,25 +29,15 @@ fn models() -> PathBuf {
     repo().join("pipelines/models")
 }
 
-fn args<'a>(ws: &'a Ws, cmd: &[&'a str], extra: &[&'a str], yaml: &'a str) -> Vec<String> {
-    let mut a: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-    a.extend([yaml.to_string(), "--workspace".into(), ws.path().to_str().unwrap().to_string()]);
-    for s in TINY.iter().chain(extra) {
-        a.extend(["-s".to_string(), s.to_string()]);
-    }
-    a
-}
+const PIPELINE: &str = "pipelines/from-a-model.yaml";
 
 fn hone(ws: &Ws, cmd: &[&str], extra: &[&str]) -> crate::support::Out {
-    let yaml = repo().join("pipelines/from-a-model.yaml");
-    let a = args(ws, cmd, extra, yaml.to_str().unwrap());
-    ws.hone(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    ws.pipeline(cmd, PIPELINE, &[TINY, extra])
 }
 
 /// A stage's output directory and metrics.
 fn show(ws: &Ws, stage: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
-    let out = hone(ws, &["show", stage, "--json"], extra).ok();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let v = ws.show(PIPELINE, stage, &[TINY, extra]);
     (PathBuf::from(v["output"].as_str().expect("an output path")), v["metrics"].clone())
 }
 
@@ -182,7 +172,24 @@ fn broken_folders_are_explained() {
     });
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     run("model-00002-of-00002.safetensors").stderr_has("incomplete");
-    // Not a folder at all.
+    std::fs::remove_file(dir.join("model.safetensors.index.json")).unwrap();
+    std::fs::rename(dir.join("model-00001-of-00002.safetensors"), dir.join("model.safetensors"))
+        .unwrap();
+    // A tokenizer with more tokens than the model has rows.
+    let tok_path = dir.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    let vocab: serde_json::Value = serde_json::from_str(&cfg_text).unwrap();
+    tok["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": vocab["vocab_size"], "content": "<|extra|>", "single_word": false, "lstrip": false,
+        "rstrip": false, "normalized": false, "special": true
+    }));
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    run("tokenizer.json").stderr_has("do not belong together");
+    // An empty path, and not a folder at all.
+    hone(&ws, &["run", "--until", "base"], &["vars.model=\"\""])
+        .code(3)
+        .stderr_has("`path` is empty");
     hone(&ws, &["run", "--until", "base"], &["vars.model=nowhere"])
         .code(1)
         .stderr_has("is not a folder");

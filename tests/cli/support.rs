@@ -66,6 +66,26 @@ impl Ws {
         Out::from(self.cmd(args).output().unwrap())
     }
 
+    /// `hone CMD… PIPELINE --workspace WS -s SET…` for a pipeline of the repository
+    /// (`pipelines/…`, relative to it), with each of `sets` (a test's shrinking overrides and
+    /// its own) as `-s`.
+    pub fn pipeline(&self, cmd: &[&str], pipeline: &str, sets: &[&[&str]]) -> Out {
+        let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join(pipeline);
+        let w = self.path().to_str().unwrap().to_string();
+        let mut args = cmd.to_vec();
+        args.extend([yaml.to_str().unwrap(), "--workspace", &w]);
+        for s in sets.iter().copied().flatten() {
+            args.extend(["-s", s]);
+        }
+        self.hone(&args)
+    }
+
+    /// `hone show STAGE --json` of such a pipeline: the stage's output path and metrics.
+    pub fn show(&self, pipeline: &str, stage: &str, sets: &[&[&str]]) -> serde_json::Value {
+        serde_json::from_str(&self.pipeline(&["show", stage, "--json"], pipeline, sets).ok().stdout)
+            .expect("show --json prints JSON")
+    }
+
     /// Number of artifacts in the store.
     pub fn objects(&self) -> usize {
         std::fs::read_dir(self.path().join(".hone/objects")).map(|d| d.count()).unwrap_or(0)

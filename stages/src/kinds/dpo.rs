@@ -510,7 +510,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     cfg.dropout = 0.0;
-    save_chat_model(out, &cfg, &params, &tok, &tok_path, trainer.history())?;
+    save_chat_model(out, &cfg, &params, &tok, model_dir, trainer.history())?;
     write(out, "data.json", &(serde_json::to_string_pretty(&counts).expect("plain data") + "\n"))
 }
 

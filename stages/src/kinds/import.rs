@@ -38,6 +38,7 @@ use hone_engine::digest::Digest;
 use hone_engine::stage::{DepCx, Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::{Deserialize, Serialize};
 
+use crate::data::formats::{Message, Role};
 use crate::model::chat_template::{self, ChatTokenizer, END_OF_TEXT, IM_END, IM_START};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::{GptConfig, ModelError, hf};
@@ -166,13 +167,7 @@ impl Stage for Import {
             }
             tok.save(out.join(export::TOKENIZER), true)
                 .map_err(|e| StageError::msg(format!("cannot write `tokenizer.json`: {e}")))?;
-            // tokenizer_config.json with hone's template, over the grown tokenizer.
-            let staged = out.join(export::TOKENIZER);
-            let tmp = out.join(".tokenizer.json");
-            std::fs::rename(&staged, &tmp)
-                .map_err(StageError::io("cannot stage `tokenizer.json`"))?;
-            chat_template::write_tokenizer(out, &tmp, cfg.block_size)?;
-            std::fs::remove_file(&tmp).map_err(StageError::io("cannot remove a staged file"))?;
+            chat_template::write_chatml_config(out, cfg.block_size)?;
         } else {
             if tok.get_vocab_size(true) > cfg.vocab_size {
                 return Err(StageError::msg(format!(
@@ -187,20 +182,9 @@ impl Stage for Import {
         let chat = ChatTokenizer::from_file(&out.join(export::TOKENIZER), cfg.vocab_size)
             .map_err(in_folder)?;
         // Check the template renders a conversation before anything downstream needs it.
-        chat.encode(
-            &[
-                crate::data::formats::Message {
-                    role: crate::data::formats::Role::User,
-                    content: "Hi".into(),
-                },
-                crate::data::formats::Message {
-                    role: crate::data::formats::Role::Assistant,
-                    content: "Hello".into(),
-                },
-            ],
-            false,
-        )
-        .map_err(in_folder)?;
+        let hello = |role, content: &str| Message { role, content: content.into() };
+        chat.encode(&[hello(Role::User, "Hi"), hello(Role::Assistant, "Hello")], false)
+            .map_err(in_folder)?;
         let generation = GenerationConfig {
             bos_token_id: Some(chat.end_of_text),
             ..GenerationConfig::defaults(Some(chat.im_end))

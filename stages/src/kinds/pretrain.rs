@@ -32,7 +32,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use hone_engine::stage::{Inputs, ParamProblem, Port, RunCx, Stage, StageError};
 use serde::Serialize;
 
-use crate::model::config::{Arch, Rope};
+use crate::model::config::{Arch, Rope, is_default, is_true};
 use crate::model::export::{self, GenerationConfig};
 use crate::model::ops::Dropout;
 use crate::model::optim::Grads;
@@ -72,7 +72,7 @@ training_params! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub rope_theta: Option<f64>,
         /// Share the token embedding with the LM head (`llama` may untie them).
-        #[serde(default = "defaults::yes", skip_serializing_if = "is_true")]
+        #[serde(default = "crate::model::config::yes", skip_serializing_if = "is_true")]
         pub tie_embeddings: bool,
         /// Batches per loss estimate.
         #[serde(default = "defaults::eval_iters")]
@@ -83,18 +83,8 @@ training_params! {
     }
 }
 
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
-}
-fn is_true(v: &bool) -> bool {
-    *v
-}
-
 /// nanoGPT's CPU example (`config/train_shakespeare_char.py`, scaled down).
 mod defaults {
-    pub fn yes() -> bool {
-        true
-    }
     pub fn n_layer() -> usize {
         4
     }

@@ -446,8 +446,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     // Sampling stops at the end of the assistant's message.
-    let tokenizer = model_dir.join(export::TOKENIZER);
-    save_chat_model(out, &cfg, &params, &tok, &tokenizer, trainer.history())?;
+    save_chat_model(out, &cfg, &params, &tok, model_dir, trainer.history())?;
     write(out, "data.json", &(serde_json::to_string_pretty(&data_json).expect("plain data") + "\n"))
 }
 

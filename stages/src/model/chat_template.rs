@@ -76,6 +76,12 @@ pub fn write_tokenizer(
         }
         return Ok(());
     }
+    write_chatml_config(dir, block_size)
+}
+
+/// `tokenizer_config.json` for hone's ChatML (the special tokens and [`JINJA`]), beside a
+/// `tokenizer.json` already in `dir`.
+pub fn write_chatml_config(dir: &Path, block_size: usize) -> Result<(), StageError> {
     let cfg = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": block_size,
@@ -148,6 +154,8 @@ struct Jinja {
     /// The special tokens' text, for the template's `bos_token` and `eos_token`.
     bos: String,
     eos: String,
+    /// Where the template came from, for errors.
+    source: std::path::PathBuf,
 }
 
 /// A `tokenizer_config.json` token: a string, or `{"content": …}`.
@@ -268,7 +276,7 @@ impl ChatTokenizer {
             im_start: im_end,
             im_end,
             end_of_text,
-            template: Some(Box::new(Jinja { env, bos, eos })),
+            template: Some(Box::new(Jinja { env, bos, eos, source: cfg_path.to_path_buf() })),
         };
         // The turn opener: the first special token of the assistant header (a template that
         // refuses an empty conversation has none found here: the turn's end stands in).
@@ -303,18 +311,18 @@ impl ChatTokenizer {
             bos_token => j.bos,
             eos_token => j.eos,
         })
-        .map_err(|e| ModelError::Invalid(format!("the chat template fails: {e}")))
+        .map_err(|e| {
+            ModelError::format(
+                &j.source,
+                format!("the chat template fails on a conversation of {} messages: {e}\n   = help: hone renders system, user and assistant messages; fix the template or use a model folder whose template takes them", messages.len()),
+            )
+        })
     }
 
     /// What a reply's text starts with that is not part of the message (hone's ChatML puts
     /// [`CONTENT_PREFIX`] before every content; a model's own template, nothing).
     pub fn content_prefix(&self) -> &'static str {
         if self.template.is_some() { "" } else { CONTENT_PREFIX }
-    }
-
-    /// Whether the conversations follow a model's own template rather than hone's ChatML.
-    pub fn has_own_template(&self) -> bool {
-        self.template.is_some()
     }
 
     /// [`ChatTokenizer::encode`] for a model's own template: the whole text tokenized, the
@@ -325,6 +333,7 @@ impl ChatTokenizer {
         add_generation_prompt: bool,
     ) -> Result<Encoded, ModelError> {
         let full = self.render(messages, add_generation_prompt)?;
+        let source = self.template.as_ref().map(|j| j.source.as_path()).unwrap_or(Path::new("."));
         let enc = self
             .tok
             .encode(full.as_str(), false)
@@ -333,9 +342,12 @@ impl ChatTokenizer {
         let prefix = |n: usize, add: bool| -> Result<usize, ModelError> {
             let text = self.render(&messages[..n], add)?;
             if !full.starts_with(&text) {
-                return Err(ModelError::Invalid(format!(
-                    "the chat template renders the first {n} messages as text that does not begin the whole conversation, so hone cannot tell which tokens are the assistant's"
-                )));
+                return Err(ModelError::format(
+                    source,
+                    format!(
+                        "the chat template renders the first {n} messages as text that does not begin the whole conversation, so hone cannot tell which tokens are the assistant's\n   = help: a template must render a conversation's messages one after another (as transformers' `apply_chat_template` needs for assistant masks too)"
+                    ),
+                ));
             }
             Ok(text.len())
         };
@@ -546,12 +558,31 @@ mod tests {
     const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     fn own(template: &str) -> ChatTokenizer {
+        let cfg = serde_json::json!({"chat_template": template, "eos_token": IM_END, "bos_token": {"content": IM_START}, "pad_token": END_OF_TEXT});
+        own_with(&cfg).unwrap()
+    }
+
+    fn own_with(cfg: &serde_json::Value) -> Result<ChatTokenizer, ModelError> {
         let (json, vocab) = test_tokenizer("Be kind.Hi!Hello.2+2?4. You are helpful");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
-        let cfg = serde_json::json!({"chat_template": template, "eos_token": IM_END, "bos_token": {"content": IM_START}, "pad_token": END_OF_TEXT});
         std::fs::write(dir.path().join(export::TOKENIZER_CONFIG), cfg.to_string()).unwrap();
-        ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab).unwrap()
+        ChatTokenizer::from_file(&dir.path().join("tokenizer.json"), vocab)
+    }
+
+    /// A tokenizer config whose template or turn-ending token hone cannot use is an error
+    /// naming the file and the field.
+    #[test]
+    fn an_unusable_own_template_is_explained() {
+        let err = |cfg: serde_json::Value| own_with(&cfg).err().expect("an error").to_string();
+        let e = err(serde_json::json!({"chat_template": SMOL}));
+        assert!(e.contains("tokenizer_config.json") && e.contains("`eos_token`: missing"), "{e}");
+        let e = err(serde_json::json!({"chat_template": SMOL, "eos_token": "<|eot_id|>"}));
+        assert!(e.contains("`eos_token`") && e.contains("\"<|eot_id|>\" is not a token"), "{e}");
+        let e = err(
+            serde_json::json!({"chat_template": "{% for m in messages %}", "eos_token": IM_END}),
+        );
+        assert!(e.contains("tokenizer_config.json") && e.contains("does not parse"), "{e}");
     }
 
     /// A model's own template is rendered as Jinja renders it and tokenized whole; the mask
@@ -559,7 +590,10 @@ mod tests {
     #[test]
     fn a_models_own_template_renders_and_masks_its_assistant_turns() {
         let t = own(SMOL);
-        assert!(t.has_own_template());
+        assert_ne!(
+            t.render(&[msg(Role::User, "Hi!")], false).unwrap(),
+            render(&[msg(Role::User, "Hi!")], false)
+        );
         assert_eq!((t.im_start, t.im_end, t.end_of_text), (1, 2, 0));
         assert_eq!(t.content_prefix(), "");
         let c = vec![msg(Role::User, "Hi!"), msg(Role::Assistant, "Hello.")];
@@ -587,6 +621,7 @@ mod tests {
         let odd = own("{% for m in messages|reverse %}{{ m['content'] }}{% endfor %}");
         let err = odd.encode(&c, false).unwrap_err().to_string();
         assert!(err.contains("cannot tell which tokens are the assistant's"), "{err}");
+        assert!(err.contains("tokenizer_config.json"), "{err}");
         let raising = own("{{ raise_exception('only user and assistant roles') }}");
         let err = raising.encode(&c, false).unwrap_err().to_string();
         assert!(err.contains("only user and assistant roles"), "{err}");

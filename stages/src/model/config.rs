@@ -60,13 +60,14 @@ pub enum RopeScaling {
     },
 }
 
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+/// serde helpers for fields left out at their defaults (here and in stage params).
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
-fn is_true(v: &bool) -> bool {
+pub(crate) fn is_true(v: &bool) -> bool {
     *v
 }
 

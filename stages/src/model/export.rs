@@ -163,7 +163,7 @@ pub fn save_from(
     save_weights(dir, cfg, params)?;
     let arch = if cfg.is_llama() { causal_lm(cfg) } else { "GPT2LMHeadModel" };
     let hf = config_json(cfg, arch, generation.bos_token_id, generation.eos_token_id, base)?;
-    std::fs::write(dir.join(CONFIG), hf).map_err(ModelError::io(dir.join(CONFIG)))?;
+    std::fs::write(dir.join(CONFIG), hf.text()).map_err(ModelError::io(dir.join(CONFIG)))?;
     write_json(&dir.join(GENERATION_CONFIG), generation)
 }
 
@@ -186,30 +186,73 @@ fn base_config(base: Option<&Path>) -> Result<Option<serde_json::Value>> {
     serde_json::from_str(&text).map(Some).map_err(|e| ModelError::format(&path, e.to_string()))
 }
 
-/// `config.json`'s text: the Llama family's through [`hf::llama_json`]; GPT-2's as hone has
-/// always written it, or over `base`'s when there is one.
+/// A `config.json` to write: GPT-2's fields in hone's order, as hone has always written them,
+/// or JSON in transformers' form (the Llama family's, and a GPT-2 model's from a folder).
+enum HfJson {
+    Typed(Box<HfConfig>),
+    Value(serde_json::Value),
+}
+
+impl HfJson {
+    fn text(&self) -> String {
+        match self {
+            HfJson::Typed(t) => serde_json::to_string_pretty(t).expect("plain data") + "\n",
+            HfJson::Value(v) => hf::python_json(v),
+        }
+    }
+
+    /// Makes it a reward model's: one label, `pad_token_id` (transformers pools before it),
+    /// and hone's extras (GPT-2's `bias`, the `likelihood` weight) where they say something.
+    fn reward(&mut self, cfg: &GptConfig, pad_token_id: u32, likelihood: f64) {
+        let weight = (likelihood != 0.0).then_some(likelihood);
+        match self {
+            HfJson::Typed(t) => {
+                t.id2label = Some([("0".to_string(), "LABEL_0".to_string())].into());
+                t.label2id = Some([("LABEL_0".to_string(), 0)].into());
+                t.pad_token_id = Some(pad_token_id);
+                t.hone = Some(HoneExtra { bias: cfg.bias, likelihood: weight });
+            }
+            HfJson::Value(v) => {
+                v["id2label"] = serde_json::json!({"0": "LABEL_0"});
+                v["label2id"] = serde_json::json!({"LABEL_0": 0});
+                v["pad_token_id"] = pad_token_id.into();
+                let gpt2_bias = (!cfg.is_llama() && !cfg.bias).then_some(false);
+                if weight.is_some() || gpt2_bias.is_some() {
+                    let mut extra = serde_json::json!({});
+                    if !cfg.is_llama() {
+                        extra["bias"] = cfg.bias.into();
+                    }
+                    if let Some(w) = weight {
+                        extra["likelihood"] = w.into();
+                    }
+                    v["hone"] = extra;
+                }
+            }
+        }
+    }
+}
+
+/// `config.json`: the Llama family's through [`hf::llama_json`]; GPT-2's as hone has always
+/// written it, or over `base`'s when there is one that hone did not write.
 fn config_json(
     cfg: &GptConfig,
     architecture: &str,
     bos: Option<u32>,
     eos: Option<u32>,
     base: Option<&Path>,
-) -> Result<String> {
+) -> Result<HfJson> {
     let base = base_config(base)?;
     // A base of the other family is no base.
     let base = base.filter(|b| {
         hf::is_llama_family(b["model_type"].as_str().unwrap_or_default()) == cfg.is_llama()
     });
     if cfg.is_llama() {
-        return Ok(hf::python_json(&hf::llama_json(cfg, base.as_ref(), architecture, bos, eos)));
+        return Ok(HfJson::Value(hf::llama_json(cfg, base.as_ref(), architecture, bos, eos)));
     }
     let typed = hf_config(cfg, architecture, bos, eos);
     // A GPT-2 config hone wrote (it has hone's key) is written as hone writes it.
     let Some(mut v) = base.filter(|b| b.get("hone").is_none()) else {
-        // GPT-2's fields in hone's order, as hone has always written them.
-        let mut text = serde_json::to_string_pretty(&typed).expect("plain data");
-        text.push('\n');
-        return Ok(text);
+        return Ok(HfJson::Typed(Box::new(typed)));
     };
     let ours = serde_json::to_value(typed).expect("plain data");
     for key in [
@@ -231,7 +274,7 @@ fn config_json(
     } else {
         v["hone"] = ours["hone"].clone();
     }
-    Ok(hf::python_json(&v))
+    Ok(HfJson::Value(v))
 }
 
 /// The name of a reward model's head (`score.weight`).
@@ -265,32 +308,9 @@ pub fn save_reward_from(
         return Err(ModelError::Invalid(format!("a reward model needs `{SCORE}.weight`")));
     }
     save_weights(dir, cfg, params)?;
-    let text = config_json(cfg, classifier(cfg), eos_token_id, eos_token_id, base)?;
-    let mut hf: serde_json::Value = serde_json::from_str(&text).expect("config_json writes JSON");
-    hf["id2label"] = serde_json::json!({"0": "LABEL_0"});
-    hf["label2id"] = serde_json::json!({"LABEL_0": 0});
-    hf["pad_token_id"] = pad_token_id.into();
-    if likelihood != 0.0 || !cfg.bias && !cfg.is_llama() {
-        let mut extra = serde_json::json!({});
-        if !cfg.is_llama() {
-            extra["bias"] = cfg.bias.into();
-        }
-        if likelihood != 0.0 {
-            extra["likelihood"] = likelihood.into();
-        }
-        hf["hone"] = extra;
-    }
-    let text = if cfg.is_llama() {
-        hf::python_json(&hf)
-    } else {
-        // GPT-2's field order, as before.
-        let typed: HfConfig =
-            serde_json::from_value(hf).map_err(|e| ModelError::Invalid(e.to_string()))?;
-        let mut t = serde_json::to_string_pretty(&typed).expect("plain data");
-        t.push('\n');
-        t
-    };
-    std::fs::write(dir.join(CONFIG), text).map_err(ModelError::io(dir.join(CONFIG)))?;
+    let mut hf = config_json(cfg, classifier(cfg), eos_token_id, eos_token_id, base)?;
+    hf.reward(cfg, pad_token_id, likelihood);
+    std::fs::write(dir.join(CONFIG), hf.text()).map_err(ModelError::io(dir.join(CONFIG)))?;
     std::fs::write(dir.join(CARD), reward_card(cfg, likelihood))
         .map_err(ModelError::io(dir.join(CARD)))
 }

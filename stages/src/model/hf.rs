@@ -492,6 +492,7 @@ mod tests {
             ("rope_scaling", serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "yarn"),
             ("attention_bias", serde_json::json!(true), "`attention_bias`"),
             ("hidden_size", serde_json::json!("16"), "`hidden_size`"),
+            ("head_dim", serde_json::json!(8), "`head_dim`"),
         ] {
             let mut v = v4.clone();
             v[key] = value;

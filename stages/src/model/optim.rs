@@ -42,6 +42,16 @@ impl LrSchedule {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grads(pub Vec<Vec<f32>>);
 
+/// A gradient as a flat f32 vector, zeros for a variable that has none. A weight of a
+/// recomputed block has its gradient in [`super::recompute`]'s stash, not in the store: the
+/// callers look there second.
+fn flat(g: Option<&Tensor>, v: &Var) -> Result<Vec<f32>> {
+    match g {
+        Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+        None => Ok(vec![0.0; v.elem_count()]),
+    }
+}
+
 impl Grads {
     /// The gradients of `vars` in `store` (zeros for a parameter the loss did not reach).
     pub fn collect(store: &GradStore, vars: &[(String, Var)]) -> Result<Grads> {
@@ -51,30 +61,26 @@ impl Grads {
     /// The gradients of `vars`, each from the first of `stores` that has it (zeros if none):
     /// the backward passes of losses that share no parameter, together.
     pub fn collect_from(stores: &[&GradStore], vars: &[(String, Var)]) -> Result<Grads> {
-        let mut out = Vec::with_capacity(vars.len());
-        for (_, v) in vars {
-            // A weight of a recomputed block has its gradient in the stash (super::recompute).
-            let stashed = super::recompute::take(v.as_tensor());
-            out.push(match stores.iter().find_map(|s| s.get(v.as_tensor())).or(stashed.as_ref()) {
-                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0.0; v.elem_count()],
-            });
-        }
-        Ok(Grads(out))
+        vars.iter()
+            .map(|(_, v)| match stores.iter().find_map(|s| s.get(v.as_tensor())) {
+                Some(g) => flat(Some(g), v),
+                None => flat(super::recompute::take(v.as_tensor()).as_ref(), v),
+            })
+            .collect::<Result<_>>()
+            .map(Grads)
     }
 
     /// [`Grads::collect`] from one store it consumes, each gradient freed as soon as it is
     /// copied out (the peak holds one gradient twice, not all of them).
     pub fn take(mut store: GradStore, vars: &[(String, Var)]) -> Result<Grads> {
-        let mut out = Vec::with_capacity(vars.len());
-        for (_, v) in vars {
-            let g = store.remove(v.as_tensor()).or_else(|| super::recompute::take(v.as_tensor()));
-            out.push(match g {
-                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0.0; v.elem_count()],
-            });
-        }
-        Ok(Grads(out))
+        vars.iter()
+            .map(|(_, v)| {
+                let g =
+                    store.remove(v.as_tensor()).or_else(|| super::recompute::take(v.as_tensor()));
+                flat(g.as_ref(), v)
+            })
+            .collect::<Result<_>>()
+            .map(Grads)
     }
 
     pub fn add(&mut self, other: &Grads) {

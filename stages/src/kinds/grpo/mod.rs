@@ -789,7 +789,7 @@ fn train(p: &Params, cx: &RunCx) -> Result<(), StageError> {
 
     let out = cx.out_dir;
     let (params, tok) = (&objective.policy_params, &objective.tok);
-    save_chat_model(out, &cfg, params, tok, &tok_path, trainer.history())?;
+    save_chat_model(out, &cfg, params, tok, model_dir, trainer.history())?;
     write(out, "rollout.jsonl", &objective.rollout_jsonl()?)?;
     let summary = serde_json::json!({
         "last_iteration": objective.last.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(*v))).collect::<serde_json::Map<String, serde_json::Value>>(),

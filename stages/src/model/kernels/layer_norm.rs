@@ -4,11 +4,12 @@
 //! `dx = rstd * (g - mean(g) - x̂ * mean(g * x̂))` with `g = dy * weight`, and
 //! `dweight = Σ_rows dy * x̂`. A bias, if any, is added outside (candle's broadcast add).
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Tensor};
 use multiversion::multiversion;
 
+use super::Real;
+use super::row_norm::{self, RowNorm};
 use super::simd;
-use super::{Real, col_sums, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct LayerNorm {
     pub eps: f64,
@@ -21,13 +22,6 @@ fn stats<T: Real>(x: &[T], eps: f64) -> (T, T) {
     let mean = simd::sum(x) / n;
     let var = simd::sum_sq_dev(x, mean) / n;
     (mean, (var + T::from(eps).unwrap()).sqrt().recip())
-}
-
-fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
-    let c = w.len();
-    let mut y = vec![T::zero(); x.len()];
-    par_rows(&mut y, c, |r, out| forward_row(&x[r * c..(r + 1) * c], w, eps, out));
-    y
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
@@ -67,63 +61,27 @@ fn dw_row<T: Real>(row: &[T], g: &[T], eps: f64, acc: &mut [T]) {
     }
 }
 
-/// (dx, dweight).
-fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
-    let c = w.len();
-    let rows = x.len() / c;
-    let mut dx = vec![T::zero(); x.len()];
-    par_rows(&mut dx, c, |r, out| {
-        backward_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], w, eps, out)
-    });
-    let dw = col_sums(rows, c, |r, acc| {
-        dw_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], eps, acc)
-    });
-    (dx, dw)
-}
-
-impl CustomOp2 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "hone-layer-norm"
+/// The rows of [`row_norm::NormOp`].
+impl RowNorm for LayerNorm {
+    const NAME: &'static str = "hone-layer-norm";
+    const SHOWN: &'static str = "layer norm";
+    fn eps(&self) -> f64 {
+        self.eps
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let c = l2.shape().elem_count();
-        if l1.dims().last() != Some(&c) {
-            candle_core::bail!(
-                "layer norm: input {:?} does not end in the weight's size {c}",
-                l1.shape()
-            )
-        }
-        let out = float_op!(s1, l1, "layer norm", |x| {
-            let w = super::slice(s2, l2, "layer norm weight")?;
-            storage(forward(x, w, self.eps))
-        });
-        Ok((out, l1.shape().clone()))
+    fn forward_row<T: Real>(row: &[T], w: &[T], eps: f64, out: &mut [T]) {
+        forward_row(row, w, eps, out)
     }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        with_float_data!("layer norm", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
-            let (dx, dw) = backward(xs, ws, dys, self.eps);
-            Ok((grad(dx, x)?, grad(dw, w)?))
-        })
+    fn backward_row<T: Real>(row: &[T], g: &[T], w: &[T], eps: f64, out: &mut [T]) {
+        backward_row(row, g, w, eps, out)
+    }
+    fn dw_row<T: Real>(row: &[T], g: &[T], eps: f64, acc: &mut [T]) {
+        dw_row(row, g, eps, acc)
     }
 }
 
 /// Layer norm of `x` (…, C) with gain `weight` (C), fused (no bias).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&weight.contiguous()?, LayerNorm { eps })
+    row_norm::apply(x, weight, LayerNorm { eps })
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //!   keys) and [`swiglu`] (the gated MLP's activation); [`attention`] takes grouped key/value
 //!   heads.
 //!
-//! Beside them, [`product`] holds every training product to one summation order, and
+//! Beside them, `row_norm` is the op both norms run as (their rows theirs, the rest shared),
+//! [`product`] holds every training product to one summation order, and
 //! [`packed`] is not a candle op: generation's linear layers (the decoder's
 //! batched matrix–vector products) on weights packed in panels, with fused multiply-adds.
 //!
@@ -60,6 +61,7 @@ pub mod packed;
 pub mod product;
 pub mod rms_norm;
 pub mod rope;
+mod row_norm;
 pub mod self_attention;
 pub mod simd;
 pub mod softmax;

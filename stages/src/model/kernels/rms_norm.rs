@@ -4,11 +4,12 @@
 //! `dx = rstd * (g - x̂ * mean(g * x̂))` with `g = dy * weight`, `x̂ = x * rstd`, and
 //! `dweight = Σ_rows dy * x̂`.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{Result, Tensor};
 use multiversion::multiversion;
 
+use super::Real;
+use super::row_norm::{self, RowNorm};
 use super::simd;
-use super::{Real, col_sums, float_op, grad, par_rows, storage, with_float_data};
 
 pub struct RmsNorm {
     pub eps: f64,
@@ -19,13 +20,6 @@ pub struct RmsNorm {
 pub(crate) fn rstd<T: Real>(x: &[T], eps: f64) -> T {
     let n = T::from(x.len()).unwrap();
     (simd::sum_sq_dev(x, T::zero()) / n + T::from(eps).unwrap()).sqrt().recip()
-}
-
-fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
-    let c = w.len();
-    let mut y = vec![T::zero(); x.len()];
-    par_rows(&mut y, c, |r, out| forward_row(&x[r * c..(r + 1) * c], w, eps, out));
-    y
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
@@ -59,63 +53,27 @@ fn dw_row<T: Real>(row: &[T], g: &[T], eps: f64, acc: &mut [T]) {
     }
 }
 
-/// (dx, dweight).
-fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
-    let c = w.len();
-    let rows = x.len() / c;
-    let mut dx = vec![T::zero(); x.len()];
-    par_rows(&mut dx, c, |r, out| {
-        backward_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], w, eps, out)
-    });
-    let dw = col_sums(rows, c, |r, acc| {
-        dw_row(&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c], eps, acc)
-    });
-    (dx, dw)
-}
-
-impl CustomOp2 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "hone-rms-norm"
+/// The rows of [`row_norm::NormOp`].
+impl RowNorm for RmsNorm {
+    const NAME: &'static str = "hone-rms-norm";
+    const SHOWN: &'static str = "rms norm";
+    fn eps(&self) -> f64 {
+        self.eps
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let c = l2.shape().elem_count();
-        if l1.dims().last() != Some(&c) {
-            candle_core::bail!(
-                "rms norm: input {:?} does not end in the weight's size {c}",
-                l1.shape()
-            )
-        }
-        let out = float_op!(s1, l1, "rms norm", |x| {
-            let w = super::slice(s2, l2, "rms norm weight")?;
-            storage(forward(x, w, self.eps))
-        });
-        Ok((out, l1.shape().clone()))
+    fn forward_row<T: Real>(row: &[T], w: &[T], eps: f64, out: &mut [T]) {
+        forward_row(row, w, eps, out)
     }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        with_float_data!("rms norm", x.dtype(), [x, w, dy] => |[xs, ws, dys]| {
-            let (dx, dw) = backward(xs, ws, dys, self.eps);
-            Ok((grad(dx, x)?, grad(dw, w)?))
-        })
+    fn backward_row<T: Real>(row: &[T], g: &[T], w: &[T], eps: f64, out: &mut [T]) {
+        backward_row(row, g, w, eps, out)
+    }
+    fn dw_row<T: Real>(row: &[T], g: &[T], eps: f64, acc: &mut [T]) {
+        dw_row(row, g, eps, acc)
     }
 }
 
 /// RMSNorm of `x` (…, C) with gain `weight` (C), fused.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps })
+    row_norm::apply(x, weight, RmsNorm { eps })
 }
 
 #[cfg(test)]
