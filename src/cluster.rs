@@ -97,6 +97,7 @@ pub fn run_pipeline(
         sink,
         cancel,
         person: &Terminal,
+        remote: opts.remote.clone(),
     };
     let mut summary = None;
     (kind.open)(&cx, &mut |executor| {

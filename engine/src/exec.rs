@@ -501,6 +501,7 @@ impl<'p, 'r> Scheduler<'p, 'r> {
             log: ws.store.log_path(&s.id),
             resources: p.resources_of(i),
             results: None,
+            remote: None,
         }
     }
 

@@ -5,7 +5,12 @@
 //! ```text
 //! <url>/hone-v1/objects/<artifact digest>.tar   an object directory, as one tar
 //! <url>/hone-v1/keys/<stage key>.json           the key's record, written after its object
+//! <url>/hone-v1/runs/<submission>/<name>        what a cluster's jobs leave for each other
+//!                                               and the submitting host (no shared filesystem)
 //! ```
+//!
+//! An object goes up as a tar streamed from the store: headers built in memory, large files'
+//! pages mapped, no temporary copy (`tar_chunks`).
 //!
 //! **The remote is untrusted.** A record fetched must name the key it was fetched for, and
 //! its manifest must hash to that key; an object fetched is unpacked into a staging directory
@@ -24,13 +29,13 @@
 //! URL without query or user info ([`Remote::label`]).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::digest::{ArtifactDigest, StageKey};
 use crate::files::StoreError;
@@ -39,6 +44,8 @@ use crate::store::{Record, Store};
 const LAYOUT: &str = "hone-v1";
 /// Objects above this size go up as a multipart upload, in parts of this size.
 const PART: usize = 16 << 20;
+/// Parts in flight at once.
+const PARALLEL_PARTS: usize = 4;
 /// What [`Remote::open`] takes, for its error messages.
 const FORMS: &str = "s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, \
                      http(s)://host/path/ (WebDAV), file:///dir, or a directory path";
@@ -108,7 +115,13 @@ impl Progress for Quiet {
 }
 
 pub struct Remote {
+    /// The URL as given (no password: [`Remote::open`] refuses one), for a job on another
+    /// host to open the same remote.
+    url: String,
     label: String,
+    /// HTTP/WebDAV, where a PUT into a missing collection fails and is sent again after
+    /// MKCOLs.
+    webdav: bool,
     store: Arc<dyn ObjectStore>,
     root: Path,
     rt: tokio::runtime::Runtime,
@@ -183,7 +196,9 @@ impl Remote {
             .build()
             .map_err(|e| bad(format!("cannot start its I/O runtime: {e}")))?;
         Ok(Remote {
+            url: if url.contains("://") { url.to_string() } else { parsed.to_string() },
             label: label_of(url),
+            webdav: matches!(parsed.scheme(), "http" | "https"),
             store: Arc::from(store),
             root,
             rt,
@@ -194,6 +209,43 @@ impl Remote {
     /// The URL without user info or query: what messages and records may name.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The URL it was opened with (a directory path made absolute), which opens it again on
+    /// another host with that host's credentials.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes `name` of a cluster submission's exchange area
+    /// (`hone-v1/runs/<submission>/<name>`: what its jobs tell each other and the submitting
+    /// host when the nodes share no filesystem), in one put.
+    pub fn put_run_file(
+        &self,
+        submission: &str,
+        name: &str,
+        body: Vec<u8>,
+    ) -> Result<(), RemoteError> {
+        let path = self.dir("runs").join(submission).join(name);
+        self.rt
+            .block_on(self.store.put(&path, PutPayload::from(body)))
+            .map(|_| ())
+            .map_err(|e| self.err("uploading", &path, e))
+    }
+
+    /// Reads `name` of a submission's exchange area ([`Self::put_run_file`]); `None` when it
+    /// is not there (yet).
+    pub fn get_run_file(
+        &self,
+        submission: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        let path = self.dir("runs").join(submission).join(name);
+        match self.rt.block_on(async { self.store.get(&path).await?.bytes().await }) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("downloading", &path, e)),
+        }
     }
 
     /// `<root>/hone-v1/<kind>`.
@@ -260,7 +312,18 @@ impl Remote {
         let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         let objects = match &mut *objects {
             Some(o) => o,
-            none => none.insert(self.list("objects", ".tar")?),
+            none => {
+                let listed = self.list("objects", ".tar")?;
+                if listed.is_empty() && self.webdav {
+                    // The collections may not exist yet: make them with a small PUT, so that
+                    // the first object's body is not sent twice (once refused, once again).
+                    let path = self.path("objects", ".hone");
+                    self.rt
+                        .block_on(self.store.put(&path, PutPayload::from_static(b"hone-v1\n")))
+                        .map_err(|e| self.err("uploading", &path, e))?;
+                }
+                none.insert(listed)
+            }
         };
         let mut object_bytes = 0;
         if !objects.contains(&rec.artifact) {
@@ -275,7 +338,10 @@ impl Remote {
         Ok(object_bytes)
     }
 
-    /// Packs the object as a tar in the store's tmp/ and uploads it; returns its size.
+    /// Uploads the object as a tar streamed from the store (headers built in memory, large
+    /// files' contents mapped, nothing written to disk): one PUT, or a multipart upload in
+    /// parts of [`PART`] bytes, [`PARALLEL_PARTS`] at a time, where the server has one.
+    /// Returns its size.
     fn push_object(
         &self,
         store: &Store,
@@ -283,13 +349,10 @@ impl Remote {
         progress: &dyn Progress,
     ) -> Result<u64, RemoteError> {
         let dir = store.object_path(a);
-        let tmp = store.temp_file()?;
-        pack(&dir, tmp.as_file()).map_err(crate::files::io_at(&dir))?;
-        let io = crate::files::io_at(tmp.path());
-        let size = tmp.as_file().metadata().map_err(io)?.len();
+        let chunks = tar_chunks(&dir).map_err(crate::files::io_at(&dir))?;
+        let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let path = self.path("objects", &format!("{}.tar", a.to_hex()));
         progress.start(&format!("object {}", a.short()), Some(size));
-        let mut file = std::fs::File::open(tmp.path()).map_err(crate::files::io_at(tmp.path()))?;
         let result: Result<(), RemoteError> = self.rt.block_on(async {
             let multipart = if size as usize <= PART {
                 None
@@ -301,31 +364,37 @@ impl Remote {
                     Err(e) => return Err(self.err("starting the upload of", &path, e)),
                 }
             };
-            let Some(upload) = multipart else {
-                // One PUT of the file mapped in memory (its pages are the file's, not the
-                // process's). SAFETY: the file is this process's own temporary file, not
-                // modified while mapped.
-                let map = unsafe { memmap2::Mmap::map(&file) }
-                    .map_err(crate::files::io_at(tmp.path()))?;
+            let Some(mut upload) = multipart else {
                 self.store
-                    .put(&path, PutPayload::from(bytes::Bytes::from_owner(map)))
+                    .put(&path, PutPayload::from_iter(chunks))
                     .await
                     .map_err(|e| self.err("uploading", &path, e))?;
                 progress.advance(size);
                 return Ok(());
             };
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-            let mut buf = vec![0u8; PART];
-            loop {
-                let n = file.read(&mut buf).map_err(crate::files::io_at(tmp.path()))?;
-                if n == 0 {
-                    break;
+            let parts: Vec<_> = parts(&chunks, PART)
+                .into_iter()
+                .map(|p| {
+                    let n = p.content_length() as u64;
+                    let put = upload.put_part(p);
+                    async move { put.await.map(|()| n) }
+                })
+                .collect();
+            let mut done = futures::stream::iter(parts).buffered(PARALLEL_PARTS);
+            while let Some(part) = done.next().await {
+                match part {
+                    Ok(n) => progress.advance(n),
+                    Err(e) => {
+                        drop(done);
+                        let _ = upload.abort().await;
+                        return Err(self.err("uploading", &path, e));
+                    }
                 }
-                w.wait_for_capacity(4).await.map_err(|e| self.err("uploading", &path, e))?;
-                w.write(&buf[..n]);
-                progress.advance(n as u64);
             }
-            w.finish().await.map_err(|e| self.err("finishing the upload of", &path, e))?;
+            if let Err(e) = upload.complete().await {
+                let _ = upload.abort().await;
+                return Err(self.err("finishing the upload of", &path, e));
+            }
             Ok(())
         });
         progress.finish();
@@ -476,28 +545,103 @@ fn scrub(msg: &str) -> String {
         .join(" ")
 }
 
-/// Writes the directory `dir` as a tar (entries in name order, regular files, directories
-/// and symlinks only).
-fn pack(dir: &FsPath, out: &std::fs::File) -> std::io::Result<()> {
-    let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
-    b.follow_symlinks(false);
-    b.mode(tar::HeaderMode::Deterministic);
-    fn walk(b: &mut tar::Builder<impl Write>, root: &FsPath, rel: &FsPath) -> std::io::Result<()> {
+/// Files at least this large go into a tar by reference to their mapped pages; smaller ones
+/// are copied (a mapping each would spend the process's map count on little files).
+const MAP_AT: u64 = 64 << 10;
+
+/// The directory `dir` as a tar (entries in name order; regular files, directories and
+/// symlinks only; deterministic headers), as the chunks of its bytes: headers and small files
+/// in memory, each larger file's content mapped from the store without a copy.
+fn tar_chunks(dir: &FsPath) -> std::io::Result<Vec<bytes::Bytes>> {
+    /// The bytes written so far, and mapped files pushed between them.
+    #[derive(Default)]
+    struct Chunks {
+        done: Vec<bytes::Bytes>,
+        buf: Vec<u8>,
+    }
+    impl Chunks {
+        fn push(&mut self, b: bytes::Bytes) {
+            if !self.buf.is_empty() {
+                self.done.push(std::mem::take(&mut self.buf).into());
+            }
+            self.done.push(b);
+        }
+    }
+    impl Write for Chunks {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    fn walk(b: &mut tar::Builder<Chunks>, root: &FsPath, rel: &FsPath) -> std::io::Result<()> {
         let mut entries: Vec<_> =
             std::fs::read_dir(root.join(rel))?.collect::<Result<Vec<_>, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let r = rel.join(e.file_name());
             let t = e.file_type()?;
-            b.append_path_with_name(root.join(&r), &r)?;
-            if t.is_dir() {
-                walk(b, root, &r)?;
+            if t.is_file() {
+                let file = std::fs::File::open(root.join(&r))?;
+                let meta = file.metadata()?;
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+                if meta.len() < MAP_AT {
+                    b.append_data(&mut h, &r, file)?;
+                    continue;
+                }
+                // The header alone (an empty reader: no data, no padding), then the mapped
+                // content and its padding to the 512-byte block. SAFETY: objects in the
+                // store are written once, then only read or removed whole; a removed file's
+                // pages stay mapped.
+                b.append_data(&mut h, &r, std::io::empty())?;
+                let map = unsafe { memmap2::Mmap::map(&file)? };
+                let chunks = b.get_mut();
+                chunks.push(bytes::Bytes::from_owner(map));
+                let pad = (512 - meta.len() % 512) % 512;
+                chunks.buf.resize(pad as usize, 0);
+            } else {
+                b.append_path_with_name(root.join(&r), &r)?;
+                if t.is_dir() {
+                    walk(b, root, &r)?;
+                }
             }
         }
         Ok(())
     }
+    let mut b = tar::Builder::new(Chunks::default());
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Deterministic);
     walk(&mut b, dir, FsPath::new(""))?;
-    b.into_inner()?.flush()
+    let mut c = b.into_inner()?;
+    c.push(bytes::Bytes::new());
+    c.done.retain(|b| !b.is_empty());
+    Ok(c.done)
+}
+
+/// `chunks` cut into parts of `size` bytes (the last one shorter), without copying.
+fn parts(chunks: &[bytes::Bytes], size: usize) -> Vec<PutPayload> {
+    let mut out = Vec::new();
+    let mut part: Vec<bytes::Bytes> = Vec::new();
+    let mut have = 0;
+    for c in chunks {
+        let mut c = c.clone();
+        while !c.is_empty() {
+            let take = (size - have).min(c.len());
+            part.push(c.split_to(take));
+            have += take;
+            if have == size {
+                out.push(PutPayload::from_iter(std::mem::take(&mut part)));
+                have = 0;
+            }
+        }
+    }
+    if have > 0 {
+        out.push(PutPayload::from_iter(part));
+    }
+    out
 }
 
 /// Unpacks a tar into `dest`, refusing entries that are not files, directories or relative
@@ -614,6 +758,68 @@ mod tests {
         .unwrap();
         let Fetched::Unusable(why) = remote.fetch(&sb, &other, &Quiet).unwrap() else { panic!() };
         assert!(why.contains("another key"), "{why}");
+    }
+
+    /// The tar as the `tar` crate writes it, file by file (the reference for [`tar_chunks`]).
+    fn tar_of(dir: &FsPath) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.sparse(false);
+        b.mode(tar::HeaderMode::Deterministic);
+        fn walk(b: &mut tar::Builder<Vec<u8>>, root: &FsPath, rel: &FsPath) {
+            let mut entries: Vec<_> =
+                std::fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap()).collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let r = rel.join(e.file_name());
+                b.append_path_with_name(root.join(&r), &r).unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    walk(b, root, &r);
+                }
+            }
+        }
+        walk(&mut b, dir, FsPath::new(""));
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_streamed_tar_is_the_tar_crates_bytes_and_unpacks_to_the_same_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let long = "a-name-longer-than-the-hundred-bytes-a-plain-tar-header-holds-".repeat(3);
+        std::fs::create_dir_all(d.path().join("sub/deeper")).unwrap();
+        // Sizes around the mapping threshold and the 512-byte block, an empty file, a long
+        // name (GNU long-name entry) before a mapped file, a symlink.
+        let sizes = [0, 1, 511, 512, MAP_AT - 1, MAP_AT, MAP_AT + 1, 3 * MAP_AT + 700];
+        for (i, n) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..*n).map(|j| (j * 31 + i as u64) as u8).collect();
+            std::fs::write(d.path().join(format!("f{i}.bin")), &body).unwrap();
+            std::fs::write(d.path().join("sub/deeper").join(format!("{long}{i}")), &body).unwrap();
+        }
+        std::os::unix::fs::symlink("f7.bin", d.path().join("sub/link")).unwrap();
+        let chunks = tar_chunks(d.path()).unwrap();
+        assert!(chunks.len() > 4 && chunks.iter().all(|c| !c.is_empty()));
+        let streamed: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(streamed, tar_of(d.path()), "the same bytes as the tar crate's");
+
+        let out = tempfile::tempdir().unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &streamed).unwrap();
+        unpack(std::fs::File::open(f.path()).unwrap(), out.path()).unwrap();
+        assert_eq!(
+            crate::digest::hash_tree(d.path()).unwrap(),
+            crate::digest::hash_tree(out.path()).unwrap()
+        );
+
+        // Cut into parts: every part `size` long but the last, together the whole.
+        for size in [1000, 512, MAP_AT as usize, streamed.len(), streamed.len() + 1] {
+            let ps = parts(&chunks, size);
+            let lens: Vec<usize> = ps.iter().map(|p| p.content_length()).collect();
+            assert!(lens[..lens.len() - 1].iter().all(|&n| n == size), "{size}: {lens:?}");
+            assert!(*lens.last().unwrap() <= size && *lens.last().unwrap() > 0);
+            let joined: Vec<u8> =
+                ps.iter().flat_map(|p| p.iter().flat_map(|c| c.iter().copied())).collect();
+            assert_eq!(joined, streamed, "{size}");
+        }
     }
 
     #[test]

@@ -533,13 +533,6 @@ impl Store {
         let p = self.record_path(&rec.key);
         write_atomic(&p, &serde_json::to_vec_pretty(rec).expect("record serialises"))
     }
-
-    /// A temporary file in `tmp/` (removed when dropped; left by a killed process, it goes
-    /// with [`Store::clean_tmp`]'s age rule).
-    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
-        let tmp = self.root.join("tmp");
-        tempfile::NamedTempFile::new_in(&tmp).map_err(io_at(&tmp))
-    }
 }
 
 fn sanitize(name: &str) -> String {

@@ -142,6 +142,83 @@ fn fan_out_and_join_run_as_dependent_jobs_and_store_the_same_bytes_as_a_local_ru
     assert_eq!(objects(ws.path()).len(), 4);
 }
 
+/// The nodes share no filesystem with the submitting host (`shared_fs: false`): each job
+/// works in a store of its node's (`HONE_NODE_DIR`), fetches its inputs from the remote cache
+/// and pushes its result there, and the submitting host takes the results, events and logs
+/// from the remote. (One machine plays both parts: the node's store is another directory.)
+#[test]
+fn without_a_shared_filesystem_the_jobs_exchange_inputs_and_results_through_the_remote_cache() {
+    if !slurm() {
+        return;
+    }
+    let words = "alpha\nbeta\ngamma\ndelta\n";
+    let fan = FAN.replace("seed: 3\n", "seed: 3\nexecutor: { kind: slurm, shared_fs: false }\n");
+    let ws = Ws::new();
+    ws.write("pipeline.yaml", &fan).write("words.txt", words);
+
+    // Without a remote cache there is nothing to go through: said before anything is submitted.
+    let out = hone(&ws, &["run"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let out = out.stderr_has("`shared_fs: false` needs a remote cache").stderr_has("--remote URL");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(!ws.path().join(".hone/slurm").exists(), "nothing was submitted");
+
+    let remote = tempfile::tempdir().unwrap();
+    let url = remote.path().to_str().unwrap();
+    let run = |node: &Path, sets: &[&str]| {
+        let mut args = vec!["run", "--remote", url, "--json"];
+        for s in sets {
+            args.extend(["-s", s]);
+        }
+        Out::from(
+            ws.cmd(&args)
+                .env("HONE_SLURM_POLL_MS", "200")
+                .env("HONE_NODE_DIR", node)
+                .output()
+                .unwrap(),
+        )
+    };
+    let node = tempfile::tempdir().unwrap();
+    let ev = events(&run(node.path(), &[]).ok().stdout);
+    let all = set(&["src", "left", "right", "join"]);
+    assert_eq!(stages(&ev, "stage_submitted"), all);
+    assert_eq!(stages(&ev, "stage_finished"), all);
+    // The jobs worked in the node's store; their records and objects reached the workspace's
+    // store through the remote; the same bytes as a local run.
+    assert_eq!(objects(node.path()), objects(ws.path()));
+    assert_eq!(std::fs::read_dir(remote.path().join("hone-v1/keys")).unwrap().count(), 4);
+    let local = Ws::new();
+    local.write("pipeline.yaml", FAN).write("words.txt", words);
+    local.hone(&["run"]).ok();
+    assert_eq!(objects(ws.path()), objects(local.path()));
+    assert_eq!(ws.hone(&["run", "--executor", "local"]).ok().cached().len(), 4);
+
+    // A changed `join` on a node that has nothing: its inputs, made by the earlier run and
+    // held in the workspace's store, reach it through the remote.
+    let fresh = tempfile::tempdir().unwrap();
+    let swap = "stages.join.with.cmd=cat $HONE_IN_r/r $HONE_IN_l/l > $HONE_OUT/j";
+    let ev = events(&run(fresh.path(), &[swap]).ok().stdout);
+    assert_eq!(stages(&ev, "stage_submitted"), set(&["join"]));
+    assert_eq!(stages(&ev, "stage_finished"), set(&["join"]));
+    assert_eq!(objects(fresh.path()).len(), 3, "left, right and the new join");
+    let j: serde_json::Value =
+        serde_json::from_str(&ws.hone(&["show", "join", "--json", "-s", swap]).ok().stdout)
+            .unwrap();
+    let out = std::fs::read_to_string(Path::new(j["output"].as_str().unwrap()).join("j")).unwrap();
+    assert_eq!(out, "GAMMA\nDELTA\nalpha\nbeta\n");
+
+    // A failing job: its error and its log come back through the remote.
+    let broken = "stages.join.with.cmd=echo broken-on-the-node >&2; exit 3";
+    let out = run(fresh.path(), &[broken]).code(1);
+    let ev = events(&out.stdout);
+    let failed = with(&ev, "stage_failed");
+    assert_eq!(failed.len(), 1, "{}", out.stdout);
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("broken-on-the-node") && error.contains("Slurm job"), "{error}");
+    let log = failed[0]["log"].as_str().unwrap();
+    assert!(std::fs::read_to_string(log).unwrap().contains("broken-on-the-node"), "log {log}");
+}
+
 const FAILING: &str = r#"
 name: failing
 seed: 1

@@ -104,6 +104,9 @@ pub struct Cx<'p> {
     pub sink: &'p dyn EventSink,
     pub cancel: &'p AtomicBool,
     pub person: &'p dyn Person,
+    /// The run's remote cache (`--remote`, `HONE_REMOTE`, the settings), if any: how a
+    /// cluster's jobs exchange inputs and results when its nodes share no filesystem.
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// The person running hone, whom an executor may ask or tell something.

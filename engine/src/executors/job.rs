@@ -49,6 +49,51 @@ pub struct StageJob {
     /// the jobs reading their outputs resolve [`JobInput::Upstream`] from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<PathBuf>,
+    /// Set when the job's host does not see the workspace: see [`ViaRemote`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<ViaRemote>,
+}
+
+/// A job on a host that does not see the workspace (a cluster without a shared filesystem:
+/// `shared_fs: false`). It works in a store of its host's own ([`node_dir`]), fetches its
+/// inputs' records and objects from this remote cache (each object verified), pushes its
+/// result to it, and leaves its result, events and log in the submission's exchange area
+/// there ([`crate::remote::Remote::put_run_file`]), where the submitting host and the jobs reading its output
+/// find them. Paths in the job (`workspace`, `results`, `log`) are the submitting host's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViaRemote {
+    /// The remote cache's URL (credentials come from the host's environment).
+    pub url: String,
+    /// The submission's name in the exchange area.
+    pub submission: String,
+    /// The keys of records holding the job's [`JobInput::Artifact`] inputs, which the
+    /// submitting host pushed before submitting it.
+    #[serde(default)]
+    pub fetch: Vec<StageKey>,
+}
+
+impl ViaRemote {
+    /// What the job of `stage` leaves in the exchange area.
+    pub fn result_name(stage: &str) -> String {
+        format!("{stage}.result.json")
+    }
+    pub fn events_name(stage: &str) -> String {
+        format!("{stage}.events.jsonl")
+    }
+    pub fn log_name(stage: &str) -> String {
+        format!("{stage}.log")
+    }
+}
+
+/// Where a job that does not see the workspace keeps its store: `HONE_NODE_DIR`, else
+/// `$TMPDIR/hone-node`, else `/tmp/hone-node` (kept between jobs: a later job on the same
+/// host finds its inputs there).
+pub fn node_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HONE_NODE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    std::env::temp_dir().join("hone-node")
 }
 
 /// One input of a job.
@@ -124,6 +169,10 @@ pub enum JobError {
     Store(#[from] crate::files::StoreError),
     #[error("cannot compute the key: {0}")]
     Deps(String),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error("input `{what}` is not usable on the remote cache {remote}: {why}")]
+    RemoteInput { what: String, remote: String, why: String },
 }
 
 impl StageJob {
@@ -245,6 +294,145 @@ pub fn execute(
 /// A finished job records its result for dependent jobs and the stage's state for `hone
 /// status`, and reports [`Event`]s as it goes.
 pub fn run_job(
+    job: &StageJob,
+    registry: &Registry,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<Outcome, JobError> {
+    match &job.remote {
+        None => run_here(job, registry, sink, cancel),
+        Some(via) => run_via_remote(job, via, registry, sink, cancel),
+    }
+}
+
+/// [`run_job`] for a job that does not see the workspace ([`ViaRemote`]): the job is moved
+/// to the node's store, its inputs fetched, run, and its result pushed; then its result (last,
+/// after its record and object), events and log go to the exchange area. Whatever the
+/// outcome, the events and log are left there for the submitting host.
+fn run_via_remote(
+    job: &StageJob,
+    via: &ViaRemote,
+    registry: &Registry,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<Outcome, JobError> {
+    let remote = crate::remote::Remote::open(&via.url)?;
+    let node = node_dir();
+    let here = node.join(".hone").join("slurm").join(&via.submission);
+    std::fs::create_dir_all(&here).map_err(crate::files::io_at(&here))?;
+    let local = StageJob {
+        workspace: node,
+        results: Some(here.clone()),
+        log: here.join(ViaRemote::log_name(&job.stage)),
+        remote: None,
+        ..job.clone()
+    };
+    let tee = Tee { inner: sink, lines: Default::default() };
+    let outcome = fetch_inputs(&local, via, &remote).and_then(|()| {
+        let outcome = run_here(&local, registry, &tee, cancel)?;
+        if let Outcome::Ran { record, .. } | Outcome::Cached { record } = &outcome {
+            remote.push(
+                &Workspace::open(&local.workspace)?.store,
+                record,
+                &crate::remote::Quiet,
+            )?;
+            let r = JobResult { key: record.key, artifact: record.artifact };
+            let body = serde_json::to_vec(&r).expect("result serialises");
+            remote.put_run_file(&via.submission, &ViaRemote::result_name(&job.stage), body)?;
+        }
+        Ok(outcome)
+    });
+    if let Err(e) = &outcome {
+        tee.emit(Event::StageFailed {
+            stage: job.stage.clone(),
+            error: e.to_string(),
+            log: job.log.clone(),
+        });
+    }
+    let lines = std::mem::take(&mut *tee.lines.lock().unwrap_or_else(|e| e.into_inner()));
+    let log = std::fs::read(&local.log).unwrap_or_default();
+    for (name, body) in [
+        (ViaRemote::events_name(&job.stage), lines.into_bytes()),
+        (ViaRemote::log_name(&job.stage), log),
+    ] {
+        if let Err(e) = remote.put_run_file(&via.submission, &name, body) {
+            tracing::warn!("cannot leave `{name}` on the remote cache: {e}");
+        }
+    }
+    outcome
+}
+
+/// The job's inputs into the node's store: the results of its input stages (read from the
+/// exchange area into the local results directory, where [`run_here`] reads them) and the
+/// records they and [`ViaRemote::fetch`] name, each object verified as it is fetched.
+fn fetch_inputs(
+    job: &StageJob,
+    via: &ViaRemote,
+    remote: &crate::remote::Remote,
+) -> Result<(), JobError> {
+    let ws = Workspace::open(&job.workspace)?;
+    let results = job.results.as_deref().expect("set by run_via_remote");
+    let mut keys = via.fetch.clone();
+    for stage in job.inputs.values().flatten().filter_map(|i| match i {
+        JobInput::Upstream(s) => Some(s),
+        JobInput::Artifact(_) => None,
+    }) {
+        let name = ViaRemote::result_name(stage);
+        let upstream = |message: String| JobError::Upstream {
+            stage: stage.clone(),
+            path: PathBuf::from(format!(
+                "{}/hone-v1/runs/{}/{name}",
+                remote.label(),
+                via.submission
+            )),
+            message,
+        };
+        let body = remote
+            .get_run_file(&via.submission, &name)?
+            .ok_or_else(|| upstream("not on the remote cache".into()))?;
+        let r: JobResult = serde_json::from_slice(&body).map_err(|e| upstream(e.to_string()))?;
+        write_atomic(&result_path(results, stage), &body)?;
+        keys.push(r.key);
+    }
+    for key in keys {
+        if ws.store.lookup(&key)?.is_some() {
+            continue;
+        }
+        let bad = |why: String| JobError::RemoteInput {
+            what: format!("key {}", key.short()),
+            remote: remote.label().to_string(),
+            why,
+        };
+        match remote.fetch(&ws.store, &key, &crate::remote::Quiet)? {
+            crate::remote::Fetched::Hit(_) => {}
+            crate::remote::Fetched::Absent => return Err(bad("no record of it".into())),
+            crate::remote::Fetched::Unusable(why) => return Err(bad(why)),
+        }
+    }
+    Ok(())
+}
+
+/// Passes events on and keeps all but progress as JSON lines.
+struct Tee<'a> {
+    inner: &'a dyn EventSink,
+    lines: std::sync::Mutex<String>,
+}
+
+impl EventSink for Tee<'_> {
+    fn emit(&self, event: Event) {
+        if !matches!(event, Event::Progress { .. })
+            && let Ok(line) = serde_json::to_string(&event)
+        {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        self.inner.emit(event);
+    }
+}
+
+/// [`run_job`] against the workspace the job names.
+fn run_here(
     job: &StageJob,
     registry: &Registry,
     sink: &dyn EventSink,

@@ -13,6 +13,13 @@
 //! job fails its stage (with the job id and log); Slurm cancels its dependents
 //! (`--kill-on-invalid-dep=yes`), which are reported skipped.
 //!
+//! Where the nodes share no filesystem with the submitting host (`shared_fs: false`), the jobs
+//! go through the run's remote cache: the job travels in its batch script, works in a store of
+//! its node's, fetches its inputs (the submitting host pushes those it holds) and pushes its
+//! result, and leaves its result, events and log on the remote ([`super::job::ViaRemote`]);
+//! the submitting host copies them to where a job on a shared filesystem writes them once Slurm
+//! says the job ended, and fetches the record.
+//!
 //! A run while an earlier submission's jobs are still queued or running (`--detach`, or a
 //! follower that was stopped) does not submit their stages again: a stage whose earlier job
 //! does the same work (same kind, params, seed and inputs, counting an input made by an
@@ -29,10 +36,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::executor::{Cx, Executor, ExecutorKind, Launch, Person, Run, Settings, check_settings};
-use super::job::{JobId, JobInput, JobResult, Outcome, StageJob};
+use super::job::{JobId, JobInput, JobResult, Outcome, StageJob, ViaRemote};
 use crate::digest::ArtifactDigest;
 use crate::events::{Event, EventSink};
 use crate::files::{StoreError, write_atomic};
+use crate::remote::{Fetched, Remote, RemoteError};
 use crate::resources::{Resources, slurm_memory, slurm_time};
 use crate::stage::ParamProblem;
 use crate::workspace::Workspace;
@@ -59,6 +67,7 @@ pub static KIND: ExecutorKind = ExecutorKind {
 ///   account: ml-team
 ///   gres: gpu:1
 ///   sbatch: ["--qos=high", "--constraint=a100"]
+///   shared_fs: false     # the nodes do not see the workspace: go through the remote cache
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlurmSettings {
@@ -71,6 +80,10 @@ pub struct SlurmSettings {
     /// Extra `sbatch` flags, passed as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sbatch: Vec<String>,
+    /// `false` when the nodes do not see the workspace: the jobs exchange inputs and results
+    /// through the run's remote cache instead (module doc). Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_fs: Option<bool>,
 }
 
 impl Settings for SlurmSettings {
@@ -100,11 +113,22 @@ fn open<'p>(cx: &Cx<'p>, run: Run<'_, 'p>) -> Result<(), String> {
     };
     let poll_ms =
         std::env::var("HONE_SLURM_POLL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let settings = SlurmSettings::of(cx.settings)?;
+    let remote = match settings.shared_fs {
+        Some(false) => Some(cx.remote.clone().ok_or_else(|| {
+            "the Slurm executor's `shared_fs: false` needs a remote cache for the jobs to \
+             exchange inputs and results through\n   = help: give `--remote URL`, set \
+             HONE_REMOTE, or `hone cache remote URL` (docs/team.md)"
+                .to_string()
+        })?),
+        _ => None,
+    };
     let opts = SlurmOptions {
-        settings: SlurmSettings::of(cx.settings)?,
+        settings,
         hone,
         poll: Duration::from_millis(poll_ms),
         detach: cx.detach,
+        remote,
     };
     let mut slurm = Slurm::new(cx.ws, cx.pipeline, opts, cx.sink, cx.cancel, cx.person);
     if run(&mut slurm) && !slurm.left.is_empty() {
@@ -162,6 +186,9 @@ pub struct SlurmOptions {
     pub poll: Duration,
     /// Return once everything is submitted (`hone run --detach`).
     pub detach: bool,
+    /// The remote cache the jobs go through when the nodes share no filesystem
+    /// (`shared_fs: false`).
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// One submission's record, for `hone status`.
@@ -202,6 +229,8 @@ pub enum SlurmError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
@@ -356,6 +385,9 @@ pub struct Slurm<'a> {
     earlier: Option<BTreeMap<String, SubmittedJob>>,
     /// The jobs left running on the cluster, in the order they were reported.
     left: Vec<JobId>,
+    /// Without a shared filesystem: a record of each artifact in the store, read at the first
+    /// job with an input from the store (the key its job fetches it by).
+    records: Option<BTreeMap<ArtifactDigest, crate::store::Record>>,
 }
 
 impl<'a> Slurm<'a> {
@@ -390,6 +422,7 @@ impl<'a> Slurm<'a> {
             stopping: None,
             earlier: None,
             left: Vec::new(),
+            records: None,
         }
     }
 
@@ -397,26 +430,48 @@ impl<'a> Slurm<'a> {
         let mut job = l.job;
         job.results = Some(self.dir.clone());
         let stage = job.stage.clone();
+        if let Some(remote) = self.opts.remote.clone() {
+            job.remote = Some(self.via_remote(&remote, &job)?);
+        }
         let job_file = self.dir.join(format!("{stage}.job.json"));
-        write_atomic(&job_file, &serde_json::to_vec_pretty(&job).expect("job serialises"))?;
+        let json = serde_json::to_vec_pretty(&job).expect("job serialises");
+        write_atomic(&job_file, &json)?;
         let script = self.dir.join(format!("{stage}.sh"));
-        let body = format!(
-            "#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {} exec-stage {}\n",
-            job.pipeline,
-            sh_quote(&self.opts.hone),
-            sh_quote(&job_file)
-        );
+        let hone = sh_quote(&self.opts.hone);
+        let body = if job.remote.is_some() {
+            // The node cannot read the job file: the script (which sbatch copies) carries it.
+            format!(
+                "#!/bin/sh\n# hone stage `{stage}` of `{}`, through the remote cache\n\
+                 job=$(mktemp)\ncat > \"$job\" <<'HONE_JOB_END'\n{}\nHONE_JOB_END\n\
+                 {hone} exec-stage \"$job\"\nrc=$?\nrm -f \"$job\"\nexit $rc\n",
+                job.pipeline,
+                String::from_utf8_lossy(&json)
+            )
+        } else {
+            format!(
+                "#!/bin/sh\n# hone stage `{stage}` of `{}`\nexec {hone} exec-stage {}\n",
+                job.pipeline,
+                sh_quote(&job_file)
+            )
+        };
         std::fs::write(&script, body).map_err(io_at(&script))?;
         if let Some(d) = job.log.parent() {
             std::fs::create_dir_all(d).map_err(io_at(d))?;
         }
         let events = self.dir.join(format!("{stage}.events.jsonl"));
         let name = format!("hone:{}:{stage}", job.pipeline);
+        // Without a shared filesystem the worker leaves its events and log on the remote;
+        // Slurm's files are the node's (its stderr, should the worker not start at all).
+        let (slurm_out, slurm_err) = if job.remote.is_some() {
+            (PathBuf::from("/dev/null"), PathBuf::from("/tmp/hone-slurm-%j.err"))
+        } else {
+            (events.clone(), job.log.clone())
+        };
         let mut args = sbatch_args(
             &self.opts.settings,
             &name,
-            &events,
-            &job.log,
+            &slurm_out,
+            &slurm_err,
             &job.base,
             &job.resources,
             &l.after,
@@ -473,6 +528,52 @@ impl<'a> Slurm<'a> {
             &path,
             &serde_json::to_vec_pretty(&self.submission).expect("submission serialises"),
         )?)
+    }
+
+    /// How a job goes through the remote cache: the records of its inputs from the store
+    /// pushed (objects the remote lacks uploaded), and their keys for the job to fetch.
+    fn via_remote(&mut self, remote: &Remote, job: &StageJob) -> Result<ViaRemote, SlurmError> {
+        let mut fetch = Vec::new();
+        for input in job.inputs.values().flatten() {
+            let JobInput::Artifact(a) = input else { continue };
+            let records = self.records.get_or_insert_with(|| {
+                self.ws.store.records().into_iter().map(|r| (r.artifact, r)).collect()
+            });
+            let rec = records.get(a).ok_or_else(|| SlurmError::Failed {
+                cmd: "hone".into(),
+                stderr: format!(
+                    "input {} of `{}` has no record in the store to push",
+                    a.short(),
+                    job.stage
+                ),
+            })?;
+            remote.push(&self.ws.store, rec, &crate::remote::Quiet)?;
+            fetch.push(rec.key);
+        }
+        let submission = self.dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        Ok(ViaRemote { url: remote.url().to_string(), submission, fetch })
+    }
+
+    /// What an ended job that went through the remote cache left there: its events, log
+    /// and result, copied to where a job on a shared filesystem writes them.
+    fn collect(&self, k: usize, remote: &Remote) {
+        let t = &self.jobs[k];
+        let submission = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        for (name, path) in [
+            (ViaRemote::events_name(&t.stage), &t.events),
+            (ViaRemote::log_name(&t.stage), &t.log),
+            (ViaRemote::result_name(&t.stage), &t.result),
+        ] {
+            match remote.get_run_file(&submission, &name) {
+                Ok(Some(body)) => {
+                    if let Err(e) = write_atomic(path, &body) {
+                        tracing::warn!("cannot keep `{}`: {e}", path.display());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("following the Slurm jobs: {e}"),
+            }
+        }
     }
 
     /// The job of an earlier submission still in flight for this stage, if it does the same work.
@@ -591,7 +692,25 @@ impl<'a> Slurm<'a> {
     /// How a job that Slurm says ended in `state` went.
     fn outcome(&self, t: &Tracked, state: &str, reason: &str) -> Option<Outcome> {
         let log = Some(t.log.clone());
-        let lookup = |key| self.ws.store.lookup(&key).ok().flatten();
+        let lookup = |key| {
+            let here = self.ws.store.lookup(&key).ok().flatten();
+            here.or_else(|| {
+                // A job that went through the remote cache left its result there.
+                let remote = self.opts.remote.as_ref()?;
+                match remote.fetch(&self.ws.store, &key, &crate::remote::Quiet) {
+                    Ok(Fetched::Hit(r)) => Some(*r),
+                    Ok(Fetched::Absent) => None,
+                    Ok(Fetched::Unusable(why)) => {
+                        tracing::warn!("stage `{}`: its result on the remote: {why}", t.stage);
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!("stage `{}`: fetching its result: {e}", t.stage);
+                        None
+                    }
+                }
+            })
+        };
         match (&t.last, state) {
             (Some(Event::StageFinished { key, seconds, .. }), _) => {
                 lookup(*key).map(|record| Outcome::Ran { record, seconds: *seconds })
@@ -662,6 +781,12 @@ impl<'a> Slurm<'a> {
                     reason: reason.clone(),
                 });
                 self.jobs[k].state = state.clone();
+            }
+            if let Some(remote) = self.opts.remote.clone()
+                && (terminal(&state) || state == "UNKNOWN")
+            {
+                self.collect(k, &remote);
+                self.read_events(k);
             }
             let t = &self.jobs[k];
             // Without `--kill-on-invalid-dep` support a job may wait forever on a failed input.
@@ -880,6 +1005,7 @@ mod tests {
             account: Some("ml".into()),
             gres: Some("gpu:a100:1".into()),
             sbatch: vec!["--qos=high".into()],
+            shared_fs: None,
         };
         let r = Resources {
             cpus: Some(4),
