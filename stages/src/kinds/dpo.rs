@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::chat_template::ChatTokenizer;
 use crate::model::export;
 use crate::model::ops;
+use crate::model::optim::Grads;
 use crate::model::rng::Rng;
 use crate::model::{Gpt, ModelError};
 use crate::ports;
@@ -134,7 +135,7 @@ impl Stage for Dpo {
     type Params = Params;
     const KIND: &'static str = "dpo";
     /// Why each bump: docs/kind-versions.md.
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "train a chat model on every preference pair of a rankings artifact with DPO (or IPO), against a frozen reference";
     const INPUTS: Inputs = Inputs::Fixed(&[
         Port::required("model", ports::MODEL),
@@ -349,6 +350,46 @@ impl PreferenceLoss<'_> {
         answer_log_probs(&self.policy, &rows, &starts, self.pad, self.im_end, self.p.averaged())
     }
 
+    /// The loss of `batch`'s pairs as their share of a mean over `n` pairs, its gradients for
+    /// `vars`, and the policy's log-probabilities of its rows (zero of each for no prompts).
+    fn part(
+        &self,
+        batch: &[&Scored],
+        n: usize,
+        vars: &[(String, Var)],
+    ) -> Result<(f64, Grads, Vec<f32>), StageError> {
+        let mut pairs = 0;
+        if batch.is_empty() {
+            let zeros = vars.iter().map(|(_, v)| vec![0.0; v.elem_count()]).collect();
+            return Ok((0.0, Grads(zeros), Vec::new()));
+        }
+        let policy = self.log_probs(batch)?;
+        let (mut chosen, mut rejected, mut ref_c, mut ref_r) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut base = 0u32;
+        for sc in batch {
+            for &(c, r) in &sc.example.pairs {
+                chosen.push(base + c as u32);
+                rejected.push(base + r as u32);
+                ref_c.push(sc.reference[c]);
+                ref_r.push(sc.reference[r]);
+                pairs += 1;
+            }
+            base += sc.reference.len() as u32;
+        }
+        let dev = Device::Cpu;
+        let pick = |idx: Vec<u32>| policy.index_select(&Tensor::from_vec(idx, pairs, &dev)?, 0);
+        let (pc, pr) =
+            (pick(chosen).map_err(ModelError::from)?, pick(rejected).map_err(ModelError::from)?);
+        let rc = Tensor::from_vec(ref_c, pairs, &dev).map_err(ModelError::from)?;
+        let rr = Tensor::from_vec(ref_r, pairs, &dev).map_err(ModelError::from)?;
+        let loss = dpo_loss(&pc, &pr, &rc, &rr, self.p.beta, self.p.loss)
+            .and_then(|l| l * (pairs as f64 / n as f64))
+            .map_err(ModelError::from)?;
+        let (loss, grads) = gradients_of(&loss, vars)?;
+        Ok((loss, grads, policy.to_vec1::<f32>().map_err(ModelError::from)?))
+    }
+
     /// Adds the pairs of `scored` to `s`, given the policy's log-probabilities of its rows.
     fn add(&self, s: &mut PairStats, scored: &[&Scored], policy: &[f32]) {
         let mut at = 0;
@@ -367,6 +408,11 @@ impl training::Objective for PreferenceLoss<'_> {
     /// The held-out pairs' statistics (none without held-out prompts).
     type Eval = Option<PairStats>;
 
+    /// The batch in two halves of its prompts, each its own graph: each half's loss is its
+    /// pairs' share of the batch's mean, so the halves' losses add up to the batch's and their
+    /// gradients (summed first half first) are its gradients. The halves run at once on two
+    /// threads (one after the other with gradient checkpointing, whose gradient stash is
+    /// shared): the same bits either way.
     fn step(
         &mut self,
         vars: &[(String, Var)],
@@ -376,34 +422,21 @@ impl training::Objective for PreferenceLoss<'_> {
         let b = self.p.batch_size as u64;
         let batch: Vec<&Scored> =
             (0..b).map(|i| &self.train[self.order.at(step * b + i)]).collect();
-        let policy = self.log_probs(&batch)?;
-        let (mut chosen, mut rejected, mut ref_c, mut ref_r) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut base = 0u32;
-        for sc in &batch {
-            for &(c, r) in &sc.example.pairs {
-                chosen.push(base + c as u32);
-                rejected.push(base + r as u32);
-                ref_c.push(sc.reference[c]);
-                ref_r.push(sc.reference[r]);
-            }
-            base += sc.reference.len() as u32;
-        }
-        let dev = Device::Cpu;
-        let n = chosen.len();
-        let pick = |idx: Vec<u32>| policy.index_select(&Tensor::from_vec(idx, n, &dev)?, 0);
-        let (pc, pr) =
-            (pick(chosen).map_err(ModelError::from)?, pick(rejected).map_err(ModelError::from)?);
-        let rc = Tensor::from_vec(ref_c, n, &dev).map_err(ModelError::from)?;
-        let rr = Tensor::from_vec(ref_r, n, &dev).map_err(ModelError::from)?;
-        let loss =
-            dpo_loss(&pc, &pr, &rc, &rr, self.p.beta, self.p.loss).map_err(ModelError::from)?;
-        let (loss, grads) = gradients_of(&loss, vars)?;
-        let values = policy.to_vec1::<f32>().map_err(ModelError::from)?;
+        let n: usize = batch.iter().map(|sc| sc.example.pairs.len()).sum();
+        let (first, second) = batch.split_at(batch.len().div_ceil(2));
+        let this = &*self;
+        let (a, b) = if self.p.gradient_checkpointing || second.is_empty() {
+            (this.part(first, n, vars), this.part(second, n, vars))
+        } else {
+            rayon::join(|| this.part(first, n, vars), || this.part(second, n, vars))
+        };
+        let ((loss_a, mut grads, mut values), (loss_b, grads_b, values_b)) = (a?, b?);
+        grads.add(&grads_b);
+        values.extend(values_b);
         let mut s = PairStats::default();
         self.add(&mut s, &batch, &values);
         let tokens = batch.iter().flat_map(|sc| &sc.example.rows).map(Vec::len).sum();
-        Ok(StepOut { loss, grads, tokens, stats: s.named() })
+        Ok(StepOut { loss: loss_a + loss_b, grads, tokens, stats: s.named() })
     }
 
     fn evaluate(

@@ -59,8 +59,8 @@ const GOLDEN: &[(&str, u32, &str)] = &[
     ),
     (
         "dpo: { uses: dpo, inputs: { model: sft, rankings: ranked }, with: { batch_size: 2, steps: 2, eval_every: 0, threads: 1 } }",
-        3,
-        "e4ed0dcc86d599adf7468801fc4980ac20e945803e1b7c159181d96ec9c22543",
+        4,
+        "c2dfcdf17e66e796514a3b2a0db9ba109ee98fccf4d7add86b8a8f54c3f21059",
     ),
     (
         "grpo: { uses: grpo, inputs: { model: sft, prompts: prompts }, with: { reward_contains: o, num_generations: 2, rollouts: 2, batch_size: 2, steps: 2, max_new_tokens: 4, beta: 0.1, eval_every: 0, threads: 1 } }",

@@ -280,3 +280,30 @@ fn bad_params_and_a_mismatched_reference_are_clear_errors() {
         "{err}"
     );
 }
+
+/// One thread or two (a step's two halves then run at once), or two with gradient
+/// checkpointing (the halves then run one after the other): the same bytes.
+#[test]
+fn threads_and_gradient_checkpointing_leave_the_bytes_unchanged() {
+    let rs = rankings(16, 4);
+    let runs: Vec<(Vec<u8>, Vec<u8>)> =
+        ["threads: 1", "threads: 2", "threads: 2, gradient_checkpointing: true"]
+            .into_iter()
+            .map(|with| {
+                let b = Bench::new("dpo", &rs);
+                let src = format!(
+                    "name: t\nseed: 5\nstages:\n  base: {{ uses: command, with: {{ cmd: 'cp base/* \"$HONE_OUT\"/', deps: [base] }} }}\n  rank: {{ uses: command, with: {{ cmd: 'cp rank/* \"$HONE_OUT\"/', deps: [rank] }} }}\n  dpo:\n    uses: dpo\n    inputs: {{ model: base, rankings: rank }}\n    with: {{ batch_size: 3, steps: 4, eval_every: 2, lr: 1e-3, {with} }}\n"
+                );
+                let p = spec::load_str(&b.dir.path().join("pipeline.yaml"), src, &crate::registry(), &[])
+                    .unwrap();
+                assert!(b.run(&p, quiet).0.ok());
+                let out = b.output(&p);
+                (
+                    std::fs::read(out.join("model.safetensors")).unwrap(),
+                    std::fs::read(out.join("metrics.jsonl")).unwrap(),
+                )
+            })
+            .collect();
+    assert!(runs[0] == runs[1], "1 and 2 threads differ");
+    assert!(runs[1] == runs[2], "gradient checkpointing changes the bytes");
+}
