@@ -217,6 +217,27 @@ fn without_a_shared_filesystem_the_jobs_exchange_inputs_and_results_through_the_
     assert!(error.contains("broken-on-the-node") && error.contains("Slurm job"), "{error}");
     let log = failed[0]["log"].as_str().unwrap();
     assert!(std::fs::read_to_string(log).unwrap().contains("broken-on-the-node"), "log {log}");
+
+    // A worker that cannot start (no hone at that path on the node) leaves nothing on the
+    // remote: the error says where on the node its stderr is.
+    let again = "stages.join.with.cmd=echo again > $HONE_OUT/j";
+    let out = Out::from(
+        ws.cmd(&["run", "--remote", url, "--json", "-s", again])
+            .env("HONE_SLURM_POLL_MS", "200")
+            .env("HONE_NODE_DIR", fresh.path())
+            .env("HONE_SLURM_BIN", "/nonexistent/hone")
+            .output()
+            .unwrap(),
+    )
+    .code(1);
+    let ev = events(&out.stdout);
+    let failed = with(&ev, "stage_failed");
+    assert_eq!(failed.len(), 1, "{}", out.stdout);
+    let error = failed[0]["error"].as_str().unwrap();
+    let stderr = format!("/tmp/hone-slurm-{}.err", job_of(&ev, "join"));
+    assert!(error.contains(&stderr), "{error}");
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(said.contains("/nonexistent/hone"), "{stderr}: {said}");
 }
 
 const FAILING: &str = r#"

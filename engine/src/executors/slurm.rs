@@ -231,6 +231,10 @@ pub enum SlurmError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(
+        "its input {artifact} is in the store without a record to push to the remote cache, so a node cannot fetch it; `hone cache verify` checks the store, and a run with `--executor local` makes the input again"
+    )]
+    Unpushable { artifact: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
@@ -539,14 +543,8 @@ impl<'a> Slurm<'a> {
             let records = self.records.get_or_insert_with(|| {
                 self.ws.store.records().into_iter().map(|r| (r.artifact, r)).collect()
             });
-            let rec = records.get(a).ok_or_else(|| SlurmError::Failed {
-                cmd: "hone".into(),
-                stderr: format!(
-                    "input {} of `{}` has no record in the store to push",
-                    a.short(),
-                    job.stage
-                ),
-            })?;
+            let rec =
+                records.get(a).ok_or_else(|| SlurmError::Unpushable { artifact: a.short() })?;
             remote.push(&self.ws.store, rec, &crate::remote::Quiet)?;
             fetch.push(rec.key);
         }
@@ -751,9 +749,19 @@ impl<'a> Slurm<'a> {
             }),
             (_, s) => Some(Outcome::Failed {
                 error: format!(
-                    "Slurm job {} ended {s}{}",
+                    "Slurm job {} ended {s}{}{}",
                     t.job,
-                    if reason.is_empty() { String::new() } else { format!(" ({reason})") }
+                    if reason.is_empty() { String::new() } else { format!(" ({reason})") },
+                    // Through the remote, a worker that could not start left nothing there.
+                    if self.opts.remote.is_some() {
+                        format!(
+                            "; it left no events on the remote cache: its stderr is on its node, \
+                             in /tmp/hone-slurm-{}.err",
+                            t.job
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
                 log,
             }),
