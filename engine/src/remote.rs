@@ -226,11 +226,7 @@ impl Remote {
         name: &str,
         body: Vec<u8>,
     ) -> Result<(), RemoteError> {
-        let path = self.dir("runs").join(submission).join(name);
-        self.rt
-            .block_on(self.store.put(&path, PutPayload::from(body)))
-            .map(|_| ())
-            .map_err(|e| self.err("uploading", &path, e))
+        self.put_whole(&self.dir("runs").join(submission).join(name), PutPayload::from(body))
     }
 
     /// Reads `name` of a submission's exchange area ([`Self::put_run_file`]); `None` when it
@@ -240,11 +236,23 @@ impl Remote {
         submission: &str,
         name: &str,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
-        let path = self.dir("runs").join(submission).join(name);
-        match self.rt.block_on(async { self.store.get(&path).await?.bytes().await }) {
-            Ok(b) => Ok(Some(b.to_vec())),
+        Ok(self.get_whole(&self.dir("runs").join(submission).join(name))?.map(|b| b.to_vec()))
+    }
+
+    /// One small object written in one put.
+    fn put_whole(&self, path: &Path, body: PutPayload) -> Result<(), RemoteError> {
+        self.rt
+            .block_on(self.store.put(path, body))
+            .map(|_| ())
+            .map_err(|e| self.err("uploading", path, e))
+    }
+
+    /// One small object read whole; `None` when the remote has none at `path`.
+    fn get_whole(&self, path: &Path) -> Result<Option<bytes::Bytes>, RemoteError> {
+        match self.rt.block_on(async { self.store.get(path).await?.bytes().await }) {
+            Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("downloading", &path, e)),
+            Err(e) => Err(self.err("downloading", path, e)),
         }
     }
 
@@ -317,10 +325,8 @@ impl Remote {
                 if listed.is_empty() && self.webdav {
                     // The collections may not exist yet: make them with a small PUT, so that
                     // the first object's body is not sent twice (once refused, once again).
-                    let path = self.path("objects", ".hone");
-                    self.rt
-                        .block_on(self.store.put(&path, PutPayload::from_static(b"hone-v1\n")))
-                        .map_err(|e| self.err("uploading", &path, e))?;
+                    let marker = PutPayload::from_static(b"hone-v1\n");
+                    self.put_whole(&self.path("objects", ".hone"), marker)?;
                 }
                 none.insert(listed)
             }
@@ -332,9 +338,7 @@ impl Remote {
         }
         let path = self.path("keys", &format!("{}.json", rec.key.to_hex()));
         let body = serde_json::to_vec_pretty(rec).expect("a record serialises");
-        self.rt
-            .block_on(self.store.put(&path, PutPayload::from(body)))
-            .map_err(|e| self.err("uploading", &path, e))?;
+        self.put_whole(&path, PutPayload::from(body))?;
         Ok(object_bytes)
     }
 
@@ -404,11 +408,7 @@ impl Remote {
     /// The remote's record of `key`, checked against the key.
     pub fn record(&self, key: &StageKey) -> Result<RemoteRecord, RemoteError> {
         let path = self.path("keys", &format!("{}.json", key.to_hex()));
-        let body = match self.rt.block_on(async { self.store.get(&path).await?.bytes().await }) {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(RemoteRecord::Absent),
-            Err(e) => return Err(self.err("downloading", &path, e)),
-        };
+        let Some(body) = self.get_whole(&path)? else { return Ok(RemoteRecord::Absent) };
         Ok(match serde_json::from_slice::<Record>(&body) {
             Err(e) => RemoteRecord::Unusable(format!("its record `{path}` is damaged: {e}")),
             Ok(r) if r.key != *key || r.manifest.key() != *key => RemoteRecord::Unusable(format!(
@@ -616,7 +616,7 @@ fn tar_chunks(dir: &FsPath) -> std::io::Result<Vec<bytes::Bytes>> {
     b.mode(tar::HeaderMode::Deterministic);
     walk(&mut b, dir, FsPath::new(""))?;
     let mut c = b.into_inner()?;
-    c.push(bytes::Bytes::new());
+    c.done.push(c.buf.into());
     c.done.retain(|b| !b.is_empty());
     Ok(c.done)
 }

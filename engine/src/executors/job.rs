@@ -18,7 +18,7 @@ use crate::events::{Event, EventSink};
 use crate::files::write_atomic;
 use crate::resources::Resources;
 use crate::stage::{CheckError, DepCx, DynStage, Params, Registry, RunCx, StageError};
-use crate::store::{KeyManifest, Record, StageState};
+use crate::store::{KeyManifest, Record, StageState, Store};
 use crate::workspace::Workspace;
 
 /// Everything a worker needs to run one stage, as JSON.
@@ -328,14 +328,11 @@ fn run_via_remote(
         ..job.clone()
     };
     let tee = Tee { inner: sink, lines: Default::default() };
-    let outcome = fetch_inputs(&local, via, &remote).and_then(|()| {
+    let outcome = Store::open(&local.workspace).map_err(JobError::from).and_then(|store| {
+        fetch_inputs(&local, via, &remote, &store)?;
         let outcome = run_here(&local, registry, &tee, cancel)?;
         if let Outcome::Ran { record, .. } | Outcome::Cached { record } = &outcome {
-            remote.push(
-                &Workspace::open(&local.workspace)?.store,
-                record,
-                &crate::remote::Quiet,
-            )?;
+            remote.push(&store, record, &crate::remote::Quiet)?;
             let r = JobResult { key: record.key, artifact: record.artifact };
             let body = serde_json::to_vec(&r).expect("result serialises");
             remote.put_run_file(&via.submission, &ViaRemote::result_name(&job.stage), body)?;
@@ -369,8 +366,8 @@ fn fetch_inputs(
     job: &StageJob,
     via: &ViaRemote,
     remote: &crate::remote::Remote,
+    store: &Store,
 ) -> Result<(), JobError> {
-    let ws = Workspace::open(&job.workspace)?;
     let results = job.results.as_deref().expect("set by run_via_remote");
     let mut keys = via.fetch.clone();
     for stage in job.inputs.values().flatten().filter_map(|i| match i {
@@ -395,7 +392,7 @@ fn fetch_inputs(
         keys.push(r.key);
     }
     for key in keys {
-        if ws.store.lookup(&key)?.is_some() {
+        if store.lookup(&key)?.is_some() {
             continue;
         }
         let bad = |why: String| JobError::RemoteInput {
@@ -403,7 +400,7 @@ fn fetch_inputs(
             remote: remote.label().to_string(),
             why,
         };
-        match remote.fetch(&ws.store, &key, &crate::remote::Quiet)? {
+        match remote.fetch(store, &key, &crate::remote::Quiet)? {
             crate::remote::Fetched::Hit(_) => {}
             crate::remote::Fetched::Absent => return Err(bad("no record of it".into())),
             crate::remote::Fetched::Unusable(why) => return Err(bad(why)),

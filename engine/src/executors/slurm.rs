@@ -534,6 +534,11 @@ impl<'a> Slurm<'a> {
         )?)
     }
 
+    /// The submission's name: its directory's, and its exchange area's on the remote.
+    fn name(&self) -> String {
+        self.dir.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    }
+
     /// How a job goes through the remote cache: the records of its inputs from the store
     /// pushed (objects the remote lacks uploaded), and their keys for the job to fetch.
     fn via_remote(&mut self, remote: &Remote, job: &StageJob) -> Result<ViaRemote, SlurmError> {
@@ -548,15 +553,14 @@ impl<'a> Slurm<'a> {
             remote.push(&self.ws.store, rec, &crate::remote::Quiet)?;
             fetch.push(rec.key);
         }
-        let submission = self.dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        Ok(ViaRemote { url: remote.url().to_string(), submission, fetch })
+        Ok(ViaRemote { url: remote.url().to_string(), submission: self.name(), fetch })
     }
 
     /// What an ended job that went through the remote cache left there: its events, log
     /// and result, copied to where a job on a shared filesystem writes them.
     fn collect(&self, k: usize, remote: &Remote) {
         let t = &self.jobs[k];
-        let submission = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let submission = self.name();
         for (name, path) in [
             (ViaRemote::events_name(&t.stage), &t.events),
             (ViaRemote::log_name(&t.stage), &t.log),

@@ -351,7 +351,7 @@ impl PreferenceLoss<'_> {
     }
 
     /// The loss of `batch`'s pairs as their share of a mean over `n` pairs, its gradients for
-    /// `vars`, and the policy's log-probabilities of its rows (zero of each for no prompts).
+    /// `vars`, and the policy's log-probabilities of its rows.
     fn part(
         &self,
         batch: &[&Scored],
@@ -359,10 +359,6 @@ impl PreferenceLoss<'_> {
         vars: &[(String, Var)],
     ) -> Result<(f64, Grads, Vec<f32>), StageError> {
         let mut pairs = 0;
-        if batch.is_empty() {
-            let zeros = vars.iter().map(|(_, v)| vec![0.0; v.elem_count()]).collect();
-            return Ok((0.0, Grads(zeros), Vec::new()));
-        }
         let policy = self.log_probs(batch)?;
         let (mut chosen, mut rejected, mut ref_c, mut ref_r) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -425,18 +421,25 @@ impl training::Objective for PreferenceLoss<'_> {
         let n: usize = batch.iter().map(|sc| sc.example.pairs.len()).sum();
         let (first, second) = batch.split_at(batch.len().div_ceil(2));
         let this = &*self;
-        let (a, b) = if self.p.gradient_checkpointing || second.is_empty() {
-            (this.part(first, n, vars), this.part(second, n, vars))
+        let (a, b) = if second.is_empty() {
+            (this.part(first, n, vars), None)
+        } else if self.p.gradient_checkpointing {
+            (this.part(first, n, vars), Some(this.part(second, n, vars)))
         } else {
-            rayon::join(|| this.part(first, n, vars), || this.part(second, n, vars))
+            let (a, b) = rayon::join(|| this.part(first, n, vars), || this.part(second, n, vars));
+            (a, Some(b))
         };
-        let ((loss_a, mut grads, mut values), (loss_b, grads_b, values_b)) = (a?, b?);
-        grads.add(&grads_b);
-        values.extend(values_b);
+        let (mut loss, mut grads, mut values) = a?;
+        if let Some(b) = b {
+            let (loss_b, grads_b, values_b) = b?;
+            loss += loss_b;
+            grads.add(&grads_b);
+            values.extend(values_b);
+        }
         let mut s = PairStats::default();
         self.add(&mut s, &batch, &values);
         let tokens = batch.iter().flat_map(|sc| &sc.example.rows).map(Vec::len).sum();
-        Ok(StepOut { loss: loss_a + loss_b, grads, tokens, stats: s.named() })
+        Ok(StepOut { loss, grads, tokens, stats: s.named() })
     }
 
     fn evaluate(
