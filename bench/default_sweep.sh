@@ -36,12 +36,14 @@ declare -A CONFIGS=(
   # A 1,024-token vocabulary: tinyworld's every word is one token (the BPE stops at 1,016).
   [P3]="-s vars.vocab_size=1024 $(shape 4 192 6) $(b steps=700) $(b lr=2e-3) $(b min_lr=2e-4) $(b warmup_steps=50) $(b eval_every=100) $(s steps=400)"
 )
-# Session 4 (tinyworld v4; the pipeline's default is 1,800 x 16 steps): the variants measured
+# Session 4 (tinyworld v4; the pipeline's default was 1,800 x 16 steps then): the variants measured
 # on it (docs/benchmarks.md, "Session 4"); the rows on v2 data there need tinyworld v2.
 CONFIGS[S4_sft800]="$(s steps=800)"
 CONFIGS[S4_sft_lr2e-3]="$(s lr=2e-3) $(s min_lr=2e-4)"
 CONFIGS[S4_b32x700]="$(b batch_size=32) $(b steps=700) $(b eval_every=100)"
 CONFIGS[S4_beta0.05]="-s stages.ppo.with.kl_coef=0.05"
+# Session 13: the default pretrains 2,400 steps; 1,800 was the default before.
+CONFIGS[S13_b1800]="$(b steps=1800)"
 ORDER=(default)
 
 mode=${1:-run}
