@@ -237,6 +237,12 @@ pub enum SlurmError {
     Unpushable { artifact: String },
 }
 
+/// Where, on its node, Slurm writes the stderr of a job that goes through the remote cache
+/// (`job`: its id, or sbatch's `%j`): the only trace of a worker that could not start.
+fn node_stderr(job: &str) -> String {
+    format!("/tmp/hone-slurm-{job}.err")
+}
+
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError + '_ {
     move |source| SlurmError::Io { path: path.to_path_buf(), source }
 }
@@ -467,7 +473,7 @@ impl<'a> Slurm<'a> {
         // Without a shared filesystem the worker leaves its events and log on the remote;
         // Slurm's files are the node's (its stderr, should the worker not start at all).
         let (slurm_out, slurm_err) = if job.remote.is_some() {
-            (PathBuf::from("/dev/null"), PathBuf::from("/tmp/hone-slurm-%j.err"))
+            (PathBuf::from("/dev/null"), PathBuf::from(node_stderr("%j")))
         } else {
             (events.clone(), job.log.clone())
         };
@@ -760,8 +766,8 @@ impl<'a> Slurm<'a> {
                     if self.opts.remote.is_some() {
                         format!(
                             "; it left no events on the remote cache: its stderr is on its node, \
-                             in /tmp/hone-slurm-{}.err",
-                            t.job
+                             in {}",
+                            node_stderr(&t.job)
                         )
                     } else {
                         String::new()
@@ -1067,6 +1073,52 @@ mod tests {
                 || f.starts_with("--partition")),
             "{none:?}"
         );
+    }
+
+    /// An input the store holds without a record cannot go to the nodes: the submission says
+    /// which, and how to mend the store, before anything reaches Slurm.
+    #[test]
+    fn an_input_without_a_record_is_refused_before_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let remote = Remote::open(dir.path().join("remote").to_str().unwrap()).unwrap();
+        let opts = SlurmOptions {
+            settings: SlurmSettings::default(),
+            hone: PathBuf::from("hone"),
+            poll: Duration::from_millis(100),
+            detach: false,
+            remote: None,
+        };
+        let (sink, cancel) = (|_: Event| {}, AtomicBool::new(false));
+        struct Nobody;
+        impl Person for Nobody {
+            fn confirm(&self, _: &str) -> Option<bool> {
+                None
+            }
+            fn tell(&self, _: &str) {}
+        }
+        let mut slurm = Slurm::new(&ws, "p", opts, &sink, &cancel, &Nobody);
+        let artifact: ArtifactDigest = "ab".repeat(32).parse().unwrap();
+        let job = StageJob {
+            pipeline: "p".into(),
+            stage: "s".into(),
+            kind: "command".into(),
+            version: 1,
+            params: serde_json::json!({}),
+            seed: 0,
+            inputs: [("x".to_string(), vec![JobInput::Artifact(artifact)])].into(),
+            force: false,
+            workspace: dir.path().to_path_buf(),
+            base: dir.path().to_path_buf(),
+            log: dir.path().join("s.log"),
+            resources: Resources::default(),
+            results: None,
+            remote: None,
+        };
+        let e = slurm.via_remote(&remote, &job).unwrap_err();
+        assert!(matches!(&e, SlurmError::Unpushable { artifact: a } if *a == artifact.short()));
+        let said = e.to_string();
+        assert!(said.contains(&artifact.short()) && said.contains("hone cache verify"), "{said}");
     }
 
     #[test]
